@@ -73,6 +73,45 @@ pub fn create(name: &str) -> Result<PathBuf> {
     }
 }
 
+/// Like [`create`], but makes `/run/netns` a shared mount point only when it is not one yet (as
+/// `ip netns add` does), so creating many namespaces does not stack bind mounts of the directory
+/// onto itself (each stacked layer receives every later namespace mount by propagation, and the
+/// mount table grows until `fs.mount-max` makes every mount fail with ENOSPC).
+pub fn create_once_shared(name: &str) -> Result<PathBuf> {
+    let path = path_of(name);
+    if path.exists() {
+        return Ok(path);
+    }
+    let run = Path::new(NETNS_RUN_DIR);
+    std::fs::create_dir_all(run).map_err(|source| Error::Io { path: run.into(), source })?;
+    let shared = || mount(None::<&str>, NETNS_RUN_DIR, None::<&str>, MsFlags::MS_SHARED | MsFlags::MS_REC, None::<&str>);
+    if let Err(nix::errno::Errno::EINVAL) = shared() {
+        // Not a mount point yet: bind it onto itself once, then make it shared.
+        let _ = mount(Some(NETNS_RUN_DIR), NETNS_RUN_DIR, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>);
+        let _ = shared();
+    }
+    File::create(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+    let p = path.clone();
+    let res = std::thread::spawn(move || -> Result<()> {
+        unshare(CloneFlags::CLONE_NEWNET).map_err(|errno| Error::Sys { path: p.clone(), op: "unshare", errno })?;
+        mount(Some("/proc/thread-self/ns/net"), &p, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .map_err(|errno| Error::Sys { path: p.clone(), op: "bind mount", errno })?;
+        Ok(())
+    })
+    .join()
+    .map_err(|_| Error::Panicked)?;
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
+    let status = command_in(&path, "ip").args(["link", "set", "lo", "up"]).status();
+    match status {
+        Ok(s) if s.success() => Ok(path),
+        Ok(s) => Err(Error::Io { path, source: io::Error::other(format!("ip link set lo up: {s}")) }),
+        Err(source) => Err(Error::Io { path, source }),
+    }
+}
+
 /// Delete a named namespace (like `ip netns del`). Missing is not an error.
 pub fn delete(name: &str) -> Result<()> {
     delete_path(&path_of(name))

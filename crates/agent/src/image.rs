@@ -1,0 +1,251 @@
+//! The image table: what program a container runs when there is no container engine. Images with
+//! an explicit `command` run it from the host filesystem; well-known images map to built-in
+//! programs or host binaries; the table is extendable from a file.
+
+use std::path::{Path, PathBuf};
+
+/// How to start one container.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Program {
+    pub argv: Vec<String>,
+    /// Directory put first on PATH (the busybox applet links).
+    pub path_prefix: Option<PathBuf>,
+}
+
+/// One extra table entry: an image prefix and the argv it runs (container args are appended).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    pub prefix: String,
+    pub argv: Vec<String>,
+}
+
+/// The resolved mapping state shared by all pods of a node.
+#[derive(Clone, Debug)]
+pub struct ImageTable {
+    /// Executable that understands `builtin <name> [args]` (normally `/proc/self/exe`).
+    pub exe: PathBuf,
+    /// Where busybox applet links and per-pod nginx configs live.
+    pub state_dir: PathBuf,
+    pub extra: Vec<Entry>,
+}
+
+/// Parse an image table file: one entry per line, `<image prefix> <argv...>` (whitespace
+/// separated, `#` comments), e.g. `docker.io/library/redis redis-server --port 6379`.
+pub fn parse_table(text: &str) -> Vec<Entry> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| {
+            let mut f = l.split_whitespace().map(str::to_string);
+            let prefix = f.next()?;
+            let argv: Vec<String> = f.collect();
+            (!argv.is_empty()).then_some(Entry { prefix, argv })
+        })
+        .collect()
+}
+
+/// `docker.io/library/busybox:1.36` -> `busybox`; registry kept for others; tag/digest dropped.
+pub fn repository(image: &str) -> String {
+    let no_digest = image.split('@').next().unwrap_or(image);
+    // A tag is a ':' after the last '/'.
+    let repo = match no_digest.rfind(':') {
+        Some(i) if !no_digest[i..].contains('/') => &no_digest[..i],
+        _ => no_digest,
+    };
+    let repo = repo.strip_prefix("docker.io/").unwrap_or(repo);
+    let repo = repo.strip_prefix("index.docker.io/").unwrap_or(repo);
+    repo.strip_prefix("library/").unwrap_or(repo).to_string()
+}
+
+fn is_busybox(repo: &str) -> bool {
+    let last = repo.rsplit('/').next().unwrap_or(repo);
+    last.starts_with("busybox")
+}
+
+fn is_nginx(repo: &str) -> bool {
+    let last = repo.rsplit('/').next().unwrap_or(repo);
+    last.starts_with("nginx")
+}
+
+/// Error text for an image that has no mapping.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unmapped(pub String);
+
+impl ImageTable {
+    pub fn busybox_dir(&self) -> PathBuf {
+        self.state_dir.join("busybox-bin")
+    }
+
+    /// Create the busybox applet directory (idempotent).
+    pub fn ensure_busybox(&self) -> std::io::Result<PathBuf> {
+        let dir = self.busybox_dir();
+        if dir.join("sh").exists() {
+            return Ok(dir);
+        }
+        std::fs::create_dir_all(&dir)?;
+        let bb = find_in_path("busybox", &std::env::var("PATH").unwrap_or_default())
+            .ok_or_else(|| std::io::Error::other("busybox not found on the host"))?;
+        let out = std::process::Command::new(&bb).arg("--list").output()?;
+        for applet in String::from_utf8_lossy(&out.stdout).lines() {
+            let applet = applet.trim();
+            if applet.is_empty() || applet.contains('/') {
+                continue;
+            }
+            let link = dir.join(applet);
+            if !link.exists() {
+                let _ = std::os::unix::fs::symlink(&bb, &link);
+            }
+        }
+        Ok(dir)
+    }
+
+    fn builtin(&self, name: &str, args: &[String]) -> Program {
+        let mut argv = vec![self.exe.to_string_lossy().into_owned(), "builtin".into(), name.into()];
+        argv.extend(args.iter().cloned());
+        Program { argv, path_prefix: None }
+    }
+
+    /// Decide what to run. `pod_dir` is a per-pod directory for generated config.
+    pub fn resolve(
+        &self,
+        image: &str,
+        command: &[String],
+        args: &[String],
+        container: &str,
+        pod_dir: &Path,
+    ) -> Result<Program, Unmapped> {
+        let repo = repository(image);
+        let busybox = is_busybox(&repo);
+        let path_prefix = if busybox { self.ensure_busybox().ok() } else { None };
+        if !command.is_empty() {
+            let mut argv = command.to_vec();
+            argv.extend(args.iter().cloned());
+            return Ok(Program { argv, path_prefix });
+        }
+        for e in &self.extra {
+            if image.starts_with(&e.prefix) || repo.starts_with(&e.prefix) {
+                let mut argv = e.argv.clone();
+                argv.extend(args.iter().cloned());
+                return Ok(Program { argv, path_prefix });
+            }
+        }
+        let last = repo.rsplit('/').next().unwrap_or(&repo);
+        if last == "serve_hostname" || last == "serve-hostname" {
+            return Ok(self.builtin("serve_hostname", args));
+        }
+        if last == "pause" {
+            return Ok(self.builtin("pause", &[]));
+        }
+        if last == "agnhost" {
+            let sub = args.first().map(String::as_str).unwrap_or("");
+            return match sub {
+                "netexec" | "pause" => Ok(self.builtin(sub, &args[1..])),
+                "serve-hostname" => Ok(self.builtin("serve_hostname", &args[1..])),
+                _ => Err(Unmapped(format!("agnhost subcommand {sub:?} is not available"))),
+            };
+        }
+        if busybox {
+            let argv = if args.is_empty() { vec!["sh".to_string()] } else { args.to_vec() };
+            return Ok(Program { argv, path_prefix });
+        }
+        if is_nginx(&repo) {
+            let dir = pod_dir.join(format!("nginx-{container}"));
+            write_nginx_conf(&dir).map_err(|e| Unmapped(format!("nginx config: {e}")))?;
+            let mut argv = vec![
+                "nginx".to_string(),
+                "-p".into(),
+                dir.to_string_lossy().into_owned(),
+                "-c".into(),
+                dir.join("nginx.conf").to_string_lossy().into_owned(),
+            ];
+            if args.is_empty() {
+                argv.extend(["-g".to_string(), "daemon off;".to_string()]);
+            } else {
+                argv.extend(args.iter().cloned());
+            }
+            return Ok(Program { argv, path_prefix: None });
+        }
+        Err(Unmapped(format!("image {image:?} has no local mapping and no command")))
+    }
+}
+
+fn write_nginx_conf(dir: &Path) -> std::io::Result<()> {
+    let html = dir.join("html");
+    std::fs::create_dir_all(&html)?;
+    for t in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
+        std::fs::create_dir_all(dir.join("tmp").join(t))?;
+    }
+    let index = ["/usr/share/nginx/html/index.html", "/var/www/html/index.nginx-debian.html"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_else(|| {
+            "<!DOCTYPE html>\n<html>\n<head>\n<title>Welcome to nginx!</title>\n</head>\n<body>\n<h1>Welcome to nginx!</h1>\n</body>\n</html>\n"
+                .to_string()
+        });
+    std::fs::write(html.join("index.html"), index)?;
+    let d = dir.display();
+    let conf = format!(
+        "user root;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log /dev/stderr notice;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{\n  include /etc/nginx/mime.types;\n  default_type application/octet-stream;\n  access_log /dev/stdout;\n\
+         \x20 client_body_temp_path {d}/tmp/client_body;\n  proxy_temp_path {d}/tmp/proxy;\n  fastcgi_temp_path {d}/tmp/fastcgi;\n\
+         \x20 uwsgi_temp_path {d}/tmp/uwsgi;\n  scgi_temp_path {d}/tmp/scgi;\n\
+         \x20 server {{\n    listen 80;\n    listen [::]:80;\n    server_name localhost;\n\
+         \x20   location / {{ root {d}/html; index index.html index.htm; }}\n  }}\n}}\n"
+    );
+    std::fs::write(dir.join("nginx.conf"), conf)
+}
+
+/// Look `prog` up in a PATH string.
+pub fn find_in_path(prog: &str, path: &str) -> Option<PathBuf> {
+    if prog.contains('/') {
+        return Some(PathBuf::from(prog));
+    }
+    path.split(':').filter(|d| !d.is_empty()).map(|d| Path::new(d).join(prog)).find(|p| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repositories() {
+        assert_eq!(repository("busybox"), "busybox");
+        assert_eq!(repository("docker.io/library/busybox:1.36"), "busybox");
+        assert_eq!(repository("registry.k8s.io/serve_hostname:1.1"), "registry.k8s.io/serve_hostname");
+        assert_eq!(repository("localhost:5000/x/y:tag"), "localhost:5000/x/y");
+        assert_eq!(repository("nginx@sha256:abc"), "nginx");
+    }
+
+    #[test]
+    fn table() {
+        let dir = std::env::temp_dir().join(format!("yard-agent-img-{}", std::process::id()));
+        let t = ImageTable {
+            exe: "/bin/yard".into(),
+            state_dir: dir.clone(),
+            extra: parse_table("# comment\nexample.com/redis redis-server --port 6379\n"),
+        };
+        let pd = dir.join("pod");
+        let p = t.resolve("k8s.gcr.io/serve_hostname:1.1", &[], &[], "c", &pd).unwrap();
+        assert_eq!(p.argv, vec!["/bin/yard", "builtin", "serve_hostname"]);
+        let p = t
+            .resolve("registry.k8s.io/e2e-test-images/agnhost:2.40", &[], &["netexec".into(), "--http-port=8080".into()], "c", &pd)
+            .unwrap();
+        assert_eq!(p.argv, vec!["/bin/yard", "builtin", "netexec", "--http-port=8080"]);
+        let p = t.resolve("example.com/redis:7", &[], &[], "c", &pd).unwrap();
+        assert_eq!(p.argv, vec!["redis-server", "--port", "6379"]);
+        let p = t.resolve("busybox:1.36", &[], &[], "c", &pd).unwrap();
+        assert_eq!(p.argv, vec!["sh"]);
+        assert!(p.path_prefix.unwrap().join("nslookup").exists());
+        let p = t.resolve("nginx:1.25", &[], &[], "web", &pd).unwrap();
+        assert_eq!(p.argv[0], "nginx");
+        assert!(pd.join("nginx-web/nginx.conf").exists());
+        assert!(t.resolve("quay.io/unknown/thing:1", &[], &[], "c", &pd).is_err());
+        let p = t.resolve("quay.io/unknown/thing:1", &["/bin/true".into()], &["x".into()], "c", &pd).unwrap();
+        assert_eq!(p.argv, vec!["/bin/true", "x"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

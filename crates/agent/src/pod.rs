@@ -1,0 +1,1585 @@
+//! The pod runtime: one worker task per pod that builds the sandbox, runs init and app containers
+//! with restart policy and back-off, runs probes, computes the PodStatus, and tears everything
+//! down on termination. It is independent of the API server: status goes out on a watch channel,
+//! events on an mpsc channel.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{
+    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
+    HostIP, Pod, PodCondition, PodIP, PodStatus, Probe, Service,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+
+use crate::dns::{self, DnsSettings};
+use crate::env;
+use crate::image::ImageTable;
+use crate::net::{NodeNet, Sandbox};
+use crate::proc;
+use crate::Error;
+
+/// Where ConfigMaps and Secrets referenced by env come from.
+#[derive(Clone)]
+pub enum ObjectSource {
+    /// Fixed objects (tests, or no API server).
+    Static(env::Objects),
+    /// Read through the API.
+    Api(kube::Client),
+}
+
+/// Node-wide settings of the runtime.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    pub node_name: String,
+    /// Pod namespaces are named `<prefix>-<first 8 chars of uid>`.
+    pub netns_prefix: String,
+    pub state_dir: PathBuf,
+    pub dns: DnsSettings,
+    pub node_ip: Ipv4Addr,
+    pub images: ImageTable,
+    /// (cpu, memory) capacity of the node, for resourceFieldRef without limits.
+    pub capacity: (String, String),
+}
+
+/// An event about a pod, to be written as a core/v1 Event.
+#[derive(Clone, Debug)]
+pub struct PodEvent {
+    pub namespace: String,
+    pub pod: String,
+    pub uid: String,
+    pub warning: bool,
+    pub reason: String,
+    pub message: String,
+    pub field_path: Option<String>,
+}
+
+/// The node's pod runtime.
+pub struct Runtime {
+    pub cfg: RuntimeConfig,
+    pub net: NodeNet,
+    services: RwLock<Vec<Service>>,
+    objects: ObjectSource,
+    events_tx: mpsc::UnboundedSender<PodEvent>,
+    events_rx: Mutex<Option<mpsc::UnboundedReceiver<PodEvent>>>,
+    pods: Mutex<HashMap<String, PodHandle>>,
+}
+
+/// Persisted per-pod state (for adoption after an agent restart).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SavedPod {
+    pub pod: serde_json::Value,
+    pub sandbox: Option<Sandbox>,
+    pub start_time: String,
+    pub containers: Vec<SavedContainer>,
+    #[serde(default)]
+    pub init_done: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SavedContainer {
+    pub name: String,
+    pub pid: i32,
+    pub proc_start: u64,
+    pub started_at: String,
+    pub restart_count: i32,
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug)]
+enum CState {
+    Waiting { reason: String, message: Option<String> },
+    Running { started_at: jiff::Timestamp },
+    Terminated(Term),
+}
+
+#[derive(Clone, Debug)]
+struct Term {
+    exit_code: i32,
+    signal: Option<i32>,
+    reason: String,
+    message: Option<String>,
+    started_at: Option<jiff::Timestamp>,
+    finished_at: jiff::Timestamp,
+    container_id: String,
+}
+
+#[derive(Clone, Debug)]
+struct Ctr {
+    spec: Container,
+    init: bool,
+    state: CState,
+    last: Option<Term>,
+    restart_count: i32,
+    ready: bool,
+    started: bool,
+    pid: Option<i32>,
+    proc_start: u64,
+    env: Vec<(String, String)>,
+    cwd: Option<PathBuf>,
+    /// Number of runs started (the current run's log is `<restart_count>.log`).
+    runs: i32,
+    container_id: String,
+}
+
+struct PodState {
+    pod: Pod,
+    sandbox: Option<Sandbox>,
+    start_time: jiff::Timestamp,
+    ctrs: Vec<Ctr>,
+    cond_times: HashMap<String, (bool, Time)>,
+    init_done: bool,
+    init_failed: bool,
+    sandbox_ready: bool,
+}
+
+struct PodInner {
+    rt: Arc<Runtime>,
+    uid: String,
+    namespace: String,
+    name: String,
+    dir: PathBuf,
+    st: Mutex<PodState>,
+    status_tx: watch::Sender<PodStatus>,
+    /// Set to Some(grace seconds) when the pod must stop.
+    stop_tx: watch::Sender<Option<i64>>,
+    done_tx: watch::Sender<bool>,
+}
+
+/// A running pod.
+#[derive(Clone)]
+pub struct PodHandle {
+    inner: Arc<PodInner>,
+}
+
+fn ts_time(t: jiff::Timestamp) -> Time {
+    Time(t)
+}
+
+fn now() -> jiff::Timestamp {
+    jiff::Timestamp::now()
+}
+
+impl Runtime {
+    pub fn new(cfg: RuntimeConfig, net: NodeNet, objects: ObjectSource) -> Arc<Runtime> {
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let _ = std::fs::create_dir_all(cfg.state_dir.join("pods"));
+        Arc::new(Runtime {
+            cfg,
+            net,
+            services: RwLock::new(vec![]),
+            objects,
+            events_tx,
+            events_rx: Mutex::new(Some(events_rx)),
+            pods: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Take the event stream (once).
+    pub fn take_events(&self) -> Option<mpsc::UnboundedReceiver<PodEvent>> {
+        self.events_rx.lock().expect("events lock").take()
+    }
+
+    /// Replace the Service list used for Service environment variables.
+    pub fn set_services(&self, s: Vec<Service>) {
+        *self.services.write().expect("services lock") = s;
+    }
+
+    pub fn services(&self) -> Vec<Service> {
+        self.services.read().expect("services lock").clone()
+    }
+
+    /// Name of a pod's network namespace.
+    pub fn netns_name(&self, uid: &str) -> String {
+        let short: String = uid.chars().take(8).collect();
+        format!("{}-{short}", self.cfg.netns_prefix)
+    }
+
+    fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.cfg.state_dir.join("pods").join(uid)
+    }
+
+    /// Directory holding a pod's logs (kubelet's /var/log/pods layout).
+    pub fn log_dir(&self, ns: &str, name: &str, uid: &str) -> PathBuf {
+        self.cfg.state_dir.join("logs").join(format!("{ns}_{name}_{uid}"))
+    }
+
+    /// All pods the runtime currently runs.
+    pub fn pods(&self) -> Vec<PodHandle> {
+        self.pods.lock().expect("pods lock").values().cloned().collect()
+    }
+
+    pub fn get(&self, uid: &str) -> Option<PodHandle> {
+        self.pods.lock().expect("pods lock").get(uid).cloned()
+    }
+
+    pub fn find(&self, ns: &str, name: &str) -> Option<PodHandle> {
+        self.pods.lock().expect("pods lock").values().find(|h| h.inner.namespace == ns && h.inner.name == name).cloned()
+    }
+
+    /// Start a pod, or pass an update to the running one (deletionTimestamp starts termination).
+    pub fn sync_pod(self: &Arc<Self>, pod: Pod) -> Result<PodHandle, Error> {
+        let uid = pod.metadata.uid.clone().ok_or_else(|| Error::Invalid("pod without uid".into()))?;
+        if let Some(h) = self.get(&uid) {
+            h.update(pod);
+            return Ok(h);
+        }
+        let h = self.start_pod(pod, None)?;
+        Ok(h)
+    }
+
+    fn start_pod(self: &Arc<Self>, pod: Pod, saved: Option<SavedPod>) -> Result<PodHandle, Error> {
+        let uid = pod.metadata.uid.clone().ok_or_else(|| Error::Invalid("pod without uid".into()))?;
+        let spec = pod.spec.clone().unwrap_or_default();
+        let mut ctrs = vec![];
+        for (c, init) in spec
+            .init_containers
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| (c, true))
+            .chain(spec.containers.clone().into_iter().map(|c| (c, false)))
+        {
+            ctrs.push(Ctr {
+                spec: c,
+                init,
+                state: CState::Waiting { reason: if init { "PodInitializing".into() } else { "ContainerCreating".into() }, message: None },
+                last: None,
+                restart_count: 0,
+                ready: false,
+                started: false,
+                pid: None,
+                proc_start: 0,
+                env: vec![],
+                cwd: None,
+                runs: 0,
+                container_id: String::new(),
+            });
+        }
+        // Non-init containers wait for init: kubelet shows PodInitializing for them too.
+        if ctrs.iter().any(|c| c.init) {
+            for c in ctrs.iter_mut().filter(|c| !c.init) {
+                c.state = CState::Waiting { reason: "PodInitializing".into(), message: None };
+            }
+        }
+        let mut cond_times = HashMap::new();
+        for c in pod.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default() {
+            if let Some(t) = c.last_transition_time {
+                cond_times.insert(c.type_.clone(), (c.status == "True", t));
+            }
+        }
+        let start_time = saved
+            .as_ref()
+            .and_then(|s| s.start_time.parse().ok())
+            .or_else(|| pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0))
+            .unwrap_or_else(now);
+        let st = PodState {
+            pod: pod.clone(),
+            sandbox: None,
+            start_time,
+            ctrs,
+            cond_times,
+            init_done: false,
+            init_failed: false,
+            sandbox_ready: false,
+        };
+        let (status_tx, _) = watch::channel(PodStatus::default());
+        let (stop_tx, _) = watch::channel(None);
+        let (done_tx, _) = watch::channel(false);
+        let inner = Arc::new(PodInner {
+            rt: self.clone(),
+            uid: uid.clone(),
+            namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            dir: self.pod_dir(&uid),
+            st: Mutex::new(st),
+            status_tx,
+            stop_tx,
+            done_tx,
+        });
+        let h = PodHandle { inner: inner.clone() };
+        h.publish();
+        self.pods.lock().expect("pods lock").insert(uid.clone(), h.clone());
+        if pod.metadata.deletion_timestamp.is_some() && saved.is_none() {
+            // Never started: nothing to stop.
+            h.update(pod);
+        }
+        tokio::spawn(pod_main(inner, saved));
+        Ok(h)
+    }
+
+    /// After a restart: adopt saved pods for which `keep(uid)` returns the current Pod object,
+    /// tear down the others and any namespace with our prefix that no saved pod owns.
+    pub fn recover(self: &Arc<Self>, keep: impl Fn(&str) -> Option<Pod>) -> Vec<PodHandle> {
+        let mut adopted = vec![];
+        let mut owned_ns = vec![];
+        let dir = self.cfg.state_dir.join("pods");
+        for ent in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let uid = ent.file_name().to_string_lossy().into_owned();
+            let saved: Option<SavedPod> =
+                std::fs::read(ent.path().join("state.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
+            match (keep(&uid), saved) {
+                (Some(pod), Some(saved)) if pod.metadata.deletion_timestamp.is_none() => {
+                    if let Some(sb) = &saved.sandbox {
+                        owned_ns.push(sb.netns.clone());
+                    }
+                    match self.start_pod(pod, Some(saved)) {
+                        Ok(h) => adopted.push(h),
+                        Err(e) => tracing::warn!("adopt pod {uid}: {e}"),
+                    }
+                }
+                (_, saved) => {
+                    let (ns, name) = saved
+                        .as_ref()
+                        .and_then(|s| serde_json::from_value::<Pod>(s.pod.clone()).ok())
+                        .map(|p| (p.metadata.namespace.unwrap_or_default(), p.metadata.name.unwrap_or_default()))
+                        .unwrap_or_default();
+                    if let Some(sb) = saved.and_then(|s| s.sandbox) {
+                        let _ = self.net.delete_sandbox(&sb.netns, &sb.veth, &uid);
+                    } else {
+                        let _ = self.net.delete_sandbox(&self.netns_name(&uid), &crate::net::veth_name(&uid), &uid);
+                    }
+                    let _ = std::fs::remove_dir_all(ent.path());
+                    if !ns.is_empty() {
+                        let _ = std::fs::remove_dir_all(self.log_dir(&ns, &name, &uid));
+                    }
+                }
+            }
+        }
+        // Namespaces with our prefix that nobody owns.
+        let prefix = format!("{}-", self.cfg.netns_prefix);
+        for ent in std::fs::read_dir(yard_netns::NETNS_RUN_DIR).into_iter().flatten().flatten() {
+            let n = ent.file_name().to_string_lossy().into_owned();
+            if n.starts_with(&prefix) && n.len() == prefix.len() + 8 && !owned_ns.contains(&n) {
+                crate::net::kill_processes_in_netns(&ent.path());
+                let _ = yard_netns::delete(&n);
+            }
+        }
+        // Allocations whose owner is not adopted.
+        let owners: Vec<String> = adopted.iter().map(|h| h.inner.uid.clone()).collect();
+        for (_, o) in self.net.allocations().unwrap_or_default() {
+            if !owners.contains(&o) {
+                let _ = self.net.release(&o);
+            }
+        }
+        adopted
+    }
+
+    fn event(&self, p: &PodInner, warning: bool, reason: &str, message: String, field_path: Option<String>) {
+        let _ = self.events_tx.send(PodEvent {
+            namespace: p.namespace.clone(),
+            pod: p.name.clone(),
+            uid: p.uid.clone(),
+            warning,
+            reason: reason.into(),
+            message,
+            field_path,
+        });
+    }
+
+    async fn fetch_objects(&self, ns: &str, c: &Container) -> env::Objects {
+        match &self.objects {
+            ObjectSource::Static(o) => o.clone(),
+            ObjectSource::Api(client) => {
+                let (cms, secs) = env::referenced(c);
+                let mut out = env::Objects::default();
+                let cm_api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(client.clone(), ns);
+                for n in cms {
+                    if let Ok(Some(cm)) = cm_api.get_opt(&n).await {
+                        let mut m: BTreeMap<String, String> = cm.data.unwrap_or_default();
+                        for (k, v) in cm.binary_data.unwrap_or_default() {
+                            m.insert(k, String::from_utf8_lossy(&v.0).into_owned());
+                        }
+                        out.config_maps.insert(n, m);
+                    }
+                }
+                let s_api: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::namespaced(client.clone(), ns);
+                for n in secs {
+                    if let Ok(Some(s)) = s_api.get_opt(&n).await {
+                        let mut m: BTreeMap<String, String> = BTreeMap::new();
+                        for (k, v) in s.data.unwrap_or_default() {
+                            m.insert(k, String::from_utf8_lossy(&v.0).into_owned());
+                        }
+                        for (k, v) in s.string_data.unwrap_or_default() {
+                            m.insert(k, v);
+                        }
+                        out.secrets.insert(n, m);
+                    }
+                }
+                out
+            }
+        }
+    }
+}
+
+impl PodHandle {
+    pub fn uid(&self) -> &str {
+        &self.inner.uid
+    }
+    pub fn namespace(&self) -> &str {
+        &self.inner.namespace
+    }
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The latest computed status.
+    pub fn status(&self) -> watch::Receiver<PodStatus> {
+        self.inner.status_tx.subscribe()
+    }
+
+    /// The sandbox, once created.
+    pub fn sandbox(&self) -> Option<Sandbox> {
+        self.inner.st.lock().expect("pod lock").sandbox.clone()
+    }
+
+    /// Whether termination was requested.
+    pub fn terminating(&self) -> bool {
+        self.inner.stop_tx.borrow().is_some()
+    }
+
+    /// Pass a newer Pod object.
+    pub fn update(&self, pod: Pod) {
+        if pod.metadata.deletion_timestamp.is_some() {
+            let grace = pod
+                .metadata
+                .deletion_grace_period_seconds
+                .or_else(|| pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+                .unwrap_or(30);
+            self.terminate(grace);
+        }
+        let mut st = self.inner.st.lock().expect("pod lock");
+        let status = st.pod.status.clone();
+        st.pod = pod;
+        st.pod.status = status;
+    }
+
+    /// Stop the pod: preStop, SIGTERM, SIGKILL after `grace` seconds, then tear down the sandbox.
+    pub fn terminate(&self, grace: i64) {
+        self.inner.stop_tx.send_modify(|g| {
+            *g = Some(match *g {
+                Some(old) => old.min(grace),
+                None => grace,
+            })
+        });
+    }
+
+    /// Wait until the pod is fully torn down.
+    pub async fn wait_done(&self) {
+        let mut rx = self.inner.done_tx.subscribe();
+        let _ = rx.wait_for(|d| *d).await;
+    }
+
+    pub fn is_done(&self) -> bool {
+        *self.inner.done_tx.borrow()
+    }
+
+    /// Container names (init first).
+    pub fn containers(&self) -> Vec<String> {
+        self.inner.st.lock().expect("pod lock").ctrs.iter().map(|c| c.spec.name.clone()).collect()
+    }
+
+    /// App container names.
+    pub fn app_containers(&self) -> Vec<String> {
+        self.inner.st.lock().expect("pod lock").ctrs.iter().filter(|c| !c.init).map(|c| c.spec.name.clone()).collect()
+    }
+
+    /// PID of a running container.
+    pub fn pid(&self, container: &str) -> Option<i32> {
+        let st = self.inner.st.lock().expect("pod lock");
+        st.ctrs.iter().find(|c| c.spec.name == container).and_then(|c| match c.state {
+            CState::Running { .. } => c.pid,
+            _ => None,
+        })
+    }
+
+    /// What an exec into `container` joins.
+    pub fn exec_target(&self, container: &str) -> Result<proc::ExecTarget, String> {
+        let st = self.inner.st.lock().expect("pod lock");
+        let c = st
+            .ctrs
+            .iter()
+            .find(|c| c.spec.name == container)
+            .ok_or_else(|| format!("container {container} is not valid for pod {}", self.inner.name))?;
+        match (&c.state, c.pid) {
+            (CState::Running { .. }, Some(pid)) => Ok(proc::ExecTarget { pid, env: c.env.clone(), cwd: c.cwd.clone() }),
+            _ => Err(format!("container {container} is not running")),
+        }
+    }
+
+    /// Log file of a container's current (or previous) run, and whether that run is still running
+    /// (kubelet's validateContainerLogStatus rules).
+    pub fn log_file(&self, container: &str, previous: bool) -> Result<(PathBuf, bool), String> {
+        let st = self.inner.st.lock().expect("pod lock");
+        let pod = &self.inner.name;
+        let c = st
+            .ctrs
+            .iter()
+            .find(|c| c.spec.name == container)
+            .ok_or_else(|| format!("container {container} is not valid for pod {pod}"))?;
+        let dir = self.inner.rt.log_dir(&self.inner.namespace, &self.inner.name, &self.inner.uid).join(container);
+        let run_of = |cid: &str| cid.rsplit('-').next().and_then(|n| n.parse::<i32>().ok());
+        let file = |n: i32| dir.join(format!("{n}.log"));
+        let last_run = c.last.as_ref().and_then(|t| run_of(&t.container_id));
+        if previous {
+            return match last_run {
+                Some(n) => Ok((file(n), false)),
+                None => Err(format!("previous terminated container \"{container}\" in pod \"{pod}\" not found")),
+            };
+        }
+        match &c.state {
+            CState::Running { .. } => Ok((file(c.runs - 1), true)),
+            CState::Terminated(t) => match run_of(&t.container_id).or(last_run) {
+                Some(n) => Ok((file(n), false)),
+                None => Err(format!("container \"{container}\" in pod \"{pod}\" is terminated")),
+            },
+            CState::Waiting { reason, .. } => match last_run {
+                Some(n) => Ok((file(n), false)),
+                None => Err(match reason.as_str() {
+                    "ErrImagePull" => format!("container \"{container}\" in pod \"{pod}\" is waiting to start: image can't be pulled"),
+                    "ImagePullBackOff" => {
+                        format!("container \"{container}\" in pod \"{pod}\" is waiting to start: trying and failing to pull image")
+                    }
+                    r => format!("container \"{container}\" in pod \"{pod}\" is waiting to start: {r}"),
+                }),
+            },
+        }
+    }
+
+    /// Whether the given run of a container is the current one and still running.
+    pub fn run_is_live(&self, container: &str, log: &Path) -> bool {
+        matches!(self.log_file(container, false), Ok((p, true)) if p == log)
+    }
+
+    fn publish(&self) {
+        publish(&self.inner);
+    }
+}
+
+/// Recompute and send the status if it changed.
+fn publish(p: &PodInner) {
+    let status = {
+        let mut st = p.st.lock().expect("pod lock");
+        compute_status(&mut st, p.rt.cfg.node_ip)
+    };
+    p.status_tx.send_if_modified(|old| {
+        if *old != status {
+            *old = status;
+            true
+        } else {
+            false
+        }
+    });
+}
+
+fn cond(times: &mut HashMap<String, (bool, Time)>, t: &str, ok: bool, reason: Option<&str>, message: Option<String>) -> PodCondition {
+    let entry = times.entry(t.to_string()).or_insert((ok, ts_time(now())));
+    if entry.0 != ok {
+        *entry = (ok, ts_time(now()));
+    }
+    PodCondition {
+        type_: t.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        last_transition_time: Some(entry.1.clone()),
+        reason: reason.map(str::to_string),
+        message,
+        ..Default::default()
+    }
+}
+
+fn container_status(c: &Ctr) -> ContainerStatus {
+    let term = |t: &Term| ContainerStateTerminated {
+        exit_code: t.exit_code,
+        signal: t.signal,
+        reason: Some(t.reason.clone()),
+        message: t.message.clone(),
+        started_at: t.started_at.map(ts_time),
+        finished_at: Some(ts_time(t.finished_at)),
+        container_id: Some(t.container_id.clone()),
+    };
+    let state = match &c.state {
+        CState::Waiting { reason, message } => ContainerState {
+            waiting: Some(ContainerStateWaiting { reason: Some(reason.clone()), message: message.clone() }),
+            ..Default::default()
+        },
+        CState::Running { started_at } => {
+            ContainerState { running: Some(ContainerStateRunning { started_at: Some(ts_time(*started_at)) }), ..Default::default() }
+        }
+        CState::Terminated(t) => ContainerState { terminated: Some(term(t)), ..Default::default() },
+    };
+    let image = c.spec.image.clone().unwrap_or_default();
+    let cid = match &c.state {
+        CState::Running { .. } => Some(c.container_id.clone()),
+        CState::Terminated(t) => Some(t.container_id.clone()),
+        _ => None,
+    };
+    ContainerStatus {
+        name: c.spec.name.clone(),
+        image: image.clone(),
+        image_id: if c.runs > 0 { format!("yard://image/{}", crate::image::repository(&image)) } else { String::new() },
+        container_id: cid,
+        ready: c.ready,
+        started: Some(c.started),
+        restart_count: c.restart_count,
+        state: Some(state),
+        last_state: Some(match &c.last {
+            Some(t) => ContainerState { terminated: Some(term(t)), ..Default::default() },
+            None => ContainerState::default(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn compute_status(st: &mut PodState, node_ip: Ipv4Addr) -> PodStatus {
+    let policy = st.pod.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_else(|| "Always".into());
+    let apps: Vec<&Ctr> = st.ctrs.iter().filter(|c| !c.init).collect();
+    let inits: Vec<&Ctr> = st.ctrs.iter().filter(|c| c.init).collect();
+    // Phase, following kubelet's getPhase.
+    let phase = if st.init_failed {
+        "Failed"
+    } else if !st.init_done && !inits.is_empty() {
+        "Pending"
+    } else {
+        let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
+        for c in &apps {
+            match &c.state {
+                CState::Running { .. } => running += 1,
+                CState::Terminated(t) => {
+                    stopped += 1;
+                    if t.exit_code == 0 {
+                        succeeded += 1;
+                    }
+                }
+                CState::Waiting { .. } => {
+                    if c.last.is_some() {
+                        stopped += 1
+                    } else {
+                        waiting += 1
+                    }
+                }
+            }
+        }
+        if waiting > 0 {
+            "Pending"
+        } else if running > 0 {
+            "Running"
+        } else if stopped > 0 {
+            if policy == "Always" {
+                "Running"
+            } else if stopped == succeeded {
+                "Succeeded"
+            } else if policy == "Never" {
+                "Failed"
+            } else {
+                "Running"
+            }
+        } else {
+            "Pending"
+        }
+    };
+    let all_ready = !apps.is_empty() && apps.iter().all(|c| c.ready);
+    let not_ready: Vec<String> = apps.iter().filter(|c| !c.ready).map(|c| c.spec.name.clone()).collect();
+    let unready_msg = (!not_ready.is_empty()).then(|| format!("containers with unready status: [{}]", not_ready.join(" ")));
+    let init_pending: Vec<String> = inits
+        .iter()
+        .filter(|c| !matches!(&c.state, CState::Terminated(t) if t.exit_code == 0))
+        .map(|c| c.spec.name.clone())
+        .collect();
+    let init_ok = st.init_done || inits.is_empty();
+    let sandbox_ready = st.sandbox_ready;
+    let terminal = phase == "Succeeded" || phase == "Failed";
+    let mut conditions = vec![];
+    conditions.push(cond(&mut st.cond_times, "PodReadyToStartContainers", sandbox_ready, None, None));
+    let init_msg = (!init_ok).then(|| format!("containers with incomplete status: [{}]", init_pending.join(" ")));
+    conditions.push(cond(&mut st.cond_times, "Initialized", init_ok, (!init_ok).then_some("ContainersNotInitialized"), init_msg));
+    let cr_reason = if terminal && !all_ready { Some("PodCompleted") } else if !all_ready { Some("ContainersNotReady") } else { None };
+    let ready_msg = if terminal { None } else { unready_msg.clone() };
+    conditions.push(cond(&mut st.cond_times, "Ready", all_ready, cr_reason, ready_msg.clone()));
+    conditions.push(cond(&mut st.cond_times, "ContainersReady", all_ready, cr_reason, ready_msg));
+    conditions.push(cond(&mut st.cond_times, "PodScheduled", true, None, None));
+    let ip = st.sandbox.as_ref().map(|s| s.ip.to_string());
+    let init_statuses: Vec<ContainerStatus> = inits.iter().map(|c| container_status(c)).collect();
+    let statuses: Vec<ContainerStatus> = apps.iter().map(|c| container_status(c)).collect();
+    PodStatus {
+        phase: Some(phase.into()),
+        conditions: Some(conditions),
+        host_ip: Some(node_ip.to_string()),
+        host_ips: Some(vec![HostIP { ip: node_ip.to_string() }]),
+        pod_ip: ip.clone(),
+        pod_ips: ip.map(|ip| vec![PodIP { ip }]),
+        start_time: Some(ts_time(st.start_time)),
+        init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
+        container_statuses: Some(statuses),
+        qos_class: st.pod.status.as_ref().and_then(|s| s.qos_class.clone()).or_else(|| Some(qos_class(&st.pod))),
+        ..Default::default()
+    }
+}
+
+fn qos_class(pod: &Pod) -> String {
+    let cs = pod.spec.as_ref().map(|s| s.containers.clone()).unwrap_or_default();
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in &cs {
+        let r = c.resources.clone().unwrap_or_default();
+        let req = r.requests.unwrap_or_default();
+        let lim = r.limits.unwrap_or_default();
+        if !req.is_empty() || !lim.is_empty() {
+            any = true;
+        }
+        for k in ["cpu", "memory"] {
+            match (lim.get(k), req.get(k)) {
+                (Some(l), Some(q)) if l == q => {}
+                (Some(_), None) => {}
+                _ => guaranteed = false,
+            }
+        }
+    }
+    if !any {
+        "BestEffort".into()
+    } else if guaranteed {
+        "Guaranteed".into()
+    } else {
+        "Burstable".into()
+    }
+}
+
+impl PodInner {
+    fn with<T>(&self, f: impl FnOnce(&mut PodState) -> T) -> T {
+        let mut st = self.st.lock().expect("pod lock");
+        f(&mut st)
+    }
+
+    fn stopping(&self) -> Option<i64> {
+        *self.stop_tx.borrow()
+    }
+
+    fn save(&self) {
+        let saved = self.with(|st| SavedPod {
+            pod: serde_json::to_value(&st.pod).unwrap_or_default(),
+            sandbox: st.sandbox.clone(),
+            start_time: st.start_time.to_string(),
+            init_done: st.init_done,
+            containers: st
+                .ctrs
+                .iter()
+                .filter_map(|c| match c.state {
+                    CState::Running { started_at } => Some(SavedContainer {
+                        name: c.spec.name.clone(),
+                        pid: c.pid.unwrap_or(0),
+                        proc_start: c.proc_start,
+                        started_at: started_at.to_string(),
+                        restart_count: c.restart_count,
+                        env: c.env.clone(),
+                        cwd: c.cwd.clone(),
+                    }),
+                    _ => None,
+                })
+                .collect(),
+        });
+        let _ = std::fs::create_dir_all(&self.dir);
+        let tmp = self.dir.join("state.json.tmp");
+        if let Ok(b) = serde_json::to_vec(&saved) {
+            if std::fs::write(&tmp, b).is_ok() {
+                let _ = std::fs::rename(&tmp, self.dir.join("state.json"));
+            }
+        }
+    }
+
+    /// Sleep, returning false early if the pod is being stopped.
+    async fn sleep_or_stop(&self, d: Duration) -> bool {
+        let mut rx = self.stop_tx.subscribe();
+        if rx.borrow().is_some() {
+            return false;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(d) => true,
+            _ = async { let _ = rx.wait_for(|g| g.is_some()).await; } => false,
+        }
+    }
+
+    fn set_state(&self, idx: usize, s: CState) {
+        self.with(|st| st.ctrs[idx].state = s);
+        publish(self);
+    }
+}
+
+/// The per-pod worker.
+async fn pod_main(p: Arc<PodInner>, saved: Option<SavedPod>) {
+    // Sandbox.
+    let mut attempt = 0u32;
+    let adopted_sandbox = saved.as_ref().and_then(|s| s.sandbox.clone()).filter(|sb| yard_netns::exists(&sb.netns));
+    let sandbox = if let Some(sb) = adopted_sandbox {
+        Some(sb)
+    } else {
+        loop {
+            if p.stopping().is_some() {
+                break None;
+            }
+            let rt = p.rt.clone();
+            let (name, uid) = (rt.netns_name(&p.uid), p.uid.clone());
+            let res = tokio::task::spawn_blocking(move || rt.net.create_sandbox(&name, &uid)).await;
+            match res {
+                Ok(Ok(sb)) => break Some(sb),
+                Ok(Err(e)) => {
+                    p.rt.event(&p, true, "FailedCreatePodSandBox", format!("Failed to create pod sandbox: {e}"), None);
+                    tracing::warn!(pod = %p.name, "sandbox: {e}");
+                }
+                Err(e) => tracing::warn!("sandbox task: {e}"),
+            }
+            attempt += 1;
+            let d = Duration::from_millis((500u64 << attempt.min(5)).min(10_000));
+            if !p.sleep_or_stop(d).await {
+                break None;
+            }
+        }
+    };
+    let Some(sandbox) = sandbox else {
+        finish(&p).await;
+        return;
+    };
+    // DNS files.
+    let pod_snapshot = p.with(|st| {
+        st.sandbox = Some(sandbox.clone());
+        st.sandbox_ready = true;
+        if let Some(s) = saved.as_ref() {
+            st.init_done = s.init_done;
+        }
+        let mut pod = st.pod.clone();
+        let status = pod.status.get_or_insert_with(Default::default);
+        status.pod_ip = Some(sandbox.ip.to_string());
+        status.pod_ips = Some(vec![PodIP { ip: sandbox.ip.to_string() }]);
+        status.host_ip = Some(p.rt.cfg.node_ip.to_string());
+        status.host_ips = Some(vec![HostIP { ip: p.rt.cfg.node_ip.to_string() }]);
+        st.pod.status = Some(status.clone());
+        pod
+    });
+    let _ = std::fs::create_dir_all(&p.dir);
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let dns = DnsSettings { host_resolv_conf: host_resolv, ..p.rt.cfg.dns.clone() };
+    let _ = std::fs::write(p.dir.join("resolv.conf"), dns::resolv_conf(&pod_snapshot, &dns));
+    let _ = std::fs::write(
+        p.dir.join("hosts"),
+        dns::hosts_file(&pod_snapshot, &sandbox.ip.to_string(), &p.rt.cfg.dns.cluster_domain),
+    );
+    p.save();
+    publish(&p);
+
+    let n = p.with(|st| st.ctrs.len());
+    let adopt_of = |name: &str| saved.as_ref().and_then(|s| s.containers.iter().find(|c| c.name == name).cloned());
+    // Init containers, in order (skipped when adopted after they completed).
+    let init_done = p.with(|st| st.init_done);
+    if !init_done {
+        for idx in 0..n {
+            if !p.with(|st| st.ctrs[idx].init) {
+                continue;
+            }
+            let ok = run_container(p.clone(), idx, None).await;
+            if !ok {
+                if p.stopping().is_none() {
+                    p.with(|st| st.init_failed = true);
+                    publish(&p);
+                }
+                let mut rx = p.stop_tx.subscribe();
+                let _ = rx.wait_for(|g| g.is_some()).await;
+                finish(&p).await;
+                return;
+            }
+        }
+        p.with(|st| {
+            st.init_done = true;
+            for c in st.ctrs.iter_mut().filter(|c| !c.init) {
+                if matches!(&c.state, CState::Waiting { reason, .. } if reason == "PodInitializing") {
+                    c.state = CState::Waiting { reason: "ContainerCreating".into(), message: None };
+                }
+            }
+        });
+        p.save();
+        publish(&p);
+    } else {
+        p.with(|st| {
+            for c in st.ctrs.iter_mut().filter(|c| c.init) {
+                c.state = CState::Terminated(Term {
+                    exit_code: 0,
+                    signal: None,
+                    reason: "Completed".into(),
+                    message: None,
+                    started_at: None,
+                    finished_at: now(),
+                    container_id: String::new(),
+                });
+            }
+        });
+    }
+    let mut tasks = vec![];
+    for idx in 0..n {
+        let (init, name) = p.with(|st| (st.ctrs[idx].init, st.ctrs[idx].spec.name.clone()));
+        if init {
+            continue;
+        }
+        tasks.push(tokio::spawn(run_container(p.clone(), idx, adopt_of(&name))));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    // Everything exited for good (restartPolicy) or the pod is stopping: wait for the stop.
+    let mut rx = p.stop_tx.subscribe();
+    let _ = rx.wait_for(|g| g.is_some()).await;
+    finish(&p).await;
+}
+
+/// Tear down the sandbox and the state.
+async fn finish(p: &Arc<PodInner>) {
+    let sb = p.with(|st| st.sandbox.clone());
+    let rt = p.rt.clone();
+    let uid = p.uid.clone();
+    let dir = p.dir.clone();
+    let logs = rt.log_dir(&p.namespace, &p.name, &p.uid);
+    let _ = tokio::task::spawn_blocking(move || {
+        let (name, veth) = match sb {
+            Some(sb) => (sb.netns, sb.veth),
+            None => (rt.netns_name(&uid), crate::net::veth_name(&uid)),
+        };
+        if let Err(e) = rt.net.delete_sandbox(&name, &veth, &uid) {
+            tracing::warn!("delete sandbox {name}: {e}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&logs);
+    })
+    .await;
+    p.rt.pods.lock().expect("pods lock").remove(&p.uid);
+    p.done_tx.send_replace(true);
+}
+
+/// How a running container is watched.
+enum Proc {
+    Child(tokio::process::Child),
+    Adopted { pid: i32, start: u64 },
+}
+
+impl Proc {
+    async fn wait(&mut self) -> (i32, Option<i32>) {
+        match self {
+            Proc::Child(c) => match c.wait().await {
+                Ok(s) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    match (s.code(), s.signal()) {
+                        (Some(code), _) => (code, None),
+                        (None, Some(sig)) => (128 + sig, Some(sig)),
+                        _ => (255, None),
+                    }
+                }
+                Err(_) => (255, None),
+            },
+            Proc::Adopted { pid, start } => {
+                loop {
+                    if !proc::alive(*pid, *start) {
+                        // Not our child: the exit status is gone with it.
+                        return (137, None);
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+}
+
+fn back_off(n: i32) -> Duration {
+    if n <= 0 {
+        return Duration::ZERO;
+    }
+    let secs = 10u64.saturating_mul(1u64 << (n - 1).min(6) as u32).min(300);
+    Duration::from_secs(secs)
+}
+
+fn pod_key(p: &PodInner) -> String {
+    format!("{}_{}({})", p.name, p.namespace, p.uid)
+}
+
+/// Run one container for its whole life (restarts included). Returns whether it ended with
+/// success (for init containers); app containers return when the pod stops or the restart policy
+/// says no more.
+async fn run_container(p: Arc<PodInner>, idx: usize, adopt: Option<SavedContainer>) -> bool {
+    let mut adopt = adopt;
+    let mut crashes: i32 = 0;
+    let mut pull_failures: u32 = 0;
+    loop {
+        if p.stopping().is_some() {
+            return false;
+        }
+        let (pod, c, init, runs) = p.with(|st| (st.pod.clone(), st.ctrs[idx].spec.clone(), st.ctrs[idx].init, st.ctrs[idx].runs));
+        let policy = pod.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_else(|| "Always".into());
+        let field_path = Some(format!("spec.{}{{{}}}", if init { "initContainers" } else { "containers" }, c.name));
+        let image = c.image.clone().unwrap_or_default();
+
+        let (mut procw, started_at, pid, log_path, run_no) = if let Some(a) = adopt.take().filter(|a| proc::alive(a.pid, a.proc_start)) {
+            let started_at: jiff::Timestamp = a.started_at.parse().unwrap_or_else(|_| now());
+            let run_no = a.restart_count;
+            let log_path = p.rt.log_dir(&p.namespace, &p.name, &p.uid).join(&c.name).join(format!("{run_no}.log"));
+            let cid = format!("yard://{}-{}-{}", &p.uid.chars().take(8).collect::<String>(), c.name, run_no);
+            p.with(|st| {
+                let ct = &mut st.ctrs[idx];
+                ct.pid = Some(a.pid);
+                ct.proc_start = a.proc_start;
+                ct.env = a.env.clone();
+                ct.cwd = a.cwd.clone();
+                ct.restart_count = a.restart_count;
+                ct.runs = run_no + 1;
+                ct.container_id = cid;
+                ct.state = CState::Running { started_at };
+            });
+            // Keep copying its output.
+            if let Ok(log) = proc::LogFile::create(&log_path) {
+                let (o, e) = proc::fifo_paths(&p.dir.join("fifo").join(&c.name));
+                if let Ok(r) = proc::open_fifo_reader(&o) {
+                    tokio::spawn(proc::pump(r, log.clone(), "stdout"));
+                }
+                if let Ok(r) = proc::open_fifo_reader(&e) {
+                    tokio::spawn(proc::pump(r, log, "stderr"));
+                }
+            }
+            publish(&p);
+            (Proc::Adopted { pid: a.pid, start: a.proc_start }, started_at, a.pid, log_path, run_no)
+        } else {
+            // Environment.
+            let objs = p.rt.fetch_objects(&p.namespace, &c).await;
+            let services = p.rt.services();
+            let cap = p.rt.cfg.capacity.clone();
+            let envv = match env::container_env(&pod, &c, &services, &objs, (&cap.0, &cap.1)) {
+                Ok(e) => e,
+                Err(msg) => {
+                    p.set_state(idx, CState::Waiting { reason: "CreateContainerConfigError".into(), message: Some(msg.clone()) });
+                    p.rt.event(&p, true, "Failed", format!("Error: {msg}"), field_path.clone());
+                    if !p.sleep_or_stop(Duration::from_secs(5)).await {
+                        return false;
+                    }
+                    continue;
+                }
+            };
+            let (cmd, args) = env::expand_argv(&c, &envv);
+            let program = match p.rt.cfg.images.resolve(&image, &cmd, &args, &c.name, &p.dir) {
+                Ok(prog) => prog,
+                Err(crate::image::Unmapped(msg)) => {
+                    pull_failures += 1;
+                    p.rt.event(&p, true, "Failed", format!("Failed to pull image \"{image}\": {msg}"), field_path.clone());
+                    p.rt.event(&p, true, "Failed", "Error: ErrImagePull".into(), field_path.clone());
+                    p.set_state(
+                        idx,
+                        CState::Waiting {
+                            reason: if pull_failures > 1 { "ImagePullBackOff".into() } else { "ErrImagePull".into() },
+                            message: Some(if pull_failures > 1 {
+                                format!("Back-off pulling image \"{image}\": ErrImagePull: {msg}")
+                            } else {
+                                msg.clone()
+                            }),
+                        },
+                    );
+                    if pull_failures > 1 {
+                        p.rt.event(&p, false, "BackOff", format!("Back-off pulling image \"{image}\""), field_path.clone());
+                    }
+                    let d = Duration::from_secs((5u64 << pull_failures.min(6)).min(300));
+                    if !p.sleep_or_stop(d).await {
+                        return false;
+                    }
+                    continue;
+                }
+            };
+            if pull_failures > 0 || runs == 0 {
+                p.rt.event(&p, false, "Pulled", format!("Container image \"{image}\" already present on machine"), field_path.clone());
+            }
+            pull_failures = 0;
+            let mut envv = envv;
+            let hostname = dns::pod_hostname(&pod);
+            let base_path = envv
+                .iter()
+                .find(|(k, _)| k == "PATH")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+            let path = match &program.path_prefix {
+                Some(pre) => format!("{}:{base_path}", pre.display()),
+                None => base_path,
+            };
+            envv.retain(|(k, _)| k != "PATH");
+            envv.insert(0, ("PATH".into(), path));
+            if !envv.iter().any(|(k, _)| k == "HOSTNAME") {
+                envv.insert(1, ("HOSTNAME".into(), hostname.clone()));
+            }
+            if !envv.iter().any(|(k, _)| k == "HOME") {
+                envv.push(("HOME".into(), "/root".into()));
+            }
+            let cwd = c.working_dir.clone().filter(|w| !w.is_empty()).map(PathBuf::from);
+            let netns = p.with(|st| st.sandbox.as_ref().map(|s| s.netns_path())).unwrap_or_default();
+            let spec = proc::Spec {
+                argv: program.argv.clone(),
+                env: envv.clone(),
+                cwd: cwd.clone(),
+                netns,
+                hostname,
+                resolv_conf: p.dir.join("resolv.conf"),
+                hosts: p.dir.join("hosts"),
+                fifo_dir: p.dir.join("fifo").join(&c.name),
+            };
+            let run_no = runs;
+            let log_path = p.rt.log_dir(&p.namespace, &p.name, &p.uid).join(&c.name).join(format!("{run_no}.log"));
+            let cid = format!("yard://{}-{}-{}", &p.uid.chars().take(8).collect::<String>(), c.name, run_no);
+            let log = proc::LogFile::create(&log_path);
+            let spawned = match log {
+                Ok(log) => proc::spawn(&spec).map(|s| (s, log)),
+                Err(e) => Err(e),
+            };
+            match spawned {
+                Ok((s, log)) => {
+                    let started_at = now();
+                    let proc_start = proc::start_time(s.pid).unwrap_or(0);
+                    tokio::spawn(proc::pump(s.stdout, log.clone(), "stdout"));
+                    tokio::spawn(proc::pump(s.stderr, log, "stderr"));
+                    p.with(|st| {
+                        let ct = &mut st.ctrs[idx];
+                        ct.pid = Some(s.pid);
+                        ct.proc_start = proc_start;
+                        ct.env = envv.clone();
+                        ct.cwd = cwd.clone();
+                        ct.restart_count = run_no;
+                        ct.runs = run_no + 1;
+                        ct.container_id = cid.clone();
+                        ct.ready = false;
+                        ct.started = false;
+                        ct.state = CState::Running { started_at };
+                    });
+                    p.save();
+                    publish(&p);
+                    p.rt.event(&p, false, "Created", format!("Created container {}", c.name), field_path.clone());
+                    p.rt.event(&p, false, "Started", format!("Started container {}", c.name), field_path.clone());
+                    (Proc::Child(s.child), started_at, s.pid, log_path, run_no)
+                }
+                Err(e) => {
+                    // Like a runtime's StartError: counts as a failed run.
+                    let msg = e.to_string();
+                    p.rt.event(&p, true, "Failed", format!("Error: {msg}"), field_path.clone());
+                    let t = Term {
+                        exit_code: 128,
+                        signal: None,
+                        reason: "StartError".into(),
+                        message: Some(msg),
+                        started_at: None,
+                        finished_at: now(),
+                        container_id: cid,
+                    };
+                    p.with(|st| {
+                        let ct = &mut st.ctrs[idx];
+                        ct.runs = run_no + 1;
+                        ct.restart_count = run_no;
+                        ct.state = CState::Terminated(t);
+                    });
+                    publish(&p);
+                    if !after_exit(&p, idx, &policy, 128, init, &mut crashes, Duration::ZERO).await {
+                        return false;
+                    }
+                    continue;
+                }
+            }
+        };
+        let _ = log_path;
+        // Probes.
+        let (kill_tx, mut kill_rx) = mpsc::channel::<String>(1);
+        let probe_task = tokio::spawn(probe_loop(p.clone(), idx, c.clone(), pid, kill_tx, started_at));
+        let mut stop_rx = p.stop_tx.subscribe();
+        let mut killed_for: Option<String> = None;
+        let (code, signal) = tokio::select! {
+            r = procw.wait() => r,
+            Some(why) = kill_rx.recv() => {
+                killed_for = Some(why);
+                let grace = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
+                let g = c.liveness_probe.as_ref().and_then(|pr| pr.termination_grace_period_seconds).unwrap_or(grace);
+                p.rt.event(&p, false, "Killing", format!("Container {} failed liveness probe, will be restarted", c.name), field_path.clone());
+                stop_process(&p, &c, &mut procw, pid, g, false).await
+            }
+            _ = async { let _ = stop_rx.wait_for(|g| g.is_some()).await; } => {
+                let g = p.stopping().unwrap_or(30);
+                p.rt.event(&p, false, "Killing", format!("Stopping container {}", c.name), field_path.clone());
+                stop_process(&p, &c, &mut procw, pid, g, true).await
+            }
+        };
+        probe_task.abort();
+        let finished = now();
+        let ran_for = finished.duration_since(started_at);
+        let reason = if code == 0 { "Completed" } else { "Error" };
+        let t = Term {
+            exit_code: code,
+            signal,
+            reason: reason.into(),
+            message: None,
+            started_at: Some(started_at),
+            finished_at: finished,
+            container_id: p.with(|st| st.ctrs[idx].container_id.clone()),
+        };
+        let _ = killed_for;
+        p.with(|st| {
+            let ct = &mut st.ctrs[idx];
+            ct.ready = false;
+            ct.started = false;
+            ct.pid = None;
+            ct.state = CState::Terminated(t);
+        });
+        p.save();
+        publish(&p);
+        if p.stopping().is_some() {
+            return false;
+        }
+        if init && code == 0 {
+            return true;
+        }
+        // Reset the back-off after a long healthy run (kubelet: 2x the max back-off).
+        if ran_for.as_secs() > 600 {
+            crashes = 0;
+        }
+        let _ = run_no;
+        if !after_exit(&p, idx, &policy, code, init, &mut crashes, Duration::ZERO).await {
+            return code == 0;
+        }
+    }
+}
+
+/// Decide about a restart after an exit; sleeps the back-off. Returns whether to run again.
+async fn after_exit(p: &Arc<PodInner>, idx: usize, policy: &str, code: i32, init: bool, crashes: &mut i32, _min: Duration) -> bool {
+    let restart = match policy {
+        "Always" => !init || code != 0,
+        "OnFailure" => code != 0,
+        _ => false,
+    };
+    if !restart {
+        return false;
+    }
+    let d = back_off(*crashes);
+    *crashes += 1;
+    if !d.is_zero() {
+        let name = p.with(|st| {
+            let ct = &mut st.ctrs[idx];
+            if let CState::Terminated(t) = &ct.state {
+                ct.last = Some(t.clone());
+            }
+            let msg = format!("back-off {}s restarting failed container={} pod={}", d.as_secs(), ct.spec.name, pod_key(p));
+            ct.state = CState::Waiting { reason: "CrashLoopBackOff".into(), message: Some(msg) };
+            ct.spec.name.clone()
+        });
+        publish(p);
+        p.rt.event(p, true, "BackOff", "Back-off restarting failed container".into(), Some(format!("spec.containers{{{name}}}")));
+        if !p.sleep_or_stop(d).await {
+            return false;
+        }
+    } else {
+        p.with(|st| {
+            let ct = &mut st.ctrs[idx];
+            if let CState::Terminated(t) = &ct.state {
+                ct.last = Some(t.clone());
+            }
+        });
+    }
+    true
+}
+
+/// preStop, SIGTERM, SIGKILL after the grace period. `pod_stop` tells a pod termination (the grace
+/// covers preStop) from a liveness restart.
+async fn stop_process(p: &Arc<PodInner>, c: &Container, procw: &mut Proc, pid: i32, grace: i64, _pod_stop: bool) -> (i32, Option<i32>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(grace.max(0) as u64);
+    if grace > 0 {
+        if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.clone()) {
+            let fut = async {
+                if let Some(e) = &h.exec {
+                    let argv = e.command.clone().unwrap_or_default();
+                    let _ = exec_probe(p, pid, &argv, Duration::from_secs(grace as u64)).await;
+                } else if let Some(g) = &h.http_get {
+                    let ip = p.with(|st| st.sandbox.as_ref().map(|s| s.ip));
+                    if let Some(ip) = ip {
+                        let _ = http_probe(p, c, g, ip, Duration::from_secs(grace as u64)).await;
+                    }
+                } else if let Some(s) = &h.sleep {
+                    tokio::time::sleep(Duration::from_secs(s.seconds.max(0) as u64)).await;
+                }
+            };
+            let _ = tokio::time::timeout_at(deadline, fut).await;
+        }
+    }
+    proc::signal(pid, Signal::SIGTERM);
+    let rest = deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_millis(if grace > 0 { 100 } else { 0 }));
+    match tokio::time::timeout(rest, procw.wait()).await {
+        Ok(r) => {
+            proc::signal(pid, Signal::SIGKILL);
+            r
+        }
+        Err(_) => {
+            proc::signal(pid, Signal::SIGKILL);
+            procw.wait().await
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Kind {
+    Startup,
+    Readiness,
+    Liveness,
+}
+
+struct ProbeState {
+    probe: Probe,
+    kind: Kind,
+    last: Option<bool>,
+    run: i32,
+    next: tokio::time::Instant,
+}
+
+async fn probe_loop(
+    p: Arc<PodInner>,
+    idx: usize,
+    c: Container,
+    pid: i32,
+    kill_tx: mpsc::Sender<String>,
+    started_at: jiff::Timestamp,
+) {
+    let elapsed = now().duration_since(started_at).unsigned_abs();
+    let t0 = tokio::time::Instant::now().checked_sub(elapsed).unwrap_or_else(tokio::time::Instant::now);
+    let mk = |pr: &Option<Probe>, kind| {
+        pr.clone().map(|probe| {
+            let delay = Duration::from_secs(probe.initial_delay_seconds.unwrap_or(0).max(0) as u64);
+            ProbeState { probe, kind, last: None, run: 0, next: t0 + delay }
+        })
+    };
+    let field_path = Some(format!("spec.containers{{{}}}", c.name));
+    let mut startup = mk(&c.startup_probe, Kind::Startup);
+    let mut readiness = mk(&c.readiness_probe, Kind::Readiness);
+    let mut liveness = mk(&c.liveness_probe, Kind::Liveness);
+    let init = p.with(|st| st.ctrs[idx].init);
+    if init {
+        return;
+    }
+    if startup.is_none() {
+        p.with(|st| st.ctrs[idx].started = true);
+        if readiness.is_none() {
+            p.with(|st| st.ctrs[idx].ready = true);
+        }
+        publish(&p);
+    }
+    let started_now = tokio::time::Instant::now();
+    loop {
+        // Which probe is due next.
+        let active: Vec<&mut ProbeState> = if startup.is_some() {
+            startup.iter_mut().collect()
+        } else {
+            readiness.iter_mut().chain(liveness.iter_mut()).collect()
+        };
+        let Some(ps) = active.into_iter().min_by_key(|s| s.next) else { return };
+        tokio::time::sleep_until(ps.next).await;
+        let period = Duration::from_secs(ps.probe.period_seconds.unwrap_or(10).max(1) as u64);
+        let timeout = Duration::from_secs(ps.probe.timeout_seconds.unwrap_or(1).max(1) as u64);
+        let success_t = ps.probe.success_threshold.unwrap_or(1).max(1);
+        let failure_t = ps.probe.failure_threshold.unwrap_or(3).max(1);
+        let (ok, detail) = run_probe(&p, &c, &ps.probe, pid, timeout).await;
+        ps.next = tokio::time::Instant::now() + period;
+        if ps.last == Some(ok) {
+            ps.run += 1;
+        } else {
+            ps.last = Some(ok);
+            ps.run = 1;
+        }
+        let kind = ps.kind;
+        if !ok {
+            let k = match kind {
+                Kind::Startup => "Startup",
+                Kind::Readiness => "Readiness",
+                Kind::Liveness => "Liveness",
+            };
+            p.rt.event(&p, true, "Unhealthy", format!("{k} probe failed: {detail}"), field_path.clone());
+        }
+        match kind {
+            Kind::Startup => {
+                if ok && ps.run >= success_t.min(1).max(1) {
+                    startup = None;
+                    p.with(|st| {
+                        st.ctrs[idx].started = true;
+                        if readiness.is_none() {
+                            st.ctrs[idx].ready = true;
+                        }
+                    });
+                    // Readiness and liveness start now.
+                    let now_i = tokio::time::Instant::now();
+                    for s in readiness.iter_mut().chain(liveness.iter_mut()) {
+                        s.next = s.next.max(now_i);
+                    }
+                    publish(&p);
+                } else if !ok && ps.run >= failure_t {
+                    let _ = kill_tx.send("startup".into()).await;
+                    return;
+                }
+            }
+            Kind::Readiness => {
+                let ready = p.with(|st| st.ctrs[idx].ready);
+                if ok && !ready && ps.run >= success_t {
+                    p.with(|st| st.ctrs[idx].ready = true);
+                    publish(&p);
+                } else if !ok && ready && ps.run >= failure_t {
+                    p.with(|st| st.ctrs[idx].ready = false);
+                    publish(&p);
+                }
+            }
+            Kind::Liveness => {
+                if !ok && ps.run >= failure_t {
+                    let _ = kill_tx.send("liveness".into()).await;
+                    return;
+                }
+            }
+        }
+        let _ = started_now;
+    }
+}
+
+fn resolve_port(c: &Container, port: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString) -> Option<u16> {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    match port {
+        IntOrString::Int(i) => u16::try_from(*i).ok(),
+        IntOrString::String(s) => s.parse().ok().or_else(|| {
+            c.ports.iter().flatten().find(|cp| cp.name.as_deref() == Some(s.as_str())).and_then(|cp| u16::try_from(cp.container_port).ok())
+        }),
+    }
+}
+
+async fn run_probe(p: &Arc<PodInner>, c: &Container, pr: &Probe, pid: i32, timeout: Duration) -> (bool, String) {
+    let ip = p.with(|st| st.sandbox.as_ref().map(|s| s.ip)).unwrap_or(Ipv4Addr::LOCALHOST);
+    if let Some(e) = &pr.exec {
+        let argv = e.command.clone().unwrap_or_default();
+        return match exec_probe(p, pid, &argv, timeout).await {
+            Ok((0, _)) => (true, String::new()),
+            Ok((code, out)) => (false, format!("command {argv:?} exited with {code}: {out}")),
+            Err(e) => (false, e),
+        };
+    }
+    if let Some(g) = &pr.http_get {
+        return match http_probe(p, c, g, ip, timeout).await {
+            Ok(code) if (200..400).contains(&code) => (true, String::new()),
+            Ok(code) => (false, format!("HTTP probe failed with statuscode: {code}")),
+            Err(e) => (false, e),
+        };
+    }
+    if let Some(t) = &pr.tcp_socket {
+        let host = t.host.as_ref().and_then(|h| h.parse().ok()).unwrap_or(ip);
+        let Some(port) = resolve_port(c, &t.port) else { return (false, "invalid port".into()) };
+        let addr = SocketAddr::new(host.into(), port);
+        return match tokio::time::timeout(timeout, connect_in(p.rt.net.netns.clone(), addr)).await {
+            Ok(Ok(_)) => (true, String::new()),
+            Ok(Err(e)) => (false, format!("dial tcp {addr}: connect: {e}")),
+            Err(_) => (false, format!("dial tcp {addr}: i/o timeout")),
+        };
+    }
+    if pr.grpc.is_some() {
+        return (false, "grpc probes are not supported".into());
+    }
+    (true, String::new())
+}
+
+/// Connect a TCP socket created inside the namespace `ns`.
+pub async fn connect_in(ns: PathBuf, addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+    let std_sock = tokio::task::spawn_blocking(move || {
+        yard_netns::run_in(&ns, move || {
+            let s = nix::sys::socket::socket(
+                if addr.is_ipv4() { nix::sys::socket::AddressFamily::Inet } else { nix::sys::socket::AddressFamily::Inet6 },
+                nix::sys::socket::SockType::Stream,
+                nix::sys::socket::SockFlag::SOCK_NONBLOCK | nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+                None,
+            );
+            s.map(std::net::TcpStream::from).map_err(std::io::Error::from)
+        })
+        .map_err(|e| std::io::Error::other(e.to_string()))?
+    })
+    .await
+    .map_err(std::io::Error::other)??;
+    let sock = tokio::net::TcpSocket::from_std_stream(std_sock);
+    sock.connect(addr).await
+}
+
+async fn http_probe(
+    p: &Arc<PodInner>,
+    c: &Container,
+    g: &k8s_openapi::api::core::v1::HTTPGetAction,
+    ip: Ipv4Addr,
+    timeout: Duration,
+) -> Result<u16, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host: Ipv4Addr = g.host.as_ref().and_then(|h| h.parse().ok()).unwrap_or(ip);
+    let port = resolve_port(c, &g.port).ok_or("invalid port")?;
+    let addr = SocketAddr::new(host.into(), port);
+    let path = g.path.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| "/".into());
+    let path = if path.starts_with('/') { path } else { format!("/{path}") };
+    let ns = p.rt.net.netns.clone();
+    let mut headers = String::new();
+    let mut have_host = false;
+    for h in g.http_headers.iter().flatten() {
+        if h.name.eq_ignore_ascii_case("host") {
+            have_host = true;
+        }
+        headers.push_str(&format!("{}: {}\r\n", h.name, h.value));
+    }
+    if !have_host {
+        headers.push_str(&format!("Host: {addr}\r\n"));
+    }
+    let fut = async move {
+        let mut s = connect_in(ns, addr).await.map_err(|e| format!("Get \"http://{addr}{path}\": dial tcp {addr}: connect: {e}"))?;
+        let req = format!(
+            "GET {path} HTTP/1.1\r\n{headers}User-Agent: kube-probe/1.37\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; 1024];
+        let mut got = 0;
+        while got < 12 {
+            let n = s.read(&mut buf[got..]).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        let line = String::from_utf8_lossy(&buf[..got]).to_string();
+        line.split_whitespace().nth(1).and_then(|c| c.parse::<u16>().ok()).ok_or_else(|| format!("malformed HTTP response {line:?}"))
+    };
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(format!(
+            "Get \"http://{addr}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+        )),
+    }
+}
+
+/// Run a command in a container's namespaces; (exit code, combined output).
+async fn exec_probe(p: &Arc<PodInner>, pid: i32, argv: &[String], timeout: Duration) -> Result<(i32, String), String> {
+    let env = p.with(|st| st.ctrs.iter().find(|c| c.pid == Some(pid)).map(|c| (c.env.clone(), c.cwd.clone())));
+    let (env, cwd) = env.unwrap_or_default();
+    let t = proc::ExecTarget { pid, env, cwd };
+    let mut cmd = proc::exec_command(&t, argv, false).map_err(|e| e.to_string())?;
+    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().map_err(|e| e.to_string())?;
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(Ok(o)) => {
+            let mut out = String::from_utf8_lossy(&o.stdout).into_owned();
+            out.push_str(&String::from_utf8_lossy(&o.stderr));
+            use std::os::unix::process::ExitStatusExt;
+            Ok((o.status.code().unwrap_or_else(|| 128 + o.status.signal().unwrap_or(0)), out))
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("command {argv:?} timed out")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_sequence() {
+        let s: Vec<u64> = (0..8).map(|n| back_off(n).as_secs()).collect();
+        assert_eq!(s, vec![0, 10, 20, 40, 80, 160, 300, 300]);
+    }
+}

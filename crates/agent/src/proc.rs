@@ -1,0 +1,331 @@
+//! Container and exec processes: start a child inside a pod's network namespace with its own UTS
+//! and mount namespaces (hostname, bind-mounted resolv.conf and hosts), capture stdout/stderr
+//! through FIFOs into CRI-format log files, signal process groups, and watch processes that are
+//! not our children (adopted after an agent restart).
+
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use nix::mount::{mount, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+use tokio::io::AsyncReadExt;
+
+/// Everything needed to start one container process.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<PathBuf>,
+    /// Pod network namespace.
+    pub netns: PathBuf,
+    pub hostname: String,
+    pub resolv_conf: PathBuf,
+    pub hosts: PathBuf,
+    /// Directory for the stdout/stderr FIFOs of this container.
+    pub fifo_dir: PathBuf,
+}
+
+/// Look the program up in the environment's PATH (as the container would).
+pub fn resolve_program(argv0: &str, env: &[(String, String)]) -> Option<PathBuf> {
+    let path = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    crate::image::find_in_path(argv0, &path).filter(|p| p.exists())
+}
+
+fn cstr(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| io::Error::other("path with NUL"))
+}
+
+fn mkfifo(p: &Path) -> io::Result<()> {
+    match nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EEXIST) => Ok(()),
+        Err(e) => Err(io::Error::from(e)),
+    }
+}
+
+/// The FIFO paths of a container.
+pub fn fifo_paths(dir: &Path) -> (PathBuf, PathBuf) {
+    (dir.join("stdout.fifo"), dir.join("stderr.fifo"))
+}
+
+/// A started container: the child and the FIFO read ends (opened before the child so no output is
+/// lost).
+pub struct Started {
+    pub child: tokio::process::Child,
+    pub pid: i32,
+    pub stdout: tokio::net::unix::pipe::Receiver,
+    pub stderr: tokio::net::unix::pipe::Receiver,
+}
+
+/// Open the read end of a FIFO without blocking.
+pub fn open_fifo_reader(p: &Path) -> io::Result<tokio::net::unix::pipe::Receiver> {
+    tokio::net::unix::pipe::OpenOptions::new().open_receiver(p)
+}
+
+/// Start a container process. Must be called inside a tokio runtime.
+pub fn spawn(spec: &Spec) -> io::Result<Started> {
+    let prog = resolve_program(&spec.argv[0], &spec.env).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("exec: \"{}\": executable file not found in $PATH", spec.argv[0]),
+        )
+    })?;
+    std::fs::create_dir_all(&spec.fifo_dir)?;
+    let (out_p, err_p) = fifo_paths(&spec.fifo_dir);
+    mkfifo(&out_p)?;
+    mkfifo(&err_p)?;
+    let stdout = open_fifo_reader(&out_p)?;
+    let stderr = open_fifo_reader(&err_p)?;
+    // The child holds the FIFOs read-write: it never gets SIGPIPE while no agent reads, and output
+    // stays buffered for the agent that adopts it.
+    let w_out = OpenOptions::new().read(true).write(true).open(&out_p)?;
+    let w_err = OpenOptions::new().read(true).write(true).open(&err_p)?;
+    let netns = File::open(&spec.netns)?;
+    let netns_fd: RawFd = netns.as_raw_fd();
+    let hostname = spec.hostname.clone();
+    let resolv = cstr(&spec.resolv_conf)?;
+    let hosts = cstr(&spec.hosts)?;
+    let cwd = spec.cwd.as_ref().map(|c| cstr(c)).transpose()?;
+    let mut cmd = std::process::Command::new(&prog);
+    cmd.arg0(&spec.argv[0]).args(&spec.argv[1..]).env_clear().envs(spec.env.iter().map(|(k, v)| (k, v)));
+    cmd.stdin(Stdio::null()).stdout(Stdio::from(w_out)).stderr(Stdio::from(w_err));
+    // SAFETY: the closure runs in the forked child before exec and only makes system calls.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setsid().map_err(io::Error::from)?;
+            let fd = std::os::fd::BorrowedFd::borrow_raw(netns_fd);
+            setns(fd, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+            unshare(CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWNS).map_err(io::Error::from)?;
+            nix::unistd::sethostname(&hostname).map_err(io::Error::from)?;
+            mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+                .map_err(io::Error::from)?;
+            // Drop this namespace's references to every named network namespace (other pods'
+            // included) so they are freed when the agent deletes them.
+            for _ in 0..64 {
+                if nix::mount::umount2("/run/netns", nix::mount::MntFlags::MNT_DETACH).is_err() {
+                    break;
+                }
+            }
+            mount(Some(resolv.as_c_str()), "/etc/resolv.conf", None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                .map_err(io::Error::from)?;
+            mount(Some(hosts.as_c_str()), "/etc/hosts", None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                .map_err(io::Error::from)?;
+            if let Some(c) = &cwd {
+                nix::unistd::chdir(c.as_c_str()).map_err(io::Error::from)?;
+            }
+            Ok(())
+        });
+    }
+    let mut tcmd = tokio::process::Command::from(cmd);
+    tcmd.kill_on_drop(false);
+    let child = tcmd.spawn()?;
+    drop(netns);
+    let pid = child.id().map(|p| p as i32).unwrap_or(0);
+    Ok(Started { child, pid, stdout, stderr })
+}
+
+/// Namespace files of a running process that an exec joins.
+pub struct ExecTarget {
+    pub pid: i32,
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<PathBuf>,
+}
+
+/// Open /proc/<pid>/ns/{net,uts,mnt}.
+fn open_ns(pid: i32) -> io::Result<Vec<(File, CloneFlags)>> {
+    Ok(vec![
+        (File::open(format!("/proc/{pid}/ns/net"))?, CloneFlags::CLONE_NEWNET),
+        (File::open(format!("/proc/{pid}/ns/uts"))?, CloneFlags::CLONE_NEWUTS),
+        (File::open(format!("/proc/{pid}/ns/mnt"))?, CloneFlags::CLONE_NEWNS),
+    ])
+}
+
+/// A `Command` that runs `argv` inside the namespaces of the target process, with its env and
+/// working directory. `ctty` makes the child a session leader with stdin as controlling terminal.
+pub fn exec_command(t: &ExecTarget, argv: &[String], ctty: bool) -> io::Result<tokio::process::Command> {
+    if argv.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
+    }
+    let prog = resolve_program(&argv[0], &t.env).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("exec: \"{}\": executable file not found in $PATH", argv[0]),
+        )
+    })?;
+    let ns = open_ns(t.pid)?;
+    let fds: Vec<(RawFd, CloneFlags)> = ns.iter().map(|(f, c)| (f.as_raw_fd(), *c)).collect();
+    let cwd = t.cwd.as_ref().map(|c| cstr(c)).transpose()?;
+    let mut cmd = std::process::Command::new(&prog);
+    cmd.arg0(&argv[0]).args(&argv[1..]).env_clear().envs(t.env.iter().map(|(k, v)| (k, v)));
+    // SAFETY: only system calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let _keep = &ns;
+            nix::unistd::setsid().map_err(io::Error::from)?;
+            if ctty && libc::ioctl(0, libc::TIOCSCTTY as _, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            for (fd, flag) in &fds {
+                setns(std::os::fd::BorrowedFd::borrow_raw(*fd), *flag).map_err(io::Error::from)?;
+            }
+            if let Some(c) = &cwd {
+                let _ = nix::unistd::chdir(c.as_c_str());
+            } else {
+                let _ = nix::unistd::chdir("/");
+            }
+            Ok(())
+        });
+    }
+    let mut tcmd = tokio::process::Command::from(cmd);
+    tcmd.kill_on_drop(true);
+    Ok(tcmd)
+}
+
+/// Signal a container's process group (falls back to the process).
+pub fn signal(pid: i32, sig: nix::sys::signal::Signal) {
+    use nix::unistd::Pid;
+    if pid <= 1 {
+        return;
+    }
+    if nix::sys::signal::kill(Pid::from_raw(-pid), sig).is_err() {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
+    }
+}
+
+/// Start time (clock ticks since boot) of a process, to tell a PID apart from a reused one.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    // Fields after the comm: state is field 3; starttime is field 22.
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether `pid` is alive (not a zombie) and still the process that started at `start`.
+pub fn alive(pid: i32, start: u64) -> bool {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let Some(i) = s.rfind(')') else { return false };
+    let state = s[i + 2..].chars().next().unwrap_or('X');
+    state != 'Z' && state != 'X' && start_time(pid) == Some(start)
+}
+
+/// A CRI-format log file writer shared by a container run's stdout and stderr pumps.
+#[derive(Clone)]
+pub struct LogFile(Arc<Mutex<File>>);
+
+impl LogFile {
+    pub fn create(p: &Path) -> io::Result<LogFile> {
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        let f = OpenOptions::new().create(true).append(true).mode(0o640).open(p)?;
+        Ok(LogFile(Arc::new(Mutex::new(f))))
+    }
+
+    fn line(&self, stream: &str, tag: &str, content: &[u8]) {
+        let ts = jiff::Timestamp::now();
+        let mut buf = Vec::with_capacity(content.len() + 48);
+        let _ = write!(buf, "{} {stream} {tag} ", ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ"));
+        buf.extend_from_slice(content);
+        buf.push(b'\n');
+        if let Ok(mut f) = self.0.lock() {
+            let _ = f.write_all(&buf);
+        }
+    }
+}
+
+/// Copy a FIFO into the log file as CRI lines until every writer is gone.
+pub async fn pump(mut r: tokio::net::unix::pipe::Receiver, log: LogFile, stream: &'static str) {
+    let mut pending: Vec<u8> = vec![];
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        while let Some(i) = pending.iter().position(|b| *b == b'\n') {
+            log.line(stream, "F", &pending[..i]);
+            pending.drain(..=i);
+        }
+        if pending.len() >= 16 * 1024 {
+            log.line(stream, "P", &pending);
+            pending.clear();
+        }
+    }
+    if !pending.is_empty() {
+        log.line(stream, "F", &pending);
+    }
+}
+
+/// A parsed CRI log line.
+#[derive(Debug, PartialEq)]
+pub struct LogLine<'a> {
+    pub time: &'a str,
+    pub stream: &'a str,
+    pub partial: bool,
+    pub content: &'a [u8],
+}
+
+pub fn parse_log_line(line: &[u8]) -> Option<LogLine<'_>> {
+    let mut it = line.splitn(4, |b| *b == b' ');
+    let time = std::str::from_utf8(it.next()?).ok()?;
+    let stream = std::str::from_utf8(it.next()?).ok()?;
+    let tag = it.next()?;
+    let content = it.next().unwrap_or(&[]);
+    Some(LogLine { time, stream, partial: tag == b"P", content })
+}
+
+/// Allocate a pty pair: (master, slave).
+pub fn openpty() -> io::Result<(OwnedFd, OwnedFd)> {
+    let r = nix::pty::openpty(None, None).map_err(io::Error::from)?;
+    Ok((r.master, r.slave))
+}
+
+/// Set a terminal's window size.
+pub fn set_winsize(fd: RawFd, cols: u16, rows: u16) {
+    let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCSWINSZ reads a winsize struct we own.
+    unsafe {
+        libc::ioctl(fd, libc::TIOCSWINSZ, &ws);
+    }
+}
+
+/// Duplicate a raw fd into a File.
+pub fn dup_file(fd: RawFd) -> io::Result<File> {
+    let d = nix::unistd::dup(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }).map_err(io::Error::from)?;
+    Ok(File::from(d))
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cri_line() {
+        let l = parse_log_line(b"2024-01-01T00:00:00.000000001Z stdout F hello world").unwrap();
+        assert_eq!(l.stream, "stdout");
+        assert_eq!(l.content, b"hello world");
+        assert!(!l.partial);
+    }
+
+    #[test]
+    fn own_start_time() {
+        let me = std::process::id() as i32;
+        let st = start_time(me).unwrap();
+        assert!(alive(me, st));
+        assert!(!alive(me, st + 1));
+    }
+}

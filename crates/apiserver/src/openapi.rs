@@ -1,0 +1,175 @@
+//! OpenAPI v3: the `/openapi/v3` index and one document per group-version, with real schemas
+//! (from k8s-openapi's schemars support), `x-kubernetes-group-version-kind` on operations and
+//! schemas, and the query parameters (`fieldValidation`, `dryRun`, `fieldManager`, `force`) that
+//! tell kubectl to leave validation to the server.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use axum::body::Body;
+use axum::response::Response;
+use schemars::generate::SchemaSettings;
+use schemars::JsonSchema;
+use serde_json::{json, Map, Value};
+
+use crate::resources::{Resource, RESOURCES};
+
+fn ok(v: &[u8]) -> Response {
+    Response::builder().status(200).header("content-type", "application/json").body(Body::from(v.to_vec())).expect("response")
+}
+
+fn gv_path(gv: &str) -> String {
+    if gv.contains('/') {
+        format!("apis/{gv}")
+    } else {
+        format!("api/{gv}")
+    }
+}
+
+fn gvs() -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in RESOURCES {
+        let gv = r.api_version();
+        if !out.contains(&gv) {
+            out.push(gv);
+        }
+    }
+    out
+}
+
+fn docs() -> &'static BTreeMap<String, (String, Vec<u8>)> {
+    static DOCS: OnceLock<BTreeMap<String, (String, Vec<u8>)>> = OnceLock::new();
+    DOCS.get_or_init(|| {
+        gvs()
+            .into_iter()
+            .map(|gv| {
+                let doc = serde_json::to_vec(&build(&gv)).unwrap_or_default();
+                let hash = format!("{:016X}", fnv(&doc));
+                (gv_path(&gv), (hash, doc))
+            })
+            .collect()
+    })
+}
+
+fn fnv(b: &[u8]) -> u64 {
+    b.iter().fold(0xcbf29ce484222325u64, |h, x| (h ^ *x as u64).wrapping_mul(0x100000001b3))
+}
+
+pub fn root() -> Response {
+    let paths: Map<String, Value> = docs().iter().map(|(p, (h, _))| (p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={h}")}))).collect();
+    ok(&serde_json::to_vec(&json!({"paths": paths})).unwrap_or_default())
+}
+
+pub fn group_version(path: &str) -> Response {
+    match docs().get(path.trim_end_matches('/')) {
+        Some((_, d)) => ok(d),
+        None => crate::status::ApiError::new(404, "NotFound", "the server could not find the requested resource").into_response_owned(),
+    }
+}
+
+fn gvk(r: &Resource) -> Value {
+    json!([{"group": r.group, "version": r.version, "kind": r.kind}])
+}
+
+fn qp(name: &str, desc: &str, ty: &str) -> Value {
+    json!({"name": name, "in": "query", "description": desc, "schema": {"type": ty, "uniqueItems": true}})
+}
+
+fn schema_name(r: &Resource) -> String {
+    let g = match r.group {
+        "" => "core".to_string(),
+        g => g.split('.').next().unwrap_or(g).to_string(),
+    };
+    format!("io.k8s.api.{g}.{}.{}", r.version, r.kind)
+}
+
+fn build(gv: &str) -> Value {
+    let mut gen = SchemaSettings::openapi3().into_generator();
+    let mut paths = Map::new();
+    let mut top: Vec<(String, String)> = Vec::new();
+    for r in RESOURCES.iter().filter(|r| r.api_version() == gv) {
+        let s = schema_of(r, &mut gen);
+        top.push((schema_name(r), s));
+        let base = if r.namespaced { format!("/{}/namespaces/{{namespace}}/{}", gv_path(gv), r.plural) } else { format!("/{}/{}", gv_path(gv), r.plural) };
+        let reference = json!({"$ref": format!("#/components/schemas/{}", schema_name(r))});
+        let body = |types: &[&str]| -> Value {
+            let content: Map<String, Value> = types.iter().map(|t| (t.to_string(), json!({"schema": reference.clone()}))).collect();
+            json!({"required": true, "content": content})
+        };
+        let resp = json!({"200": {"description": "OK", "content": {"application/json": {"schema": reference.clone()}}}});
+        let write_params = vec![
+            qp("dryRun", "When present, indicates that modifications should not be persisted.", "string"),
+            qp("fieldManager", "fieldManager is a name associated with the actor or entity that is making these changes.", "string"),
+            qp("fieldValidation", "fieldValidation instructs the server on how to handle objects in the request containing unknown or duplicate fields. Valid values are: Ignore, Warn (default), Strict.", "string"),
+        ];
+        let mut patch_params = write_params.clone();
+        patch_params.push(qp("force", "Force is going to \"force\" Apply requests.", "boolean"));
+        let op = |action: &str, id: &str, params: Vec<Value>, request: Option<Value>| -> Value {
+            let mut o = json!({"operationId": format!("{id}{}", r.kind), "responses": resp.clone(), "x-kubernetes-action": action, "x-kubernetes-group-version-kind": {"group": r.group, "version": r.version, "kind": r.kind}});
+            if !params.is_empty() {
+                o["parameters"] = Value::Array(params);
+            }
+            if let Some(b) = request {
+                o["requestBody"] = b;
+            }
+            o
+        };
+        paths.insert(base.clone(), json!({
+            "get": op("list", "list", vec![], None),
+            "post": op("post", "create", write_params.clone(), Some(body(&["application/json", "application/yaml"]))),
+            "delete": op("deletecollection", "deletecollection", vec![], None),
+        }));
+        paths.insert(format!("{base}/{{name}}"), json!({
+            "get": op("get", "read", vec![], None),
+            "put": op("put", "replace", write_params.clone(), Some(body(&["application/json", "application/yaml"]))),
+            "patch": op("patch", "patch", patch_params.clone(), Some(body(&["application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"]))),
+            "delete": op("delete", "delete", vec![], None),
+        }));
+        if r.has_sub("status") {
+            paths.insert(format!("{base}/{{name}}/status"), json!({
+                "get": op("get", "readStatus", vec![], None),
+                "put": op("put", "replaceStatus", write_params.clone(), Some(body(&["application/json"]))),
+                "patch": op("patch", "patchStatus", patch_params.clone(), Some(body(&["application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"]))),
+            }));
+        }
+    }
+    let mut schemas: Map<String, Value> = gen.take_definitions(true).into_iter().collect();
+    for (name, s) in top {
+        let mut v = schemas.remove(&s).unwrap_or_else(|| json!({"type": "object"}));
+        if let Some(r) = RESOURCES.iter().find(|r| schema_name(r) == name) {
+            v["x-kubernetes-group-version-kind"] = gvk(r);
+        }
+        schemas.insert(name, v);
+    }
+    json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": crate::discovery::GIT_VERSION},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    })
+}
+
+/// Generate the schema of a resource's type; returns the definition name schemars used.
+fn schema_of(r: &Resource, gen: &mut schemars::SchemaGenerator) -> String {
+    use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coord, core::v1 as core, discovery::v1 as disc};
+    fn add<T: JsonSchema>(gen: &mut schemars::SchemaGenerator) -> String {
+        let _ = gen.subschema_for::<T>();
+        T::schema_name().to_string()
+    }
+    match r.kind {
+        "Namespace" => add::<core::Namespace>(gen),
+        "Pod" => add::<core::Pod>(gen),
+        "Service" => add::<core::Service>(gen),
+        "Endpoints" => add::<core::Endpoints>(gen),
+        "Event" => add::<core::Event>(gen),
+        "Node" => add::<core::Node>(gen),
+        "ConfigMap" => add::<core::ConfigMap>(gen),
+        "Secret" => add::<core::Secret>(gen),
+        "ServiceAccount" => add::<core::ServiceAccount>(gen),
+        "Deployment" => add::<apps::Deployment>(gen),
+        "ReplicaSet" => add::<apps::ReplicaSet>(gen),
+        "EndpointSlice" => add::<disc::EndpointSlice>(gen),
+        "Lease" => add::<coord::Lease>(gen),
+        _ => String::new(),
+    }
+}

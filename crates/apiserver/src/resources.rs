@@ -1,0 +1,105 @@
+//! The resource types this server serves: names, scope, verbs and subresources, as upstream
+//! declares them in discovery.
+
+/// One served resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resource {
+    /// "" for the core group.
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub namespaced: bool,
+    pub short_names: &'static [&'static str],
+    pub categories: &'static [&'static str],
+    /// Subresources: "status", "scale", "binding", "exec", "log", "finalize".
+    pub subresources: &'static [&'static str],
+    /// Whether writes to the main resource keep the stored status (status lives behind /status).
+    pub status_subresource: bool,
+}
+
+impl Resource {
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+    pub fn group_version(&self) -> String {
+        self.api_version()
+    }
+    /// The storage key prefix of this resource (all namespaces).
+    pub fn prefix(&self) -> String {
+        let g = if self.group.is_empty() { "core" } else { self.group };
+        format!("/registry/{g}/{}/", self.plural)
+    }
+    /// The storage key prefix of one namespace (or of all objects if cluster-scoped).
+    pub fn ns_prefix(&self, ns: Option<&str>) -> String {
+        match (self.namespaced, ns) {
+            (true, Some(ns)) => format!("{}{ns}/", self.prefix()),
+            _ => self.prefix(),
+        }
+    }
+    pub fn key(&self, ns: Option<&str>, name: &str) -> String {
+        match (self.namespaced, ns) {
+            (true, Some(ns)) => format!("{}{ns}/{name}", self.prefix()),
+            _ => format!("{}{name}", self.prefix()),
+        }
+    }
+    pub fn list_kind(&self) -> String {
+        format!("{}List", self.kind)
+    }
+    /// A qualified name as upstream's error messages print it (`deployments.apps`, `services`).
+    pub fn qualified(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.to_string()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+    pub fn has_sub(&self, s: &str) -> bool {
+        self.subresources.contains(&s)
+    }
+}
+
+const ALL: &[&str] = &["all"];
+
+pub static RESOURCES: &[Resource] = &[
+    Resource { group: "", version: "v1", kind: "Namespace", plural: "namespaces", singular: "namespace", namespaced: false, short_names: &["ns"], categories: &[], subresources: &["status", "finalize"], status_subresource: true },
+    Resource { group: "", version: "v1", kind: "Pod", plural: "pods", singular: "pod", namespaced: true, short_names: &["po"], categories: ALL, subresources: &["status", "binding", "exec", "log", "attach", "portforward"], status_subresource: true },
+    Resource { group: "", version: "v1", kind: "Service", plural: "services", singular: "service", namespaced: true, short_names: &["svc"], categories: ALL, subresources: &["status"], status_subresource: true },
+    Resource { group: "", version: "v1", kind: "Endpoints", plural: "endpoints", singular: "endpoints", namespaced: true, short_names: &["ep"], categories: &[], subresources: &[], status_subresource: false },
+    Resource { group: "", version: "v1", kind: "Event", plural: "events", singular: "event", namespaced: true, short_names: &["ev"], categories: &[], subresources: &[], status_subresource: false },
+    Resource { group: "", version: "v1", kind: "Node", plural: "nodes", singular: "node", namespaced: false, short_names: &["no"], categories: &[], subresources: &["status"], status_subresource: true },
+    Resource { group: "", version: "v1", kind: "ConfigMap", plural: "configmaps", singular: "configmap", namespaced: true, short_names: &["cm"], categories: &[], subresources: &[], status_subresource: false },
+    Resource { group: "", version: "v1", kind: "Secret", plural: "secrets", singular: "secret", namespaced: true, short_names: &[], categories: &[], subresources: &[], status_subresource: false },
+    Resource { group: "", version: "v1", kind: "ServiceAccount", plural: "serviceaccounts", singular: "serviceaccount", namespaced: true, short_names: &["sa"], categories: &[], subresources: &[], status_subresource: false },
+    Resource { group: "apps", version: "v1", kind: "Deployment", plural: "deployments", singular: "deployment", namespaced: true, short_names: &["deploy"], categories: ALL, subresources: &["status", "scale"], status_subresource: true },
+    Resource { group: "apps", version: "v1", kind: "ReplicaSet", plural: "replicasets", singular: "replicaset", namespaced: true, short_names: &["rs"], categories: ALL, subresources: &["status", "scale"], status_subresource: true },
+    Resource { group: "discovery.k8s.io", version: "v1", kind: "EndpointSlice", plural: "endpointslices", singular: "endpointslice", namespaced: true, short_names: &[], categories: &[], subresources: &[], status_subresource: false },
+    Resource { group: "coordination.k8s.io", version: "v1", kind: "Lease", plural: "leases", singular: "lease", namespaced: true, short_names: &[], categories: &[], subresources: &[], status_subresource: false },
+];
+
+/// Look up by group, version and plural.
+pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
+    RESOURCES.iter().find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// Look up by apiVersion and kind.
+pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static Resource> {
+    RESOURCES.iter().find(|r| r.api_version() == api_version && r.kind == kind)
+}
+
+/// The groups (besides core) in discovery order, each with its one version.
+pub fn groups() -> Vec<(&'static str, &'static str)> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for r in RESOURCES {
+        if !r.group.is_empty() && !out.iter().any(|(g, _)| *g == r.group) {
+            out.push((r.group, r.version));
+        }
+    }
+    out.push(("autoscaling", "v1"));
+    out
+}

@@ -1,0 +1,1172 @@
+//! The REST verbs over the store: get, list, watch, create, update, patch, delete and
+//! deletecollection, with the status/scale/binding/finalize subresources, Table output,
+//! dry-run, field validation and graceful deletion as upstream implements them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+use serde_json::{json, Map, Value};
+use yard_api::selector::LabelSelector;
+use yard_store::{EventKind, KeyValue, Op, StoreError};
+
+use crate::objects::{self, meta_mut, meta_str, name_of};
+use crate::resources::{self, Resource};
+use crate::server::Target;
+use crate::status::{ApiError, ApiResult};
+use crate::State;
+
+/// Query parameters upstream accepts on resource paths.
+#[derive(Debug, Default, Clone)]
+pub struct Params {
+    pub label_selector: Option<String>,
+    pub field_selector: Option<String>,
+    pub limit: Option<usize>,
+    pub continue_token: Option<String>,
+    pub watch: bool,
+    pub resource_version: Option<String>,
+    pub resource_version_match: Option<String>,
+    pub timeout_seconds: Option<u64>,
+    pub allow_bookmarks: bool,
+    pub send_initial_events: Option<bool>,
+    pub dry_run: bool,
+    pub field_manager: Option<String>,
+    pub field_validation: Option<String>,
+    pub force: bool,
+    pub propagation_policy: Option<String>,
+    pub grace_period: Option<i64>,
+    pub orphan_dependents: Option<bool>,
+    pub include_object: Option<String>,
+}
+
+impl Params {
+    pub fn parse(q: &str) -> Self {
+        let mut p = Params::default();
+        for (k, v) in form_urlencoded(q) {
+            match k.as_str() {
+                "labelSelector" => p.label_selector = Some(v).filter(|s| !s.is_empty()),
+                "fieldSelector" => p.field_selector = Some(v).filter(|s| !s.is_empty()),
+                "limit" => p.limit = v.parse().ok().filter(|n| *n > 0),
+                "continue" => p.continue_token = Some(v).filter(|s| !s.is_empty()),
+                "watch" => p.watch = v == "true" || v == "1",
+                "resourceVersion" => p.resource_version = Some(v),
+                "resourceVersionMatch" => p.resource_version_match = Some(v),
+                "timeoutSeconds" => p.timeout_seconds = v.parse().ok(),
+                "allowWatchBookmarks" => p.allow_bookmarks = v == "true" || v == "1",
+                "sendInitialEvents" => p.send_initial_events = Some(v == "true" || v == "1"),
+                "dryRun" => p.dry_run = v == "All",
+                "fieldManager" => p.field_manager = Some(v),
+                "fieldValidation" => p.field_validation = Some(v),
+                "force" => p.force = v == "true" || v == "1",
+                "propagationPolicy" => p.propagation_policy = Some(v),
+                "gracePeriodSeconds" => p.grace_period = v.parse().ok(),
+                "orphanDependents" => p.orphan_dependents = Some(v == "true"),
+                "includeObject" => p.include_object = Some(v),
+                _ => {}
+            }
+        }
+        p
+    }
+}
+
+pub fn form_urlencoded(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|s| !s.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (pct_decode(k), pct_decode(v))
+        })
+        .collect()
+}
+
+fn pct_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() + 0 && i + 2 <= b.len() - 1 => {
+                let h = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                match h {
+                    Some(c) => {
+                        out.push(c);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The verb name used in metrics (upstream's apiserver_request_total labels).
+pub fn verb_name(m: &Method, t: &Target, p: &Params) -> String {
+    match *m {
+        Method::GET if t.name.is_none() => if p.watch { "WATCH" } else { "LIST" },
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => if p.force || p.field_manager.is_some() { "APPLY" } else { "PATCH" },
+        Method::DELETE if t.name.is_none() => "DELETECOLLECTION",
+        Method::DELETE => "DELETE",
+        _ => "OTHER",
+    }
+    .to_string()
+}
+
+fn json_response(code: StatusCode, v: &Value) -> Response {
+    let body = serde_json::to_vec(v).unwrap_or_default();
+    Response::builder().status(code).header("content-type", "application/json").body(Body::from(body)).expect("response")
+}
+
+fn wants_table(h: &HeaderMap) -> bool {
+    h.get_all(http::header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|v| v.contains("as=Table"))
+}
+
+/// Decode a stored value and stamp its resourceVersion.
+pub fn from_kv(kv: &KeyValue) -> ApiResult<Value> {
+    let mut v: Value = serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(format!("stored object {}: {e}", kv.key)))?;
+    meta_mut(&mut v).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
+    Ok(v)
+}
+
+fn encode(v: &Value) -> Bytes {
+    let mut v = v.clone();
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+        m.remove("selfLink");
+    }
+    Bytes::from(serde_json::to_vec(&v).expect("json"))
+}
+
+pub async fn dispatch(state: Arc<State>, method: Method, t: Target, p: Params, headers: HeaderMap, body: Bytes) -> Response {
+    let r = t.resource;
+    let res: ApiResult<Response> = async {
+        match (&method, t.name.as_deref(), t.sub.as_deref()) {
+            (&Method::GET, None, None) if p.watch => Ok(watch(state, r, t.namespace.clone(), p, wants_table(&headers)).await?),
+            (&Method::GET, None, None) => list(&state, r, t.namespace.as_deref(), &p, &headers).await,
+            (&Method::GET, Some(name), None | Some("status")) => get(&state, r, t.namespace.as_deref(), name, &headers).await,
+            (&Method::GET, Some(name), Some("scale")) => {
+                let obj = get_obj(&state, r, t.namespace.as_deref(), name).await?;
+                Ok(json_response(StatusCode::OK, &scale_of(&obj)))
+            }
+            (&Method::POST, None, None) => create(&state, r, t.namespace.as_deref(), &p, &headers, &body).await,
+            (&Method::POST, Some(name), Some("binding")) => binding(&state, r, t.namespace.as_deref(), name, &headers, &body).await,
+            (&Method::PUT, Some(name), sub) => update(&state, r, t.namespace.as_deref(), name, sub, &p, &headers, &body).await,
+            (&Method::PATCH, Some(name), sub) => patch(&state, r, t.namespace.as_deref(), name, sub, &p, &headers, &body).await,
+            (&Method::DELETE, Some(name), None) => delete(&state, r, t.namespace.as_deref(), name, &p, &body).await,
+            (&Method::DELETE, None, None) => delete_collection(&state, r, t.namespace.as_deref(), &p, &body).await,
+            _ => Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource"))),
+        }
+    }
+    .await;
+    match res {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reads
+
+async fn get_kv(state: &State, r: &Resource, ns: Option<&str>, name: &str) -> ApiResult<KeyValue> {
+    state.store.get(&r.key(ns, name)).await?.ok_or_else(|| ApiError::not_found(r, name))
+}
+
+pub async fn get_obj(state: &State, r: &Resource, ns: Option<&str>, name: &str) -> ApiResult<Value> {
+    from_kv(&get_kv(state, r, ns, name).await?)
+}
+
+async fn get(state: &State, r: &'static Resource, ns: Option<&str>, name: &str, headers: &HeaderMap) -> ApiResult<Response> {
+    let obj = get_obj(state, r, ns, name).await?;
+    if wants_table(headers) {
+        let rv = obj["metadata"]["resourceVersion"].clone();
+        return Ok(json_response(StatusCode::OK, &table(r, &[obj], rv, None, None)));
+    }
+    Ok(json_response(StatusCode::OK, &obj))
+}
+
+/// Label and field selectors of a request, compiled.
+pub struct Filter {
+    labels: Option<LabelSelector>,
+    fields: Option<yard_api::fields::FieldSelector>,
+    resource: &'static str,
+}
+
+impl Filter {
+    pub fn new(r: &'static Resource, p: &Params) -> ApiResult<Self> {
+        let labels = match &p.label_selector {
+            Some(s) => Some(LabelSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?),
+            None => None,
+        };
+        let fields = match &p.field_selector {
+            Some(s) => {
+                let f = yard_api::fields::FieldSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?;
+                Some(f.convert_for(r.plural).map_err(|e| ApiError::bad_request(e.to_string()))?)
+            }
+            None => None,
+        };
+        Ok(Self { labels, fields, resource: r.plural })
+    }
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_none() && self.fields.is_none()
+    }
+    pub fn matches(&self, obj: &Value) -> bool {
+        if let Some(l) = &self.labels {
+            if !l.matches(&objects::labels_of(obj)) {
+                return false;
+            }
+        }
+        if let Some(f) = &self.fields {
+            if !f.matches(self.resource, obj) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+fn continue_token(rv: i64, key: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE.encode(json!({"v": "meta.k8s.io/v1", "rv": rv, "start": key}).to_string())
+}
+
+fn parse_continue(tok: &str) -> ApiResult<String> {
+    let raw = base64::engine::general_purpose::URL_SAFE.decode(tok).map_err(|_| ApiError::bad_request("continue key is not valid: illegal base64 data"))?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| ApiError::bad_request("continue key is not valid: invalid json"))?;
+    v["start"].as_str().map(String::from).ok_or_else(|| ApiError::bad_request("continue key is not valid: missing start"))
+}
+
+/// List objects: returns items, list revision, continue token and remaining count.
+pub async fn list_objects(state: &State, r: &'static Resource, ns: Option<&str>, p: &Params) -> ApiResult<(Vec<Value>, i64, Option<String>, Option<i64>)> {
+    let filter = Filter::new(r, p)?;
+    let prefix = r.ns_prefix(ns);
+    let mut start = match &p.continue_token {
+        Some(t) => Some(parse_continue(t)?),
+        None => None,
+    };
+    let mut items = Vec::new();
+    let mut revision = None;
+    loop {
+        let want = p.limit.map(|l| l - items.len());
+        let page = state.store.list(&prefix, start.as_deref(), if filter.is_empty() { want } else { want.map(|w| w.max(500)) }).await?;
+        revision.get_or_insert(page.revision);
+        let mut last_key = None;
+        let mut cut = None;
+        for kv in &page.items {
+            if p.limit.is_some_and(|l| items.len() >= l) {
+                cut = last_key.clone();
+                break;
+            }
+            last_key = Some(kv.key.clone());
+            let obj = from_kv(kv)?;
+            if filter.matches(&obj) {
+                items.push(obj);
+            }
+        }
+        if let Some(c) = cut {
+            return Ok((items, revision.unwrap_or(0), Some(continue_token(revision.unwrap_or(0), &c)), None));
+        }
+        match page.more {
+            Some(more) if p.limit.is_some_and(|l| items.len() >= l) => {
+                let rem = if filter.is_empty() { Some(page.remaining) } else { None };
+                return Ok((items, revision.unwrap_or(0), Some(continue_token(revision.unwrap_or(0), &more)), rem));
+            }
+            Some(more) => start = Some(more),
+            None => return Ok((items, revision.unwrap_or(0), None, None)),
+        }
+    }
+}
+
+async fn list(state: &State, r: &'static Resource, ns: Option<&str>, p: &Params, headers: &HeaderMap) -> ApiResult<Response> {
+    let (items, rev, cont, remaining) = list_objects(state, r, ns, p).await?;
+    if wants_table(headers) {
+        return Ok(json_response(StatusCode::OK, &table(r, &items, json!(rev.to_string()), cont, p.include_object.as_deref())));
+    }
+    let mut meta = json!({"resourceVersion": rev.to_string()});
+    if let Some(c) = cont {
+        meta["continue"] = json!(c);
+    }
+    if let Some(n) = remaining {
+        meta["remainingItemCount"] = json!(n);
+    }
+    Ok(json_response(StatusCode::OK, &json!({"kind": r.list_kind(), "apiVersion": r.api_version(), "metadata": meta, "items": items})))
+}
+
+/// A meta.k8s.io/v1 Table of `items`.
+pub fn table(r: &Resource, items: &[Value], rv: Value, cont: Option<String>, include: Option<&str>) -> Value {
+    let now = jiff::Timestamp::now();
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|o| {
+            let object = match include.unwrap_or("Metadata") {
+                "None" => Value::Null,
+                "Object" => o.clone(),
+                _ => json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"].clone()}),
+            };
+            json!({"cells": yard_api::table::row_cells(r.plural, o, now), "object": object})
+        })
+        .collect();
+    let mut meta = json!({"resourceVersion": rv});
+    if let Some(c) = cont {
+        meta["continue"] = json!(c);
+    }
+    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": yard_api::table::column_definitions(r.plural), "rows": rows})
+}
+
+// ---------------------------------------------------------------------------------------------
+// Watch
+
+async fn watch(state: Arc<State>, r: &'static Resource, ns: Option<String>, p: Params, as_table: bool) -> ApiResult<Response> {
+    let filter = Filter::new(r, &p)?;
+    let prefix = r.ns_prefix(ns.as_deref());
+    let rv = p.resource_version.clone().unwrap_or_default();
+    let send_initial = p.send_initial_events.unwrap_or(rv.is_empty() || rv == "0");
+    let (initial, mut watcher, start_rev) = if send_initial {
+        let (page, w) = state.store.list_and_watch(&prefix).await?;
+        (page.items, w, page.revision)
+    } else {
+        let after: i64 = rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?;
+        match state.store.watch(&prefix, after).await {
+            Ok(w) => (Vec::new(), w, after),
+            Err(StoreError::Expired { requested, oldest }) => {
+                // Upstream answers 200 and sends one ERROR event with a 410 Status.
+                let st = ApiError::gone(format!("too old resource version: {requested} ({oldest})")).to_status();
+                let line = format!("{}\n", json!({"type": "ERROR", "object": st}));
+                return Ok(stream_response(futures::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(line)) })));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let timeout = p.timeout_seconds.map(Duration::from_secs).unwrap_or(Duration::from_secs(1800 + rand::random_range(0..1800)));
+    let bookmarks = p.allow_bookmarks;
+    let initial_end = p.send_initial_events == Some(true);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
+    tokio::spawn(async move {
+        let encode_ev = |ty: &str, obj: &Value| -> Bytes {
+            let obj = if as_table { table(r, std::slice::from_ref(obj), obj["metadata"]["resourceVersion"].clone(), None, None) } else { obj.clone() };
+            let mut s = serde_json::to_vec(&json!({"type": ty, "object": obj})).unwrap_or_default();
+            s.push(b'\n');
+            Bytes::from(s)
+        };
+        for kv in &initial {
+            let Ok(obj) = from_kv(kv) else { continue };
+            if filter.matches(&obj) && tx.send(encode_ev("ADDED", &obj)).await.is_err() {
+                return;
+            }
+        }
+        let bookmark = |rv: i64, end: bool| -> Bytes {
+            let mut meta = json!({"resourceVersion": rv.to_string()});
+            if end {
+                meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+            }
+            let mut s = serde_json::to_vec(&json!({"type": "BOOKMARK", "object": {"kind": r.kind, "apiVersion": r.api_version(), "metadata": meta}})).unwrap_or_default();
+            s.push(b'\n');
+            Bytes::from(s)
+        };
+        if initial_end && tx.send(bookmark(start_rev, true)).await.is_err() {
+            return;
+        }
+        let mut last = start_rev;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                ev = watcher.next() => {
+                    let Some(ev) = ev else { break };
+                    last = ev.revision();
+                    let Ok(obj) = from_kv(&ev.kv) else { continue };
+                    let out = match ev.kind {
+                        EventKind::Delete => filter.matches(&obj).then_some("DELETED"),
+                        EventKind::Put => {
+                            let now_m = filter.matches(&obj);
+                            let was = ev.prev.as_ref().map(|p| from_kv(p).map(|o| filter.matches(&o)).unwrap_or(false));
+                            match (was, now_m) {
+                                (None, true) => Some("ADDED"),
+                                (Some(true), true) => Some("MODIFIED"),
+                                (Some(false), true) => Some("ADDED"),
+                                (Some(true), false) => Some("DELETED"),
+                                _ => None,
+                            }
+                        }
+                    };
+                    if let Some(ty) = out {
+                        if tx.send(encode_ev(ty, &obj)).await.is_err() { return; }
+                    }
+                }
+                _ = tick.tick(), if bookmarks => {
+                    if tx.send(bookmark(last, false)).await.is_err() { return; }
+                }
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx)) });
+    Ok(stream_response(stream))
+}
+
+fn stream_response<S>(s: S) -> Response
+where
+    S: futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+{
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .header("transfer-encoding", "chunked")
+        .body(Body::from_stream(s))
+        .expect("response")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writes
+
+/// How a write was asked for, for managedFields and validation.
+struct WriteCtx<'a> {
+    p: &'a Params,
+    manager: String,
+    warnings: Vec<String>,
+}
+
+fn manager_of(p: &Params, headers: &HeaderMap) -> String {
+    if let Some(m) = &p.field_manager {
+        return m.clone();
+    }
+    let ua = headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("unknown");
+    // Upstream uses the user agent's first token (e.g. "kubectl-client-side-apply" or "kubectl").
+    ua.split('/').next().unwrap_or("unknown").to_string()
+}
+
+fn parse_input(r: &Resource, body: &[u8], headers: &HeaderMap) -> ApiResult<(Value, Vec<String>)> {
+    let ct = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    let media = ct.split(';').next().unwrap_or("").trim();
+    if !media.is_empty() && !matches!(media, "application/json" | "application/yaml" | "application/x-yaml" | "text/yaml" | "*/*") {
+        tracing::debug!(content_type = ct, "unsupported request media type");
+        return Err(ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml")));
+    }
+    let (v, dups) = objects::decode_body(body, ct).map_err(ApiError::bad_request)?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request(format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml")));
+    }
+    let _ = r;
+    Ok((v, dups))
+}
+
+fn check_kind(r: &Resource, v: &mut Value) -> ApiResult<()> {
+    let av = r.api_version();
+    match v.get("apiVersion").and_then(Value::as_str) {
+        None | Some("") => v["apiVersion"] = json!(av),
+        Some(a) if a == av => {}
+        Some(a) => return Err(ApiError::bad_request(format!("the API version in the data ({a}) does not match the expected API version ({av})"))),
+    }
+    match v.get("kind").and_then(Value::as_str) {
+        None | Some("") => v["kind"] = json!(r.kind),
+        Some(k) if k == r.kind => {}
+        Some(k) => return Err(ApiError::bad_request(format!("the kind in the data ({k}) does not match the expected kind ({})", r.kind))),
+    }
+    Ok(())
+}
+
+/// Typed round trip plus field validation as the request asked for.
+fn normalize_validated(r: &Resource, input: &Value, dups: &[String], ctx: &mut WriteCtx<'_>) -> ApiResult<Value> {
+    let norm = objects::normalize(r, input.clone()).map_err(|e| ApiError::bad_request(format!("{} in body: {e}", r.kind)))?;
+    let mode = ctx.p.field_validation.as_deref().unwrap_or("Warn");
+    if mode != "Ignore" {
+        let mut problems: Vec<String> = dups.iter().map(|d| format!("json: duplicate field \"{d}\"")).collect();
+        problems.extend(objects::unknown_fields(input, &norm).into_iter().map(|f| format!("unknown field \"{f}\"")));
+        if !problems.is_empty() {
+            if mode == "Strict" {
+                return Err(ApiError::bad_request(format!("strict decoding error: {}", problems.join(", "))));
+            }
+            ctx.warnings.extend(problems);
+        }
+    }
+    Ok(norm)
+}
+
+fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        if let Ok(h) = http::HeaderValue::from_str(&format!("299 - \"{}\"", w.replace('"', "\\\""))) {
+            resp.headers_mut().append("warning", h);
+        }
+    }
+    resp
+}
+
+async fn check_namespace(state: &State, r: &Resource, ns: Option<&str>) -> ApiResult<()> {
+    let Some(ns) = ns.filter(|_| r.namespaced) else { return Ok(()) };
+    let nsr = resources::find("", "v1", "namespaces").expect("namespaces");
+    match state.store.get(&nsr.key(None, ns)).await? {
+        None => Err(ApiError::namespace_not_found(ns)),
+        Some(kv) => {
+            let v = from_kv(&kv)?;
+            if v["metadata"].get("deletionTimestamp").is_some_and(|d| !d.is_null()) {
+                return Err(ApiError::forbidden(format!("{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated", r.qualified(), "")));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Reset what a create may not set, per upstream strategies.
+fn prepare_for_create(r: &Resource, v: &mut Value) {
+    let m = meta_mut(v);
+    for k in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
+        m.remove(k);
+    }
+    m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+    m.insert("creationTimestamp".into(), json!(objects::now_rfc3339()));
+    let has_spec = matches!(r.kind, "Pod" | "Service" | "Deployment" | "ReplicaSet" | "Node" | "Namespace");
+    if has_spec && r.kind != "Namespace" {
+        if matches!(r.kind, "Deployment" | "ReplicaSet") {
+            m.insert("generation".into(), json!(1));
+        } else {
+            m.remove("generation");
+        }
+    }
+    match r.kind {
+        "Pod" => {
+            v["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
+        }
+        "Service" => v["status"] = json!({"loadBalancer": {}}),
+        "Deployment" | "ReplicaSet" => v["status"] = json!({}),
+        "Namespace" => v["status"] = json!({"phase": "Active"}),
+        _ => {}
+    }
+    if let Some(o) = v.as_object_mut() {
+        if o.get("status").is_some_and(|s| s.as_object().is_some_and(|m| m.is_empty())) && matches!(r.kind, "Deployment" | "ReplicaSet") {
+            o.remove("status");
+        }
+    }
+}
+
+async fn create(state: &State, r: &'static Resource, ns: Option<&str>, p: &Params, headers: &HeaderMap, body: &[u8]) -> ApiResult<Response> {
+    let (mut input, dups) = parse_input(r, body, headers)?;
+    check_kind(r, &mut input)?;
+    let mut ctx = WriteCtx { p, manager: manager_of(p, headers), warnings: Vec::new() };
+    let mut obj = normalize_validated(r, &input, &dups, &mut ctx)?;
+    let out = create_object(state, r, ns, &mut obj, &mut ctx).await?;
+    Ok(with_warnings(json_response(StatusCode::CREATED, &out), &ctx.warnings))
+}
+
+async fn create_object(state: &State, r: &'static Resource, ns: Option<&str>, obj: &mut Value, ctx: &mut WriteCtx<'_>) -> ApiResult<Value> {
+    if r.namespaced {
+        let body_ns = meta_str(obj, "namespace").map(String::from);
+        let ns = ns.ok_or_else(|| ApiError::bad_request("the server could not find the requested resource"))?;
+        match body_ns.as_deref() {
+            Some(b) if !b.is_empty() && b != ns => {
+                return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+            }
+            _ => {
+                meta_mut(obj).insert("namespace".into(), json!(ns));
+            }
+        }
+    } else {
+        meta_mut(obj).remove("namespace");
+    }
+    if name_of(obj).is_empty() {
+        match meta_str(obj, "generateName").filter(|g| !g.is_empty()) {
+            Some(g) => {
+                let n = format!("{g}{}", objects::random_suffix(5));
+                meta_mut(obj).insert("name".into(), json!(n));
+            }
+            None => {
+                return Err(ApiError::invalid(r, "", &[yard_api::validation::FieldError {
+                    kind: yard_api::validation::ErrorKind::Required,
+                    field: "metadata.name".into(),
+                    value: None,
+                    detail: "name or generateName is required".into(),
+                }]))
+            }
+        }
+    }
+    prepare_for_create(r, obj);
+    yard_api::defaults::apply_defaults(r.plural, obj);
+    let name = name_of(obj).to_string();
+    // Services are validated after allocation (as upstream), the rest now.
+    if r.kind != "Service" {
+        let errs = yard_api::validation::validate(r.plural, obj, None);
+        if !errs.is_empty() {
+            return Err(ApiError::invalid(r, &name, &errs));
+        }
+    }
+    check_namespace(state, r, ns).await?;
+    crate::managed::track(None, obj, &ctx.manager, "Update", None);
+    let key = r.key(ns, &name);
+    if ctx.p.dry_run {
+        if r.kind == "Service" {
+            let errs: Vec<_> = yard_api::validation::validate(r.plural, obj, None).into_iter().filter(|e| !e.field.starts_with("spec.clusterIP") && !e.field.ends_with("nodePort") && e.field != "spec.healthCheckNodePort").collect();
+            if !errs.is_empty() {
+                return Err(ApiError::invalid(r, &name, &errs));
+            }
+        }
+        if state.store.get(&key).await?.is_some() {
+            return Err(ApiError::already_exists(r, &name));
+        }
+        return Ok(obj.clone());
+    }
+    let mut taken = Vec::new();
+    if r.kind == "Service" {
+        match state.alloc.prepare(None, obj).await {
+            Ok((t, _)) => taken = t.0,
+            Err(Ok(errs)) => return Err(ApiError::invalid(r, &name, &errs)),
+            Err(Err(e)) => return Err(e.into()),
+        }
+        let errs = yard_api::validation::validate(r.plural, obj, None);
+        if !errs.is_empty() {
+            state.alloc.release(&taken).await;
+            return Err(ApiError::invalid(r, &name, &errs));
+        }
+    }
+    match state.store.write(Op::Create { key, value: encode(obj) }).await {
+        Ok(kv) => from_kv(&KeyValue { value: encode(obj), ..kv }),
+        Err(StoreError::AlreadyExists(_)) => {
+            state.alloc.release(&taken).await;
+            Err(ApiError::already_exists(r, &name))
+        }
+        Err(e) => {
+            state.alloc.release(&taken).await;
+            Err(e.into())
+        }
+    }
+}
+
+/// Apply the rules of an update to `new` given the stored `old`, then CAS-write it.
+async fn update_object(state: &State, r: &'static Resource, ns: Option<&str>, old_kv: &KeyValue, mut new: Value, sub: Option<&str>, ctx: &mut WriteCtx<'_>, precondition_rv: Option<i64>) -> ApiResult<(Value, bool)> {
+    let old = from_kv(old_kv)?;
+    let name = name_of(&old).to_string();
+    // Immutable metadata.
+    {
+        let om = old["metadata"].clone();
+        let m = meta_mut(&mut new);
+        for k in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace", "generation"] {
+            match om.get(k) {
+                Some(v) => {
+                    m.insert(k.into(), v.clone());
+                }
+                None => {
+                    m.remove(k);
+                }
+            }
+        }
+        m.insert("name".into(), json!(name));
+        m.remove("resourceVersion");
+    }
+    match sub {
+        Some("status") => {
+            // Only status changes (and labels/annotations stay as stored).
+            let status = new.get("status").cloned();
+            let mut merged = old.clone();
+            match status {
+                Some(s) => merged["status"] = s,
+                None => {
+                    if let Some(o) = merged.as_object_mut() {
+                        o.remove("status");
+                    }
+                }
+            }
+            if let Some(mf) = new["metadata"].get("managedFields").cloned() {
+                meta_mut(&mut merged).insert("managedFields".into(), mf);
+            }
+            meta_mut(&mut merged).remove("resourceVersion");
+            new = merged;
+        }
+        Some("finalize") => {
+            let mut merged = old.clone();
+            merged["spec"]["finalizers"] = new["spec"].get("finalizers").cloned().unwrap_or(json!([]));
+            meta_mut(&mut merged).remove("resourceVersion");
+            new = merged;
+        }
+        _ => {
+            if r.status_subresource {
+                match old.get("status") {
+                    Some(s) => new["status"] = s.clone(),
+                    None => {
+                        if let Some(o) = new.as_object_mut() {
+                            o.remove("status");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    yard_api::defaults::apply_defaults(r.plural, &mut new);
+    if sub.is_none() && objects::spec_changed(&old, &new) && old["metadata"].get("generation").is_some() {
+        let g = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+        meta_mut(&mut new).insert("generation".into(), json!(g));
+    }
+    if !(r.kind == "Service" && sub.is_none()) {
+        let errs = if r.kind == "Service" && sub == Some("status") {
+            yard_api::validation::validate_service_status(&new)
+        } else {
+            yard_api::validation::validate(r.plural, &new, Some(&old))
+        };
+        if !errs.is_empty() {
+            return Err(ApiError::invalid(r, &name, &errs));
+        }
+    }
+    // Finalizers may only shrink while deleting; when the last goes, the object goes.
+    let deleting = old["metadata"].get("deletionTimestamp").is_some_and(|v| !v.is_null());
+    if deleting {
+        let added: Vec<String> = objects::finalizers_of(&new).into_iter().filter(|f| !objects::finalizers_of(&old).contains(f)).collect();
+        if !added.is_empty() {
+            return Err(ApiError::invalid(r, &name, &[yard_api::validation::FieldError {
+                kind: yard_api::validation::ErrorKind::Forbidden,
+                field: "metadata.finalizers".into(),
+                value: None,
+                detail: format!("no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"),
+            }]));
+        }
+    }
+    crate::managed::track(Some(&old), &mut new, &ctx.manager, "Update", sub);
+    if new == { let mut o = old.clone(); meta_mut(&mut o).remove("resourceVersion"); o } {
+        // No-op update: upstream does not write and keeps the resourceVersion.
+        return Ok((old, false));
+    }
+    let expect = precondition_rv.unwrap_or(old_kv.mod_revision);
+    if ctx.p.dry_run {
+        if r.kind == "Service" && sub.is_none() {
+            let errs = yard_api::validation::validate(r.plural, &new, Some(&old));
+            if !errs.is_empty() {
+                return Err(ApiError::invalid(r, &name, &errs));
+            }
+        }
+        return Ok((new, false));
+    }
+    let mut release = Vec::new();
+    let mut taken = Vec::new();
+    if r.kind == "Service" && sub.is_none() {
+        match state.alloc.prepare(Some(&old), &mut new).await {
+            Ok((t, rel)) => {
+                taken = t.0;
+                release = rel;
+            }
+            Err(Ok(errs)) => return Err(ApiError::invalid(r, &name, &errs)),
+            Err(Err(e)) => return Err(e.into()),
+        }
+        let errs = yard_api::validation::validate(r.plural, &new, Some(&old));
+        if !errs.is_empty() {
+            state.alloc.release(&taken).await;
+            return Err(ApiError::invalid(r, &name, &errs));
+        }
+    }
+    let key = r.key(ns, &name);
+    let finished = deleting && objects::finalizers_of(&new).is_empty() && !(r.kind == "Namespace" && new["spec"]["finalizers"].as_array().is_some_and(|a| !a.is_empty()));
+    let res = if finished {
+        state.store.write(Op::Delete { key: key.clone(), expect: Some(expect) }).await.map(|kv| KeyValue { value: encode(&new), ..kv })
+    } else {
+        state.store.write(Op::Update { key: key.clone(), value: encode(&new), expect: Some(expect) }).await
+    };
+    match res {
+        Ok(kv) => {
+            state.alloc.release(&release).await;
+            if finished && r.kind == "Service" {
+                state.alloc.release_service(&new).await;
+            }
+            Ok((from_kv(&kv)?, true))
+        }
+        Err(StoreError::Conflict { .. }) => {
+            state.alloc.release(&taken).await;
+            Err(ApiError::conflict(r, &name))
+        }
+        Err(StoreError::NotFound(_)) => {
+            state.alloc.release(&taken).await;
+            Err(ApiError::not_found(r, &name))
+        }
+        Err(e) => {
+            state.alloc.release(&taken).await;
+            Err(e.into())
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn update(state: &State, r: &'static Resource, ns: Option<&str>, name: &str, sub: Option<&str>, p: &Params, headers: &HeaderMap, body: &[u8]) -> ApiResult<Response> {
+    if sub == Some("scale") {
+        return update_scale(state, r, ns, name, p, headers, body).await;
+    }
+    let (mut input, dups) = parse_input(r, body, headers)?;
+    check_kind(r, &mut input)?;
+    let mut ctx = WriteCtx { p, manager: manager_of(p, headers), warnings: Vec::new() };
+    let new = normalize_validated(r, &input, &dups, &mut ctx)?;
+    if name_of(&new) != name {
+        return Err(ApiError::bad_request(format!("the name of the object ({}) does not match the name on the URL ({name})", name_of(&new))));
+    }
+    let rv = meta_str(&new, "resourceVersion").filter(|s| !s.is_empty()).map(|s| s.parse::<i64>()).transpose().map_err(|_| ApiError::bad_request("invalid resourceVersion"))?;
+    let old_kv = match state.store.get(&r.key(ns, name)).await? {
+        Some(kv) => kv,
+        None if sub.is_none() && matches!(r.kind, "Endpoints" | "Lease" | "Event") => {
+            let mut obj = new;
+            let out = create_object(state, r, ns, &mut obj, &mut ctx).await?;
+            return Ok(with_warnings(json_response(StatusCode::CREATED, &out), &ctx.warnings));
+        }
+        None => return Err(ApiError::not_found(r, name)),
+    };
+    if let Some(rv) = rv {
+        if rv != old_kv.mod_revision {
+            return Err(ApiError::conflict(r, name));
+        }
+    }
+    let (out, _) = update_object(state, r, ns, &old_kv, new, sub, &mut ctx, rv).await?;
+    Ok(with_warnings(json_response(StatusCode::OK, &out), &ctx.warnings))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Patch
+
+#[allow(clippy::too_many_arguments)]
+async fn patch(state: &State, r: &'static Resource, ns: Option<&str>, name: &str, sub: Option<&str>, p: &Params, headers: &HeaderMap, body: &[u8]) -> ApiResult<Response> {
+    let ct = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").split(';').next().unwrap_or("").trim().to_string();
+    let kind = match ct.as_str() {
+        "application/json-patch+json" => "json",
+        "application/merge-patch+json" => "merge",
+        "application/strategic-merge-patch+json" => "strategic",
+        "application/apply-patch+yaml" | "application/apply-patch+cbor" => "apply",
+        other => return Err(ApiError::unsupported_media(other)),
+    };
+    if kind == "apply" && p.field_manager.as_deref().unwrap_or("").is_empty() {
+        return Err(ApiError::bad_request("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"));
+    }
+    let (patch_doc, dups) = objects::decode_body(body, if kind == "apply" { "application/yaml" } else { "application/json" }).map_err(ApiError::bad_request)?;
+    let mut ctx = WriteCtx { p, manager: manager_of(p, headers), warnings: Vec::new() };
+    if sub == Some("scale") {
+        // Patch the Scale view, then write its replicas into the object.
+        let kv = get_kv(state, r, ns, name).await?;
+        let cur = scale_of(&from_kv(&kv)?);
+        let patched = match kind {
+            "json" => yard_api::patch::json_patch(&cur, &patch_doc).map_err(patch_err)?,
+            "merge" | "strategic" => yard_api::patch::json_merge_patch(&cur, &patch_doc),
+            _ => yard_api::patch::json_merge_patch(&cur, &patch_doc),
+        };
+        let body = serde_json::to_vec(&patched).unwrap_or_default();
+        let mut h = headers.clone();
+        h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+        return update_scale(state, r, ns, name, p, &h, &body).await;
+    }
+    for attempt in 0..8 {
+        let current = state.store.get(&r.key(ns, name)).await?;
+        let Some(cur_kv) = current else {
+            if kind == "apply" && sub.is_none() {
+                let mut obj = apply_validated(r, None, &patch_doc, &dups, sub, &mut ctx, name)?;
+                meta_mut(&mut obj).insert("name".into(), json!(name));
+                ctx.manager = String::new();
+                let out = create_object_applied(state, r, ns, &mut obj, &mut ctx).await?;
+                return Ok(with_warnings(json_response(StatusCode::CREATED, &out), &ctx.warnings));
+            }
+            return Err(ApiError::not_found(r, name));
+        };
+        let cur = from_kv(&cur_kv)?;
+        let patched = match kind {
+            "json" => yard_api::patch::json_patch(&cur, &patch_doc).map_err(patch_err)?,
+            "merge" => yard_api::patch::json_merge_patch(&cur, &patch_doc),
+            "strategic" => {
+                let schema = yard_api::patch::schema_for(&r.api_version(), r.kind);
+                yard_api::patch::strategic_merge(&cur, &patch_doc, &schema).map_err(patch_err)?
+            }
+            _ => apply_validated(r, Some(&cur), &patch_doc, &dups, sub, &mut ctx, name)?,
+        };
+        let mut patched = patched;
+        check_kind(r, &mut patched)?;
+        if kind != "apply" {
+            patched = normalize_validated(r, &patched, &[], &mut ctx)?;
+        }
+        if name_of(&patched) != name {
+            return Err(ApiError::bad_request(format!("the name of the object ({}) does not match the name on the URL ({name})", name_of(&patched))));
+        }
+        if kind == "apply" {
+            // Ownership was recorded by apply itself.
+            ctx.manager = String::new();
+        }
+        let pre = meta_str(&patched, "resourceVersion").and_then(|s| s.parse::<i64>().ok()).filter(|rv| *rv != cur_kv.mod_revision);
+        if pre.is_some() {
+            return Err(ApiError::conflict(r, name));
+        }
+        match update_object(state, r, ns, &cur_kv, patched, sub, &mut ctx, None).await {
+            Err(e) if e.code == 409 && e.reason == "Conflict" && attempt < 7 => continue,
+            Err(e) => return Err(e),
+            Ok((out, _)) => return Ok(with_warnings(json_response(StatusCode::OK, &out), &ctx.warnings)),
+        }
+    }
+    Err(ApiError::conflict(r, name))
+}
+
+/// Server-side apply of a (partial) configuration, with field validation on the merged result:
+/// apply configurations are not whole objects, so they are checked once merged.
+fn apply_validated(r: &'static Resource, live: Option<&Value>, doc: &Value, dups: &[String], sub: Option<&str>, ctx: &mut WriteCtx<'_>, name: &str) -> ApiResult<Value> {
+    let mut input = doc.clone();
+    check_kind(r, &mut input)?;
+    let now = objects::now_rfc3339();
+    let opts = yard_api::patch::ApplyOptions { manager: &ctx.manager, force: ctx.p.force, now: &now, subresource: sub, schema: None };
+    let merged = yard_api::patch::apply_with(live, &input, &opts).map_err(apply_err(r, name))?;
+    let norm = objects::normalize(r, merged).map_err(|e| ApiError::bad_request(format!("{} in body: {e}", r.kind)))?;
+    let mode = ctx.p.field_validation.as_deref().unwrap_or("Warn");
+    if mode != "Ignore" {
+        let mut problems: Vec<String> = dups.iter().map(|d| format!("json: duplicate field \"{d}\"")).collect();
+        problems.extend(objects::unknown_fields(&input, &norm).into_iter().map(|f| format!("unknown field \"{f}\"")));
+        if !problems.is_empty() {
+            if mode == "Strict" {
+                return Err(ApiError::bad_request(format!("strict decoding error: {}", problems.join(", "))));
+            }
+            ctx.warnings.extend(problems);
+        }
+    }
+    Ok(norm)
+}
+
+fn apply_err<'a>(r: &'static Resource, name: &'a str) -> impl Fn(yard_api::patch::ApplyError) -> ApiError + 'a {
+    move |e| match &e {
+        yard_api::patch::ApplyError::Conflict { message, conflicts } => {
+            let causes: Vec<Value> = conflicts.iter().map(|c| json!({"reason": "FieldManagerConflict", "message": c.cause_message(), "field": c.field})).collect();
+            ApiError::new(409, "Conflict", message.clone()).with_details(json!({"name": name, "group": r.group, "kind": r.plural, "causes": causes}))
+        }
+        _ => match e.code() {
+        400 => ApiError::bad_request(e.to_string()),
+        _ => ApiError::internal(e.to_string()),
+        },
+    }
+}
+
+fn patch_err(e: yard_api::patch::PatchError) -> ApiError {
+    match e.code() {
+        400 => ApiError::bad_request(e.to_string()),
+        413 => ApiError::new(413, "RequestEntityTooLarge", e.to_string()),
+        422 => ApiError::new(422, "Invalid", e.to_string()),
+        _ => ApiError::internal(e.to_string()),
+    }
+}
+
+async fn create_object_applied(state: &State, r: &'static Resource, ns: Option<&str>, obj: &mut Value, ctx: &mut WriteCtx<'_>) -> ApiResult<Value> {
+    create_object(state, r, ns, obj, ctx).await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Subresources
+
+fn scale_of(obj: &Value) -> Value {
+    let sel = obj["spec"]["selector"].clone();
+    let selector = serde_json::from_value::<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>(sel).ok().map(|s| LabelSelector::from_k8s(&s).map(|s| s.to_string()).unwrap_or_default()).unwrap_or_default();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": obj["metadata"]["name"],
+            "namespace": obj["metadata"]["namespace"],
+            "uid": obj["metadata"]["uid"],
+            "resourceVersion": obj["metadata"]["resourceVersion"],
+            "creationTimestamp": obj["metadata"]["creationTimestamp"],
+        },
+        "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(1)},
+        "status": {"replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector},
+    })
+}
+
+async fn update_scale(state: &State, r: &'static Resource, ns: Option<&str>, name: &str, p: &Params, headers: &HeaderMap, body: &[u8]) -> ApiResult<Response> {
+    let (scale, _) = parse_input(r, body, headers)?;
+    let replicas = scale["spec"]["replicas"].as_i64().unwrap_or(0);
+    let mut ctx = WriteCtx { p, manager: manager_of(p, headers), warnings: Vec::new() };
+    let kv = get_kv(state, r, ns, name).await?;
+    let rv = scale["metadata"]["resourceVersion"].as_str().and_then(|s| s.parse::<i64>().ok());
+    if rv.is_some_and(|rv| rv != kv.mod_revision) {
+        return Err(ApiError::conflict(r, name));
+    }
+    let mut obj = from_kv(&kv)?;
+    obj["spec"]["replicas"] = json!(replicas);
+    let (out, _) = update_object(state, r, ns, &kv, obj, None, &mut ctx, None).await?;
+    Ok(json_response(StatusCode::OK, &scale_of(&out)))
+}
+
+async fn binding(state: &State, r: &'static Resource, ns: Option<&str>, name: &str, headers: &HeaderMap, body: &[u8]) -> ApiResult<Response> {
+    let (b, _) = parse_input(r, body, headers)?;
+    let node = b["target"]["name"].as_str().unwrap_or("").to_string();
+    if node.is_empty() {
+        return Err(ApiError::bad_request("target.name: Required value"));
+    }
+    for _ in 0..8 {
+        let kv = get_kv(state, r, ns, name).await?;
+        let mut pod = from_kv(&kv)?;
+        if let Some(cur) = pod["spec"]["nodeName"].as_str().filter(|s| !s.is_empty()) {
+            return Err(ApiError::conflict_msg(r, name, format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{cur}\"")));
+        }
+        pod["spec"]["nodeName"] = json!(node);
+        let now = objects::now_rfc3339();
+        let conds = pod["status"]["conditions"].as_array().cloned().unwrap_or_default();
+        let mut conds: Vec<Value> = conds.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
+        conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}));
+        pod["status"]["conditions"] = json!(conds);
+        meta_mut(&mut pod).remove("resourceVersion");
+        match state.store.write(Op::Update { key: kv.key.clone(), value: encode(&pod), expect: Some(kv.mod_revision) }).await {
+            Ok(_) => return Ok(json_response(StatusCode::CREATED, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}))),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::conflict(r, name))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Delete
+
+#[derive(Default)]
+struct DeleteOpts {
+    grace: Option<i64>,
+    policy: Option<String>,
+    uid: Option<String>,
+    rv: Option<i64>,
+    dry_run: bool,
+}
+
+fn delete_opts(p: &Params, body: &[u8]) -> ApiResult<DeleteOpts> {
+    let mut o = DeleteOpts { grace: p.grace_period, policy: p.propagation_policy.clone(), dry_run: p.dry_run, ..Default::default() };
+    if p.orphan_dependents == Some(true) && o.policy.is_none() {
+        o.policy = Some("Orphan".into());
+    }
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        let (v, _) = objects::decode_body(body, "application/json").map_err(ApiError::bad_request)?;
+        if let Some(g) = v["gracePeriodSeconds"].as_i64() {
+            o.grace = Some(g);
+        }
+        if let Some(pp) = v["propagationPolicy"].as_str() {
+            o.policy = Some(pp.to_string());
+        }
+        if v["orphanDependents"].as_bool() == Some(true) && o.policy.is_none() {
+            o.policy = Some("Orphan".into());
+        }
+        if let Some(u) = v["preconditions"]["uid"].as_str() {
+            o.uid = Some(u.to_string());
+        }
+        if let Some(r) = v["preconditions"]["resourceVersion"].as_str() {
+            o.rv = r.parse().ok();
+        }
+        if v["dryRun"].as_array().is_some_and(|a| a.iter().any(|x| x == "All")) {
+            o.dry_run = true;
+        }
+    }
+    if let Some(pp) = &o.policy {
+        if !matches!(pp.as_str(), "Orphan" | "Background" | "Foreground") {
+            return Err(ApiError::new(422, "Invalid", format!("DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{pp}\": supported values: \"Foreground\", \"Background\", \"Orphan\"")));
+        }
+    }
+    Ok(o)
+}
+
+async fn delete(state: &State, r: &'static Resource, ns: Option<&str>, name: &str, p: &Params, body: &[u8]) -> ApiResult<Response> {
+    let o = delete_opts(p, body)?;
+    let (code, out) = delete_one(state, r, ns, name, &o).await?;
+    Ok(json_response(code, &out))
+}
+
+async fn delete_one(state: &State, r: &'static Resource, ns: Option<&str>, name: &str, o: &DeleteOpts) -> ApiResult<(StatusCode, Value)> {
+    for _ in 0..8 {
+        let kv = get_kv(state, r, ns, name).await?;
+        let mut obj = from_kv(&kv)?;
+        if let Some(u) = &o.uid {
+            if meta_str(&obj, "uid") != Some(u.as_str()) {
+                return Err(ApiError::conflict_msg(r, name, format!("Precondition failed: UID in precondition: {u}, UID in object meta: {}", meta_str(&obj, "uid").unwrap_or(""))));
+            }
+        }
+        if let Some(rv) = o.rv {
+            if rv != kv.mod_revision {
+                return Err(ApiError::conflict_msg(r, name, format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}", kv.mod_revision)));
+            }
+        }
+        let deleting = obj["metadata"].get("deletionTimestamp").is_some_and(|v| !v.is_null());
+        let mut finalizers = objects::finalizers_of(&obj);
+        match o.policy.as_deref() {
+            Some("Foreground") if !finalizers.iter().any(|f| f == "foregroundDeletion") => finalizers.push("foregroundDeletion".into()),
+            Some("Orphan") if !finalizers.iter().any(|f| f == "orphan") => finalizers.push("orphan".into()),
+            _ => {}
+        }
+        // Graceful deletion of pods bound to a node: the node agent finishes it.
+        let pod_grace = if r.kind == "Pod" && obj["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty()) && obj["status"]["phase"] != "Succeeded" && obj["status"]["phase"] != "Failed" {
+            let g = o.grace.unwrap_or_else(|| obj["spec"]["terminationGracePeriodSeconds"].as_i64().unwrap_or(30));
+            (g > 0).then_some(g)
+        } else {
+            None
+        };
+        let ns_finalizers = r.kind == "Namespace" && obj["spec"]["finalizers"].as_array().is_some_and(|a| !a.is_empty());
+        if finalizers.is_empty() && pod_grace.is_none() && !ns_finalizers {
+            if o.dry_run {
+                return Ok((StatusCode::OK, obj));
+            }
+            match state.store.write(Op::Delete { key: kv.key.clone(), expect: Some(kv.mod_revision) }).await {
+                Ok(gone) => {
+                    if r.kind == "Service" {
+                        state.alloc.release_service(&obj).await;
+                    }
+                    let out = from_kv(&KeyValue { value: encode(&obj), ..gone })?;
+                    return Ok((StatusCode::OK, out));
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(StoreError::NotFound(_)) => return Err(ApiError::not_found(r, name)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if deleting && pod_grace.is_none() && finalizers == objects::finalizers_of(&obj) {
+            return Ok((StatusCode::ACCEPTED, obj));
+        }
+        let now = objects::now_rfc3339();
+        {
+            let m = meta_mut(&mut obj);
+            if !deleting {
+                let ts = match pod_grace {
+                    Some(g) => objects::rfc3339_after(g),
+                    None => now.clone(),
+                };
+                m.insert("deletionTimestamp".into(), json!(ts));
+                m.insert("deletionGracePeriodSeconds".into(), json!(pod_grace.unwrap_or(0)));
+            } else if let Some(g) = pod_grace {
+                // A shorter grace period may replace a longer one.
+                let cur = m.get("deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(i64::MAX);
+                if g < cur {
+                    m.insert("deletionTimestamp".into(), json!(objects::rfc3339_after(g)));
+                    m.insert("deletionGracePeriodSeconds".into(), json!(g));
+                }
+            }
+            if !finalizers.is_empty() {
+                m.insert("finalizers".into(), json!(finalizers));
+            }
+            m.remove("resourceVersion");
+        }
+        if r.kind == "Namespace" {
+            obj["status"]["phase"] = json!("Terminating");
+        }
+        if o.dry_run {
+            return Ok((StatusCode::OK, obj));
+        }
+        match state.store.write(Op::Update { key: kv.key.clone(), value: encode(&obj), expect: Some(kv.mod_revision) }).await {
+            Ok(nkv) => return Ok((StatusCode::OK, from_kv(&KeyValue { value: encode(&obj), ..nkv })?)),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::conflict(r, name))
+}
+
+async fn delete_collection(state: &State, r: &'static Resource, ns: Option<&str>, p: &Params, body: &[u8]) -> ApiResult<Response> {
+    let o = delete_opts(p, body)?;
+    let lp = Params { limit: None, continue_token: None, ..p.clone() };
+    let (items, rev, _, _) = list_objects(state, r, ns, &lp).await?;
+    let mut out = Vec::new();
+    for it in items {
+        let n = name_of(&it).to_string();
+        let itns = meta_str(&it, "namespace").map(String::from);
+        match delete_one(state, r, itns.as_deref().or(ns), &n, &o).await {
+            Ok((_, v)) => out.push(v),
+            Err(e) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(json_response(StatusCode::OK, &json!({"kind": r.list_kind(), "apiVersion": r.api_version(), "metadata": {"resourceVersion": rev.to_string()}, "items": out})))
+}
+
+#[allow(dead_code)]
+fn unused(_: BTreeMap<String, String>, _: Map<String, Value>) {}

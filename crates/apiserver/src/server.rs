@@ -1,0 +1,209 @@
+//! HTTP plumbing: TLS listener, bearer-token authentication, path parsing and dispatch to the
+//! REST handlers, discovery, OpenAPI, health and metrics.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+use crate::resources::{self, Resource};
+use crate::status::ApiError;
+use crate::{discovery, openapi, rest, State};
+
+/// A parsed resource path.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub resource: &'static Resource,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub sub: Option<String>,
+}
+
+/// Parse `/api/v1/...` and `/apis/<g>/<v>/...` resource paths.
+pub fn parse_path(path: &str) -> Result<Option<Target>, ApiError> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let (group, version, rest) = match segs.as_slice() {
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return Ok(None),
+    };
+    if rest.is_empty() {
+        return Ok(None);
+    }
+    let nf = || ApiError::new(404, "NotFound", "the server could not find the requested resource");
+    let (ns, rest): (Option<String>, &[&str]) = if rest[0] == "namespaces" && rest.len() >= 3 {
+        // namespaces/{ns}/{resource}... unless it is a namespace subresource.
+        let r = resources::find(group, version, rest[2]);
+        match r {
+            Some(r) if r.namespaced => (Some(rest[1].to_string()), &rest[2..]),
+            _ if group.is_empty() && (rest[2] == "status" || rest[2] == "finalize") && rest.len() == 3 => (None, rest),
+            _ => return Err(nf()),
+        }
+    } else {
+        (None, rest)
+    };
+    let resource = resources::find(group, version, rest[0]).ok_or_else(nf)?;
+    if ns.is_none() && resource.namespaced && rest.len() > 1 {
+        // A namespaced resource named without a namespace: only list/watch across namespaces.
+        return Err(nf());
+    }
+    let name = rest.get(1).map(|s| s.to_string());
+    let sub = rest.get(2).map(|s| s.to_string());
+    if rest.len() > 3 {
+        return Err(nf());
+    }
+    if let Some(s) = &sub {
+        if !resource.has_sub(s) {
+            return Err(nf());
+        }
+    }
+    Ok(Some(Target { resource, namespace: ns, name, sub }))
+}
+
+/// Serve HTTPS on `listener` until `shutdown` resolves.
+pub async fn serve(state: Arc<State>, listener: TcpListener, tls: Arc<rustls::ServerConfig>, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    loop {
+        let mut stop = stop_rx.clone();
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => break,
+        };
+        let Ok((tcp, peer)) = accepted else { continue };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let state = state.clone();
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else { return };
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let state = state.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(state, peer, req.map(Body::new)).await) }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let _ = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc).await;
+        });
+    }
+}
+
+/// Serve plain HTTP (used for in-namespace listeners that tunnel nothing sensitive, and tests).
+pub async fn serve_plain(state: Arc<State>, listener: TcpListener) {
+    loop {
+        let Ok((tcp, peer)) = listener.accept().await else { continue };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let state = state.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(state, peer, req.map(Body::new)).await) }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let _ = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc).await;
+        });
+    }
+}
+
+fn authorized(state: &State, req: &Request) -> bool {
+    let Some(h) = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return false };
+    let Some(tok) = h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")) else { return false };
+    state.tokens.iter().any(|t| constant_time_eq(t.as_bytes(), tok.trim().as_bytes()))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub async fn handle(state: Arc<State>, _peer: SocketAddr, req: Request) -> Response {
+    let started = Instant::now();
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    // Health endpoints are open, as upstream's default RBAC lets anyone read them.
+    let open = matches!(path.as_str(), "/healthz" | "/livez" | "/readyz" | "/version") || path.starts_with("/healthz/") || path.starts_with("/livez/") || path.starts_with("/readyz/");
+    if !open && !authorized(&state, &req) {
+        return ApiError::unauthorized().into_response();
+    }
+    let (resp, verb, resource) = route(state.clone(), req).await;
+    let code = resp.status().as_u16();
+    state.metrics.observe(&verb, &resource, code, started.elapsed());
+    let _ = method;
+    resp
+}
+
+async fn route(state: Arc<State>, req: Request) -> (Response, String, String) {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let simple = |v: &str, r: Response| (r, v.to_string(), String::new());
+    match path.as_str() {
+        "/healthz" | "/livez" | "/readyz" => return simple("GET", (StatusCode::OK, "ok").into_response()),
+        "/version" => return simple("GET", discovery::version()),
+        "/metrics" => return simple("GET", state.metrics.render()),
+        "/api" => return simple("GET", discovery::api_versions()),
+        "/apis" => return simple("GET", discovery::api_groups(&req)),
+        "/openapi/v3" => return simple("GET", openapi::root()),
+        "/openapi/v2" => return simple("GET", ApiError::new(404, "NotFound", "the server could not find the requested resource").into_response()),
+        _ => {}
+    }
+    if let Some(gv) = path.strip_prefix("/openapi/v3/") {
+        return simple("GET", openapi::group_version(gv));
+    }
+    if path.starts_with("/healthz/") || path.starts_with("/livez/") || path.starts_with("/readyz/") {
+        return simple("GET", (StatusCode::OK, "ok").into_response());
+    }
+    if let Some(r) = discovery::resource_list(&path) {
+        return simple("GET", r);
+    }
+    let target = match parse_path(&path) {
+        Ok(Some(t)) => t,
+        Ok(None) => return simple("GET", ApiError::new(404, "NotFound", "the server could not find the requested resource").into_response()),
+        Err(e) => return simple("GET", e.into_response()),
+    };
+    let resource = target.resource.plural.to_string();
+    // Streaming and upgrades go straight through.
+    if matches!(target.sub.as_deref(), Some("exec" | "attach" | "portforward" | "log")) {
+        let verb = if target.sub.as_deref() == Some("log") { "GET" } else { "CONNECT" };
+        return (crate::nodeproxy::forward(state, &target, req).await, verb.into(), resource);
+    }
+    let query = req.uri().query().unwrap_or("").to_string();
+    let headers = req.headers().clone();
+    let body = if method == Method::GET || method == Method::HEAD {
+        Bytes::new()
+    } else {
+        match read_body(req.into_body()).await {
+            Ok(b) => b,
+            Err(e) => return (e.into_response(), method.to_string(), resource),
+        }
+    };
+    let params = rest::Params::parse(&query);
+    let verb = rest::verb_name(&method, &target, &params);
+    let resp = rest::dispatch(state, method, target, params, headers, body).await;
+    (resp, verb, resource)
+}
+
+async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    let limited = http_body_util::Limited::new(body, crate::objects::MAX_BODY);
+    match limited.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::too_large()),
+        Err(e) => Err(ApiError::bad_request(format!("reading request body: {e}"))),
+    }
+}
+
+#[allow(dead_code)]
+async fn oneshot(router: axum::Router, req: Request) -> Response {
+    router.oneshot(req).await.into_response()
+}

@@ -1,0 +1,454 @@
+//! Service registry logic that upstream keeps inside the API server: ClusterIP, NodePort and
+//! LoadBalancer address allocation. Every allocation is a store key created by compare-and-swap
+//! (`/registry/yard/allocations/...`), so it is unique across any number of API servers sharing the
+//! store, survives restarts, and a repair pass frees what a crash leaked.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use bytes::Bytes;
+use ipnet::{IpNet, Ipv4Net};
+use serde_json::{json, Value};
+use yard_api::validation::{ErrorKind, FieldError};
+use yard_store::{DynStore, Op, StoreError};
+
+use crate::objects::{meta_str, name_of};
+
+const PREFIX: &str = "/registry/yard/allocations/";
+
+#[derive(Clone, Debug)]
+pub struct AllocConfig {
+    pub service_cidrs: Vec<IpNet>,
+    pub node_ports: (u16, u16),
+    pub lb_cidr: Option<Ipv4Net>,
+}
+
+impl Default for AllocConfig {
+    fn default() -> Self {
+        Self { service_cidrs: vec!["10.96.0.0/12".parse().expect("cidr")], node_ports: (30000, 32767), lb_cidr: Some("172.18.255.0/24".parse().expect("cidr")) }
+    }
+}
+
+/// The n-th address of a CIDR (0 = network address).
+pub fn nth_ip(net: &IpNet, n: u128) -> IpAddr {
+    match net {
+        IpNet::V4(n4) => IpAddr::V4(Ipv4Addr::from(u32::from(n4.network()).wrapping_add(n as u32))),
+        IpNet::V6(n6) => IpAddr::V6(Ipv6Addr::from(u128::from(n6.network()).wrapping_add(n))),
+    }
+}
+
+fn net_size(net: &IpNet) -> u128 {
+    1u128 << (net.max_prefix_len() - net.prefix_len()).min(127)
+}
+
+pub struct Allocator {
+    store: DynStore,
+    pub cfg: AllocConfig,
+}
+
+/// Keys taken while preparing a write; released if the write fails.
+#[derive(Default, Debug)]
+pub struct Taken(pub Vec<String>);
+
+fn fe(kind: ErrorKind, field: &str, value: Value, detail: &str) -> FieldError {
+    FieldError { kind, field: field.to_string(), value: Some(value), detail: detail.to_string() }
+}
+
+impl Allocator {
+    pub fn new(store: DynStore, cfg: AllocConfig) -> Self {
+        Self { store, cfg }
+    }
+
+    fn owner(svc: &Value) -> Bytes {
+        let o = json!({"namespace": meta_str(svc, "namespace").unwrap_or(""), "name": name_of(svc), "time": crate::objects::now_rfc3339()});
+        Bytes::from(o.to_string())
+    }
+
+    async fn take(&self, key: String, owner: &Bytes, taken: &mut Taken) -> Result<bool, StoreError> {
+        match self.store.write(Op::Create { key: key.clone(), value: owner.clone() }).await {
+            Ok(_) => {
+                taken.0.push(key);
+                Ok(true)
+            }
+            Err(StoreError::AlreadyExists(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn release(&self, keys: &[String]) {
+        for k in keys {
+            let _ = self.store.write(Op::Delete { key: k.clone(), expect: None }).await;
+        }
+    }
+
+    fn ip_key(ip: &IpAddr) -> String {
+        format!("{PREFIX}clusterip/{ip}")
+    }
+    fn port_key(p: i64) -> String {
+        format!("{PREFIX}nodeport/{p}")
+    }
+    fn lb_key(ip: &str) -> String {
+        format!("{PREFIX}lb/{ip}")
+    }
+
+    /// Allocate a specific or a random ClusterIP from `net`.
+    async fn alloc_ip(&self, net: &IpNet, requested: Option<&str>, field: &str, svc: &Bytes, taken: &mut Taken) -> Result<Result<String, FieldError>, StoreError> {
+        if let Some(req) = requested {
+            let Ok(ip) = req.parse::<IpAddr>() else {
+                return Ok(Err(fe(ErrorKind::Invalid, field, json!(req), "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)")));
+            };
+            let size = net_size(net);
+            if !net.contains(&ip) || ip == nth_ip(net, 0) || (net.max_prefix_len() == 32 && ip == nth_ip(net, size - 1)) {
+                return Ok(Err(fe(ErrorKind::Invalid, field, json!(req), &format!("provided IP is not in the valid range. The range of valid IPs is {net}"))));
+            }
+            if !self.take(Self::ip_key(&ip), svc, taken).await? {
+                return Ok(Err(fe(ErrorKind::Invalid, field, json!(req), "provided IP is already allocated")));
+            }
+            return Ok(Ok(ip.to_string()));
+        }
+        let size = net_size(net);
+        // Upstream reserves a lower band for static allocation and prefers the upper band for
+        // dynamic picks: min(max(16, size/16), 256) addresses.
+        let band = (size / 16).clamp(16, 256).min(size / 2);
+        let usable_hi = if net.max_prefix_len() == 32 { size - 1 } else { size };
+        let dyn_lo = band.max(1);
+        for attempt in 0..4096u128 {
+            let span = usable_hi.saturating_sub(dyn_lo).max(1);
+            let n = if attempt < 64 { dyn_lo + rand::random_range(0..span) } else { 1 + (attempt - 64) % (usable_hi - 1).max(1) };
+            let ip = nth_ip(net, n);
+            if self.take(Self::ip_key(&ip), svc, taken).await? {
+                return Ok(Ok(ip.to_string()));
+            }
+        }
+        Ok(Err(FieldError { kind: ErrorKind::Invalid, field: field.into(), value: None, detail: format!("range is full: {net}") }))
+    }
+
+    async fn alloc_port(&self, requested: Option<i64>, field: &str, svc: &Bytes, taken: &mut Taken, already: &BTreeSet<i64>) -> Result<Result<i64, FieldError>, StoreError> {
+        let (lo, hi) = (self.cfg.node_ports.0 as i64, self.cfg.node_ports.1 as i64);
+        if let Some(p) = requested {
+            if p < lo || p > hi {
+                return Ok(Err(fe(ErrorKind::Invalid, field, json!(p), &format!("provided port is not in the valid range. The range of valid ports is {lo}-{hi}"))));
+            }
+            if already.contains(&p) {
+                return Ok(Ok(p));
+            }
+            if !self.take(Self::port_key(p), svc, taken).await? {
+                return Ok(Err(fe(ErrorKind::Invalid, field, json!(p), "provided port is already allocated")));
+            }
+            return Ok(Ok(p));
+        }
+        let span = hi - lo + 1;
+        // Dynamic picks prefer the upper part of the range (upstream's static band is the lower part).
+        let band = (span / 32).clamp(16, 128).min(span / 2);
+        for attempt in 0..(span * 2) {
+            let p = if attempt < 64 { lo + band + rand::random_range(0..(span - band).max(1)) } else { lo + (attempt - 64) % span };
+            if already.contains(&p) {
+                continue;
+            }
+            if self.take(Self::port_key(p), svc, taken).await? {
+                return Ok(Ok(p));
+            }
+        }
+        Ok(Err(FieldError { kind: ErrorKind::Invalid, field: field.into(), value: None, detail: format!("range is full: {lo}-{hi}") }))
+    }
+
+    /// Allocate what a new (or type-changed) Service needs. `old` is the stored object on update.
+    /// Returns the keys taken (to release if the write fails) and the keys to release once the
+    /// write succeeds (what the old object held and the new one no longer does).
+    pub async fn prepare(&self, old: Option<&Value>, svc: &mut Value) -> Result<(Taken, Vec<String>), Result<Vec<FieldError>, StoreError>> {
+        let mut taken = Taken::default();
+        let mut errs = Vec::new();
+        let res = self.prepare_inner(old, svc, &mut taken, &mut errs).await;
+        match res {
+            Err(e) => {
+                self.release(&taken.0).await;
+                Err(Err(e))
+            }
+            Ok(release) if !errs.is_empty() => {
+                self.release(&taken.0).await;
+                let _ = release;
+                Err(Ok(errs))
+            }
+            Ok(release) => Ok((taken, release)),
+        }
+    }
+
+    async fn prepare_inner(&self, old: Option<&Value>, svc: &mut Value, taken: &mut Taken, errs: &mut Vec<FieldError>) -> Result<Vec<String>, StoreError> {
+        let ty = svc["spec"]["type"].as_str().unwrap_or("ClusterIP").to_string();
+        let owner = Self::owner(svc);
+        let old_held = old.map(held_keys).unwrap_or_default();
+        // ClusterIPs.
+        if ty == "ExternalName" {
+            if let Some(spec) = svc["spec"].as_object_mut() {
+                if spec.get("clusterIP").and_then(Value::as_str).is_some_and(|s| !s.is_empty() && s != "None") && old.is_none() {
+                    errs.push(fe(ErrorKind::Forbidden, "spec.clusterIP", Value::Null, "may not be set for ExternalName services"));
+                }
+                spec.remove("clusterIP");
+                spec.remove("clusterIPs");
+                spec.remove("ipFamilies");
+                spec.remove("ipFamilyPolicy");
+            }
+        } else {
+            let old_ips: Vec<String> = old
+                .filter(|o| o["spec"]["type"].as_str() != Some("ExternalName"))
+                .and_then(|o| o["spec"]["clusterIPs"].as_array().cloned())
+                .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+                .unwrap_or_default();
+            let requested: Vec<String> = match svc["spec"]["clusterIPs"].as_array() {
+                Some(a) if !a.is_empty() => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+                _ => svc["spec"]["clusterIP"].as_str().filter(|s| !s.is_empty()).map(|s| vec![s.to_string()]).unwrap_or_default(),
+            };
+            let ips: Vec<String> = if !old_ips.is_empty() {
+                // A changed request is left as asked: validation rejects it ("may not change once set").
+                if !requested.is_empty() && requested.first() != old_ips.first() {
+                    requested.clone()
+                } else {
+                    old_ips
+                }
+            } else if requested.first().map(String::as_str) == Some("None") {
+                vec!["None".to_string()]
+            } else {
+                let families = self.families_for(svc);
+                let mut out = Vec::new();
+                for (i, net) in families.iter().enumerate() {
+                    let field = if i == 0 && svc["spec"]["clusterIPs"].as_array().is_none_or(|a| a.is_empty()) && requested.len() <= 1 { "spec.clusterIPs[0]".to_string() } else { format!("spec.clusterIPs[{i}]") };
+                    match self.alloc_ip(net, requested.get(i).map(String::as_str), &field, &owner, taken).await? {
+                        Ok(ip) => out.push(ip),
+                        Err(e) => {
+                            errs.push(e);
+                            return Ok(Vec::new());
+                        }
+                    }
+                }
+                out
+            };
+            let fams: Vec<Value> = ips.iter().filter_map(|ip| ip.parse::<IpAddr>().ok()).map(|ip| json!(if ip.is_ipv4() { "IPv4" } else { "IPv6" })).collect();
+            svc["spec"]["clusterIP"] = json!(ips.first().cloned().unwrap_or_default());
+            svc["spec"]["clusterIPs"] = json!(ips);
+            if !fams.is_empty() {
+                svc["spec"]["ipFamilies"] = Value::Array(fams);
+            } else if svc["spec"].get("ipFamilies").is_none() {
+                svc["spec"]["ipFamilies"] = json!(["IPv4"]);
+            }
+            if svc["spec"].get("ipFamilyPolicy").is_none() {
+                svc["spec"]["ipFamilyPolicy"] = json!("SingleStack");
+            }
+        }
+        // NodePorts.
+        let wants_np = ty == "NodePort" || (ty == "LoadBalancer" && svc["spec"]["allocateLoadBalancerNodePorts"].as_bool() != Some(false));
+        let mut kept_ports: BTreeSet<i64> = BTreeSet::new();
+        let old_ports: BTreeSet<i64> = old_held.iter().filter_map(|k| k.strip_prefix(&format!("{PREFIX}nodeport/")).and_then(|p| p.parse().ok())).collect();
+        if let Some(ports) = svc["spec"]["ports"].as_array_mut() {
+            let n = ports.len();
+            let mut assigned_this: BTreeSet<i64> = BTreeSet::new();
+            for (i, p) in ports.iter_mut().enumerate() {
+                let req = p.get("nodePort").and_then(Value::as_i64).filter(|v| *v != 0);
+                if !wants_np {
+                    if let Some(o) = p.as_object_mut() {
+                        if ty == "ClusterIP" || ty == "ExternalName" {
+                            o.remove("nodePort");
+                        }
+                    }
+                    continue;
+                }
+                let field = format!("spec.ports[{i}].nodePort");
+                // An update keeps the port a service already holds; the same port may serve two
+                // protocols of one service.
+                let mut already = old_ports.clone();
+                already.extend(assigned_this.iter().copied());
+                let _ = n;
+                match self.alloc_port(req, &field, &owner, taken, &already).await? {
+                    Ok(port) => {
+                        p["nodePort"] = json!(port);
+                        kept_ports.insert(port);
+                        assigned_this.insert(port);
+                    }
+                    Err(e) => errs.push(e),
+                }
+            }
+        }
+        if svc["spec"]["externalTrafficPolicy"].as_str() == Some("Local") && (ty == "NodePort" || ty == "LoadBalancer") && ty == "LoadBalancer" {
+            let req = svc["spec"]["healthCheckNodePort"].as_i64().filter(|v| *v != 0);
+            let mut already = old_ports.clone();
+            already.extend(kept_ports.iter().copied());
+            match self.alloc_port(req, "spec.healthCheckNodePort", &owner, taken, &BTreeSet::new()).await? {
+                Ok(port) => {
+                    svc["spec"]["healthCheckNodePort"] = json!(port);
+                    kept_ports.insert(port);
+                }
+                Err(e) => errs.push(e),
+            }
+        } else if let Some(o) = svc["spec"].as_object_mut() {
+            if let Some(p) = o.get("healthCheckNodePort").and_then(Value::as_i64) {
+                if old_ports.contains(&p) {
+                    kept_ports.insert(p);
+                }
+            }
+        }
+        // LoadBalancer ingress from the built-in pool.
+        let mut lb_keep: Option<String> = None;
+        if ty == "LoadBalancer" {
+            let old_lb: Option<String> = old_held.iter().find_map(|k| k.strip_prefix(&format!("{PREFIX}lb/")).map(String::from));
+            let requested = svc["spec"]["loadBalancerIP"].as_str().filter(|s| !s.is_empty()).map(String::from);
+            let ip = match (&old_lb, &requested) {
+                (Some(o), None) => Some(o.clone()),
+                (Some(o), Some(r)) if o == r => Some(o.clone()),
+                (_, Some(r)) => {
+                    if self.take(Self::lb_key(r), &owner, taken).await? {
+                        Some(r.clone())
+                    } else {
+                        errs.push(fe(ErrorKind::Invalid, "spec.loadBalancerIP", json!(r), "provided IP is already allocated"));
+                        None
+                    }
+                }
+                (None, None) => {
+                    let mut got = None;
+                    if let Some(pool) = self.cfg.lb_cidr {
+                        for h in pool.hosts() {
+                            let s = h.to_string();
+                            if self.take(Self::lb_key(&s), &owner, taken).await? {
+                                got = Some(s);
+                                break;
+                            }
+                        }
+                    }
+                    got
+                }
+            };
+            if let Some(ip) = ip {
+                svc["status"] = json!({"loadBalancer": {"ingress": [{"ip": ip, "ipMode": "VIP"}]}});
+                lb_keep = Some(ip);
+            }
+        } else if svc.get("status").is_some() && old.is_some_and(|o| o["spec"]["type"].as_str() == Some("LoadBalancer")) {
+            svc["status"] = json!({"loadBalancer": {}});
+        }
+        // What the old object held and the new one does not: release after the write.
+        let new_held = held_keys(svc);
+        let _ = lb_keep;
+        Ok(old_held.into_iter().filter(|k| !new_held.contains(k)).collect())
+    }
+
+    fn families_for(&self, svc: &Value) -> Vec<IpNet> {
+        let v4 = self.cfg.service_cidrs.iter().find(|n| matches!(n, IpNet::V4(_))).copied();
+        let v6 = self.cfg.service_cidrs.iter().find(|n| matches!(n, IpNet::V6(_))).copied();
+        let fams: Vec<String> = svc["spec"]["ipFamilies"].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect()).unwrap_or_default();
+        let policy = svc["spec"]["ipFamilyPolicy"].as_str().unwrap_or("SingleStack");
+        let pick = |f: &str| if f == "IPv6" { v6 } else { v4 };
+        let mut out: Vec<IpNet> = Vec::new();
+        if fams.is_empty() {
+            if let Some(n) = v4.or(v6) {
+                out.push(n);
+            }
+            if policy != "SingleStack" {
+                if let Some(n) = if out.first().is_some_and(|n| matches!(n, IpNet::V4(_))) { v6 } else { v4 } {
+                    out.push(n);
+                }
+            }
+        } else {
+            for f in &fams {
+                if let Some(n) = pick(f) {
+                    out.push(n);
+                }
+            }
+            if policy != "SingleStack" && out.len() == 1 {
+                if let Some(n) = if matches!(out[0], IpNet::V4(_)) { v6 } else { v4 } {
+                    out.push(n);
+                }
+            }
+        }
+        out
+    }
+
+    /// Free everything a deleted Service held.
+    pub async fn release_service(&self, svc: &Value) {
+        self.release(&held_keys(svc)).await;
+    }
+
+    /// Free allocations whose Service no longer exists or no longer holds them. Run at start-up,
+    /// before serving; allocations younger than `min_age_secs` are left alone (a create in flight
+    /// on another API server).
+    pub async fn repair(&self, min_age_secs: i64) -> Result<usize, StoreError> {
+        let page = self.store.list(PREFIX, None, None).await?;
+        let svcs = self.store.list("/registry/core/services/", None, None).await?;
+        let mut held = BTreeSet::new();
+        for kv in &svcs.items {
+            if let Ok(v) = serde_json::from_slice::<Value>(&kv.value) {
+                held.extend(held_keys(&v));
+            }
+        }
+        let now = jiff::Timestamp::now();
+        let mut freed = 0;
+        for kv in page.items {
+            if held.contains(&kv.key) {
+                continue;
+            }
+            let young = serde_json::from_slice::<Value>(&kv.value)
+                .ok()
+                .and_then(|v| v["time"].as_str().and_then(|t| t.parse::<jiff::Timestamp>().ok()))
+                .is_some_and(|t| (now - t).get_seconds() < min_age_secs);
+            if young {
+                continue;
+            }
+            if self.store.write(Op::Delete { key: kv.key.clone(), expect: Some(kv.mod_revision) }).await.is_ok() {
+                freed += 1;
+            }
+        }
+        Ok(freed)
+    }
+
+    /// Make sure every stored Service's allocations are recorded (after a crash between writing an
+    /// allocation-free old format or restoring a store).
+    pub async fn adopt_existing(&self) -> Result<(), StoreError> {
+        let svcs = self.store.list("/registry/core/services/", None, None).await?;
+        for kv in svcs.items {
+            if let Ok(v) = serde_json::from_slice::<Value>(&kv.value) {
+                for k in held_keys(&v) {
+                    let _ = self.store.write(Op::Create { key: k, value: Self::owner(&v) }).await;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The allocation keys a stored Service holds.
+pub fn held_keys(svc: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let ty = svc["spec"]["type"].as_str().unwrap_or("ClusterIP");
+    if ty != "ExternalName" {
+        if let Some(a) = svc["spec"]["clusterIPs"].as_array() {
+            for ip in a.iter().filter_map(Value::as_str) {
+                if let Ok(ip) = ip.parse::<IpAddr>() {
+                    out.push(Allocator::ip_key(&ip));
+                }
+            }
+        } else if let Some(ip) = svc["spec"]["clusterIP"].as_str().and_then(|s| s.parse::<IpAddr>().ok()) {
+            out.push(Allocator::ip_key(&ip));
+        }
+    }
+    if ty == "NodePort" || ty == "LoadBalancer" {
+        if let Some(ports) = svc["spec"]["ports"].as_array() {
+            for p in ports {
+                if let Some(np) = p["nodePort"].as_i64() {
+                    let k = Allocator::port_key(np);
+                    if !out.contains(&k) {
+                        out.push(k);
+                    }
+                }
+            }
+        }
+        if let Some(h) = svc["spec"]["healthCheckNodePort"].as_i64() {
+            out.push(Allocator::port_key(h));
+        }
+    }
+    if ty == "LoadBalancer" {
+        if let Some(ing) = svc["status"]["loadBalancer"]["ingress"].as_array() {
+            for i in ing {
+                if let Some(ip) = i["ip"].as_str() {
+                    out.push(Allocator::lb_key(ip));
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,98 @@
+//! Keeps an [`Index`] current from the API server with kube-rs watchers on Services and
+//! EndpointSlices.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client};
+
+use crate::index::{endpoint_slice_key, service_key, Index};
+use crate::Error;
+
+/// Applies events of one kind. A (re)list is applied object by object as it streams in (no
+/// buffering of whole lists); objects not seen in it are removed at its end.
+struct Kind {
+    seen: HashSet<(String, String)>,
+    listed: bool,
+}
+
+impl Kind {
+    fn new() -> Self {
+        Kind { seen: HashSet::new(), listed: false }
+    }
+
+    fn on<K>(
+        &mut self,
+        ev: Event<K>,
+        key: impl Fn(&K) -> Option<(String, String)>,
+        apply: impl Fn(&K),
+        delete: impl Fn(&K),
+        retain: impl Fn(&HashSet<(String, String)>),
+    ) {
+        match ev {
+            Event::Apply(o) => apply(&o),
+            Event::Delete(o) => delete(&o),
+            Event::Init => self.seen.clear(),
+            Event::InitApply(o) => {
+                if let Some(k) = key(&o) {
+                    self.seen.insert(k);
+                }
+                apply(&o);
+            }
+            Event::InitDone => {
+                retain(&self.seen);
+                self.seen = HashSet::new();
+                self.listed = true;
+            }
+        }
+    }
+}
+
+/// Watches Services and EndpointSlices in every namespace through `client` and keeps `index`
+/// current; marks it synced once both initial lists went in. Runs until the streams end (never,
+/// in practice: errors are retried with backoff).
+pub async fn watch(client: Client, index: Arc<Index>) -> Result<(), Error> {
+    let services = watcher::watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let slices = watcher::watcher(Api::<EndpointSlice>::all(client), watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    enum Ev {
+        Svc(Result<Event<Service>, watcher::Error>),
+        Eps(Result<Event<EndpointSlice>, watcher::Error>),
+    }
+    let mut merged = futures::stream::select(services.map(Ev::Svc), slices.map(Ev::Eps));
+    let mut svc = Kind::new();
+    let mut eps = Kind::new();
+    while let Some(ev) = merged.next().await {
+        match ev {
+            Ev::Svc(Ok(e)) => svc.on(
+                e,
+                service_key,
+                |o| index.upsert_service(o),
+                |o| index.delete_service(o),
+                |keep| index.retain_services(keep),
+            ),
+            Ev::Eps(Ok(e)) => eps.on(
+                e,
+                endpoint_slice_key,
+                |o| index.upsert_endpoint_slice(o),
+                |o| index.delete_endpoint_slice(o),
+                |keep| index.retain_endpoint_slices(keep),
+            ),
+            Ev::Svc(Err(e)) => tracing::warn!("service watch: {e}"),
+            Ev::Eps(Err(e)) => tracing::warn!("endpointslice watch: {e}"),
+        }
+        if svc.listed && eps.listed && !index.is_synced() {
+            tracing::info!("dns index synced: {} services", index.service_count());
+            index.set_synced(true);
+        }
+    }
+    Err(Error::WatchEnded)
+}

@@ -1,0 +1,173 @@
+//! Issue 2 acceptance: the real kubectl (v1.37, default validation) and the Python client against
+//! a freshly started `yard apiserver`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const EDITED_HOSTNAMES: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: hostnames
+spec:
+  selector:
+    matchLabels:
+      app: hostnames
+  replicas: 2
+  template:
+    metadata:
+      labels:
+        app: hostnames
+    spec:
+      containers:
+      - name: hostnames
+        image: k8s.gcr.io/serve_hostname
+        ports:
+        - containerPort: 9376
+          protocol: TCP
+"#;
+
+#[test]
+fn kubectl_session_against_apiserver() {
+    let dir = TempDir::new("api");
+    let mut api = ApiServer::start(&dir.0, &[]);
+    let ex = examples_dir();
+    let hostnames = ex.join("hostnames.yaml");
+    let demo = ex.join("demo.yaml");
+
+    // apply, re-apply, edit.
+    let out = api.k(&["apply", "-f", hostnames.to_str().unwrap()]);
+    assert!(out.contains("deployment.apps/hostnames created"), "{out}");
+    assert!(out.contains("service/hostnames created"), "{out}");
+    let out = api.k(&["apply", "-f", hostnames.to_str().unwrap()]);
+    assert!(out.contains("deployment.apps/hostnames unchanged") && out.contains("service/hostnames unchanged"), "{out}");
+    let out = api.k_stdin(&["apply", "-f", "-"], EDITED_HOSTNAMES);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("deployment.apps/hostnames configured"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(api.k(&["get", "deploy", "hostnames", "-o", "jsonpath={.spec.replicas}"]), "2");
+
+    let out = api.k(&["apply", "-f", demo.to_str().unwrap()]);
+    for want in ["namespace/demo created", "deployment.apps/nginx-prod-deploy created", "service/nginx-prod-svc-demo created", "service/nginx-prod-demo-headless-svc created"] {
+        assert!(out.contains(want), "missing {want:?} in {out}");
+    }
+
+    // Server-side apply.
+    let out = api.k(&["apply", "--server-side", "-f", demo.to_str().unwrap()]);
+    assert!(out.contains("serverside-applied"), "{out}");
+
+    // Tables.
+    let out = api.k(&["get", "svc"]);
+    let header = out.lines().next().unwrap();
+    let cols: Vec<&str> = header.split_whitespace().collect();
+    assert_eq!(cols, ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"], "{out}");
+    let row = out.lines().find(|l| l.starts_with("hostnames ")).expect("hostnames row");
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[1], "ClusterIP");
+    assert!(cells[2].starts_with("10.9") || cells[2].starts_with("10.1"), "{row}");
+    assert_eq!(cells[3], "<none>");
+    assert_eq!(cells[4], "80/TCP");
+    let out = api.k(&["get", "svc", "-n", "demo", "-o", "wide"]);
+    assert!(out.lines().next().unwrap().contains("SELECTOR"), "{out}");
+    assert!(out.contains("None") && out.contains("app=nginx,env=prod"), "{out}");
+    let out = api.k(&["get", "svc", "-n", "demo", "my-nodeport-service"]);
+    assert!(out.contains("80:30000/TCP") && out.contains("NodePort"), "{out}");
+    let out = api.k(&["get", "svc", "hostnames", "-o", "yaml"]);
+    assert!(out.contains("kind: Service") && out.contains("targetPort: 9376") && out.contains("clusterIP: 10."), "{out}");
+    let out = api.k(&["get", "svc", "hostnames", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["spec"]["sessionAffinity"], "None");
+    assert_eq!(v["spec"]["type"], "ClusterIP");
+    let ip = api.k(&["get", "svc", "hostnames", "-o", "jsonpath={.spec.clusterIP}"]);
+    assert_eq!(v["spec"]["clusterIP"], ip.as_str());
+    let out = api.kubectl(&["get", "pods", "-o", "wide"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No resources found in default namespace."), "{out:?}");
+    let out = api.k(&["get", "deploy", "-n", "demo"]);
+    assert_eq!(out.lines().next().unwrap().split_whitespace().collect::<Vec<_>>(), ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]);
+
+    // get -w shows a change.
+    let mut watch = std::process::Command::new(kubectl_bin())
+        .env("KUBECONFIG", &api.kubeconfig)
+        .args(["get", "svc", "hostnames", "-w", "--output-watch-events"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    api.k(&["label", "svc", "hostnames", "tier=web"]);
+    std::thread::sleep(Duration::from_millis(700));
+    let _ = watch.kill();
+    let wout = String::from_utf8_lossy(&watch.wait_with_output().unwrap().stdout).into_owned();
+    assert!(wout.contains("ADDED") && wout.contains("MODIFIED"), "watch output: {wout}");
+
+    // describe.
+    let out = api.k(&["describe", "svc", "-n", "demo", "nginx-prod-svc-demo"]);
+    for want in ["Name:", "nginx-prod-svc-demo", "Namespace:", "demo", "Selector:", "app=nginx,env=prod", "Type:", "ClusterIP", "IP:", "Port:", "http  80/TCP", "TargetPort:", "80/TCP", "Session Affinity:", "None"] {
+        assert!(out.contains(want), "describe lacks {want:?}: {out}");
+    }
+
+    // scale, label, annotate.
+    let out = api.k(&["scale", "--replicas=2", "deploy", "-n", "demo", "nginx-prod-deploy"]);
+    assert!(out.contains("deployment.apps/nginx-prod-deploy scaled"), "{out}");
+    assert_eq!(api.k(&["get", "deploy", "-n", "demo", "nginx-prod-deploy", "-o", "jsonpath={.spec.replicas}"]), "2");
+    assert!(api.k(&["label", "deploy", "hostnames", "team=a"]).contains("deployment.apps/hostnames labeled"));
+    assert!(api.k(&["annotate", "svc", "hostnames", "note=hello"]).contains("service/hostnames annotated"));
+    assert_eq!(api.k(&["get", "svc", "hostnames", "-o", "jsonpath={.metadata.annotations.note}"]), "hello");
+    assert_eq!(api.k(&["get", "svc", "-l", "tier=web", "-o", "jsonpath={.items[*].metadata.name}"]), "hostnames");
+    assert_eq!(api.k(&["get", "svc", "-l", "tier!=web", "-o", "jsonpath={.items[*].metadata.name}"]), "kubernetes");
+
+    // Errors as kubectl prints them for upstream.
+    let out = api.kubectl(&["get", "svc", "nope"]);
+    assert!(!out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "Error from server (NotFound): services \"nope\" not found");
+    let out = api.kubectl(&["create", "-f", hostnames.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Error from server (AlreadyExists): error when creating") && err.contains("services \"hostnames\" already exists"), "{err}");
+    let bad = "apiVersion: v1\nkind: Service\nmetadata:\n  name: bad\nspec:\n  ports:\n  - port: 0\n    targetPort: 80\n";
+    let out = api.k_stdin(&["apply", "-f", "-"], bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("The Service \"bad\" is invalid: spec.ports[0].port: Invalid value: 0: must be between 1 and 65535, inclusive"), "{err}");
+    let unknown = "apiVersion: v1\nkind: Service\nmetadata:\n  name: strict\nspec:\n  bogus: 1\n  ports:\n  - port: 80\n";
+    let out = api.k_stdin(&["apply", "-f", "-"], unknown);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("strict decoding error: unknown field \"spec.bogus\""), "{err}");
+
+    // delete returns promptly.
+    let t = Instant::now();
+    let out = api.k(&["delete", "svc", "hostnames"]);
+    assert!(out.contains("service \"hostnames\" deleted"), "{out}");
+    assert!(t.elapsed() < Duration::from_secs(5), "delete took {:?}", t.elapsed());
+    let t = Instant::now();
+    api.k(&["delete", "deploy", "hostnames"]);
+    assert!(t.elapsed() < Duration::from_secs(5), "delete took {:?}", t.elapsed());
+
+    // Survives kill -9 with the same resourceVersions.
+    let before = api.k(&["get", "svc,deploy", "-A", "-o", "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}={.metadata.resourceVersion}{\"\\n\"}{end}"]);
+    api.restart();
+    let after = api.k(&["get", "svc,deploy", "-A", "-o", "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}={.metadata.resourceVersion}{\"\\n\"}{end}"]);
+    assert_eq!(before, after);
+    assert!(before.contains("demo/nginx-prod-svc-demo="), "{before}");
+}
+
+#[test]
+fn unauthenticated_requests_get_401_status() {
+    let dir = TempDir::new("auth");
+    let api = ApiServer::start(&dir.0, &[]);
+    let out = std::process::Command::new("curl").args(["-sk", &format!("https://127.0.0.1:{}/api/v1/namespaces", api.port)]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("Status JSON");
+    assert_eq!(v["kind"], "Status");
+    assert_eq!(v["code"], 401);
+    assert_eq!(v["reason"], "Unauthorized");
+}
+
+#[test]
+fn python_client_crud_conflict_and_watch() {
+    let dir = TempDir::new("py");
+    let api = ApiServer::start(&dir.0, &[]);
+    let script = repo_root().join("tests/python/client_test.py");
+    let out = std::process::Command::new(python_bin()).arg(&script).env("KUBECONFIG", &api.kubeconfig).output().unwrap();
+    assert!(out.status.success(), "python client test failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("python client: ok"));
+}

@@ -1,0 +1,188 @@
+//! End-to-end harness: starts the real `yard` binary as a child process (ended by PID on drop) and
+//! drives it with the real kubectl and Python client from the repo's `.venv`.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+}
+
+/// The kubectl the test command installed (`.venv/bin/kubectl`), or $YARD_KUBECTL.
+pub fn kubectl_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("YARD_KUBECTL") {
+        return PathBuf::from(p);
+    }
+    let p = repo_root().join(".venv/bin/kubectl");
+    assert!(p.exists(), "kubectl not found at {} (run the README's test command, which installs it)", p.display());
+    p
+}
+
+pub fn python_bin() -> PathBuf {
+    let p = repo_root().join(".venv/bin/python");
+    assert!(p.exists(), "python venv not found at {}", p.display());
+    p
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!("yard-e2e-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("mkdir");
+        Self(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `yard apiserver` child.
+pub struct ApiServer {
+    pub child: Option<Child>,
+    pub data_dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub port: u16,
+    extra: Vec<String>,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl ApiServer {
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        let port = free_port();
+        let mut s = Self { child: None, data_dir: data_dir.to_path_buf(), kubeconfig: data_dir.join("kubeconfig"), port, extra: extra.iter().map(|s| s.to_string()).collect() };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let _ = std::fs::remove_file(&self.kubeconfig);
+        let log = std::fs::File::create(self.data_dir.join("apiserver.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_yard"))
+            .args(["apiserver", "--data-dir"])
+            .arg(&self.data_dir)
+            .args(["--port", &self.port.to_string()])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn yard apiserver");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.kubeconfig.exists() {
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("yard apiserver exited early: {st}: {}", std::fs::read_to_string(self.data_dir.join("apiserver.log")).unwrap_or_default());
+            }
+            assert!(Instant::now() < deadline, "apiserver did not write its kubeconfig in time");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        kubectl_with(&self.kubeconfig, args, None)
+    }
+
+    /// kubectl that must succeed; returns stdout.
+    pub fn k(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(out.status.success(), "kubectl {args:?} failed: {}\n{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// kubectl with stdin.
+    pub fn k_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        kubectl_with(&self.kubeconfig, args, Some(stdin))
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // End only our own child, by PID.
+            let _ = nix_kill(c.id(), 15);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if c.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn nix_kill(pid: u32, sig: i32) -> std::io::Result<()> {
+    let st = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status()?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("kill failed"))
+    }
+}
+
+pub fn kubectl_with(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(kubectl_bin());
+    cmd.env("KUBECONFIG", kubeconfig).env_remove("KUBERNETES_SERVICE_HOST").args(args);
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn kubectl");
+    if let Some(s) = stdin {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("kubectl {args:?} did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Poll `f` until it returns Some or `timeout` passes.
+pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn examples_dir() -> PathBuf {
+    repo_root().join("examples")
+}
