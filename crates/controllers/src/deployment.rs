@@ -925,7 +925,7 @@ mod tests {
         assert_eq!((a.status.as_deref(), a.reason.as_deref()), (Some("True"), Some("MinimumReplicasAvailable")));
         assert!(deployment_complete(&d, &s));
         d.spec.replicas = Some(5);
-        let s = calculate_status(&d, &[new.clone()], Some(&new));
+        let s = calculate_status(&d, std::slice::from_ref(&new), Some(&new));
         assert_eq!(get_condition(&s, "Available").unwrap().reason.as_deref(), Some("MinimumReplicasUnavailable"));
     }
 }

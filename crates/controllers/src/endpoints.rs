@@ -88,11 +88,14 @@ fn port_sort_key(p: &Option<EndpointPort>) -> (String, i32, String) {
     }
 }
 
+type AddrKey = (String, String);
+type PortKey = (String, i32, String);
+
 /// endpoints.RepackSubsets: map each port to the addresses offering it (ready wins over not ready),
 /// then group ports by identical address sets; addresses sorted by IP then UID.
 fn repack(entries: Vec<(EndpointAddress, bool, Option<EndpointPort>)>) -> Vec<EndpointSubset> {
     let mut addrs: HashMap<(String, String), EndpointAddress> = HashMap::new();
-    let mut by_port: BTreeMap<(String, i32, String), (Option<EndpointPort>, BTreeMap<(String, String), bool>)> = BTreeMap::new();
+    let mut by_port: BTreeMap<PortKey, (Option<EndpointPort>, BTreeMap<AddrKey, bool>)> = BTreeMap::new();
     for (a, ready, port) in entries {
         let k = addr_key(&a);
         addrs.entry(k.clone()).or_insert(a);
@@ -100,9 +103,9 @@ fn repack(entries: Vec<(EndpointAddress, bool, Option<EndpointPort>)>) -> Vec<En
         let r = e.1.entry(k).or_insert(ready);
         *r = *r || ready;
     }
-    let mut by_addrs: BTreeMap<Vec<((String, String), bool)>, Vec<EndpointPort>> = BTreeMap::new();
+    let mut by_addrs: BTreeMap<Vec<(AddrKey, bool)>, Vec<EndpointPort>> = BTreeMap::new();
     for (_, (port, set)) in by_port {
-        let key: Vec<((String, String), bool)> = set.into_iter().collect();
+        let key: Vec<(AddrKey, bool)> = set.into_iter().collect();
         let e = by_addrs.entry(key).or_default();
         if let Some(p) = port {
             e.push(p);

@@ -9,11 +9,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 
+type Seen = HashMap<String, (String, String, i32)>;
+
 #[derive(Clone)]
 pub struct Recorder {
     client: Client,
     component: &'static str,
-    seen: Arc<Mutex<HashMap<String, (String, String, i32)>>>,
+    /// aggregation key -> (namespace, event name, count)
+    seen: Arc<Mutex<Seen>>,
 }
 
 impl Recorder {

@@ -227,7 +227,8 @@ pub async fn start_controllers(client: Client, config: Config) -> JoinSet<()> {
     let deps = on("deployment").then(|| informer::<Deployment>(&client, "deployments"));
     let nss = on("namespace").then(|| informer::<Namespace>(&client, "namespaces"));
 
-    let mut starts: Vec<Box<dyn FnOnce(&mut JoinSet<()>) + Send>> = Vec::new();
+    type Start = Box<dyn FnOnce(&mut JoinSet<()>) + Send>;
+    let mut starts: Vec<Start> = Vec::new();
 
     if let (Some(pods), Some(services)) = (&pods, &services) {
         let mut consumers = Vec::new();

@@ -12,6 +12,9 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 
+/// The tests run one at a time: the latency assertion should not compete with another cluster.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 struct ApiServer {
     child: Child,
     dir: PathBuf,
@@ -107,6 +110,7 @@ fn ready_ips(ep: &Endpoints) -> (Vec<String>, Vec<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployment_service_endpoints_follow_readiness() {
+    let _serial = SERIAL.lock().await;
     let (_server, client) = start_apiserver().await;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let config = yard_controllers::Config { leader_elect: true, ..Default::default() };
@@ -353,6 +357,7 @@ fn fake_agent(client: Client, ns: &'static str) -> tokio::sync::oneshot::Sender<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollout_gc_namespace_and_unschedulable() {
+    let _serial = SERIAL.lock().await;
     let (_server, client) = start_apiserver().await;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let config = yard_controllers::Config { leader_elect: false, ..Default::default() };

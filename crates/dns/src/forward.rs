@@ -11,6 +11,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
+/// (name key, type, class)
+type CacheKey = (Box<[u8]>, u16, u16);
+
 /// Most entries kept in the cache.
 const CACHE_CAPACITY: usize = 10_000;
 
@@ -27,7 +30,7 @@ pub struct Forwarder {
     upstreams: Vec<SocketAddr>,
     timeout: Duration,
     max_ttl: u32,
-    cache: Mutex<FastMap<(Box<[u8]>, u16, u16), Entry>>,
+    cache: Mutex<FastMap<CacheKey, Entry>>,
 }
 
 /// Nameservers listed in a resolv.conf text (port 53).
@@ -46,7 +49,9 @@ pub fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
 
 /// Upstreams from /etc/resolv.conf.
 pub fn system_upstreams() -> Vec<SocketAddr> {
-    std::fs::read_to_string("/etc/resolv.conf").map(|t| parse_resolv_conf(&t)).unwrap_or_default()
+    std::fs::read_to_string("/etc/resolv.conf")
+        .map(|t| parse_resolv_conf(&t))
+        .unwrap_or_default()
 }
 
 impl Forwarder {
@@ -68,7 +73,11 @@ impl Forwarder {
     /// A cached answer for `query` (whose name key is `key`), TTLs lowered by the time spent in
     /// the cache.
     pub(crate) fn cache_get(&self, key: &[u8], query: &Query) -> Option<Message> {
-        let k = (Box::<[u8]>::from(key), u16::from(query.query_type()), u16::from(query.query_class()));
+        let k = (
+            Box::<[u8]>::from(key),
+            u16::from(query.query_type()),
+            u16::from(query.query_class()),
+        );
         let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         let e = cache.get(&k)?;
         let now = Instant::now();
@@ -78,7 +87,12 @@ impl Forwarder {
         let age = now.duration_since(e.stored).as_secs() as u32;
         let remaining = (e.expires.duration_since(now).as_secs() as u32).max(1);
         let mut msg = e.msg.clone();
-        for r in msg.answers.iter_mut().chain(msg.authorities.iter_mut()).chain(msg.additionals.iter_mut()) {
+        for r in msg
+            .answers
+            .iter_mut()
+            .chain(msg.authorities.iter_mut())
+            .chain(msg.additionals.iter_mut())
+        {
             r.ttl = r.ttl.saturating_sub(age).min(remaining);
         }
         Some(msg)
@@ -120,8 +134,16 @@ impl Forwarder {
         let mut msg = msg.clone();
         msg.edns = None;
         cache.insert(
-            (key.into_boxed_slice(), u16::from(query.query_type()), u16::from(query.query_class())),
-            Entry { msg, stored: now, expires: now + Duration::from_secs(u64::from(ttl)) },
+            (
+                key.into_boxed_slice(),
+                u16::from(query.query_type()),
+                u16::from(query.query_class()),
+            ),
+            Entry {
+                msg,
+                stored: now,
+                expires: now + Duration::from_secs(u64::from(ttl)),
+            },
         );
     }
 

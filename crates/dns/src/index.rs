@@ -78,14 +78,22 @@ enum CData {
     Aaaa(Ipv6Addr),
     Ptr(Arc<Name>),
     Cname(Arc<Name>),
-    Srv { weight: u16, port: u16, target: Arc<Name> },
+    Srv {
+        weight: u16,
+        port: u16,
+        target: Arc<Name>,
+    },
     /// Anything rare (SOA, NS, TXT) as a full record.
     Full(Box<Record>),
 }
 
 impl CRec {
     fn full(r: Record) -> Self {
-        CRec { owner: Arc::new(r.name.clone()), ttl: r.ttl, data: CData::Full(Box::new(r)) }
+        CRec {
+            owner: Arc::new(r.name.clone()),
+            ttl: r.ttl,
+            data: CData::Full(Box::new(r)),
+        }
     }
 
     fn record_type(&self) -> RecordType {
@@ -107,7 +115,11 @@ impl CRec {
             CData::Aaaa(ip) => RData::AAAA(AAAA(*ip)),
             CData::Ptr(n) => RData::PTR(PTR((**n).clone())),
             CData::Cname(n) => RData::CNAME(CNAME((**n).clone())),
-            CData::Srv { weight, port, target } => RData::SRV(SRV::new(0, *weight, *port, (**target).clone())),
+            CData::Srv {
+                weight,
+                port,
+                target,
+            } => RData::SRV(SRV::new(0, *weight, *port, (**target).clone())),
             CData::Full(r) => return (**r).clone(),
         };
         Record::from_rdata(owner, self.ttl, data)
@@ -132,7 +144,11 @@ impl BinEncodable for CRec {
                 let mut e = encoder.with_rdata_behavior(RDataEncoding::StandardRecord);
                 n.emit(&mut e)?;
             }
-            CData::Srv { weight, port, target } => {
+            CData::Srv {
+                weight,
+                port,
+                target,
+            } => {
                 let mut e = encoder.with_rdata_behavior(RDataEncoding::Canonical);
                 e.emit_u16(0)?;
                 e.emit_u16(*weight)?;
@@ -280,7 +296,34 @@ struct Inner {
 pub(crate) enum Rec<'a> {
     B(&'a Record),
     C(&'a CRec),
-    O(Record),
+    O(Box<Record>),
+}
+
+impl Rec<'_> {
+    /// The target of a CNAME record.
+    pub(crate) fn cname_target(&self) -> Option<&Name> {
+        match self {
+            Rec::C(CRec { data: CData::Cname(n), .. }) => Some(n),
+            Rec::B(r) => match &r.data {
+                RData::CNAME(c) => Some(&c.0),
+                _ => None,
+            },
+            Rec::O(r) => match &r.data {
+                RData::CNAME(c) => Some(&c.0),
+                _ => None,
+            },
+            Rec::C(_) => None,
+        }
+    }
+
+    /// An owned hickory record.
+    pub(crate) fn to_record(&self) -> Record {
+        match self {
+            Rec::B(r) => (*r).clone(),
+            Rec::C(c) => c.to_record(),
+            Rec::O(r) => (**r).clone(),
+        }
+    }
 }
 
 impl hickory_proto::serialize::binary::BinEncodable for Rec<'_> {
@@ -334,7 +377,11 @@ fn addr_crec(name: &Arc<Name>, ttl: u32, ip: IpAddr) -> CRec {
         IpAddr::V4(v4) => CData::A(v4),
         IpAddr::V6(v6) => CData::Aaaa(v6),
     };
-    CRec { owner: name.clone(), ttl, data }
+    CRec {
+        owner: name.clone(),
+        ttl,
+        data,
+    }
 }
 
 fn addr_record(name: &Name, ttl: u32, ip: IpAddr) -> Record {
@@ -352,25 +399,35 @@ fn push_addr(rrs: &mut RrsBuilder, rec: CRec) {
     }
 }
 
+/// An SRV owner name and its (port, target) pairs.
+type SrvSpec = (Arc<Name>, Vec<(u16, Arc<Name>)>);
+
 /// Accumulates the records of one Service before they are merged into the index.
 struct Builder {
     names: FastMap<Box<[u8]>, RrsBuilder>,
     /// SRV name key -> (owner name, [(port, target)], extras); weights are assigned at the end.
-    srv: FastMap<Box<[u8]>, (Arc<Name>, Vec<(u16, Arc<Name>)>)>,
+    srv: FastMap<Box<[u8]>, SrvSpec>,
     key: Vec<u8>,
 }
 
 impl Builder {
     fn new() -> Self {
-        Builder { names: FastMap::default(), srv: FastMap::default(), key: Vec::new() }
+        Builder {
+            names: FastMap::default(),
+            srv: FastMap::default(),
+            key: Vec::new(),
+        }
     }
 
     fn at(&mut self, name: &Name) -> &mut RrsBuilder {
         name_key(name, &mut self.key);
         if !self.names.contains_key(self.key.as_slice()) {
-            self.names.insert(self.key.clone().into_boxed_slice(), RrsBuilder::default());
+            self.names
+                .insert(self.key.clone().into_boxed_slice(), RrsBuilder::default());
         }
-        self.names.get_mut(self.key.as_slice()).expect("just inserted")
+        self.names
+            .get_mut(self.key.as_slice())
+            .expect("just inserted")
     }
 
     fn srv(&mut self, name: &Name, port: u16, target: Arc<Name>) {
@@ -402,13 +459,24 @@ impl Builder {
                         extra.extend(t.a.iter().chain(t.aaaa.iter()).cloned());
                     }
                 }
-                recs.push(CRec { owner: name.clone(), ttl, data: CData::Srv { weight, port, target } });
+                recs.push(CRec {
+                    owner: name.clone(),
+                    ttl,
+                    data: CData::Srv {
+                        weight,
+                        port,
+                        target,
+                    },
+                });
             }
             let rrs = self.names.entry(key).or_default();
             rrs.other.extend(recs);
             rrs.srv_extra = extra;
         }
-        self.names.into_iter().map(|(k, v)| (k, v.build())).collect()
+        self.names
+            .into_iter()
+            .map(|(k, v)| (k, v.build()))
+            .collect()
     }
 }
 
@@ -418,7 +486,9 @@ fn parse_ports(
     ports
         .filter_map(|(name, proto, port)| {
             let name = name.filter(|n| !n.is_empty())?.to_ascii_lowercase();
-            let proto = proto.unwrap_or_else(|| "TCP".to_string()).to_ascii_lowercase();
+            let proto = proto
+                .unwrap_or_else(|| "TCP".to_string())
+                .to_ascii_lowercase();
             let port = u16::try_from(port?).ok()?;
             Some(PortSpec { name, proto, port })
         })
@@ -448,10 +518,21 @@ impl Index {
         let soa = Record::from_rdata(
             zone.clone(),
             ttl,
-            RData::SOA(SOA::new(mname.clone(), sub("hostmaster")?, serial, 7200, 1800, 86400, ttl)),
+            RData::SOA(SOA::new(
+                mname.clone(),
+                sub("hostmaster")?,
+                serial,
+                7200,
+                1800,
+                86400,
+                ttl,
+            )),
         );
         let index = Index {
-            inner: RwLock::new(Inner { next_id: 1, ..Default::default() }),
+            inner: RwLock::new(Inner {
+                next_id: 1,
+                ..Default::default()
+            }),
             synced: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             zone: zone.clone(),
@@ -464,13 +545,19 @@ impl Index {
         {
             let apex = b.at(&zone);
             apex.other.push(CRec::full(soa));
-            apex.other.push(CRec::full(Record::from_rdata(zone.clone(), ttl, RData::NS(NS(mname.clone())))));
+            apex.other.push(CRec::full(Record::from_rdata(
+                zone.clone(),
+                ttl,
+                RData::NS(NS(mname.clone())),
+            )));
         }
-        b.at(&sub("dns-version")?).other.push(CRec::full(Record::from_rdata(
-            sub("dns-version")?,
-            ttl,
-            RData::TXT(TXT::new(vec![SCHEMA_VERSION.to_string()])),
-        )));
+        b.at(&sub("dns-version")?)
+            .other
+            .push(CRec::full(Record::from_rdata(
+                sub("dns-version")?,
+                ttl,
+                RData::TXT(TXT::new(vec![SCHEMA_VERSION.to_string()])),
+            )));
         for s in ["svc", "pod", "dns", "ns.dns"] {
             b.at(&sub(s)?);
         }
@@ -484,6 +571,11 @@ impl Index {
     /// The cluster zone (fully qualified, lower case).
     pub fn zone(&self) -> &Name {
         &self.zone
+    }
+
+    /// The lookup key of the zone (see [`name_key`]).
+    pub(crate) fn zone_key(&self) -> &[u8] {
+        &self.zone_key
     }
 
     /// The TTL of every record served from the index.
@@ -532,8 +624,10 @@ impl Index {
 
     /// Adds or replaces a Service.
     pub fn upsert_service(&self, svc: &Service) {
-        let (Some(ns), Some(name)) = (svc.metadata.namespace.as_deref(), svc.metadata.name.as_deref())
-        else {
+        let (Some(ns), Some(name)) = (
+            svc.metadata.namespace.as_deref(),
+            svc.metadata.name.as_deref(),
+        ) else {
             return;
         };
         let key = (ns.to_ascii_lowercase(), name.to_ascii_lowercase());
@@ -570,7 +664,11 @@ impl Index {
         let mut inner = self.write();
         let inner = &mut *inner;
         let id = match inner.services.get(&key) {
-            Some(s) if s.kind == kind && s.ports == ports && s.publish_not_ready == publish_not_ready => {
+            Some(s)
+                if s.kind == kind
+                    && s.ports == ports
+                    && s.publish_not_ready == publish_not_ready =>
+            {
                 return;
             }
             Some(s) => s.id,
@@ -579,13 +677,24 @@ impl Index {
                 inner.next_id
             }
         };
-        inner.services.insert(key.clone(), SvcState { id, kind, ports, publish_not_ready });
+        inner.services.insert(
+            key.clone(),
+            SvcState {
+                id,
+                kind,
+                ports,
+                publish_not_ready,
+            },
+        );
         self.rebuild(inner, &key);
     }
 
     /// Removes a Service (by namespace and name).
     pub fn delete_service(&self, svc: &Service) {
-        if let (Some(ns), Some(name)) = (svc.metadata.namespace.as_deref(), svc.metadata.name.as_deref()) {
+        if let (Some(ns), Some(name)) = (
+            svc.metadata.namespace.as_deref(),
+            svc.metadata.name.as_deref(),
+        ) {
             self.delete_service_named(ns, name);
         }
     }
@@ -601,9 +710,10 @@ impl Index {
 
     /// Adds or replaces an EndpointSlice.
     pub fn upsert_endpoint_slice(&self, slice: &EndpointSlice) {
-        let (Some(ns), Some(name)) =
-            (slice.metadata.namespace.as_deref(), slice.metadata.name.as_deref())
-        else {
+        let (Some(ns), Some(name)) = (
+            slice.metadata.namespace.as_deref(),
+            slice.metadata.name.as_deref(),
+        ) else {
             return;
         };
         let ns = ns.to_ascii_lowercase();
@@ -626,7 +736,11 @@ impl Index {
                         .map(|h| h.to_ascii_lowercase().into_boxed_str());
                     for a in &ep.addresses {
                         if let Ok(ip) = a.parse::<IpAddr>() {
-                            endpoints.push(EndpointInfo { ip, hostname: hostname.clone(), ready });
+                            endpoints.push(EndpointInfo {
+                                ip,
+                                hostname: hostname.clone(),
+                                ready,
+                            });
                         }
                     }
                 }
@@ -637,9 +751,15 @@ impl Index {
                         .flatten()
                         .map(|p| (p.name.clone(), p.protocol.clone(), p.port)),
                 );
-                SliceInfo { endpoints: endpoints.into_boxed_slice(), ports }
+                SliceInfo {
+                    endpoints: endpoints.into_boxed_slice(),
+                    ports,
+                }
             }
-            _ => SliceInfo { endpoints: Box::new([]), ports: Vec::new() },
+            _ => SliceInfo {
+                endpoints: Box::new([]),
+                ports: Vec::new(),
+            },
         };
         let mut inner = self.write();
         let inner = &mut *inner;
@@ -661,16 +781,21 @@ impl Index {
         inner.slice_owner.remove(&slice_id);
         if let Some(owner) = new_owner {
             inner.slice_owner.insert(slice_id, owner.clone());
-            inner.slices.entry(owner.clone()).or_default().insert(name.to_string(), info);
+            inner
+                .slices
+                .entry(owner.clone())
+                .or_default()
+                .insert(name.to_string(), info);
             self.rebuild(inner, &owner);
         }
     }
 
     /// Removes an EndpointSlice.
     pub fn delete_endpoint_slice(&self, slice: &EndpointSlice) {
-        let (Some(ns), Some(name)) =
-            (slice.metadata.namespace.as_deref(), slice.metadata.name.as_deref())
-        else {
+        let (Some(ns), Some(name)) = (
+            slice.metadata.namespace.as_deref(),
+            slice.metadata.name.as_deref(),
+        ) else {
             return;
         };
         let slice_id = (ns.to_ascii_lowercase(), name.to_string());
@@ -693,8 +818,13 @@ impl Index {
 
     /// Removes every Service whose (namespace, name) is not in `keep` (see [`service_key`]).
     pub fn retain_services(&self, keep: &HashSet<(String, String)>) {
-        let gone: Vec<SvcKey> =
-            self.read().services.keys().filter(|k| !keep.contains(*k)).cloned().collect();
+        let gone: Vec<SvcKey> = self
+            .read()
+            .services
+            .keys()
+            .filter(|k| !keep.contains(*k))
+            .cloned()
+            .collect();
         for (ns, name) in gone {
             self.delete_service_named(&ns, &name);
         }
@@ -712,8 +842,13 @@ impl Index {
     /// Removes every EndpointSlice whose (namespace, name) is not in `keep` (see
     /// [`endpoint_slice_key`]).
     pub fn retain_endpoint_slices(&self, keep: &HashSet<(String, String)>) {
-        let gone: Vec<SvcKey> =
-            self.read().slice_owner.keys().filter(|k| !keep.contains(*k)).cloned().collect();
+        let gone: Vec<SvcKey> = self
+            .read()
+            .slice_owner
+            .keys()
+            .filter(|k| !keep.contains(*k))
+            .cloned()
+            .collect();
         for (ns, name) in gone {
             let mut inner = self.write();
             let inner = &mut *inner;
@@ -755,10 +890,15 @@ impl Index {
                 }
                 for ip in ips {
                     let rev = Arc::new(Name::from(*ip));
-                    b.at(&rev).other.push(CRec { owner: rev.clone(), ttl, data: CData::Ptr(svc_name.clone()) });
+                    b.at(&rev).other.push(CRec {
+                        owner: rev.clone(),
+                        ttl,
+                        data: CData::Ptr(svc_name.clone()),
+                    });
                 }
                 for p in &state.ports {
-                    let Ok(n) = Name::from_ascii(format!("_{}._{}.{svc_name}", p.name, p.proto)) else {
+                    let Ok(n) = Name::from_ascii(format!("_{}._{}.{svc_name}", p.name, p.proto))
+                    else {
                         continue;
                     };
                     b.at(&n.base_name());
@@ -773,7 +913,11 @@ impl Index {
                 name_key(&t, &mut tkey);
                 let in_zone = tkey.starts_with(&self.zone_key);
                 let rrs = b.at(&svc_name);
-                rrs.other.push(CRec { owner: svc_name.clone(), ttl, data: CData::Cname(Arc::new(t)) });
+                rrs.other.push(CRec {
+                    owner: svc_name.clone(),
+                    ttl,
+                    data: CData::Cname(Arc::new(t)),
+                });
                 if in_zone {
                     rrs.cname_target = Some(tkey.into_boxed_slice());
                 }
@@ -787,7 +931,11 @@ impl Index {
                         if !(ep.ready || state.publish_not_ready) {
                             continue;
                         }
-                        let label = ep.hostname.as_deref().map(str::to_string).unwrap_or_else(|| ip_dashed(&ep.ip));
+                        let label = ep
+                            .hostname
+                            .as_deref()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| ip_dashed(&ep.ip));
                         let Ok(host) = Name::from_ascii(format!("{label}.{svc_name}")) else {
                             continue;
                         };
@@ -799,11 +947,16 @@ impl Index {
                         if seen_hosts.insert((ep.ip, label)) {
                             push_addr(b.at(&host), addr_crec(&host, ttl, ep.ip));
                             let rev = Arc::new(Name::from(ep.ip));
-                            let prec = CRec { owner: rev.clone(), ttl, data: CData::Ptr(host.clone()) };
+                            let prec = CRec {
+                                owner: rev.clone(),
+                                ttl,
+                                data: CData::Ptr(host.clone()),
+                            };
                             b.at(&rev).other.push(prec);
                         }
                         for p in &slice.ports {
-                            let Ok(n) = Name::from_ascii(format!("_{}._{}.{svc_name}", p.name, p.proto))
+                            let Ok(n) =
+                                Name::from_ascii(format!("_{}._{}.{svc_name}", p.name, p.proto))
                             else {
                                 continue;
                             };
@@ -837,7 +990,10 @@ impl Index {
             let mut node = node;
             let mut depth = 0;
             loop {
-                let cname = node.contribs.iter().find_map(|(_, r)| r.cname().map(|c| (c, r)));
+                let cname = node
+                    .contribs
+                    .iter()
+                    .find_map(|(_, r)| r.cname().map(|c| (c, r)));
                 match cname {
                     Some((c, rrs)) if qtype != RecordType::CNAME => {
                         answers.push(Rec::C(c));
@@ -856,32 +1012,56 @@ impl Index {
                     }
                 }
             }
-            return Lookup::Authoritative { nxdomain: false, answers, additionals };
+            return Lookup::Authoritative {
+                nxdomain: false,
+                answers,
+                additionals,
+            };
         }
         if !in_zone {
             return Lookup::NotOurs;
         }
         let Some(labels) = key_labels(&key[self.zone_key.len()..]) else {
-            return Lookup::Authoritative { nxdomain: true, answers, additionals };
+            return Lookup::Authoritative {
+                nxdomain: true,
+                answers,
+                additionals,
+            };
         };
-        let nodata = Lookup::Authoritative { nxdomain: false, answers: Vec::new(), additionals: Vec::new() };
+        let nodata = Lookup::Authoritative {
+            nxdomain: false,
+            answers: Vec::new(),
+            additionals: Vec::new(),
+        };
         match labels.as_slice() {
             // <ns>.svc.<zone>, <ns>.pod.<zone>: namespace-only names exist (NODATA).
             [b"svc", _] | [b"pod", _] => nodata,
             [b"pod", _ns, ip] => {
                 let Some(ip) = pod_ip(ip) else {
-                    return Lookup::Authoritative { nxdomain: true, answers, additionals };
+                    return Lookup::Authoritative {
+                        nxdomain: true,
+                        answers,
+                        additionals,
+                    };
                 };
                 let want = match ip {
                     IpAddr::V4(_) => RecordType::A,
                     IpAddr::V6(_) => RecordType::AAAA,
                 };
                 if qtype == want || qtype == RecordType::ANY {
-                    answers.push(Rec::O(addr_record(qname, self.ttl, ip)));
+                    answers.push(Rec::O(Box::new(addr_record(qname, self.ttl, ip))));
                 }
-                Lookup::Authoritative { nxdomain: false, answers, additionals }
+                Lookup::Authoritative {
+                    nxdomain: false,
+                    answers,
+                    additionals,
+                }
             }
-            _ => Lookup::Authoritative { nxdomain: true, answers, additionals },
+            _ => Lookup::Authoritative {
+                nxdomain: true,
+                answers,
+                additionals,
+            },
         }
     }
 
@@ -899,13 +1079,17 @@ impl Index {
         let guard = self.guard();
         match self.lookup(&guard, &qname, &key, qtype) {
             Lookup::NotOurs => None,
-            Lookup::Authoritative { nxdomain, answers, additionals } => {
+            Lookup::Authoritative {
+                nxdomain,
+                answers,
+                additionals,
+            } => {
                 let own = |v: Vec<Rec<'_>>| {
                     v.into_iter()
                         .map(|r| match r {
                             Rec::B(r) => r.clone(),
                             Rec::C(r) => r.to_record(),
-                            Rec::O(r) => r,
+                            Rec::O(r) => *r,
                         })
                         .collect()
                 };
@@ -928,7 +1112,10 @@ pub fn service_key(s: &Service) -> Option<(String, String)> {
 
 /// The key under which [`Index::retain_endpoint_slices`] knows an EndpointSlice.
 pub fn endpoint_slice_key(s: &EndpointSlice) -> Option<(String, String)> {
-    Some((s.metadata.namespace.as_deref()?.to_ascii_lowercase(), s.metadata.name.clone()?))
+    Some((
+        s.metadata.namespace.as_deref()?.to_ascii_lowercase(),
+        s.metadata.name.clone()?,
+    ))
 }
 
 fn pod_ip(label: &[u8]) -> Option<IpAddr> {
@@ -942,7 +1129,12 @@ fn pod_ip(label: &[u8]) -> Option<IpAddr> {
     s.replace('-', ":").parse::<Ipv6Addr>().ok().map(IpAddr::V6)
 }
 
-fn collect<'a>(node: &'a Node, qtype: RecordType, answers: &mut Vec<Rec<'a>>, additionals: &mut Vec<Rec<'a>>) {
+fn collect<'a>(
+    node: &'a Node,
+    qtype: RecordType,
+    answers: &mut Vec<Rec<'a>>,
+    additionals: &mut Vec<Rec<'a>>,
+) {
     for (_, rrs) in &node.contribs {
         if qtype == RecordType::ANY {
             answers.extend(rrs.records.iter().map(Rec::C));
@@ -995,7 +1187,10 @@ mod crec_tests {
         let mut out = Vec::new();
         let mut e = BinEncoder::new(&mut out);
         // A name written first, so compression pointers are exercised as well.
-        Name::from_ascii("x.default.svc.cluster.local.").unwrap().emit(&mut e).unwrap();
+        Name::from_ascii("x.default.svc.cluster.local.")
+            .unwrap()
+            .emit(&mut e)
+            .unwrap();
         f(&mut e);
         out
     }
@@ -1005,12 +1200,40 @@ mod crec_tests {
         let owner = Arc::new(Name::from_ascii("Web.default.svc.cluster.local.").unwrap());
         let target = Arc::new(Name::from_ascii("db-0.db.default.svc.cluster.local.").unwrap());
         let recs = [
-            CRec { owner: owner.clone(), ttl: 5, data: CData::A("10.0.0.1".parse().unwrap()) },
-            CRec { owner: owner.clone(), ttl: 5, data: CData::Aaaa("fd00::1".parse().unwrap()) },
-            CRec { owner: owner.clone(), ttl: 7, data: CData::Ptr(target.clone()) },
-            CRec { owner: owner.clone(), ttl: 7, data: CData::Cname(target.clone()) },
-            CRec { owner: owner.clone(), ttl: 9, data: CData::Srv { weight: 50, port: 5432, target: target.clone() } },
-            CRec::full(Record::from_rdata((*owner).clone(), 3, RData::TXT(TXT::new(vec!["1.1.0".into()])))),
+            CRec {
+                owner: owner.clone(),
+                ttl: 5,
+                data: CData::A("10.0.0.1".parse().unwrap()),
+            },
+            CRec {
+                owner: owner.clone(),
+                ttl: 5,
+                data: CData::Aaaa("fd00::1".parse().unwrap()),
+            },
+            CRec {
+                owner: owner.clone(),
+                ttl: 7,
+                data: CData::Ptr(target.clone()),
+            },
+            CRec {
+                owner: owner.clone(),
+                ttl: 7,
+                data: CData::Cname(target.clone()),
+            },
+            CRec {
+                owner: owner.clone(),
+                ttl: 9,
+                data: CData::Srv {
+                    weight: 50,
+                    port: 5432,
+                    target: target.clone(),
+                },
+            },
+            CRec::full(Record::from_rdata(
+                (*owner).clone(),
+                3,
+                RData::TXT(TXT::new(vec!["1.1.0".into()])),
+            )),
         ];
         for r in &recs {
             let ours = bytes(|e| r.emit(e).unwrap());

@@ -102,7 +102,10 @@ impl Default for Config {
             ttl: 5,
             upstreams: None,
             metrics_addr: None,
-            udp_workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 8),
+            udp_workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+                .clamp(2, 8),
             cache_max_ttl: 30,
         }
     }
@@ -111,9 +114,13 @@ impl Default for Config {
 /// Builds the query handler for `index` (forwarder and metrics included). The listen addresses
 /// are only used to drop upstreams that would point back at us.
 pub fn handler(index: Arc<Index>, config: &Config, listen: &[SocketAddr]) -> Handler {
-    let upstreams = config.upstreams.clone().unwrap_or_else(forward::system_upstreams);
+    let upstreams = config
+        .upstreams
+        .clone()
+        .unwrap_or_else(forward::system_upstreams);
     let upstreams = forward::without_self(upstreams, listen);
-    let forwarder = (!upstreams.is_empty()).then(|| Arc::new(Forwarder::new(upstreams, config.cache_max_ttl)));
+    let forwarder =
+        (!upstreams.is_empty()).then(|| Arc::new(Forwarder::new(upstreams, config.cache_max_ttl)));
     Handler::new(index, forwarder, Arc::new(Metrics::default()))
 }
 
@@ -213,7 +220,8 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let kconfig = match &args.kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await?
         }
         None => kube::Config::infer().await?,
     };
@@ -232,10 +240,22 @@ pub async fn run(args: Args) -> Result<(), Error> {
         let socks = bind_udp(*addr, config.udp_workers)?;
         let port = socks[0].local_addr()?.port();
         udp.extend(socks);
-        tcp.push(std::net::TcpListener::bind(SocketAddr::new(addr.ip(), port))?);
+        tcp.push(std::net::TcpListener::bind(SocketAddr::new(
+            addr.ip(),
+            port,
+        ))?);
     }
     tracing::info!("dns listening on {:?}", args.listen);
-    serve(client, Config { udp_workers: 1, ..config }, udp, tcp).await
+    serve(
+        client,
+        Config {
+            udp_workers: 1,
+            ..config
+        },
+        udp,
+        tcp,
+    )
+    .await
 }
 
 #[cfg(test)]

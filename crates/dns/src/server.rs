@@ -5,7 +5,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{emit_message_parts, Edns, Header, Message, MessageType, Metadata, OpCode, Query, ResponseCode};
+use hickory_proto::op::{
+    emit_message_parts, Edns, Header, Message, MessageType, Metadata, OpCode, Query, ResponseCode,
+};
 use hickory_proto::rr::{DNSClass, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -45,6 +47,9 @@ pub struct Pending {
     edns: Option<Edns>,
     max_size: u16,
     start: Instant,
+    /// For an ExternalName pointing outside the cluster: the CNAME records answered so far and
+    /// the query for their target, which goes upstream instead of `query`.
+    chase: Option<(Vec<Record>, Query)>,
 }
 
 /// The query handler shared by all listeners.
@@ -72,6 +77,7 @@ fn response_meta(req: &Metadata, recursion_available: bool) -> Metadata {
     m
 }
 
+#[allow(clippy::too_many_arguments)]
 fn emit(
     out: &mut Vec<u8>,
     meta: &Metadata,
@@ -110,7 +116,16 @@ pub(crate) fn encode(
     edns: Option<&Edns>,
     max: u16,
 ) -> bool {
-    let first = emit(out, meta, query, answers, authorities, additionals, edns, max);
+    let first = emit(
+        out,
+        meta,
+        query,
+        answers,
+        authorities,
+        additionals,
+        edns,
+        max,
+    );
     match first {
         Ok(h) if !h.metadata.truncation => return false,
         Ok(h)
@@ -138,8 +153,17 @@ pub(crate) fn encode(
 
 impl Handler {
     /// A handler answering from `index`, forwarding other names through `forwarder`.
-    pub fn new(index: Arc<Index>, forwarder: Option<Arc<Forwarder>>, metrics: Arc<Metrics>) -> Self {
-        Handler { index, forwarder, metrics, forwards: Arc::new(Semaphore::new(MAX_INFLIGHT_FORWARDS)) }
+    pub fn new(
+        index: Arc<Index>,
+        forwarder: Option<Arc<Forwarder>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Handler {
+            index,
+            forwarder,
+            metrics,
+            forwards: Arc::new(Semaphore::new(MAX_INFLIGHT_FORWARDS)),
+        }
     }
 
     /// The index answered from.
@@ -198,7 +222,9 @@ impl Handler {
             }
         };
         let query = msg.queries.first();
-        let qtype = query.map(|q| q.query_type()).unwrap_or(RecordType::Unknown(0));
+        let qtype = query
+            .map(|q| q.query_type())
+            .unwrap_or(RecordType::Unknown(0));
         let fail = |s: &mut Scratch, meta: &mut Metadata, rcode: ResponseCode, with_q: bool| {
             meta.response_code = rcode;
             let q = if with_q { query } else { None };
@@ -227,7 +253,11 @@ impl Handler {
         {
             let guard = self.index.guard();
             match self.index.lookup(&guard, qname, &s.key, qtype) {
-                Lookup::Authoritative { nxdomain, answers, additionals } => {
+                Lookup::Authoritative {
+                    nxdomain,
+                    answers,
+                    additionals,
+                } => {
                     if !self.index.is_synced() {
                         drop(guard);
                         return fail(s, &mut meta, ResponseCode::ServFail, true);
@@ -237,8 +267,45 @@ impl Handler {
                         return fail(s, &mut meta, ResponseCode::Refused, true);
                     }
                     meta.authoritative = true;
-                    meta.response_code =
-                        if nxdomain { ResponseCode::NXDomain } else { ResponseCode::NoError };
+                    // ExternalName to a name outside the cluster: resolve the target upstream
+                    // and answer CNAME + its records, as CoreDNS does.
+                    if let (false, Some(fwd), Some(target)) = (
+                        nxdomain || matches!(qtype, RecordType::CNAME | RecordType::ANY),
+                        &self.forwarder,
+                        answers.last().and_then(Rec::cname_target),
+                    ) {
+                        let mut tkey = Vec::new();
+                        name_key_fast(target, &mut tkey);
+                        if !tkey.starts_with(&self.index.zone_key()) {
+                            let mut tq = Query::query(target.clone(), qtype);
+                            tq.set_query_class(DNSClass::IN);
+                            let prefix: Vec<Record> = answers.iter().map(Rec::to_record).collect();
+                            drop(answers);
+                            drop(guard);
+                            if let Some(cached) = fwd.cache_get(&tkey, &tq) {
+                                self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
+                                let rcode = cached.metadata.response_code;
+                                let tc = self.reply_from_upstream(
+                                    s, &meta, query, &prefix, &cached, edns.as_ref(), max_size,
+                                );
+                                self.finish(qtype, rcode, tc, start);
+                                return Action::Reply;
+                            }
+                            return Action::Forward(Box::new(Pending {
+                                meta,
+                                query: query.clone(),
+                                edns,
+                                max_size,
+                                start,
+                                chase: Some((prefix, tq)),
+                            }));
+                        }
+                    }
+                    meta.response_code = if nxdomain {
+                        ResponseCode::NXDomain
+                    } else {
+                        ResponseCode::NoError
+                    };
                     let soa = [Rec::B(self.index.soa())];
                     let auth: &[Rec<'_>] = if answers.is_empty() { &soa } else { &[] };
                     let tc = encode(
@@ -267,11 +334,18 @@ impl Handler {
         if let Some(cached) = fwd.cache_get(&s.key, query) {
             self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
             let rcode = cached.metadata.response_code;
-            let tc = self.reply_from_upstream(s, &meta, query, &cached, edns.as_ref(), max_size);
+            let tc = self.reply_from_upstream(s, &meta, query, &[], &cached, edns.as_ref(), max_size);
             self.finish(qtype, rcode, tc, start);
             return Action::Reply;
         }
-        Action::Forward(Box::new(Pending { meta, query: query.clone(), edns, max_size, start }))
+        Action::Forward(Box::new(Pending {
+            meta,
+            query: query.clone(),
+            edns,
+            max_size,
+            start,
+            chase: None,
+        }))
     }
 
     fn reply_from_upstream(
@@ -279,6 +353,7 @@ impl Handler {
         s: &mut Scratch,
         meta: &Metadata,
         query: &Query,
+        prefix: &[Record],
         up: &Message,
         edns: Option<&Edns>,
         max_size: u16,
@@ -289,11 +364,13 @@ impl Handler {
         fn conv(v: &[Record]) -> Vec<Rec<'_>> {
             v.iter().map(Rec::B).collect()
         }
+        let mut answers = conv(prefix);
+        answers.extend(up.answers.iter().map(Rec::B));
         encode(
             &mut s.out,
             &m,
             Some(query),
-            &conv(&up.answers),
+            &answers,
             &conv(&up.authorities),
             &conv(&up.additionals),
             edns,
@@ -311,20 +388,37 @@ impl Handler {
         let result = match permit {
             Ok(_permit) => {
                 self.metrics.forwarded.fetch_add(1, Ordering::Relaxed);
-                fwd.resolve(&p.query).await
+                fwd.resolve(p.chase.as_ref().map(|(_, q)| q).unwrap_or(&p.query)).await
             }
             Err(_) => None,
         };
         match result {
             Some(up) => {
                 let rcode = up.metadata.response_code;
-                let tc = self.reply_from_upstream(s, &p.meta, &p.query, &up, p.edns.as_ref(), p.max_size);
+                let tc = self.reply_from_upstream(
+                    s,
+                    &p.meta,
+                    &p.query,
+                    p.chase.as_ref().map(|(v, _)| v.as_slice()).unwrap_or(&[]),
+                    &up,
+                    p.edns.as_ref(),
+                    p.max_size,
+                );
                 self.finish(qtype, rcode, tc, p.start);
             }
             None => {
                 let mut m = p.meta;
                 m.response_code = ResponseCode::ServFail;
-                encode(&mut s.out, &m, Some(&p.query), &[], &[], &[], p.edns.as_ref(), p.max_size);
+                encode(
+                    &mut s.out,
+                    &m,
+                    Some(&p.query),
+                    &[],
+                    &[],
+                    &[],
+                    p.edns.as_ref(),
+                    p.max_size,
+                );
                 self.finish(qtype, ResponseCode::ServFail, false, p.start);
             }
         }
@@ -345,7 +439,11 @@ impl Handler {
 }
 
 /// Runs `workers` receive loops on one UDP socket until an unrecoverable error.
-pub(crate) async fn serve_udp(sock: std::net::UdpSocket, handler: Arc<Handler>, workers: usize) -> std::io::Result<()> {
+pub(crate) async fn serve_udp(
+    sock: std::net::UdpSocket,
+    handler: Arc<Handler>,
+    workers: usize,
+) -> std::io::Result<()> {
     sock.set_nonblocking(true)?;
     let sock = Arc::new(tokio::net::UdpSocket::from_std(sock)?);
     let mut tasks = tokio::task::JoinSet::new();
@@ -363,9 +461,15 @@ pub(crate) async fn serve_udp(sock: std::net::UdpSocket, handler: Arc<Handler>, 
     Ok(())
 }
 
-async fn udp_worker(sock: Arc<tokio::net::UdpSocket>, handler: Arc<Handler>) -> std::io::Result<()> {
+async fn udp_worker(
+    sock: Arc<tokio::net::UdpSocket>,
+    handler: Arc<Handler>,
+) -> std::io::Result<()> {
     let mut buf = vec![0u8; 65536];
-    let mut s = Scratch { out: Vec::with_capacity(4096), key: Vec::with_capacity(256) };
+    let mut s = Scratch {
+        out: Vec::with_capacity(4096),
+        key: Vec::with_capacity(256),
+    };
     let mut errors = 0u32;
     loop {
         let (n, peer) = match sock.recv_from(&mut buf).await {
@@ -406,7 +510,10 @@ async fn udp_worker(sock: Arc<tokio::net::UdpSocket>, handler: Arc<Handler>) -> 
 }
 
 /// Accepts TCP connections (2-byte length framing) until an unrecoverable error.
-pub(crate) async fn serve_tcp(listener: std::net::TcpListener, handler: Arc<Handler>) -> std::io::Result<()> {
+pub(crate) async fn serve_tcp(
+    listener: std::net::TcpListener,
+    handler: Arc<Handler>,
+) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let conns = Arc::new(Semaphore::new(MAX_TCP_CONNS));

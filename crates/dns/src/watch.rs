@@ -23,7 +23,10 @@ struct Kind {
 
 impl Kind {
     fn new() -> Self {
-        Kind { seen: HashSet::new(), listed: false }
+        Kind {
+            seen: HashSet::new(),
+            listed: false,
+        }
     }
 
     fn on<K>(
@@ -57,37 +60,50 @@ impl Kind {
 /// current; marks it synced once both initial lists went in. Runs until the streams end (never,
 /// in practice: errors are retried with backoff).
 pub async fn watch(client: Client, index: Arc<Index>) -> Result<(), Error> {
-    let services = watcher::watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .boxed();
-    let slices = watcher::watcher(Api::<EndpointSlice>::all(client), watcher::Config::default())
-        .default_backoff()
-        .boxed();
+    let services = watcher::watcher(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .boxed();
+    let slices = watcher::watcher(
+        Api::<EndpointSlice>::all(client),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .boxed();
     enum Ev {
-        Svc(Result<Event<Service>, watcher::Error>),
-        Eps(Result<Event<EndpointSlice>, watcher::Error>),
+        Svc(Box<Result<Event<Service>, watcher::Error>>),
+        Eps(Box<Result<Event<EndpointSlice>, watcher::Error>>),
     }
-    let mut merged = futures::stream::select(services.map(Ev::Svc), slices.map(Ev::Eps));
+    let mut merged = futures::stream::select(
+        services.map(|e| Ev::Svc(Box::new(e))),
+        slices.map(|e| Ev::Eps(Box::new(e))),
+    );
     let mut svc = Kind::new();
     let mut eps = Kind::new();
     while let Some(ev) = merged.next().await {
         match ev {
-            Ev::Svc(Ok(e)) => svc.on(
-                e,
-                service_key,
-                |o| index.upsert_service(o),
-                |o| index.delete_service(o),
-                |keep| index.retain_services(keep),
-            ),
-            Ev::Eps(Ok(e)) => eps.on(
-                e,
-                endpoint_slice_key,
-                |o| index.upsert_endpoint_slice(o),
-                |o| index.delete_endpoint_slice(o),
-                |keep| index.retain_endpoint_slices(keep),
-            ),
-            Ev::Svc(Err(e)) => tracing::warn!("service watch: {e}"),
-            Ev::Eps(Err(e)) => tracing::warn!("endpointslice watch: {e}"),
+            Ev::Svc(e) => match *e {
+                Ok(e) => svc.on(
+                    e,
+                    service_key,
+                    |o| index.upsert_service(o),
+                    |o| index.delete_service(o),
+                    |keep| index.retain_services(keep),
+                ),
+                Err(e) => tracing::warn!("service watch: {e}"),
+            },
+            Ev::Eps(e) => match *e {
+                Ok(e) => eps.on(
+                    e,
+                    endpoint_slice_key,
+                    |o| index.upsert_endpoint_slice(o),
+                    |o| index.delete_endpoint_slice(o),
+                    |keep| index.retain_endpoint_slices(keep),
+                ),
+                Err(e) => tracing::warn!("endpointslice watch: {e}"),
+            },
         }
         if svc.listed && eps.listed && !index.is_synced() {
             tracing::info!("dns index synced: {} services", index.service_count());

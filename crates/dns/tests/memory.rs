@@ -20,7 +20,11 @@ fn ten_thousand_services_hundred_thousand_endpoints() {
         let ns = format!("ns-{}", k % 50);
         let name = format!("svc-{k}");
         let headless = k % 10 == 0;
-        let cluster_ip = if headless { "None".to_string() } else { format!("10.{}.{}.{}", 96 + k / 65536, (k / 256) % 256, k % 256) };
+        let cluster_ip = if headless {
+            "None".to_string()
+        } else {
+            format!("10.{}.{}.{}", 96 + k / 65536, (k / 256) % 256, k % 256)
+        };
         let svc: Service = serde_json::from_value(json!({
             "metadata": {"namespace": ns, "name": name},
             "spec": {"clusterIP": cluster_ip, "clusterIPs": [cluster_ip], "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]},
@@ -51,6 +55,11 @@ fn ten_thousand_services_hundred_thousand_endpoints() {
     eprintln!("untrimmed {:.1} MB", (untrimmed - before) as f64 / 1e6);
     let mb = (after.saturating_sub(before)) as f64 / 1e6;
     eprintln!("index with {} names: {mb:.1} MB", index.name_count());
-    assert!(index.query("svc-1.ns-1.svc.cluster.local.", hickory_proto::rr::RecordType::A).is_some());
+    assert!(index
+        .query(
+            "svc-1.ns-1.svc.cluster.local.",
+            hickory_proto::rr::RecordType::A
+        )
+        .is_some());
     assert!(mb < 60.0, "index uses {mb:.1} MB");
 }

@@ -18,7 +18,11 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("yard-dns-{tag}-{}-{}", std::process::id(), rand::random::<u32>()));
+        let p = std::env::temp_dir().join(format!(
+            "yard-dns-{tag}-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
     }
@@ -31,10 +35,17 @@ impl Drop for TempDir {
 }
 
 async fn api_server(dir: &TempDir) -> (yard_apiserver::Running, kube::Client) {
-    let args = yard_apiserver::Args { data_dir: dir.0.clone(), port: 0, ..Default::default() };
+    let args = yard_apiserver::Args {
+        data_dir: dir.0.clone(),
+        port: 0,
+        ..Default::default()
+    };
     let running = yard_apiserver::start(args).await.expect("start api server");
     let kc = kube::config::Kubeconfig::read_from(&running.kubeconfig).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await.unwrap();
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .unwrap();
     let client = kube::Client::try_from(config).unwrap();
     (running, client)
 }
@@ -43,7 +54,10 @@ async fn api_server(dir: &TempDir) -> (yard_apiserver::Running, kube::Client) {
 async fn until(limit: Duration, what: &str, f: impl Fn() -> bool) -> Duration {
     let start = Instant::now();
     while !f() {
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     start.elapsed()
@@ -64,8 +78,10 @@ fn service(name: &str, spec: serde_json::Value) -> Service {
 }
 
 fn endpoint_slice(name: &str, svc: &str, ips: &[&str]) -> EndpointSlice {
-    let eps: Vec<serde_json::Value> =
-        ips.iter().map(|ip| json!({"addresses": [ip], "conditions": {"ready": true}})).collect();
+    let eps: Vec<serde_json::Value> = ips
+        .iter()
+        .map(|ip| json!({"addresses": [ip], "conditions": {"ready": true}}))
+        .collect();
     serde_json::from_value(json!({
         "metadata": {"name": name, "labels": {"kubernetes.io/service-name": svc}},
         "addressType": "IPv4",
@@ -87,7 +103,13 @@ async fn watchers_keep_the_index_current() {
 
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
-    let created = services.create(&PostParams::default(), &service("web", json!({"ports": [{"name": "http", "port": 80}]}))).await.unwrap();
+    let created = services
+        .create(
+            &PostParams::default(),
+            &service("web", json!({"ports": [{"name": "http", "port": 80}]})),
+        )
+        .await
+        .unwrap();
     let ip = created.spec.unwrap().cluster_ip.unwrap();
     let took = until(Duration::from_secs(5), "new service", || {
         a_records(&index, "web.default.svc.cluster.local.") == Some(vec![ip.clone()])
@@ -97,10 +119,22 @@ async fn watchers_keep_the_index_current() {
 
     // Headless service + slice; slice update; slice delete => NXDOMAIN.
     services
-        .create(&PostParams::default(), &service("db", json!({"clusterIP": "None", "ports": [{"name": "http", "port": 80}]})))
+        .create(
+            &PostParams::default(),
+            &service(
+                "db",
+                json!({"clusterIP": "None", "ports": [{"name": "http", "port": 80}]}),
+            ),
+        )
         .await
         .unwrap();
-    slices.create(&PostParams::default(), &endpoint_slice("db-1", "db", &["10.244.1.5", "10.244.1.6"])).await.unwrap();
+    slices
+        .create(
+            &PostParams::default(),
+            &endpoint_slice("db-1", "db", &["10.244.1.5", "10.244.1.6"]),
+        )
+        .await
+        .unwrap();
     until(Duration::from_secs(5), "headless records", || {
         a_records(&index, "db.default.svc.cluster.local.")
             == Some(vec!["10.244.1.5".to_string(), "10.244.1.6".to_string()])
@@ -108,16 +142,28 @@ async fn watchers_keep_the_index_current() {
     .await;
     let mut s = slices.get("db-1").await.unwrap();
     s.endpoints = endpoint_slice("x", "db", &["10.244.1.7"]).endpoints;
-    slices.replace("db-1", &PostParams::default(), &s).await.unwrap();
+    slices
+        .replace("db-1", &PostParams::default(), &s)
+        .await
+        .unwrap();
     until(Duration::from_secs(5), "slice update", || {
         a_records(&index, "db.default.svc.cluster.local.") == Some(vec!["10.244.1.7".to_string()])
     })
     .await;
-    slices.delete("db-1", &DeleteParams::default()).await.unwrap();
-    until(Duration::from_secs(5), "slice delete", || a_records(&index, "db.default.svc.cluster.local.").is_none()).await;
+    slices
+        .delete("db-1", &DeleteParams::default())
+        .await
+        .unwrap();
+    until(Duration::from_secs(5), "slice delete", || {
+        a_records(&index, "db.default.svc.cluster.local.").is_none()
+    })
+    .await;
 
     // Deleted service is gone as fast.
-    services.delete("web", &DeleteParams::default()).await.unwrap();
+    services
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
     let took = until(Duration::from_secs(5), "service delete", || {
         a_records(&index, "web.default.svc.cluster.local.").is_none()
     })
@@ -139,30 +185,63 @@ async fn serve_answers_dig_after_sync() {
             break (udp, tcp, addr);
         }
     };
-    let config = Config { upstreams: Some(vec![]), ..Config::default() };
-    let server = tokio::spawn(yard_dns::serve(client.clone(), config, vec![udp], vec![tcp]));
+    let config = Config {
+        upstreams: Some(vec![]),
+        ..Config::default()
+    };
+    let server = tokio::spawn(yard_dns::serve(
+        client.clone(),
+        config,
+        vec![udp],
+        vec![tcp],
+    ));
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
-    let created = services.create(&PostParams::default(), &service("hostnames", json!({"ports": [{"port": 80}]}))).await.unwrap();
+    let created = services
+        .create(
+            &PostParams::default(),
+            &service("hostnames", json!({"ports": [{"port": 80}]})),
+        )
+        .await
+        .unwrap();
     let ip = created.spec.unwrap().cluster_ip.unwrap();
     let dig = move |tcp: bool| {
         let mut c = Command::new("dig");
-        c.args([&format!("@{}", addr.ip()), "-p", &addr.port().to_string(), "+short", "+time=2", "+tries=1"]);
+        c.args([
+            &format!("@{}", addr.ip()),
+            "-p",
+            &addr.port().to_string(),
+            "+short",
+            "+time=2",
+            "+tries=1",
+        ]);
         if tcp {
             c.arg("+tcp");
         }
         c.arg("hostnames.default.svc.cluster.local");
-        String::from_utf8_lossy(&c.output().expect("dig").stdout).trim().to_string()
+        String::from_utf8_lossy(&c.output().expect("dig").stdout)
+            .trim()
+            .to_string()
     };
     let start = Instant::now();
     loop {
-        let out = tokio::task::spawn_blocking(move || dig(false)).await.unwrap();
+        let out = tokio::task::spawn_blocking(move || dig(false))
+            .await
+            .unwrap();
         if out == ip {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "no answer: {out:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no answer: {out:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(tokio::task::spawn_blocking(move || dig(true)).await.unwrap(), ip);
+    assert_eq!(
+        tokio::task::spawn_blocking(move || dig(true))
+            .await
+            .unwrap(),
+        ip
+    );
     server.abort();
     running.shutdown().await;
 }

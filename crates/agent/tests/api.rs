@@ -1,0 +1,145 @@
+//! The agent against the real API server (in-process, its own data dir): Node registration and
+//! Lease, pod start from the API with status written through pods/status, Service environment
+//! variables, logs and exec forwarded by the API server, and graceful deletion finished by the
+//! agent's grace-0 DELETE.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use kube::api::{AttachParams, DeleteParams, LogParams, Patch, PatchParams, PostParams};
+use kube::Api;
+use tokio::io::AsyncReadExt;
+use yard_agent::{Agent, AgentConfig};
+
+async fn until<T, F: std::future::Future<Output = Option<T>>>(what: &str, secs: u64, mut f: impl FnMut() -> F) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn ready(p: &Pod) -> bool {
+    p.status.as_ref().and_then(|s| s.conditions.as_ref()).into_iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_with_api_server() {
+    let dir = std::env::temp_dir().join(format!("yard-agent-api-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let api = yard_apiserver::start(yard_apiserver::Args { data_dir: dir.join("api"), port: 0, ..Default::default() })
+        .await
+        .expect("api server");
+    let kc = kube::config::Kubeconfig::read_from(&api.kubeconfig).unwrap();
+    let client = kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap()).unwrap();
+
+    let node_ns = yard_netns::TempNetns::new("yat-api").expect("node netns (needs root)");
+    let mut cfg = AgentConfig::new("node-a");
+    cfg.netns = Some(node_ns.path().to_path_buf());
+    cfg.state_dir = dir.join("agent");
+    cfg.node_ip = Some("192.0.2.10".parse().unwrap());
+    cfg.netns_prefix = format!("yatapi{}", std::process::id() % 10000);
+    cfg.exe = PathBuf::from(env!("CARGO_BIN_EXE_yard-agent-builtin"));
+    cfg.kill_pods_on_exit = true;
+    let prefix = cfg.netns_prefix.clone();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(Agent::new(client.clone(), cfg).run(async {
+        let _ = stop_rx.await;
+    }));
+    struct Guard(String);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            for e in std::fs::read_dir("/run/netns").into_iter().flatten().flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.starts_with(&self.0) {
+                    yard_agent::net::kill_processes_in_netns(&e.path());
+                    let _ = yard_netns::delete(&n);
+                }
+            }
+        }
+    }
+    let _guard = Guard(prefix.clone());
+
+    // Node and Lease.
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node = until("node", 10, || async { nodes.get_opt("node-a").await.ok().flatten() }).await;
+    let ann = node.metadata.annotations.clone().unwrap_or_default();
+    assert!(ann.get("yard.dev/agent-endpoint").is_some_and(|e| e.starts_with("127.0.0.1:")), "{ann:?}");
+    let st = node.status.clone().unwrap();
+    assert!(st.addresses.unwrap().iter().any(|a| a.type_ == "InternalIP" && a.address == "192.0.2.10"));
+    assert!(st.conditions.unwrap().iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    assert_eq!(st.capacity.unwrap()["pods"].0, "110");
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let lease = until("lease", 10, || async { leases.get_opt("node-a").await.ok().flatten() }).await;
+    assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("node-a"));
+
+    // What node IPAM would do.
+    nodes
+        .patch("node-a", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"podCIDR": "10.244.11.0/24", "podCIDRs": ["10.244.11.0/24"]}})))
+        .await
+        .unwrap();
+
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+    let svc: Service = serde_json::from_value(serde_json::json!({"metadata": {"name": "web-svc"},
+        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 9376}]}}))
+    .unwrap();
+    let svc = svcs.create(&PostParams::default(), &svc).await.unwrap();
+    let svc_ip = svc.spec.unwrap().cluster_ip.unwrap();
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let p: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "hostnames-x"},
+        "spec": {"nodeName": "node-a", "terminationGracePeriodSeconds": 5, "containers": [{
+            "name": "serve", "image": "registry.k8s.io/serve_hostname",
+            "readinessProbe": {"httpGet": {"port": 9376}, "periodSeconds": 1}}]}
+    }))
+    .unwrap();
+    let t0 = Instant::now();
+    pods.create(&PostParams::default(), &p).await.unwrap();
+    let p = until("pod ready", 30, || async { pods.get("hostnames-x").await.ok().filter(ready) }).await;
+    eprintln!("pod ready after {:?}", t0.elapsed());
+    let st = p.status.clone().unwrap();
+    let ip: std::net::Ipv4Addr = st.pod_ip.clone().unwrap().parse().unwrap();
+    assert!("10.244.11.0/24".parse::<ipnet::Ipv4Net>().unwrap().contains(&ip));
+    assert_eq!(st.phase.as_deref(), Some("Running"));
+    assert_eq!(st.host_ip.as_deref(), Some("192.0.2.10"));
+    let out = node_ns.sh(&format!("curl -sS --max-time 3 http://{ip}:9376/")).unwrap();
+    assert_eq!(out, "hostnames-x");
+
+    // Env vars (the pod was created after the Service) via exec through the API server.
+    let mut ap = AttachParams::default().stderr(false);
+    ap.container = Some("serve".into());
+    let mut proc = pods.exec("hostnames-x", ["sh", "-c", "env | grep WEB_SVC | sort; exit 7"], &ap).await.expect("exec");
+    let mut out = String::new();
+    proc.stdout().unwrap().read_to_string(&mut out).await.unwrap();
+    let status = proc.take_status().unwrap().await.unwrap();
+    let want = format!(
+        "WEB_SVC_PORT=tcp://{svc_ip}:80\nWEB_SVC_PORT_80_TCP=tcp://{svc_ip}:80\nWEB_SVC_PORT_80_TCP_ADDR={svc_ip}\n\
+         WEB_SVC_PORT_80_TCP_PORT=80\nWEB_SVC_PORT_80_TCP_PROTO=tcp\nWEB_SVC_SERVICE_HOST={svc_ip}\n\
+         WEB_SVC_SERVICE_PORT=80\nWEB_SVC_SERVICE_PORT_HTTP=80\n"
+    );
+    assert_eq!(out, want);
+    assert_eq!(status.reason.as_deref(), Some("NonZeroExitCode"));
+    assert_eq!(status.details.unwrap().causes.unwrap()[0].message.as_deref(), Some("7"));
+
+    // Logs through the API server.
+    let logs = pods.logs("hostnames-x", &LogParams { container: Some("serve".into()), ..Default::default() }).await.unwrap();
+    assert!(logs.contains("Serving on port 9376."), "{logs:?}");
+
+    // Graceful delete: the agent stops the pod and removes the object with grace 0.
+    let sb_ns = format!("{prefix}-{}", &p.metadata.uid.clone().unwrap()[..8]);
+    assert!(yard_netns::exists(&sb_ns));
+    pods.delete("hostnames-x", &DeleteParams::default()).await.unwrap();
+    until("pod gone", 20, || async { pods.get_opt("hostnames-x").await.ok().and_then(|p| p.is_none().then_some(())) }).await;
+    assert!(!yard_netns::exists(&sb_ns));
+
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), agent).await;
+    api.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
