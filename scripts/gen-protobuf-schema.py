@@ -14,7 +14,8 @@ already in the cargo registry (run `cargo fetch` first):
 The Go types behind the protobuf encoding always write non-pointer scalar fields, even when zero,
 whereas the JSON encoding omits zero values of `omitempty` fields. The decoder therefore drops zero
 scalars, except for the fields listed in KEEP_ZERO below: Go pointer fields (`*int32`, `*bool`, ...)
-whose zero value means something different from "unset". Those get flag 1 in the table.
+whose zero value means something different from "unset", and non-pointer fields without
+`omitempty`. Those get flag 1 in the table.
 
 Usage: scripts/gen-protobuf-schema.py [OUTPUT]
 """
@@ -45,8 +46,24 @@ EXTRA_ROOTS = [
     "api.policy.v1.Eviction",
 ]
 
-# Go pointer scalar fields (message.jsonName) whose zero value is meaningful.
+# Fields (message.jsonName) whose zero value the JSON encoding keeps: Go pointer scalars whose zero
+# value is meaningful, and non-pointer fields without `omitempty` (always written in both encodings).
 KEEP_ZERO = [
+    "api.policy.v1.PodDisruptionBudgetStatus.disruptionsAllowed",
+    "api.policy.v1.PodDisruptionBudgetStatus.currentHealthy",
+    "api.policy.v1.PodDisruptionBudgetStatus.desiredHealthy",
+    "api.policy.v1.PodDisruptionBudgetStatus.expectedPods",
+    "api.apps.v1.ReplicaSetStatus.replicas",
+    "api.apps.v1.StatefulSetStatus.replicas",
+    "api.apps.v1.DaemonSetStatus.currentNumberScheduled",
+    "api.apps.v1.DaemonSetStatus.numberMisscheduled",
+    "api.apps.v1.DaemonSetStatus.desiredNumberScheduled",
+    "api.apps.v1.DaemonSetStatus.numberReady",
+    "api.autoscaling.v1.ScaleStatus.replicas",
+    "api.core.v1.ContainerStatus.ready",
+    "api.core.v1.ContainerStatus.restartCount",
+    "api.core.v1.ContainerStatus.image",
+    "api.core.v1.ContainerStatus.imageID",
     "apimachinery.pkg.apis.meta.v1.DeleteOptions.gracePeriodSeconds",
     "apimachinery.pkg.apis.meta.v1.DeleteOptions.orphanDependents",
     "apimachinery.pkg.apis.meta.v1.ObjectMeta.deletionGracePeriodSeconds",

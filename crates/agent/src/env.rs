@@ -310,7 +310,7 @@ fn resource_field(c: &Container, resource: &str, (cpu, mem): (&str, &str)) -> St
         m.and_then(|m| m.get(name)).map(|q| q.0.clone())
     };
     let (kind, name) = resource.split_once('.').unwrap_or(("limits", resource));
-    let v = get(kind, name).or_else(|| if kind == "requests" { None } else { None });
+    let v = get(kind, name);
     match (name, v) {
         ("cpu", Some(q)) => cpu_cores_ceil(&q).to_string(),
         ("cpu", None) => if kind == "limits" { cpu.to_string() } else { "0".into() },

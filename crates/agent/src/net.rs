@@ -34,11 +34,17 @@ pub struct Sandbox {
     pub ip: Ipv4Addr,
     pub gateway: Ipv4Addr,
     pub prefix_len: u8,
+    /// Set for hostNetwork pods: they run in the node namespace and own nothing.
+    #[serde(default)]
+    pub host_netns: Option<PathBuf>,
 }
 
 impl Sandbox {
     pub fn netns_path(&self) -> PathBuf {
-        yard_netns::path_of(&self.netns)
+        match &self.host_netns {
+            Some(p) => p.clone(),
+            None => yard_netns::path_of(&self.netns),
+        }
     }
 }
 
@@ -197,6 +203,7 @@ impl NodeNet {
             ip,
             gateway: self.gateway(),
             prefix_len: self.cidr.prefix_len(),
+            host_netns: None,
         };
         let res = (|| {
             // A leftover from an earlier attempt is removed first.
@@ -245,14 +252,27 @@ impl NodeNet {
 
     /// Remove a sandbox: processes left in it, the namespace, the veth, the address.
     pub fn delete_sandbox(&self, netns_name: &str, veth: &str, uid: &str) -> Result<(), Error> {
+        if netns_name.is_empty() || netns_name.contains('/') || veth.is_empty() {
+            // hostNetwork pod (or garbage): never touch the node namespace or /run/netns itself.
+            return self.release(uid);
+        }
         let path = yard_netns::path_of(netns_name);
         if path.exists() {
             kill_processes_in_netns(&path);
         }
         let _ = ip_batch(&self.netns, &format!("link del {veth}\n"));
-        yard_netns::delete(netns_name).map_err(|e| Error::Sandbox(e.to_string()))?;
+        // The file may be covered more than once (stacked /run/netns binds): unmount until it is
+        // a plain file again, then remove it.
+        let mut res = Ok(());
+        for _ in 0..16 {
+            res = yard_netns::delete(netns_name).map_err(|e| Error::Sandbox(e.to_string()));
+            if !path.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         self.release(uid)?;
-        Ok(())
+        res
     }
 
     /// Make the node namespace route every other node's pod CIDR via that node's IP.

@@ -600,7 +600,9 @@ fn spawn_pod_api(
 }
 
 async fn event_writer(client: kube::Client, node: String, mut rx: tokio::sync::mpsc::UnboundedReceiver<PodEvent>) {
-    let mut seen: HashMap<(String, String, String, String), (String, String, i32)> = HashMap::new();
+    // (uid, reason, message, fieldPath) -> (event name, namespace, count)
+    type Seen = HashMap<(String, String, String, String), (String, String, i32)>;
+    let mut seen: Seen = HashMap::new();
     while let Some(ev) = rx.recv().await {
         let api: Api<Event> = Api::namespaced(client.clone(), &ev.namespace);
         let now = Time(jiff::Timestamp::now());

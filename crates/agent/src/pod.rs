@@ -814,9 +814,23 @@ impl PodInner {
 async fn pod_main(p: Arc<PodInner>, saved: Option<SavedPod>) {
     // Sandbox.
     let mut attempt = 0u32;
-    let adopted_sandbox = saved.as_ref().and_then(|s| s.sandbox.clone()).filter(|sb| yard_netns::exists(&sb.netns));
+    let adopted_sandbox = saved
+        .as_ref()
+        .and_then(|s| s.sandbox.clone())
+        .filter(|sb| sb.host_netns.is_some() || yard_netns::exists(&sb.netns));
+    let host_network = p.with(|st| st.pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false));
     let sandbox = if let Some(sb) = adopted_sandbox {
         Some(sb)
+    } else if host_network {
+        let ip = p.rt.cfg.node_ip;
+        Some(Sandbox {
+            netns: String::new(),
+            veth: String::new(),
+            ip,
+            gateway: ip,
+            prefix_len: 32,
+            host_netns: Some(p.rt.net.netns.clone()),
+        })
     } else {
         loop {
             if p.stopping().is_some() {
@@ -1095,7 +1109,11 @@ async fn run_container(p: Arc<PodInner>, idx: usize, adopt: Option<SavedContaine
             }
             pull_failures = 0;
             let mut envv = envv;
-            let hostname = dns::pod_hostname(&pod);
+            let hostname = if pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false) {
+                p.rt.cfg.node_name.clone()
+            } else {
+                dns::pod_hostname(&pod)
+            };
             let base_path = envv
                 .iter()
                 .find(|(k, _)| k == "PATH")
@@ -1399,7 +1417,7 @@ async fn probe_loop(
         }
         match kind {
             Kind::Startup => {
-                if ok && ps.run >= success_t.min(1).max(1) {
+                if ok {
                     startup = None;
                     p.with(|st| {
                         st.ctrs[idx].started = true;

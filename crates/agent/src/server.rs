@@ -50,10 +50,12 @@ fn status(code: u16, reason: &str, message: String) -> Response {
         .into_response()
 }
 
+#[allow(clippy::result_large_err)]
 fn find(rt: &Runtime, ns: &str, name: &str) -> Result<PodHandle, Response> {
     rt.find(ns, name).ok_or_else(|| status(404, "NotFound", format!("pods \"{name}\" not found")))
 }
 
+#[allow(clippy::result_large_err)]
 fn pick_container(h: &PodHandle, c: Option<&str>) -> Result<String, Response> {
     if let Some(c) = c.filter(|c| !c.is_empty()) {
         if h.containers().iter().any(|x| x == c) {
@@ -405,18 +407,32 @@ async fn run_exec(socket: WebSocket, target: proc::ExecTarget, opts: ExecOpts, v
                         proc::set_winsize(m.as_raw_fd(), w, hgt);
                     }
                 }
-                CLOSE if v5 => {
-                    if rest.first() == Some(&STDIN) {
-                        if let Some(mut w) = stdin_w.take() {
-                            let _ = w.shutdown().await;
-                        }
+                CLOSE if v5 && rest.first() == Some(&STDIN) => {
+                    if let Some(mut w) = stdin_w.take() {
+                        let _ = w.shutdown().await;
                     }
                 }
                 _ => {}
             }
         }
     });
-    let code = match child.wait().await {
+    let pid = child.id().map(|p| p as i32).unwrap_or(0);
+    let mut reader = reader;
+    let waited = tokio::select! {
+        r = child.wait() => r,
+        _ = &mut reader => {
+            // The client went away: hang up the session, as a closed terminal would.
+            proc::signal(pid, nix::sys::signal::Signal::SIGHUP);
+            match tokio::time::timeout(Duration::from_millis(500), child.wait()).await {
+                Ok(r) => r,
+                Err(_) => {
+                    proc::signal(pid, nix::sys::signal::Signal::SIGKILL);
+                    child.wait().await
+                }
+            }
+        }
+    };
+    let code = match waited {
         Ok(s) => {
             use std::os::unix::process::ExitStatusExt;
             s.code().or_else(|| s.signal().map(|sig| 128 + sig))
@@ -425,7 +441,7 @@ async fn run_exec(socket: WebSocket, target: proc::ExecTarget, opts: ExecOpts, v
     };
     // With a TTY the master read ends with EIO once the slave side is gone; give pumps a moment.
     for p in pumps {
-        let _ = tokio::time::timeout(Duration::from_secs(2), p).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), p).await;
     }
     drop(pty_master);
     let _ = tx.send(frame(ERROR, exit_status_json(code, &opts.command, None).as_bytes())).await;

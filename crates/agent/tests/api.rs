@@ -51,9 +51,10 @@ async fn agent_with_api_server() {
     let agent = tokio::spawn(Agent::new(client.clone(), cfg).run(async {
         let _ = stop_rx.await;
     }));
-    struct Guard(String);
+    struct Guard(String, PathBuf);
     impl Drop for Guard {
         fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.1);
             for e in std::fs::read_dir("/run/netns").into_iter().flatten().flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
                 if n.starts_with(&self.0) {
@@ -63,7 +64,7 @@ async fn agent_with_api_server() {
             }
         }
     }
-    let _guard = Guard(prefix.clone());
+    let _guard = Guard(prefix.clone(), dir.clone());
 
     // Node and Lease.
     let nodes: Api<Node> = Api::all(client.clone());
@@ -127,6 +128,15 @@ async fn agent_with_api_server() {
     assert_eq!(status.reason.as_deref(), Some("NonZeroExitCode"));
     assert_eq!(status.details.unwrap().causes.unwrap()[0].message.as_deref(), Some("7"));
 
+    // Events.
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "default");
+    let evs = until("events", 10, || async {
+        let l = events.list(&Default::default()).await.ok()?;
+        l.items.iter().any(|e| e.reason.as_deref() == Some("Started") && e.involved_object.name.as_deref() == Some("hostnames-x")).then_some(l)
+    })
+    .await;
+    assert!(evs.items.iter().any(|e| e.reason.as_deref() == Some("Created")));
+
     // Logs through the API server.
     let logs = pods.logs("hostnames-x", &LogParams { container: Some("serve".into()), ..Default::default() }).await.unwrap();
     assert!(logs.contains("Serving on port 9376."), "{logs:?}");
@@ -136,7 +146,12 @@ async fn agent_with_api_server() {
     assert!(yard_netns::exists(&sb_ns));
     pods.delete("hostnames-x", &DeleteParams::default()).await.unwrap();
     until("pod gone", 20, || async { pods.get_opt("hostnames-x").await.ok().and_then(|p| p.is_none().then_some(())) }).await;
-    assert!(!yard_netns::exists(&sb_ns));
+    if yard_netns::exists(&sb_ns) {
+        let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let lines: Vec<&str> = mi.lines().filter(|l| l.contains(&sb_ns)).collect();
+        panic!("netns {sb_ns} left after the pod was deleted; mounts: {lines:?}; dir: {:?}",
+            std::fs::read_dir("/run/netns").unwrap().flatten().map(|e| e.file_name()).collect::<Vec<_>>());
+    }
 
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), agent).await;

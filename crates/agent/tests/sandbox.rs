@@ -218,6 +218,35 @@ async fn exec_logs_and_images() {
     assert_eq!(curl_in(env.node.path(), &format!("http://{ip}:8080/hostname")), "web");
     assert_eq!(curl_in(env.node.path(), &format!("http://{ip}:8080/echo?msg=hi%20there")), "hi there");
     assert!(curl_in(env.node.path(), &format!("http://{ip}:8080/clientip")).starts_with("10.244.8.1:"));
+    let web = rt
+        .sync_pod(pod(serde_json::json!({
+            "metadata": {"name": "nginx-0", "namespace": "ns1", "uid": "13131313-1111-2222-3333-444444444444"},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "nginx", "image": "nginx:1.14.2",
+                "ports": [{"containerPort": 80, "name": "http"}],
+                "readinessProbe": {"httpGet": {"port": "http"}, "periodSeconds": 1}}]}
+        })))
+        .unwrap();
+    let ws_ = wait_status(&web, "nginx ready", 20, ready).await;
+    let page = curl_in(env.node.path(), &format!("http://{}/", ws_.pod_ip.unwrap()));
+    assert!(page.contains("Welcome to nginx!"), "{page}");
+    web.terminate(1);
+    // hostNetwork: runs in the node namespace, hostname = node name, podIP = node IP.
+    let hn = rt
+        .sync_pod(pod(serde_json::json!({
+            "metadata": {"name": "hostnet", "namespace": "ns1", "uid": "14141414-1111-2222-3333-444444444444"},
+            "spec": {"hostNetwork": true, "terminationGracePeriodSeconds": 1, "containers": [{"name": "n",
+                "image": "registry.k8s.io/e2e-test-images/agnhost:2.40", "args": ["netexec", "--http-port=18080", "--udp-port=0"],
+                "readinessProbe": {"tcpSocket": {"port": 18080}, "periodSeconds": 1}}]}
+        })))
+        .unwrap();
+    let hs = wait_status(&hn, "hostnet ready", 20, ready).await;
+    assert_eq!(hs.pod_ip.as_deref(), Some("10.244.8.1"));
+    assert_eq!(curl_in(env.node.path(), "http://127.0.0.1:18080/hostname"), "node-1");
+    hn.terminate(1);
+    tokio::time::timeout(Duration::from_secs(10), hn.wait_done()).await.expect("hostnet torn down");
+    assert!(std::path::Path::new(env.node.path()).exists());
+    assert!(env.node.sh("ip -o link show cni0").unwrap().contains("cni0"));
+    assert!(std::fs::read_dir("/run/netns").is_ok());
     let ms = wait_status(&missing, "ErrImagePull", 10, |s| {
         s.container_statuses.iter().flatten().any(|c| {
             c.state.as_ref().and_then(|st| st.waiting.as_ref()).and_then(|w| w.reason.as_deref()) == Some("ErrImagePull")
@@ -225,6 +254,37 @@ async fn exec_logs_and_images() {
     })
     .await;
     assert_eq!(ms.phase.as_deref(), Some("Pending"));
+
+    // Liveness failure restarts the container; init containers run first, in order.
+    let mut events = rt.take_events().unwrap();
+    let live = rt
+        .sync_pod(pod(serde_json::json!({
+            "metadata": {"name": "live", "namespace": "ns1", "uid": "12121212-1111-2222-3333-444444444444"},
+            "spec": {"terminationGracePeriodSeconds": 1,
+              "initContainers": [
+                {"name": "i1", "image": "busybox", "command": ["sh", "-c", "echo one"]},
+                {"name": "i2", "image": "busybox", "command": ["sh", "-c", "echo two"]}],
+              "containers": [{
+                "name": "c", "image": "busybox", "command": ["sleep", "3600"],
+                "livenessProbe": {"tcpSocket": {"port": 1}, "periodSeconds": 1, "failureThreshold": 2}
+            }]}
+        })))
+        .unwrap();
+    let s = wait_status(&live, "liveness restart", 20, |s| {
+        s.container_statuses.iter().flatten().any(|c| c.restart_count >= 1)
+    })
+    .await;
+    let inits = s.init_container_statuses.clone().unwrap();
+    assert!(inits.iter().all(|c| c.state.as_ref().unwrap().terminated.as_ref().is_some_and(|t| t.exit_code == 0 && t.reason.as_deref() == Some("Completed"))), "{inits:?}");
+    assert!(s.conditions.unwrap().iter().any(|c| c.type_ == "Initialized" && c.status == "True"));
+    let mut unhealthy = false;
+    while let Ok(e) = events.try_recv() {
+        if e.pod == "live" && e.reason == "Unhealthy" && e.message.starts_with("Liveness probe failed") {
+            unhealthy = true;
+        }
+    }
+    assert!(unhealthy, "no Unhealthy event");
+    live.terminate(1);
 
     // The HTTP server.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -294,7 +354,7 @@ async fn exec_logs_and_images() {
     for p in [&h, &missing] {
         p.terminate(1);
     }
-    for p in [&h, &missing] {
+    for p in [&h, &missing, &live, &web] {
         tokio::time::timeout(Duration::from_secs(15), p.wait_done()).await.expect("torn down");
     }
     assert!(rt.net.allocations().unwrap().is_empty());

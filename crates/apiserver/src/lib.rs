@@ -10,6 +10,7 @@ mod managed;
 pub mod nodeproxy;
 pub mod objects;
 mod openapi;
+mod protobuf;
 pub mod resources;
 pub mod rest;
 pub mod server;

@@ -449,6 +449,10 @@ fn manager_of(p: &Params, headers: &HeaderMap) -> String {
 fn parse_input(r: &Resource, body: &[u8], headers: &HeaderMap) -> ApiResult<(Value, Vec<String>)> {
     let ct = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
     let media = ct.split(';').next().unwrap_or("").trim();
+    if media == crate::protobuf::MEDIA_TYPE {
+        let v = crate::protobuf::decode(body).map_err(ApiError::bad_request)?;
+        return Ok((v, Vec::new()));
+    }
     if !media.is_empty() && !matches!(media, "application/json" | "application/yaml" | "application/x-yaml" | "text/yaml" | "*/*") {
         tracing::debug!(content_type = ct, "unsupported request media type");
         return Err(ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml")));
@@ -1030,7 +1034,11 @@ fn delete_opts(p: &Params, body: &[u8]) -> ApiResult<DeleteOpts> {
         o.policy = Some("Orphan".into());
     }
     if !body.iter().all(u8::is_ascii_whitespace) {
-        let (v, _) = objects::decode_body(body, "application/json").map_err(ApiError::bad_request)?;
+        let v = if crate::protobuf::is_protobuf(body) {
+            crate::protobuf::decode(body).map_err(ApiError::bad_request)?
+        } else {
+            objects::decode_body(body, "application/json").map_err(ApiError::bad_request)?.0
+        };
         if let Some(g) = v["gracePeriodSeconds"].as_i64() {
             o.grace = Some(g);
         }

@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy};
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+    PostParams, Preconditions, PropagationPolicy,
+};
 use kube::{Api, Client};
 
 use crate::informer::{Cache, Informer};
@@ -35,20 +38,52 @@ pub struct KindInfo {
     pub ns_content: bool,
 }
 
-const fn k(group: &'static str, version: &'static str, kind: &'static str, plural: &'static str, namespaced: bool, gc_watch: bool, ns_content: bool) -> KindInfo {
-    KindInfo { group, version, kind, plural, namespaced, gc_watch, ns_content }
+const fn k(
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    namespaced: bool,
+    gc_watch: bool,
+    ns_content: bool,
+) -> KindInfo {
+    KindInfo {
+        group,
+        version,
+        kind,
+        plural,
+        namespaced,
+        gc_watch,
+        ns_content,
+    }
 }
 
 pub const KINDS: &[KindInfo] = &[
     k("", "v1", "Pod", "pods", true, true, true),
     k("", "v1", "Service", "services", true, true, true),
     k("", "v1", "Endpoints", "endpoints", true, true, true),
-    k("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", true, true, true),
+    k(
+        "discovery.k8s.io",
+        "v1",
+        "EndpointSlice",
+        "endpointslices",
+        true,
+        true,
+        true,
+    ),
     k("", "v1", "ConfigMap", "configmaps", true, true, true),
     k("", "v1", "Secret", "secrets", true, true, true),
     k("apps", "v1", "Deployment", "deployments", true, true, true),
     k("apps", "v1", "ReplicaSet", "replicasets", true, true, true),
-    k("coordination.k8s.io", "v1", "Lease", "leases", true, true, true),
+    k(
+        "coordination.k8s.io",
+        "v1",
+        "Lease",
+        "leases",
+        true,
+        true,
+        true,
+    ),
     k("", "v1", "Event", "events", true, false, true),
     k("", "v1", "Node", "nodes", false, false, false),
     k("", "v1", "Namespace", "namespaces", false, false, false),
@@ -56,18 +91,31 @@ pub const KINDS: &[KindInfo] = &[
 
 impl KindInfo {
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() { self.version.to_string() } else { format!("{}/{}", self.group, self.version) }
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
     }
     pub fn resource(&self) -> ApiResource {
-        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(self.group, self.version, self.kind), self.plural)
+        ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(self.group, self.version, self.kind),
+            self.plural,
+        )
     }
     pub fn api(&self, client: &Client, ns: &str) -> Api<DynamicObject> {
-        if self.namespaced { Api::namespaced_with(client.clone(), ns, &self.resource()) } else { Api::all_with(client.clone(), &self.resource()) }
+        if self.namespaced {
+            Api::namespaced_with(client.clone(), ns, &self.resource())
+        } else {
+            Api::all_with(client.clone(), &self.resource())
+        }
     }
 }
 
 fn kind_of(api_version: &str, kind: &str) -> Option<&'static KindInfo> {
-    KINDS.iter().find(|k| k.kind == kind && k.api_version() == api_version)
+    KINDS
+        .iter()
+        .find(|k| k.kind == kind && k.api_version() == api_version)
 }
 
 #[derive(Clone, Debug)]
@@ -111,7 +159,12 @@ enum OwnerState {
 
 impl GarbageCollector {
     pub fn new(client: Client) -> Arc<Self> {
-        Arc::new(GarbageCollector { client, graph: RwLock::new(Graph::default()), delete_queue: WorkQueue::new(), orphan_queue: WorkQueue::new() })
+        Arc::new(GarbageCollector {
+            client,
+            graph: RwLock::new(Graph::default()),
+            delete_queue: WorkQueue::new(),
+            orphan_queue: WorkQueue::new(),
+        })
     }
 
     /// One informer per watched kind, with handlers attached.
@@ -121,9 +174,14 @@ impl GarbageCollector {
             .enumerate()
             .filter(|(_, k)| k.gc_watch)
             .map(|(i, k)| {
-                let inf = Informer::new(Api::<DynamicObject>::all_with(self.client.clone(), &k.resource()), format!("gc-{}", k.plural));
+                let inf = Informer::new(
+                    Api::<DynamicObject>::all_with(self.client.clone(), &k.resource()),
+                    format!("gc-{}", k.plural),
+                );
                 let me = self.clone();
-                inf.add_handler(move |old, new| me.on_event(i, old.map(|a| a.as_ref()), new.map(|a| a.as_ref())));
+                inf.add_handler(move |old, new| {
+                    me.on_event(i, old.map(|a| a.as_ref()), new.map(|a| a.as_ref()))
+                });
                 inf
             })
             .collect()
@@ -133,7 +191,9 @@ impl GarbageCollector {
         let mut g = self.graph.write().unwrap_or_else(|e| e.into_inner());
         match new {
             Some(n) => {
-                let Some(uid) = n.metadata.uid.clone() else { return };
+                let Some(uid) = n.metadata.uid.clone() else {
+                    return;
+                };
                 let owners = n.metadata.owner_references.clone().unwrap_or_default();
                 let node = Node {
                     kind,
@@ -145,7 +205,8 @@ impl GarbageCollector {
                     finalizers: n.metadata.finalizers.clone().unwrap_or_default(),
                 };
                 let prev = g.nodes.insert(uid.clone(), node.clone());
-                let prev_owners: Vec<OwnerReference> = prev.as_ref().map(|p| p.owners.clone()).unwrap_or_default();
+                let prev_owners: Vec<OwnerReference> =
+                    prev.as_ref().map(|p| p.owners.clone()).unwrap_or_default();
                 for o in &prev_owners {
                     if let Some(s) = g.dependents.get_mut(&o.uid) {
                         s.remove(&uid);
@@ -155,7 +216,10 @@ impl GarbageCollector {
                     }
                 }
                 for o in &owners {
-                    g.dependents.entry(o.uid.clone()).or_default().insert(uid.clone());
+                    g.dependents
+                        .entry(o.uid.clone())
+                        .or_default()
+                        .insert(uid.clone());
                 }
                 let owners_changed = old.is_none() || prev.is_none() || prev_owners != owners;
                 if !owners.is_empty() && owners_changed {
@@ -172,14 +236,19 @@ impl GarbageCollector {
                 }
                 // A dependent that lost its blocking reference may unblock a foreground owner.
                 for o in prev_owners.iter().chain(owners.iter()) {
-                    if g.nodes.get(&o.uid).is_some_and(|on| on.deleting && on.has_finalizer(FOREGROUND)) {
+                    if g.nodes
+                        .get(&o.uid)
+                        .is_some_and(|on| on.deleting && on.has_finalizer(FOREGROUND))
+                    {
                         self.delete_queue.add(o.uid.clone());
                     }
                 }
             }
             None => {
                 let Some(o) = old else { return };
-                let Some(uid) = o.metadata.uid.clone() else { return };
+                let Some(uid) = o.metadata.uid.clone() else {
+                    return;
+                };
                 let removed = g.nodes.remove(&uid);
                 for d in g.dependents.get(&uid).into_iter().flatten() {
                     self.delete_queue.add(d.clone());
@@ -192,7 +261,10 @@ impl GarbageCollector {
                                 g.dependents.remove(&ow.uid);
                             }
                         }
-                        if g.nodes.get(&ow.uid).is_some_and(|on| on.deleting && on.has_finalizer(FOREGROUND)) {
+                        if g.nodes
+                            .get(&ow.uid)
+                            .is_some_and(|on| on.deleting && on.has_finalizer(FOREGROUND))
+                        {
                             self.delete_queue.add(ow.uid.clone());
                         }
                     }
@@ -202,29 +274,60 @@ impl GarbageCollector {
     }
 
     fn node(&self, uid: &str) -> Option<Node> {
-        self.graph.read().unwrap_or_else(|e| e.into_inner()).nodes.get(uid).cloned()
+        self.graph
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .nodes
+            .get(uid)
+            .cloned()
     }
 
     fn dependents(&self, uid: &str) -> Vec<(String, Node)> {
         let g = self.graph.read().unwrap_or_else(|e| e.into_inner());
-        g.dependents.get(uid).into_iter().flatten().filter_map(|d| g.nodes.get(d).map(|n| (d.clone(), n.clone()))).collect()
+        g.dependents
+            .get(uid)
+            .into_iter()
+            .flatten()
+            .filter_map(|d| g.nodes.get(d).map(|n| (d.clone(), n.clone())))
+            .collect()
     }
 
     fn api_for(&self, n: &Node) -> Api<DynamicObject> {
         KINDS[n.kind].api(&self.client, &n.ns)
     }
 
-    async fn owner_state(&self, dep: &Node, r: &OwnerReference) -> Result<OwnerState, crate::Error> {
+    async fn owner_state(
+        &self,
+        dep: &Node,
+        r: &OwnerReference,
+    ) -> Result<OwnerState, crate::Error> {
         if let Some(o) = self.node(&r.uid) {
-            return Ok(if o.deleting && o.has_finalizer(FOREGROUND) { OwnerState::Waiting } else { OwnerState::Solid });
+            return Ok(if o.deleting && o.has_finalizer(FOREGROUND) {
+                OwnerState::Waiting
+            } else {
+                OwnerState::Solid
+            });
         }
-        let Some(kind) = kind_of(&r.api_version, &r.kind) else { return Ok(OwnerState::Solid) };
+        let Some(kind) = kind_of(&r.api_version, &r.kind) else {
+            return Ok(OwnerState::Solid);
+        };
         match kind.api(&self.client, &dep.ns).get_opt(&r.name).await? {
             None => Ok(OwnerState::Dangling),
-            Some(o) if o.metadata.uid.as_deref() != Some(r.uid.as_str()) => Ok(OwnerState::Dangling),
+            Some(o) if o.metadata.uid.as_deref() != Some(r.uid.as_str()) => {
+                Ok(OwnerState::Dangling)
+            }
             Some(o) => {
-                let fg = o.metadata.finalizers.iter().flatten().any(|f| f == FOREGROUND);
-                Ok(if o.metadata.deletion_timestamp.is_some() && fg { OwnerState::Waiting } else { OwnerState::Solid })
+                let fg = o
+                    .metadata
+                    .finalizers
+                    .iter()
+                    .flatten()
+                    .any(|f| f == FOREGROUND);
+                Ok(if o.metadata.deletion_timestamp.is_some() && fg {
+                    OwnerState::Waiting
+                } else {
+                    OwnerState::Solid
+                })
             }
         }
     }
@@ -232,17 +335,33 @@ impl GarbageCollector {
     async fn patch_meta(&self, n: &Node, meta: serde_json::Value) -> Result<(), crate::Error> {
         let mut m = meta;
         m["resourceVersion"] = serde_json::json!(n.rv);
-        match self.api_for(n).patch(&n.name, &PatchParams::default(), &Patch::Merge(&serde_json::json!({"metadata": m}))).await {
+        match self
+            .api_for(n)
+            .patch(
+                &n.name,
+                &PatchParams::default(),
+                &Patch::Merge(&serde_json::json!({"metadata": m})),
+            )
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if crate::util::is_not_found(&e) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
 
-    async fn delete(&self, uid: &str, n: &Node, policy: PropagationPolicy) -> Result<(), crate::Error> {
+    async fn delete(
+        &self,
+        uid: &str,
+        n: &Node,
+        policy: PropagationPolicy,
+    ) -> Result<(), crate::Error> {
         let dp = DeleteParams {
             propagation_policy: Some(policy),
-            preconditions: Some(Preconditions { uid: Some(uid.to_string()), resource_version: None }),
+            preconditions: Some(Preconditions {
+                uid: Some(uid.to_string()),
+                resource_version: None,
+            }),
             ..Default::default()
         };
         match self.api_for(n).delete(&n.name, &dp).await {
@@ -256,7 +375,9 @@ impl GarbageCollector {
     }
 
     pub async fn attempt_to_delete(self: Arc<Self>, uid: String) -> Result<(), crate::Error> {
-        let Some(n) = self.node(&uid) else { return Ok(()) };
+        let Some(n) = self.node(&uid) else {
+            return Ok(());
+        };
         if n.deleting {
             if !n.has_finalizer(FOREGROUND) {
                 return Ok(());
@@ -264,11 +385,17 @@ impl GarbageCollector {
             let deps = self.dependents(&uid);
             let blocking: Vec<&(String, Node)> = deps
                 .iter()
-                .filter(|(_, d)| d.owners.iter().any(|o| o.uid == uid && o.block_owner_deletion == Some(true)))
+                .filter(|(_, d)| {
+                    d.owners
+                        .iter()
+                        .any(|o| o.uid == uid && o.block_owner_deletion == Some(true))
+                })
                 .collect();
             if blocking.is_empty() {
                 let rest: Vec<&String> = n.finalizers.iter().filter(|f| *f != FOREGROUND).collect();
-                return self.patch_meta(&n, serde_json::json!({"finalizers": rest})).await;
+                return self
+                    .patch_meta(&n, serde_json::json!({"finalizers": rest}))
+                    .await;
             }
             for (d, dn) in &deps {
                 if !dn.deleting {
@@ -294,9 +421,19 @@ impl GarbageCollector {
             if dangling.is_empty() && waiting.is_empty() {
                 return Ok(());
             }
-            let gone: HashSet<&str> = dangling.iter().chain(waiting.iter()).map(|r| r.uid.as_str()).collect();
-            let keep: Vec<&OwnerReference> = n.owners.iter().filter(|r| !gone.contains(r.uid.as_str())).collect();
-            return self.patch_meta(&n, serde_json::json!({"ownerReferences": keep})).await;
+            let gone: HashSet<&str> = dangling
+                .iter()
+                .chain(waiting.iter())
+                .map(|r| r.uid.as_str())
+                .collect();
+            let keep: Vec<&OwnerReference> = n
+                .owners
+                .iter()
+                .filter(|r| !gone.contains(r.uid.as_str()))
+                .collect();
+            return self
+                .patch_meta(&n, serde_json::json!({"ownerReferences": keep}))
+                .await;
         }
         if !waiting.is_empty() && !self.dependents(&uid).is_empty() {
             // Unblock the waiting owners, then delete in the foreground so our own dependents go first.
@@ -313,7 +450,8 @@ impl GarbageCollector {
                 })
                 .collect();
             if refs != n.owners {
-                self.patch_meta(&n, serde_json::json!({"ownerReferences": refs})).await?;
+                self.patch_meta(&n, serde_json::json!({"ownerReferences": refs}))
+                    .await?;
             }
             return self.delete(&uid, &n, PropagationPolicy::Foreground).await;
         }
@@ -328,16 +466,20 @@ impl GarbageCollector {
     }
 
     pub async fn attempt_to_orphan(self: Arc<Self>, uid: String) -> Result<(), crate::Error> {
-        let Some(n) = self.node(&uid) else { return Ok(()) };
+        let Some(n) = self.node(&uid) else {
+            return Ok(());
+        };
         if !(n.deleting && n.has_finalizer(ORPHAN)) {
             return Ok(());
         }
         for (_, d) in self.dependents(&uid) {
             let keep: Vec<&OwnerReference> = d.owners.iter().filter(|r| r.uid != uid).collect();
-            self.patch_meta(&d, serde_json::json!({"ownerReferences": keep})).await?;
+            self.patch_meta(&d, serde_json::json!({"ownerReferences": keep}))
+                .await?;
         }
         let rest: Vec<&String> = n.finalizers.iter().filter(|f| *f != ORPHAN).collect();
-        self.patch_meta(&n, serde_json::json!({"finalizers": rest})).await
+        self.patch_meta(&n, serde_json::json!({"finalizers": rest}))
+            .await
     }
 }
 
@@ -349,7 +491,11 @@ pub struct NamespaceController {
 
 impl NamespaceController {
     pub fn new(client: Client, namespaces: Arc<Cache<Namespace>>) -> Arc<Self> {
-        Arc::new(NamespaceController { client, namespaces, queue: WorkQueue::new() })
+        Arc::new(NamespaceController {
+            client,
+            namespaces,
+            queue: WorkQueue::new(),
+        })
     }
 
     pub fn attach(self: &Arc<Self>, ns: &Informer<Namespace>) {
@@ -364,7 +510,9 @@ impl NamespaceController {
     }
 
     pub async fn sync(self: Arc<Self>, name: String) -> Result<(), crate::Error> {
-        let Some(ns) = self.namespaces.get("", &name) else { return Ok(()) };
+        let Some(ns) = self.namespaces.get("", &name) else {
+            return Ok(());
+        };
         if ns.metadata.deletion_timestamp.is_none() {
             return Ok(());
         }
@@ -381,8 +529,14 @@ impl NamespaceController {
                 if item.metadata.deletion_timestamp.is_some() {
                     continue;
                 }
-                let dp = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
-                match api.delete(item.metadata.name.as_deref().unwrap_or_default(), &dp).await {
+                let dp = DeleteParams {
+                    propagation_policy: Some(PropagationPolicy::Background),
+                    ..Default::default()
+                };
+                match api
+                    .delete(item.metadata.name.as_deref().unwrap_or_default(), &dp)
+                    .await
+                {
                     Ok(_) => {}
                     Err(e) if crate::util::is_not_found(&e) => {}
                     Err(e) => return Err(e.into()),
@@ -393,7 +547,11 @@ impl NamespaceController {
             self.queue.add_after(name, Duration::from_millis(500));
             return Ok(());
         }
-        let has_finalizer = ns.spec.as_ref().and_then(|s| s.finalizers.as_ref()).is_some_and(|f| f.iter().any(|f| f == "kubernetes"));
+        let has_finalizer = ns
+            .spec
+            .as_ref()
+            .and_then(|s| s.finalizers.as_ref())
+            .is_some_and(|f| f.iter().any(|f| f == "kubernetes"));
         if !has_finalizer {
             return Ok(());
         }
@@ -402,7 +560,10 @@ impl NamespaceController {
             f.retain(|f| f != "kubernetes");
         }
         let api: Api<Namespace> = Api::all(self.client.clone());
-        match api.replace_subresource("finalize", &name, &PostParams::default(), &u).await {
+        match api
+            .replace_subresource("finalize", &name, &PostParams::default(), &u)
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if crate::util::is_not_found(&e) => Ok(()),
             Err(e) => Err(e.into()),

@@ -52,14 +52,21 @@ fn lease_expired(spec: &LeaseSpec, now: jiff::Timestamp) -> bool {
 }
 
 /// One try to acquire or renew (tryAcquireOrRenew).
-pub async fn try_acquire_or_renew(client: &Client, cfg: &LeaderConfig) -> Result<Attempt, kube::Error> {
+pub async fn try_acquire_or_renew(
+    client: &Client,
+    cfg: &LeaderConfig,
+) -> Result<Attempt, kube::Error> {
     let api: Api<Lease> = Api::namespaced(client.clone(), &cfg.namespace);
     let now = jiff::Timestamp::now();
     let micro = MicroTime(now);
     match api.get_opt(&cfg.name).await? {
         None => {
             let lease = Lease {
-                metadata: ObjectMeta { name: Some(cfg.name.clone()), namespace: Some(cfg.namespace.clone()), ..Default::default() },
+                metadata: ObjectMeta {
+                    name: Some(cfg.name.clone()),
+                    namespace: Some(cfg.namespace.clone()),
+                    ..Default::default()
+                },
                 spec: Some(LeaseSpec {
                     holder_identity: Some(cfg.identity.clone()),
                     lease_duration_seconds: Some(cfg.lease_duration.as_secs() as i32),
@@ -88,7 +95,8 @@ pub async fn try_acquire_or_renew(client: &Client, cfg: &LeaderConfig) -> Result
             new.renew_time = Some(micro);
             new.lease_duration_seconds = Some(cfg.lease_duration.as_secs() as i32);
             lease.spec = Some(new);
-            api.replace(&cfg.name, &PostParams::default(), &lease).await?;
+            api.replace(&cfg.name, &PostParams::default(), &lease)
+                .await?;
             Ok(Attempt::Held)
         }
     }
@@ -145,7 +153,11 @@ mod tests {
     #[test]
     fn expiry() {
         let now = jiff::Timestamp::from_second(1000).unwrap();
-        let spec = |renew: i64| LeaseSpec { lease_duration_seconds: Some(15), renew_time: Some(MicroTime(jiff::Timestamp::from_second(renew).unwrap())), ..Default::default() };
+        let spec = |renew: i64| LeaseSpec {
+            lease_duration_seconds: Some(15),
+            renew_time: Some(MicroTime(jiff::Timestamp::from_second(renew).unwrap())),
+            ..Default::default()
+        };
         assert!(!lease_expired(&spec(990), now));
         assert!(lease_expired(&spec(984), now));
         assert!(lease_expired(&LeaseSpec::default(), now));

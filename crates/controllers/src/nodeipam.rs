@@ -25,12 +25,23 @@ pub fn node_mask(cidr: &IpNet) -> u8 {
 /// First subnet of `cidr` with prefix `mask` not in `used`.
 pub fn next_free(cidr: &IpNet, mask: u8, used: &[IpNet]) -> Option<IpNet> {
     let mask = mask.max(cidr.prefix_len());
-    cidr.subnets(mask).ok()?.find(|s| !used.iter().any(|u| u.contains(&s.network()) || s.contains(&u.network())))
+    cidr.subnets(mask).ok()?.find(|s| {
+        !used
+            .iter()
+            .any(|u| u.contains(&s.network()) || s.contains(&u.network()))
+    })
 }
 
 fn node_cidrs(n: &Node) -> Vec<IpNet> {
-    let Some(spec) = n.spec.as_ref() else { return vec![] };
-    let mut v: Vec<IpNet> = spec.pod_cidrs.iter().flatten().filter_map(|c| c.parse().ok()).collect();
+    let Some(spec) = n.spec.as_ref() else {
+        return vec![];
+    };
+    let mut v: Vec<IpNet> = spec
+        .pod_cidrs
+        .iter()
+        .flatten()
+        .filter_map(|c| c.parse().ok())
+        .collect();
     if let Some(c) = spec.pod_cidr.as_ref().and_then(|c| c.parse().ok()) {
         if !v.contains(&c) {
             v.push(c);
@@ -52,7 +63,15 @@ pub struct NodeIpam {
 impl NodeIpam {
     pub fn new(client: Client, nodes: Arc<Cache<Node>>, cidr: IpNet) -> Arc<Self> {
         let recorder = Recorder::new(client.clone(), "cidrAllocator");
-        Arc::new(NodeIpam { client, nodes, mask: node_mask(&cidr), cidr, queue: WorkQueue::new(), in_flight: Mutex::new(HashMap::new()), recorder })
+        Arc::new(NodeIpam {
+            client,
+            nodes,
+            mask: node_mask(&cidr),
+            cidr,
+            queue: WorkQueue::new(),
+            in_flight: Mutex::new(HashMap::new()),
+            recorder,
+        })
     }
 
     pub fn attach(self: &Arc<Self>, nodes: &Informer<Node>) {
@@ -62,14 +81,19 @@ impl NodeIpam {
                 if node_cidrs(n).is_empty() {
                     me.queue.add(n.metadata.name.clone().unwrap_or_default());
                 } else {
-                    me.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(n.metadata.name.as_deref().unwrap_or_default());
+                    me.in_flight
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(n.metadata.name.as_deref().unwrap_or_default());
                 }
             }
         });
     }
 
     pub async fn sync(self: Arc<Self>, name: String) -> Result<(), crate::Error> {
-        let Some(node) = self.nodes.get("", &name) else { return Ok(()) };
+        let Some(node) = self.nodes.get("", &name) else {
+            return Ok(());
+        };
         if !node_cidrs(&node).is_empty() {
             return Ok(());
         }
@@ -78,7 +102,12 @@ impl NodeIpam {
             match inflight.get(&name) {
                 Some(c) => Some(*c),
                 None => {
-                    let mut used: Vec<IpNet> = self.nodes.list().iter().flat_map(|n| node_cidrs(n)).collect();
+                    let mut used: Vec<IpNet> = self
+                        .nodes
+                        .list()
+                        .iter()
+                        .flat_map(|n| node_cidrs(n))
+                        .collect();
                     used.extend(inflight.values().copied());
                     let c = next_free(&self.cidr, self.mask, &used);
                     if let Some(c) = c {
@@ -89,19 +118,36 @@ impl NodeIpam {
             }
         };
         let Some(cidr) = cidr else {
-            self.recorder.normal(util::object_ref(node.as_ref()), "CIDRNotAvailable", format!("Node {name} status is now: CIDRNotAvailable"));
-            return Err(crate::Error::Invalid(format!("no free /{} left in {}", self.mask, self.cidr)));
+            self.recorder.normal(
+                util::object_ref(node.as_ref()),
+                "CIDRNotAvailable",
+                format!("Node {name} status is now: CIDRNotAvailable"),
+            );
+            return Err(crate::Error::Invalid(format!(
+                "no free /{} left in {}",
+                self.mask, self.cidr
+            )));
         };
         let api: Api<Node> = Api::all(self.client.clone());
         let patch = serde_json::json!({"spec": {"podCIDR": cidr.to_string(), "podCIDRs": [cidr.to_string()]}});
-        match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             Ok(_) => {
                 tracing::info!(node = %name, cidr = %cidr, "assigned pod CIDR");
                 Ok(())
             }
             Err(e) => {
-                self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
-                if util::is_not_found(&e) { Ok(()) } else { Err(e.into()) }
+                self.in_flight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&name);
+                if util::is_not_found(&e) {
+                    Ok(())
+                } else {
+                    Err(e.into())
+                }
             }
         }
     }
@@ -121,11 +167,20 @@ mod tests {
             used.push(c);
         }
         used.remove(1);
-        assert_eq!(next_free(&cidr, 24, &used).unwrap().to_string(), "10.244.1.0/24");
+        assert_eq!(
+            next_free(&cidr, 24, &used).unwrap().to_string(),
+            "10.244.1.0/24"
+        );
         let small: IpNet = "10.0.0.0/23".parse().unwrap();
-        let used: Vec<IpNet> = vec!["10.0.0.0/24".parse().unwrap(), "10.0.1.0/24".parse().unwrap()];
+        let used: Vec<IpNet> = vec![
+            "10.0.0.0/24".parse().unwrap(),
+            "10.0.1.0/24".parse().unwrap(),
+        ];
         assert_eq!(next_free(&small, 24, &used), None);
         let v6: IpNet = "fd00:10:244::/56".parse().unwrap();
-        assert_eq!(next_free(&v6, 64, &[]).unwrap().to_string(), "fd00:10:244::/64");
+        assert_eq!(
+            next_free(&v6, 64, &[]).unwrap().to_string(),
+            "fd00:10:244::/64"
+        );
     }
 }

@@ -68,7 +68,8 @@ impl WorkQueue {
             *n += 1;
             *n
         };
-        let delay = Duration::from_millis(5u64.saturating_mul(1u64 << n.min(14))).min(Duration::from_secs(60));
+        let delay = Duration::from_millis(5u64.saturating_mul(1u64 << n.min(14)))
+            .min(Duration::from_secs(60));
         self.add_after(key.to_string(), delay);
     }
 
@@ -116,8 +117,13 @@ impl WorkQueue {
 }
 
 /// Spawns `n` workers running `f(key)` for each queued key; errors are logged and retried with backoff.
-pub fn spawn_workers<F, Fut>(set: &mut JoinSet<()>, queue: Arc<WorkQueue>, n: usize, name: &'static str, f: F)
-where
+pub fn spawn_workers<F, Fut>(
+    set: &mut JoinSet<()>,
+    queue: Arc<WorkQueue>,
+    n: usize,
+    name: &'static str,
+    f: F,
+) where
     F: Fn(String) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<(), crate::Error>> + Send + 'static,
 {
@@ -130,7 +136,12 @@ where
                 match f(key.clone()).await {
                     Ok(()) => q.forget(&key),
                     Err(e) => {
-                        tracing::warn!(controller = name, key = %key, error = %e, "sync failed, retrying");
+                        // Conflicts come from a cache that is behind our own writes: normal, retried.
+                        if matches!(&e, crate::Error::Kube(k) if crate::util::is_conflict(k)) {
+                            tracing::debug!(controller = name, key = %key, error = %e, "conflict, retrying");
+                        } else {
+                            tracing::warn!(controller = name, key = %key, error = %e, "sync failed, retrying");
+                        }
                         q.add_rate_limited(&key);
                     }
                 }

@@ -46,12 +46,25 @@ impl Expectations {
         }
     }
     pub fn expect_creations(&self, key: &str, n: i64) {
-        self.lock().insert(key.into(), Exp { add: n, del: 0, del_names: HashSet::new(), at: Instant::now() });
+        self.lock().insert(
+            key.into(),
+            Exp {
+                add: n,
+                del: 0,
+                del_names: HashSet::new(),
+                at: Instant::now(),
+            },
+        );
     }
     pub fn expect_deletions(&self, key: &str, names: &[String]) {
         self.lock().insert(
             key.into(),
-            Exp { add: 0, del: names.len() as i64, del_names: names.iter().cloned().collect(), at: Instant::now() },
+            Exp {
+                add: 0,
+                del: names.len() as i64,
+                del_names: names.iter().cloned().collect(),
+                at: Instant::now(),
+            },
         );
     }
     pub fn creation_observed(&self, key: &str) {
@@ -81,7 +94,11 @@ fn phase_ordinal(p: &Pod) -> u8 {
 }
 
 fn max_restarts(p: &Pod) -> i32 {
-    p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).map(|c| c.iter().map(|c| c.restart_count).max().unwrap_or(0)).unwrap_or(0)
+    p.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .map(|c| c.iter().map(|c| c.restart_count).max().unwrap_or(0))
+        .unwrap_or(0)
 }
 
 fn deletion_cost(p: &Pod) -> i32 {
@@ -96,12 +113,22 @@ fn deletion_cost(p: &Pod) -> i32 {
 /// logarithmicRankDiff: compare ages in powers of two (of nanoseconds) so pods of similar age tie.
 fn log_rank(t: jiff::Timestamp, now: jiff::Timestamp) -> i64 {
     let d = now.as_nanosecond() - t.as_nanosecond();
-    if d > 0 { (d as f64).log2() as i64 } else { -1 }
+    if d > 0 {
+        (d as f64).log2() as i64
+    } else {
+        -1
+    }
 }
 
 /// Compare two timestamps so the more recent (or missing) one sorts first, with the logarithmic
 /// buckets of LogarithmicScaleDown; ties broken by UID.
-fn newer_first(a: Option<jiff::Timestamp>, b: Option<jiff::Timestamp>, ua: &str, ub: &str, now: jiff::Timestamp) -> Option<std::cmp::Ordering> {
+fn newer_first(
+    a: Option<jiff::Timestamp>,
+    b: Option<jiff::Timestamp>,
+    ua: &str,
+    ub: &str,
+    now: jiff::Timestamp,
+) -> Option<std::cmp::Ordering> {
     use std::cmp::Ordering::*;
     if a == b {
         return None;
@@ -111,24 +138,42 @@ fn newer_first(a: Option<jiff::Timestamp>, b: Option<jiff::Timestamp>, ua: &str,
         (_, None) => Some(Greater),
         (Some(x), Some(y)) => {
             let d = log_rank(x, now) - log_rank(y, now);
-            if d == 0 { Some(ua.cmp(ub)) } else { Some(d.cmp(&0)) }
+            if d == 0 {
+                Some(ua.cmp(ub))
+            } else {
+                Some(d.cmp(&0))
+            }
         }
     }
 }
 
 /// Upstream's ActivePodsWithRanks ordering: the first pods are the first to delete. `rank` counts
 /// related pods on the same node (doubled-up pods go first).
-pub fn rank_pods_for_deletion(pods: &[Arc<Pod>], related: &[Arc<Pod>], now: jiff::Timestamp) -> Vec<Arc<Pod>> {
+pub fn rank_pods_for_deletion(
+    pods: &[Arc<Pod>],
+    related: &[Arc<Pod>],
+    now: jiff::Timestamp,
+) -> Vec<Arc<Pod>> {
     use std::cmp::Ordering::*;
     let mut per_node: HashMap<&str, i32> = HashMap::new();
     for p in related {
-        if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()).filter(|n| !n.is_empty()) {
+        if let Some(n) = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .filter(|n| !n.is_empty())
+        {
             if util::is_pod_active(p) {
                 *per_node.entry(n).or_default() += 1;
             }
         }
     }
-    let node = |p: &Pod| p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+    let node = |p: &Pod| {
+        p.spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default()
+    };
     let rank = |p: &Pod| per_node.get(node(p).as_str()).copied().unwrap_or(0);
     let mut v: Vec<Arc<Pod>> = pods.to_vec();
     v.sort_by(|a, b| {
@@ -155,7 +200,13 @@ pub fn rank_pods_for_deletion(pods: &[Arc<Pod>], related: &[Arc<Pod>], now: jiff
         let ua = a.metadata.uid.as_deref().unwrap_or("");
         let ub = b.metadata.uid.as_deref().unwrap_or("");
         if ra && rb {
-            if let Some(o) = newer_first(util::pod_ready_time(a), util::pod_ready_time(b), ua, ub, now) {
+            if let Some(o) = newer_first(
+                util::pod_ready_time(a),
+                util::pod_ready_time(b),
+                ua,
+                ub,
+                now,
+            ) {
                 return o;
             }
         }
@@ -170,9 +221,17 @@ pub fn rank_pods_for_deletion(pods: &[Arc<Pod>], related: &[Arc<Pod>], now: jiff
 }
 
 /// Status computed from the pods a ReplicaSet owns.
-pub fn calculate_status(rs: &ReplicaSet, pods: &[Arc<Pod>], now: jiff::Timestamp) -> ReplicaSetStatus {
+pub fn calculate_status(
+    rs: &ReplicaSet,
+    pods: &[Arc<Pod>],
+    now: jiff::Timestamp,
+) -> ReplicaSetStatus {
     let spec = Some(&rs.spec);
-    let template_labels = spec.and_then(|s| s.template.as_ref()).and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default();
+    let template_labels = spec
+        .and_then(|s| s.template.as_ref())
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
     let min_ready = spec.and_then(|s| s.min_ready_seconds).unwrap_or(0);
     let mut st = ReplicaSetStatus {
         replicas: pods.len() as i32,
@@ -185,7 +244,10 @@ pub fn calculate_status(rs: &ReplicaSet, pods: &[Arc<Pod>], now: jiff::Timestamp
     let mut avail = 0;
     for p in pods {
         let labels = p.metadata.labels.clone().unwrap_or_default();
-        if template_labels.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+        if template_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+        {
             fully += 1;
         }
         if util::is_pod_ready(p) {
@@ -202,7 +264,9 @@ pub fn calculate_status(rs: &ReplicaSet, pods: &[Arc<Pod>], now: jiff::Timestamp
 }
 
 pub fn pod_from_template(rs: &ReplicaSet) -> Pod {
-    let tpl = Some(&rs.spec).and_then(|s| s.template.clone()).unwrap_or_default();
+    let tpl = Some(&rs.spec)
+        .and_then(|s| s.template.clone())
+        .unwrap_or_default();
     let tm = tpl.metadata.unwrap_or_default();
     Pod {
         metadata: ObjectMeta {
@@ -219,7 +283,51 @@ pub fn pod_from_template(rs: &ReplicaSet) -> Pod {
     }
 }
 
+/// Pods by controller uid, and pods without a controller by namespace, so a sync only looks at the
+/// pods it owns or could adopt.
+#[derive(Default)]
+struct PodIndex {
+    by_owner: HashMap<String, HashSet<String>>,
+    orphans: HashMap<String, HashSet<String>>,
+}
+
+impl PodIndex {
+    fn slot(p: &Pod) -> (bool, String) {
+        match util::controller_ref(&p.metadata) {
+            Some(r) => (true, r.uid.clone()),
+            None => (false, p.metadata.namespace.clone().unwrap_or_default()),
+        }
+    }
+    fn update(&mut self, old: Option<&Pod>, new: Option<&Pod>) {
+        let name = |p: &Pod| p.metadata.name.clone().unwrap_or_default();
+        if let Some(o) = old {
+            let (owned, k) = Self::slot(o);
+            let m = if owned {
+                &mut self.by_owner
+            } else {
+                &mut self.orphans
+            };
+            if let Some(s) = m.get_mut(&k) {
+                s.remove(&name(o));
+                if s.is_empty() {
+                    m.remove(&k);
+                }
+            }
+        }
+        if let Some(n) = new {
+            let (owned, k) = Self::slot(n);
+            let m = if owned {
+                &mut self.by_owner
+            } else {
+                &mut self.orphans
+            };
+            m.entry(k).or_default().insert(name(n));
+        }
+    }
+}
+
 pub struct ReplicaSetController {
+    index: std::sync::RwLock<PodIndex>,
     client: Client,
     rs: Arc<Cache<ReplicaSet>>,
     pods: Arc<Cache<Pod>>,
@@ -230,7 +338,9 @@ pub struct ReplicaSetController {
 
 fn rs_selector_matches(rs: &ReplicaSet, pod: &Pod) -> bool {
     match Some(&rs.spec).map(|s| &s.selector) {
-        Some(sel) if !util::label_selector_is_empty(sel) => util::label_selector_matches(sel, pod.metadata.labels.as_ref()),
+        Some(sel) if !util::label_selector_is_empty(sel) => {
+            util::label_selector_matches(sel, pod.metadata.labels.as_ref())
+        }
         _ => false,
     }
 }
@@ -238,7 +348,15 @@ fn rs_selector_matches(rs: &ReplicaSet, pod: &Pod) -> bool {
 impl ReplicaSetController {
     pub fn new(client: Client, rs: Arc<Cache<ReplicaSet>>, pods: Arc<Cache<Pod>>) -> Arc<Self> {
         let recorder = Recorder::new(client.clone(), "replicaset-controller");
-        Arc::new(ReplicaSetController { client, rs, pods, queue: WorkQueue::new(), exp: Expectations::default(), recorder })
+        Arc::new(ReplicaSetController {
+            index: Default::default(),
+            client,
+            rs,
+            pods,
+            queue: WorkQueue::new(),
+            exp: Expectations::default(),
+            recorder,
+        })
     }
 
     fn rs_key_for_ref(&self, pod: &Pod) -> Option<String> {
@@ -255,7 +373,8 @@ impl ReplicaSetController {
         let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
         for rs in self.rs.list_ns(ns) {
             if rs_selector_matches(&rs, pod) {
-                self.queue.add(key(ns, rs.metadata.name.as_deref().unwrap_or_default()));
+                self.queue
+                    .add(key(ns, rs.metadata.name.as_deref().unwrap_or_default()));
             }
         }
     }
@@ -264,7 +383,10 @@ impl ReplicaSetController {
         let me = self.clone();
         rs.add_handler(move |old, new| {
             if let Some(o) = new.or(old) {
-                let k = key(o.metadata.namespace.as_deref().unwrap_or_default(), o.metadata.name.as_deref().unwrap_or_default());
+                let k = key(
+                    o.metadata.namespace.as_deref().unwrap_or_default(),
+                    o.metadata.name.as_deref().unwrap_or_default(),
+                );
                 if new.is_none() {
                     me.exp.delete(&k);
                 }
@@ -272,11 +394,20 @@ impl ReplicaSetController {
             }
         });
         let me = self.clone();
-        pods.add_handler(move |old, new| me.on_pod(old.map(|a| a.as_ref()), new.map(|a| a.as_ref())));
+        pods.add_handler(move |old, new| {
+            me.on_pod(old.map(|a| a.as_ref()), new.map(|a| a.as_ref()))
+        });
     }
 
     fn on_pod(&self, old: Option<&Pod>, new: Option<&Pod>) {
-        let name = new.or(old).and_then(|p| p.metadata.name.clone()).unwrap_or_default();
+        self.index
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .update(old, new);
+        let name = new
+            .or(old)
+            .and_then(|p| p.metadata.name.clone())
+            .unwrap_or_default();
         match (old, new) {
             (None, Some(p)) => match self.rs_key_for_ref(p) {
                 Some(k) => {
@@ -287,13 +418,17 @@ impl ReplicaSetController {
                     }
                     self.queue.add(k);
                 }
-                None if util::controller_ref(&p.metadata).is_none() => self.enqueue_matching_orphan(p),
+                None if util::controller_ref(&p.metadata).is_none() => {
+                    self.enqueue_matching_orphan(p)
+                }
                 None => {}
             },
             (Some(o), Some(n)) => {
                 let ok = self.rs_key_for_ref(o);
                 let nk = self.rs_key_for_ref(n);
-                if n.metadata.deletion_timestamp.is_some() && o.metadata.deletion_timestamp.is_none() {
+                if n.metadata.deletion_timestamp.is_some()
+                    && o.metadata.deletion_timestamp.is_none()
+                {
                     if let Some(k) = &nk {
                         self.exp.deletion_observed(k, &name);
                     }
@@ -306,15 +441,23 @@ impl ReplicaSetController {
                         // A pod that just became ready becomes available after minReadySeconds.
                         if !util::is_pod_ready(o) && util::is_pod_ready(n) {
                             let (ns, rsn) = split_key(&k);
-                            let mrs = self.rs.get(ns, rsn).and_then(|r| Some(&r.spec).and_then(|s| s.min_ready_seconds)).unwrap_or(0);
+                            let mrs = self
+                                .rs
+                                .get(ns, rsn)
+                                .and_then(|r| Some(&r.spec).and_then(|s| s.min_ready_seconds))
+                                .unwrap_or(0);
                             if mrs > 0 {
-                                self.queue.add_after(k.clone(), Duration::from_secs(mrs as u64 + 1));
+                                self.queue
+                                    .add_after(k.clone(), Duration::from_secs(mrs as u64 + 1));
                             }
                         }
                         self.queue.add(k);
                     }
                     None => {
-                        if util::controller_ref(&n.metadata).is_none() && (o.metadata.labels != n.metadata.labels || util::controller_ref(&o.metadata).is_some()) {
+                        if util::controller_ref(&n.metadata).is_none()
+                            && (o.metadata.labels != n.metadata.labels
+                                || util::controller_ref(&o.metadata).is_some())
+                        {
                             self.enqueue_matching_orphan(n);
                         }
                     }
@@ -338,7 +481,17 @@ impl ReplicaSetController {
         };
         let uid = rs.metadata.uid.clone().unwrap_or_default();
         let pod_api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-        let all = self.pods.list_ns(ns);
+        // Owned pods and orphans (adoption candidates) only.
+        let all: Vec<Arc<Pod>> = {
+            let idx = self.index.read().unwrap_or_else(|e| e.into_inner());
+            idx.by_owner
+                .get(&uid)
+                .into_iter()
+                .flatten()
+                .chain(idx.orphans.get(ns).into_iter().flatten())
+                .filter_map(|n| self.pods.get(ns, n))
+                .collect()
+        };
         let satisfied = self.exp.satisfied(&k);
         let mut owned: Vec<Arc<Pod>> = Vec::new();
         for p in all.iter().filter(|p| util::is_pod_active(p)) {
@@ -348,9 +501,23 @@ impl ReplicaSetController {
                         owned.push(p.clone());
                     } else {
                         // Release: drop our ownerReference.
-                        let refs: Vec<_> = p.metadata.owner_references.iter().flatten().filter(|o| o.uid != uid).cloned().collect();
+                        let refs: Vec<_> = p
+                            .metadata
+                            .owner_references
+                            .iter()
+                            .flatten()
+                            .filter(|o| o.uid != uid)
+                            .cloned()
+                            .collect();
                         let patch = serde_json::json!({"metadata": {"ownerReferences": refs, "resourceVersion": p.metadata.resource_version}});
-                        match pod_api.patch(p.metadata.name.as_deref().unwrap_or_default(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+                        match pod_api
+                            .patch(
+                                p.metadata.name.as_deref().unwrap_or_default(),
+                                &PatchParams::default(),
+                                &Patch::Merge(&patch),
+                            )
+                            .await
+                        {
                             Ok(_) => {}
                             Err(e) if util::is_not_found(&e) => {}
                             Err(e) => return Err(e.into()),
@@ -361,7 +528,14 @@ impl ReplicaSetController {
                     let mut refs: Vec<_> = p.metadata.owner_references.clone().unwrap_or_default();
                     refs.push(util::controller_owner_ref(rs.as_ref()));
                     let patch = serde_json::json!({"metadata": {"ownerReferences": refs, "resourceVersion": p.metadata.resource_version}});
-                    match pod_api.patch(p.metadata.name.as_deref().unwrap_or_default(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+                    match pod_api
+                        .patch(
+                            p.metadata.name.as_deref().unwrap_or_default(),
+                            &PatchParams::default(),
+                            &Patch::Merge(&patch),
+                        )
+                        .await
+                    {
                         Ok(adopted) => owned.push(Arc::new(adopted)),
                         Err(e) if util::is_not_found(&e) => {}
                         Err(e) => return Err(e.into()),
@@ -372,7 +546,7 @@ impl ReplicaSetController {
         }
         let mut manage_err = None;
         if satisfied && rs.metadata.deletion_timestamp.is_none() {
-            if let Err(e) = self.manage_replicas(&k, &rs, &owned, &all).await {
+            if let Err(e) = self.manage_replicas(&k, &rs, &owned).await {
                 manage_err = Some(e);
             }
         }
@@ -382,15 +556,21 @@ impl ReplicaSetController {
             let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), ns);
             let mut updated = (*rs).clone();
             updated.status = Some(status.clone());
-            match api.replace_status(name, &PostParams::default(), &updated).await {
+            match api
+                .replace_status(name, &PostParams::default(), &updated)
+                .await
+            {
                 Ok(_) => {}
                 Err(e) if util::is_not_found(&e) => {}
                 Err(e) => return Err(e.into()),
             }
         }
-        let min_ready = Some(&rs.spec).and_then(|s| s.min_ready_seconds).unwrap_or(0);
+        let min_ready = Some(&rs.spec)
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0);
         if min_ready > 0 && status.ready_replicas != status.available_replicas {
-            self.queue.add_after(k.clone(), Duration::from_secs(min_ready as u64));
+            self.queue
+                .add_after(k.clone(), Duration::from_secs(min_ready as u64));
         }
         match manage_err {
             Some(e) => Err(e),
@@ -398,7 +578,12 @@ impl ReplicaSetController {
         }
     }
 
-    async fn manage_replicas(&self, k: &str, rs: &Arc<ReplicaSet>, owned: &[Arc<Pod>], all: &[Arc<Pod>]) -> Result<(), crate::Error> {
+    async fn manage_replicas(
+        &self,
+        k: &str,
+        rs: &Arc<ReplicaSet>,
+        owned: &[Arc<Pod>],
+    ) -> Result<(), crate::Error> {
         let (ns, _) = split_key(k);
         let want = Some(&rs.spec).and_then(|s| s.replicas).unwrap_or(1);
         let diff = owned.len() as i32 - want;
@@ -414,15 +599,24 @@ impl ReplicaSetController {
             let pp = PostParams::default();
             while remaining > 0 {
                 let n = batch.min(remaining);
-                let results = futures::future::join_all((0..n).map(|_| pod_api.create(&pp, &template))).await;
+                let results =
+                    futures::future::join_all((0..n).map(|_| pod_api.create(&pp, &template))).await;
                 let mut failed = 0;
                 for r in results {
                     match r {
-                        Ok(p) => self.recorder.normal(rs_ref.clone(), "SuccessfulCreate", format!("Created pod: {}", p.metadata.name.unwrap_or_default())),
+                        Ok(p) => self.recorder.normal(
+                            rs_ref.clone(),
+                            "SuccessfulCreate",
+                            format!("Created pod: {}", p.metadata.name.unwrap_or_default()),
+                        ),
                         Err(e) => {
                             failed += 1;
                             self.exp.creation_observed(k);
-                            self.recorder.warning(rs_ref.clone(), "FailedCreate", format!("Error creating: {e}"));
+                            self.recorder.warning(
+                                rs_ref.clone(),
+                                "FailedCreate",
+                                format!("Error creating: {e}"),
+                            );
                             first_err.get_or_insert(e);
                         }
                     }
@@ -442,28 +636,45 @@ impl ReplicaSetController {
             }
         } else if diff > 0 {
             let n = diff.min(BURST_REPLICAS) as usize;
-            let related = self.related_pods(rs, all);
+            let related = self.related_pods(rs);
             let ranked = rank_pods_for_deletion(owned, &related, jiff::Timestamp::now());
             let victims: Vec<Arc<Pod>> = ranked.into_iter().take(n).collect();
-            let names: Vec<String> = victims.iter().filter_map(|p| p.metadata.name.clone()).collect();
+            let names: Vec<String> = victims
+                .iter()
+                .filter_map(|p| p.metadata.name.clone())
+                .collect();
             self.exp.expect_deletions(k, &names);
             let results = futures::future::join_all(victims.iter().map(|p| {
                 let dp = DeleteParams {
-                    preconditions: Some(Preconditions { uid: p.metadata.uid.clone(), resource_version: None }),
+                    preconditions: Some(Preconditions {
+                        uid: p.metadata.uid.clone(),
+                        resource_version: None,
+                    }),
                     ..Default::default()
                 };
                 let api = pod_api.clone();
-                async move { api.delete(p.metadata.name.as_deref().unwrap_or_default(), &dp).await }
+                async move {
+                    api.delete(p.metadata.name.as_deref().unwrap_or_default(), &dp)
+                        .await
+                }
             }))
             .await;
             let mut first_err = None;
             for (name, r) in names.iter().zip(results) {
                 match r {
-                    Ok(_) => self.recorder.normal(rs_ref.clone(), "SuccessfulDelete", format!("Deleted pod: {name}")),
+                    Ok(_) => self.recorder.normal(
+                        rs_ref.clone(),
+                        "SuccessfulDelete",
+                        format!("Deleted pod: {name}"),
+                    ),
                     Err(e) if util::is_not_found(&e) => self.exp.deletion_observed(k, name),
                     Err(e) => {
                         self.exp.deletion_observed(k, name);
-                        self.recorder.warning(rs_ref.clone(), "FailedDelete", format!("Error deleting: {e}"));
+                        self.recorder.warning(
+                            rs_ref.clone(),
+                            "FailedDelete",
+                            format!("Error deleting: {e}"),
+                        );
                         first_err.get_or_insert(e);
                     }
                 }
@@ -476,7 +687,7 @@ impl ReplicaSetController {
     }
 
     /// Pods of this ReplicaSet and of its siblings (same controlling owner), for the node rank.
-    fn related_pods(&self, rs: &ReplicaSet, all: &[Arc<Pod>]) -> Vec<Arc<Pod>> {
+    fn related_pods(&self, rs: &ReplicaSet) -> Vec<Arc<Pod>> {
         let ns = rs.metadata.namespace.as_deref().unwrap_or_default();
         let mut uids: HashSet<String> = rs.metadata.uid.iter().cloned().collect();
         if let Some(owner) = util::controller_ref(&rs.metadata) {
@@ -486,7 +697,11 @@ impl ReplicaSetController {
                 }
             }
         }
-        all.iter().filter(|p| util::controller_ref(&p.metadata).is_some_and(|r| uids.contains(&r.uid))).cloned().collect()
+        let idx = self.index.read().unwrap_or_else(|e| e.into_inner());
+        uids.iter()
+            .flat_map(|u| idx.by_owner.get(u).into_iter().flatten())
+            .filter_map(|n| self.pods.get(ns, n))
+            .collect()
     }
 }
 
@@ -504,13 +719,17 @@ mod tests {
                 creation_timestamp: Some(Time(jiff::Timestamp::from_second(created).unwrap())),
                 ..Default::default()
             },
-            spec: Some(PodSpec { node_name: (!node.is_empty()).then(|| node.to_string()), ..Default::default() }),
+            spec: Some(PodSpec {
+                node_name: (!node.is_empty()).then(|| node.to_string()),
+                ..Default::default()
+            }),
             status: Some(PodStatus {
                 phase: Some(phase.into()),
                 conditions: Some(vec![PodCondition {
                     type_: "Ready".into(),
                     status: if ready.is_some() { "True" } else { "False" }.into(),
-                    last_transition_time: ready.map(|s| Time(jiff::Timestamp::from_second(s).unwrap())),
+                    last_transition_time: ready
+                        .map(|s| Time(jiff::Timestamp::from_second(s).unwrap())),
                     ..Default::default()
                 }]),
                 ..Default::default()
@@ -528,8 +747,20 @@ mod tests {
             p("running-notready", "n1", "Running", None, 1000),
             p("running-ready-new", "n2", "Running", Some(999_990), 999_980),
         ];
-        let order: Vec<String> = rank_pods_for_deletion(&pods, &pods, now).iter().map(|p| p.metadata.name.clone().unwrap()).collect();
-        assert_eq!(order, vec!["unscheduled", "pending", "running-notready", "running-ready-new", "running-ready-old"]);
+        let order: Vec<String> = rank_pods_for_deletion(&pods, &pods, now)
+            .iter()
+            .map(|p| p.metadata.name.clone().unwrap())
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                "unscheduled",
+                "pending",
+                "running-notready",
+                "running-ready-new",
+                "running-ready-old"
+            ]
+        );
     }
 
     #[test]
@@ -538,7 +769,11 @@ mod tests {
         let a = p("a", "n1", "Running", Some(1000), 900);
         let b = p("b", "n1", "Running", Some(1000), 900);
         let c = p("c", "n2", "Running", Some(1000), 900);
-        let order: Vec<String> = rank_pods_for_deletion(&[c.clone(), a.clone(), b.clone()], &[a, b, c], now).iter().map(|p| p.metadata.name.clone().unwrap()).collect();
+        let order: Vec<String> =
+            rank_pods_for_deletion(&[c.clone(), a.clone(), b.clone()], &[a, b, c], now)
+                .iter()
+                .map(|p| p.metadata.name.clone().unwrap())
+                .collect();
         assert_eq!(order[2], "c");
     }
 

@@ -180,6 +180,8 @@ pub(crate) struct Rrs {
     srv_extra: Box<[CRec]>,
     /// Key of the CNAME target when it lies inside the cluster zone.
     cname_target: Option<Box<[u8]>>,
+    /// Whether `records` holds a CNAME (saves a scan per query).
+    has_cname: bool,
 }
 
 impl Rrs {
@@ -188,6 +190,9 @@ impl Rrs {
     }
 
     fn cname(&self) -> Option<&CRec> {
+        if !self.has_cname {
+            return None;
+        }
         self.of_type(RecordType::CNAME).next()
     }
 }
@@ -197,7 +202,9 @@ impl RrsBuilder {
         let mut records = self.a;
         records.extend(self.aaaa);
         records.extend(self.other);
+        let has_cname = records.iter().any(|r| r.record_type() == RecordType::CNAME);
         Rrs {
+            has_cname,
             records: records.into_boxed_slice(),
             srv_extra: self.srv_extra.into_boxed_slice(),
             cname_target: self.cname_target,
@@ -303,7 +310,10 @@ impl Rec<'_> {
     /// The target of a CNAME record.
     pub(crate) fn cname_target(&self) -> Option<&Name> {
         match self {
-            Rec::C(CRec { data: CData::Cname(n), .. }) => Some(n),
+            Rec::C(CRec {
+                data: CData::Cname(n),
+                ..
+            }) => Some(n),
             Rec::B(r) => match &r.data {
                 RData::CNAME(c) => Some(&c.0),
                 _ => None,

@@ -276,7 +276,7 @@ impl Handler {
                     ) {
                         let mut tkey = Vec::new();
                         name_key_fast(target, &mut tkey);
-                        if !tkey.starts_with(&self.index.zone_key()) {
+                        if !tkey.starts_with(self.index.zone_key()) {
                             let mut tq = Query::query(target.clone(), qtype);
                             tq.set_query_class(DNSClass::IN);
                             let prefix: Vec<Record> = answers.iter().map(Rec::to_record).collect();
@@ -286,7 +286,13 @@ impl Handler {
                                 self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
                                 let rcode = cached.metadata.response_code;
                                 let tc = self.reply_from_upstream(
-                                    s, &meta, query, &prefix, &cached, edns.as_ref(), max_size,
+                                    s,
+                                    &meta,
+                                    query,
+                                    &prefix,
+                                    &cached,
+                                    edns.as_ref(),
+                                    max_size,
                                 );
                                 self.finish(qtype, rcode, tc, start);
                                 return Action::Reply;
@@ -334,7 +340,8 @@ impl Handler {
         if let Some(cached) = fwd.cache_get(&s.key, query) {
             self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
             let rcode = cached.metadata.response_code;
-            let tc = self.reply_from_upstream(s, &meta, query, &[], &cached, edns.as_ref(), max_size);
+            let tc =
+                self.reply_from_upstream(s, &meta, query, &[], &cached, edns.as_ref(), max_size);
             self.finish(qtype, rcode, tc, start);
             return Action::Reply;
         }
@@ -348,6 +355,7 @@ impl Handler {
         }))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn reply_from_upstream(
         &self,
         s: &mut Scratch,
@@ -388,7 +396,8 @@ impl Handler {
         let result = match permit {
             Ok(_permit) => {
                 self.metrics.forwarded.fetch_add(1, Ordering::Relaxed);
-                fwd.resolve(p.chase.as_ref().map(|(_, q)| q).unwrap_or(&p.query)).await
+                fwd.resolve(p.chase.as_ref().map(|(_, q)| q).unwrap_or(&p.query))
+                    .await
             }
             Err(_) => None,
         };

@@ -42,35 +42,10 @@ pub fn exists(name: &str) -> bool {
 /// Create the named network namespace `name` (like `ip netns add`), with loopback up.
 /// Succeeds if it already exists.
 pub fn create(name: &str) -> Result<PathBuf> {
-    let path = path_of(name);
-    if path.exists() {
-        return Ok(path);
-    }
-    std::fs::create_dir_all(NETNS_RUN_DIR).map_err(|source| Error::Io { path: NETNS_RUN_DIR.into(), source })?;
-    // Make /run/netns a shared mount point so bind mounts propagate (as iproute2 does).
-    let _ = mount(Some(NETNS_RUN_DIR), NETNS_RUN_DIR, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>);
-    let _ = mount(None::<&str>, NETNS_RUN_DIR, None::<&str>, MsFlags::MS_SHARED | MsFlags::MS_REC, None::<&str>);
-    File::create(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
-    let p = path.clone();
-    let res = std::thread::spawn(move || -> Result<()> {
-        unshare(CloneFlags::CLONE_NEWNET).map_err(|errno| Error::Sys { path: p.clone(), op: "unshare", errno })?;
-        mount(Some("/proc/thread-self/ns/net"), &p, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .map_err(|errno| Error::Sys { path: p.clone(), op: "bind mount", errno })?;
-        Ok(())
-    })
-    .join()
-    .map_err(|_| Error::Panicked)?;
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&path);
-        return Err(e);
-    }
-    // Bring loopback up inside.
-    let status = command_in(&path, "ip").args(["link", "set", "lo", "up"]).status();
-    match status {
-        Ok(s) if s.success() => Ok(path),
-        Ok(s) => Err(Error::Io { path, source: io::Error::other(format!("ip link set lo up: {s}")) }),
-        Err(source) => Err(Error::Io { path, source }),
-    }
+    // Binding /run/netns onto itself on every call stacked one mount layer per namespace ever
+    // created; every layer then received each later namespace mount by propagation, and the mount
+    // table grew until all mounts failed with ENOSPC (fs.mount-max). Do it once, as iproute2 does.
+    create_once_shared(name)
 }
 
 /// Like [`create`], but makes `/run/netns` a shared mount point only when it is not one yet (as

@@ -209,11 +209,16 @@ impl Proxy {
             cfg.check_period,
             stop(stop_rx),
         );
-        let signal = async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
+        tokio::pin!(syncer);
+        tokio::pin!(shutdown);
+        let res = tokio::select! {
+            r = &mut syncer => r,
+            _ = &mut shutdown => {
+                let _ = stop_tx.send(true);
+                syncer.await
+            }
         };
-        let (res, _) = tokio::join!(syncer, signal);
+        let _ = stop_tx.send(true);
         let _ = watcher.await;
         if let Some(h) = healthz {
             h.abort();

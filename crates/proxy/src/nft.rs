@@ -47,6 +47,8 @@ pub struct Rendered {
     pub chains: BTreeMap<String, Vec<String>>,
     /// (map, key) -> verdict.
     pub elements: BTreeMap<(&'static str, String), String>,
+    /// Endpoint IPs this service port DNATs to (hairpin masquerade set; shared, refcounted).
+    pub hairpin: Vec<std::net::IpAddr>,
 }
 
 /// RFC 4648 base32 (with the standard alphabet), as Go's `base32.StdEncoding` without padding
@@ -163,70 +165,112 @@ pub fn render(sp: &ServicePort, cluster_cidrs: &[IpNet]) -> Rendered {
     let local = sp.local_endpoints();
     let has_ext = sp.has_external();
 
-    let need_cluster_chain = !usable.is_empty() && (!sp.internal_policy_local || has_ext);
+    // `cluster-*` exists only when it differs from the cluster-IP chain (internal policy Local
+    // with external access); otherwise external Cluster traffic reuses `svc-*`.
+    let separate_cluster = sp.internal_policy_local && has_ext && !usable.is_empty();
     let need_local_chain = !local.is_empty() && (sp.internal_policy_local || (has_ext && sp.external_policy_local));
+    let cluster_target = if separate_cluster { &n.cluster } else { &n.svc };
 
-    // Endpoint chains (and affinity sets) for every endpoint any balancing chain uses.
+    // Endpoints any balancing rule uses: their IPs join the hairpin set; with ClientIP affinity
+    // each also gets a chain and a dynamic set.
     let mut eps: Vec<&Endpoint> = Vec::new();
-    if need_cluster_chain {
-        eps.extend(usable.iter().copied());
+    for e in cluster.iter().chain(if has_ext { usable.iter() } else { [].iter() }).chain(local.iter()) {
+        if !eps.iter().any(|x| x.ip == e.ip && x.port == e.port) {
+            eps.push(e);
+        }
     }
-    if need_local_chain {
-        for e in &local {
-            if !eps.iter().any(|x| x.ip == e.ip && x.port == e.port) {
-                eps.push(e);
+    if !(cluster.is_empty() && (!has_ext || usable.is_empty())) {
+        for e in &eps {
+            if !r.hairpin.contains(&e.ip) {
+                r.hairpin.push(e.ip);
             }
         }
     }
-    for e in &eps {
-        let mut rules = vec![format!("{ip} saddr {} jump mark-for-masquerade", e.ip)];
-        if let Some(t) = sp.affinity_timeout {
+    if let Some(t) = sp.affinity_timeout {
+        for e in &eps {
             let set = n.affinity(e, t);
             let ty = if sp.family == Family::V4 { "ipv4_addr" } else { "ipv6_addr" };
             r.sets.insert(set.clone(), format!("{{ type {ty} ; flags dynamic,timeout ; timeout {t}s ; }}"));
-            rules.push(format!("update @{set} {{ {ip} saddr }}"));
+            r.chains.insert(
+                n.endpoint(e),
+                vec![
+                    format!("update @{set} {{ {ip} saddr }}"),
+                    format!("meta l4proto {proto} dnat {ip} to {}", e.addr()),
+                ],
+            );
         }
-        rules.push(format!("meta l4proto {proto} dnat {ip} to {}", e.addr()));
-        r.chains.insert(n.endpoint(e), rules);
     }
 
+    // Spread over `eps`: affinity lookups then a numgen verdict map over endpoint chains, or
+    // (without affinity) one DNAT through a numgen map, with no per-endpoint chains at all.
     let balance = |eps: &[&Endpoint]| -> Vec<String> {
         let mut rules = Vec::with_capacity(eps.len() + 1);
         if let Some(t) = sp.affinity_timeout {
             for e in eps {
                 rules.push(format!("{ip} saddr @{} goto {}", n.affinity(e, t), n.endpoint(e)));
             }
-        }
-        if eps.len() == 1 {
-            rules.push(format!("goto {}", n.endpoint(eps[0])));
+            if eps.len() == 1 {
+                rules.push(format!("goto {}", n.endpoint(eps[0])));
+            } else {
+                let mut s = format!("numgen random mod {} vmap {{ ", eps.len());
+                for (i, e) in eps.iter().enumerate() {
+                    if i > 0 {
+                        s.push_str(", ");
+                    }
+                    let _ = write!(s, "{i} : goto {}", n.endpoint(e));
+                }
+                s.push_str(" }");
+                rules.push(s);
+            }
+        } else if eps.len() == 1 {
+            rules.push(format!("meta l4proto {proto} dnat {ip} to {}", eps[0].addr()));
         } else {
-            let mut s = format!("numgen random mod {} vmap {{ ", eps.len());
+            // One DNAT through an anonymous numgen map (no per-endpoint chains).
+            let mut s = format!("meta l4proto {proto} dnat {ip} to numgen random mod {} map {{ ", eps.len());
             for (i, e) in eps.iter().enumerate() {
                 if i > 0 {
                     s.push_str(", ");
                 }
-                let _ = write!(s, "{i} : goto {}", n.endpoint(e));
+                match e.ip {
+                    std::net::IpAddr::V4(a) => {
+                        let _ = write!(s, "{i} : {a} . {}", e.port);
+                    }
+                    std::net::IpAddr::V6(a) => {
+                        let _ = write!(s, "{i} : [{a}] . {}", e.port);
+                    }
+                }
             }
             s.push_str(" }");
             rules.push(s);
         }
         rules
     };
-    if need_cluster_chain {
+    if separate_cluster {
         r.chains.insert(n.cluster.clone(), balance(&usable));
     }
     if need_local_chain {
         r.chains.insert(n.local.clone(), balance(&local));
     }
 
-    // Cluster-IP traffic.
+    // Cluster-IP traffic (and external Cluster-policy traffic, which reuses `svc-*`).
     let reject = |usable_empty: bool| if usable_empty { "goto reject-chain".to_string() } else { "drop".to_string() };
-    if !cluster.is_empty() {
+    let svc_eps: Vec<&Endpoint> = if !cluster.is_empty() {
+        cluster.clone()
+    } else if has_ext && !separate_cluster && !usable.is_empty() {
+        usable.clone()
+    } else {
+        Vec::new()
+    };
+    if !svc_eps.is_empty() {
         let mut rules = Vec::new();
         if let Some(c) = cidr {
             rules.push(format!("{ip} saddr != {c} jump mark-for-masquerade"));
         }
-        rules.push(format!("goto {}", if sp.internal_policy_local { &n.local } else { &n.cluster }));
+        if sp.internal_policy_local && !cluster.is_empty() {
+            rules.push(format!("goto {}", n.local));
+        } else {
+            rules.extend(balance(&svc_eps));
+        }
         r.chains.insert(n.svc.clone(), rules);
     }
     for cip in &sp.cluster_ips {
@@ -244,14 +288,14 @@ pub fn render(sp: &ServicePort, cluster_cidrs: &[IpNet]) -> Rendered {
             let mut rules = Vec::new();
             if !sp.external_policy_local {
                 rules.push("jump mark-for-masquerade".to_string());
-                rules.push(format!("goto {}", n.cluster));
+                rules.push(format!("goto {}", cluster_target));
             } else {
                 // Pods and the node itself reaching an external address use the cluster-wide set.
                 if let Some(c) = cidr {
-                    rules.push(format!("{ip} saddr {c} goto {}", n.cluster));
+                    rules.push(format!("{ip} saddr {c} goto {}", cluster_target));
                 }
                 rules.push("fib saddr type local jump mark-for-masquerade".to_string());
-                rules.push(format!("fib saddr type local goto {}", n.cluster));
+                rules.push(format!("fib saddr type local goto {}", cluster_target));
                 if need_local_chain {
                     rules.push(format!("goto {}", n.local));
                 } else {
@@ -295,7 +339,12 @@ pub fn skeleton(cluster_cidrs: &[IpNet]) -> String {
     }
     line(&format!("add chain {T} mark-for-masquerade"));
     line(&format!("add rule {T} mark-for-masquerade meta mark set meta mark | {MASQ_MARK}"));
+    line(&format!("add set {T} hairpin {{ type ipv4_addr . ipv4_addr ; }}"));
+    line(&format!("add set {T} hairpin6 {{ type ipv6_addr . ipv6_addr ; }}"));
     line(&format!("add chain {T} masquerading"));
+    // A pod reaching itself through a Service: after DNAT, source == destination.
+    line(&format!("add rule {T} masquerading ct status dnat ip saddr . ip daddr @hairpin masquerade fully-random"));
+    line(&format!("add rule {T} masquerading ct status dnat ip6 saddr . ip6 daddr @hairpin6 masquerade fully-random"));
     line(&format!("add rule {T} masquerading meta mark & {MASQ_MARK} == 0 return"));
     line(&format!("add rule {T} masquerading meta mark set meta mark ^ {MASQ_MARK}"));
     line(&format!("add rule {T} masquerading masquerade fully-random"));
@@ -348,6 +397,13 @@ fn emit_full(out: &mut String, r: &Rendered, elements: &mut BTreeMap<&'static st
     }
     for ((map, key), v) in &r.elements {
         elements.entry(map).or_default().push(format!("{key} : {v}"));
+    }
+}
+
+fn hairpin_element(ip: &std::net::IpAddr) -> (&'static str, String) {
+    match ip {
+        std::net::IpAddr::V4(a) => ("hairpin", format!("{a} . {a}")),
+        std::net::IpAddr::V6(a) => ("hairpin6", format!("{a} . {a}")),
     }
 }
 
@@ -411,6 +467,15 @@ impl Phases {
             }
         }
     }
+    /// Hairpin set membership changes (decided by the backend's reference counts).
+    pub fn hairpin(&mut self, ip: &std::net::IpAddr, add: bool) {
+        let (set, el) = hairpin_element(ip);
+        if add {
+            let _ = writeln!(self.add_elements, "add element {T} {set} {{ {el} }}");
+        } else {
+            let _ = writeln!(self.del_elements, "delete element {T} {set} {{ {el} }}");
+        }
+    }
     pub fn is_empty(&self) -> bool {
         self.add_sets.is_empty()
             && self.add_chains.is_empty()
@@ -442,14 +507,24 @@ pub struct NftBackend {
     cluster_cidrs: Vec<IpNet>,
     /// What is programmed, per service port; `None` before the first successful (full) sync.
     programmed: Option<BTreeMap<ServicePortKey, (Arc<ServicePort>, Arc<Rendered>)>>,
+    /// Endpoint IP -> number of service ports using it (membership of the hairpin sets).
+    hairpin_refs: BTreeMap<std::net::IpAddr, usize>,
 }
 
 impl NftBackend {
     pub fn new(netns: Netns, cluster_cidrs: Vec<IpNet>) -> Self {
-        NftBackend { netns, cluster_cidrs, programmed: None }
+        NftBackend { netns, cluster_cidrs, programmed: None, hairpin_refs: BTreeMap::new() }
     }
 
     fn apply(&self, batch: &str) -> Result<(), Error> {
+        // Debugging aid: keep a copy of the last batch.
+        if let Some(path) = std::env::var_os("YARD_PROXY_NFT_DUMP") {
+            let mut path = std::path::PathBuf::from(path);
+            if batch.starts_with("add table") {
+                path.set_extension("full");
+            }
+            let _ = std::fs::write(path, batch);
+        }
         self.netns.run("nft", &["-f", "-"], Some(batch)).map(|_| ())
     }
 
@@ -461,10 +536,18 @@ impl NftBackend {
         out.push_str(&skeleton(&self.cluster_cidrs));
         let mut programmed = BTreeMap::new();
         let mut elements: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+        let mut refs: BTreeMap<std::net::IpAddr, usize> = BTreeMap::new();
         for (k, sp) in &desired.services {
             let r = Arc::new(render(sp, &self.cluster_cidrs));
             emit_full(&mut out, &r, &mut elements);
+            for ip in &r.hairpin {
+                *refs.entry(*ip).or_default() += 1;
+            }
             programmed.insert(k.clone(), (sp.clone(), r));
+        }
+        for ip in refs.keys() {
+            let (set, el) = hairpin_element(ip);
+            elements.entry(set).or_default().push(el);
         }
         for (map, els) in elements {
             for chunk in els.chunks(1000) {
@@ -472,6 +555,7 @@ impl NftBackend {
             }
         }
         self.apply(&out)?;
+        self.hairpin_refs = refs;
         let mut deletions = Vec::new();
         for sp in desired.services.values() {
             deletions.extend(conntrack::stale(None, Some(sp)));
@@ -490,6 +574,31 @@ impl crate::Backend for NftBackend {
         let mut phases = Phases::default();
         let mut changes: Vec<(ServicePortKey, Option<(Arc<ServicePort>, Arc<Rendered>)>)> = Vec::new();
         let mut deletions = Vec::new();
+        let mut refs = self.hairpin_refs.clone();
+        let mut ref_delta = |old: Option<&Rendered>, new: Option<&Rendered>, phases: &mut Phases| {
+            for ip in old.map(|r| r.hairpin.as_slice()).unwrap_or(&[]) {
+                if new.is_some_and(|n| n.hairpin.contains(ip)) {
+                    continue;
+                }
+                if let Some(c) = refs.get_mut(ip) {
+                    *c -= 1;
+                    if *c == 0 {
+                        refs.remove(ip);
+                        phases.hairpin(ip, false);
+                    }
+                }
+            }
+            for ip in new.map(|r| r.hairpin.as_slice()).unwrap_or(&[]) {
+                if old.is_some_and(|o| o.hairpin.contains(ip)) {
+                    continue;
+                }
+                let c = refs.entry(*ip).or_default();
+                *c += 1;
+                if *c == 1 {
+                    phases.hairpin(ip, true);
+                }
+            }
+        };
         // Merge-join the two sorted maps.
         let mut a = programmed.iter().peekable();
         let mut b = desired.services.iter().peekable();
@@ -504,6 +613,7 @@ impl crate::Backend for NftBackend {
                 std::cmp::Ordering::Less => {
                     let (k, (sp, r)) = a.next().unwrap();
                     phases.diff(Some(r), None);
+                    ref_delta(Some(r), None, &mut phases);
                     deletions.extend(conntrack::stale(Some(sp), None));
                     changes.push((k.clone(), None));
                 }
@@ -511,6 +621,7 @@ impl crate::Backend for NftBackend {
                     let (k, sp) = b.next().unwrap();
                     let r = Arc::new(render(sp, &self.cluster_cidrs));
                     phases.diff(None, Some(&r));
+                    ref_delta(None, Some(&r), &mut phases);
                     deletions.extend(conntrack::stale(None, Some(sp)));
                     changes.push((k.clone(), Some((sp.clone(), r))));
                 }
@@ -522,6 +633,7 @@ impl crate::Backend for NftBackend {
                     }
                     let r = Arc::new(render(sp, &self.cluster_cidrs));
                     phases.diff(Some(or), Some(&r));
+                    ref_delta(Some(or), Some(&r), &mut phases);
                     deletions.extend(conntrack::stale(Some(osp), Some(sp)));
                     changes.push((k.clone(), Some((sp.clone(), r))));
                 }
@@ -535,6 +647,7 @@ impl crate::Backend for NftBackend {
                 return self.full_sync(desired);
             }
         }
+        self.hairpin_refs = refs;
         let programmed = self.programmed.as_mut().expect("programmed");
         for (k, v) in changes {
             match v {
@@ -628,21 +741,18 @@ mod tests {
         let r = render(&s, &cidrs());
         let n = Names::of(&s);
         assert!(n.svc.starts_with("svc-") && n.svc.ends_with("-default/hostnames/tcp/default"), "{}", n.svc);
-        let svc = &r.chains[&n.svc];
-        assert_eq!(svc[0], "ip saddr != 10.244.0.0/16 jump mark-for-masquerade");
-        assert_eq!(svc[1], format!("goto {}", n.cluster));
-        let cl = &r.chains[&n.cluster];
-        assert_eq!(cl.len(), 1);
-        assert!(cl[0].starts_with("numgen random mod 2 vmap { 0 : goto ep-"), "{}", cl[0]);
-        let ep = &r.chains[&n.endpoint(&s.endpoints[0])];
-        assert_eq!(ep, &vec![
-            "ip saddr 10.244.1.2 jump mark-for-masquerade".to_string(),
-            "meta l4proto tcp dnat ip to 10.244.1.2:9376".to_string()
+        // One chain, no per-endpoint chains: masquerade off-cluster sources, DNAT via numgen map.
+        assert_eq!(r.chains.len(), 1, "{:?}", r.chains);
+        assert_eq!(r.chains[&n.svc], vec![
+            "ip saddr != 10.244.0.0/16 jump mark-for-masquerade".to_string(),
+            "meta l4proto tcp dnat ip to numgen random mod 2 map { 0 : 10.244.1.2 . 9376, 1 : 10.244.2.2 . 9376 }".to_string(),
         ]);
-        // Not-ready endpoint has no chain.
-        assert_eq!(r.chains.len(), 4);
+        assert_eq!(r.hairpin, vec!["10.244.1.2".parse::<std::net::IpAddr>().unwrap(), "10.244.2.2".parse().unwrap()]);
         assert_eq!(r.elements[&("service-ips", "10.96.0.50 . tcp . 80".to_string())], format!("goto {}", n.svc));
         assert!(r.sets.is_empty());
+        // A single endpoint: plain DNAT.
+        let r = render(&sp(&[("10.244.1.2", true, false)]), &cidrs());
+        assert_eq!(r.chains[&n.svc][1], "meta l4proto tcp dnat ip to 10.244.1.2:9376");
     }
 
     #[test]
@@ -667,13 +777,15 @@ mod tests {
         assert_eq!(r.sets.len(), 2);
         assert!(r.sets.values().all(|d| d.contains("timeout 60s") && d.contains("ipv4_addr")));
         let ep = &r.chains[&n.endpoint(&s.endpoints[0])];
-        assert!(ep[1].starts_with("update @aff-") && ep[1].ends_with("{ ip saddr }"), "{ep:?}");
-        let cl = &r.chains[&n.cluster];
-        assert!(cl[0].starts_with("ip saddr @aff-") && cl[2].starts_with("numgen random mod 2"), "{cl:?}");
+        assert!(ep[0].starts_with("update @aff-") && ep[0].ends_with("{ ip saddr }"), "{ep:?}");
+        assert_eq!(ep[1], "meta l4proto tcp dnat ip to 10.244.1.2:9376");
+        let svc = &r.chains[&n.svc];
+        assert!(svc[1].starts_with("ip saddr @aff-") && svc[3].starts_with("numgen random mod 2 vmap"), "{svc:?}");
         let local = &r.chains[&n.local];
         assert_eq!(local.last().unwrap(), &format!("goto {}", n.endpoint(&s.endpoints[0])));
         let ext = &r.chains[&n.ext];
         assert!(!ext.iter().any(|r| r == "jump mark-for-masquerade"), "Local must not masquerade: {ext:?}");
+        assert_eq!(ext[0], format!("ip saddr 10.244.0.0/16 goto {}", n.svc));
         assert_eq!(ext.last().unwrap(), &format!("goto {}", n.local));
         assert_eq!(r.elements[&("service-nodeports", "tcp . 30080".to_string())], format!("goto {}", n.ext));
         assert_eq!(r.elements[&("service-ips", "192.0.2.1 . tcp . 80".to_string())], format!("goto {}", n.ext));
@@ -682,6 +794,14 @@ mod tests {
         s2.endpoints[0].local = false;
         let r2 = render(&s2, &cidrs());
         assert_eq!(r2.chains[&n.ext].last().unwrap(), "drop");
+        // internalTrafficPolicy Local with external access: a separate cluster-wide chain.
+        let mut s3 = s.clone();
+        s3.internal_policy_local = true;
+        s3.affinity_timeout = None;
+        let r3 = render(&s3, &cidrs());
+        assert_eq!(r3.chains[&n.svc].last().unwrap(), &format!("goto {}", n.local));
+        assert!(r3.chains[&n.cluster][0].contains("numgen random mod 2 map {"), "{:?}", r3.chains);
+        assert_eq!(r3.chains[&n.ext][0], format!("ip saddr 10.244.0.0/16 goto {}", n.cluster));
     }
 
     #[test]
@@ -701,8 +821,12 @@ mod tests {
         let r = render(&s, &["10.244.0.0/16".parse().unwrap(), "fd00:244::/56".parse().unwrap()]);
         let n = Names::of(&s);
         assert!(n.endpoint(&s.endpoints[0]).ends_with("__fd00.244..2/8080"));
-        assert_eq!(r.chains[&n.endpoint(&s.endpoints[0])][1], "meta l4proto tcp dnat ip6 to [fd00:244::2]:8080");
         assert_eq!(r.chains[&n.svc][0], "ip6 saddr != fd00:244::/56 jump mark-for-masquerade");
+        assert_eq!(r.chains[&n.svc][1], "meta l4proto tcp dnat ip6 to [fd00:244::2]:8080");
+        let mut s2 = s.clone();
+        s2.endpoints.push(Endpoint { ip: "fd00:244::3".parse().unwrap(), ..s.endpoints[0].clone() });
+        let r2 = render(&s2, &[]);
+        assert_eq!(r2.chains[&n.svc][0], "meta l4proto tcp dnat ip6 to numgen random mod 2 map { 0 : [fd00:244::2] . 8080, 1 : [fd00:244::3] . 8080 }");
         assert!(r.elements.contains_key(&("service-ips6", "fd00:96::5 . tcp . 80".to_string())));
     }
 
@@ -714,14 +838,12 @@ mod tests {
         p.diff(Some(&a), Some(&b));
         let batch = p.into_batch();
         let lines: Vec<&str> = batch.lines().collect();
-        // cluster chain rewritten, removed endpoint chain flushed then deleted, element unchanged.
-        assert!(lines.iter().any(|l| l.starts_with("flush chain inet yard-proxy cluster-")));
-        assert!(lines.iter().any(|l| l.starts_with("delete chain inet yard-proxy ep-") && l.ends_with("10.244.2.2/9376")));
-        assert!(!lines.iter().any(|l| l.contains("element")), "{batch}");
-        assert!(!lines.iter().any(|l| l.contains("svc-")), "{batch}");
-        let del = lines.iter().position(|l| l.starts_with("delete chain")).unwrap();
-        let flush = lines.iter().position(|l| l.starts_with("flush chain inet yard-proxy cluster-")).unwrap();
-        assert!(flush < del);
+        // Only the service chain is rewritten; the dispatch map
+        // element is unchanged.
+        assert!(lines[0].starts_with("flush chain inet yard-proxy svc-"), "{batch}");
+        assert!(lines[2].ends_with("dnat ip to 10.244.1.2:9376"), "{batch}");
+        assert_eq!(lines.len(), 3, "{batch}");
+        assert!(!lines.iter().any(|l| l.contains("service-ips")), "{batch}");
         // To zero endpoints: element moves from service-ips to no-endpoint-services.
         let c = render(&sp(&[]), &cidrs());
         let mut p = Phases::default();

@@ -444,10 +444,12 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     }
     println!("stopping cluster {:?}", a.name);
     let _ = stop_tx.send(true);
-    for (name, t) in tasks {
-        if tokio::time::timeout(Duration::from_secs(20), t).await.is_err() {
-            eprintln!("{name} did not stop in time");
-        }
+    // Everything stops at once; agents and proxies remove what they made as they go.
+    let names: Vec<String> = tasks.iter().map(|(n, _)| n.clone()).collect();
+    let handles: Vec<_> = tasks.into_iter().map(|(_, t)| t).collect();
+    let mut all = futures::future::join_all(handles);
+    if tokio::time::timeout(Duration::from_secs(45), &mut all).await.is_err() {
+        eprintln!("some of {} did not stop within 45s", names.join(", "));
     }
     api.shutdown().await;
     drop(network);

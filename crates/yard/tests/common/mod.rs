@@ -156,14 +156,14 @@ pub fn kubectl_with(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Ou
         use std::io::Write;
         child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if child.try_wait().unwrap().is_some() {
             return child.wait_with_output().unwrap();
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("kubectl {args:?} did not finish within 60 s");
+            panic!("kubectl {args:?} did not finish within 120 s");
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -185,4 +185,115 @@ pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
 
 pub fn examples_dir() -> PathBuf {
     repo_root().join("examples")
+}
+
+/// A running `yard up` child process; stopped with SIGINT (as Ctrl-C) on drop.
+pub struct Up {
+    pub child: Option<Child>,
+    pub data_dir: PathBuf,
+    pub name: String,
+    pub kubeconfig: PathBuf,
+    pub stdout: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Up {
+    pub fn start(name: &str, data_dir: &Path, extra: &[&str]) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_yard"))
+            .args(["up", "--name", name, "--api-port", "0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(data_dir.with_extension("stderr.log")).unwrap())
+            .spawn()
+            .expect("spawn yard up");
+        let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::io::BufReader::new(child.stdout.take().unwrap());
+        let o2 = out.clone();
+        std::thread::spawn(move || {
+            for line in reader.lines().map_while(Result::ok) {
+                o2.lock().unwrap().push_str(&line);
+                o2.lock().unwrap().push('\n');
+                if line.contains("is up;") {
+                    let _ = tx.send(true);
+                }
+            }
+            let _ = tx.send(false);
+        });
+        let up = Up { child: Some(child), data_dir: data_dir.to_path_buf(), name: name.to_string(), kubeconfig: data_dir.join("kubeconfig"), stdout: out };
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(true) => up,
+            _ => panic!("yard up did not come up:\n{}\n{}", up.stdout.lock().unwrap(), std::fs::read_to_string(data_dir.with_extension("stderr.log")).unwrap_or_default()),
+        }
+    }
+
+    pub fn k(&self, args: &[&str]) -> String {
+        let out = kubectl_with(&self.kubeconfig, args, None);
+        assert!(out.status.success(), "kubectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        kubectl_with(&self.kubeconfig, args, None)
+    }
+
+    /// `yard shell --node NODE -- args...`
+    pub fn shell(&self, node: Option<&str>, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_yard"));
+        cmd.args(["shell", "--data-dir"]).arg(&self.data_dir);
+        if let Some(n) = node {
+            cmd.args(["--node", n]);
+        }
+        cmd.arg("--").args(args).output().expect("yard shell")
+    }
+
+    /// Stop with SIGINT (Ctrl-C) and wait; returns stdout.
+    pub fn stop(&mut self) -> String {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix_kill(c.id(), 2);
+            let deadline = Instant::now() + Duration::from_secs(90);
+            loop {
+                if c.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    panic!("yard up did not stop within 90 s of SIGINT");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        self.stdout.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if self.child.is_some() && !std::thread::panicking() {
+            self.stop();
+        } else if let Some(c) = self.child.as_ref() {
+            let _ = nix_kill(c.id(), 2);
+            if let Some(mut c) = self.child.take() {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+pub fn stdout_of(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// What a run may change on the host: named namespaces, links, nftables ruleset.
+pub fn host_snapshot() -> String {
+    let run = |c: &str, a: &[&str]| String::from_utf8_lossy(&Command::new(c).args(a).output().map(|o| o.stdout).unwrap_or_default()).into_owned();
+    format!("{}\n{}\n{}", run("ip", &["netns", "list"]), run("ip", &["-o", "link", "show"]), run("nft", &["list", "ruleset"]))
 }

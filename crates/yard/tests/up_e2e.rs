@@ -1,0 +1,127 @@
+//! Issue 7 acceptance: the README walkthrough against `yard up`, step by step, with the real
+//! kubectl; cluster networks live only in namespaces `yard up` creates and removes.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::*;
+
+/// Clusters in this file run one at a time: each is a whole cluster on a 2-core machine.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn names_via(up: &Up, node: Option<&str>, url: &str, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| {
+            let o = up.shell(node, &["curl", "-s", "-m", "2", url]);
+            stdout_of(&o).trim().to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn seed_walkthrough_nftables() {
+    let _serial = serial();
+    let dir = TempDir::new("up");
+    let data = dir.0.join("data");
+    let before = host_snapshot();
+    let mut up = Up::start("e2ewalk", &data, &["-f", examples_dir().join("hostnames.yaml").to_str().unwrap()]);
+    let out = up.stdout.lock().unwrap().clone();
+    assert!(out.contains("deployment.apps/hostnames created") && out.contains("service/hostnames created"), "{out}");
+
+    // get svc/ep/pods -o wide.
+    let ip = up.k(&["get", "svc", "hostnames", "-o", "jsonpath={.spec.clusterIP}"]);
+    assert!(ip.starts_with("10."), "{ip}");
+    let ep = up.k(&["get", "ep", "hostnames"]);
+    let eps = ep.lines().nth(1).unwrap().split_whitespace().nth(1).unwrap().to_string();
+    assert_eq!(eps.split(',').count(), 3, "{ep}");
+    assert!(eps.split(',').all(|e| e.starts_with("10.244.") && e.ends_with(":9376")), "{ep}");
+    let pods = up.k(&["get", "pods", "-o", "wide"]);
+    assert_eq!(pods.lines().filter(|l| l.contains("Running") && l.contains("1/1")).count(), 3, "{pods}");
+
+    // curl the ClusterIP from a node: the hostnames rotate over all 3 pods.
+    let got: BTreeSet<String> = names_via(&up, None, &ip, 30).into_iter().collect();
+    let pod_names: BTreeSet<String> = up.k(&["get", "pods", "-l", "app=hostnames", "-o", "jsonpath={.items[*].metadata.name}"]).split_whitespace().map(String::from).collect();
+    assert_eq!(got, pod_names, "30 requests should reach all 3 pods");
+
+    // scale to 2: endpoints follow.
+    up.k(&["scale", "--replicas=2", "deploy", "hostnames"]);
+    let two = eventually(Duration::from_secs(20), || {
+        let ep = up.k(&["get", "ep", "hostnames", "-o", "jsonpath={.subsets[*].addresses[*].ip}"]);
+        (ep.split_whitespace().count() == 2).then_some(ep)
+    });
+    assert!(two.is_some(), "endpoints did not drop to 2");
+    let got: BTreeSet<String> = names_via(&up, None, &ip, 20).into_iter().collect();
+    assert_eq!(got.len(), 2, "{got:?}");
+
+    // describe svc.
+    let d = up.k(&["describe", "svc", "hostnames"]);
+    for want in ["Selector:", "app=hostnames", "Type:", "ClusterIP", "TargetPort:", "9376/TCP", "Endpoints:", ":9376", "Session Affinity:"] {
+        assert!(d.contains(want), "describe lacks {want}: {d}");
+    }
+
+    // The demo namespace: nginx, headless, NodePort, busybox test pod.
+    up.k(&["apply", "-f", examples_dir().join("demo.yaml").to_str().unwrap()]);
+    up.k(&["apply", "-f", examples_dir().join("externalname.yaml").to_str().unwrap()]);
+    up.k(&["wait", "--for=condition=Ready", "pod", "--all", "-n", "demo", "--timeout=60s"]);
+    let svc_ip = up.k(&["get", "svc", "-n", "demo", "nginx-prod-svc-demo", "-o", "jsonpath={.spec.clusterIP}"]);
+    let ns_out = stdout_of(&up.kubectl(&["exec", "-n", "demo", "headless-svc-test-pod", "--", "nslookup", "nginx-prod-svc-demo"]));
+    assert!(ns_out.contains(&svc_ip), "nslookup of the ClusterIP service: {ns_out}");
+    let pod_ips: Vec<String> = up.k(&["get", "pods", "-n", "demo", "-l", "app=nginx", "-o", "jsonpath={.items[*].status.podIP}"]).split_whitespace().map(String::from).collect();
+    let hl = stdout_of(&up.kubectl(&["exec", "-n", "demo", "headless-svc-test-pod", "--", "nslookup", "nginx-prod-demo-headless-svc"]));
+    for ip in &pod_ips {
+        assert!(hl.contains(ip.as_str()), "headless lookup lacks {ip}: {hl}");
+    }
+    let cname = stdout_of(&up.kubectl(&["exec", "-n", "demo", "headless-svc-test-pod", "--", "nslookup", "-type=CNAME", "backend-alias.demo.svc.cluster.local"]));
+    assert!(cname.contains("nginx-prod-svc-demo.demo.svc.cluster.local"), "ExternalName CNAME: {cname}");
+    let env = up.k(&["exec", "-n", "demo", "headless-svc-test-pod", "--", "env"]);
+    for want in [format!("NGINX_PROD_SVC_DEMO_SERVICE_HOST={svc_ip}"), "NGINX_PROD_SVC_DEMO_SERVICE_PORT=80".into(), "NGINX_PROD_SVC_DEMO_SERVICE_PORT_HTTP=80".into(), format!("NGINX_PROD_SVC_DEMO_PORT=tcp://{svc_ip}:80"), "KUBERNETES_SERVICE_HOST=10.96.0.1".into()] {
+        assert!(env.contains(&want), "env lacks {want}: {env}");
+    }
+    let page = stdout_of(&up.kubectl(&["exec", "-n", "demo", "headless-svc-test-pod", "--", "wget", "-q", "-O-", "http://nginx-prod-svc-demo"]));
+    assert!(page.to_lowercase().contains("nginx"), "{page}");
+    // NodePort from outside the node: from the cluster's network namespace, on the node's IP.
+    let hub = format!("yard-{}-net", up.name);
+    let np = std::process::Command::new("ip").args(["netns", "exec", &hub, "curl", "-s", "-m", "3", "http://172.18.0.2:30000/"]).output().unwrap();
+    assert!(stdout_of(&np).to_lowercase().contains("nginx"), "NodePort: {:?}", np);
+
+    let stopped = up.stop();
+    assert!(stopped.contains("stopped"), "{stopped}");
+    assert_eq!(before, host_snapshot(), "the host changed after Ctrl-C");
+}
+
+#[test]
+fn iptables_mode_rules_look_like_kube_proxy() {
+    let _serial = serial();
+    let dir = TempDir::new("upipt");
+    let data = dir.0.join("data");
+    let up = Up::start("e2eipt", &data, &["--proxy-mode", "iptables", "-f", examples_dir().join("hostnames.yaml").to_str().unwrap()]);
+    let ip = up.k(&["get", "svc", "hostnames", "-o", "jsonpath={.spec.clusterIP}"]);
+    let rules = stdout_of(&up.shell(None, &["sh", "-c", "iptables-save | grep hostnames"]));
+    assert!(rules.contains(&format!("-d {ip}/32 -p tcp -m comment --comment \"default/hostnames:default cluster IP\" -m tcp --dport 80 -j KUBE-SVC-")), "{rules}");
+    let svc_chain = rules.split_whitespace().find(|w| w.starts_with("KUBE-SVC-")).unwrap().to_string();
+    let chain = stdout_of(&up.shell(None, &["sh", "-c", &format!("iptables-save | grep -- '-A {svc_chain}'")]));
+    assert!(chain.contains("--probability 0.33333333349"), "{chain}");
+    let got: BTreeSet<String> = names_via(&up, None, &ip, 30).into_iter().collect();
+    assert_eq!(got.len(), 3, "{got:?}");
+}
+
+#[test]
+fn three_nodes_spread_and_reach_from_every_node() {
+    let _serial = serial();
+    let dir = TempDir::new("up3");
+    let data = dir.0.join("data");
+    let up = Up::start("e2e3n", &data, &["--nodes", "3", "-f", examples_dir().join("hostnames.yaml").to_str().unwrap()]);
+    let nodes: BTreeSet<String> = up.k(&["get", "pods", "-l", "app=hostnames", "-o", "jsonpath={.items[*].spec.nodeName}"]).split_whitespace().map(String::from).collect();
+    assert!(nodes.len() >= 2, "pods not spread: {nodes:?}");
+    let ip = up.k(&["get", "svc", "hostnames", "-o", "jsonpath={.spec.clusterIP}"]);
+    for node in ["node-1", "node-2", "node-3"] {
+        let got: BTreeSet<String> = names_via(&up, Some(node), &ip, 30).into_iter().filter(|s| !s.is_empty()).collect();
+        assert_eq!(got.len(), 3, "from {node}: {got:?}");
+    }
+}
