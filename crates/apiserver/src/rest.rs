@@ -91,7 +91,7 @@ fn pct_decode(s: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() + 0 && i + 2 <= b.len() - 1 => {
+            b'%' if i + 2 < b.len() => {
                 let h = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
                 match h {
                     Some(c) => {
@@ -165,7 +165,7 @@ pub async fn dispatch(state: Arc<State>, method: Method, t: Target, p: Params, h
             (&Method::PATCH, Some(name), sub) => patch(&state, r, t.namespace.as_deref(), name, sub, &p, &headers, &body).await,
             (&Method::DELETE, Some(name), None) => delete(&state, r, t.namespace.as_deref(), name, &p, &body).await,
             (&Method::DELETE, None, None) => delete_collection(&state, r, t.namespace.as_deref(), &p, &body).await,
-            _ => Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource"))),
+            _ => Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource".to_string())),
         }
     }
     .await;
@@ -455,11 +455,11 @@ fn parse_input(r: &Resource, body: &[u8], headers: &HeaderMap) -> ApiResult<(Val
     }
     if !media.is_empty() && !matches!(media, "application/json" | "application/yaml" | "application/x-yaml" | "text/yaml" | "*/*") {
         tracing::debug!(content_type = ct, "unsupported request media type");
-        return Err(ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml")));
+        return Err(ApiError::new(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml".to_string()));
     }
     let (v, dups) = objects::decode_body(body, ct).map_err(ApiError::bad_request)?;
     if !v.is_object() {
-        return Err(ApiError::bad_request(format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml")));
+        return Err(ApiError::bad_request("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml".to_string()));
     }
     let _ = r;
     Ok((v, dups))
@@ -645,6 +645,7 @@ async fn create_object(state: &State, r: &'static Resource, ns: Option<&str>, ob
 }
 
 /// Apply the rules of an update to `new` given the stored `old`, then CAS-write it.
+#[allow(clippy::too_many_arguments)]
 async fn update_object(state: &State, r: &'static Resource, ns: Option<&str>, old_kv: &KeyValue, mut new: Value, sub: Option<&str>, ctx: &mut WriteCtx<'_>, precondition_rv: Option<i64>) -> ApiResult<(Value, bool)> {
     let old = from_kv(old_kv)?;
     let name = name_of(&old).to_string();

@@ -267,7 +267,7 @@ impl Allocator {
                 }
             }
         }
-        if svc["spec"]["externalTrafficPolicy"].as_str() == Some("Local") && (ty == "NodePort" || ty == "LoadBalancer") && ty == "LoadBalancer" {
+        if svc["spec"]["externalTrafficPolicy"].as_str() == Some("Local") && ty == "LoadBalancer" {
             let req = svc["spec"]["healthCheckNodePort"].as_i64().filter(|v| *v != 0);
             let mut already = old_ports.clone();
             already.extend(kept_ports.iter().copied());
