@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(nftables iptables iproute2 busybox dnsutils etcd-server etcd-client nginx-light conntrack curl socat python3-venv)
+PKGS=(bc nftables iptables iproute2 busybox dnsutils etcd-server etcd-client nginx-light conntrack curl socat python3-venv)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -12,4 +12,14 @@ fi
 export CARGO_TERM_COLOR=never
 cargo build --workspace --all-targets --locked
 # Tests that create namespaces, processes and kernel rules run a few at a time to stay within 2 cores.
-cargo test --workspace --locked -- --test-threads=4
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked -- --test-threads=4 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+passed=$(grep -E '^test result:' "$log" | sed -E 's/.* ([0-9]+) passed.*/\1/' | paste -sd+ | bc)
+failed=$(grep -E '^test result:' "$log" | sed -E 's/.* ([0-9]+) failed.*/\1/' | paste -sd+ | bc)
+echo
+echo "total: ${passed} passed, ${failed} failed"
+exit "$rc"

@@ -266,11 +266,14 @@ pub fn render(sp: &ServicePort, cluster_cidrs: &[IpNet]) -> Rendered {
     r
 }
 
+/// What is programmed per service port: the model it came from and its rendering.
+type Programmed = BTreeMap<ServicePortKey, (Arc<ServicePort>, Arc<Rendered>)>;
+
 /// The iptables backend.
 pub struct IptablesBackend {
     netns: Netns,
     cluster_cidrs: Vec<IpNet>,
-    programmed: Option<BTreeMap<ServicePortKey, (Arc<ServicePort>, Arc<Rendered>)>>,
+    programmed: Option<Programmed>,
 }
 
 fn restore_cmd(f: Family) -> &'static str {
@@ -328,7 +331,7 @@ impl IptablesBackend {
     fn write(
         &self,
         f: Family,
-        state: &BTreeMap<ServicePortKey, (Arc<ServicePort>, Arc<Rendered>)>,
+        state: &Programmed,
         changed: &BTreeMap<String, String>,
         removed: &BTreeSet<String>,
     ) -> Result<(), Error> {

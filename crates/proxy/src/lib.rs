@@ -110,7 +110,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         (s, 1.0)
     };
     let v: f64 = num.trim().parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    if !(v >= 0.0) {
+    if v.is_nan() || v < 0.0 {
         return Err(format!("invalid duration {s:?}"));
     }
     Ok(Duration::from_secs_f64(v * mul))

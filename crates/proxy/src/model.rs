@@ -319,7 +319,7 @@ pub fn service_ports(svc: &Service, slices: &[&EndpointSlice], local_node: &str)
                 continue;
             }
             let mut endpoints = slice_endpoints(slices, family, &port_name, protocol, local_node);
-            endpoints.sort_by(|a, b| (a.ip, a.port).cmp(&(b.ip, b.port)));
+            endpoints.sort_by_key(|e| (e.ip, e.port));
             // Deduplicate the same ip:port appearing in several slices, keeping the readiest.
             let mut dedup: Vec<Endpoint> = Vec::with_capacity(endpoints.len());
             for e in endpoints {
@@ -565,7 +565,7 @@ mod tests {
         assert_eq!(sp.usable_endpoints().len(), 2);
         assert_eq!(sp.local_ready_count(), 1);
         // On another node without local endpoints: nothing local.
-        let st = build(&[svc(serde_json::to_value(&st_svc()).unwrap())], &[], "n3");
+        let st = build(&[svc(serde_json::to_value(st_svc()).unwrap())], &[], "n3");
         assert!(st.services.values().next().unwrap().external_endpoints().is_empty());
     }
 

@@ -501,12 +501,15 @@ impl Phases {
     }
 }
 
+/// What is programmed per service port: the model it came from and its rendering.
+type Programmed = BTreeMap<ServicePortKey, (Arc<ServicePort>, Arc<Rendered>)>;
+
 /// The nftables backend.
 pub struct NftBackend {
     netns: Netns,
     cluster_cidrs: Vec<IpNet>,
     /// What is programmed, per service port; `None` before the first successful (full) sync.
-    programmed: Option<BTreeMap<ServicePortKey, (Arc<ServicePort>, Arc<Rendered>)>>,
+    programmed: Option<Programmed>,
     /// Endpoint IP -> number of service ports using it (membership of the hairpin sets).
     hairpin_refs: BTreeMap<std::net::IpAddr, usize>,
 }
@@ -572,6 +575,7 @@ impl crate::Backend for NftBackend {
             return self.full_sync(desired);
         };
         let mut phases = Phases::default();
+        #[allow(clippy::type_complexity)]
         let mut changes: Vec<(ServicePortKey, Option<(Arc<ServicePort>, Arc<Rendered>)>)> = Vec::new();
         let mut deletions = Vec::new();
         let mut refs = self.hairpin_refs.clone();

@@ -192,6 +192,7 @@ pub async fn watch_loop(
 }
 
 /// Apply published states to `backend` until `shutdown`, then clean up everything it programmed.
+#[allow(clippy::too_many_arguments)]
 pub async fn sync_loop(
     mut backend: Box<dyn Backend>,
     mut rx: watch::Receiver<Option<Arc<DesiredState>>>,
