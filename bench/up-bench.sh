@@ -8,16 +8,13 @@ set -euo pipefail
 YARD=${1:-target/release/yard}
 RUNS=${2:-5}
 EX=$(cd "$(dirname "$0")/.." && pwd)/examples/hostnames.yaml
-tree_rss_kb() {  # sum VmRSS of $1 and all descendants
-  local total=0 p
-  for p in $1 $(pgrep -P "$1" || true); do
-    total=$(( total + $(awk '/VmRSS/ {print $2}' /proc/$p/status 2>/dev/null || echo 0) ))
-    for c in $(pgrep -P "$p" || true); do
-      [ "$c" = "$p" ] && continue
-      total=$(( total + $(awk '/VmRSS/ {print $2}' /proc/$c/status 2>/dev/null || echo 0) ))
-    done
+tree_rss_kb() {  # sum VmRSS of $1 and all its descendants, each counted once
+  local total p
+  total=$(awk '/VmRSS/ {print $2}' /proc/$1/status 2>/dev/null || echo 0)
+  for p in $(pgrep -P "$1" || true); do
+    total=$(( total + $(tree_rss_kb "$p") ))
   done
-  echo $total
+  echo "$total"
 }
 before=$(ip netns list; ip -o link show; nft list ruleset)
 for i in $(seq 1 "$RUNS"); do

@@ -125,3 +125,33 @@ fn three_nodes_spread_and_reach_from_every_node() {
         assert_eq!(got.len(), 3, "from {node}: {got:?}");
     }
 }
+
+#[test]
+fn two_clusters_side_by_side_and_restart_keeps_objects() {
+    let _serial = serial();
+    let d1 = TempDir::new("upa");
+    let d2 = TempDir::new("upb");
+    let (data1, data2) = (d1.0.join("data"), d2.0.join("data"));
+    let hostnames = examples_dir().join("hostnames.yaml");
+    let mut a = Up::start("e2ea", &data1, &["-f", hostnames.to_str().unwrap()]);
+    let b = Up::start("e2eb", &data2, &["-f", hostnames.to_str().unwrap()]);
+    for up in [&a, &b] {
+        let ip = up.k(&["get", "svc", "hostnames", "-o", "jsonpath={.spec.clusterIP}"]);
+        let got: BTreeSet<String> = names_via(up, None, &ip, 30).into_iter().filter(|s| !s.is_empty()).collect();
+        assert_eq!(got.len(), 3, "{}: {got:?}", up.name);
+    }
+    // The same data dir brings the same objects back.
+    let uid = a.k(&["get", "svc", "hostnames", "-o", "jsonpath={.metadata.uid}"]);
+    let ip = a.k(&["get", "svc", "hostnames", "-o", "jsonpath={.spec.clusterIP}"]);
+    a.stop();
+    drop(a);
+    let a2 = Up::start("e2ea", &data1, &[]);
+    assert_eq!(a2.k(&["get", "svc", "hostnames", "-o", "jsonpath={.metadata.uid}"]), uid);
+    assert_eq!(a2.k(&["get", "svc", "hostnames", "-o", "jsonpath={.spec.clusterIP}"]), ip);
+    a2.k(&["rollout", "status", "deploy/hostnames", "--timeout=60s"]);
+    let ready = eventually(Duration::from_secs(60), || {
+        let got: BTreeSet<String> = names_via(&a2, None, &ip, 15).into_iter().filter(|s| !s.is_empty()).collect();
+        (got.len() == 3).then_some(got)
+    });
+    assert!(ready.is_some(), "the restarted cluster does not serve all 3 pods");
+}
