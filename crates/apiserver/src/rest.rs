@@ -277,8 +277,9 @@ pub async fn list_objects(state: &State, r: &'static Resource, ns: Option<&str>,
         }
         match page.more {
             Some(more) if p.limit.is_some_and(|l| items.len() >= l) => {
-                let rem = if filter.is_empty() { Some(page.remaining) } else { None };
-                return Ok((items, revision.unwrap_or(0), Some(continue_token(revision.unwrap_or(0), &more)), rem));
+                // remainingItemCount is optional and the store only knows a lower bound: omit it.
+                let _ = page.remaining;
+                return Ok((items, revision.unwrap_or(0), Some(continue_token(revision.unwrap_or(0), &more)), None));
             }
             Some(more) => start = Some(more),
             None => return Ok((items, revision.unwrap_or(0), None, None)),
@@ -310,7 +311,15 @@ pub fn table(r: &Resource, items: &[Value], rv: Value, cont: Option<String>, inc
             let object = match include.unwrap_or("Metadata") {
                 "None" => Value::Null,
                 "Object" => o.clone(),
-                _ => json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"].clone()}),
+                _ => {
+                    // Row metadata without managedFields: printers never read them, and they are
+                    // most of each row's bytes.
+                    let mut m = o["metadata"].clone();
+                    if let Some(m) = m.as_object_mut() {
+                        m.remove("managedFields");
+                    }
+                    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": m})
+                }
             };
             json!({"cells": yard_api::table::row_cells(r.plural, o, now), "object": object})
         })

@@ -76,7 +76,8 @@ pub struct ListPage {
     pub revision: i64,
     /// Set when `limit` cut the listing: the last key returned, to pass as `start_after`.
     pub more: Option<String>,
-    /// How many keys under the prefix follow this page (when `more` is set).
+    /// At least this many keys under the prefix follow this page (1 when `more` is set: counting
+    /// all of them would make paging quadratic).
     pub remaining: i64,
 }
 

@@ -107,11 +107,11 @@ impl RedbStore {
             }
             if let Some(l) = limit {
                 if items.len() >= l {
-                    if more.is_none() {
-                        more = items.last().map(|kv: &KeyValue| kv.key.clone());
-                    }
-                    remaining += 1;
-                    continue;
+                    // One more key exists: the page is cut here. Counting the rest would make
+                    // paging through N keys cost O(N^2), so `remaining` is a lower bound.
+                    more = items.last().map(|kv: &KeyValue| kv.key.clone());
+                    remaining = 1;
+                    break;
                 }
             }
             items.push(decode(key, v.value()));

@@ -63,7 +63,7 @@ async fn list_pages_and_prefixes() {
     let p = s.list("/r/ns/", None, Some(10)).await.unwrap();
     assert_eq!(p.items.len(), 10);
     assert_eq!(p.more.as_deref(), Some("/r/ns/009"));
-    assert_eq!(p.remaining, 15);
+    assert_eq!(p.remaining, 1);
     let p2 = s.list("/r/ns/", p.more.as_deref(), Some(10)).await.unwrap();
     assert_eq!(p2.items[0].key, "/r/ns/010");
     let p3 = s.list("/r/ns/", p2.more.as_deref(), Some(10)).await.unwrap();
