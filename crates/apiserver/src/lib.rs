@@ -192,7 +192,7 @@ pub async fn start_with_store(args: Args, store: DynStore) -> Result<Running, Er
 }
 
 /// Create an object through the normal create path unless it exists.
-pub async fn ensure(state: &State, api_version: &str, kind: &str, ns: Option<&str>, obj: Value) -> Result<(), Error> {
+pub async fn ensure(state: &Arc<State>, api_version: &str, kind: &str, ns: Option<&str>, obj: Value) -> Result<(), Error> {
     let r = resources::by_kind(api_version, kind).ok_or_else(|| Error::Setup(format!("unknown kind {api_version}/{kind}")))?;
     let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
     if state.store.get(&r.key(ns, &name)).await?.is_some() {
@@ -203,7 +203,7 @@ pub async fn ensure(state: &State, api_version: &str, kind: &str, ns: Option<&st
     headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     headers.insert(http::header::USER_AGENT, http::HeaderValue::from_static("kube-apiserver"));
     let t = server::Target { resource: r, namespace: ns.map(String::from), name: None, sub: None };
-    let resp = rest::dispatch(Arc::new(State { store: state.store.clone(), tokens: vec![], alloc: services::Allocator::new(state.store.clone(), state.alloc.cfg.clone()), metrics: Default::default() }), http::Method::POST, t, rest::Params::default(), headers, body.into()).await;
+    let resp = rest::dispatch(state.clone(), http::Method::POST, t, rest::Params::default(), headers, body.into()).await;
     if !resp.status().is_success() && resp.status() != http::StatusCode::CONFLICT {
         let b = http_body_util::BodyExt::collect(resp.into_body()).await.map(|c| c.to_bytes()).unwrap_or_default();
         return Err(Error::Setup(format!("bootstrap {kind} {name}: {}", String::from_utf8_lossy(&b))));
@@ -213,7 +213,7 @@ pub async fn ensure(state: &State, api_version: &str, kind: &str, ns: Option<&st
 
 /// The objects every cluster starts with: the four system namespaces and the `kubernetes` Service
 /// (first service IP, 443) with endpoints at this API server.
-async fn bootstrap(state: &State, args: &Args, addr: SocketAddr) -> Result<(), Error> {
+async fn bootstrap(state: &Arc<State>, args: &Args, addr: SocketAddr) -> Result<(), Error> {
     tracing::debug!("namespaces");
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         ensure(state, "v1", "Namespace", None, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}}})).await?;

@@ -2,7 +2,6 @@
 //! deletecollection, with the status/scale/binding/finalize subresources, Table output,
 //! dry-run, field validation and graceful deletion as upstream implements them.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use yard_api::selector::LabelSelector;
 use yard_store::{EventKind, KeyValue, Op, StoreError};
 
@@ -492,18 +491,27 @@ fn check_kind(r: &Resource, v: &mut Value) -> ApiResult<()> {
 /// Typed round trip plus field validation as the request asked for.
 fn normalize_validated(r: &Resource, input: &Value, dups: &[String], ctx: &mut WriteCtx<'_>) -> ApiResult<Value> {
     let norm = objects::normalize(r, input.clone()).map_err(|e| ApiError::bad_request(format!("{} in body: {e}", r.kind)))?;
-    let mode = ctx.p.field_validation.as_deref().unwrap_or("Warn");
-    if mode != "Ignore" {
-        let mut problems: Vec<String> = dups.iter().map(|d| format!("json: duplicate field \"{d}\"")).collect();
-        problems.extend(objects::unknown_fields(input, &norm).into_iter().map(|f| format!("unknown field \"{f}\"")));
-        if !problems.is_empty() {
-            if mode == "Strict" {
-                return Err(ApiError::bad_request(format!("strict decoding error: {}", problems.join(", "))));
-            }
-            ctx.warnings.extend(problems);
-        }
-    }
+    check_fields(input, &norm, dups, ctx)?;
     Ok(norm)
+}
+
+/// `fieldValidation`: duplicate fields and fields the typed decoder dropped are an error (Strict),
+/// a warning (Warn, the default) or nothing (Ignore).
+fn check_fields(input: &Value, norm: &Value, dups: &[String], ctx: &mut WriteCtx<'_>) -> ApiResult<()> {
+    let mode = ctx.p.field_validation.as_deref().unwrap_or("Warn");
+    if mode == "Ignore" {
+        return Ok(());
+    }
+    let mut problems: Vec<String> = dups.iter().map(|d| format!("json: duplicate field \"{d}\"")).collect();
+    problems.extend(objects::unknown_fields(input, norm).into_iter().map(|f| format!("unknown field \"{f}\"")));
+    if problems.is_empty() {
+        return Ok(());
+    }
+    if mode == "Strict" {
+        return Err(ApiError::bad_request(format!("strict decoding error: {}", problems.join(", "))));
+    }
+    ctx.warnings.extend(problems);
+    Ok(())
 }
 
 fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
@@ -873,7 +881,7 @@ async fn patch(state: &State, r: &'static Resource, ns: Option<&str>, name: &str
                 let mut obj = apply_validated(r, None, &patch_doc, &dups, sub, &mut ctx, name)?;
                 meta_mut(&mut obj).insert("name".into(), json!(name));
                 ctx.manager = String::new();
-                let out = create_object_applied(state, r, ns, &mut obj, &mut ctx).await?;
+                let out = create_object(state, r, ns, &mut obj, &mut ctx).await?;
                 return Ok(with_warnings(json_response(StatusCode::CREATED, &out), &ctx.warnings));
             }
             return Err(ApiError::not_found(r, name));
@@ -922,17 +930,7 @@ fn apply_validated(r: &'static Resource, live: Option<&Value>, doc: &Value, dups
     let opts = yard_api::patch::ApplyOptions { manager: &ctx.manager, force: ctx.p.force, now: &now, subresource: sub, schema: None };
     let merged = yard_api::patch::apply_with(live, &input, &opts).map_err(apply_err(r, name))?;
     let norm = objects::normalize(r, merged).map_err(|e| ApiError::bad_request(format!("{} in body: {e}", r.kind)))?;
-    let mode = ctx.p.field_validation.as_deref().unwrap_or("Warn");
-    if mode != "Ignore" {
-        let mut problems: Vec<String> = dups.iter().map(|d| format!("json: duplicate field \"{d}\"")).collect();
-        problems.extend(objects::unknown_fields(&input, &norm).into_iter().map(|f| format!("unknown field \"{f}\"")));
-        if !problems.is_empty() {
-            if mode == "Strict" {
-                return Err(ApiError::bad_request(format!("strict decoding error: {}", problems.join(", "))));
-            }
-            ctx.warnings.extend(problems);
-        }
-    }
+    check_fields(&input, &norm, dups, ctx)?;
     Ok(norm)
 }
 
@@ -956,10 +954,6 @@ fn patch_err(e: yard_api::patch::PatchError) -> ApiError {
         422 => ApiError::new(422, "Invalid", e.to_string()),
         _ => ApiError::internal(e.to_string()),
     }
-}
-
-async fn create_object_applied(state: &State, r: &'static Resource, ns: Option<&str>, obj: &mut Value, ctx: &mut WriteCtx<'_>) -> ApiResult<Value> {
-    create_object(state, r, ns, obj, ctx).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1185,6 +1179,3 @@ async fn delete_collection(state: &State, r: &'static Resource, ns: Option<&str>
     }
     Ok(json_response(StatusCode::OK, &json!({"kind": r.list_kind(), "apiVersion": r.api_version(), "metadata": {"resourceVersion": rev.to_string()}, "items": out})))
 }
-
-#[allow(dead_code)]
-fn unused(_: BTreeMap<String, String>, _: Map<String, Value>) {}

@@ -13,7 +13,6 @@ use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
-use tower::ServiceExt;
 
 use crate::resources::{self, Resource};
 use crate::status::ApiError;
@@ -131,7 +130,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub async fn handle(state: Arc<State>, _peer: SocketAddr, req: Request) -> Response {
     let started = Instant::now();
     let path = req.uri().path().to_string();
-    let method = req.method().clone();
     // Health endpoints are open, as upstream's default RBAC lets anyone read them.
     let open = matches!(path.as_str(), "/healthz" | "/livez" | "/readyz" | "/version") || path.starts_with("/healthz/") || path.starts_with("/livez/") || path.starts_with("/readyz/");
     if !open && !authorized(&state, &req) {
@@ -140,7 +138,6 @@ pub async fn handle(state: Arc<State>, _peer: SocketAddr, req: Request) -> Respo
     let (resp, verb, resource) = route(state.clone(), req).await;
     let code = resp.status().as_u16();
     state.metrics.observe(&verb, &resource, code, started.elapsed());
-    let _ = method;
     resp
 }
 
@@ -201,9 +198,4 @@ async fn read_body(body: Body) -> Result<Bytes, ApiError> {
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::too_large()),
         Err(e) => Err(ApiError::bad_request(format!("reading request body: {e}"))),
     }
-}
-
-#[allow(dead_code)]
-async fn oneshot(router: axum::Router, req: Request) -> Response {
-    router.oneshot(req).await.into_response()
 }

@@ -164,9 +164,8 @@ impl Allocator {
                 self.release(&taken.0).await;
                 Err(Err(e))
             }
-            Ok(release) if !errs.is_empty() => {
+            Ok(_) if !errs.is_empty() => {
                 self.release(&taken.0).await;
-                let _ = release;
                 Err(Ok(errs))
             }
             Ok(release) => Ok((taken, release)),
@@ -239,7 +238,6 @@ impl Allocator {
         let mut kept_ports: BTreeSet<i64> = BTreeSet::new();
         let old_ports: BTreeSet<i64> = old_held.iter().filter_map(|k| k.strip_prefix(&format!("{PREFIX}nodeport/")).and_then(|p| p.parse().ok())).collect();
         if let Some(ports) = svc["spec"]["ports"].as_array_mut() {
-            let n = ports.len();
             let mut assigned_this: BTreeSet<i64> = BTreeSet::new();
             for (i, p) in ports.iter_mut().enumerate() {
                 let req = p.get("nodePort").and_then(Value::as_i64).filter(|v| *v != 0);
@@ -256,7 +254,6 @@ impl Allocator {
                 // protocols of one service.
                 let mut already = old_ports.clone();
                 already.extend(assigned_this.iter().copied());
-                let _ = n;
                 match self.alloc_port(req, &field, &owner, taken, &already).await? {
                     Ok(port) => {
                         p["nodePort"] = json!(port);
@@ -286,7 +283,6 @@ impl Allocator {
             }
         }
         // LoadBalancer ingress from the built-in pool.
-        let mut lb_keep: Option<String> = None;
         if ty == "LoadBalancer" {
             let old_lb: Option<String> = old_held.iter().find_map(|k| k.strip_prefix(&format!("{PREFIX}lb/")).map(String::from));
             let requested = svc["spec"]["loadBalancerIP"].as_str().filter(|s| !s.is_empty()).map(String::from);
@@ -317,14 +313,12 @@ impl Allocator {
             };
             if let Some(ip) = ip {
                 svc["status"] = json!({"loadBalancer": {"ingress": [{"ip": ip, "ipMode": "VIP"}]}});
-                lb_keep = Some(ip);
             }
         } else if svc.get("status").is_some() && old.is_some_and(|o| o["spec"]["type"].as_str() == Some("LoadBalancer")) {
             svc["status"] = json!({"loadBalancer": {}});
         }
         // What the old object held and the new one does not: release after the write.
         let new_held = held_keys(svc);
-        let _ = lb_keep;
         Ok(old_held.into_iter().filter(|k| !new_held.contains(k)).collect())
     }
 

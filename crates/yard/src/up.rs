@@ -17,13 +17,6 @@ const BRIDGE: &str = "yardbr0";
 const NODE_NET: &str = "172.18.0";
 const DNS_IP: &str = "10.96.0.10";
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum ProxyMode {
-    Nftables,
-    Iptables,
-    Userspace,
-}
-
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {
     /// Data directory (store, certificates, kubeconfig, node state).
@@ -42,7 +35,7 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 0)]
     pub dns_port: u16,
     #[arg(long, value_enum, default_value = "nftables")]
-    pub proxy_mode: ProxyMode,
+    pub proxy_mode: yard_proxy::Mode,
     /// Manifests to apply once the cluster is up (files or directories).
     #[arg(short = 'f', long = "filename")]
     pub manifests: Vec<PathBuf>,
@@ -390,11 +383,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         })));
         let mut pcfg = yard_proxy::ProxyConfig::new(n.name.clone());
         pcfg.netns = Some(yard_netns::path_of(&n.netns));
-        pcfg.mode = match a.proxy_mode {
-            ProxyMode::Nftables => yard_proxy::Mode::Nftables,
-            ProxyMode::Iptables => yard_proxy::Mode::Iptables,
-            ProxyMode::Userspace => yard_proxy::Mode::Userspace,
-        };
+        pcfg.mode = a.proxy_mode;
         let (c2, s, name) = (client.clone(), stopped(), n.name.clone());
         tasks.push((format!("proxy {name}"), tokio::spawn(async move {
             if let Err(e) = yard_proxy::Proxy::new(c2, pcfg).run(s).await {
