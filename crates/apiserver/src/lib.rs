@@ -69,9 +69,25 @@ pub struct Args {
     /// Pool for LoadBalancer ingress IPs.
     #[arg(long, default_value = "172.18.255.0/24")]
     pub lb_cidr: ipnet::Ipv4Net,
-    /// Storage backend: omitted for the embedded store in the data dir.
+    /// Storage backend: omitted (or `embedded`) for the embedded store in the data dir, or
+    /// `etcd://host:port[,host:port...]` for an etcd v3 cluster that several API servers may share.
     #[arg(long)]
     pub store: Option<String>,
+    /// CA bundle to verify etcd members (turns on TLS to etcd).
+    #[arg(long)]
+    pub etcd_cafile: Option<PathBuf>,
+    /// Client certificate for etcd (mutual TLS).
+    #[arg(long)]
+    pub etcd_certfile: Option<PathBuf>,
+    /// Client key for etcd (mutual TLS).
+    #[arg(long)]
+    pub etcd_keyfile: Option<PathBuf>,
+    /// Prefix prepended to every etcd key (Yard's keys already start with /registry/).
+    #[arg(long, default_value = "")]
+    pub etcd_prefix: String,
+    /// How often to compact etcd history, in seconds (0: never; kube-apiserver's default is 300).
+    #[arg(long, default_value_t = 300)]
+    pub etcd_compaction_interval: u64,
     /// Extra names or IPs for the serving certificate.
     #[arg(long, value_delimiter = ',')]
     pub tls_san: Vec<String>,
@@ -91,6 +107,11 @@ impl Default for Args {
             service_node_port_range: "30000-32767".into(),
             lb_cidr: "172.18.255.0/24".parse().expect("cidr"),
             store: None,
+            etcd_cafile: None,
+            etcd_certfile: None,
+            etcd_keyfile: None,
+            etcd_prefix: String::new(),
+            etcd_compaction_interval: 300,
             tls_san: Vec::new(),
             cluster_name: "yard".into(),
         }
@@ -136,20 +157,31 @@ fn parse_range(s: &str) -> Result<(u16, u16), Error> {
     Ok((a, b))
 }
 
-/// Open the store named by `--store` (embedded redb in the data dir by default).
-pub fn open_store(args: &Args) -> Result<DynStore, Error> {
+/// Open the store named by `--store` (embedded redb in the data dir by default, or etcd).
+pub async fn open_store(args: &Args) -> Result<DynStore, Error> {
     match args.store.as_deref() {
         None | Some("") | Some("embedded") => {
             std::fs::create_dir_all(&args.data_dir)?;
             Ok(Arc::new(yard_store::RedbStore::open(&args.data_dir.join("store.redb"))?))
         }
-        Some(other) => Err(Error::Setup(format!("unsupported store {other}: only the embedded store is available in this build"))),
+        Some(url) if url.starts_with("etcd://") || url.starts_with("etcds://") => {
+            let mut cfg = yard_store::EtcdConfig::from_url(url)?;
+            if args.etcd_cafile.is_some() {
+                cfg.ca_file = args.etcd_cafile.clone();
+            }
+            cfg.cert_file = args.etcd_certfile.clone();
+            cfg.key_file = args.etcd_keyfile.clone();
+            cfg.prefix = args.etcd_prefix.clone();
+            cfg.compaction_interval = (args.etcd_compaction_interval > 0).then(|| std::time::Duration::from_secs(args.etcd_compaction_interval));
+            Ok(Arc::new(yard_store::EtcdStore::connect(cfg).await?))
+        }
+        Some(other) => Err(Error::Setup(format!("unsupported store {other}: use `embedded` or etcd://host:port[,host:port...]"))),
     }
 }
 
 /// Start serving; returns once the listener is bound, bootstrap objects exist and the kubeconfig is written.
 pub async fn start(args: Args) -> Result<Running, Error> {
-    let store = open_store(&args)?;
+    let store = open_store(&args).await?;
     start_with_store(args, store).await
 }
 

@@ -100,6 +100,5 @@ pub fn groups() -> Vec<(&'static str, &'static str)> {
             out.push((r.group, r.version));
         }
     }
-    out.push(("autoscaling", "v1"));
     out
 }

@@ -138,6 +138,46 @@ pub fn from_kv(kv: &KeyValue) -> ApiResult<Value> {
     Ok(v)
 }
 
+/// A stored object without `metadata.managedFields`, skipped while parsing: what a Table row
+/// needs (its printers never read them, and they are a large share of each object's bytes).
+fn from_kv_lean(kv: &KeyValue) -> ApiResult<Value> {
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct Obj {
+        top: bool,
+    }
+    impl<'de> Visitor<'de> for Obj {
+        type Value = serde_json::Map<String, Value>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+            let mut out = serde_json::Map::new();
+            while let Some(k) = m.next_key::<String>()? {
+                if self.top && k == "metadata" {
+                    let meta = m.next_value_seed(Obj { top: false })?;
+                    out.insert(k, Value::Object(meta));
+                } else if !self.top && k == "managedFields" {
+                    m.next_value::<IgnoredAny>()?;
+                } else {
+                    out.insert(k, m.next_value()?);
+                }
+            }
+            Ok(out)
+        }
+    }
+    impl<'de> DeserializeSeed<'de> for Obj {
+        type Value = serde_json::Map<String, Value>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(&kv.value);
+    let map = Obj { top: true }.deserialize(&mut de).map_err(|e| ApiError::internal(format!("stored object {}: {e}", kv.key)))?;
+    let mut v = Value::Object(map);
+    meta_mut(&mut v).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
+    Ok(v)
+}
+
 fn encode(v: &Value) -> Bytes {
     let mut v = v.clone();
     if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -246,6 +286,10 @@ fn parse_continue(tok: &str) -> ApiResult<String> {
 
 /// List objects: returns items, list revision, continue token and remaining count.
 pub async fn list_objects(state: &State, r: &'static Resource, ns: Option<&str>, p: &Params) -> ApiResult<(Vec<Value>, i64, Option<String>, Option<i64>)> {
+    list_objects_with(state, r, ns, p, from_kv).await
+}
+
+async fn list_objects_with(state: &State, r: &'static Resource, ns: Option<&str>, p: &Params, decode: fn(&KeyValue) -> ApiResult<Value>) -> ApiResult<(Vec<Value>, i64, Option<String>, Option<i64>)> {
     let filter = Filter::new(r, p)?;
     let prefix = r.ns_prefix(ns);
     let mut start = match &p.continue_token {
@@ -266,7 +310,7 @@ pub async fn list_objects(state: &State, r: &'static Resource, ns: Option<&str>,
                 break;
             }
             last_key = Some(kv.key.clone());
-            let obj = from_kv(kv)?;
+            let obj = decode(kv)?;
             if filter.matches(&obj) {
                 items.push(obj);
             }
@@ -287,8 +331,22 @@ pub async fn list_objects(state: &State, r: &'static Resource, ns: Option<&str>,
 }
 
 async fn list(state: &State, r: &'static Resource, ns: Option<&str>, p: &Params, headers: &HeaderMap) -> ApiResult<Response> {
-    let (items, rev, cont, remaining) = list_objects(state, r, ns, p).await?;
-    if wants_table(headers) {
+    let as_table = wants_table(headers);
+    // A Table is for a person reading `kubectl get`: it is served whole. The API conventions let a
+    // server not support `limit` ("will return all of the available results", no `continue`), as
+    // upstream's watch cache long did; paging it by kubectl's 500 costs a round trip per page and,
+    // past ten pages, kubectl's own client-side rate limit. A page asked for with a `continue`
+    // token is still served as a page; other formats (informers, clients) always page.
+    let whole;
+    let p = if as_table && p.limit.is_some() && p.continue_token.is_none() {
+        whole = Params { limit: None, ..p.clone() };
+        &whole
+    } else {
+        p
+    };
+    let lean = as_table && p.include_object.as_deref() != Some("Object");
+    let (items, rev, cont, remaining) = list_objects_with(state, r, ns, p, if lean { from_kv_lean } else { from_kv }).await?;
+    if as_table {
         return Ok(json_response(StatusCode::OK, &table(r, &items, json!(rev.to_string()), cont, p.include_object.as_deref())));
     }
     let mut meta = json!({"resourceVersion": rev.to_string()});
@@ -635,29 +693,42 @@ async fn create_object(state: &State, r: &'static Resource, ns: Option<&str>, ob
         }
         return Ok(obj.clone());
     }
-    let mut taken = Vec::new();
     if r.kind == "Service" {
-        match state.alloc.prepare(None, obj).await {
-            Ok((t, _)) => taken = t.0,
-            Err(Ok(errs)) => return Err(ApiError::invalid(r, &name, &errs)),
-            Err(Err(e)) => return Err(e.into()),
+        // The Service and the allocation keys it picked are written in one transaction; when
+        // another API server wins a picked key meanwhile, pick again.
+        let template = obj.clone();
+        for _attempt in 0..8 {
+            let taken = match state.alloc.prepare(None, obj).await {
+                Ok((t, _)) => t.0,
+                Err(Ok(errs)) => return Err(ApiError::invalid(r, &name, &errs)),
+                Err(Err(e)) => return Err(e.into()),
+            };
+            let errs = yard_api::validation::validate(r.plural, obj, None);
+            if !errs.is_empty() {
+                state.alloc.unreserve(&taken);
+                return Err(ApiError::invalid(r, &name, &errs));
+            }
+            let value = encode(obj);
+            let mut ops = crate::services::Allocator::create_ops(&taken, obj);
+            ops.push(Op::Create { key: key.clone(), value: value.clone() });
+            let res = state.store.txn(ops).await;
+            state.alloc.unreserve(&taken);
+            match res {
+                Ok(mut kvs) => {
+                    let kv = kvs.pop().ok_or_else(|| StoreError::Backend("empty transaction result".into()))?;
+                    return from_kv(&KeyValue { value, ..kv });
+                }
+                Err(StoreError::AlreadyExists(k)) if crate::services::Allocator::is_allocation_key(&k) => *obj = template.clone(),
+                Err(StoreError::AlreadyExists(_)) => return Err(ApiError::already_exists(r, &name)),
+                Err(e) => return Err(e.into()),
+            }
         }
-        let errs = yard_api::validation::validate(r.plural, obj, None);
-        if !errs.is_empty() {
-            state.alloc.release(&taken).await;
-            return Err(ApiError::invalid(r, &name, &errs));
-        }
+        return Err(ApiError::conflict(r, &name));
     }
     match state.store.write(Op::Create { key, value: encode(obj) }).await {
         Ok(kv) => from_kv(&KeyValue { value: encode(obj), ..kv }),
-        Err(StoreError::AlreadyExists(_)) => {
-            state.alloc.release(&taken).await;
-            Err(ApiError::already_exists(r, &name))
-        }
-        Err(e) => {
-            state.alloc.release(&taken).await;
-            Err(e.into())
-        }
+        Err(StoreError::AlreadyExists(_)) => Err(ApiError::already_exists(r, &name)),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -721,6 +792,9 @@ async fn update_object(state: &State, r: &'static Resource, ns: Option<&str>, ol
             }
         }
     }
+    if r.kind == "Service" && sub.is_none() {
+        crate::services::drop_type_dependent_fields(&mut new, &old);
+    }
     yard_api::defaults::apply_defaults(r.plural, &mut new);
     if sub.is_none() && objects::spec_changed(&old, &new) && old["metadata"].get("generation").is_some() {
         let g = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
@@ -777,17 +851,28 @@ async fn update_object(state: &State, r: &'static Resource, ns: Option<&str>, ol
         }
         let errs = yard_api::validation::validate(r.plural, &new, Some(&old));
         if !errs.is_empty() {
-            state.alloc.release(&taken).await;
+            state.alloc.unreserve(&taken);
             return Err(ApiError::invalid(r, &name, &errs));
         }
     }
     let key = r.key(ns, &name);
     let finished = deleting && objects::finalizers_of(&new).is_empty() && !(r.kind == "Namespace" && new["spec"]["finalizers"].as_array().is_some_and(|a| !a.is_empty()));
-    let res = if finished {
-        state.store.write(Op::Delete { key: key.clone(), expect: Some(expect) }).await.map(|kv| KeyValue { value: encode(&new), ..kv })
+    let op = if finished { Op::Delete { key: key.clone(), expect: Some(expect) } } else { Op::Update { key: key.clone(), value: encode(&new), expect: Some(expect) } };
+    // New allocations are created in the same transaction as the object.
+    let res = if taken.is_empty() {
+        state.store.write(op).await
     } else {
-        state.store.write(Op::Update { key: key.clone(), value: encode(&new), expect: Some(expect) }).await
+        let mut ops = crate::services::Allocator::create_ops(&taken, &new);
+        ops.push(op);
+        let out = state.store.txn(ops).await.and_then(|mut kvs| kvs.pop().ok_or_else(|| StoreError::Backend("empty transaction result".into())));
+        state.alloc.unreserve(&taken);
+        match out {
+            // Another API server won a picked address or port: the client retries, as on any conflict.
+            Err(StoreError::AlreadyExists(k)) if crate::services::Allocator::is_allocation_key(&k) => Err(StoreError::Conflict { key: k, current: None }),
+            other => other,
+        }
     };
+    let res = if finished { res.map(|kv| KeyValue { value: encode(&new), ..kv }) } else { res };
     match res {
         Ok(kv) => {
             state.alloc.release(&release).await;
@@ -796,18 +881,9 @@ async fn update_object(state: &State, r: &'static Resource, ns: Option<&str>, ol
             }
             Ok((from_kv(&kv)?, true))
         }
-        Err(StoreError::Conflict { .. }) => {
-            state.alloc.release(&taken).await;
-            Err(ApiError::conflict(r, &name))
-        }
-        Err(StoreError::NotFound(_)) => {
-            state.alloc.release(&taken).await;
-            Err(ApiError::not_found(r, &name))
-        }
-        Err(e) => {
-            state.alloc.release(&taken).await;
-            Err(e.into())
-        }
+        Err(StoreError::Conflict { .. }) => Err(ApiError::conflict(r, &name)),
+        Err(StoreError::NotFound(_)) => Err(ApiError::not_found(r, &name)),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -1,7 +1,8 @@
 //! Service registry logic that upstream keeps inside the API server: ClusterIP, NodePort and
 //! LoadBalancer address allocation. Every allocation is a store key created by compare-and-swap
-//! (`/registry/yard/allocations/...`), so it is unique across any number of API servers sharing the
-//! store, survives restarts, and a repair pass frees what a crash leaked.
+//! (`/registry/yard/allocations/...`) in the same store transaction as the Service that holds it,
+//! so it is unique across any number of API servers sharing the store, survives restarts, costs no
+//! extra commit, and a repair pass frees what a crash leaked.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -44,6 +45,8 @@ fn net_size(net: &IpNet) -> u128 {
 pub struct Allocator {
     store: DynStore,
     pub cfg: AllocConfig,
+    /// Keys picked by writes in flight in this process, so two of them do not pick the same one.
+    pending: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Keys taken while preparing a write; released if the write fails.
@@ -56,7 +59,7 @@ fn fe(kind: ErrorKind, field: &str, value: Value, detail: &str) -> FieldError {
 
 impl Allocator {
     pub fn new(store: DynStore, cfg: AllocConfig) -> Self {
-        Self { store, cfg }
+        Self { store, cfg, pending: Default::default() }
     }
 
     fn owner(svc: &Value) -> Bytes {
@@ -64,15 +67,37 @@ impl Allocator {
         Bytes::from(o.to_string())
     }
 
-    async fn take(&self, key: String, owner: &Bytes, taken: &mut Taken) -> Result<bool, StoreError> {
-        match self.store.write(Op::Create { key: key.clone(), value: owner.clone() }).await {
-            Ok(_) => {
-                taken.0.push(key);
-                Ok(true)
-            }
-            Err(StoreError::AlreadyExists(_)) => Ok(false),
-            Err(e) => Err(e),
+    /// Pick `key` if it is free: neither stored nor picked by another write in flight here. Nothing
+    /// is written: the caller's transaction creates the key (`create_ops`) with the object, and a
+    /// concurrent pick by another API server makes that transaction fail with `AlreadyExists`.
+    async fn take(&self, key: String, _owner: &Bytes, taken: &mut Taken) -> Result<bool, StoreError> {
+        if self.store.get(&key).await?.is_some() {
+            return Ok(false);
         }
+        if !self.pending.lock().expect("pending").insert(key.clone()) {
+            return Ok(false);
+        }
+        taken.0.push(key);
+        Ok(true)
+    }
+
+    /// The store writes that record `taken` as held by `svc`, for the object's own transaction.
+    pub fn create_ops(taken: &[String], svc: &Value) -> Vec<Op> {
+        let owner = Self::owner(svc);
+        taken.iter().map(|k| Op::Create { key: k.clone(), value: owner.clone() }).collect()
+    }
+
+    /// Forget picks once their transaction committed or failed.
+    pub fn unreserve(&self, taken: &[String]) {
+        let mut p = self.pending.lock().expect("pending");
+        for k in taken {
+            p.remove(k);
+        }
+    }
+
+    /// Whether a key is an allocation (a lost race on it is retried with another pick).
+    pub fn is_allocation_key(key: &str) -> bool {
+        key.starts_with(PREFIX)
     }
 
     pub async fn release(&self, keys: &[String]) {
@@ -99,10 +124,10 @@ impl Allocator {
             };
             let size = net_size(net);
             if !net.contains(&ip) || ip == nth_ip(net, 0) || (net.max_prefix_len() == 32 && ip == nth_ip(net, size - 1)) {
-                return Ok(Err(fe(ErrorKind::Invalid, field, json!(req), &format!("provided IP is not in the valid range. The range of valid IPs is {net}"))));
+                return Ok(Err(fe(ErrorKind::Invalid, field, json!(req), &format!("failed to allocate IP {req}: the provided IP ({ip}) is not in the valid range. The range of valid IPs is {net}"))));
             }
             if !self.take(Self::ip_key(&ip), svc, taken).await? {
-                return Ok(Err(fe(ErrorKind::Invalid, field, json!(req), "provided IP is already allocated")));
+                return Ok(Err(fe(ErrorKind::Invalid, field, json!(req), &format!("failed to allocate IP {req}: provided IP is already allocated"))));
             }
             return Ok(Ok(ip.to_string()));
         }
@@ -161,11 +186,11 @@ impl Allocator {
         let res = self.prepare_inner(old, svc, &mut taken, &mut errs).await;
         match res {
             Err(e) => {
-                self.release(&taken.0).await;
+                self.unreserve(&taken.0);
                 Err(Err(e))
             }
             Ok(_) if !errs.is_empty() => {
-                self.release(&taken.0).await;
+                self.unreserve(&taken.0);
                 Err(Ok(errs))
             }
             Ok(release) => Ok((taken, release)),
@@ -193,6 +218,13 @@ impl Allocator {
                 .and_then(|o| o["spec"]["clusterIPs"].as_array().cloned())
                 .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
                 .unwrap_or_default();
+            // clusterIP and clusterIPs[0] must agree before anything is allocated for them.
+            let one = svc["spec"]["clusterIP"].as_str().unwrap_or("");
+            let listed = svc["spec"]["clusterIPs"].as_array().cloned().unwrap_or_default();
+            if !one.is_empty() && listed.first().and_then(Value::as_str).is_some_and(|first| first != one) {
+                errs.push(fe(ErrorKind::Invalid, "spec.clusterIPs", Value::Array(listed), "first value must match `clusterIP`"));
+                return Ok(Vec::new());
+            }
             let requested: Vec<String> = match svc["spec"]["clusterIPs"].as_array() {
                 Some(a) if !a.is_empty() => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
                 _ => svc["spec"]["clusterIP"].as_str().filter(|s| !s.is_empty()).map(|s| vec![s.to_string()]).unwrap_or_default(),
@@ -213,7 +245,12 @@ impl Allocator {
                     let field = if i == 0 && svc["spec"]["clusterIPs"].as_array().is_none_or(|a| a.is_empty()) && requested.len() <= 1 { "spec.clusterIPs[0]".to_string() } else { format!("spec.clusterIPs[{i}]") };
                     match self.alloc_ip(net, requested.get(i).map(String::as_str), &field, &owner, taken).await? {
                         Ok(ip) => out.push(ip),
-                        Err(e) => {
+                        Err(mut e) => {
+                            // Allocation failures name the whole list, as upstream's allocator does.
+                            if e.detail.starts_with("failed to allocate IP") {
+                                e.field = "spec.clusterIPs".into();
+                                e.value = Some(json!(requested));
+                            }
                             errs.push(e);
                             return Ok(Vec::new());
                         }
@@ -242,11 +279,8 @@ impl Allocator {
             for (i, p) in ports.iter_mut().enumerate() {
                 let req = p.get("nodePort").and_then(Value::as_i64).filter(|v| *v != 0);
                 if !wants_np {
-                    if let Some(o) = p.as_object_mut() {
-                        if ty == "ClusterIP" || ty == "ExternalName" {
-                            o.remove("nodePort");
-                        }
-                    }
+                    // A nodePort left on a type without them is a validation error (updates that
+                    // change the type drop unchanged ones first: `drop_type_dependent_fields`).
                     continue;
                 }
                 let field = format!("spec.ports[{i}].nodePort");
@@ -402,6 +436,75 @@ impl Allocator {
             }
         }
         Ok(())
+    }
+}
+
+fn svc_type(svc: &Value) -> &str {
+    svc["spec"]["type"].as_str().unwrap_or("ClusterIP")
+}
+
+fn node_ports(svc: &Value) -> BTreeSet<i64> {
+    svc["spec"]["ports"].as_array().into_iter().flatten().filter_map(|p| p["nodePort"].as_i64()).filter(|p| *p != 0).collect()
+}
+
+fn externally_accessible(svc: &Value) -> bool {
+    let t = svc_type(svc);
+    t == "LoadBalancer" || t == "NodePort" || (t == "ClusterIP" && svc["spec"]["externalIPs"].as_array().is_some_and(|a| !a.is_empty()))
+}
+
+fn needs_hc_node_port(svc: &Value) -> bool {
+    svc_type(svc) == "LoadBalancer" && svc["spec"]["externalTrafficPolicy"].as_str() == Some("Local")
+}
+
+/// Services are a union discriminated by `type`: on an update that changes the type, fields the
+/// new type cannot have are cleared when the user left them as they were (so they are released),
+/// and kept, to fail validation, when the user changed them too. Upstream's registry does the same
+/// on updates only; a create with such fields is simply invalid.
+pub fn drop_type_dependent_fields(new: &mut Value, old: &Value) {
+    let same = |f: &str, new: &Value| old["spec"].get(f) == new["spec"].get(f);
+    let remove = |new: &mut Value, f: &str| {
+        if let Some(o) = new["spec"].as_object_mut() {
+            o.remove(f);
+        }
+    };
+    if svc_type(old) != "ExternalName" && svc_type(new) == "ExternalName" {
+        if same("clusterIP", new) && same("clusterIPs", new) {
+            remove(new, "clusterIP");
+            remove(new, "clusterIPs");
+        }
+        if same("ipFamilies", new) {
+            remove(new, "ipFamilies");
+        }
+        if same("ipFamilyPolicy", new) {
+            remove(new, "ipFamilyPolicy");
+        }
+    }
+    let needs_np = |s: &Value| matches!(svc_type(s), "NodePort" | "LoadBalancer");
+    if needs_np(old) && !needs_np(new) && node_ports(new).is_subset(&node_ports(old)) {
+        for p in new["spec"]["ports"].as_array_mut().into_iter().flatten() {
+            if let Some(o) = p.as_object_mut() {
+                o.remove("nodePort");
+            }
+        }
+    }
+    if needs_hc_node_port(old) && !needs_hc_node_port(new) && same("healthCheckNodePort", new) {
+        remove(new, "healthCheckNodePort");
+    }
+    if svc_type(old) == "LoadBalancer" && svc_type(new) != "LoadBalancer" {
+        if new["spec"].get("allocateLoadBalancerNodePorts").is_some() && same("allocateLoadBalancerNodePorts", new) {
+            remove(new, "allocateLoadBalancerNodePorts");
+        }
+        if same("loadBalancerClass", new) {
+            remove(new, "loadBalancerClass");
+        }
+    }
+    if externally_accessible(old) && !externally_accessible(new) && same("externalTrafficPolicy", new) {
+        remove(new, "externalTrafficPolicy");
+    }
+    if svc_type(new) != "LoadBalancer" {
+        if let Some(st) = new.get_mut("status").and_then(Value::as_object_mut) {
+            st.insert("loadBalancer".into(), json!({}));
+        }
     }
 }
 

@@ -45,11 +45,67 @@ pub fn fnv32a(data: &[u8]) -> u32 {
     h
 }
 
-/// controller.ComputeHash: fnv32a over the template (here its canonical JSON encoding, not Go's spew
-/// dump, so values differ from upstream's for the same template) plus the collision count written as
-/// 8 little-endian bytes, rendered as decimal through SafeEncodeString.
+/// Writes the deep-hash printing of a JSON value: maps with their keys sorted (spew's `SortKeys`),
+/// lists in order, strings quoted, `null` as `<nil>`. Every value of the template is printed with
+/// its field name, so two templates print the same iff they are equal field for field.
+pub fn deep_hash_print(v: &serde_json::Value, out: &mut Vec<u8>) {
+    use serde_json::Value;
+    match v {
+        Value::Null => out.extend_from_slice(b"<nil>"),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        Value::String(s) => {
+            out.extend_from_slice(serde_json::to_string(s).unwrap_or_default().as_bytes())
+        }
+        Value::Array(a) => {
+            out.push(b'[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b' ');
+                }
+                deep_hash_print(x, out);
+            }
+            out.push(b']');
+        }
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push(b'{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b' ');
+                }
+                out.extend_from_slice(k.as_bytes());
+                out.push(b':');
+                deep_hash_print(&m[k], out);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+/// controller.ComputeHash: FNV-32a over the deep-hash printing of the pod template, then (when the
+/// Deployment has a `collisionCount`, even 0) that count as a little-endian uint32 in 8 bytes, and
+/// the sum rendered as decimal through SafeEncodeString (so 1 to 10 characters of
+/// `4-9bcdf`, like upstream's).
+///
+/// The one deliberate difference from upstream is the printing that is hashed. Upstream prints the
+/// Go struct `v1.PodTemplateSpec` with go-spew (`%#v`, sorted map keys, Go type and field names,
+/// every zero-valued field, internal representations such as `resource.Quantity`'s and
+/// `time.Time`'s), so its value depends on the exact Go type definitions of one Kubernetes release
+/// (upstream's own hashes change between releases when fields are added) and cannot be reproduced
+/// from the API's JSON without those Go definitions. We print the template's JSON instead, with
+/// sorted keys and without absent fields, which keeps the properties the controller relies on:
+/// the value is stable across restarts and library upgrades (no dependence on struct field order or
+/// on fields the template does not set), it changes iff the template changes, and collisionCount
+/// moves it. ReplicaSets are matched to their Deployment by template equality, never by recomputing
+/// a name, so ReplicaSets written with an older hash keep being adopted.
 pub fn compute_hash(template: &PodTemplateSpec, collision_count: Option<i32>) -> String {
-    let mut data = serde_json::to_vec(template).unwrap_or_default();
+    let mut data = Vec::with_capacity(1024);
+    deep_hash_print(
+        &serde_json::to_value(template).unwrap_or_default(),
+        &mut data,
+    );
     if let Some(c) = collision_count {
         let mut b = [0u8; 8];
         b[..4].copy_from_slice(&(c as u32).to_le_bytes());
@@ -1364,6 +1420,66 @@ mod tests {
         );
         assert_ne!(h, compute_hash(&d.spec.template, Some(1)));
         assert_eq!(h, compute_hash(&d.spec.template, None));
+    }
+
+    #[test]
+    fn pod_template_hash_properties() {
+        let t: PodTemplateSpec = serde_json::from_value(serde_json::json!({
+            "metadata": {"labels": {"app": "hostnames", "tier": "web"}},
+            "spec": {"containers": [{"name": "c", "image": "img:1", "args": ["-a", "-b"],
+                      "ports": [{"containerPort": 9376, "protocol": "TCP"}]}]}
+        }))
+        .unwrap();
+        // Pinned: the value must not drift between builds, restarts or library upgrades. The
+        // expected values were computed outside Rust (FNV-32a + SafeEncodeString over this text).
+        let mut printed = Vec::new();
+        deep_hash_print(&serde_json::to_value(&t).unwrap(), &mut printed);
+        assert_eq!(
+            String::from_utf8(printed).unwrap(),
+            r#"{metadata:{labels:{app:"hostnames" tier:"web"}} spec:{containers:[{args:["-a" "-b"] image:"img:1" name:"c" ports:[{containerPort:9376 protocol:"TCP"}]}]}}"#
+        );
+        let h = compute_hash(&t, None);
+        assert_eq!(h, "6c556f7d88");
+        assert_eq!(compute_hash(&t, Some(0)), "5d5fdddd8");
+        // The same template written with other key orders hashes the same.
+        let reordered: PodTemplateSpec = serde_json::from_value(serde_json::json!({
+            "spec": {"containers": [{"ports": [{"protocol": "TCP", "containerPort": 9376}],
+                      "args": ["-a", "-b"], "image": "img:1", "name": "c"}]},
+            "metadata": {"labels": {"tier": "web", "app": "hostnames"}}
+        }))
+        .unwrap();
+        assert_eq!(compute_hash(&reordered, None), h);
+        // Any change of the template changes it, including list order and empty vs absent.
+        let mut changes: Vec<PodTemplateSpec> = Vec::new();
+        let mut c = t.clone();
+        c.spec.as_mut().unwrap().containers[0].image = Some("img:2".into());
+        changes.push(c);
+        let mut c = t.clone();
+        c.spec.as_mut().unwrap().containers[0].args = Some(vec!["-b".into(), "-a".into()]);
+        changes.push(c);
+        let mut c = t.clone();
+        c.spec.as_mut().unwrap().containers[0].command = Some(vec![]);
+        changes.push(c);
+        let mut c = t.clone();
+        c.metadata.as_mut().unwrap().labels.as_mut().unwrap().insert("x".into(), "".into());
+        changes.push(c);
+        let mut c = t.clone();
+        c.spec.as_mut().unwrap().containers[0].ports.as_mut().unwrap()[0].container_port = 9377;
+        changes.push(c);
+        let mut seen = std::collections::HashSet::from([h.clone()]);
+        for c in &changes {
+            assert!(seen.insert(compute_hash(c, None)), "{c:?}");
+        }
+        // collisionCount moves it; the output uses SafeEncodeString's digits alphabet only.
+        for n in 0..50 {
+            let v = compute_hash(&t, Some(n));
+            assert!(seen.insert(v.clone()), "collision count {n}");
+            assert!(!v.is_empty() && v.len() <= 10);
+            assert!(v.bytes().all(|b| b"456789bcdf".contains(&b)), "{v}");
+        }
+        let mut out = Vec::new();
+        deep_hash_print(&serde_json::json!({"b": [1, null], "a": "x\"y"}), &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), r#"{a:"x\"y" b:[1 <nil>]}"#);
     }
 
     #[test]

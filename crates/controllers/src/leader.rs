@@ -1,6 +1,7 @@
 //! Leader election through a coordination.k8s.io/v1 Lease, with client-go's semantics: acquire when
 //! the Lease is absent or expired (renewTime + leaseDurationSeconds in the past), renew every retry
-//! period, and give up leadership when renewals keep failing for the renew deadline.
+//! period, and give up leadership when renewals keep failing for the renew deadline; on shutdown the
+//! holder releases the Lease (empty holder) so a standby takes over without waiting for expiry.
 
 use std::time::Duration;
 
@@ -43,6 +44,11 @@ pub enum Attempt {
     Other(String),
 }
 
+/// The Lease records whole seconds; never less than one.
+fn lease_seconds(cfg: &LeaderConfig) -> i32 {
+    (cfg.lease_duration.as_secs_f64().ceil() as i32).max(1)
+}
+
 fn lease_expired(spec: &LeaseSpec, now: jiff::Timestamp) -> bool {
     let dur = i64::from(spec.lease_duration_seconds.unwrap_or(15));
     match spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) {
@@ -69,7 +75,7 @@ pub async fn try_acquire_or_renew(
                 },
                 spec: Some(LeaseSpec {
                     holder_identity: Some(cfg.identity.clone()),
-                    lease_duration_seconds: Some(cfg.lease_duration.as_secs() as i32),
+                    lease_duration_seconds: Some(lease_seconds(cfg)),
                     acquire_time: Some(micro.clone()),
                     renew_time: Some(micro),
                     lease_transitions: Some(0),
@@ -93,7 +99,7 @@ pub async fn try_acquire_or_renew(
                 new.holder_identity = Some(cfg.identity.clone());
             }
             new.renew_time = Some(micro);
-            new.lease_duration_seconds = Some(cfg.lease_duration.as_secs() as i32);
+            new.lease_duration_seconds = Some(lease_seconds(cfg));
             lease.spec = Some(new);
             api.replace(&cfg.name, &PostParams::default(), &lease)
                 .await?;
@@ -143,6 +149,26 @@ pub async fn hold(client: &Client, cfg: &LeaderConfig) {
             tracing::warn!("leadership lost: could not renew within the deadline");
             return;
         }
+    }
+}
+
+/// Give the Lease up if we hold it (client-go's ReleaseOnCancel): empty holder, 1s duration.
+pub async fn release(client: &Client, cfg: &LeaderConfig) {
+    let api: Api<Lease> = Api::namespaced(client.clone(), &cfg.namespace);
+    let Ok(Some(mut lease)) = api.get_opt(&cfg.name).await else { return };
+    let Some(spec) = lease.spec.as_mut() else { return };
+    if spec.holder_identity.as_deref() != Some(cfg.identity.as_str()) {
+        return;
+    }
+    let now = MicroTime(jiff::Timestamp::now());
+    spec.holder_identity = None;
+    spec.lease_duration_seconds = Some(1);
+    spec.renew_time = Some(now.clone());
+    spec.acquire_time = Some(now);
+    match tokio::time::timeout(cfg.retry_period.max(Duration::from_secs(1)), api.replace(&cfg.name, &PostParams::default(), &lease)).await {
+        Ok(Ok(_)) => tracing::info!(identity = %cfg.identity, "released leadership"),
+        Ok(Err(e)) => tracing::debug!(error = %e, "releasing the lease"),
+        Err(_) => tracing::debug!("releasing the lease timed out"),
     }
 }
 

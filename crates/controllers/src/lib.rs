@@ -1,4 +1,5 @@
 //! yard-controllers owns the controller manager: the EndpointSlice and Endpoints controllers, the
+//! EndpointSlice mirroring controller (selector-less Services with hand-written Endpoints), the
 //! Deployment and ReplicaSet controllers, the scheduler, node IPAM, the garbage collector and the
 //! namespace controller, plus Lease-based leader election. Every controller is a plain API client:
 //! it lists and watches through kube-rs, keeps in-memory caches, and writes through `kube::Api`.
@@ -10,6 +11,7 @@ pub mod events;
 pub mod gc;
 pub mod informer;
 pub mod leader;
+pub mod mirroring;
 pub mod nodeipam;
 pub mod queue;
 pub mod replicaset;
@@ -35,6 +37,7 @@ use crate::queue::{spawn_workers, WorkQueue};
 /// Controller names accepted by `--controllers` (upstream's names where one exists).
 pub const CONTROLLERS: &[&str] = &[
     "endpointslice",
+    "endpointslicemirroring",
     "endpoint",
     "replicaset",
     "deployment",
@@ -57,9 +60,21 @@ pub struct Args {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_elect: bool,
     /// Controllers to run: `*` for all, `name` to enable, `-name` to disable. Names: endpointslice,
-    /// endpoint, replicaset, deployment, scheduler, nodeipam, garbagecollector, namespace.
+    /// endpointslicemirroring, endpoint, replicaset, deployment, scheduler, nodeipam, garbagecollector, namespace.
     #[arg(long, value_delimiter = ',', default_value = "*")]
     pub controllers: Vec<String>,
+    /// How long a standby waits after the leader's last renewal before taking the Lease over (seconds).
+    #[arg(long, default_value_t = 15.0)]
+    pub leader_elect_lease_duration: f64,
+    /// How long the leader keeps trying to renew before it gives leadership up (seconds).
+    #[arg(long, default_value_t = 10.0)]
+    pub leader_elect_renew_deadline: f64,
+    /// Interval between acquire/renew attempts (seconds).
+    #[arg(long, default_value_t = 2.0)]
+    pub leader_elect_retry_period: f64,
+    /// Holder identity in the Lease (default: hostname_random).
+    #[arg(long)]
+    pub leader_elect_identity: Option<String>,
 }
 
 /// Controller manager settings.
@@ -72,6 +87,10 @@ pub struct Config {
     pub identity: String,
     /// Workers per controller for the endpoint controllers.
     pub endpoint_workers: usize,
+    /// Lease timings (kube-controller-manager's --leader-elect-* flags).
+    pub lease_duration: Duration,
+    pub renew_deadline: Duration,
+    pub retry_period: Duration,
 }
 
 impl Default for Config {
@@ -82,6 +101,9 @@ impl Default for Config {
             controllers: vec!["*".into()],
             identity: default_identity(),
             endpoint_workers: 4,
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
         }
     }
 }
@@ -92,6 +114,10 @@ impl Config {
             cluster_cidr: args.cluster_cidr,
             leader_elect: args.leader_elect,
             controllers: args.controllers.clone(),
+            identity: args.leader_elect_identity.clone().unwrap_or_else(default_identity),
+            lease_duration: Duration::from_secs_f64(args.leader_elect_lease_duration.max(0.001)),
+            renew_deadline: Duration::from_secs_f64(args.leader_elect_renew_deadline.max(0.001)),
+            retry_period: Duration::from_secs_f64(args.leader_elect_retry_period.max(0.001)),
             ..Default::default()
         }
     }
@@ -202,14 +228,28 @@ pub async fn run_with_client(
             )));
         }
     }
-    tokio::select! {
+    let lcfg = leader_config(&config);
+    let result = tokio::select! {
         _ = shutdown => Ok(()),
-        r = manager(client, config) => r,
+        r = manager(client.clone(), config.clone()) => r,
+    };
+    if config.leader_elect {
+        // Hand the Lease over at once instead of making a standby wait for it to expire.
+        leader::release(&client, &lcfg).await;
     }
+    result
+}
+
+fn leader_config(config: &Config) -> leader::LeaderConfig {
+    let mut lcfg = leader::LeaderConfig::new(config.identity.clone());
+    lcfg.lease_duration = config.lease_duration;
+    lcfg.renew_deadline = config.renew_deadline.min(config.lease_duration);
+    lcfg.retry_period = config.retry_period;
+    lcfg
 }
 
 async fn manager(client: Client, config: Config) -> Result<(), Error> {
-    let lcfg = leader::LeaderConfig::new(config.identity.clone());
+    let lcfg = leader_config(&config);
     loop {
         if config.leader_elect {
             leader::acquire(&client, &lcfg).await;
@@ -231,8 +271,8 @@ async fn manager(client: Client, config: Config) -> Result<(), Error> {
                 }
                 _ = run => {}
             }
-            // Leave a lease period before campaigning again.
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            // Pause before campaigning again.
+            tokio::time::sleep(lcfg.retry_period).await;
         } else {
             run.await;
             return Err(Error::Invalid("controllers stopped".into()));
@@ -269,12 +309,14 @@ pub async fn start_controllers(client: Client, config: Config) -> JoinSet<()> {
     .iter()
     .any(|n| on(n));
     let pods = need_pods.then(|| informer::<Pod>(&client, "pods"));
-    let services =
-        (on("endpointslice") || on("endpoint")).then(|| informer::<Service>(&client, "services"));
+    let mirroring = on("endpointslicemirroring");
+    let services = (on("endpointslice") || on("endpoint") || mirroring)
+        .then(|| informer::<Service>(&client, "services"));
     let nodes = (on("endpointslice") || on("scheduler") || on("nodeipam"))
         .then(|| informer::<Node>(&client, "nodes"));
-    let slices = on("endpointslice").then(|| informer::<EndpointSlice>(&client, "endpointslices"));
-    let endpoints = on("endpoint").then(|| informer::<Endpoints>(&client, "endpoints"));
+    let slices = (on("endpointslice") || mirroring)
+        .then(|| informer::<EndpointSlice>(&client, "endpointslices"));
+    let endpoints = (on("endpoint") || mirroring).then(|| informer::<Endpoints>(&client, "endpoints"));
     let rs = (on("replicaset") || on("deployment"))
         .then(|| informer::<ReplicaSet>(&client, "replicasets"));
     let deps = on("deployment").then(|| informer::<Deployment>(&client, "deployments"));
@@ -304,7 +346,7 @@ pub async fn start_controllers(client: Client, config: Config) -> JoinSet<()> {
         let index = svcindex::ServiceIndex::new(pods.cache(), consumers);
         index.attach(services, pods);
         let workers = config.endpoint_workers.max(1);
-        if let (Some(slices), Some(nodes)) = (&slices, &nodes) {
+        if let (true, Some(slices), Some(nodes)) = (on("endpointslice"), &slices, &nodes) {
             let c = endpointslice::EndpointSliceController::new(
                 client.clone(),
                 services.cache(),
@@ -321,7 +363,7 @@ pub async fn start_controllers(client: Client, config: Config) -> JoinSet<()> {
                 })
             }));
         }
-        if let Some(endpoints) = &endpoints {
+        if let (true, Some(endpoints)) = (on("endpoint"), &endpoints) {
             let c = endpoints::EndpointsController::new(
                 client.clone(),
                 services.cache(),
@@ -337,6 +379,18 @@ pub async fn start_controllers(client: Client, config: Config) -> JoinSet<()> {
                 })
             }));
         }
+    }
+    if let (true, Some(eps), Some(services), Some(slices)) =
+        (mirroring, &endpoints, &services, &slices)
+    {
+        let c = mirroring::MirroringController::new(client.clone(), eps.cache(), services.cache());
+        c.attach(eps, services, slices);
+        let workers = config.endpoint_workers.max(1);
+        starts.push(Box::new(move |set| {
+            spawn_workers(set, c.queue.clone(), workers, "endpointslicemirroring", move |k| {
+                c.clone().sync(k)
+            })
+        }));
     }
     if let (true, Some(rs), Some(pods)) = (on("replicaset"), &rs, &pods) {
         let c = replicaset::ReplicaSetController::new(client.clone(), rs.cache(), pods.cache());

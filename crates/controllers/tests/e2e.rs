@@ -1000,3 +1000,207 @@ async fn rollout_gc_namespace_and_unschedulable() {
         .unwrap();
     assert!(r.is_ok(), "{r:?}");
 }
+
+fn mirrored_selector(svc: &str) -> ListParams {
+    ListParams::default().labels(&format!(
+        "kubernetes.io/service-name={svc},endpointslice.kubernetes.io/managed-by=endpointslicemirroring-controller.k8s.io"
+    ))
+}
+
+/// (ip, ready) pairs and port numbers of the slices selected by `lp`, when there are `n` of them.
+async fn mirrored(
+    slices: &Api<EndpointSlice>,
+    lp: &ListParams,
+) -> (Vec<EndpointSlice>, Vec<(String, bool)>, Vec<i32>) {
+    let items = slices.list(lp).await.unwrap().items;
+    let mut eps = Vec::new();
+    let mut ports = Vec::new();
+    for s in &items {
+        for e in s.endpoints.iter().flatten() {
+            let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+            eps.push((e.addresses[0].clone(), ready));
+        }
+        ports.extend(s.ports.iter().flatten().filter_map(|p| p.port));
+    }
+    eps.sort();
+    ports.sort();
+    (items, eps, ports)
+}
+
+/// The tutorial's selector-less Service: a hand-written Endpoints pointing at an external database
+/// is mirrored into EndpointSlices (which the proxy and DNS read), kept in step with it, removed
+/// when mirroring no longer applies, and user-managed slices are left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selectorless_service_endpoints_are_mirrored() {
+    let _serial = SERIAL.lock().await;
+    let (server, client) = start_apiserver().await;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let config = yard_controllers::Config {
+        leader_elect: false,
+        ..Default::default()
+    };
+    let manager = tokio::spawn(yard_controllers::run_with_client(
+        client.clone(),
+        config,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    let ns = "default";
+    let svcs: Api<Service> = Api::namespaced(client.clone(), ns);
+    let eps: Api<Endpoints> = Api::namespaced(client.clone(), ns);
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
+    let limit = Duration::from_secs(10);
+
+    // Created with kubectl, as a user following the tutorial would.
+    let manifest = server.dir.join("mysql.yaml");
+    std::fs::write(
+        &manifest,
+        r#"apiVersion: v1
+kind: Service
+metadata:
+  name: mysql
+spec:
+  ports:
+  - name: mysql
+    port: 3306
+    targetPort: 3306
+---
+apiVersion: v1
+kind: Endpoints
+metadata:
+  name: mysql
+  labels:
+    tier: data
+subsets:
+- addresses:
+  - ip: 192.0.2.10
+  notReadyAddresses:
+  - ip: 192.0.2.11
+  ports:
+  - name: mysql
+    port: 3306
+"#,
+    )
+    .unwrap();
+    kubectl(&server, &["apply", "-f", manifest.to_str().unwrap()]);
+    let lp = mirrored_selector("mysql");
+    let (items, got, ports) = eventually(limit, "mirrored slice for mysql", || async {
+        let r = mirrored(&slices, &lp).await;
+        (r.1.len() == 2).then_some(r)
+    })
+    .await;
+    assert_eq!(
+        got,
+        vec![("192.0.2.10".into(), true), ("192.0.2.11".into(), false)]
+    );
+    assert_eq!(ports, vec![3306]);
+    assert_eq!(items.len(), 1);
+    let first = items[0].clone();
+    let first_name = first.metadata.name.clone().unwrap();
+    assert!(first_name.starts_with("mysql-"), "{first_name}");
+    assert_eq!(first.address_type, "IPv4");
+    let labels = first.metadata.labels.clone().unwrap();
+    assert_eq!(labels.get("tier").map(String::as_str), Some("data"));
+    let owner = &first.metadata.owner_references.clone().unwrap()[0];
+    assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("Endpoints", "mysql"));
+    let out = kubectl(
+        &server,
+        &["get", "endpointslices", "-l", "kubernetes.io/service-name=mysql"],
+    );
+    assert!(out.contains("192.0.2.10") && out.contains("3306"), "{out}");
+
+    // A user-managed slice for the same Service is never touched.
+    let user: EndpointSlice = json(serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "mysql-manual", "labels": {"kubernetes.io/service-name": "mysql", "endpointslice.kubernetes.io/managed-by": "staff"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["192.0.2.99"]}],
+        "ports": [{"name": "mysql", "port": 3306, "protocol": "TCP"}]
+    }));
+    let user = slices.create(&PostParams::default(), &user).await.unwrap();
+
+    // The database moves: the mirrored slice is updated in place.
+    let mut e = eps.get("mysql").await.unwrap();
+    e.subsets = Some(vec![json(serde_json::json!({
+        "addresses": [{"ip": "192.0.2.20"}, {"ip": "192.0.2.21"}],
+        "ports": [{"name": "mysql", "port": 3306}]
+    }))]);
+    eps.replace("mysql", &PostParams::default(), &e).await.unwrap();
+    let (items, _, _) = eventually(limit, "mirrored slice follows the Endpoints", || async {
+        let r = mirrored(&slices, &lp).await;
+        (r.1 == vec![("192.0.2.20".into(), true), ("192.0.2.21".into(), true)]).then_some(r)
+    })
+    .await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].metadata.name.as_deref(), Some(first_name.as_str()));
+
+    // Someone edits the mirrored slice: the controller puts it back.
+    let mut tampered = items[0].clone();
+    tampered.endpoints = Some(vec![json(serde_json::json!({"addresses": ["192.0.2.66"]}))]);
+    slices
+        .replace(&first_name, &PostParams::default(), &tampered)
+        .await
+        .unwrap();
+    eventually(limit, "tampered slice restored", || async {
+        let r = mirrored(&slices, &lp).await;
+        (r.1 == vec![("192.0.2.20".into(), true), ("192.0.2.21".into(), true)]).then_some(())
+    })
+    .await;
+
+    // skip-mirror: the mirrored slices go away; removing the label brings them back.
+    kubectl(
+        &server,
+        &["label", "endpoints", "mysql", "endpointslice.kubernetes.io/skip-mirror=true"],
+    );
+    eventually(limit, "mirrored slices deleted on skip-mirror", || async {
+        mirrored(&slices, &lp).await.0.is_empty().then_some(())
+    })
+    .await;
+    kubectl(
+        &server,
+        &["label", "endpoints", "mysql", "endpointslice.kubernetes.io/skip-mirror-"],
+    );
+    eventually(limit, "mirrored again", || async {
+        (mirrored(&slices, &lp).await.1.len() == 2).then_some(())
+    })
+    .await;
+
+    // Deleting the Endpoints deletes the mirrored slices.
+    eps.delete("mysql", &DeleteParams::default()).await.unwrap();
+    eventually(limit, "mirrored slices deleted with the Endpoints", || async {
+        mirrored(&slices, &lp).await.0.is_empty().then_some(())
+    })
+    .await;
+
+    // A Service that gains a selector is no longer mirrored.
+    kubectl(&server, &["apply", "-f", manifest.to_str().unwrap()]);
+    eventually(limit, "mirrored after re-apply", || async {
+        (mirrored(&slices, &lp).await.1.len() == 2).then_some(())
+    })
+    .await;
+    svcs.patch(
+        "mysql",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"selector": {"app": "mysql"}}})),
+    )
+    .await
+    .unwrap();
+    eventually(limit, "mirrored slices deleted once the Service has a selector", || async {
+        mirrored(&slices, &lp).await.0.is_empty().then_some(())
+    })
+    .await;
+
+    // The user's slice is as it was; the API server's own default/kubernetes (skip-mirror) was
+    // never mirrored.
+    let u = slices.get("mysql-manual").await.unwrap();
+    assert_eq!(u.metadata.resource_version, user.metadata.resource_version);
+    assert!(mirrored(&slices, &mirrored_selector("kubernetes")).await.0.is_empty());
+
+    let _ = stop_tx.send(());
+    let r = tokio::time::timeout(Duration::from_secs(5), manager)
+        .await
+        .expect("manager stops")
+        .unwrap();
+    assert!(r.is_ok(), "{r:?}");
+}

@@ -50,7 +50,7 @@ pub(crate) fn name_key_fast(name: &Name, out: &mut Vec<u8>) {
 }
 
 /// Splits the remainder of a key (after a zone prefix) into labels, root side first.
-fn key_labels(mut rest: &[u8]) -> Option<Vec<&[u8]>> {
+pub(crate) fn key_labels(mut rest: &[u8]) -> Option<Vec<&[u8]>> {
     let mut labels = Vec::new();
     while !rest.is_empty() {
         let len = rest[0] as usize;
@@ -588,6 +588,14 @@ impl Index {
         &self.zone_key
     }
 
+    /// Whether `key` (a [`name_key`]) has the shape of a search-list expansion of a pod's first
+    /// search domain: `X.<ns>.svc.<zone>` with at least one label in X.
+    pub(crate) fn search_shaped(&self, key: &[u8]) -> bool {
+        key.strip_prefix(&*self.zone_key)
+            .and_then(key_labels)
+            .is_some_and(|l| l.len() >= 3 && l[0] == b"svc")
+    }
+
     /// The TTL of every record served from the index.
     pub fn ttl(&self) -> u32 {
         self.ttl
@@ -605,12 +613,16 @@ impl Index {
 
     /// Marks the index as synced (answers instead of SERVFAIL).
     pub fn set_synced(&self, synced: bool) {
+        // Under the write lock so that the generation moves with it (cached answers depend on it).
+        let _w = self.write();
         self.synced.store(synced, Ordering::Release);
     }
 
-    /// A counter bumped on every change.
+    /// A counter bumped on every change, inside the write lock: an answer computed under a read
+    /// guard together with the generation read under that same guard is current for exactly as
+    /// long as the generation has not moved.
     pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Relaxed)
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Number of names held (for tests and metrics).
@@ -627,9 +639,11 @@ impl Index {
         self.inner.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
-        self.generation.fetch_add(1, Ordering::Relaxed);
-        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    fn write(&self) -> WriteGuard<'_> {
+        WriteGuard {
+            inner: self.inner.write().unwrap_or_else(|e| e.into_inner()),
+            generation: &self.generation,
+        }
     }
 
     /// Adds or replaces a Service.
@@ -1111,6 +1125,33 @@ impl Index {
 
 /// Read guard over the index contents.
 pub(crate) struct InnerGuard<'a>(std::sync::RwLockReadGuard<'a, Inner>);
+
+/// Write guard that bumps the generation when the change is complete, before the lock is
+/// released (readers holding the read lock therefore never see a generation that is newer than
+/// the data they read).
+struct WriteGuard<'a> {
+    inner: std::sync::RwLockWriteGuard<'a, Inner>,
+    generation: &'a AtomicU64,
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+}
+
+impl std::ops::Deref for WriteGuard<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for WriteGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        &mut self.inner
+    }
+}
 
 /// The key under which [`Index::retain_services`] knows a Service.
 pub fn service_key(s: &Service) -> Option<(String, String)> {

@@ -1,14 +1,19 @@
 //! yard-dns owns cluster DNS: the Kubernetes DNS specification (schema 1.1.0, what CoreDNS's
 //! `kubernetes` plugin serves) answered from an in-memory [`Index`] of Services and
 //! EndpointSlices that kube-rs watchers keep current ([`watch`]), over UDP and TCP with
-//! hickory-proto's wire format ([`serve`], [`serve_index`]). Names outside the cluster zone are
+//! hickory-proto's wire format ([`serve`], [`serve_index`]). UDP is served by worker threads
+//! that batch datagrams (`recvmmsg`/`sendmmsg`, [`udp`]) and answer repeated questions from a
+//! per-worker wire-format cache that every index change invalidates ([`cache`]). Names outside the cluster zone are
 //! forwarded to upstream resolvers with a small TTL-respecting cache; `/metrics`, `/health` and
 //! `/ready` are served over HTTP when asked. [`Args`] and [`run`] are the `yard dns` command.
 
+pub mod cache;
 pub mod forward;
 pub mod index;
 pub mod metrics;
+pub mod pods;
 pub mod server;
+pub mod udp;
 pub mod watch;
 
 use std::net::{IpAddr, SocketAddr};
@@ -18,6 +23,7 @@ use std::sync::Arc;
 pub use forward::Forwarder;
 pub use index::Index;
 pub use metrics::Metrics;
+pub use pods::PodIps;
 pub use server::Handler;
 pub use watch::watch;
 
@@ -66,6 +72,15 @@ pub struct Args {
     /// (default: the nameservers of /etc/resolv.conf).
     #[arg(long = "upstream", value_parser = parse_upstream)]
     pub upstream: Vec<SocketAddr>,
+    /// UDP worker threads per listen address, each on its own SO_REUSEPORT socket
+    /// (default: the number of CPUs, between 2 and 8).
+    #[arg(long)]
+    pub udp_workers: Option<usize>,
+    /// Server-side search-path completion (like CoreDNS's autopath): watch Pods and answer a
+    /// pod's `X.<its namespace>.svc.<zone>` miss with a CNAME to the first existing
+    /// `X.svc.<zone>` / `X.<zone>`, saving the client those round trips.
+    #[arg(long)]
+    pub autopath: bool,
 }
 
 fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
@@ -89,10 +104,12 @@ pub struct Config {
     pub upstreams: Option<Vec<SocketAddr>>,
     /// Where to serve /metrics, /health, /ready.
     pub metrics_addr: Option<SocketAddr>,
-    /// Receive tasks per UDP socket.
+    /// Worker threads per UDP socket.
     pub udp_workers: usize,
     /// Longest time a forwarded answer stays cached, seconds.
     pub cache_max_ttl: u32,
+    /// Watch Pods and complete search paths on the server (see [`Args::autopath`]).
+    pub autopath: bool,
 }
 
 impl Default for Config {
@@ -107,6 +124,7 @@ impl Default for Config {
                 .unwrap_or(2)
                 .clamp(2, 8),
             cache_max_ttl: 30,
+            autopath: false,
         }
     }
 }
@@ -152,7 +170,7 @@ pub async fn serve_handler(
     for sock in udp {
         let h = handler.clone();
         let workers = config.udp_workers;
-        tasks.spawn(async move { Ok(server::serve_udp(sock, h, workers).await?) });
+        tasks.spawn(async move { Ok(udp::serve_udp(sock, h, workers).await?) });
     }
     for l in tcp {
         let h = handler.clone();
@@ -181,15 +199,36 @@ pub async fn serve(
     tcp: Vec<std::net::TcpListener>,
 ) -> Result<(), Error> {
     let index = Arc::new(Index::new(&config.cluster_domain, config.ttl)?);
-    let watcher = tokio::spawn(watch(client, index.clone()));
+    let mut listen = server::udp_addrs(&udp);
+    listen.extend(tcp.iter().filter_map(|l| l.local_addr().ok()));
+    let mut h = handler(index.clone(), &config, &listen);
+    // The watch tasks end with this future (dropped or returned).
+    let mut _pod_watch = None;
+    if config.autopath {
+        let pods = Arc::new(PodIps::default());
+        _pod_watch = Some(AbortOnDrop(tokio::spawn(watch::watch_pods(
+            client.clone(),
+            pods.clone(),
+        ))));
+        h = h.with_autopath(pods);
+    }
+    let mut watcher = AbortOnDrop(tokio::spawn(watch(client, index.clone())));
     let result = tokio::select! {
-        r = serve_index(index, config, udp, tcp) => r,
-        r = watcher => match r {
+        r = serve_handler(Arc::new(h), config, udp, tcp) => r,
+        r = &mut watcher.0 => match r {
             Ok(r) => r,
             Err(e) => Err(Error::Config(format!("watch task failed: {e}"))),
         },
     };
     result
+}
+
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Binds `count` UDP sockets on `addr` sharing the port (SO_REUSEPORT) so the kernel spreads
@@ -231,13 +270,15 @@ pub async fn run(args: Args) -> Result<(), Error> {
         ttl: args.ttl,
         upstreams: (!args.upstream.is_empty()).then(|| args.upstream.clone()),
         metrics_addr: args.metrics_addr,
+        autopath: args.autopath,
         ..Config::default()
     };
+    let workers = args.udp_workers.unwrap_or(config.udp_workers).max(1);
     let mut udp = Vec::new();
     let mut tcp = Vec::new();
     for addr in &args.listen {
-        // One socket per worker with SO_REUSEPORT; each gets a single receive task.
-        let socks = bind_udp(*addr, config.udp_workers)?;
+        // One socket per worker with SO_REUSEPORT; each gets a single worker thread.
+        let socks = bind_udp(*addr, workers)?;
         let port = socks[0].local_addr()?.port();
         udp.extend(socks);
         tcp.push(std::net::TcpListener::bind(SocketAddr::new(

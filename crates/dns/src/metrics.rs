@@ -58,6 +58,8 @@ pub struct Metrics {
     pub truncated: AtomicU64,
     /// Packets dropped without reply.
     pub dropped: AtomicU64,
+    /// Search-path queries answered with the first existing expansion (autopath).
+    pub autopath: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -73,6 +75,7 @@ impl Default for Metrics {
             cache_hits: AtomicU64::new(0),
             truncated: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            autopath: AtomicU64::new(0),
         }
     }
 }
@@ -91,21 +94,92 @@ fn rcode_index(r: ResponseCode) -> usize {
         .unwrap_or(RCODES.len() - 1)
 }
 
+/// The slot of (query type, response code) in the counters.
+pub(crate) fn slot(qtype: RecordType, rcode: ResponseCode) -> usize {
+    qtype_index(qtype) * RCODES.len() + rcode_index(rcode)
+}
+
+fn bucket(elapsed: Duration) -> Option<usize> {
+    let secs = elapsed.as_secs_f64();
+    BUCKETS.iter().position(|bound| secs <= *bound)
+}
+
+/// Counters of one worker thread, added to the shared [`Metrics`] once per batch of packets
+/// (shared atomics written by every query of every thread would bounce between cores).
+#[derive(Debug)]
+pub(crate) struct LocalStats {
+    by_type_rcode: Vec<u64>,
+    buckets: [u64; BUCKETS.len()],
+    count: u64,
+    sum_ns: u64,
+    truncated: u64,
+}
+
+impl Default for LocalStats {
+    fn default() -> Self {
+        LocalStats {
+            by_type_rcode: vec![0; QTYPES.len() * RCODES.len()],
+            buckets: [0; BUCKETS.len()],
+            count: 0,
+            sum_ns: 0,
+            truncated: 0,
+        }
+    }
+}
+
+impl LocalStats {
+    /// Counts one answered query (see [`slot`]).
+    pub(crate) fn record(&mut self, slot: usize, truncated: bool, elapsed: Duration) {
+        self.by_type_rcode[slot] += 1;
+        if let Some(b) = bucket(elapsed) {
+            self.buckets[b] += 1;
+        }
+        self.count += 1;
+        self.sum_ns += elapsed.as_nanos() as u64;
+        self.truncated += u64::from(truncated);
+    }
+}
+
 impl Metrics {
     /// Counts one answered query.
     pub fn record(&self, qtype: RecordType, rcode: ResponseCode, elapsed: Duration) {
-        let i = qtype_index(qtype) * RCODES.len() + rcode_index(rcode);
-        self.by_type_rcode[i].fetch_add(1, Ordering::Relaxed);
-        let secs = elapsed.as_secs_f64();
-        for (b, bound) in self.buckets.iter().zip(BUCKETS.iter()) {
-            if secs <= *bound {
-                b.fetch_add(1, Ordering::Relaxed);
-                break;
-            }
+        self.record_slot(slot(qtype, rcode), elapsed);
+    }
+
+    /// Counts one answered query by its [`slot`].
+    pub(crate) fn record_slot(&self, slot: usize, elapsed: Duration) {
+        self.by_type_rcode[slot].fetch_add(1, Ordering::Relaxed);
+        if let Some(b) = bucket(elapsed) {
+            self.buckets[b].fetch_add(1, Ordering::Relaxed);
         }
         self.latency_count.fetch_add(1, Ordering::Relaxed);
         self.latency_sum_ns
             .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// Adds a worker's counters and resets them.
+    pub(crate) fn flush(&self, l: &mut LocalStats) {
+        if l.count == 0 {
+            return;
+        }
+        for (shared, v) in self.by_type_rcode.iter().zip(l.by_type_rcode.iter_mut()) {
+            if *v > 0 {
+                shared.fetch_add(std::mem::take(v), Ordering::Relaxed);
+            }
+        }
+        for (shared, v) in self.buckets.iter().zip(l.buckets.iter_mut()) {
+            if *v > 0 {
+                shared.fetch_add(std::mem::take(v), Ordering::Relaxed);
+            }
+        }
+        self.latency_count
+            .fetch_add(std::mem::take(&mut l.count), Ordering::Relaxed);
+        self.latency_sum_ns
+            .fetch_add(std::mem::take(&mut l.sum_ns), Ordering::Relaxed);
+        let t = std::mem::take(&mut l.truncated);
+        if t > 0 {
+            self.truncated.fetch_add(t, Ordering::Relaxed);
+        }
     }
 
     /// Count of queries of `qtype` answered with `rcode`.
@@ -168,6 +242,11 @@ impl Metrics {
                 "yard_dns_dropped_total",
                 "Packets dropped without a reply.",
                 &self.dropped,
+            ),
+            (
+                "yard_dns_autopath_total",
+                "Search-path queries answered with the first existing expansion.",
+                &self.autopath,
             ),
         ] {
             let _ = writeln!(

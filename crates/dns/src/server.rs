@@ -1,6 +1,6 @@
 //! The query path (bytes in, bytes out) and the UDP/TCP listeners.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,14 +8,17 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{
     emit_message_parts, Edns, Header, Message, MessageType, Metadata, OpCode, Query, ResponseCode,
 };
-use hickory_proto::rr::{DNSClass, Record, RecordType};
+use hickory_proto::rr::rdata::CNAME;
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
+use crate::cache::AnswerCache;
 use crate::forward::Forwarder;
-use crate::index::{name_key_fast, Index, Lookup, Rec};
-use crate::metrics::Metrics;
+use crate::index::{key_labels, name_key_fast, Index, InnerGuard, Lookup, Rec};
+use crate::pods::PodIps;
+use crate::metrics::{self, LocalStats, Metrics};
 
 /// Our advertised EDNS UDP payload size.
 const OUR_PAYLOAD: u16 = 1232;
@@ -59,14 +62,32 @@ pub struct Handler {
     forwarder: Option<Arc<Forwarder>>,
     metrics: Arc<Metrics>,
     forwards: Arc<Semaphore>,
+    /// Pods by address, when search-path completion (autopath) is on.
+    pods: Option<Arc<PodIps>>,
 }
 
-/// Per-worker scratch buffers, reused across queries.
+/// Per-worker scratch buffers, reused across queries; a UDP worker's also holds its answer
+/// cache and its metric counters.
 #[derive(Debug, Default)]
 pub struct Scratch {
     /// The encoded reply.
     pub out: Vec<u8>,
     key: Vec<u8>,
+    pub(crate) cache: Option<Box<AnswerCache>>,
+    stats: Option<LocalStats>,
+}
+
+impl Scratch {
+    /// Scratch of a UDP worker: with a wire-format answer cache (see [`crate::cache`]) and
+    /// counters that reach the shared metrics on [`Handler::flush_stats`].
+    pub fn with_cache() -> Self {
+        Scratch {
+            out: Vec::with_capacity(4096),
+            key: Vec::with_capacity(256),
+            cache: Some(Box::default()),
+            stats: Some(LocalStats::default()),
+        }
+    }
 }
 
 fn response_meta(req: &Metadata, recursion_available: bool) -> Metadata {
@@ -163,7 +184,14 @@ impl Handler {
             forwarder,
             metrics,
             forwards: Arc::new(Semaphore::new(MAX_INFLIGHT_FORWARDS)),
+            pods: None,
         }
+    }
+
+    /// Turns on search-path completion for the pods in `pods` (see [`Handler::autopath`]).
+    pub fn with_autopath(mut self, pods: Arc<PodIps>) -> Self {
+        self.pods = Some(pods);
+        self
     }
 
     /// The index answered from.
@@ -176,16 +204,63 @@ impl Handler {
         &self.metrics
     }
 
-    fn finish(&self, qtype: RecordType, rcode: ResponseCode, truncated: bool, start: Instant) {
-        if truncated {
-            self.metrics.truncated.fetch_add(1, Ordering::Relaxed);
+    fn finish(
+        &self,
+        s: &mut Scratch,
+        qtype: RecordType,
+        rcode: ResponseCode,
+        truncated: bool,
+        start: Instant,
+    ) {
+        self.finish_slot(s, metrics::slot(qtype, rcode), truncated, start);
+    }
+
+    fn finish_slot(&self, s: &mut Scratch, slot: usize, truncated: bool, start: Instant) {
+        match &mut s.stats {
+            Some(l) => l.record(slot, truncated, start.elapsed()),
+            None => {
+                if truncated {
+                    self.metrics.truncated.fetch_add(1, Ordering::Relaxed);
+                }
+                self.metrics.record_slot(slot, start.elapsed());
+            }
         }
-        self.metrics.record(qtype, rcode, start.elapsed());
+    }
+
+    /// Adds the counters a worker's scratch gathered to the shared metrics.
+    pub fn flush_stats(&self, s: &mut Scratch) {
+        if let Some(l) = &mut s.stats {
+            self.metrics.flush(l);
+        }
     }
 
     /// Handles one DNS message. Never panics on any input.
     pub fn handle(&self, req: &[u8], tcp: bool, s: &mut Scratch) -> Action {
+        self.handle_from(req, tcp, None, s)
+    }
+
+    /// Handles one DNS message from `peer` (the source address matters for autopath only).
+    pub fn handle_from(
+        &self,
+        req: &[u8],
+        tcp: bool,
+        peer: Option<IpAddr>,
+        s: &mut Scratch,
+    ) -> Action {
         let start = Instant::now();
+        // Fast path: the same query bytes were answered from the same index generation.
+        if !tcp {
+            if let Some(cache) = &mut s.cache {
+                if let Some(hit) = cache.get(req, self.index.generation()) {
+                    s.out.clear();
+                    s.out.extend_from_slice(hit.reply);
+                    s.out[..2].copy_from_slice(&req[..2]);
+                    let (slot, tc) = (hit.metric, hit.truncated);
+                    self.finish_slot(s, slot, tc, start);
+                    return Action::Reply;
+                }
+            }
+        }
         let mut dec = BinDecoder::new(req);
         let Ok(header) = Header::read(&mut dec) else {
             self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
@@ -202,7 +277,7 @@ impl Handler {
                 let mut m = response_meta(&header.metadata, ra);
                 m.response_code = ResponseCode::FormErr;
                 encode(&mut s.out, &m, None, &[], &[], &[], None, 512);
-                self.finish(RecordType::Unknown(0), ResponseCode::FormErr, false, start);
+                self.finish(s, RecordType::Unknown(0), ResponseCode::FormErr, false, start);
                 return Action::Reply;
             }
         };
@@ -229,7 +304,7 @@ impl Handler {
             meta.response_code = rcode;
             let q = if with_q { query } else { None };
             encode(&mut s.out, meta, q, &[], &[], &[], edns.as_ref(), max_size);
-            self.finish(qtype, rcode, false, start);
+            self.finish(s, qtype, rcode, false, start);
             Action::Reply
         };
         if msg.metadata.op_code != OpCode::Query {
@@ -252,6 +327,8 @@ impl Handler {
         }
         {
             let guard = self.index.guard();
+            // Read under the guard: the answer below belongs to this generation.
+            let generation = self.index.generation();
             match self.index.lookup(&guard, qname, &s.key, qtype) {
                 Lookup::Authoritative {
                     nxdomain,
@@ -294,7 +371,7 @@ impl Handler {
                                     edns.as_ref(),
                                     max_size,
                                 );
-                                self.finish(qtype, rcode, tc, start);
+                                self.finish(s, qtype, rcode, tc, start);
                                 return Action::Reply;
                             }
                             return Action::Forward(Box::new(Pending {
@@ -305,6 +382,27 @@ impl Handler {
                                 start,
                                 chase: Some((prefix, tq)),
                             }));
+                        }
+                    }
+                    if nxdomain {
+                        if let Some((answers, additionals)) =
+                            self.autopath(&guard, qname, &s.key, qtype, peer)
+                        {
+                            // Never cached: the answer depends on who asks.
+                            meta.response_code = ResponseCode::NoError;
+                            let tc = encode(
+                                &mut s.out,
+                                &meta,
+                                Some(query),
+                                &answers,
+                                &[],
+                                &additionals,
+                                edns.as_ref(),
+                                max_size,
+                            );
+                            self.metrics.autopath.fetch_add(1, Ordering::Relaxed);
+                            self.finish(s, qtype, ResponseCode::NoError, tc, start);
+                            return Action::Reply;
                         }
                     }
                     meta.response_code = if nxdomain {
@@ -324,7 +422,21 @@ impl Handler {
                         edns.as_ref(),
                         max_size,
                     );
-                    self.finish(qtype, meta.response_code, tc, start);
+                    drop(answers);
+                    drop(additionals);
+                    drop(guard);
+                    let rcode = meta.response_code;
+                    self.finish(s, qtype, rcode, tc, start);
+                    // A negative answer for a name a search list may produce is not cached:
+                    // with autopath its answer depends on the source address.
+                    let searched = nxdomain && self.index.search_shaped(&s.key);
+                    let cacheable = !tcp && !searched;
+                    if cacheable {
+                        if let Some(cache) = &mut s.cache {
+                            let slot = metrics::slot(qtype, rcode);
+                            cache.put(req, generation, &s.out, slot, tc);
+                        }
+                    }
                     return Action::Reply;
                 }
                 Lookup::NotOurs => {}
@@ -342,7 +454,7 @@ impl Handler {
             let rcode = cached.metadata.response_code;
             let tc =
                 self.reply_from_upstream(s, &meta, query, &[], &cached, edns.as_ref(), max_size);
-            self.finish(qtype, rcode, tc, start);
+            self.finish(s, qtype, rcode, tc, start);
             return Action::Reply;
         }
         Action::Forward(Box::new(Pending {
@@ -353,6 +465,76 @@ impl Handler {
             start,
             chase: None,
         }))
+    }
+
+    /// Server-side search-path completion for a query that is NXDOMAIN. A pod whose resolv.conf
+    /// search list starts with `<ns>.svc.<zone> svc.<zone> <zone>` asks for `X` as
+    /// `X.<ns>.svc.<zone>` first; when that name does not exist, this walks the rest of the
+    /// cluster part of the list (`X.svc.<zone>`, then `X.<zone>`) and answers with the first
+    /// name that exists: a CNAME from the asked name to it, then its records for the type
+    /// (none for NODATA, as the name itself would answer). Each expansion's existence does not
+    /// depend on the type, so A and AAAA of one lookup pick the same name, and a client that
+    /// stops (musl) or goes on (glibc) at NODATA does the same as it would have after asking
+    /// the expansions itself. Only when the source address is a pod of that namespace (the
+    /// search list is then known), for A, AAAA and SRV, and only inside the cluster zone: past
+    /// `<zone>` the list holds host domains this server does not know, so the plain NXDOMAIN
+    /// is returned and the client goes on searching. Returns (answers, additionals).
+    fn autopath<'a>(
+        &self,
+        guard: &'a InnerGuard<'_>,
+        qname: &Name,
+        key: &[u8],
+        qtype: RecordType,
+        peer: Option<IpAddr>,
+    ) -> Option<(Vec<Rec<'a>>, Vec<Rec<'a>>)> {
+        let pods = self.pods.as_ref()?;
+        if !matches!(qtype, RecordType::A | RecordType::AAAA | RecordType::SRV) {
+            return None;
+        }
+        if !self.index.search_shaped(key) {
+            return None;
+        }
+        let labels = key_labels(&key[self.index.zone_key().len()..])?;
+        let ns = pods.namespace_of(peer?)?;
+        if labels[1] != ns.as_bytes() {
+            return None;
+        }
+        // X: the labels left of `<ns>.svc.<zone>`, as asked (letter case kept).
+        let x = Name::from_labels(qname.iter().take(labels.len() - 2)).ok()?;
+        let zone = self.index.zone();
+        let svc_zone = Name::from_ascii("svc").ok()?.append_domain(zone).ok()?;
+        let mut tkey = Vec::new();
+        for suffix in [&svc_zone, zone] {
+            let target = x.clone().append_domain(suffix).ok()?;
+            name_key_fast(&target, &mut tkey);
+            match self.index.lookup(guard, &target, &tkey, qtype) {
+                Lookup::Authoritative { nxdomain: true, .. } => continue,
+                Lookup::Authoritative {
+                    nxdomain: false,
+                    answers,
+                    additionals,
+                } => {
+                    // A CNAME leaving the zone would need an upstream: leave it to the client.
+                    let leaves = answers.iter().filter_map(Rec::cname_target).any(|t| {
+                        name_key_fast(t, &mut tkey);
+                        !tkey.starts_with(self.index.zone_key())
+                    });
+                    if leaves {
+                        return None;
+                    }
+                    let cname = Record::from_rdata(
+                        qname.clone(),
+                        self.index.ttl(),
+                        RData::CNAME(CNAME(target)),
+                    );
+                    let mut all = vec![Rec::O(Box::new(cname))];
+                    all.extend(answers);
+                    return Some((all, additionals));
+                }
+                Lookup::NotOurs => return None,
+            }
+        }
+        None
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -413,7 +595,7 @@ impl Handler {
                     p.edns.as_ref(),
                     p.max_size,
                 );
-                self.finish(qtype, rcode, tc, p.start);
+                self.finish(s, qtype, rcode, tc, p.start);
             }
             None => {
                 let mut m = p.meta;
@@ -428,7 +610,7 @@ impl Handler {
                     p.edns.as_ref(),
                     p.max_size,
                 );
-                self.finish(qtype, ResponseCode::ServFail, false, p.start);
+                self.finish(s, qtype, ResponseCode::ServFail, false, p.start);
             }
         }
     }
@@ -442,77 +624,6 @@ impl Handler {
             Action::Forward(p) => {
                 self.forward(*p, &mut s).await;
                 Some(s.out)
-            }
-        }
-    }
-}
-
-/// Runs `workers` receive loops on one UDP socket until an unrecoverable error.
-pub(crate) async fn serve_udp(
-    sock: std::net::UdpSocket,
-    handler: Arc<Handler>,
-    workers: usize,
-) -> std::io::Result<()> {
-    sock.set_nonblocking(true)?;
-    let sock = Arc::new(tokio::net::UdpSocket::from_std(sock)?);
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..workers.max(1) {
-        let sock = sock.clone();
-        let handler = handler.clone();
-        tasks.spawn(async move { udp_worker(sock, handler).await });
-    }
-    while let Some(r) = tasks.join_next().await {
-        if let Ok(Err(e)) = r {
-            tasks.abort_all();
-            return Err(e);
-        }
-    }
-    Ok(())
-}
-
-async fn udp_worker(
-    sock: Arc<tokio::net::UdpSocket>,
-    handler: Arc<Handler>,
-) -> std::io::Result<()> {
-    let mut buf = vec![0u8; 65536];
-    let mut s = Scratch {
-        out: Vec::with_capacity(4096),
-        key: Vec::with_capacity(256),
-    };
-    let mut errors = 0u32;
-    loop {
-        let (n, peer) = match sock.recv_from(&mut buf).await {
-            Ok(x) => {
-                errors = 0;
-                x
-            }
-            Err(e) => {
-                // ICMP-induced errors (ECONNREFUSED etc.) are per-packet; keep going.
-                errors += 1;
-                if errors > 1000 {
-                    return Err(e);
-                }
-                tracing::debug!("udp recv: {e}");
-                continue;
-            }
-        };
-        match handler.handle(&buf[..n], false, &mut s) {
-            Action::Reply => {
-                if let Err(e) = sock.send_to(&s.out, peer).await {
-                    tracing::debug!("udp send to {peer}: {e}");
-                }
-            }
-            Action::Drop => {}
-            Action::Forward(p) => {
-                let sock = sock.clone();
-                let handler = handler.clone();
-                tokio::spawn(async move {
-                    let mut s = Scratch::default();
-                    handler.forward(*p, &mut s).await;
-                    if !s.out.is_empty() {
-                        let _ = sock.send_to(&s.out, peer).await;
-                    }
-                });
             }
         }
     }
@@ -542,14 +653,18 @@ pub(crate) async fn serve_tcp(
         let handler = handler.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = tcp_conn(stream, &handler).await {
+            if let Err(e) = tcp_conn(stream, peer.ip(), &handler).await {
                 tracing::debug!("tcp {peer}: {e}");
             }
         });
     }
 }
 
-async fn tcp_conn(mut stream: tokio::net::TcpStream, handler: &Handler) -> std::io::Result<()> {
+async fn tcp_conn(
+    mut stream: tokio::net::TcpStream,
+    peer: IpAddr,
+    handler: &Handler,
+) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
     let mut s = Scratch::default();
     let mut buf = Vec::new();
@@ -570,7 +685,7 @@ async fn tcp_conn(mut stream: tokio::net::TcpStream, handler: &Handler) -> std::
             Ok(Err(e)) => return Err(e),
             Err(_) => return Ok(()),
         }
-        match handler.handle(&buf, true, &mut s) {
+        match handler.handle_from(&buf, true, Some(peer), &mut s) {
             Action::Reply => {}
             Action::Drop => continue,
             Action::Forward(p) => handler.forward(*p, &mut s).await,

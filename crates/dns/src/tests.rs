@@ -882,3 +882,229 @@ fn truncation_and_sizes() {
     assert_eq!(extra.len(), 6);
     assert_eq!(m.additionals.len(), 6, "{m:?}");
 }
+
+// ---------------------------------------------------------------- answer cache
+
+/// Answers `req` with the cached scratch `s`; returns the raw reply.
+fn ask_cached(h: &Handler, s: &mut Scratch, req: &[u8]) -> Vec<u8> {
+    match h.handle(req, false, s) {
+        Action::Reply => s.out.clone(),
+        other => panic!("expected a reply, got {other:?}"),
+    }
+}
+
+fn with_id(req: &[u8], id: u16) -> Vec<u8> {
+    let mut r = req.to_vec();
+    r[..2].copy_from_slice(&id.to_be_bytes());
+    r
+}
+
+#[test]
+fn cache_hits_are_the_bytes_of_a_fresh_answer_with_the_query_id() {
+    let i = index();
+    i.upsert_service(&cluster_ip("default", "web", &["10.96.0.10"], json!([{"name": "http", "port": 80}])));
+    let h = handler(i);
+    let mut s = Scratch::with_cache();
+    let cases = [
+        query_bytes("web.default.svc.cluster.local.", RecordType::A, None),
+        query_bytes("web.default.svc.cluster.local.", RecordType::A, Some(1232)),
+        query_bytes("WEB.Default.svc.cluster.local.", RecordType::A, None),
+        query_bytes("_http._tcp.web.default.svc.cluster.local.", RecordType::SRV, None),
+        query_bytes("nope.default.svc.cluster.local.", RecordType::A, None),
+        query_bytes("10-244-0-1.default.pod.cluster.local.", RecordType::A, None),
+    ];
+    for req in &cases {
+        let first = ask_cached(&h, &mut s, req);
+        for id in [7u16, 0xbeef] {
+            let q = with_id(req, id);
+            let hit = ask_cached(&h, &mut s, &q);
+            // What an uncached handler answers for the same query.
+            let mut fresh = Scratch::default();
+            assert!(matches!(h.handle(&q, false, &mut fresh), Action::Reply));
+            assert_eq!(hit, fresh.out, "cached reply differs for {:?}", Message::from_vec(req).unwrap().queries);
+            assert_eq!(&hit[..2], &id.to_be_bytes());
+            assert_eq!(hit[2..], first[2..]);
+        }
+    }
+    // The question keeps the letter case it was asked with (one entry per spelling).
+    let m = Message::from_vec(&ask_cached(&h, &mut s, &cases[2])).unwrap();
+    assert_eq!(m.queries[0].name().to_ascii(), "WEB.Default.svc.cluster.local.");
+    // Not `nope.default.svc...`: a name a search list produces is never cached as NXDOMAIN.
+    assert_eq!(s.cache.as_ref().unwrap().len(), cases.len() - 1);
+    // Hits are counted in the metrics like any answer once the worker flushes.
+    h.flush_stats(&mut s);
+    // A/NOERROR: 4 cases x (first + 2 hits + 2 uncached) + the case check above.
+    assert_eq!(h.metrics().count(RecordType::A, ResponseCode::NoError), 4 * 5 + 1);
+    assert_eq!(h.metrics().count(RecordType::A, ResponseCode::NXDomain), 5);
+}
+
+#[test]
+fn cache_never_answers_from_an_older_index() {
+    let i = index();
+    let h = handler(i);
+    let mut s = Scratch::with_cache();
+    let req = query_bytes("new.default.svc.cluster.local.", RecordType::A, Some(1232));
+    let rcode = |b: &[u8]| Message::from_vec(b).unwrap().metadata.response_code;
+    assert_eq!(rcode(&ask_cached(&h, &mut s, &req)), ResponseCode::NXDomain);
+    assert_eq!(rcode(&ask_cached(&h, &mut s, &req)), ResponseCode::NXDomain);
+    // Created: the very next query sees it.
+    h.index().upsert_service(&cluster_ip("default", "new", &["10.96.0.20"], json!([])));
+    let m = Message::from_vec(&ask_cached(&h, &mut s, &req)).unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(datas(&m.answers), vec!["10.96.0.20"]);
+    // Changed address.
+    h.index().upsert_service(&cluster_ip("default", "new", &["10.96.0.21"], json!([])));
+    let m = Message::from_vec(&ask_cached(&h, &mut s, &req)).unwrap();
+    assert_eq!(datas(&m.answers), vec!["10.96.0.21"]);
+    // Deleted: gone at once.
+    h.index().delete_service_named("default", "new");
+    assert_eq!(rcode(&ask_cached(&h, &mut s, &req)), ResponseCode::NXDomain);
+    // Not synced any more: SERVFAIL, not a cached answer.
+    h.index().upsert_service(&cluster_ip("default", "new", &["10.96.0.22"], json!([])));
+    assert_eq!(rcode(&ask_cached(&h, &mut s, &req)), ResponseCode::NoError);
+    h.index().set_synced(false);
+    assert_eq!(rcode(&ask_cached(&h, &mut s, &req)), ResponseCode::ServFail);
+}
+
+#[test]
+fn cache_is_bounded_and_skips_tcp_and_big_replies() {
+    let h = handler(big_headless(70));
+    let mut s = Scratch::with_cache();
+    // A reply bigger than an entry may be (70 A records) is not kept.
+    let big = query_bytes("big.default.svc.cluster.local.", RecordType::A, Some(1232));
+    let reply = ask_cached(&h, &mut s, &big);
+    assert_eq!(Message::from_vec(&reply).unwrap().answers.len(), 70);
+    assert!(reply.len() > crate::cache::MAX_ENTRY, "{}", reply.len());
+    assert_eq!(s.cache.as_ref().unwrap().len(), 0);
+    // TCP neither reads nor fills the cache.
+    let small = query_bytes("dns-version.cluster.local.", RecordType::TXT, None);
+    assert!(matches!(h.handle(&small, true, &mut s), Action::Reply));
+    assert_eq!(s.cache.as_ref().unwrap().len(), 0);
+    // Many distinct queries: never more than the table holds, and recent ones are found.
+    let cache = s.cache.as_mut().unwrap();
+    let reply = [0u8; 100];
+    for k in 0..(crate::cache::SLOTS as u32 + 5000) {
+        let q = query_bytes(&format!("n{k}.default.svc.cluster.local."), RecordType::A, None);
+        cache.put(&q, 1, &reply, 0, false);
+        assert!(cache.get(&q, 1).is_some());
+        assert!(cache.get(&q, 2).is_none(), "answered for another generation");
+    }
+    assert!(cache.len() <= crate::cache::SLOTS);
+}
+
+// ---------------------------------------------------------------- autopath
+
+fn pod(ns: &str, name: &str, ip: &str, spec: serde_json::Value) -> k8s_openapi::api::core::v1::Pod {
+    serde_json::from_value(json!({
+        "metadata": {"namespace": ns, "name": name},
+        "spec": spec,
+        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
+    }))
+    .unwrap()
+}
+
+fn autopath_handler() -> (Handler, Arc<crate::PodIps>) {
+    let i = index();
+    i.upsert_service(&cluster_ip("other", "web", &["10.96.0.30"], json!([{"name": "http", "port": 80}])));
+    i.upsert_service(&cluster_ip("default", "local", &["10.96.0.31"], json!([])));
+    let pods = Arc::new(crate::PodIps::default());
+    pods.upsert_pod(&pod("default", "client", "10.244.0.5", json!({"containers": []})));
+    pods.upsert_pod(&pod("default", "hostnet", "172.18.0.2", json!({"hostNetwork": true, "containers": []})));
+    pods.upsert_pod(&pod("default", "custom", "10.244.0.6", json!({"dnsPolicy": "None", "containers": []})));
+    let h = handler(i).with_autopath(pods.clone());
+    (h, pods)
+}
+
+fn ask_from(h: &Handler, name: &str, t: RecordType, from: &str) -> Message {
+    let mut s = Scratch::with_cache();
+    let req = query_bytes(name, t, None);
+    let Action::Reply = h.handle_from(&req, false, Some(from.parse().unwrap()), &mut s) else {
+        panic!("no reply")
+    };
+    Message::from_vec(&s.out).unwrap()
+}
+
+#[test]
+fn autopath_answers_the_first_existing_search_expansion() {
+    let (h, _pods) = autopath_handler();
+    // `web.other` from a pod in `default`: the first expansion does not exist, the second does.
+    let m = ask_from(&h, "web.other.default.svc.cluster.local.", RecordType::A, "10.244.0.5");
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.metadata.authoritative);
+    assert_eq!(m.queries[0].name().to_ascii(), "web.other.default.svc.cluster.local.");
+    assert_eq!(m.answers.len(), 2, "{m:?}");
+    assert_eq!(m.answers[0].name.to_ascii(), "web.other.default.svc.cluster.local.");
+    assert_eq!(m.answers[0].data.to_string(), "web.other.svc.cluster.local.");
+    assert_eq!(m.answers[1].name.to_ascii(), "web.other.svc.cluster.local.");
+    assert_eq!(m.answers[1].data.to_string(), "10.96.0.30");
+    // AAAA of the same lookup picks the same name: CNAME and no data (NODATA there).
+    let m = ask_from(&h, "web.other.default.svc.cluster.local.", RecordType::AAAA, "10.244.0.5");
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers.len(), 1);
+    assert_eq!(m.answers[0].record_type(), RecordType::CNAME);
+    // `web.other.svc`: the third search domain (the zone itself).
+    let m = ask_from(&h, "web.other.svc.default.svc.cluster.local.", RecordType::A, "10.244.0.5");
+    assert_eq!(m.answers.len(), 2);
+    assert_eq!(m.answers[0].data.to_string(), "web.other.svc.cluster.local.");
+    // SRV too.
+    let m = ask_from(&h, "_http._tcp.web.other.default.svc.cluster.local.", RecordType::SRV, "10.244.0.5");
+    assert_eq!(m.answers.len(), 2);
+    assert_eq!(m.answers[1].record_type(), RecordType::SRV);
+    assert_eq!(h.metrics().autopath.load(std::sync::atomic::Ordering::Relaxed), 4);
+}
+
+#[test]
+fn autopath_leaves_everything_else_alone() {
+    let (h, pods) = autopath_handler();
+    let nx = |name: &str, t: RecordType, from: &str| {
+        let m = ask_from(&h, name, t, from);
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{name} from {from}: {m:?}");
+        assert!(m.answers.is_empty());
+    };
+    // Not a known pod, a host-network pod, a pod with its own DNS policy.
+    nx("web.other.default.svc.cluster.local.", RecordType::A, "10.244.9.9");
+    nx("web.other.default.svc.cluster.local.", RecordType::A, "172.18.0.2");
+    nx("web.other.default.svc.cluster.local.", RecordType::A, "10.244.0.6");
+    // Not the asking pod's namespace (not its first search domain).
+    nx("web.other.kube-system.svc.cluster.local.", RecordType::A, "10.244.0.5");
+    // Nothing exists further down the cluster part of the list: the client goes on itself.
+    nx("example.com.default.svc.cluster.local.", RecordType::A, "10.244.0.5");
+    // Other types.
+    nx("web.other.default.svc.cluster.local.", RecordType::TXT, "10.244.0.5");
+    // Existing names are answered as always.
+    let m = ask_from(&h, "local.default.svc.cluster.local.", RecordType::A, "10.244.0.5");
+    assert_eq!(m.answers.len(), 1);
+    assert_eq!(m.answers[0].data.to_string(), "10.96.0.31");
+    // A deleted pod no longer gets completion; a finished one neither.
+    pods.delete_pod(&pod("default", "client", "10.244.0.5", json!({})));
+    nx("web.other.default.svc.cluster.local.", RecordType::A, "10.244.0.5");
+    pods.upsert_pod(&pod("default", "client", "10.244.0.5", json!({})));
+    assert!(!ask_from(&h, "web.other.default.svc.cluster.local.", RecordType::A, "10.244.0.5").answers.is_empty());
+    let mut done = pod("default", "client", "10.244.0.5", json!({}));
+    done.status.as_mut().unwrap().phase = Some("Succeeded".into());
+    pods.upsert_pod(&done);
+    nx("web.other.default.svc.cluster.local.", RecordType::A, "10.244.0.5");
+    // An address reused by a new pod is not dropped by the old pod's deletion.
+    pods.upsert_pod(&pod("default", "new", "10.244.0.5", json!({})));
+    pods.delete_pod(&pod("default", "client", "10.244.0.5", json!({})));
+    assert_eq!(pods.len(), 1);
+    assert!(!ask_from(&h, "web.other.default.svc.cluster.local.", RecordType::A, "10.244.0.5").answers.is_empty());
+}
+
+#[test]
+fn autopath_answers_are_not_served_to_others_from_the_cache() {
+    let (h, _pods) = autopath_handler();
+    let mut s = Scratch::with_cache();
+    let req = query_bytes("web.other.default.svc.cluster.local.", RecordType::A, None);
+    let code = |s: &Scratch| Message::from_vec(&s.out).unwrap().metadata.response_code;
+    // An unknown source first (NXDOMAIN), then the pod (CNAME), then unknown again.
+    for (from, want) in [
+        ("10.244.9.9", ResponseCode::NXDomain),
+        ("10.244.0.5", ResponseCode::NoError),
+        ("10.244.9.9", ResponseCode::NXDomain),
+        ("10.244.0.5", ResponseCode::NoError),
+    ] {
+        assert!(matches!(h.handle_from(&req, false, Some(from.parse().unwrap()), &mut s), Action::Reply));
+        assert_eq!(code(&s), want, "from {from}");
+    }
+}

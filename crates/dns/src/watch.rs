@@ -5,13 +5,14 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 
 use crate::index::{endpoint_slice_key, service_key, Index};
+use crate::pods::PodIps;
 use crate::Error;
 
 /// Applies events of one kind. A (re)list is applied object by object as it streams in (no
@@ -111,4 +112,24 @@ pub async fn watch(client: Client, index: Arc<Index>) -> Result<(), Error> {
         }
     }
     Err(Error::WatchEnded)
+}
+
+/// Watches Pods in every namespace and keeps `pods` (addresses -> namespace, for autopath)
+/// current. Runs until dropped; errors are retried with backoff.
+pub async fn watch_pods(client: Client, pods: Arc<PodIps>) {
+    let mut stream = watcher::watcher(Api::<Pod>::all(client), watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Ok(Event::Apply(p)) | Ok(Event::InitApply(p)) => pods.upsert_pod(&p),
+            Ok(Event::Delete(p)) => pods.delete_pod(&p),
+            Ok(Event::Init) => pods.relist_start(),
+            Ok(Event::InitDone) => {
+                pods.relist_done();
+                tracing::debug!("dns pod index: {} addresses", pods.len());
+            }
+            Err(e) => tracing::warn!("pod watch: {e}"),
+        }
+    }
 }

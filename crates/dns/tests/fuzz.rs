@@ -77,6 +77,8 @@ fn random_and_mutated_packets_never_panic() {
     let seeds = seeds();
     let mut rng = StdRng::seed_from_u64(0x5eed);
     let mut s = Scratch::default();
+    // A UDP worker's scratch with its answer cache: its replies must equal uncached ones.
+    let mut cached = Scratch::with_cache();
     let deadline = Instant::now() + Duration::from_secs(3);
     let (mut n, mut replies) = (0u64, 0u64);
     while Instant::now() < deadline && n < 2_000_000 {
@@ -116,8 +118,19 @@ fn random_and_mutated_packets_never_panic() {
             }
         }
         let tcp = rng.random_bool(0.3);
-        match handler.handle(&pkt, tcp, &mut s) {
+        let via_cache = !tcp && rng.random_bool(0.5);
+        if via_cache {
+            if let Action::Reply = handler.handle(&pkt, false, &mut cached) {
+                assert!(
+                    matches!(handler.handle(&pkt, false, &mut s), Action::Reply),
+                    "cache answered a packet the uncached path does not: {pkt:?}"
+                );
+                assert_eq!(cached.out, s.out, "cached reply differs: {pkt:?}");
+            }
+        }
+        match handler.handle(&pkt, tcp, if via_cache { &mut cached } else { &mut s }) {
             Action::Reply => {
+                let s = if via_cache { &cached } else { &s };
                 replies += 1;
                 assert!(
                     tcp || s.out.len() <= 4096,

@@ -24,9 +24,18 @@ impl Netns {
         self.path.as_deref()
     }
 
+    /// `program` to run in the namespace. Entered through `nsenter` rather than `setns` in a
+    /// `pre_exec` hook: a hook forces `fork`, which copies the page tables of this (possibly
+    /// large) process on every run; without one the child is spawned with `posix_spawn`.
     pub fn command(&self, program: &str) -> Command {
         match &self.path {
-            Some(p) => yard_netns::command_in(p, program),
+            Some(p) => {
+                let mut c = Command::new("nsenter");
+                let mut net = std::ffi::OsString::from("--net=");
+                net.push(p.as_os_str());
+                c.arg(net).arg("--").arg(program);
+                c
+            }
             None => Command::new(program),
         }
     }

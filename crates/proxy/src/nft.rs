@@ -6,15 +6,27 @@
 //!   through the verdict maps `service-ips{,6}` keyed by `daddr . l4proto . dport` and, for
 //!   destinations that are local addresses (`fib daddr type local`), `service-nodeports{,6}` keyed by
 //!   `l4proto . dport`. Lookup cost does not grow with the number of Services.
-//! - Per service port: `svc-*` (cluster-IP traffic: marks off-cluster sources for masquerade),
-//!   `ext-*` (NodePort / externalIPs / LB IPs, honouring externalTrafficPolicy), `cluster-*` and
-//!   `local-*` (`numgen random mod N vmap` over all / node-local endpoints, after ClientIP affinity
-//!   lookups in the per-endpoint dynamic sets `aff-*`), and one `ep-*` chain per endpoint (hairpin
-//!   masquerade mark, affinity update, DNAT).
+//! - Balancing is data, not rules: each endpoint list in use is a *group* whose id travels in packet
+//!   mark bits 15..31, and whose endpoints are elements `group . slot : addr . port` of the maps
+//!   `endpoints{,6}`. The shared chain `pick*-N` (one per endpoint count N) DNATs through
+//!   `meta mark & 0xffff8000 . numgen random mod N`. Per-service anonymous sets or per-chain map
+//!   bindings would each cost the kernel a walk of the commit list or of the whole map; here
+//!   `endpoints{,6}` is bound from the few `pick*-N` chains only.
+//! - A plain cluster-IP port (no external access, affinity or internal policy Local) has no chain:
+//!   `services` first sets the mark from `service-groups{,6}` (same key as `service-ips`), and its
+//!   `service-ips` element is `goto plain*-N` (masquerade off-cluster sources, `goto pick*-N`). An
+//!   endpoint change only rewrites map elements. (This replaces the whole mark of such packets;
+//!   the other paths keep bits 0..14.)
+//! - Other ports have `svc-*` (cluster-IP traffic: masquerade mark for off-cluster sources, then
+//!   group into the mark keeping bits 0..14, `goto pick*-N`), `ext-*` (NodePort / externalIPs / LB
+//!   IPs, honouring externalTrafficPolicy), `cluster-*` / `local-*` (all / node-local endpoints);
+//!   with ClientIP affinity the balancing rules instead look up per-endpoint dynamic sets `aff-*`
+//!   and jump to one `ep-*` chain per endpoint (affinity update, DNAT).
 //! - `filter-prerouting` / `filter-output` (hook filter, priority dstnat-10) send new connections to
 //!   Services without usable endpoints through `no-endpoint-*` maps: `reject-chain` (TCP reset /
 //!   ICMP port unreachable) or `drop` (externalTrafficPolicy Local without local endpoints).
-//! - `nat-postrouting` masquerades packets carrying mark 0x4000.
+//! - `nat-postrouting` masquerades packets carrying mark 0x4000, and hairpin traffic (a pod reaching
+//!   itself: `saddr . daddr` in `hairpin{,6}`, which holds the endpoints that may be on this node).
 //!
 //! Sync is incremental: the rendered rules of every service port are cached, and only changed
 //! chains, sets and map elements are written. The first sync (and any after a failure or after the
@@ -45,10 +57,84 @@ pub struct Rendered {
     pub sets: BTreeMap<String, String>,
     /// Chain name -> rules.
     pub chains: BTreeMap<String, Vec<String>>,
-    /// (map, key) -> verdict.
+    /// (map, key) -> verdict or data.
     pub elements: BTreeMap<(&'static str, String), String>,
-    /// Endpoint IPs this service port DNATs to (hairpin masquerade set; shared, refcounted).
+    /// Endpoint IPs this service port DNATs to that may be on this node (hairpin masquerade set;
+    /// shared, refcounted).
     pub hairpin: Vec<std::net::IpAddr>,
+    /// Balancing groups this port uses (their slots are elements of `endpoints{,6}`).
+    pub groups: Vec<(Role, u32)>,
+    /// Shared `pick*-N` chains the rules jump to.
+    pub picks: Vec<(Family, usize)>,
+}
+
+/// Which endpoint list of a service port a balancing group holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// What `svc-*` spreads over (cluster endpoints, or usable ones for external-only traffic).
+    Svc,
+    /// `cluster-*` (all usable endpoints when the cluster IP itself is policy Local).
+    Cluster,
+    /// `local-*` (node-local endpoints).
+    Local,
+}
+
+/// Balancing group ids live in packet mark bits 15..31 (bit 14, 0x4000, is the masquerade mark,
+/// bits 0..14 are left as they were).
+pub const GROUP_SHIFT: u32 = 15;
+/// Number of balancing groups the mark can carry.
+pub const MAX_GROUPS: u32 = 1 << (32 - GROUP_SHIFT);
+const GROUP_MASK: u32 = !((1u32 << GROUP_SHIFT) - 1);
+/// `pick*-N` / `plain*-N` chains created with the table, for N in 1..=PRESET_PICKS (larger ones
+/// on demand).
+pub const PRESET_PICKS: usize = 64;
+
+/// Name of the shared chain that DNATs to slot `numgen random mod n` of the group in the mark.
+pub fn pick_chain(f: Family, n: usize) -> String {
+    format!("pick{}-{n}", suffix(f))
+}
+
+/// Name of the shared chain plain cluster-IP ports with `n` endpoints are dispatched to.
+pub fn plain_chain(f: Family, n: usize) -> String {
+    format!("plain{}-{n}", suffix(f))
+}
+
+/// The rules of `plain*-N`: masquerade sources outside the cluster CIDR, then `pick*-N`.
+fn plain_rules(f: Family, n: usize, cluster_cidrs: &[IpNet]) -> Vec<String> {
+    let mut v = Vec::new();
+    if let Some(c) = cidr_for(cluster_cidrs, f) {
+        v.push(format!("{} saddr != {c} jump mark-for-masquerade", ipk(f)));
+    }
+    v.push(format!("goto {}", pick_chain(f, n)));
+    v
+}
+
+/// `add chain` / `add rule` lines creating the shared `pick*-N` and `plain*-N` chains.
+fn shared_chains(out: &mut String, f: Family, n: usize, cluster_cidrs: &[IpNet]) {
+    let (pick, plain) = (pick_chain(f, n), plain_chain(f, n));
+    let _ = writeln!(out, "add chain {T} {pick}");
+    for rule in pick_rules(f, n) {
+        let _ = writeln!(out, "add rule {T} {pick} {rule}");
+    }
+    let _ = writeln!(out, "add chain {T} {plain}");
+    for rule in plain_rules(f, n, cluster_cidrs) {
+        let _ = writeln!(out, "add rule {T} {plain} {rule}");
+    }
+}
+
+/// The rules of a `pick*-N` chain: one DNAT per transport protocol (a port mapping needs a
+/// protocol match; three plain matches rather than an anonymous set per chain).
+fn pick_rules(f: Family, n: usize) -> Vec<String> {
+    let (ip, map) = match f {
+        Family::V4 => ("ip", "endpoints"),
+        Family::V6 => ("ip6", "endpoints6"),
+    };
+    ["tcp", "udp", "sctp"]
+        .iter()
+        .map(|p| {
+            format!("meta l4proto {p} dnat {ip} to meta mark & 0x{GROUP_MASK:08x} . numgen random mod {n} map @{map}")
+        })
+        .collect()
 }
 
 /// RFC 4648 base32 (with the standard alphabet), as Go's `base32.StdEncoding` without padding
@@ -108,6 +194,8 @@ fn map_name(kind: &'static str, f: Family) -> &'static str {
         ("no-endpoint-services", Family::V4) => "no-endpoint-services",
         ("no-endpoint-services", Family::V6) => "no-endpoint-services6",
         ("no-endpoint-nodeports", Family::V4) => "no-endpoint-nodeports",
+        ("service-groups", Family::V4) => "service-groups",
+        ("service-groups", Family::V6) => "service-groups6",
         _ => "no-endpoint-nodeports6",
     }
 }
@@ -153,8 +241,13 @@ fn cidr_for(cidrs: &[IpNet], f: Family) -> Option<&IpNet> {
     cidrs.iter().find(|c| matches!((c, f), (IpNet::V4(_), Family::V4) | (IpNet::V6(_), Family::V6)))
 }
 
-/// Render one service port's chains, sets and map elements.
-pub fn render(sp: &ServicePort, cluster_cidrs: &[IpNet]) -> Rendered {
+/// Render one service port's chains, sets and map elements. `group` hands out the balancing
+/// group id for a role (stable across renders of the same port; `None` when none is left).
+pub fn render(
+    sp: &ServicePort,
+    cluster_cidrs: &[IpNet],
+    group: &mut dyn FnMut(Role) -> Option<u32>,
+) -> Result<Rendered, Error> {
     let mut r = Rendered::default();
     let n = Names::of(sp);
     let ip = ipk(sp.family);
@@ -179,8 +272,10 @@ pub fn render(sp: &ServicePort, cluster_cidrs: &[IpNet]) -> Rendered {
             eps.push(e);
         }
     }
+    // Only a pod on this node can reach itself through this node's rules: remote endpoints
+    // never need the hairpin masquerade (endpoints without a node name might be local).
     if !(cluster.is_empty() && (!has_ext || usable.is_empty())) {
-        for e in &eps {
+        for e in eps.iter().filter(|e| e.local || e.node_name.is_none()) {
             if !r.hairpin.contains(&e.ip) {
                 r.hairpin.push(e.ip);
             }
@@ -201,11 +296,41 @@ pub fn render(sp: &ServicePort, cluster_cidrs: &[IpNet]) -> Rendered {
         }
     }
 
+    // The common case, a cluster-IP-only port without affinity or internal policy Local, has no
+    // chain of its own: `service-groups` puts its group into the mark and `service-ips` sends it
+    // to the shared `plain*-N` chain (masquerade off-cluster sources, then `pick*-N`).
+    if !has_ext && sp.affinity_timeout.is_none() && !sp.internal_policy_local && !cluster.is_empty() {
+        let g = group(Role::Svc).ok_or_else(|| Error::Other(format!("more than {MAX_GROUPS} balancing groups")))?;
+        r.groups.push((Role::Svc, g));
+        let mark = g << GROUP_SHIFT;
+        let map = match sp.family {
+            Family::V4 => "endpoints",
+            Family::V6 => "endpoints6",
+        };
+        for (i, e) in cluster.iter().enumerate() {
+            r.elements.insert((map, format!("0x{mark:08x} . {i}")), format!("{} . {}", e.ip, e.port));
+        }
+        r.picks.push((sp.family, cluster.len()));
+        for cip in &sp.cluster_ips {
+            let key = format!("{cip} . {proto} . {}", sp.port);
+            r.elements.insert((map_name("service-groups", sp.family), key.clone()), format!("0x{mark:08x}"));
+            r.elements.insert(
+                (map_name("service-ips", sp.family), key),
+                format!("goto {}", plain_chain(sp.family, cluster.len())),
+            );
+        }
+        return Ok(r);
+    }
+
     // Spread over `eps`: affinity lookups then a numgen verdict map over endpoint chains, or
-    // (without affinity) one DNAT through a numgen map, with no per-endpoint chains at all.
-    let balance = |eps: &[&Endpoint]| -> Vec<String> {
+    // (without affinity) the group id into the mark and a jump to the shared `pick*-N` chain,
+    // whose one rule DNATs through the `endpoints{,6}` map: no per-endpoint objects but map
+    // elements, and no set bound per service (binding a map walks all of its elements).
+    let family = sp.family;
+    let affinity = sp.affinity_timeout;
+    let mut balance = |r: &mut Rendered, role: Role, eps: &[&Endpoint]| -> Result<Vec<String>, Error> {
         let mut rules = Vec::with_capacity(eps.len() + 1);
-        if let Some(t) = sp.affinity_timeout {
+        if let Some(t) = affinity {
             for e in eps {
                 rules.push(format!("{ip} saddr @{} goto {}", n.affinity(e, t), n.endpoint(e)));
             }
@@ -225,31 +350,34 @@ pub fn render(sp: &ServicePort, cluster_cidrs: &[IpNet]) -> Rendered {
         } else if eps.len() == 1 {
             rules.push(format!("meta l4proto {proto} dnat {ip} to {}", eps[0].addr()));
         } else {
-            // One DNAT through an anonymous numgen map (no per-endpoint chains).
-            let mut s = format!("meta l4proto {proto} dnat {ip} to numgen random mod {} map {{ ", eps.len());
+            let g = group(role).ok_or_else(|| Error::Other(format!("more than {MAX_GROUPS} balancing groups")))?;
+            r.groups.push((role, g));
+            let mark = g << GROUP_SHIFT;
+            let map = match family {
+                Family::V4 => "endpoints",
+                Family::V6 => "endpoints6",
+            };
             for (i, e) in eps.iter().enumerate() {
-                if i > 0 {
-                    s.push_str(", ");
-                }
-                match e.ip {
-                    std::net::IpAddr::V4(a) => {
-                        let _ = write!(s, "{i} : {a} . {}", e.port);
-                    }
-                    std::net::IpAddr::V6(a) => {
-                        let _ = write!(s, "{i} : [{a}] . {}", e.port);
-                    }
-                }
+                r.elements.insert((map, format!("0x{mark:08x} . {i}")), format!("{} . {}", e.ip, e.port));
             }
-            s.push_str(" }");
-            rules.push(s);
+            if !r.picks.contains(&(family, eps.len())) {
+                r.picks.push((family, eps.len()));
+            }
+            rules.push(format!(
+                "meta mark set meta mark & 0x{:08x} | 0x{mark:08x} goto {}",
+                !GROUP_MASK,
+                pick_chain(family, eps.len())
+            ));
         }
-        rules
+        Ok(rules)
     };
     if separate_cluster {
-        r.chains.insert(n.cluster.clone(), balance(&usable));
+        let rules = balance(&mut r, Role::Cluster, &usable)?;
+        r.chains.insert(n.cluster.clone(), rules);
     }
     if need_local_chain {
-        r.chains.insert(n.local.clone(), balance(&local));
+        let rules = balance(&mut r, Role::Local, &local)?;
+        r.chains.insert(n.local.clone(), rules);
     }
 
     // Cluster-IP traffic (and external Cluster-policy traffic, which reuses `svc-*`).
@@ -269,7 +397,7 @@ pub fn render(sp: &ServicePort, cluster_cidrs: &[IpNet]) -> Rendered {
         if sp.internal_policy_local && !cluster.is_empty() {
             rules.push(format!("goto {}", n.local));
         } else {
-            rules.extend(balance(&svc_eps));
+            rules.extend(balance(&mut r, Role::Svc, &svc_eps)?);
         }
         r.chains.insert(n.svc.clone(), rules);
     }
@@ -319,7 +447,7 @@ pub fn render(sp: &ServicePort, cluster_cidrs: &[IpNet]) -> Rendered {
             r.elements.insert((map_name(m, sp.family), format!("{proto} . {np}")), verdict.clone());
         }
     }
-    r
+    Ok(r)
 }
 
 /// The fixed part of the table.
@@ -336,6 +464,12 @@ pub fn skeleton(cluster_cidrs: &[IpNet]) -> String {
         line(&format!("add map {T} service-nodeports{sfx} {{ type inet_proto . inet_service : verdict ; }}"));
         line(&format!("add map {T} no-endpoint-services{sfx} {{ type {ty} . inet_proto . inet_service : verdict ; }}"));
         line(&format!("add map {T} no-endpoint-nodeports{sfx} {{ type inet_proto . inet_service : verdict ; }}"));
+        line(&format!("add map {T} service-groups{sfx} {{ type {ty} . inet_proto . inet_service : mark ; }}"));
+        // Balancing slots: (group id in the mark, slot) -> endpoint address and port.
+        line(&format!(
+            "add map {T} endpoints{sfx} {{ typeof meta mark . numgen random mod 1 : {} daddr . th dport ; }}",
+            ipk(f)
+        ));
     }
     line(&format!("add chain {T} mark-for-masquerade"));
     line(&format!("add rule {T} mark-for-masquerade meta mark set meta mark | {MASQ_MARK}"));
@@ -352,6 +486,8 @@ pub fn skeleton(cluster_cidrs: &[IpNet]) -> String {
     line(&format!("add rule {T} reject-chain meta l4proto tcp reject with tcp reset"));
     line(&format!("add rule {T} reject-chain reject"));
     line(&format!("add chain {T} services"));
+    line(&format!("add rule {T} services meta mark set ip daddr . meta l4proto . th dport map @service-groups"));
+    line(&format!("add rule {T} services meta mark set ip6 daddr . meta l4proto . th dport map @service-groups6"));
     line(&format!("add rule {T} services ip daddr . meta l4proto . th dport vmap @service-ips"));
     line(&format!("add rule {T} services ip6 daddr . meta l4proto . th dport vmap @service-ips6"));
     line(&format!(
@@ -467,6 +603,10 @@ impl Phases {
             }
         }
     }
+    /// Shared `pick*-N` / `plain*-N` chains that do not exist yet.
+    pub fn shared(&mut self, f: Family, n: usize, cluster_cidrs: &[IpNet]) {
+        shared_chains(&mut self.add_chains, f, n, cluster_cidrs);
+    }
     /// Hairpin set membership changes (decided by the backend's reference counts).
     pub fn hairpin(&mut self, ip: &std::net::IpAddr, add: bool) {
         let (set, el) = hairpin_element(ip);
@@ -504,6 +644,43 @@ impl Phases {
 /// What is programmed per service port: the model it came from and its rendering.
 type Programmed = BTreeMap<ServicePortKey, (Arc<ServicePort>, Arc<Rendered>)>;
 
+/// Balancing group ids: a free list over `0..MAX_GROUPS`.
+#[derive(Default)]
+struct Groups {
+    next: u32,
+    free: Vec<u32>,
+}
+
+impl Groups {
+    fn alloc(&mut self) -> Option<u32> {
+        if let Some(g) = self.free.pop() {
+            return Some(g);
+        }
+        if self.next >= MAX_GROUPS {
+            return None;
+        }
+        self.next += 1;
+        Some(self.next - 1)
+    }
+}
+
+/// Render `sp`, keeping the group ids `old` had for the same roles.
+fn render_with(sp: &ServicePort, cidrs: &[IpNet], old: Option<&Rendered>, groups: &mut Groups) -> Result<Rendered, Error> {
+    let mut taken: Vec<u32> = Vec::new();
+    let r = render(sp, cidrs, &mut |role| {
+        if let Some(g) = old.and_then(|o| o.groups.iter().find(|(r, _)| *r == role)).map(|(_, g)| *g) {
+            return Some(g);
+        }
+        let g = groups.alloc()?;
+        taken.push(g);
+        Some(g)
+    });
+    if r.is_err() {
+        groups.free.extend(taken);
+    }
+    r
+}
+
 /// The nftables backend.
 pub struct NftBackend {
     netns: Netns,
@@ -512,11 +689,21 @@ pub struct NftBackend {
     programmed: Option<Programmed>,
     /// Endpoint IP -> number of service ports using it (membership of the hairpin sets).
     hairpin_refs: BTreeMap<std::net::IpAddr, usize>,
+    groups: Groups,
+    /// `pick*-N` chains that exist.
+    picks: std::collections::BTreeSet<(Family, usize)>,
 }
 
 impl NftBackend {
     pub fn new(netns: Netns, cluster_cidrs: Vec<IpNet>) -> Self {
-        NftBackend { netns, cluster_cidrs, programmed: None, hairpin_refs: BTreeMap::new() }
+        NftBackend {
+            netns,
+            cluster_cidrs,
+            programmed: None,
+            hairpin_refs: BTreeMap::new(),
+            groups: Groups::default(),
+            picks: Default::default(),
+        }
     }
 
     fn apply(&self, batch: &str) -> Result<(), Error> {
@@ -528,25 +715,40 @@ impl NftBackend {
             }
             let _ = std::fs::write(path, batch);
         }
-        self.netns.run("nft", &["-f", "-"], Some(batch)).map(|_| ())
+        let t = std::time::Instant::now();
+        let r = self.netns.run("nft", &["-f", "-"], Some(batch)).map(|_| ());
+        tracing::debug!(bytes = batch.len(), elapsed = ?t.elapsed(), "nft -f");
+        r
     }
 
     fn full_sync(&mut self, desired: &DesiredState) -> Result<usize, Error> {
-        let mut out = String::with_capacity(256 * desired.services.len() + 4096);
+        self.programmed = None;
+        self.groups = Groups::default();
+        let mut programmed = BTreeMap::new();
+        let mut refs: BTreeMap<std::net::IpAddr, usize> = BTreeMap::new();
+        let mut picks: std::collections::BTreeSet<(Family, usize)> =
+            (1..=PRESET_PICKS).flat_map(|n| [(Family::V4, n), (Family::V6, n)]).collect();
+        for (k, sp) in &desired.services {
+            let r = Arc::new(render_with(sp, &self.cluster_cidrs, None, &mut self.groups)?);
+            for ip in &r.hairpin {
+                *refs.entry(*ip).or_default() += 1;
+            }
+            picks.extend(r.picks.iter().copied());
+            programmed.insert(k.clone(), (sp.clone(), r));
+        }
+        // Order: table and maps, the pick chains (their rules bind `endpoints{,6}` while still
+        // empty), service sets/chains/rules, then every element.
+        let mut out = String::with_capacity(200 * desired.services.len() + 100 * refs.len() + 16384);
         let _ = writeln!(out, "add table {T}");
         let _ = writeln!(out, "delete table {T}");
         let _ = writeln!(out, "add table {T}");
         out.push_str(&skeleton(&self.cluster_cidrs));
-        let mut programmed = BTreeMap::new();
+        for (f, n) in &picks {
+            shared_chains(&mut out, *f, *n, &self.cluster_cidrs);
+        }
         let mut elements: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
-        let mut refs: BTreeMap<std::net::IpAddr, usize> = BTreeMap::new();
-        for (k, sp) in &desired.services {
-            let r = Arc::new(render(sp, &self.cluster_cidrs));
-            emit_full(&mut out, &r, &mut elements);
-            for ip in &r.hairpin {
-                *refs.entry(*ip).or_default() += 1;
-            }
-            programmed.insert(k.clone(), (sp.clone(), r));
+        for (_, r) in programmed.values() {
+            emit_full(&mut out, r, &mut elements);
         }
         for ip in refs.keys() {
             let (set, el) = hairpin_element(ip);
@@ -559,6 +761,7 @@ impl NftBackend {
         }
         self.apply(&out)?;
         self.hairpin_refs = refs;
+        self.picks = picks;
         let mut deletions = Vec::new();
         for sp in desired.services.values() {
             deletions.extend(conntrack::stale(None, Some(sp)));
@@ -578,16 +781,23 @@ impl crate::Backend for NftBackend {
         #[allow(clippy::type_complexity)]
         let mut changes: Vec<(ServicePortKey, Option<(Arc<ServicePort>, Arc<Rendered>)>)> = Vec::new();
         let mut deletions = Vec::new();
-        let mut refs = self.hairpin_refs.clone();
+        // Changed hairpin reference counts (the whole map is not copied: it has one entry per
+        // endpoint IP).
+        let base_refs = &self.hairpin_refs;
+        let mut refs: std::collections::HashMap<std::net::IpAddr, usize> = std::collections::HashMap::new();
+        // Group ids to release once the batch is in (never reused within one batch).
+        let mut released: Vec<u32> = Vec::new();
+        let mut new_picks: Vec<(Family, usize)> = Vec::new();
+        let mut groups = std::mem::take(&mut self.groups);
         let mut ref_delta = |old: Option<&Rendered>, new: Option<&Rendered>, phases: &mut Phases| {
             for ip in old.map(|r| r.hairpin.as_slice()).unwrap_or(&[]) {
                 if new.is_some_and(|n| n.hairpin.contains(ip)) {
                     continue;
                 }
-                if let Some(c) = refs.get_mut(ip) {
+                let c = refs.entry(*ip).or_insert_with(|| base_refs.get(ip).copied().unwrap_or(0));
+                if *c > 0 {
                     *c -= 1;
                     if *c == 0 {
-                        refs.remove(ip);
                         phases.hairpin(ip, false);
                     }
                 }
@@ -596,13 +806,26 @@ impl crate::Backend for NftBackend {
                 if old.is_some_and(|o| o.hairpin.contains(ip)) {
                     continue;
                 }
-                let c = refs.entry(*ip).or_default();
+                let c = refs.entry(*ip).or_insert_with(|| base_refs.get(ip).copied().unwrap_or(0));
                 *c += 1;
                 if *c == 1 {
                     phases.hairpin(ip, true);
                 }
             }
         };
+        let mut group_delta = |old: Option<&Rendered>, new: Option<&Rendered>| {
+            for (_, g) in old.map(|r| r.groups.as_slice()).unwrap_or(&[]) {
+                if !new.is_some_and(|n| n.groups.iter().any(|(_, x)| x == g)) {
+                    released.push(*g);
+                }
+            }
+            for p in new.map(|r| r.picks.as_slice()).unwrap_or(&[]) {
+                if !self.picks.contains(p) && !new_picks.contains(p) {
+                    new_picks.push(*p);
+                }
+            }
+        };
+        let mut failed = None;
         // Merge-join the two sorted maps.
         let mut a = programmed.iter().peekable();
         let mut b = desired.services.iter().peekable();
@@ -618,14 +841,22 @@ impl crate::Backend for NftBackend {
                     let (k, (sp, r)) = a.next().unwrap();
                     phases.diff(Some(r), None);
                     ref_delta(Some(r), None, &mut phases);
+                    group_delta(Some(r), None);
                     deletions.extend(conntrack::stale(Some(sp), None));
                     changes.push((k.clone(), None));
                 }
                 std::cmp::Ordering::Greater => {
                     let (k, sp) = b.next().unwrap();
-                    let r = Arc::new(render(sp, &self.cluster_cidrs));
+                    let r = match render_with(sp, &self.cluster_cidrs, None, &mut groups) {
+                        Ok(r) => Arc::new(r),
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    };
                     phases.diff(None, Some(&r));
                     ref_delta(None, Some(&r), &mut phases);
+                    group_delta(None, Some(&r));
                     deletions.extend(conntrack::stale(None, Some(sp)));
                     changes.push((k.clone(), Some((sp.clone(), r))));
                 }
@@ -635,23 +866,45 @@ impl crate::Backend for NftBackend {
                     if Arc::ptr_eq(osp, sp) || **osp == **sp {
                         continue;
                     }
-                    let r = Arc::new(render(sp, &self.cluster_cidrs));
+                    let r = match render_with(sp, &self.cluster_cidrs, Some(or), &mut groups) {
+                        Ok(r) => Arc::new(r),
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    };
                     phases.diff(Some(or), Some(&r));
                     ref_delta(Some(or), Some(&r), &mut phases);
+                    group_delta(Some(or), Some(&r));
                     deletions.extend(conntrack::stale(Some(osp), Some(sp)));
                     changes.push((k.clone(), Some((sp.clone(), r))));
                 }
             }
         }
+        self.groups = groups;
+        if let Some(e) = failed {
+            tracing::warn!("nftables sync: {e}; doing a full sync");
+            return self.full_sync(desired);
+        }
+        for (f, n) in &new_picks {
+            phases.shared(*f, *n, &self.cluster_cidrs);
+        }
         let n = changes.len();
         if !phases.is_empty() {
             if let Err(e) = self.apply(&phases.into_batch()) {
                 tracing::warn!("incremental nftables sync failed, doing a full sync: {e}");
-                self.programmed = None;
                 return self.full_sync(desired);
             }
         }
-        self.hairpin_refs = refs;
+        for (ip, c) in refs {
+            if c == 0 {
+                self.hairpin_refs.remove(&ip);
+            } else {
+                self.hairpin_refs.insert(ip, c);
+            }
+        }
+        self.picks.extend(new_picks);
+        self.groups.free.extend(released);
         let programmed = self.programmed.as_mut().expect("programmed");
         for (k, v) in changes {
             match v {
@@ -735,35 +988,83 @@ mod tests {
         assert_eq!(base32(b"f"), "MY");
     }
 
+    /// Render with group ids 7 (Svc), 8 (Cluster), 9 (Local).
+    fn rend(sp: &ServicePort, cidrs: &[IpNet]) -> Rendered {
+        render(sp, cidrs, &mut |role| Some(match role {
+            Role::Svc => 7,
+            Role::Cluster => 8,
+            Role::Local => 9,
+        }))
+        .unwrap()
+    }
+
     fn cidrs() -> Vec<IpNet> {
         vec!["10.244.0.0/16".parse().unwrap()]
     }
 
     #[test]
-    fn render_cluster_ip() {
+    fn render_plain_cluster_ip() {
         let s = sp(&[("10.244.1.2", true, false), ("10.244.2.2", true, false), ("10.244.3.2", false, false)]);
-        let r = render(&s, &cidrs());
+        let r = rend(&s, &cidrs());
+        // No chain of its own: group 7 into the mark, dispatch to the shared plain-2 chain.
+        assert!(r.chains.is_empty(), "{:?}", r.chains);
+        let key = "10.96.0.50 . tcp . 80".to_string();
+        assert_eq!(r.elements[&("service-groups", key.clone())], "0x00038000");
+        assert_eq!(r.elements[&("service-ips", key)], "goto plain-2");
+        assert_eq!(r.elements[&("endpoints", "0x00038000 . 0".to_string())], "10.244.1.2 . 9376");
+        assert_eq!(r.elements[&("endpoints", "0x00038000 . 1".to_string())], "10.244.2.2 . 9376");
+        assert_eq!(r.elements.len(), 4);
+        assert_eq!(r.groups, vec![(Role::Svc, 7)]);
+        assert_eq!(r.picks, vec![(Family::V4, 2)]);
+        assert_eq!(plain_rules(Family::V4, 2, &cidrs()), vec![
+            "ip saddr != 10.244.0.0/16 jump mark-for-masquerade".to_string(),
+            "goto pick-2".to_string(),
+        ]);
+        assert_eq!(plain_rules(Family::V6, 3, &cidrs()), vec!["goto pick6-3".to_string()]);
+        assert_eq!(pick_rules(Family::V4, 2)[0], "meta l4proto tcp dnat ip to meta mark & 0xffff8000 . numgen random mod 2 map @endpoints");
+        assert_eq!(pick_rules(Family::V6, 3)[2], "meta l4proto sctp dnat ip6 to meta mark & 0xffff8000 . numgen random mod 3 map @endpoints6");
+        // Endpoints with no node name may be local: they join the hairpin set; remote ones do not.
+        assert_eq!(r.hairpin, vec!["10.244.1.2".parse::<std::net::IpAddr>().unwrap(), "10.244.2.2".parse().unwrap()]);
+        let mut remote = s.clone();
+        remote.endpoints[0].node_name = Some("other".into());
+        remote.endpoints[1].node_name = Some("other".into());
+        remote.endpoints[1].local = true;
+        assert_eq!(rend(&remote, &cidrs()).hairpin, vec!["10.244.2.2".parse::<std::net::IpAddr>().unwrap()]);
+    }
+
+    #[test]
+    fn render_cluster_ip_with_node_port() {
+        let mut s = sp(&[("10.244.1.2", true, false), ("10.244.2.2", true, false)]);
+        s.node_port = Some(30080);
+        let r = rend(&s, &cidrs());
         let n = Names::of(&s);
         assert!(n.svc.starts_with("svc-") && n.svc.ends_with("-default/hostnames/tcp/default"), "{}", n.svc);
-        // One chain, no per-endpoint chains: masquerade off-cluster sources, DNAT via numgen map.
-        assert_eq!(r.chains.len(), 1, "{:?}", r.chains);
+        // svc-* masquerades off-cluster sources, puts group 7 into the mark (keeping the
+        // masquerade bit), then the shared pick chain for two endpoints; no per-endpoint chains.
+        assert_eq!(r.chains.len(), 2, "{:?}", r.chains);
         assert_eq!(r.chains[&n.svc], vec![
             "ip saddr != 10.244.0.0/16 jump mark-for-masquerade".to_string(),
-            "meta l4proto tcp dnat ip to numgen random mod 2 map { 0 : 10.244.1.2 . 9376, 1 : 10.244.2.2 . 9376 }".to_string(),
+            "meta mark set meta mark & 0x00007fff | 0x00038000 goto pick-2".to_string(),
         ]);
-        assert_eq!(r.hairpin, vec!["10.244.1.2".parse::<std::net::IpAddr>().unwrap(), "10.244.2.2".parse().unwrap()]);
+        assert_eq!(r.chains[&n.ext], vec!["jump mark-for-masquerade".to_string(), format!("goto {}", n.svc)]);
+        assert_eq!(r.elements[&("endpoints", "0x00038000 . 1".to_string())], "10.244.2.2 . 9376");
         assert_eq!(r.elements[&("service-ips", "10.96.0.50 . tcp . 80".to_string())], format!("goto {}", n.svc));
+        assert_eq!(r.elements[&("service-nodeports", "tcp . 30080".to_string())], format!("goto {}", n.ext));
+        assert!(!r.elements.keys().any(|(m, _)| *m == "service-groups"));
         assert!(r.sets.is_empty());
         // A single endpoint: plain DNAT.
-        let r = render(&sp(&[("10.244.1.2", true, false)]), &cidrs());
+        let mut s1 = sp(&[("10.244.1.2", true, false)]);
+        s1.node_port = Some(30080);
+        let r = rend(&s1, &cidrs());
         assert_eq!(r.chains[&n.svc][1], "meta l4proto tcp dnat ip to 10.244.1.2:9376");
+        assert!(r.groups.is_empty());
     }
 
     #[test]
     fn render_no_endpoints_rejects() {
         let mut s = sp(&[]);
         s.node_port = Some(30080);
-        let r = render(&s, &cidrs());
+        let r = rend(&s, &cidrs());
         assert!(r.chains.is_empty());
         assert_eq!(r.elements[&("no-endpoint-services", "10.96.0.50 . tcp . 80".to_string())], "goto reject-chain");
         assert_eq!(r.elements[&("no-endpoint-nodeports", "tcp . 30080".to_string())], "goto reject-chain");
@@ -776,7 +1077,7 @@ mod tests {
         s.node_port = Some(30080);
         s.external_ips = vec!["192.0.2.1".parse().unwrap()];
         s.external_policy_local = true;
-        let r = render(&s, &cidrs());
+        let r = rend(&s, &cidrs());
         let n = Names::of(&s);
         assert_eq!(r.sets.len(), 2);
         assert!(r.sets.values().all(|d| d.contains("timeout 60s") && d.contains("ipv4_addr")));
@@ -796,15 +1097,16 @@ mod tests {
         // No local endpoints: external traffic from outside is dropped at the end of ext-*.
         let mut s2 = s.clone();
         s2.endpoints[0].local = false;
-        let r2 = render(&s2, &cidrs());
+        let r2 = rend(&s2, &cidrs());
         assert_eq!(r2.chains[&n.ext].last().unwrap(), "drop");
         // internalTrafficPolicy Local with external access: a separate cluster-wide chain.
         let mut s3 = s.clone();
         s3.internal_policy_local = true;
         s3.affinity_timeout = None;
-        let r3 = render(&s3, &cidrs());
+        let r3 = rend(&s3, &cidrs());
         assert_eq!(r3.chains[&n.svc].last().unwrap(), &format!("goto {}", n.local));
-        assert!(r3.chains[&n.cluster][0].contains("numgen random mod 2 map {"), "{:?}", r3.chains);
+        assert_eq!(r3.chains[&n.cluster][0], "meta mark set meta mark & 0x00007fff | 0x00040000 goto pick-2", "{:?}", r3.chains);
+        assert_eq!(r3.groups, vec![(Role::Cluster, 8)]);
         assert_eq!(r3.chains[&n.ext][0], format!("ip saddr 10.244.0.0/16 goto {}", n.cluster));
     }
 
@@ -822,34 +1124,61 @@ mod tests {
             node_name: None,
             local: false,
         }];
-        let r = render(&s, &["10.244.0.0/16".parse().unwrap(), "fd00:244::/56".parse().unwrap()]);
+        s.node_port = Some(30080);
+        let r = rend(&s, &["10.244.0.0/16".parse().unwrap(), "fd00:244::/56".parse().unwrap()]);
         let n = Names::of(&s);
         assert!(n.endpoint(&s.endpoints[0]).ends_with("__fd00.244..2/8080"));
         assert_eq!(r.chains[&n.svc][0], "ip6 saddr != fd00:244::/56 jump mark-for-masquerade");
         assert_eq!(r.chains[&n.svc][1], "meta l4proto tcp dnat ip6 to [fd00:244::2]:8080");
+        assert!(r.elements.contains_key(&("service-ips6", "fd00:96::5 . tcp . 80".to_string())));
+        assert!(r.elements.contains_key(&("service-nodeports6", "tcp . 30080".to_string())));
         let mut s2 = s.clone();
         s2.endpoints.push(Endpoint { ip: "fd00:244::3".parse().unwrap(), ..s.endpoints[0].clone() });
-        let r2 = render(&s2, &[]);
-        assert_eq!(r2.chains[&n.svc][0], "meta l4proto tcp dnat ip6 to numgen random mod 2 map { 0 : [fd00:244::2] . 8080, 1 : [fd00:244::3] . 8080 }");
-        assert!(r.elements.contains_key(&("service-ips6", "fd00:96::5 . tcp . 80".to_string())));
+        let r2 = rend(&s2, &[]);
+        assert_eq!(r2.chains[&n.svc][0], "meta mark set meta mark & 0x00007fff | 0x00038000 goto pick6-2");
+        assert_eq!(r2.elements[&("endpoints6", "0x00038000 . 1".to_string())], "fd00:244::3 . 8080");
+        // Without the NodePort: the plain path, through the v6 maps.
+        s2.node_port = None;
+        let r3 = rend(&s2, &[]);
+        assert!(r3.chains.is_empty());
+        assert_eq!(r3.elements[&("service-groups6", "fd00:96::5 . tcp . 80".to_string())], "0x00038000");
+        assert_eq!(r3.elements[&("service-ips6", "fd00:96::5 . tcp . 80".to_string())], "goto plain6-2");
     }
 
     #[test]
     fn incremental_diff_touches_only_changes() {
-        let a = render(&sp(&[("10.244.1.2", true, false), ("10.244.2.2", true, false)]), &cidrs());
-        let b = render(&sp(&[("10.244.1.2", true, false)]), &cidrs());
+        let a = rend(&sp(&[("10.244.1.2", true, false), ("10.244.2.2", true, false)]), &cidrs());
+        let b = rend(&sp(&[("10.244.1.2", true, false)]), &cidrs());
         let mut p = Phases::default();
         p.diff(Some(&a), Some(&b));
         let batch = p.into_batch();
         let lines: Vec<&str> = batch.lines().collect();
-        // Only the service chain is rewritten; the dispatch map
-        // element is unchanged.
-        assert!(lines[0].starts_with("flush chain inet yard-proxy svc-"), "{batch}");
-        assert!(lines[2].ends_with("dnat ip to 10.244.1.2:9376"), "{batch}");
-        assert_eq!(lines.len(), 3, "{batch}");
-        assert!(!lines.iter().any(|l| l.contains("service-ips")), "{batch}");
-        // To zero endpoints: element moves from service-ips to no-endpoint-services.
-        let c = render(&sp(&[]), &cidrs());
+        // Map elements only: slot 1 goes, the dispatch moves to plain-1; no chain is touched.
+        assert_eq!(lines, vec![
+            "delete element inet yard-proxy endpoints { 0x00038000 . 1 }",
+            "delete element inet yard-proxy service-ips { 10.96.0.50 . tcp . 80 }",
+            "add element inet yard-proxy service-ips { 10.96.0.50 . tcp . 80 : goto plain-1 }",
+        ], "{batch}");
+        // Three endpoints to two (the middle one gone): slot 1 is rewritten, slot 2 deleted;
+        // slot 0 and the group are untouched.
+        let a3 = rend(&sp(&[("10.244.1.2", true, false), ("10.244.2.2", true, false), ("10.244.3.2", true, false)]), &cidrs());
+        let a2 = rend(&sp(&[("10.244.1.2", true, false), ("10.244.3.2", true, false)]), &cidrs());
+        let mut p = Phases::default();
+        p.diff(Some(&a3), Some(&a2));
+        let batch = p.into_batch();
+        assert!(!batch.contains("0x00038000 . 0") && !batch.contains("service-groups"), "{batch}");
+        let del1 = batch.find("delete element inet yard-proxy endpoints { 0x00038000 . 1 }").unwrap();
+        let add1 = batch.find("add element inet yard-proxy endpoints { 0x00038000 . 1 : 10.244.3.2 . 9376 }").unwrap();
+        assert!(del1 < add1, "{batch}");
+        assert!(batch.contains("delete element inet yard-proxy endpoints { 0x00038000 . 2 }"), "{batch}");
+        assert!(batch.contains("add element inet yard-proxy service-ips { 10.96.0.50 . tcp . 80 : goto plain-2 }"), "{batch}");
+        // A port with a chain (NodePort), one endpoint to none: its elements move to the
+        // no-endpoint maps before its chains go.
+        let mut one = sp(&[("10.244.1.2", true, false)]);
+        one.node_port = Some(30080);
+        let mut none = sp(&[]);
+        none.node_port = Some(30080);
+        let (b, c) = (rend(&one, &cidrs()), rend(&none, &cidrs()));
         let mut p = Phases::default();
         p.diff(Some(&b), Some(&c));
         let batch = p.into_batch();
@@ -861,4 +1190,5 @@ mod tests {
         p.diff(Some(&c), Some(&c));
         assert!(p.is_empty());
     }
+
 }

@@ -3,9 +3,13 @@
 //! update-if-revision-matches and delete as atomic compare-and-swap; prefix listing with limits;
 //! and watches that resume from a revision within a bounded history window (older -> `Expired`,
 //! which the API server turns into 410). The embedded backend (`RedbStore`) commits every
-//! acknowledged write durably (group commit: one fsync per batch of concurrent writes). The
-//! `Store` trait is object-safe so an etcd v3 backend drops in beside it.
+//! acknowledged write durably (group commit: one fsync per batch of concurrent writes). The etcd
+//! v3 backend (`EtcdStore`) keeps the same keys in an etcd cluster that several API servers share:
+//! etcd's revision is the revision, writes are etcd transactions, watches are etcd watches. Both
+//! sit behind the object-safe `Store` trait.
 
+mod etcd_backend;
+pub mod local_etcd;
 mod memwatch;
 mod redb_backend;
 
@@ -15,6 +19,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 
 pub use memwatch::{WatchHub, Watcher};
+pub use etcd_backend::{EtcdConfig, EtcdStore};
 pub use redb_backend::RedbStore;
 
 /// One stored key with its revisions, as etcd reports it.
@@ -82,7 +87,7 @@ pub struct ListPage {
 }
 
 /// A compare-and-swap write.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
     /// Create `key`; fails with `AlreadyExists` if present.
     Create { key: String, value: Bytes },
@@ -105,6 +110,11 @@ pub trait Store: Send + Sync + 'static {
     fn count(&self, prefix: &str) -> BoxFuture<'_, Result<i64>>;
     /// Apply one CAS write; returns the new state (for a delete: the deleted value at the delete's revision).
     fn write(&self, op: Op) -> BoxFuture<'_, Result<KeyValue>>;
+    /// Apply several CAS writes atomically, as etcd does with one Txn: all succeed or none does (the
+    /// first failing op's error is returned). They share one new revision and one durable commit;
+    /// their events reach watchers in op order. Returns each op's result as `write` would. A key may
+    /// appear only once; an empty list writes nothing.
+    fn txn(&self, ops: Vec<Op>) -> BoxFuture<'_, Result<Vec<KeyValue>>>;
     /// Watch `prefix` for events with revision > `after`. `after` older than the history window -> Expired.
     fn watch(&self, prefix: &str, after: i64) -> BoxFuture<'_, Result<WatchStream>>;
     /// List `prefix` and watch it from the listing's revision, atomically.
@@ -116,6 +126,25 @@ pub trait Store: Send + Sync + 'static {
 }
 
 pub type DynStore = Arc<dyn Store>;
+
+impl Op {
+    pub fn key(&self) -> &str {
+        match self {
+            Op::Create { key, .. } | Op::Update { key, .. } | Op::Delete { key, .. } => key,
+        }
+    }
+}
+
+/// Reject a transaction naming one key twice (etcd refuses those too).
+pub(crate) fn check_distinct(ops: &[Op]) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for op in ops {
+        if !seen.insert(op.key()) {
+            return Err(StoreError::Backend(format!("duplicate key in transaction: {}", op.key())));
+        }
+    }
+    Ok(())
+}
 
 impl KeyValue {
     pub fn is_under(&self, prefix: &str) -> bool {

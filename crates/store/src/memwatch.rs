@@ -1,6 +1,7 @@
 //! In-memory watch fan-out with a bounded history window, shared by every backend that does not
 //! have its own watch (the embedded one). Events are published in revision order after they are
-//! durable; subscribers receive the history after their start revision, then live events.
+//! durable; subscribers receive the history after their start revision, then live events. A
+//! backend with its own watch (etcd) feeds a `Watcher` through a `WatchFeed` instead.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -57,6 +58,38 @@ impl Watcher {
     /// Whether the watch ended because the consumer fell behind.
     pub fn overflowed(&self) -> bool {
         self.overflowed.load(Ordering::Relaxed)
+    }
+}
+
+/// The sending half of a `Watcher` fed by a backend's own watch task.
+pub(crate) struct WatchFeed {
+    tx: mpsc::UnboundedSender<Event>,
+    pending: Arc<AtomicUsize>,
+    overflowed: Arc<AtomicBool>,
+}
+
+impl WatchFeed {
+    /// A connected feed and watcher.
+    pub(crate) fn new() -> (WatchFeed, Watcher) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pending = Arc::new(AtomicUsize::new(0));
+        let overflowed = Arc::new(AtomicBool::new(false));
+        (WatchFeed { tx, pending: pending.clone(), overflowed: overflowed.clone() }, Watcher { rx, pending, overflowed })
+    }
+
+    /// Queue one event; false when the watch is over (watcher dropped, or it fell too far behind).
+    pub(crate) fn send(&self, ev: Event) -> bool {
+        if self.pending.load(Ordering::Relaxed) >= MAX_PENDING {
+            self.overflowed.store(true, Ordering::Relaxed);
+            return false;
+        }
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        self.tx.send(ev).is_ok()
+    }
+
+    /// Resolves when the watcher has been dropped.
+    pub(crate) async fn closed(&self) {
+        self.tx.closed().await
     }
 }
 

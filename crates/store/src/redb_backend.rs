@@ -22,13 +22,36 @@ const HISTORY: usize = 200_000;
 /// Writes applied in one transaction at most.
 const MAX_BATCH: usize = 512;
 
-type Reply = oneshot::Sender<Result<KeyValue>>;
+/// A write handed to the writer thread: one op, or an atomic transaction of several.
+enum Job {
+    One(Op, oneshot::Sender<Result<KeyValue>>),
+    Txn(Vec<Op>, oneshot::Sender<Result<Vec<KeyValue>>>),
+}
+
+impl Job {
+    fn ops(&self) -> &[Op] {
+        match self {
+            Job::One(op, _) => std::slice::from_ref(op),
+            Job::Txn(ops, _) => ops,
+        }
+    }
+    fn reply(self, res: Result<Vec<KeyValue>>) {
+        match self {
+            Job::One(_, tx) => {
+                let _ = tx.send(res.map(|mut v| v.pop().expect("one op, one result")));
+            }
+            Job::Txn(_, tx) => {
+                let _ = tx.send(res);
+            }
+        }
+    }
+}
 
 /// The default store: durable, single-node, embedded.
 pub struct RedbStore {
     db: Arc<Database>,
     hub: Arc<WatchHub>,
-    writer: Option<std_mpsc::Sender<(Op, Reply)>>,
+    writer: Option<std_mpsc::Sender<Job>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -78,7 +101,7 @@ impl RedbStore {
         };
         let db = Arc::new(db);
         let hub = Arc::new(WatchHub::new(revision, HISTORY));
-        let (tx, rx) = std_mpsc::channel::<(Op, Reply)>();
+        let (tx, rx) = std_mpsc::channel::<Job>();
         let (wdb, whub) = (db.clone(), hub.clone());
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
@@ -120,7 +143,7 @@ impl RedbStore {
     }
 }
 
-fn writer_loop(db: Arc<Database>, hub: Arc<WatchHub>, rx: std_mpsc::Receiver<(Op, Reply)>, mut revision: i64) {
+fn writer_loop(db: Arc<Database>, hub: Arc<WatchHub>, rx: std_mpsc::Receiver<Job>, mut revision: i64) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -130,15 +153,15 @@ fn writer_loop(db: Arc<Database>, hub: Arc<WatchHub>, rx: std_mpsc::Receiver<(Op
             }
         }
         let start_rev = revision;
-        let mut results: Vec<Result<KeyValue>> = Vec::with_capacity(batch.len());
+        let mut results: Vec<Result<Vec<KeyValue>>> = Vec::with_capacity(batch.len());
         let mut events = Vec::new();
         let outcome: std::result::Result<(), StoreError> = (|| {
             let mut w = db.begin_write().map_err(backend)?;
             w.set_durability(Durability::Immediate).map_err(backend)?;
             {
                 let mut kv = w.open_table(KV).map_err(backend)?;
-                for (op, _) in &batch {
-                    let res = apply_op(&mut kv, op, &mut revision, &mut events);
+                for job in &batch {
+                    let res = apply_job(&mut kv, job.ops(), &mut revision, &mut events)?;
                     results.push(res);
                 }
                 let mut meta = w.open_table(META).map_err(backend)?;
@@ -150,14 +173,14 @@ fn writer_loop(db: Arc<Database>, hub: Arc<WatchHub>, rx: std_mpsc::Receiver<(Op
         match outcome {
             Ok(()) => {
                 hub.publish(&events);
-                for ((_, reply), res) in batch.into_iter().zip(results) {
-                    let _ = reply.send(res);
+                for (job, res) in batch.into_iter().zip(results) {
+                    job.reply(res);
                 }
             }
             Err(e) => {
                 revision = start_rev;
-                for (_, reply) in batch {
-                    let _ = reply.send(Err(e.clone()));
+                for job in batch {
+                    job.reply(Err(e.clone()));
                 }
             }
         }
@@ -165,50 +188,64 @@ fn writer_loop(db: Arc<Database>, hub: Arc<WatchHub>, rx: std_mpsc::Receiver<(Op
     hub.close_all();
 }
 
-fn apply_op(kv: &mut redb::Table<&str, &[u8]>, op: &Op, revision: &mut i64, events: &mut Vec<Event>) -> Result<KeyValue> {
+/// Check `op`'s precondition against the table; returns the key's current state.
+fn check_op(kv: &redb::Table<&str, &[u8]>, op: &Op) -> Result<Option<KeyValue>> {
+    let key = op.key();
+    let cur = kv.get(key).map_err(backend)?.map(|g| decode(key, g.value()));
+    match (op, cur) {
+        (Op::Create { .. }, Some(_)) => Err(StoreError::AlreadyExists(key.to_string())),
+        (Op::Create { .. }, None) => Ok(None),
+        (Op::Update { .. } | Op::Delete { .. }, None) => Err(StoreError::NotFound(key.to_string())),
+        (Op::Update { expect, .. } | Op::Delete { expect, .. }, Some(cur)) => match expect {
+            Some(e) if *e != cur.mod_revision => Err(StoreError::Conflict { key: key.to_string(), current: Some(Box::new(cur)) }),
+            _ => Ok(Some(cur)),
+        },
+    }
+}
+
+/// Apply a checked `op` at revision `rev`, recording its event.
+fn put_op(kv: &mut redb::Table<&str, &[u8]>, op: &Op, cur: Option<KeyValue>, rev: i64, events: &mut Vec<Event>) -> Result<KeyValue> {
     match op {
-        Op::Create { key, value } => {
-            if kv.get(key.as_str()).map_err(backend)?.is_some() {
-                return Err(StoreError::AlreadyExists(key.clone()));
-            }
-            *revision += 1;
-            let rev = *revision;
-            kv.insert(key.as_str(), encode(rev, rev, value).as_slice()).map_err(backend)?;
-            let new = KeyValue { key: key.clone(), value: value.clone(), create_revision: rev, mod_revision: rev };
-            events.push(Event { kind: EventKind::Put, kv: new.clone(), prev: None });
+        Op::Create { key, value } | Op::Update { key, value, .. } => {
+            let create = cur.as_ref().map(|c| c.create_revision).unwrap_or(rev);
+            kv.insert(key.as_str(), encode(create, rev, value).as_slice()).map_err(backend)?;
+            let new = KeyValue { key: key.clone(), value: value.clone(), create_revision: create, mod_revision: rev };
+            events.push(Event { kind: EventKind::Put, kv: new.clone(), prev: cur });
             Ok(new)
         }
-        Op::Update { key, value, expect } => {
-            let cur = kv.get(key.as_str()).map_err(backend)?.map(|g| decode(key, g.value()));
-            let Some(cur) = cur else { return Err(StoreError::NotFound(key.clone())) };
-            if let Some(e) = expect {
-                if *e != cur.mod_revision {
-                    return Err(StoreError::Conflict { key: key.clone(), current: Some(Box::new(cur)) });
-                }
-            }
-            *revision += 1;
-            let rev = *revision;
-            kv.insert(key.as_str(), encode(cur.create_revision, rev, value).as_slice()).map_err(backend)?;
-            let new = KeyValue { key: key.clone(), value: value.clone(), create_revision: cur.create_revision, mod_revision: rev };
-            events.push(Event { kind: EventKind::Put, kv: new.clone(), prev: Some(cur) });
-            Ok(new)
-        }
-        Op::Delete { key, expect } => {
-            let cur = kv.get(key.as_str()).map_err(backend)?.map(|g| decode(key, g.value()));
-            let Some(cur) = cur else { return Err(StoreError::NotFound(key.clone())) };
-            if let Some(e) = expect {
-                if *e != cur.mod_revision {
-                    return Err(StoreError::Conflict { key: key.clone(), current: Some(Box::new(cur)) });
-                }
-            }
-            *revision += 1;
-            let rev = *revision;
+        Op::Delete { key, .. } => {
+            let cur = cur.ok_or_else(|| StoreError::NotFound(key.clone()))?;
             kv.remove(key.as_str()).map_err(backend)?;
             let gone = KeyValue { mod_revision: rev, ..cur.clone() };
             events.push(Event { kind: EventKind::Delete, kv: gone.clone(), prev: Some(cur) });
             Ok(gone)
         }
     }
+}
+
+/// One job of a batch: all of its ops at one new revision, or none of them. The outer error is a
+/// table failure after some ops were written: the whole batch must then be aborted.
+fn apply_job(kv: &mut redb::Table<&str, &[u8]>, ops: &[Op], revision: &mut i64, events: &mut Vec<Event>) -> Result<Result<Vec<KeyValue>>> {
+    if ops.is_empty() {
+        return Ok(Ok(Vec::new()));
+    }
+    if let Err(e) = crate::check_distinct(ops) {
+        return Ok(Err(e));
+    }
+    let mut current = Vec::with_capacity(ops.len());
+    for op in ops {
+        match check_op(kv, op) {
+            Ok(c) => current.push(c),
+            Err(e) => return Ok(Err(e)),
+        }
+    }
+    *revision += 1;
+    let rev = *revision;
+    let mut out = Vec::with_capacity(ops.len());
+    for (op, cur) in ops.iter().zip(current) {
+        out.push(put_op(kv, op, cur, rev, events)?);
+    }
+    Ok(Ok(out))
 }
 
 impl Store for RedbStore {
@@ -245,7 +282,19 @@ impl Store for RedbStore {
 
     fn write(&self, op: Op) -> BoxFuture<'_, Result<KeyValue>> {
         let (tx, rx) = oneshot::channel();
-        let sent = self.writer.as_ref().map(|w| w.send((op, tx)).is_ok()).unwrap_or(false);
+        let sent = self.writer.as_ref().map(|w| w.send(Job::One(op, tx)).is_ok()).unwrap_or(false);
+        async move {
+            if !sent {
+                return Err(StoreError::Backend("store writer stopped".into()));
+            }
+            rx.await.map_err(|_| StoreError::Backend("store writer stopped".into()))?
+        }
+        .boxed()
+    }
+
+    fn txn(&self, ops: Vec<Op>) -> BoxFuture<'_, Result<Vec<KeyValue>>> {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.writer.as_ref().map(|w| w.send(Job::Txn(ops, tx)).is_ok()).unwrap_or(false);
         async move {
             if !sent {
                 return Err(StoreError::Backend("store writer stopped".into()));

@@ -18,8 +18,8 @@ enum Cmd {
     Up(up::UpArgs),
     /// Run a shell or a command inside a node of a `yard up` cluster.
     Shell(up::ShellArgs),
-    /// Serve the Kubernetes API over the embedded store.
-    Apiserver(yard_apiserver::Args),
+    /// Serve the Kubernetes API over the embedded store or etcd (optionally with the controllers).
+    Apiserver(ApiserverCmd),
     /// Run the controllers (endpoints, endpointslices, deployments, replicasets, scheduler, GC, node IPAM).
     Controllers(yard_controllers::Args),
     /// Run the node agent.
@@ -37,6 +37,65 @@ enum Cmd {
     },
 }
 
+/// `yard apiserver` flags: the API server's own, plus in-process controllers.
+#[derive(clap::Args)]
+struct ApiserverCmd {
+    #[command(flatten)]
+    api: yard_apiserver::Args,
+    /// Also run the controllers in this process, through this server's API. They are leader-elected
+    /// through the kube-system/yard-controller-manager Lease, so several API servers may each run them.
+    #[arg(long)]
+    controllers: bool,
+    /// CIDR from which node pod CIDRs are allocated (with --controllers).
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: String,
+    /// Lease duration, renew deadline and retry period of the controllers' leader election (seconds).
+    #[arg(long, default_value_t = 15.0)]
+    leader_elect_lease_duration: f64,
+    #[arg(long, default_value_t = 10.0)]
+    leader_elect_renew_deadline: f64,
+    #[arg(long, default_value_t = 2.0)]
+    leader_elect_retry_period: f64,
+}
+
+async fn apiserver(a: ApiserverCmd) -> anyhow::Result<()> {
+    let running = yard_apiserver::start(a.api).await?;
+    eprintln!("yard apiserver serving on https://{} (kubeconfig: {})", running.addr, running.kubeconfig.display());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let controllers = if a.controllers {
+        let kc = kube::config::Kubeconfig::read_from(&running.kubeconfig)?;
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
+        let client = kube::Client::try_from(cfg)?;
+        let ccfg = yard_controllers::Config {
+            cluster_cidr: a.cluster_cidr.parse().map_err(|e| anyhow::anyhow!("--cluster-cidr: {e}"))?,
+            leader_elect: true,
+            lease_duration: std::time::Duration::from_secs_f64(a.leader_elect_lease_duration.max(0.001)),
+            renew_deadline: std::time::Duration::from_secs_f64(a.leader_elect_renew_deadline.max(0.001)),
+            retry_period: std::time::Duration::from_secs_f64(a.leader_elect_retry_period.max(0.001)),
+            ..Default::default()
+        };
+        Some(tokio::spawn(yard_controllers::run_with_client(client, ccfg, async move {
+            let _ = stop_rx.await;
+        })))
+    } else {
+        None
+    };
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    // Controllers first (they release their Lease through this server), then the server.
+    let _ = stop_tx.send(());
+    if let Some(c) = controllers {
+        if let Ok(Err(e)) = c.await {
+            eprintln!("controllers: {e}");
+        }
+    }
+    running.shutdown().await;
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Cmd::Builtin { name, args } = &cli.cmd {
@@ -51,7 +110,7 @@ fn main() -> anyhow::Result<()> {
         match cli.cmd {
             Cmd::Up(a) => up::up(a).await,
             Cmd::Shell(a) => up::shell(a),
-            Cmd::Apiserver(a) => yard_apiserver::run(a).await.map_err(anyhow::Error::from),
+            Cmd::Apiserver(a) => apiserver(a).await,
             Cmd::Controllers(a) => yard_controllers::run(a).await.map_err(anyhow::Error::from),
             Cmd::Agent(a) => yard_agent::run(a).await.map_err(anyhow::Error::from),
             Cmd::Proxy(a) => yard_proxy::run(a).await.map_err(anyhow::Error::from),

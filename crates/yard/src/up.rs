@@ -45,6 +45,10 @@ pub struct UpArgs {
     /// Seconds to wait for the manifests' workloads to become Ready.
     #[arg(long, default_value_t = 120)]
     pub wait: u64,
+    /// Keep the cluster's objects in an existing etcd (`etcd://host:port[,host:port...]`) instead
+    /// of the embedded store in the data directory.
+    #[arg(long)]
+    pub store: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -307,6 +311,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         advertise_address: Some(IpAddr::V4(node1.ip)),
         tls_san: nodes.iter().map(|n| n.ip.to_string()).collect(),
         cluster_name: a.name.clone(),
+        store: a.store.clone(),
         ..Default::default()
     };
     let api = yard_apiserver::start(api_args).await?;

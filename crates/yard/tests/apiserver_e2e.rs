@@ -1,11 +1,12 @@
 //! Issue 2 acceptance: the real kubectl (v1.37, default validation) and the Python client against
-//! a freshly started `yard apiserver`.
+//! a freshly started `yard apiserver`, on the embedded store and on a real etcd (issue 8).
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::*;
+use yard_store::local_etcd::LocalEtcd;
 
 const EDITED_HOSTNAMES: &str = r#"
 apiVersion: apps/v1
@@ -33,7 +34,18 @@ spec:
 #[test]
 fn kubectl_session_against_apiserver() {
     let dir = TempDir::new("api");
-    let mut api = ApiServer::start(&dir.0, &[]);
+    kubectl_session(ApiServer::start(&dir.0, &[]));
+}
+
+#[test]
+fn kubectl_session_against_apiserver_on_etcd() {
+    let etcd = LocalEtcd::start(1).expect("start etcd");
+    let dir = TempDir::new("api-etcd");
+    kubectl_session(ApiServer::start(&dir.0, &["--store", &etcd.url()]));
+}
+
+/// The kubectl scenario, run against each store backend.
+fn kubectl_session(mut api: ApiServer) {
     let ex = examples_dir();
     let hostnames = ex.join("hostnames.yaml");
     let demo = ex.join("demo.yaml");
@@ -57,6 +69,16 @@ fn kubectl_session_against_apiserver() {
     // Server-side apply.
     let out = api.k(&["apply", "--server-side", "-f", demo.to_str().unwrap()]);
     assert!(out.contains("serverside-applied"), "{out}");
+
+    // Discovery is complete: kubectl caches it and has nothing to complain about.
+    let out = api.kubectl(&["api-resources", "-v=6"]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(!log.contains("empty response") && !log.contains("Error loading discovery"), "{log}");
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    for want in ["deployments ", "endpointslices ", "leases "] {
+        assert!(out.contains(want), "api-resources lacks {want:?}: {out}");
+    }
 
     // Tables.
     let out = api.k(&["get", "svc"]);
@@ -165,7 +187,17 @@ fn unauthenticated_requests_get_401_status() {
 #[test]
 fn python_client_crud_conflict_and_watch() {
     let dir = TempDir::new("py");
-    let api = ApiServer::start(&dir.0, &[]);
+    python_client(ApiServer::start(&dir.0, &[]));
+}
+
+#[test]
+fn python_client_crud_conflict_and_watch_on_etcd() {
+    let etcd = LocalEtcd::start(1).expect("start etcd");
+    let dir = TempDir::new("py-etcd");
+    python_client(ApiServer::start(&dir.0, &["--store", &etcd.url()]));
+}
+
+fn python_client(api: ApiServer) {
     let script = repo_root().join("tests/python/client_test.py");
     let out = std::process::Command::new(python_bin()).arg(&script).env("KUBECONFIG", &api.kubeconfig).output().unwrap();
     assert!(out.status.success(), "python client test failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

@@ -1,0 +1,151 @@
+//! etcd backend benchmark (issue 8): create throughput and latency through Yard on a real local
+//! etcd cluster versus a raw etcd v3 client doing puts of the same value sizes with the same
+//! concurrency against the same cluster, in the same run.
+//!
+//! For each kind (ConfigMaps: one stored key per create; Services: the object plus its ClusterIP
+//! allocation key): N creates through an in-process `yard apiserver --store etcd://...` (kube-rs
+//! over HTTPS, C in flight), then N raw puts whose values have the stored objects' mean size.
+//! Prints objects/s, p50/p99 and the Yard/raw throughput ratio (target >= 0.8).
+//!
+//! Usage: cargo run --release -p yard-bench --bin etcd-bench -- [N=3000] [members=3] [C=16]
+
+use std::time::Instant;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::api::{Api, PostParams};
+use serde_json::json;
+use yard_store::local_etcd::LocalEtcd;
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+struct Run {
+    per_sec: f64,
+    p50: f64,
+    p99: f64,
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.0}/s, p50 {:.2} ms, p99 {:.2} ms", self.per_sec, self.p50, self.p99)
+    }
+}
+
+async fn timed<F, Fut>(n: usize, c: usize, f: F) -> anyhow::Result<Run>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let started = Instant::now();
+    let lat: Vec<anyhow::Result<f64>> = futures::stream::iter(0..n)
+        .map(|i| {
+            let fut = f(i);
+            async move {
+                let t = Instant::now();
+                fut.await?;
+                Ok(t.elapsed().as_secs_f64() * 1000.0)
+            }
+        })
+        .buffer_unordered(c)
+        .collect()
+        .await;
+    let total = started.elapsed().as_secs_f64();
+    let mut l = lat.into_iter().collect::<anyhow::Result<Vec<f64>>>()?;
+    Ok(Run { per_sec: n as f64 / total, p50: pct(&mut l, 0.5), p99: pct(&mut l, 0.99) })
+}
+
+/// Mean size of the values stored under `prefix` (what Yard wrote for one kind).
+async fn mean_value_size(etcd: &mut etcd_client::Client, prefix: &str) -> anyhow::Result<(usize, usize)> {
+    let r = etcd.get(prefix, Some(etcd_client::GetOptions::new().with_prefix())).await?;
+    let n = r.kvs().len().max(1);
+    Ok((r.kvs().iter().map(|kv| kv.value().len()).sum::<usize>() / n, r.kvs().len()))
+}
+
+async fn raw_puts(etcd: &etcd_client::Client, tag: &str, n: usize, c: usize, size: usize) -> anyhow::Result<Run> {
+    let value = vec![b'x'; size];
+    timed(n, c, |i| {
+        let mut kv = etcd.kv_client();
+        let value = value.clone();
+        let key = format!("/bench/raw/{tag}/{i:08}");
+        async move {
+            kv.put(key, value, None).await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let arg = |i: usize, d: usize| -> anyhow::Result<usize> { Ok(std::env::args().nth(i).map(|s| s.parse()).transpose()?.unwrap_or(d)) };
+    let (n, members, c) = (arg(1, 3000)?, arg(2, 3)?, arg(3, 16)?);
+    let cluster = LocalEtcd::start(members)?;
+    println!("etcd: {members} member(s) of {} on loopback, data in {}", yard_store::local_etcd::etcd_binary().display(), cluster.dir().display());
+    let mut raw = etcd_client::Client::connect(cluster.endpoints().iter().map(|e| format!("http://{e}")).collect::<Vec<_>>(), None).await?;
+
+    let dir = std::env::temp_dir().join(format!("yard-etcd-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let args = yard_apiserver::Args { data_dir: dir.clone(), port: 0, store: Some(cluster.url()), etcd_compaction_interval: 0, ..Default::default() };
+    let api = yard_apiserver::start(args).await?;
+    let kc = kube::config::Kubeconfig::read_from(&api.kubeconfig)?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    let client = kube::Client::try_from(cfg)?;
+
+    // Warm-up (connections, first-use allocations) on both paths.
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-public");
+    for i in 0..50 {
+        let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": format!("warm-{i}")}, "data": {"k": "v"}}))?;
+        cms.create(&PostParams::default(), &cm).await?;
+    }
+    raw_puts(&raw, "warm", 200, c, 300).await?;
+
+    let mut ratios = Vec::new();
+    // ConfigMaps: one key per create.
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let yard_cm = timed(n, c, |i| {
+        let cms = cms.clone();
+        async move {
+            let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": format!("cm-{i}"), "labels": {"app": format!("a{i}")}}, "data": {"key": format!("value-{i}")}}))?;
+            cms.create(&PostParams::default(), &cm).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    let (cm_size, stored) = mean_value_size(&mut raw, "/registry/core/configmaps/default/").await?;
+    anyhow::ensure!(stored == n, "{stored} ConfigMaps stored, want {n}");
+    let raw_cm = raw_puts(&raw, "cm", n, c, cm_size).await?;
+    println!("ConfigMaps ({cm_size} B stored each), {n} creates, {c} in flight:");
+    println!("  yard on etcd : {yard_cm}");
+    println!("  raw etcd put : {raw_cm}");
+    println!("  throughput ratio {:.2} (target >= 0.8)", yard_cm.per_sec / raw_cm.per_sec);
+    ratios.push(yard_cm.per_sec / raw_cm.per_sec);
+
+    // Services: the object plus its ClusterIP allocation key.
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+    let yard_svc = timed(n, c, |i| {
+        let svcs = svcs.clone();
+        async move {
+            let s: Service = serde_json::from_value(json!({"metadata": {"name": format!("svc-{i}")}, "spec": {"selector": {"app": format!("a{i}")}, "ports": [{"port": 80, "targetPort": 8080}]}}))?;
+            svcs.create(&PostParams::default(), &s).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    let (svc_size, stored) = mean_value_size(&mut raw, "/registry/core/services/default/").await?;
+    anyhow::ensure!(stored == n, "{stored} Services stored, want {n}");
+    let raw_svc = raw_puts(&raw, "svc", n, c, svc_size).await?;
+    println!("Services ({svc_size} B stored each, plus an allocation key), {n} creates, {c} in flight:");
+    println!("  yard on etcd : {yard_svc}");
+    println!("  raw etcd put : {raw_svc}");
+    println!("  throughput ratio {:.2} (target >= 0.8)", yard_svc.per_sec / raw_svc.per_sec);
+    ratios.push(yard_svc.per_sec / raw_svc.per_sec);
+
+    api.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(cluster);
+    println!("ratios: {}", ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", "));
+    Ok(())
+}

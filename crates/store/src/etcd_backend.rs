@@ -1,0 +1,535 @@
+//! The etcd v3 backend: etcd's revision is the store revision (and so `resourceVersion`); every
+//! write is one etcd Txn whose compares are the ops' preconditions on create/mod revisions, with
+//! an else branch that reads the keys back so a failed CAS reports which key lost and its state.
+//! Watches are etcd watches (with previous values) fed into a `Watcher`; they resume on another
+//! member from the last delivered revision when a member goes away, and end when etcd reports the
+//! start revision compacted. An optional background task compacts history on a schedule, as
+//! kube-apiserver does (each tick compacts to the revision seen on the previous tick).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, TxnOp, TxnOpResponse, WatchOptions};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+use crate::memwatch::WatchFeed;
+use crate::{Event, EventKind, KeyValue, ListPage, Op, Result, Store, StoreError, WatchStream};
+
+/// How to reach etcd: `--store etcd://host:port[,host:port...]` plus TLS files and a key prefix.
+#[derive(Clone, Debug, Default)]
+pub struct EtcdConfig {
+    /// `host:port` of each member.
+    pub endpoints: Vec<String>,
+    /// CA bundle to verify the members (enables TLS).
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key for mutual TLS.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Prepended to every key (the API server's keys already start with `/registry/`).
+    pub prefix: String,
+    /// Compact history older than this (None: never compact automatically).
+    pub compaction_interval: Option<Duration>,
+}
+
+impl EtcdConfig {
+    /// Parse `etcd://host:port[,host:port...]` (also `etcds://` for TLS with the system roots).
+    pub fn from_url(url: &str) -> Result<Self> {
+        let (tls, rest) = if let Some(r) = url.strip_prefix("etcd://") {
+            (false, r)
+        } else if let Some(r) = url.strip_prefix("etcds://") {
+            (true, r)
+        } else {
+            return Err(StoreError::Backend(format!("not an etcd URL: {url} (want etcd://host:port[,host:port...])")));
+        };
+        let endpoints: Vec<String> = rest.trim_end_matches('/').split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        if endpoints.is_empty() {
+            return Err(StoreError::Backend(format!("no etcd endpoints in {url}")));
+        }
+        let mut cfg = EtcdConfig { endpoints, ..Default::default() };
+        if tls {
+            cfg.ca_file = Some(PathBuf::from("/etc/ssl/certs/ca-certificates.crt"));
+        }
+        Ok(cfg)
+    }
+}
+
+/// A store kept in an etcd v3 cluster; several API servers may share it.
+pub struct EtcdStore {
+    client: Client,
+    prefix: String,
+    compactor: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for EtcdStore {
+    fn drop(&mut self) {
+        if let Some(t) = self.compactor.take() {
+            t.abort();
+        }
+    }
+}
+
+fn backend<E: std::fmt::Display>(e: E) -> StoreError {
+    StoreError::Backend(format!("etcd: {e}"))
+}
+
+/// Largest response accepted (a full listing of a big resource).
+const MAX_MESSAGE: usize = 1 << 30;
+/// Reads are retried on member failure for this long.
+const READ_RETRY: Duration = Duration::from_secs(10);
+
+/// The first key after every key starting with `p` (etcd's range end for a prefix).
+fn prefix_end(p: &[u8]) -> Vec<u8> {
+    let mut end = p.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// Whether an etcd error means "this member or connection is gone", so another may answer.
+fn transient(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled)
+                && !s.message().contains("compacted")
+                && !s.message().contains("future revision")
+        }
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        _ => false,
+    }
+}
+
+/// Whether the request certainly never reached a member (safe to resend a write).
+fn not_sent(e: &etcd_client::Error) -> bool {
+    let msg = e.to_string().to_ascii_lowercase();
+    matches!(e, etcd_client::Error::TransportError(_))
+        || msg.contains("connection refused")
+        || msg.contains("tcp connect error")
+        || msg.contains("error trying to connect")
+        || msg.contains("no leader")
+}
+
+fn is_compacted(e: &etcd_client::Error) -> bool {
+    e.to_string().contains("required revision has been compacted")
+}
+
+impl EtcdStore {
+    /// Connect to the members named by `cfg` and check that the cluster answers.
+    pub async fn connect(cfg: EtcdConfig) -> Result<Self> {
+        let tls = cfg.ca_file.is_some() || cfg.cert_file.is_some();
+        let scheme = if tls { "https" } else { "http" };
+        let endpoints: Vec<String> = cfg.endpoints.iter().map(|e| format!("{scheme}://{e}")).collect();
+        let mut opts = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
+            .with_keep_alive_while_idle(true)
+            .with_require_leader(true);
+        if tls {
+            let mut t = etcd_client::TlsOptions::new();
+            if let Some(ca) = &cfg.ca_file {
+                let pem = std::fs::read(ca).map_err(|e| backend(format!("reading {}: {e}", ca.display())))?;
+                t = t.ca_certificate(etcd_client::Certificate::from_pem(pem));
+            }
+            match (&cfg.cert_file, &cfg.key_file) {
+                (Some(c), Some(k)) => {
+                    let cert = std::fs::read(c).map_err(|e| backend(format!("reading {}: {e}", c.display())))?;
+                    let key = std::fs::read(k).map_err(|e| backend(format!("reading {}: {e}", k.display())))?;
+                    t = t.identity(etcd_client::Identity::from_pem(cert, key));
+                }
+                (None, None) => {}
+                _ => return Err(backend("--etcd-certfile and --etcd-keyfile go together")),
+            }
+            opts = opts.with_tls(t);
+        }
+        let client = Client::connect(&endpoints, Some(opts)).await.map_err(backend)?;
+        let mut store = Self { client, prefix: cfg.prefix.clone(), compactor: None };
+        // Fail fast when no member answers.
+        store.revision().await?;
+        if let Some(every) = cfg.compaction_interval {
+            store.compactor = Some(tokio::spawn(compact_loop(store.clone_handle(), every)));
+        }
+        Ok(store)
+    }
+
+    fn clone_handle(&self) -> Self {
+        Self { client: self.client.clone(), prefix: self.prefix.clone(), compactor: None }
+    }
+
+    fn kv(&self) -> etcd_client::KvClient {
+        self.client.kv_client().max_decoding_message_size(MAX_MESSAGE)
+    }
+
+    fn full(&self, key: &str) -> Vec<u8> {
+        let mut k = Vec::with_capacity(self.prefix.len() + key.len());
+        k.extend_from_slice(self.prefix.as_bytes());
+        k.extend_from_slice(key.as_bytes());
+        k
+    }
+
+    fn local(&self, kv: &etcd_client::KeyValue) -> KeyValue {
+        let key = kv.key().strip_prefix(self.prefix.as_bytes()).unwrap_or(kv.key());
+        KeyValue {
+            key: String::from_utf8_lossy(key).into_owned(),
+            value: Bytes::copy_from_slice(kv.value()),
+            create_revision: kv.create_revision(),
+            mod_revision: kv.mod_revision(),
+        }
+    }
+
+    /// A range read, retried on other members while they fail.
+    async fn range(&self, key: Vec<u8>, opts: GetOptions) -> Result<etcd_client::GetResponse> {
+        let deadline = tokio::time::Instant::now() + READ_RETRY;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self.kv().get(key.clone(), Some(opts.clone())).await {
+                Ok(r) => return Ok(r),
+                Err(e) if transient(&e) && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(e) if is_compacted(&e) => return Err(StoreError::Expired { requested: 0, oldest: 0 }),
+                Err(e) => return Err(backend(e)),
+            }
+        }
+    }
+
+    async fn do_txn(&self, ops: Vec<Op>) -> Result<Vec<KeyValue>> {
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        crate::check_distinct(&ops)?;
+        let mut compares = Vec::with_capacity(ops.len());
+        let mut then = Vec::with_capacity(ops.len());
+        let mut otherwise = Vec::with_capacity(ops.len());
+        for op in &ops {
+            let k = self.full(op.key());
+            compares.push(match op {
+                Op::Create { .. } => Compare::create_revision(k.clone(), CompareOp::Equal, 0),
+                Op::Update { expect: Some(e), .. } | Op::Delete { expect: Some(e), .. } => Compare::mod_revision(k.clone(), CompareOp::Equal, *e),
+                Op::Update { expect: None, .. } | Op::Delete { expect: None, .. } => Compare::mod_revision(k.clone(), CompareOp::Greater, 0),
+            });
+            then.push(match op {
+                Op::Create { value, .. } | Op::Update { value, .. } => TxnOp::put(k.clone(), value.to_vec(), Some(PutOptions::new().with_prev_key())),
+                Op::Delete { .. } => TxnOp::delete(k.clone(), Some(DeleteOptions::new().with_prev_key())),
+            });
+            otherwise.push(TxnOp::get(k, None));
+        }
+        let txn = etcd_client::Txn::new().when(compares).and_then(then).or_else(otherwise);
+        let mut pause = Duration::from_millis(50);
+        let deadline = tokio::time::Instant::now() + READ_RETRY;
+        // Set when a member failed while the request was in flight: it may have been applied.
+        let mut uncertain: Option<etcd_client::Error> = None;
+        let resp = loop {
+            match self.kv().txn(txn.clone()).await {
+                Ok(r) => break r,
+                Err(e) if (not_sent(&e) || transient(&e)) && tokio::time::Instant::now() < deadline => {
+                    if !not_sent(&e) && uncertain.is_none() {
+                        uncertain = Some(e);
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(backend(uncertain.unwrap_or(e))),
+            }
+        };
+        let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+        let responses = resp.op_responses();
+        if resp.succeeded() {
+            let mut out = Vec::with_capacity(ops.len());
+            for (op, r) in ops.into_iter().zip(responses) {
+                out.push(match (op, r) {
+                    (Op::Create { key, value }, _) => KeyValue { key, value, create_revision: rev, mod_revision: rev },
+                    (Op::Update { key, value, .. }, TxnOpResponse::Put(p)) => {
+                        let create = p.prev_key().map(|k| k.create_revision()).unwrap_or(rev);
+                        KeyValue { key, value, create_revision: create, mod_revision: rev }
+                    }
+                    (Op::Delete { key, .. }, TxnOpResponse::Delete(d)) => {
+                        let prev = d.prev_kvs().first().map(|k| self.local(k));
+                        match prev {
+                            Some(p) => KeyValue { mod_revision: rev, ..p },
+                            None => KeyValue { key, value: Bytes::new(), create_revision: 0, mod_revision: rev },
+                        }
+                    }
+                    (op, r) => return Err(backend(format!("unexpected txn response {r:?} for {op:?}"))),
+                });
+            }
+            return Ok(out);
+        }
+        if let Some(first) = uncertain {
+            // The resend lost its compares: if every key holds exactly what this transaction
+            // wrote, at one revision, it was the first attempt that applied.
+            return self.applied_earlier(&ops, &responses).ok_or_else(|| backend(first));
+        }
+        // Report the first op whose precondition failed, with the key's state at that revision.
+        for (op, r) in ops.iter().zip(responses) {
+            let TxnOpResponse::Get(g) = r else { continue };
+            let cur = g.kvs().first().map(|k| self.local(k));
+            let key = op.key().to_string();
+            match (op, cur) {
+                (Op::Create { .. }, Some(_)) => return Err(StoreError::AlreadyExists(key)),
+                (Op::Create { .. }, None) => {}
+                (_, None) => return Err(StoreError::NotFound(key)),
+                (Op::Update { expect: Some(e), .. } | Op::Delete { expect: Some(e), .. }, Some(c)) if *e != c.mod_revision => {
+                    return Err(StoreError::Conflict { key, current: Some(Box::new(c)) })
+                }
+                _ => {}
+            }
+        }
+        Err(backend("transaction failed without a failing compare"))
+    }
+
+    /// After a resent transaction failed its compares: the results of the first attempt, if
+    /// the keys show it applied (deletes cannot be told apart from someone else's, so a
+    /// transaction with a delete is never taken as applied).
+    fn applied_earlier(&self, ops: &[Op], responses: &[TxnOpResponse]) -> Option<Vec<KeyValue>> {
+        let mut out = Vec::with_capacity(ops.len());
+        for (op, r) in ops.iter().zip(responses) {
+            let TxnOpResponse::Get(g) = r else { return None };
+            let cur = g.kvs().first().map(|k| self.local(k))?;
+            match op {
+                Op::Create { value, .. } | Op::Update { value, .. } if *value == cur.value => out.push(cur),
+                _ => return None,
+            }
+        }
+        let rev = out.first()?.mod_revision;
+        out.iter().all(|k| k.mod_revision == rev).then_some(out)
+    }
+
+    async fn do_watch(&self, prefix: &str, after: i64) -> Result<WatchStream> {
+        // A watch from a compacted revision would be cancelled by etcd shortly after creation;
+        // reading at the first wanted revision tells synchronously (a future revision is fine).
+        let start = after + 1;
+        let probe = GetOptions::new().with_prefix().with_count_only().with_revision(start);
+        match self.kv().get(self.full(prefix), Some(probe)).await {
+            Ok(_) => {}
+            Err(e) if is_compacted(&e) => return Err(StoreError::Expired { requested: after, oldest: self.compacted_revision().await.unwrap_or(start) }),
+            Err(e) if e.to_string().contains("future revision") => {}
+            Err(e) if transient(&e) => {}
+            Err(e) => return Err(backend(e)),
+        }
+        let (feed, watcher) = WatchFeed::new();
+        tokio::spawn(watch_task(self.clone_handle(), self.full(prefix), start, feed));
+        Ok(watcher)
+    }
+
+    /// The revision etcd has compacted to, learned from a watch it refuses.
+    async fn compacted_revision(&self) -> Option<i64> {
+        let mut wc = self.client.watch_client();
+        let mut s = wc.watch(self.full("\u{0}"), Some(WatchOptions::new().with_start_revision(1))).await.ok()?;
+        tokio::time::timeout(Duration::from_secs(2), async {
+            while let Ok(Some(m)) = s.message().await {
+                if m.compact_revision() > 0 {
+                    return Some(m.compact_revision());
+                }
+                if m.canceled() {
+                    return None;
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    fn event(&self, ev: &etcd_client::Event) -> Option<Event> {
+        let kv = ev.kv()?;
+        let prev = ev.prev_kv().map(|p| self.local(p));
+        match ev.event_type() {
+            etcd_client::EventType::Put => {
+                let new = self.local(kv);
+                let prev = if kv.version() == 1 { None } else { prev };
+                Some(Event { kind: EventKind::Put, kv: new, prev })
+            }
+            etcd_client::EventType::Delete => {
+                let gone = match &prev {
+                    Some(p) => KeyValue { mod_revision: kv.mod_revision(), ..p.clone() },
+                    None => KeyValue { mod_revision: kv.mod_revision(), ..self.local(kv) },
+                };
+                Some(Event { kind: EventKind::Delete, kv: gone, prev })
+            }
+        }
+    }
+}
+
+/// Feed `feed` from etcd watches on `key`'s prefix, from `start` on, re-watching from the next
+/// revision when a stream breaks (member failure); ends on compaction or when the watcher is dropped.
+async fn watch_task(store: EtcdStore, key: Vec<u8>, mut start: i64, feed: WatchFeed) {
+    let give_up_after = Duration::from_secs(30);
+    let mut failing_since: Option<tokio::time::Instant> = None;
+    loop {
+        if failing_since.is_some_and(|t| t.elapsed() > give_up_after) {
+            tracing::warn!("etcd watch on {} ends: no member answers", String::from_utf8_lossy(&key));
+            return;
+        }
+        let opts = WatchOptions::new().with_prefix().with_start_revision(start).with_prev_key().with_progress_notify();
+        let mut wc = store.client.watch_client();
+        let mut stream = tokio::select! {
+            _ = feed.closed() => return,
+            r = wc.watch(key.clone(), Some(opts)) => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!("etcd watch: {e}");
+                    failing_since.get_or_insert_with(tokio::time::Instant::now);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            },
+        };
+        loop {
+            let msg = tokio::select! {
+                _ = feed.closed() => return,
+                m = stream.message() => m,
+            };
+            match msg {
+                Ok(Some(resp)) => {
+                    if resp.compact_revision() > 0 {
+                        // History the watcher still needed is gone: end it (the client re-lists).
+                        tracing::debug!("etcd watch from {start} compacted at {}", resp.compact_revision());
+                        return;
+                    }
+                    if resp.canceled() {
+                        tracing::debug!("etcd watch cancelled: {}", resp.cancel_reason());
+                        break;
+                    }
+                    failing_since = None;
+                    if !resp.created() && resp.events().is_empty() {
+                        // A progress notification: everything up to its revision was delivered,
+                        // so a re-watch need not reach back before it (it may be compacted).
+                        if let Some(h) = resp.header() {
+                            start = start.max(h.revision() + 1);
+                        }
+                    }
+                    for ev in resp.events() {
+                        if let Some(e) = store.event(ev) {
+                            start = e.revision() + 1;
+                            if !feed.send(e) {
+                                return;
+                            }
+                        }
+                    }
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        failing_since.get_or_insert_with(tokio::time::Instant::now);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every `every`, compact to the revision seen one tick earlier, so watchers keep at least one
+/// interval of history. Several API servers may do this at once: compacting twice is harmless.
+async fn compact_loop(store: EtcdStore, every: Duration) {
+    let mut previous: Option<i64> = None;
+    loop {
+        tokio::time::sleep(every).await;
+        if let Some(rev) = previous {
+            if let Err(e) = store.compact(rev).await {
+                tracing::warn!("etcd compaction to {rev}: {e}");
+            }
+        }
+        previous = store.revision().await.ok();
+    }
+}
+
+impl Store for EtcdStore {
+    fn get(&self, key: &str) -> BoxFuture<'_, Result<Option<KeyValue>>> {
+        let k = self.full(key);
+        async move {
+            let r = self.range(k, GetOptions::new()).await?;
+            Ok(r.kvs().first().map(|kv| self.local(kv)))
+        }
+        .boxed()
+    }
+
+    fn list(&self, prefix: &str, start_after: Option<&str>, limit: Option<usize>) -> BoxFuture<'_, Result<ListPage>> {
+        let full_prefix = self.full(prefix);
+        let end = prefix_end(&full_prefix);
+        let from = match start_after {
+            Some(s) => {
+                let mut k = self.full(s);
+                k.push(0);
+                k
+            }
+            None => full_prefix,
+        };
+        async move {
+            let mut opts = GetOptions::new().with_range(end);
+            if let Some(l) = limit {
+                opts = opts.with_limit(l as i64 + 1);
+            }
+            let r = self.range(from, opts).await?;
+            let revision = r.header().map(|h| h.revision()).unwrap_or(0);
+            let mut items: Vec<KeyValue> = r.kvs().iter().map(|kv| self.local(kv)).collect();
+            let mut more = None;
+            let mut remaining = 0;
+            if let Some(l) = limit {
+                if items.len() > l {
+                    items.truncate(l);
+                    more = items.last().map(|kv| kv.key.clone());
+                    remaining = 1;
+                }
+            }
+            Ok(ListPage { items, revision, more, remaining })
+        }
+        .boxed()
+    }
+
+    fn count(&self, prefix: &str) -> BoxFuture<'_, Result<i64>> {
+        let k = self.full(prefix);
+        async move { Ok(self.range(k, GetOptions::new().with_prefix().with_count_only()).await?.count()) }.boxed()
+    }
+
+    fn write(&self, op: Op) -> BoxFuture<'_, Result<KeyValue>> {
+        async move {
+            let mut v = self.do_txn(vec![op]).await?;
+            v.pop().ok_or_else(|| backend("empty transaction response"))
+        }
+        .boxed()
+    }
+
+    fn txn(&self, ops: Vec<Op>) -> BoxFuture<'_, Result<Vec<KeyValue>>> {
+        self.do_txn(ops).boxed()
+    }
+
+    fn watch(&self, prefix: &str, after: i64) -> BoxFuture<'_, Result<WatchStream>> {
+        let prefix = prefix.to_string();
+        async move { self.do_watch(&prefix, after).await }.boxed()
+    }
+
+    fn list_and_watch(&self, prefix: &str) -> BoxFuture<'_, Result<(ListPage, WatchStream)>> {
+        let prefix = prefix.to_string();
+        async move {
+            let page = self.list(&prefix, None, None).await?;
+            let w = self.do_watch(&prefix, page.revision).await?;
+            Ok((page, w))
+        }
+        .boxed()
+    }
+
+    fn revision(&self) -> BoxFuture<'_, Result<i64>> {
+        // A count-only read of one key gives the cluster's current revision in its header.
+        let k = self.full("\u{0}");
+        async move {
+            let r = self.range(k, GetOptions::new().with_count_only()).await?;
+            Ok(r.header().map(|h| h.revision()).unwrap_or(0))
+        }
+        .boxed()
+    }
+
+    fn compact(&self, revision: i64) -> BoxFuture<'_, Result<()>> {
+        async move {
+            match self.kv().compact(revision, None).await {
+                Ok(_) => Ok(()),
+                Err(e) if is_compacted(&e) => Ok(()),
+                Err(e) => Err(backend(e)),
+            }
+        }
+        .boxed()
+    }
+}

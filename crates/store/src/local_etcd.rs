@@ -1,0 +1,186 @@
+//! A real etcd cluster of local processes (Debian's `/usr/bin/etcd`) for tests and benchmarks:
+//! members listen on free loopback ports, keep their data in a private temporary directory, and
+//! are killed by PID when the cluster is dropped.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The etcd binary (override with `YARD_ETCD`).
+pub fn etcd_binary() -> PathBuf {
+    std::env::var_os("YARD_ETCD").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/etcd"))
+}
+
+struct Member {
+    name: String,
+    client_port: u16,
+    peer_port: u16,
+    /// Plain-HTTP `/health` listener (the client port may be TLS).
+    metrics_port: u16,
+    child: Option<Child>,
+}
+
+/// Serve clients over TLS, requiring client certificates signed by `ca`.
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A running local etcd cluster.
+pub struct LocalEtcd {
+    dir: PathBuf,
+    members: Vec<Member>,
+    tls: Option<ServerTls>,
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl LocalEtcd {
+    /// Start `n` members and wait until every one reports healthy.
+    pub fn start(n: usize) -> std::io::Result<Self> {
+        Self::start_with(n, None)
+    }
+
+    /// Start `n` members, with TLS (and client-certificate authentication) for clients if given.
+    pub fn start_with(n: usize, tls: Option<ServerTls>) -> std::io::Result<Self> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!("yard-etcd-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed)));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let mut members = Vec::with_capacity(n);
+        for i in 0..n {
+            members.push(Member { name: format!("m{i}"), client_port: free_port()?, peer_port: free_port()?, metrics_port: free_port()?, child: None });
+        }
+        let mut cluster = LocalEtcd { dir, members, tls };
+        for i in 0..n {
+            cluster.spawn(i, true)?;
+        }
+        cluster.wait_healthy(Duration::from_secs(30))?;
+        Ok(cluster)
+    }
+
+    fn initial_cluster(&self) -> String {
+        self.members.iter().map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port)).collect::<Vec<_>>().join(",")
+    }
+
+    fn spawn(&mut self, i: usize, new: bool) -> std::io::Result<()> {
+        let initial = self.initial_cluster();
+        let token = self.dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut tls_args: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(t) = &self.tls {
+            for (flag, path) in [("--cert-file", &t.cert), ("--key-file", &t.key), ("--trusted-ca-file", &t.ca)] {
+                tls_args.push(flag.into());
+                tls_args.push(path.into());
+            }
+            tls_args.push("--client-cert-auth".into());
+        }
+        let m = &mut self.members[i];
+        let data = self.dir.join(&m.name);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("{}.log", m.name)))?;
+        let child = Command::new(etcd_binary())
+            .arg("--name")
+            .arg(&m.name)
+            .arg("--data-dir")
+            .arg(&data)
+            .arg(format!("--listen-client-urls={scheme}://127.0.0.1:{}", m.client_port))
+            .arg(format!("--advertise-client-urls={scheme}://127.0.0.1:{}", m.client_port))
+            .arg(format!("--listen-metrics-urls=http://127.0.0.1:{}", m.metrics_port))
+            .args(&tls_args)
+            .arg(format!("--listen-peer-urls=http://127.0.0.1:{}", m.peer_port))
+            .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{}", m.peer_port))
+            .arg(format!("--initial-cluster={initial}"))
+            .arg(format!("--initial-cluster-state={}", if new { "new" } else { "existing" }))
+            .arg(format!("--initial-cluster-token={token}"))
+            // Loopback members: quick elections so failover tests stay short.
+            .arg("--heartbeat-interval=50")
+            .arg("--election-timeout=500")
+            .arg("--logger=zap")
+            .arg("--log-outputs=stderr")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| std::io::Error::new(e.kind(), format!("starting {}: {e}", etcd_binary().display())))?;
+        m.child = Some(child);
+        Ok(())
+    }
+
+    fn healthy(port: u16) -> bool {
+        let Ok(mut s) = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(300)) else { return false };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        if s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
+            return false;
+        }
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        body.contains("\"health\":\"true\"")
+    }
+
+    /// Wait until every running member reports healthy (it has a leader).
+    pub fn wait_healthy(&mut self, within: Duration) -> std::io::Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut all = true;
+            for m in &mut self.members {
+                let Some(c) = m.child.as_mut() else { continue };
+                if let Ok(Some(status)) = c.try_wait() {
+                    return Err(std::io::Error::other(format!("etcd member {} exited: {status}", m.name)));
+                }
+                all &= Self::healthy(m.metrics_port);
+            }
+            if all {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(std::io::Error::other(format!("etcd cluster in {} not healthy", self.dir.display())));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `host:port` of every member's client listener.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|m| format!("127.0.0.1:{}", m.client_port)).collect()
+    }
+
+    /// `--store` value: `etcd://a,b,c` (with TLS, pass the CA and a client certificate too).
+    pub fn url(&self) -> String {
+        format!("etcd://{}", self.endpoints().join(","))
+    }
+
+    /// Kill member `i` (SIGKILL, by PID).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Restart a killed member on its old data.
+    pub fn restart(&mut self, i: usize) -> std::io::Result<()> {
+        self.kill(i);
+        self.spawn(i, false)
+    }
+
+    /// The data directory (member logs are `<name>.log` in it).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+}
+
+impl Drop for LocalEtcd {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
