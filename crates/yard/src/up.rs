@@ -39,9 +39,17 @@ pub struct UpArgs {
     /// Manifests to apply once the cluster is up (files or directories).
     #[arg(short = 'f', long = "filename")]
     pub manifests: Vec<PathBuf>,
-    /// Make the host itself the single node (changes the host's network: for real deployments).
+    /// Make this host (its current network namespace) the single node, for real deployments: pods
+    /// hang off a `cni0` bridge here and the proxy programs this namespace's kernel. What it
+    /// changes (cni0, ip_forward, bridge-nf-call-iptables, its nftables table) is undone on exit.
     #[arg(long)]
     pub host_network: bool,
+    /// With --host-network: the Node's name (default: the hostname).
+    #[arg(long, requires = "host_network")]
+    pub node_name: Option<String>,
+    /// With --host-network: the Node's InternalIP (default: the first global IPv4 address here).
+    #[arg(long, requires = "host_network")]
+    pub node_ip: Option<Ipv4Addr>,
     /// Seconds to wait for the manifests' workloads to become Ready.
     #[arg(long, default_value_t = 120)]
     pub wait: u64,
@@ -66,8 +74,19 @@ pub struct ShellArgs {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct NodeInfo {
     name: String,
+    /// A name under /run/netns, or (host network) an absolute path such as /proc/PID/ns/net.
     netns: String,
     ip: Ipv4Addr,
+}
+
+impl NodeInfo {
+    fn netns_path(&self) -> PathBuf {
+        if self.netns.starts_with('/') {
+            PathBuf::from(&self.netns)
+        } else {
+            yard_netns::path_of(&self.netns)
+        }
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -98,6 +117,79 @@ impl Drop for Network {
             let _ = yard_netns::delete(n);
         }
     }
+}
+
+/// What `--host-network` changes in this namespace, recorded at start and put back on drop.
+struct HostNet {
+    had_bridge: bool,
+    sysctls: Vec<(PathBuf, String)>,
+}
+
+impl HostNet {
+    fn record() -> Self {
+        let had_bridge = Path::new("/sys/class/net").join(yard_agent_bridge()).exists();
+        let sysctls = ["net/ipv4/ip_forward", "net/bridge/bridge-nf-call-iptables"]
+            .iter()
+            .map(|k| Path::new("/proc/sys").join(k))
+            .filter_map(|p| std::fs::read_to_string(&p).ok().map(|v| (p, v.trim().to_string())))
+            .collect();
+        HostNet { had_bridge, sysctls }
+    }
+}
+
+impl Drop for HostNet {
+    fn drop(&mut self) {
+        if !self.had_bridge {
+            let _ = std::process::Command::new("ip").args(["link", "del", yard_agent_bridge()]).stderr(std::process::Stdio::null()).status();
+        }
+        for (p, v) in &self.sysctls {
+            if std::fs::read_to_string(p).map(|now| now.trim() != v).unwrap_or(false) {
+                let _ = std::fs::write(p, v);
+            }
+        }
+    }
+}
+
+fn yard_agent_bridge() -> &'static str {
+    yard_agent::net::BRIDGE
+}
+
+/// Where the nodes live: namespaces of their own (default), or this host's namespace.
+#[allow(dead_code)] // held for its Drop
+enum Topology {
+    Isolated(Network),
+    Host(HostNet),
+}
+
+/// The first global IPv4 address of this namespace that is not on a bridge Yard makes.
+fn first_global_ipv4() -> anyhow::Result<Ipv4Addr> {
+    let out = std::process::Command::new("ip").args(["-o", "-4", "addr", "show", "scope", "global"]).output()?;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 4 || f[1] == yard_agent_bridge() || f[2] != "inet" {
+            continue;
+        }
+        if let Some(Ok(ip)) = f[3].split('/').next().map(str::parse::<Ipv4Addr>) {
+            return Ok(ip);
+        }
+    }
+    bail!("no global IPv4 address in this network namespace: pass --node-ip")
+}
+
+fn host_node(a: &UpArgs) -> anyhow::Result<(HostNet, NodeInfo)> {
+    let name = match &a.node_name {
+        Some(n) => n.clone(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")?.trim().to_lowercase(),
+    };
+    if name.is_empty() || name.len() > 253 || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.') {
+        bail!("node name {name:?} is not a DNS subdomain: pass --node-name");
+    }
+    let ip = match a.node_ip {
+        Some(ip) => ip,
+        None => first_global_ipv4()?,
+    };
+    let host = HostNet::record();
+    Ok((host, NodeInfo { name, netns: format!("/proc/{}/ns/net", std::process::id()), ip }))
 }
 
 fn setup_network(cluster: &str, nodes: usize) -> anyhow::Result<(Network, Vec<NodeInfo>)> {
@@ -295,12 +387,18 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     if !is_root() {
         bail!("yard up needs root: it creates network namespaces");
     }
-    if a.host_network {
-        bail!("--host-network is not supported by this build: it would change the host's own network; run the default isolated mode");
+    if a.host_network && a.nodes != 1 {
+        bail!("--host-network makes this host the one node: --nodes must be 1");
     }
     std::fs::create_dir_all(&a.data_dir)?;
     let data_dir = a.data_dir.canonicalize()?;
-    let (network, nodes) = setup_network(&a.name, a.nodes)?;
+    let (topology, nodes) = if a.host_network {
+        let (host, node) = host_node(&a)?;
+        (Topology::Host(host), vec![node])
+    } else {
+        let (net, nodes) = setup_network(&a.name, a.nodes)?;
+        (Topology::Isolated(net), nodes)
+    };
     let node1 = nodes[0].clone();
 
     // API server on the host's loopback, and inside node 1 for pods (the `kubernetes` Service).
@@ -315,7 +413,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let api = yard_apiserver::start(api_args).await?;
-    let in_node = yard_netns::tcp_listener_in(&yard_netns::path_of(&node1.netns), SocketAddr::new(IpAddr::V4(node1.ip), 6443)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let in_node = yard_netns::tcp_listener_in(&node1.netns_path(), SocketAddr::new(IpAddr::V4(node1.ip), 6443)).map_err(|e| anyhow::anyhow!("{e}"))?;
     api.serve_also(in_node)?;
     yard_apiserver::set_kubernetes_endpoints(&api.state, IpAddr::V4(node1.ip), 6443).await?;
     let kubeconfig = data_dir.join("kubeconfig");
@@ -349,7 +447,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     let mut udp = Vec::new();
     let mut tcp = Vec::new();
     for n in &nodes {
-        let p = yard_netns::path_of(&n.netns);
+        let p = n.netns_path();
         let addr = SocketAddr::new(IpAddr::V4(n.ip), 53);
         udp.push(yard_netns::udp_socket_in(&p, addr).map_err(|e| anyhow::anyhow!("{e}"))?);
         tcp.push(yard_netns::tcp_listener_in(&p, addr).map_err(|e| anyhow::anyhow!("{e}"))?);
@@ -373,11 +471,11 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     // Per node: agent and proxy.
     for n in &nodes {
         let mut acfg = yard_agent::AgentConfig::new(&n.name);
-        acfg.netns = Some(yard_netns::path_of(&n.netns));
+        acfg.netns = Some(n.netns_path());
         acfg.state_dir = data_dir.join("nodes").join(&n.name);
         acfg.node_ip = Some(n.ip);
         acfg.cluster_dns = DNS_IP.parse()?;
-        acfg.netns_prefix = format!("{}-p", n.netns);
+        acfg.netns_prefix = if a.host_network { format!("yard-{}-{}-p", a.name, n.name) } else { format!("{}-p", n.netns) };
         acfg.kill_pods_on_exit = true;
         acfg.exe = std::env::current_exe()?;
         let (c2, s, name) = (client.clone(), stopped(), n.name.clone());
@@ -387,7 +485,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
             }
         })));
         let mut pcfg = yard_proxy::ProxyConfig::new(n.name.clone());
-        pcfg.netns = Some(yard_netns::path_of(&n.netns));
+        pcfg.netns = Some(n.netns_path());
         pcfg.mode = a.proxy_mode;
         let (c2, s, name) = (client.clone(), stopped(), n.name.clone());
         tasks.push((format!("proxy {name}"), tokio::spawn(async move {
@@ -446,7 +544,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         eprintln!("some of {} did not stop within 45s", names.join(", "));
     }
     api.shutdown().await;
-    drop(network);
+    drop(topology);
     let _ = std::fs::remove_file(data_dir.join("cluster.json"));
     println!("stopped");
     result
@@ -463,7 +561,7 @@ pub fn shell(a: ShellArgs) -> anyhow::Result<()> {
         Some(n) => info.nodes.iter().find(|x| &x.name == n).with_context(|| format!("no node {n}; nodes: {}", info.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")))?,
         None => &info.nodes[0],
     };
-    let path = yard_netns::path_of(&node.netns);
+    let path = node.netns_path();
     let (prog, args): (String, Vec<String>) = match a.cmd.split_first() {
         Some((p, rest)) => (p.clone(), rest.to_vec()),
         None => (std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".into()), Vec::new()),

@@ -155,3 +155,101 @@ fn two_clusters_side_by_side_and_restart_keeps_objects() {
     });
     assert!(ready.is_some(), "the restarted cluster does not serve all 3 pods");
 }
+
+/// Two namespaces this test makes: "host" (where `yard up --host-network` runs, as on a real
+/// machine: one veth eth0 with a global address and a default route) and "outside" (another machine on its link).
+/// Both are deleted on drop, failure included.
+struct TwoHosts {
+    host: String,
+    outside: String,
+}
+
+impl TwoHosts {
+    fn new(tag: &str) -> Self {
+        let pid = std::process::id();
+        let t = TwoHosts { host: format!("yt-{tag}-h{pid}"), outside: format!("yt-{tag}-o{pid}") };
+        let sh = |script: &str| {
+            let o = std::process::Command::new("sh").args(["-ec", script]).output().unwrap();
+            assert!(o.status.success(), "{script}: {}", String::from_utf8_lossy(&o.stderr));
+        };
+        sh(&format!(
+            "ip netns add {h}; ip netns add {o}
+             ip -n {h} link set lo up; ip -n {o} link set lo up
+             ip -n {h} link add eth0 type veth peer name eth0 netns {o}
+             ip -n {h} addr add 192.168.240.2/24 dev eth0; ip -n {h} link set eth0 up
+             ip -n {h} route add default via 192.168.240.1
+             ip -n {o} addr add 192.168.240.1/24 dev eth0; ip -n {o} link set eth0 up",
+            h = t.host,
+            o = t.outside
+        ));
+        t
+    }
+
+    /// What `yard up --host-network` may touch in the host namespace.
+    fn host_state(&self) -> String {
+        let o = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.host, "sh", "-c", "ip -o link; ip -o -4 addr; ip route; nft list ruleset; sysctl net.ipv4.ip_forward; ls /run/netns"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}
+
+impl Drop for TwoHosts {
+    fn drop(&mut self) {
+        for n in [&self.host, &self.outside] {
+            let _ = std::process::Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+#[test]
+fn host_network_makes_this_namespace_the_node() {
+    let _serial = serial();
+    let hosts = TwoHosts::new("hn");
+    let dir = TempDir::new("uphost");
+    let data = dir.0.join("data");
+    let machine_before = host_snapshot();
+    let host_before = hosts.host_state();
+    let mut up = Up::start_in(Some(&hosts.host), "e2ehn", &data, &["--host-network", "--node-name", "yt-node", "-f", examples_dir().join("hostnames.yaml").to_str().unwrap()]);
+
+    // The node is this namespace: its name, and the address found on eth0.
+    assert_eq!(up.k(&["get", "nodes", "-o", "jsonpath={.items[*].metadata.name}"]), "yt-node");
+    let addr = up.k(&["get", "node", "yt-node", "-o", "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}"]);
+    assert_eq!(addr, "192.168.240.2");
+    let pods = up.k(&["get", "pods", "-o", "wide"]);
+    assert_eq!(pods.lines().filter(|l| l.contains("Running") && l.contains("1/1") && l.contains("yt-node")).count(), 3, "{pods}");
+
+    // The ClusterIP answers from the host namespace itself and through `yard shell`.
+    let ip = up.k(&["get", "svc", "hostnames", "-o", "jsonpath={.spec.clusterIP}"]);
+    let pod_names: BTreeSet<String> = up.k(&["get", "pods", "-l", "app=hostnames", "-o", "jsonpath={.items[*].metadata.name}"]).split_whitespace().map(String::from).collect();
+    let curl_in = |ns: &str, url: &str| {
+        let o = std::process::Command::new("ip").args(["netns", "exec", ns, "curl", "-s", "-m", "2", url]).output().unwrap();
+        stdout_of(&o).trim().to_string()
+    };
+    let got: BTreeSet<String> = (0..30).map(|_| curl_in(&hosts.host, &ip)).collect();
+    assert_eq!(got, pod_names, "30 requests from the host namespace");
+    let got: BTreeSet<String> = names_via(&up, None, &ip, 15).into_iter().collect();
+    assert!(got.is_subset(&pod_names) && got.len() >= 2, "{got:?}");
+
+    // Cluster DNS from a pod.
+    up.k(&["run", "bb", "--image=busybox", "--restart=Never", "--", "sleep", "3600"]);
+    up.k(&["wait", "--for=condition=Ready", "pod/bb", "--timeout=60s"]);
+    let ns_out = stdout_of(&up.kubectl(&["exec", "bb", "--", "nslookup", "hostnames.default.svc.cluster.local"]));
+    assert!(ns_out.contains(&ip), "nslookup from a pod: {ns_out}");
+
+    // A NodePort answers on the node's address from the other machine.
+    up.k(&["expose", "deploy", "hostnames", "--name", "hn-np", "--type", "NodePort", "--port", "80", "--target-port", "9376"]);
+    let np = up.k(&["get", "svc", "hn-np", "-o", "jsonpath={.spec.ports[0].nodePort}"]);
+    let url = format!("http://192.168.240.2:{np}/");
+    let answered = eventually(Duration::from_secs(5), || {
+        let s = curl_in(&hosts.outside, &url);
+        pod_names.contains(&s).then_some(s)
+    });
+    assert!(answered.is_some(), "NodePort {url} from outside");
+
+    // Ctrl-C puts the host namespace back as it was, and the machine is untouched.
+    up.stop();
+    assert_eq!(hosts.host_state(), host_before, "host namespace changed");
+    assert_eq!(host_snapshot(), machine_before, "machine changed");
+}

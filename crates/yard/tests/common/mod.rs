@@ -148,7 +148,19 @@ pub fn nix_kill(pid: u32, sig: i32) -> std::io::Result<()> {
 }
 
 pub fn kubectl_with(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut cmd = Command::new(kubectl_bin());
+    kubectl_in(None, kubeconfig, args, stdin)
+}
+
+/// kubectl run inside the named network namespace (`ip netns exec`), or here.
+pub fn kubectl_in(netns: Option<&str>, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(kubectl_bin());
+            c
+        }
+        None => Command::new(kubectl_bin()),
+    };
     cmd.env("KUBECONFIG", kubeconfig).env_remove("KUBERNETES_SERVICE_HOST").args(args);
     cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn kubectl");
@@ -194,12 +206,27 @@ pub struct Up {
     pub name: String,
     pub kubeconfig: PathBuf,
     pub stdout: std::sync::Arc<std::sync::Mutex<String>>,
+    /// The network namespace `yard up` (and kubectl) run in; None = this one.
+    pub netns: Option<String>,
 }
 
 impl Up {
     pub fn start(name: &str, data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_in(None, name, data_dir, extra)
+    }
+
+    /// `yard up` run inside the named network namespace (`ip netns exec` execs it: same PID).
+    pub fn start_in(netns: Option<&str>, name: &str, data_dir: &Path, extra: &[&str]) -> Self {
         use std::io::BufRead;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_yard"))
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_yard")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_yard")),
+        };
+        let mut child = cmd
             .args(["up", "--name", name, "--api-port", "0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
@@ -221,7 +248,7 @@ impl Up {
             }
             let _ = tx.send(false);
         });
-        let up = Up { child: Some(child), data_dir: data_dir.to_path_buf(), name: name.to_string(), kubeconfig: data_dir.join("kubeconfig"), stdout: out };
+        let up = Up { child: Some(child), data_dir: data_dir.to_path_buf(), name: name.to_string(), kubeconfig: data_dir.join("kubeconfig"), stdout: out, netns: netns.map(String::from) };
         match rx.recv_timeout(Duration::from_secs(120)) {
             Ok(true) => up,
             _ => panic!("yard up did not come up:\n{}\n{}", up.stdout.lock().unwrap(), std::fs::read_to_string(data_dir.with_extension("stderr.log")).unwrap_or_default()),
@@ -229,13 +256,13 @@ impl Up {
     }
 
     pub fn k(&self, args: &[&str]) -> String {
-        let out = kubectl_with(&self.kubeconfig, args, None);
+        let out = self.kubectl(args);
         assert!(out.status.success(), "kubectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     pub fn kubectl(&self, args: &[&str]) -> Output {
-        kubectl_with(&self.kubeconfig, args, None)
+        kubectl_in(self.netns.as_deref(), &self.kubeconfig, args, None)
     }
 
     /// `yard shell --node NODE -- args...`
