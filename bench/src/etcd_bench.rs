@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::{Api, PostParams};
 use serde_json::json;
 use yard_store::local_etcd::LocalEtcd;
+use yard_store::{Op, Store};
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -122,6 +123,27 @@ async fn main() -> anyhow::Result<()> {
     println!("  raw etcd put : {raw_cm}");
     println!("  throughput ratio {:.2} (target >= 0.8)", yard_cm.per_sec / raw_cm.per_sec);
     ratios.push(yard_cm.per_sec / raw_cm.per_sec);
+    // Where the gap is: the store calls of a ConfigMap create (namespace read, then the create
+    // transaction) straight on `EtcdStore`, without HTTP/TLS/JSON, same sizes and concurrency.
+    let store = std::sync::Arc::new(yard_store::EtcdStore::connect(yard_store::EtcdConfig { endpoints: cluster.endpoints(), ..Default::default() }).await?);
+    let value = vec![b'x'; cm_size];
+    for (label, read) in [("txn only", 0u8), ("linearizable ns get + txn", 1), ("stale ns get + txn", 2)] {
+        let r = timed(n, c, |i| {
+            let (store, value) = (store.clone(), value.clone());
+            async move {
+                let ns = "/registry/core/namespaces/default";
+                match read {
+                    1 => anyhow::ensure!(store.get(ns).await?.is_some()),
+                    2 => anyhow::ensure!(store.get_stale(ns).await?.is_some()),
+                    _ => {}
+                }
+                store.write(Op::Create { key: format!("/bench/store/{read}/{i:08}"), value: value.into() }).await?;
+                Ok(())
+            }
+        })
+        .await?;
+        println!("  EtcdStore, {label:<26}: {r}");
+    }
 
     // Services: the object plus its ClusterIP allocation key.
     let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
@@ -134,7 +156,8 @@ async fn main() -> anyhow::Result<()> {
         }
     })
     .await?;
-    let (svc_size, stored) = mean_value_size(&mut raw, "/registry/core/services/default/").await?;
+    // (`default/kubernetes` lives there too.)
+    let (svc_size, stored) = mean_value_size(&mut raw, "/registry/core/services/default/svc-").await?;
     anyhow::ensure!(stored == n, "{stored} Services stored, want {n}");
     let raw_svc = raw_puts(&raw, "svc", n, c, svc_size).await?;
     println!("Services ({svc_size} B stored each, plus an allocation key), {n} creates, {c} in flight:");

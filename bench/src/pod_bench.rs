@@ -33,17 +33,24 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn descendants(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    let mut stack = vec![pid];
-    while let Some(p) = stack.pop() {
-        let kids = std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
-        for k in kids.split_whitespace().filter_map(|k| k.parse::<u32>().ok()) {
-            out.push(k);
-            stack.push(k);
-        }
-    }
-    out
+/// The processes running inside the pods' network namespaces (`/run/netns/<prefix>*`): the pods'
+/// own processes, wherever the agent parented them.
+fn pod_processes(netns_prefix: &str) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let inodes: std::collections::HashSet<u64> = std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(netns_prefix))
+        .filter_map(|e| std::fs::metadata(e.path()).ok().map(|m| m.ino()))
+        .collect();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| inodes.contains(&m.ino())))
+        .collect()
 }
 
 fn host_state() -> String {
@@ -99,8 +106,9 @@ async fn main() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("yard-pod-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
+    let cluster_name = format!("pb{}", std::process::id() % 10000);
     let mut child = Command::new(&yard)
-        .args(["up", "--name", &format!("pb{}", std::process::id() % 10000), "--api-port", "0", "--data-dir"])
+        .args(["up", "--name", &cluster_name, "--api-port", "0", "--data-dir"])
         .arg(dir.join("data"))
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.join("stderr.log"))?)
@@ -173,7 +181,7 @@ async fn main() -> anyhow::Result<()> {
 
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss = rss_kib(cluster.child.id());
-    let pod_pids: Vec<u32> = descendants(cluster.child.id());
+    let pod_pids: Vec<u32> = pod_processes(&format!("yard-{cluster_name}-node-1-p"));
     let pod_rss: Vec<u64> = pod_pids.iter().map(|p| rss_kib(*p)).filter(|r| *r > 0).collect();
     let per_pod = (rss.saturating_sub(base_rss)) as f64 / (2 * n) as f64;
     println!(

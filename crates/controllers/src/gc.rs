@@ -178,6 +178,13 @@ impl GarbageCollector {
                     Api::<DynamicObject>::all_with(self.client.clone(), &k.resource()),
                     format!("gc-{}", k.plural),
                 );
+                // The graph is built from metadata alone; keep nothing else of each object.
+                inf.set_transform(|o: &mut DynamicObject| {
+                    o.data = serde_json::Value::Null;
+                    o.metadata.managed_fields = None;
+                    o.metadata.labels = None;
+                    o.metadata.annotations = None;
+                });
                 let me = self.clone();
                 inf.add_handler(move |old, new| {
                     me.on_event(i, old.map(|a| a.as_ref()), new.map(|a| a.as_ref()))

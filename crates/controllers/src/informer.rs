@@ -101,6 +101,9 @@ impl<K: Resource> Cache<K> {
 }
 
 pub type Handler<K> = Box<dyn Fn(Option<&Arc<K>>, Option<&Arc<K>>) + Send + Sync>;
+/// Trims an object before it is cached and handed to handlers (client-go's SetTransform): what no
+/// consumer reads need not be kept for every object of a large cluster.
+pub type Transform<K> = Box<dyn Fn(&mut K) + Send + Sync>;
 
 pub struct Informer<K: Resource> {
     api: Api<K>,
@@ -108,6 +111,7 @@ pub struct Informer<K: Resource> {
     handlers: RwLock<Vec<Handler<K>>>,
     synced: tokio::sync::watch::Sender<bool>,
     name: String,
+    transform: std::sync::OnceLock<Transform<K>>,
 }
 
 impl<K> Informer<K>
@@ -121,7 +125,20 @@ where
             handlers: RwLock::new(Vec::new()),
             synced: tokio::sync::watch::channel(false).0,
             name: name.into(),
+            transform: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets the transform applied to every received object (before `run`; only the first call counts).
+    pub fn set_transform(&self, f: impl Fn(&mut K) + Send + Sync + 'static) {
+        let _ = self.transform.set(Box::new(f));
+    }
+
+    fn trim(&self, mut obj: K) -> K {
+        if let Some(f) = self.transform.get() {
+            f(&mut obj);
+        }
+        obj
     }
 
     pub fn cache(&self) -> Arc<Cache<K>> {
@@ -164,7 +181,7 @@ where
         while let Some(ev) = stream.next().await {
             match ev {
                 Ok(Event::Apply(obj)) => {
-                    let new = Arc::new(obj);
+                    let new = Arc::new(self.trim(obj));
                     let old = self.cache.insert(new.clone());
                     self.notify(old.as_ref(), Some(&new));
                 }
@@ -173,14 +190,14 @@ where
                     let old = self
                         .cache
                         .remove(&ns, &name)
-                        .unwrap_or_else(|| Arc::new(obj));
+                        .unwrap_or_else(|| Arc::new(self.trim(obj)));
                     self.notify(Some(&old), None);
                 }
                 Ok(Event::Init) => init = Some(HashMap::new()),
                 Ok(Event::InitApply(obj)) => {
                     let k = ns_name(&obj);
                     init.get_or_insert_with(HashMap::new)
-                        .insert(k, Arc::new(obj));
+                        .insert(k, Arc::new(self.trim(obj)));
                 }
                 Ok(Event::InitDone) => {
                     let listed = init.take().unwrap_or_default();

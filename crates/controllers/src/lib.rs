@@ -308,7 +308,13 @@ pub async fn start_controllers(client: Client, config: Config) -> JoinSet<()> {
     ]
     .iter()
     .any(|n| on(n));
-    let pods = need_pods.then(|| informer::<Pod>(&client, "pods"));
+    let pods = need_pods.then(|| {
+        // Controllers only patch pods (never replace them from the cache), so managedFields, the
+        // largest part of a stored pod, are dropped from the cache.
+        let i = informer::<Pod>(&client, "pods");
+        i.set_transform(|p: &mut Pod| p.metadata.managed_fields = None);
+        i
+    });
     let mirroring = on("endpointslicemirroring");
     let services = (on("endpointslice") || on("endpoint") || mirroring)
         .then(|| informer::<Service>(&client, "services"));

@@ -9,6 +9,7 @@ pub mod exec;
 pub mod iptables;
 pub mod model;
 pub mod nft;
+pub mod nl;
 
 pub use exec::Netns;
 pub use model::{DesiredState, ServicePort};

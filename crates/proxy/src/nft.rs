@@ -42,7 +42,7 @@ use sha2::{Digest, Sha256};
 
 use crate::exec::Netns;
 use crate::model::{DesiredState, Endpoint, Family, ServicePort, ServicePortKey};
-use crate::{conntrack, Error};
+use crate::{conntrack, nl, Error};
 
 /// The table this backend owns.
 pub const TABLE: &str = "yard-proxy";
@@ -122,19 +122,17 @@ fn shared_chains(out: &mut String, f: Family, n: usize, cluster_cidrs: &[IpNet])
     }
 }
 
-/// The rules of a `pick*-N` chain: one DNAT per transport protocol (a port mapping needs a
-/// protocol match; three plain matches rather than an anonymous set per chain).
+/// The rules of a `pick*-N` chain: one DNAT for the transport protocols (a port mapping needs a
+/// protocol match). One rule, not one per protocol: every rule that looks up `endpoints{,6}` is
+/// a binding of the map, and the kernel checks each new element against every binding.
 fn pick_rules(f: Family, n: usize) -> Vec<String> {
     let (ip, map) = match f {
         Family::V4 => ("ip", "endpoints"),
         Family::V6 => ("ip6", "endpoints6"),
     };
-    ["tcp", "udp", "sctp"]
-        .iter()
-        .map(|p| {
-            format!("meta l4proto {p} dnat {ip} to meta mark & 0x{GROUP_MASK:08x} . numgen random mod {n} map @{map}")
-        })
-        .collect()
+    vec![format!(
+        "meta l4proto {{ tcp, udp, sctp }} dnat {ip} to meta mark & 0x{GROUP_MASK:08x} . numgen random mod {n} map @{map}"
+    )]
 }
 
 /// RFC 4648 base32 (with the standard alphabet), as Go's `base32.StdEncoding` without padding
@@ -555,6 +553,9 @@ pub struct Phases {
     flush_removed: String,
     del_chains: String,
     del_sets: String,
+    /// The element changes again, structured (for a netlink batch when nothing else changes).
+    el_dels: Vec<(&'static str, String)>,
+    el_adds: Vec<(&'static str, String, Option<String>)>,
 }
 
 impl Phases {
@@ -595,11 +596,13 @@ impl Phases {
         for ((map, key), v) in &old.elements {
             if new.elements.get(&(*map, key.clone())) != Some(v) {
                 let _ = writeln!(self.del_elements, "delete element {T} {map} {{ {key} }}");
+                self.el_dels.push((map, key.clone()));
             }
         }
         for ((map, key), v) in &new.elements {
             if old.elements.get(&(*map, key.clone())) != Some(v) {
                 let _ = writeln!(self.add_elements, "add element {T} {map} {{ {key} : {v} }}");
+                self.el_adds.push((map, key.clone(), Some(v.clone())));
             }
         }
     }
@@ -612,8 +615,10 @@ impl Phases {
         let (set, el) = hairpin_element(ip);
         if add {
             let _ = writeln!(self.add_elements, "add element {T} {set} {{ {el} }}");
+            self.el_adds.push((set, el, None));
         } else {
             let _ = writeln!(self.del_elements, "delete element {T} {set} {{ {el} }}");
+            self.el_dels.push((set, el));
         }
     }
     pub fn is_empty(&self) -> bool {
@@ -625,6 +630,26 @@ impl Phases {
             && self.flush_removed.is_empty()
             && self.del_chains.is_empty()
             && self.del_sets.is_empty()
+    }
+    /// Only map/set elements change (no sets, chains or rules).
+    pub fn elements_only(&self) -> bool {
+        self.add_sets.is_empty()
+            && self.add_chains.is_empty()
+            && self.rules.is_empty()
+            && self.flush_removed.is_empty()
+            && self.del_chains.is_empty()
+            && self.del_sets.is_empty()
+    }
+    /// The element changes as one netlink batch (deletions first, as in the text batch).
+    fn netlink_batch(&self) -> Result<nl::Batch, Error> {
+        let mut b = nl::Batch::new(TABLE);
+        for (set, key) in &self.el_dels {
+            b.delete(set, key)?;
+        }
+        for (set, key, v) in &self.el_adds {
+            b.add(set, key, v.as_deref())?;
+        }
+        Ok(b)
     }
     pub fn into_batch(self) -> String {
         [
@@ -692,6 +717,9 @@ pub struct NftBackend {
     groups: Groups,
     /// `pick*-N` chains that exist.
     picks: std::collections::BTreeSet<(Family, usize)>,
+    /// nf_tables netlink socket in the node's namespace (`None` until first needed, or when it
+    /// cannot be opened: then everything goes through `nft`).
+    sock: Option<nl::Socket>,
 }
 
 impl NftBackend {
@@ -703,7 +731,18 @@ impl NftBackend {
             hairpin_refs: BTreeMap::new(),
             groups: Groups::default(),
             picks: Default::default(),
+            sock: None,
         }
+    }
+
+    fn sock(&mut self) -> Option<&nl::Socket> {
+        if self.sock.is_none() {
+            match nl::Socket::open(&self.netns) {
+                Ok(s) => self.sock = Some(s),
+                Err(e) => tracing::debug!("nf_tables netlink unavailable ({e}); using nft"),
+            }
+        }
+        self.sock.as_ref()
     }
 
     fn apply(&self, batch: &str) -> Result<(), Error> {
@@ -738,10 +777,22 @@ impl NftBackend {
         }
         // Order: table and maps, the pick chains (their rules bind `endpoints{,6}` while still
         // empty), service sets/chains/rules, then every element.
+        //
+        // Where the table does not exist yet (first start, after `cleanup`, after someone deleted
+        // it) the structure goes in with `nft -f` and the elements (one per endpoint: the bulk)
+        // in one netlink batch right after it, which skips nft's parser. Over an existing table
+        // everything is one `nft -f` batch, so the replacement is atomic for traffic.
+        let t0 = std::time::Instant::now();
+        let sock = self.sock.take().or_else(|| nl::Socket::open(&self.netns).ok());
+        let fresh = sock.as_ref().is_some_and(|s| matches!(s.table_exists(TABLE), Ok(false)));
         let mut out = String::with_capacity(200 * desired.services.len() + 100 * refs.len() + 16384);
-        let _ = writeln!(out, "add table {T}");
-        let _ = writeln!(out, "delete table {T}");
-        let _ = writeln!(out, "add table {T}");
+        if fresh {
+            let _ = writeln!(out, "add table {T}");
+        } else {
+            let _ = writeln!(out, "add table {T}");
+            let _ = writeln!(out, "delete table {T}");
+            let _ = writeln!(out, "add table {T}");
+        }
         out.push_str(&skeleton(&self.cluster_cidrs));
         for (f, n) in &picks {
             shared_chains(&mut out, *f, *n, &self.cluster_cidrs);
@@ -754,12 +805,47 @@ impl NftBackend {
             let (set, el) = hairpin_element(ip);
             elements.entry(set).or_default().push(el);
         }
-        for (map, els) in elements {
-            for chunk in els.chunks(1000) {
-                let _ = writeln!(out, "add element {T} {map} {{ {} }}", chunk.join(", "));
+        let render_time = t0.elapsed();
+        match (fresh, &sock) {
+            (true, Some(sock)) => {
+                let mut batch = nl::Batch::new(TABLE);
+                for (map, els) in &elements {
+                    for el in els {
+                        match el.split_once(" : ") {
+                            Some((k, v)) => batch.add(map, k, Some(v))?,
+                            None => batch.add(map, el, None)?,
+                        }
+                    }
+                }
+                let t1 = std::time::Instant::now();
+                self.apply(&out)?;
+                let t2 = std::time::Instant::now();
+                if let Err(e) = sock.commit(batch) {
+                    // Leave no half-programmed table behind: the next sync starts over.
+                    let _ = self.netns.run("nft", &["delete", "table", "inet", TABLE], None);
+                    self.sock = None;
+                    return Err(e);
+                }
+                tracing::debug!(
+                    render = ?render_time,
+                    encode = ?(t1 - t0 - render_time),
+                    nft = ?(t2 - t1),
+                    netlink = ?t2.elapsed(),
+                    "nftables full sync (structure via nft, elements via netlink)"
+                );
+            }
+            _ => {
+                for (map, els) in elements {
+                    for chunk in els.chunks(1000) {
+                        let _ = writeln!(out, "add element {T} {map} {{ {} }}", chunk.join(", "));
+                    }
+                }
+                let t1 = std::time::Instant::now();
+                self.apply(&out)?;
+                tracing::debug!(render = ?render_time, nft = ?t1.elapsed(), "nftables full sync (one nft batch)");
             }
         }
-        self.apply(&out)?;
+        self.sock = sock;
         self.hairpin_refs = refs;
         self.picks = picks;
         let mut deletions = Vec::new();
@@ -890,7 +976,23 @@ impl crate::Backend for NftBackend {
             phases.shared(*f, *n, &self.cluster_cidrs);
         }
         let n = changes.len();
-        if !phases.is_empty() {
+        // Element-only changes (endpoints, plain cluster-IP ports coming and going) go in as one
+        // netlink batch: no `nft` process, no parsing. Anything else through `nft -f`.
+        let mut done = phases.is_empty();
+        if !done && phases.elements_only() {
+            let batch = phases.netlink_batch();
+            if let (Ok(batch), Some(sock)) = (batch, self.sock()) {
+                match sock.commit(batch) {
+                    Ok(()) => done = true,
+                    Err(e) => {
+                        tracing::warn!("incremental nftables sync over netlink failed, doing a full sync: {e}");
+                        self.sock = None;
+                        return self.full_sync(desired);
+                    }
+                }
+            }
+        }
+        if !done {
             if let Err(e) = self.apply(&phases.into_batch()) {
                 tracing::warn!("incremental nftables sync failed, doing a full sync: {e}");
                 return self.full_sync(desired);
@@ -924,9 +1026,16 @@ impl crate::Backend for NftBackend {
         if self.programmed.is_none() {
             return Ok(false);
         }
-        let ok = match self.netns.run("nft", &["list", "chain", "inet", TABLE, "services"], None) {
-            Ok(out) => out.contains("@service-ips") && out.contains("@service-nodeports"),
-            Err(_) => false,
+        // The dispatch chain must still hold its rules. Asked over netlink: `nft list chain`
+        // would fetch every map element of the table (seconds at 10,000 Services).
+        let expected = skeleton(&self.cluster_cidrs).lines().filter(|l| l.starts_with(&format!("add rule {T} services "))).count();
+        let ok = match self.sock().map(|s| s.rule_count(TABLE, "services")) {
+            Some(Ok(n)) => n == expected,
+            Some(Err(_)) => false,
+            None => match self.netns.run("nft", &["list", "chain", "inet", TABLE, "services"], None) {
+                Ok(out) => out.contains("@service-ips") && out.contains("@service-nodeports"),
+                Err(_) => false,
+            },
         };
         if !ok {
             self.programmed = None;
@@ -936,6 +1045,7 @@ impl crate::Backend for NftBackend {
 
     fn cleanup(&mut self) -> Result<(), Error> {
         self.programmed = None;
+        self.sock = None;
         let out = self.netns.run_raw("nft", &["delete", "table", "inet", TABLE], None)?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
@@ -1021,8 +1131,8 @@ mod tests {
             "goto pick-2".to_string(),
         ]);
         assert_eq!(plain_rules(Family::V6, 3, &cidrs()), vec!["goto pick6-3".to_string()]);
-        assert_eq!(pick_rules(Family::V4, 2)[0], "meta l4proto tcp dnat ip to meta mark & 0xffff8000 . numgen random mod 2 map @endpoints");
-        assert_eq!(pick_rules(Family::V6, 3)[2], "meta l4proto sctp dnat ip6 to meta mark & 0xffff8000 . numgen random mod 3 map @endpoints6");
+        assert_eq!(pick_rules(Family::V4, 2), vec!["meta l4proto { tcp, udp, sctp } dnat ip to meta mark & 0xffff8000 . numgen random mod 2 map @endpoints".to_string()]);
+        assert_eq!(pick_rules(Family::V6, 3), vec!["meta l4proto { tcp, udp, sctp } dnat ip6 to meta mark & 0xffff8000 . numgen random mod 3 map @endpoints6".to_string()]);
         // Endpoints with no node name may be local: they join the hairpin set; remote ones do not.
         assert_eq!(r.hairpin, vec!["10.244.1.2".parse::<std::net::IpAddr>().unwrap(), "10.244.2.2".parse().unwrap()]);
         let mut remote = s.clone();

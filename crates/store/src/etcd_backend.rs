@@ -214,7 +214,9 @@ impl EtcdStore {
                 Op::Update { expect: None, .. } | Op::Delete { expect: None, .. } => Compare::mod_revision(k.clone(), CompareOp::Greater, 0),
             });
             then.push(match op {
-                Op::Create { value, .. } | Op::Update { value, .. } => TxnOp::put(k.clone(), value.to_vec(), Some(PutOptions::new().with_prev_key())),
+                // A create has no previous value to read back; an update needs its create revision.
+                Op::Create { value, .. } => TxnOp::put(k.clone(), value.to_vec(), None),
+                Op::Update { value, .. } => TxnOp::put(k.clone(), value.to_vec(), Some(PutOptions::new().with_prev_key())),
                 Op::Delete { .. } => TxnOp::delete(k.clone(), Some(DeleteOptions::new().with_prev_key())),
             });
             otherwise.push(TxnOp::get(k, None));
@@ -442,6 +444,15 @@ impl Store for EtcdStore {
         let k = self.full(key);
         async move {
             let r = self.range(k, GetOptions::new()).await?;
+            Ok(r.kvs().first().map(|kv| self.local(kv)))
+        }
+        .boxed()
+    }
+
+    fn get_stale(&self, key: &str) -> BoxFuture<'_, Result<Option<KeyValue>>> {
+        let k = self.full(key);
+        async move {
+            let r = self.range(k, GetOptions::new().with_serializable()).await?;
             Ok(r.kvs().first().map(|kv| self.local(kv)))
         }
         .boxed()

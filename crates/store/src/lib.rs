@@ -104,6 +104,13 @@ pub type WatchStream = Watcher;
 /// durable and deliver events to watchers in revision order without gaps.
 pub trait Store: Send + Sync + 'static {
     fn get(&self, key: &str) -> BoxFuture<'_, Result<Option<KeyValue>>>;
+    /// A read that may trail the latest acknowledged writes (on etcd: a serializable read answered
+    /// by one member without a quorum round; the embedded store has nothing to trail, so this is
+    /// `get`). Only for checks that a later compare-and-swap write or a fallback `get` makes safe,
+    /// e.g. "is this allocation key free" before a transaction that creates it.
+    fn get_stale(&self, key: &str) -> BoxFuture<'_, Result<Option<KeyValue>>> {
+        self.get(key)
+    }
     /// Keys under `prefix` in key order, after `start_after` when given, at most `limit` when given.
     fn list(&self, prefix: &str, start_after: Option<&str>, limit: Option<usize>) -> BoxFuture<'_, Result<ListPage>>;
     /// Count keys under `prefix`.

@@ -19,6 +19,10 @@ pub async fn cas_semantics(s: &dyn Store) {
     let a2 = s.write(Op::Update { key: "/a".into(), value: b("2"), expect: Some(a.mod_revision) }).await.unwrap();
     assert_eq!(a2.create_revision, a.create_revision);
     assert!(a2.mod_revision > a.mod_revision);
+    // A possibly-stale read (one member, or the embedded store) has the acknowledged write.
+    let st = s.get_stale("/a").await.unwrap().unwrap();
+    assert_eq!((st.value, st.mod_revision, st.create_revision), (b("2"), a2.mod_revision, a.create_revision));
+    assert!(s.get_stale("/never").await.unwrap().is_none());
     match s.write(Op::Update { key: "/a".into(), value: b("3"), expect: Some(a.mod_revision) }).await {
         Err(StoreError::Conflict { current: Some(c), .. }) => assert_eq!(c.value, b("2")),
         other => panic!("{other:?}"),
