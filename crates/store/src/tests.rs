@@ -3,12 +3,6 @@
 use super::*;
 use bytes::Bytes;
 
-fn store() -> (tempdir::Dir, RedbStore) {
-    let d = tempdir::Dir::new();
-    let s = RedbStore::open(&d.path.join("db")).unwrap();
-    (d, s)
-}
-
 mod tempdir {
     pub struct Dir {
         pub path: std::path::PathBuf,
@@ -50,27 +44,4 @@ async fn survives_reopen() {
     // History does not survive a restart: watching from before it is Expired.
     assert!(matches!(s.watch("/", rev - 1).await, Err(StoreError::Expired { .. })));
     assert!(s.watch("/", rev).await.is_ok());
-}
-
-#[tokio::test]
-async fn txns_and_single_writes_batch_together() {
-    let (_d, s) = store();
-    let s = std::sync::Arc::new(s);
-    let start = s.revision().await.unwrap();
-    let mut tasks = vec![];
-    for i in 0..100 {
-        let s = s.clone();
-        tasks.push(tokio::spawn(async move {
-            if i % 2 == 0 {
-                s.txn(vec![Op::Create { key: format!("/g/{i}/x"), value: b("v") }, Op::Create { key: format!("/g/{i}/y"), value: b("v") }]).await.unwrap()
-            } else {
-                vec![s.write(Op::Create { key: format!("/g/{i}/x"), value: b("v") }).await.unwrap()]
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    assert_eq!(s.count("/g/").await.unwrap(), 150);
-    assert_eq!(s.revision().await.unwrap(), start + 100);
 }
