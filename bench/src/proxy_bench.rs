@@ -127,7 +127,13 @@ fn serve(path: &Path, port: u16, http: bool, stop: Arc<AtomicBool>) -> Result<()
                 if http {
                     std::thread::spawn(move || http_conn(&mut s));
                 } else {
+                    // The client closes first, so TIME_WAIT stays on its side, where
+                    // tcp_tw_reuse recycles ports safely; a server-side TIME_WAIT would make a
+                    // reused client port's SYN wait for a retransmit (1 s) and stall the loop.
                     let _ = s.write_all(b"ok\n");
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                    let mut b = [0u8; 64];
+                    while matches!(s.read(&mut b), Ok(n) if n > 0) {}
                 }
             }
         });
@@ -315,6 +321,26 @@ fn probe(ns: &Path, addr: SocketAddr, limit: Duration) -> Result<Duration> {
     })?
 }
 
+/// Like `probe`, for servers that wait for a request: one HTTP request must get a 200.
+fn probe_http(ns: &Path, addr: SocketAddr, limit: Duration) -> Result<Duration> {
+    let t0 = Instant::now();
+    yard_netns::run_in(ns, move || -> Result<Duration> {
+        loop {
+            if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(50)) {
+                let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+                let mut b = [0u8; 12];
+                if s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").is_ok() && s.read_exact(&mut b).is_ok() && &b == b"HTTP/1.1 200" {
+                    return Ok(t0.elapsed());
+                }
+            }
+            if t0.elapsed() > limit {
+                bail!("{addr} not answering HTTP after {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })?
+}
+
 fn latency(t: &Topo, mut b: Box<dyn Backend>, name: &str, n: usize, rounds: usize) -> Result<()> {
     let mut state = background(n, 10);
     let t0 = Instant::now();
@@ -371,11 +397,11 @@ fn conn_rate(ns: &Path, addr: SocketAddr, threads: usize, dur: Duration) -> Resu
                     match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
                         Ok(mut s) => {
                             let mut got = 0;
-                            while let Ok(n) = s.read(&mut b) {
-                                if n == 0 {
-                                    break;
+                            while got < 3 {
+                                match s.read(&mut b[got..]) {
+                                    Ok(0) | Err(_) => break,
+                                    Ok(n) => got += n,
                                 }
-                                got += n;
                             }
                             if got == 3 {
                                 done.fetch_add(1, Ordering::Relaxed);
@@ -413,9 +439,19 @@ fn connrate(t: &Topo, mut b: Box<dyn Backend>, name: &str, n: usize, secs_each: 
     println!("{name}: {n} Services installed in {}", secs(t0.elapsed()));
     let dur = Duration::from_secs(secs_each);
     let (mut direct, mut via) = (Vec::new(), Vec::new());
-    for _ in 0..3 {
-        direct.push(conn_rate(t.client.ns.path(), SocketAddr::new(server, CONN_PORT), 4, dur)?);
-        via.push(conn_rate(t.client.ns.path(), SocketAddr::new(vip, 80), 4, dur)?);
+    let (d_addr, v_addr) = (SocketAddr::new(server, CONN_PORT), SocketAddr::new(vip, 80));
+    // One untimed round of each first (caches, conntrack and socket tables warm up), then
+    // five rounds alternating which goes first, so a drift over time favours neither.
+    conn_rate(t.client.ns.path(), d_addr, 4, dur)?;
+    conn_rate(t.client.ns.path(), v_addr, 4, dur)?;
+    for round in 0..5 {
+        if round % 2 == 0 {
+            direct.push(conn_rate(t.client.ns.path(), d_addr, 4, dur)?);
+            via.push(conn_rate(t.client.ns.path(), v_addr, 4, dur)?);
+        } else {
+            via.push(conn_rate(t.client.ns.path(), v_addr, 4, dur)?);
+            direct.push(conn_rate(t.client.ns.path(), d_addr, 4, dur)?);
+        }
     }
     let (d, v) = (median(&mut direct), median(&mut via));
     println!("{name} {n} Services: new connections/s via ClusterIP {v:.0}, to the pod IP directly {d:.0} (rounds: via {via:.0?}, direct {direct:.0?}); ratio {:.3}", v / d);
@@ -457,9 +493,7 @@ fn wrk(ns: &Path, url: &str, secs_each: u64) -> Result<f64> {
 
 fn cmd_userspace(secs_each: u64) -> Result<()> {
     let mut t = Topo::new(2)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let _guard = rt.enter();
-    let mut b: Box<dyn Backend> = Box::new(yard_proxy::userspace::UserspaceBackend::new(t.node_netns(), rt.handle().clone())?);
+    let mut b: Box<dyn Backend> = Box::new(yard_proxy::userspace::UserspaceBackend::new(t.node_netns(), vec!["10.244.0.0/16".parse()?])?);
     let vip: IpAddr = "10.96.0.80".parse()?;
     let eps: Vec<(IpAddr, u16)> = t.pods.iter().map(|p| (p.ip.parse().unwrap(), HTTP_PORT)).collect();
     let mut state = DesiredState::default();
@@ -487,11 +521,21 @@ fn cmd_userspace(secs_each: u64) -> Result<()> {
         .spawn()
         .context("haproxy (apt-get install haproxy)")?;
     t.children.push(KillOnDrop(child));
-    probe(t.client.ns.path(), "10.244.1.1:18080".parse()?, Duration::from_secs(5)).context("haproxy up")?;
+    probe_http(t.client.ns.path(), "10.244.1.1:18080".parse()?, Duration::from_secs(5)).context("haproxy up")?;
+    probe_http(t.client.ns.path(), SocketAddr::new(vip, 80), Duration::from_secs(5)).context("userspace proxy up")?;
     let (mut hp, mut us) = (Vec::new(), Vec::new());
-    for _ in 0..3 {
-        hp.push(wrk(t.client.ns.path(), "http://10.244.1.1:18080/", secs_each)?);
-        us.push(wrk(t.client.ns.path(), &format!("http://{vip}/"), secs_each)?);
+    let (h_url, u_url) = ("http://10.244.1.1:18080/".to_string(), format!("http://{vip}/"));
+    // One untimed round of each, then five alternating which goes first (as in connrate).
+    wrk(t.client.ns.path(), &h_url, 1)?;
+    wrk(t.client.ns.path(), &u_url, 1)?;
+    for round in 0..5 {
+        if round % 2 == 0 {
+            hp.push(wrk(t.client.ns.path(), &h_url, secs_each)?);
+            us.push(wrk(t.client.ns.path(), &u_url, secs_each)?);
+        } else {
+            us.push(wrk(t.client.ns.path(), &u_url, secs_each)?);
+            hp.push(wrk(t.client.ns.path(), &h_url, secs_each)?);
+        }
     }
     let (h, u) = (median(&mut hp), median(&mut us));
     println!("userspace ClusterIP {u:.0} req/s, HAProxy {h:.0} req/s (rounds: userspace {us:.0?}, haproxy {hp:.0?}); ratio {:.3} (target >= 1.0)", u / h);

@@ -152,7 +152,7 @@ pub fn backend(mode: Mode, netns: Netns, cluster_cidrs: Vec<IpNet>) -> Result<Bo
     Ok(match mode {
         Mode::Nftables => Box::new(nft::NftBackend::new(netns, cluster_cidrs)),
         Mode::Iptables => Box::new(iptables::IptablesBackend::new(netns, cluster_cidrs)),
-        Mode::Userspace => Box::new(userspace::UserspaceBackend::new(netns, tokio::runtime::Handle::current())?),
+        Mode::Userspace => Box::new(userspace::UserspaceBackend::new(netns, cluster_cidrs)?),
     })
 }
 

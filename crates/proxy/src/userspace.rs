@@ -5,12 +5,23 @@
 //! with `tokio::io::copy_bidirectional`. Service ports without endpoints have no listener, so the
 //! kernel refuses connections to the VIP at once (RST / ICMP port unreachable).
 //! (On kernels without the dummy driver, `yard-vip0` is a bridge without ports.)
-//! Upstream sockets are created by a helper thread that lives in the node's namespace.
+//! Sockets are served by the backend's own worker threads (one per core, at most 4): each joined
+//! the node's namespace once, so listeners and upstream sockets are created where they belong, and
+//! each drives a single-threaded runtime, so both sockets of a connection stay on one thread. The
+//! first worker accepts and hands each connection to the worker serving the fewest (the kernel's
+//! `SO_REUSEPORT` hashing spreads a few dozen connections too unevenly); a UDP port is served by
+//! the first worker.
+//!
+//! externalTrafficPolicy Local keeps the client's address, as the kernel backends do: the upstream
+//! connection of an external client (not from the cluster's pod networks) is made from the
+//! client's own address with `IP_TRANSPARENT`, and the pod's replies come back to that socket
+//! through a policy route (`fwmark 0x4000 -> table 4000: local default`) and one nftables rule
+//! that marks packets belonging to a transparent socket (table `inet yard-userspace`). Both are
+//! set up on first need and removed by `cleanup`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -24,6 +35,10 @@ use crate::Error;
 
 /// The dummy interface holding the VIPs.
 pub const DUMMY_IF: &str = "yard-vip0";
+/// nftables table, packet mark and routing table of transparent (client-address) connections.
+pub const DIVERT_TABLE: &str = "yard-userspace";
+const DIVERT_MARK: u32 = 0x4000;
+const DIVERT_ROUTE_TABLE: u32 = 4000;
 const UDP_IDLE: Duration = Duration::from_secs(60);
 
 /// Spreads connections over endpoints: round-robin, with optional ClientIP affinity.
@@ -80,84 +95,198 @@ impl Balancer {
     }
 }
 
-enum SockReq {
-    Tcp(bool),
-    Udp(bool),
+/// The threads that serve the proxy's sockets (see the module documentation).
+struct Workers {
+    handles: Vec<tokio::runtime::Handle>,
+    /// Connections each worker is serving.
+    load: Arc<Vec<AtomicUsize>>,
+    stop: Vec<tokio::sync::oneshot::Sender<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
-/// Creates sockets inside the node's namespace from a long-lived thread that joined it.
-#[derive(Clone)]
-struct Factory {
-    tx: std::sync::mpsc::Sender<(SockReq, tokio::sync::oneshot::Sender<io::Result<OwnedFd>>)>,
-}
-
-impl Factory {
-    fn new(netns: &Netns) -> Result<Factory, Error> {
-        let (tx, rx) = std::sync::mpsc::channel::<(SockReq, tokio::sync::oneshot::Sender<io::Result<OwnedFd>>)>();
-        let serve = move || {
-            while let Ok((req, reply)) = rx.recv() {
-                let r = match req {
-                    SockReq::Tcp(v6) => {
-                        let af = if v6 { libc::AF_INET6 } else { libc::AF_INET };
-                        // SAFETY: plain socket(2) call; the fd is owned right away.
-                        let fd = unsafe { libc::socket(af, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) };
-                        if fd < 0 {
-                            Err(io::Error::last_os_error())
-                        } else {
-                            // SAFETY: fd is a fresh, valid descriptor we own.
-                            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-                        }
-                    }
-                    SockReq::Udp(v6) => {
-                        let bind: SocketAddr = if v6 {
-                            (Ipv6Addr::UNSPECIFIED, 0).into()
-                        } else {
-                            (Ipv4Addr::UNSPECIFIED, 0).into()
-                        };
-                        std::net::UdpSocket::bind(bind).and_then(|s| {
-                            s.set_nonblocking(true)?;
-                            Ok(OwnedFd::from(s))
-                        })
+impl Workers {
+    fn start(netns: &Netns) -> Result<Workers, Error> {
+        let n = std::thread::available_parallelism().map(|n| n.get().min(4)).unwrap_or(1);
+        let load = Arc::new((0..n).map(|_| AtomicUsize::new(0)).collect());
+        let mut w = Workers { handles: Vec::new(), load, stop: Vec::new(), threads: Vec::new() };
+        for i in 0..n {
+            let (htx, hrx) = std::sync::mpsc::channel();
+            let (stx, srx) = tokio::sync::oneshot::channel::<()>();
+            let main = move || {
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = htx.send(Err(e));
+                        return;
                     }
                 };
-                let _ = reply.send(r);
-            }
-        };
-        match netns.path() {
-            Some(p) => {
+                let _ = htx.send(Ok(rt.handle().clone()));
+                rt.block_on(async {
+                    let _ = srx.await;
+                });
+            };
+            let spawn = move || std::thread::Builder::new().name(format!("yard-proxy-{i}")).spawn(main);
+            let thread = match netns.path() {
                 // A thread spawned from a thread inside the namespace stays in it.
-                yard_netns::run_in(p, move || {
-                    std::thread::Builder::new().name("yard-proxy-sockets".into()).spawn(serve)
-                })??;
+                Some(p) => yard_netns::run_in(p, spawn)??,
+                None => spawn()?,
+            };
+            w.threads.push(thread);
+            w.stop.push(stx);
+            let handle = hrx.recv().map_err(|_| Error::Other("userspace worker did not start".into()))??;
+            w.handles.push(handle);
+        }
+        Ok(w)
+    }
+
+    /// Start `task(socket)` on the first worker; `open` runs there, inside the namespace, and
+    /// its error is returned here.
+    fn spawn_listener<S, Fut>(&self, open: fn(SocketAddr) -> io::Result<S>, addr: SocketAddr, task: impl FnOnce(S) -> Fut + Send + 'static) -> Result<JoinHandle<()>, Error>
+    where
+        S: Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let handle = self.handles[0].spawn(async move {
+            // A listener just stopped on this address closes its sockets when this worker gets
+            // to drop its tasks; give it that moment.
+            let mut opened = open(addr);
+            for _ in 0..100 {
+                match &opened {
+                    Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                        opened = open(addr);
+                    }
+                    _ => break,
+                }
             }
-            None => {
-                std::thread::Builder::new().name("yard-proxy-sockets".into()).spawn(serve)?;
+            match opened {
+                Ok(sock) => {
+                    let _ = tx.send(Ok(()));
+                    task(sock).await;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        });
+        match rx.recv().unwrap_or_else(|_| Err(io::Error::other("userspace worker gone"))) {
+            Ok(()) => Ok(handle),
+            Err(e) => {
+                handle.abort();
+                Err(e.into())
             }
         }
-        Ok(Factory { tx })
     }
 
-    async fn get(&self, req: SockReq) -> io::Result<OwnedFd> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.tx.send((req, tx)).map_err(|_| io::Error::other("socket factory gone"))?;
-        rx.await.map_err(|_| io::Error::other("socket factory gone"))?
+    fn pool(&self, transparent_except: Option<Arc<Vec<ipnet::IpNet>>>) -> Pool {
+        Pool { handles: self.handles.clone(), load: self.load.clone(), transparent_except }
     }
+}
 
-    async fn tcp_connect(&self, ep: SocketAddr) -> io::Result<tokio::net::TcpStream> {
-        let fd = self.get(SockReq::Tcp(ep.is_ipv6())).await?;
-        let sock = TcpSocket::from_std_stream(std::net::TcpStream::from(fd));
-        let _ = sock.set_nodelay(true);
-        tokio::time::timeout(Duration::from_secs(5), sock.connect(ep))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timeout"))?
-    }
+/// Where accepted connections go: the worker serving the fewest.
+#[derive(Clone)]
+struct Pool {
+    handles: Vec<tokio::runtime::Handle>,
+    load: Arc<Vec<AtomicUsize>>,
+    /// Some: connect upstream from the client's address, unless it is in one of these networks.
+    transparent_except: Option<Arc<Vec<ipnet::IpNet>>>,
+}
 
-    async fn udp(&self, ep: SocketAddr) -> io::Result<UdpSocket> {
-        let fd = self.get(SockReq::Udp(ep.is_ipv6())).await?;
-        let s = UdpSocket::from_std(std::net::UdpSocket::from(fd))?;
-        s.connect(ep).await?;
-        Ok(s)
+impl Pool {
+    /// Serve `client` (accepted on the first worker) from the least loaded worker.
+    fn proxy(&self, client: tokio::net::TcpStream, peer: SocketAddr, ep: SocketAddr) {
+        let from = match &self.transparent_except {
+            Some(nets) if !peer.ip().is_loopback() && !nets.iter().any(|n| n.contains(&peer.ip())) => Some(peer.ip()),
+            _ => None,
+        };
+        let i = (0..self.handles.len()).min_by_key(|i| self.load[*i].load(Ordering::Relaxed)).unwrap_or(0);
+        self.load[i].fetch_add(1, Ordering::Relaxed);
+        let load = self.load.clone();
+        if i == 0 {
+            tokio::spawn(serve_conn(client, from, ep, load, i));
+            return;
+        }
+        // Another worker's runtime: the socket is re-registered with that runtime's reactor.
+        match client.into_std() {
+            Ok(std) => {
+                self.handles[i].spawn(async move {
+                    match tokio::net::TcpStream::from_std(std) {
+                        Ok(c) => serve_conn(c, from, ep, load, i).await,
+                        Err(_) => {
+                            load[i].fetch_sub(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+            Err(_) => {
+                self.load[i].fetch_sub(1, Ordering::Relaxed);
+            }
+        }
     }
+}
+
+async fn serve_conn(mut client: tokio::net::TcpStream, from: Option<IpAddr>, ep: SocketAddr, load: Arc<Vec<AtomicUsize>>, worker: usize) {
+    let _ = client.set_nodelay(true);
+    match tcp_connect(from, ep).await {
+        Ok(mut up) => {
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+        }
+        Err(e) => tracing::debug!("userspace connect {ep}: {e}"),
+    }
+    load[worker].fetch_sub(1, Ordering::Relaxed);
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        // Ending a worker's runtime drops its tasks, which closes every socket they hold.
+        for s in self.stop.drain(..) {
+            let _ = s.send(());
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn listen_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    let s = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    s.set_reuseaddr(true)?;
+    s.bind(addr)?;
+    s.listen(1024)
+}
+
+fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let s = std::net::UdpSocket::bind(addr)?;
+    s.set_nonblocking(true)?;
+    UdpSocket::from_std(s)
+}
+
+/// A connection to `ep`; with `from`, made from that (foreign) address with `IP_TRANSPARENT`.
+async fn tcp_connect(from: Option<IpAddr>, ep: SocketAddr) -> io::Result<tokio::net::TcpStream> {
+    let sock = if ep.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let _ = sock.set_nodelay(true);
+    if let Some(ip) = from.filter(|ip| ip.is_ipv4() == ep.is_ipv4()) {
+        use std::os::fd::AsRawFd;
+        let (level, opt) = if ip.is_ipv4() { (libc::SOL_IP, libc::IP_TRANSPARENT) } else { (libc::SOL_IPV6, libc::IPV6_TRANSPARENT) };
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int and its size.
+        let rc = unsafe { libc::setsockopt(sock.as_raw_fd(), level, opt, (&one as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        sock.bind(SocketAddr::new(ip, 0))?;
+    }
+    tokio::time::timeout(Duration::from_secs(5), sock.connect(ep))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timeout"))?
+}
+
+async fn udp_upstream(ep: SocketAddr) -> io::Result<UdpSocket> {
+    let any: SocketAddr = if ep.is_ipv6() { (Ipv6Addr::UNSPECIFIED, 0).into() } else { (Ipv4Addr::UNSPECIFIED, 0).into() };
+    let s = bind_udp(any)?;
+    s.connect(ep).await?;
+    Ok(s)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -168,23 +297,69 @@ struct ListenKey {
 
 struct Listener {
     balancer: Arc<Balancer>,
-    task: JoinHandle<()>,
+    transparent: bool,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Listener {
+    fn stop(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
 }
 
 /// The userspace backend.
 pub struct UserspaceBackend {
     netns: Netns,
-    rt: tokio::runtime::Handle,
-    factory: Factory,
+    workers: Workers,
+    /// Clients from these networks (pods) are never made transparent: a pod's reply to another
+    /// pod on the bridge would bypass the node and never reach the proxy.
+    cluster_cidrs: Arc<Vec<ipnet::IpNet>>,
+    /// Whether the divert rule and policy route for transparent connections are in place.
+    diverting: bool,
     listeners: BTreeMap<ListenKey, Listener>,
     vips: Option<BTreeSet<IpAddr>>,
 }
 
 impl UserspaceBackend {
-    /// Must be given a handle of the runtime the proxy tasks run on.
-    pub fn new(netns: Netns, rt: tokio::runtime::Handle) -> Result<Self, Error> {
-        let factory = Factory::new(&netns)?;
-        Ok(UserspaceBackend { netns, rt, factory, listeners: BTreeMap::new(), vips: None })
+    /// Starts the worker threads in `netns`; they end when the backend is dropped.
+    pub fn new(netns: Netns, cluster_cidrs: Vec<ipnet::IpNet>) -> Result<Self, Error> {
+        let workers = Workers::start(&netns)?;
+        Ok(UserspaceBackend { netns, workers, cluster_cidrs: Arc::new(cluster_cidrs), diverting: false, listeners: BTreeMap::new(), vips: None })
+    }
+
+    /// The divert rule and policy route that bring replies to transparent sockets home.
+    fn ensure_divert(&mut self) -> Result<(), Error> {
+        if self.diverting {
+            return Ok(());
+        }
+        let rules = format!(
+            "table inet {DIVERT_TABLE} {{\n  chain divert {{\n    type filter hook prerouting priority mangle; policy accept;\n    \
+             meta l4proto tcp socket transparent 1 meta mark set meta mark | {DIVERT_MARK:#x} accept\n  }}\n}}\n"
+        );
+        self.netns.run("nft", &["-f", "-"], Some(&format!("destroy table inet {DIVERT_TABLE}\n{rules}")))
+            .or_else(|_| self.netns.run("nft", &["-f", "-"], Some(&rules)))?;
+        for fam in ["-4", "-6"] {
+            let mark = format!("{DIVERT_MARK:#x}/{DIVERT_MARK:#x}");
+            let table = DIVERT_ROUTE_TABLE.to_string();
+            let _ = self.netns.run_raw("ip", &[fam, "rule", "del", "fwmark", &mark, "lookup", &table], None);
+            self.netns.run("ip", &[fam, "rule", "add", "fwmark", &mark, "lookup", &table, "priority", &table], None)?;
+            let any = if fam == "-4" { "0.0.0.0/0" } else { "::/0" };
+            self.netns.run("ip", &[fam, "route", "replace", "local", any, "dev", "lo", "table", &table], None)?;
+        }
+        self.diverting = true;
+        Ok(())
+    }
+
+    fn remove_divert(&mut self) {
+        let _ = self.netns.run_raw("nft", &["delete", "table", "inet", DIVERT_TABLE], None);
+        let (mark, table) = (format!("{DIVERT_MARK:#x}/{DIVERT_MARK:#x}"), DIVERT_ROUTE_TABLE.to_string());
+        for fam in ["-4", "-6"] {
+            let _ = self.netns.run_raw("ip", &[fam, "rule", "del", "fwmark", &mark, "lookup", &table], None);
+            let _ = self.netns.run_raw("ip", &[fam, "route", "flush", "table", &table], None);
+        }
+        self.diverting = false;
     }
 
     fn sync_vips(&mut self, want: &BTreeSet<IpAddr>) -> Result<(), Error> {
@@ -220,42 +395,21 @@ impl UserspaceBackend {
         Ok(())
     }
 
-    fn bind(&self, key: ListenKey, balancer: Arc<Balancer>) -> Result<JoinHandle<()>, Error> {
-        let factory = self.factory.clone();
-        let _guard = self.rt.enter();
+    fn bind(&self, key: ListenKey, balancer: Arc<Balancer>, transparent: bool) -> Result<Vec<JoinHandle<()>>, Error> {
         match key.protocol {
             Protocol::Tcp => {
-                let std_l = match self.netns.path() {
-                    Some(p) => yard_netns::tcp_listener_in(p, key.addr)?,
-                    None => {
-                        let l = std::net::TcpListener::bind(key.addr)?;
-                        l.set_nonblocking(true)?;
-                        l
-                    }
-                };
-                let l = TcpListener::from_std(std_l)?;
-                Ok(self.rt.spawn(tcp_loop(l, balancer, factory)))
+                let pool = self.workers.pool(transparent.then(|| self.cluster_cidrs.clone()));
+                Ok(vec![self.workers.spawn_listener(listen_tcp, key.addr, move |l| tcp_loop(l, balancer, pool))?])
             }
-            Protocol::Udp => {
-                let std_s = match self.netns.path() {
-                    Some(p) => yard_netns::udp_socket_in(p, key.addr)?,
-                    None => {
-                        let s = std::net::UdpSocket::bind(key.addr)?;
-                        s.set_nonblocking(true)?;
-                        s
-                    }
-                };
-                let s = UdpSocket::from_std(std_s)?;
-                Ok(self.rt.spawn(udp_loop(Arc::new(s), balancer, factory)))
-            }
+            Protocol::Udp => Ok(vec![self.workers.spawn_listener(bind_udp, key.addr, move |s| udp_loop(Arc::new(s), balancer))?]),
             Protocol::Sctp => Err(Error::Other("userspace mode does not proxy SCTP".into())),
         }
     }
 }
 
-async fn tcp_loop(l: TcpListener, bal: Arc<Balancer>, factory: Factory) {
+async fn tcp_loop(l: TcpListener, bal: Arc<Balancer>, pool: Pool) {
     loop {
-        let (mut client, peer) = match l.accept().await {
+        let (client, peer) = match l.accept().await {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!("userspace accept: {e}");
@@ -264,24 +418,22 @@ async fn tcp_loop(l: TcpListener, bal: Arc<Balancer>, factory: Factory) {
             }
         };
         let Some(ep) = bal.pick(peer.ip()) else { continue };
-        let factory = factory.clone();
-        tokio::spawn(async move {
-            let _ = client.set_nodelay(true);
-            match factory.tcp_connect(ep).await {
-                Ok(mut up) => {
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
-                }
-                Err(e) => tracing::debug!("userspace connect {ep}: {e}"),
-            }
-        });
+        pool.proxy(client, peer, ep);
     }
 }
 
-async fn udp_loop(sock: Arc<UdpSocket>, bal: Arc<Balancer>, factory: Factory) {
+async fn udp_loop(sock: Arc<UdpSocket>, bal: Arc<Balancer>) {
     struct Session {
         ep: SocketAddr,
         up: Arc<UdpSocket>,
         task: JoinHandle<()>,
+    }
+    // The reply tasks hold the listening socket: they end with the loop (when it is stopped), so
+    // the address is free again at once.
+    impl Drop for Session {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
     }
     let mut sessions: HashMap<SocketAddr, Session> = HashMap::new();
     let mut buf = vec![0u8; 65536];
@@ -303,7 +455,7 @@ async fn udp_loop(sock: Arc<UdpSocket>, bal: Arc<Balancer>, factory: Factory) {
         }
         if !sessions.contains_key(&client) {
             let Some(ep) = bal.pick(client.ip()) else { continue };
-            let up = match factory.udp(ep).await {
+            let up = match udp_upstream(ep).await {
                 Ok(u) => Arc::new(u),
                 Err(e) => {
                     tracing::debug!("userspace udp upstream {ep}: {e}");
@@ -336,7 +488,7 @@ fn eps(list: Vec<&Endpoint>) -> Vec<SocketAddr> {
 
 impl crate::Backend for UserspaceBackend {
     fn sync(&mut self, desired: &DesiredState) -> Result<usize, Error> {
-        let mut want: BTreeMap<ListenKey, (Vec<SocketAddr>, Option<Duration>)> = BTreeMap::new();
+        let mut want: BTreeMap<ListenKey, (Vec<SocketAddr>, Option<Duration>, bool)> = BTreeMap::new();
         let mut vips = BTreeSet::new();
         for sp in desired.services.values() {
             if sp.protocol == Protocol::Sctp {
@@ -345,16 +497,17 @@ impl crate::Backend for UserspaceBackend {
             let aff = sp.affinity_timeout.map(|t| Duration::from_secs(t as u64));
             let cluster = eps(sp.cluster_endpoints());
             let external = if sp.has_external() { eps(sp.external_endpoints()) } else { Vec::new() };
+            let local = sp.external_policy_local && sp.protocol == Protocol::Tcp;
             for ip in &sp.cluster_ips {
                 vips.insert(*ip);
                 if !cluster.is_empty() {
-                    want.insert(ListenKey { addr: SocketAddr::new(*ip, sp.port), protocol: sp.protocol }, (cluster.clone(), aff));
+                    want.insert(ListenKey { addr: SocketAddr::new(*ip, sp.port), protocol: sp.protocol }, (cluster.clone(), aff, false));
                 }
             }
             for ip in sp.external_ips.iter().chain(sp.load_balancer_ips.iter()) {
                 vips.insert(*ip);
                 if !external.is_empty() {
-                    want.insert(ListenKey { addr: SocketAddr::new(*ip, sp.port), protocol: sp.protocol }, (external.clone(), aff));
+                    want.insert(ListenKey { addr: SocketAddr::new(*ip, sp.port), protocol: sp.protocol }, (external.clone(), aff, local));
                 }
             }
             if let (Some(np), false) = (sp.node_port, external.is_empty()) {
@@ -362,27 +515,35 @@ impl crate::Backend for UserspaceBackend {
                     crate::model::Family::V4 => Ipv4Addr::UNSPECIFIED.into(),
                     crate::model::Family::V6 => Ipv6Addr::UNSPECIFIED.into(),
                 };
-                want.insert(ListenKey { addr: SocketAddr::new(any, np), protocol: sp.protocol }, (external.clone(), aff));
+                want.insert(ListenKey { addr: SocketAddr::new(any, np), protocol: sp.protocol }, (external.clone(), aff, local));
             }
         }
         self.sync_vips(&vips)?;
+        if want.values().any(|(_, _, t)| *t) {
+            self.ensure_divert()?;
+        }
         let mut changed = 0;
         let gone: Vec<ListenKey> = self.listeners.keys().filter(|k| !want.contains_key(k)).copied().collect();
         for k in gone {
             if let Some(l) = self.listeners.remove(&k) {
-                l.task.abort();
+                l.stop();
                 changed += 1;
             }
         }
         let mut errors = Vec::new();
-        for (k, (eps, aff)) in want {
+        for (k, (eps, aff, transparent)) in want {
             match self.listeners.get(&k) {
-                Some(l) if !l.task.is_finished() => l.balancer.update(eps, aff),
+                Some(l) if l.transparent == transparent && !l.tasks.iter().any(|t| t.is_finished()) => l.balancer.update(eps, aff),
                 _ => {
+                    if let Some(old) = self.listeners.remove(&k) {
+                        old.stop();
+                    }
                     let bal = Arc::new(Balancer::new(eps, aff));
-                    match self.bind(k, bal.clone()) {
-                        Ok(task) => {
-                            self.listeners.insert(k, Listener { balancer: bal, task });
+                    match self.bind(k, bal.clone(), transparent) {
+                        Ok(tasks) => {
+                            if let Some(old) = self.listeners.insert(k, Listener { balancer: bal, transparent, tasks }) {
+                                old.stop();
+                            }
                             changed += 1;
                         }
                         Err(e) => errors.push(format!("{}/{}: {e}", k.addr, k.protocol.lower())),
@@ -402,14 +563,19 @@ impl crate::Backend for UserspaceBackend {
         if !ok {
             self.vips = None;
         }
-        Ok(ok)
+        let divert_ok = !self.diverting || self.netns.run_raw("nft", &["list", "table", "inet", DIVERT_TABLE], None).map(|o| o.status.success()).unwrap_or(false);
+        if !divert_ok {
+            self.diverting = false;
+        }
+        Ok(ok && divert_ok)
     }
 
     fn cleanup(&mut self) -> Result<(), Error> {
         for (_, l) in std::mem::take(&mut self.listeners) {
-            l.task.abort();
+            l.stop();
         }
         self.vips = None;
+        self.remove_divert();
         let out = self.netns.run_raw("ip", &["link", "del", DUMMY_IF], None)?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);

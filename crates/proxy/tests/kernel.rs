@@ -188,33 +188,40 @@ fn iptables_save_looks_like_kube_proxy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn userspace_backend() {
     let t = Topo::new("usr", 3);
-    let mut backend = yard_proxy::userspace::UserspaceBackend::new(
-        Netns::new(Some(t.node.path().to_path_buf())),
-        tokio::runtime::Handle::current(),
-    )
-    .unwrap();
+    let mut backend = yard_proxy::userspace::UserspaceBackend::new(Netns::new(Some(t.node.path().to_path_buf())), vec!["10.244.0.0/16".parse().unwrap()]).unwrap();
     let b = Cleanup(&mut backend);
     let all = [("10.244.1.10", NODE), ("10.244.1.11", NODE), ("10.244.1.12", NODE)];
     let services = vec![
         service("hostnames", VIP, 80, "TCP", json!({"type": "NodePort", "nodePort": 30080})),
         service("dns", "10.96.0.53", 53, "UDP", json!({})),
         service("empty", "10.96.0.52", 80, "TCP", json!({})),
+        service("local", "10.96.0.54", 80, "TCP", json!({"type": "NodePort", "nodePort": 30081, "externalTrafficPolicy": "Local"})),
     ];
-    let s1 = state(&services, &[slice("hostnames", "TCP", &all), slice("dns", "UDP", &[("10.244.1.10", NODE)])]);
+    let local = slice("local", "TCP", &[("10.244.1.11", NODE), ("10.244.2.5", "node-b")]);
+    let s1 = state(&services, &[slice("hostnames", "TCP", &all), slice("dns", "UDP", &[("10.244.1.10", NODE)]), local.clone()]);
     tokio::task::block_in_place(|| b.0.sync(&s1)).unwrap();
     let ns = &t.client.ns;
     let answers = tokio::task::block_in_place(|| tcp_many(ns, VIP, 80, 30));
     assert_eq!(names(&answers), ["pod-0", "pod-1", "pod-2"].map(String::from).into(), "{answers:?}");
     let a = tokio::task::block_in_place(|| tcp_get(&t.ext, NODE_EXT_IP, 30080)).expect("nodeport");
     assert!(a.starts_with("pod-"), "{a}");
+    // externalTrafficPolicy Local: only the local endpoint, and it sees the client's address.
+    let answers = tokio::task::block_in_place(|| tcp_many(&t.ext, NODE_EXT_IP, 30081, 10));
+    assert!(answers.iter().all(|a| a == &format!("pod-1 {EXT_IP}")), "{answers:?}");
+    // ...while a pod client of the same NodePort still works (proxied from the node's address).
+    let a = tokio::task::block_in_place(|| tcp_get(ns, NODE_EXT_IP, 30081)).expect("nodeport from a pod");
+    assert!(a.starts_with("pod-1 "), "{a}");
     let e = tokio::task::block_in_place(|| tcp_get(ns, "10.96.0.52", 80)).expect_err("refused");
     assert!(e.to_lowercase().contains("refused"), "{e}");
     assert_eq!(tokio::task::block_in_place(|| udp_get(ns, "10.96.0.53", 53, 40001)).unwrap(), "pod-0");
-    let s2 = state(&services, &[slice("hostnames", "TCP", &all), slice("dns", "UDP", &[("10.244.1.11", NODE)])]);
+    let s2 = state(&services, &[slice("hostnames", "TCP", &all), slice("dns", "UDP", &[("10.244.1.11", NODE)]), local]);
     tokio::task::block_in_place(|| b.0.sync(&s2)).unwrap();
     assert_eq!(tokio::task::block_in_place(|| udp_get(ns, "10.96.0.53", 53, 40001)).unwrap(), "pod-1");
     tokio::task::block_in_place(|| b.0.cleanup()).unwrap();
     assert!(t.node.sh("ip link show yard-vip0").is_err());
+    assert!(t.node.sh("nft list table inet yard-userspace").is_err(), "divert table left over");
+    let rules = t.node.sh("ip rule; ip -6 rule").unwrap();
+    assert!(!rules.contains("0x4000"), "{rules}");
     drop(b);
 }
 
