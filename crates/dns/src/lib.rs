@@ -81,6 +81,11 @@ pub struct Args {
     /// `X.svc.<zone>` / `X.<zone>`, saving the client those round trips.
     #[arg(long)]
     pub autopath: bool,
+    /// Networks whose clients may have names outside the cluster resolved (repeat for several);
+    /// others get REFUSED for them, so the server is never an open resolver. Default: loopback
+    /// and the private ranges (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7, fe80::/10).
+    #[arg(long = "allow-recursion-from")]
+    pub allow_recursion_from: Vec<ipnet::IpNet>,
 }
 
 fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
@@ -110,6 +115,17 @@ pub struct Config {
     pub cache_max_ttl: u32,
     /// Watch Pods and complete search paths on the server (see [`Args::autopath`]).
     pub autopath: bool,
+    /// Clients that may have names outside the cluster resolved (see
+    /// [`Args::allow_recursion_from`]).
+    pub recursion_from: Vec<ipnet::IpNet>,
+}
+
+/// Loopback and the private address ranges: where cluster clients live.
+pub fn private_networks() -> Vec<ipnet::IpNet> {
+    ["127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "::1/128", "fc00::/7", "fe80::/10"]
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .collect()
 }
 
 impl Default for Config {
@@ -125,6 +141,7 @@ impl Default for Config {
                 .clamp(2, 8),
             cache_max_ttl: 30,
             autopath: false,
+            recursion_from: private_networks(),
         }
     }
 }
@@ -139,7 +156,7 @@ pub fn handler(index: Arc<Index>, config: &Config, listen: &[SocketAddr]) -> Han
     let upstreams = forward::without_self(upstreams, listen);
     let forwarder =
         (!upstreams.is_empty()).then(|| Arc::new(Forwarder::new(upstreams, config.cache_max_ttl)));
-    Handler::new(index, forwarder, Arc::new(Metrics::default()))
+    Handler::new(index, forwarder, Arc::new(Metrics::default())).with_recursion_from(config.recursion_from.clone())
 }
 
 /// Serves DNS from an index filled by the caller (no API server): UDP receive tasks on each
@@ -271,6 +288,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         upstreams: (!args.upstream.is_empty()).then(|| args.upstream.clone()),
         metrics_addr: args.metrics_addr,
         autopath: args.autopath,
+        recursion_from: if args.allow_recursion_from.is_empty() { private_networks() } else { args.allow_recursion_from.clone() },
         ..Config::default()
     };
     let workers = args.udp_workers.unwrap_or(config.udp_workers).max(1);

@@ -64,6 +64,8 @@ pub struct Handler {
     forwards: Arc<Semaphore>,
     /// Pods by address, when search-path completion (autopath) is on.
     pods: Option<Arc<PodIps>>,
+    /// Clients allowed recursion (None: everyone, for handlers built without a config).
+    recursion_from: Option<Vec<ipnet::IpNet>>,
 }
 
 /// Per-worker scratch buffers, reused across queries; a UDP worker's also holds its answer
@@ -185,6 +187,26 @@ impl Handler {
             metrics,
             forwards: Arc::new(Semaphore::new(MAX_INFLIGHT_FORWARDS)),
             pods: None,
+            recursion_from: None,
+        }
+    }
+
+    /// Forward only for clients in `nets`; others get REFUSED for names outside the cluster.
+    pub fn with_recursion_from(mut self, nets: Vec<ipnet::IpNet>) -> Self {
+        self.recursion_from = Some(nets);
+        self
+    }
+
+    fn may_recurse(&self, peer: Option<IpAddr>) -> bool {
+        match (&self.recursion_from, peer) {
+            (Some(nets), Some(ip)) => {
+                let ip = match ip {
+                    IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+                    v4 => v4,
+                };
+                nets.iter().any(|n| n.contains(&ip))
+            }
+            _ => true,
         }
     }
 
@@ -270,7 +292,7 @@ impl Handler {
             self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
             return Action::Drop;
         }
-        let ra = self.forwarder.is_some();
+        let ra = self.forwarder.is_some() && self.may_recurse(peer);
         let msg = match Message::from_vec(req) {
             Ok(m) => m,
             Err(_) => {
@@ -348,7 +370,7 @@ impl Handler {
                     // and answer CNAME + its records, as CoreDNS does.
                     if let (false, Some(fwd), Some(target)) = (
                         nxdomain || matches!(qtype, RecordType::CNAME | RecordType::ANY),
-                        &self.forwarder,
+                        self.forwarder.as_ref().filter(|_| self.may_recurse(peer)),
                         answers.last().and_then(Rec::cname_target),
                     ) {
                         let mut tkey = Vec::new();
@@ -446,7 +468,7 @@ impl Handler {
         if !self.index.is_synced() && s.key.starts_with(b"\x04arpa") {
             return fail(s, &mut meta, ResponseCode::ServFail, true);
         }
-        let Some(fwd) = &self.forwarder else {
+        let Some(fwd) = self.forwarder.as_ref().filter(|_| self.may_recurse(peer)) else {
             return fail(s, &mut meta, ResponseCode::Refused, true);
         };
         if let Some(cached) = fwd.cache_get(&s.key, query) {

@@ -109,6 +109,7 @@ pub async fn watch(client: Client, index: Arc<Index>) -> Result<(), Error> {
         if svc.listed && eps.listed && !index.is_synced() {
             tracing::info!("dns index synced: {} services", index.service_count());
             index.set_synced(true);
+            release_free_heap();
         }
     }
     Err(Error::WatchEnded)
@@ -127,9 +128,20 @@ pub async fn watch_pods(client: Client, pods: Arc<PodIps>) {
             Ok(Event::Init) => pods.relist_start(),
             Ok(Event::InitDone) => {
                 pods.relist_done();
+                release_free_heap();
                 tracing::debug!("dns pod index: {} addresses", pods.len());
             }
             Err(e) => tracing::warn!("pod watch: {e}"),
         }
+    }
+}
+
+/// A first list decodes every object once; glibc keeps the freed pages of that burst in its
+/// arenas. Give them back, so the resident size is the index, not the list it was built from.
+fn release_free_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks glibc's own arenas; any thread may call it.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
