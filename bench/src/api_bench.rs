@@ -5,6 +5,10 @@
 //!
 //! Usage: cargo run --release -p yard-bench --bin api-bench -- [N] (default 10000)
 
+/// The allocator of the `yard` binary, so in-process components behave as they do there.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;

@@ -13,6 +13,10 @@
 //! Usage: cargo run --release -p yard-bench --bin controllers-bench -- [S] [P] [K] [B]
 //! (defaults 10000 10 1000 100)
 
+/// The allocator of the `yard` binary, so in-process components behave as they do there.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};

@@ -19,6 +19,9 @@
 //!        [--clients 8] [--outstanding 200] [--workers 1] [--server-cpu 1] [--client-cpu 0]
 //!        [--latency-qps 50000] [--legacy-yard]
 
+#[path = "dnsutil.rs"]
+mod dnsutil;
+
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -26,6 +29,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
+use dnsutil::{dig, free_port};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::api::{Api, ListParams, PostParams};
@@ -119,41 +123,6 @@ fn opts() -> anyhow::Result<Opts> {
     }
     ensure!(o.services > 0 && o.rounds > 0 && o.workers > 0);
     Ok(o)
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    // A port free for both UDP and TCP on loopback.
-    for _ in 0..100 {
-        let u = std::net::UdpSocket::bind("127.0.0.1:0")?;
-        let port = u.local_addr()?.port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    bail!("no free port")
-}
-
-/// `dig` one name at a server; the addresses answered.
-fn dig(port: u16, name: &str) -> Vec<String> {
-    let out = Command::new("dig")
-        .args([
-            "@127.0.0.1",
-            "-p",
-            &port.to_string(),
-            name,
-            "A",
-            "+short",
-            "+time=1",
-            "+tries=1",
-        ])
-        .output();
-    match out {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect(),
-        _ => Vec::new(),
-    }
 }
 
 /// Waits until every sample name answers its expected address at `port`.

@@ -10,11 +10,15 @@
 //!
 //! Usage: dns-memory --yard target/release/yard [--services 10000] [--endpoints 10]
 
+#[path = "dnsutil.rs"]
+mod dnsutil;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
+use dnsutil::{dig, free_port};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -44,27 +48,6 @@ fn status_kb(pid: u32, field: &str) -> f64 {
         .ok()
         .and_then(|s| s.lines().find_map(|l| l.strip_prefix(field).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok())))
         .unwrap_or(0.0)
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    for _ in 0..100 {
-        let u = std::net::UdpSocket::bind("127.0.0.1:0")?;
-        let port = u.local_addr()?.port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    bail!("no free port")
-}
-
-fn dig(port: u16, name: &str) -> Vec<String> {
-    Command::new("dig")
-        .args(["@127.0.0.1", "-p", &port.to_string(), name, "A", "+short", "+time=1", "+tries=1"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect())
-        .unwrap_or_default()
 }
 
 /// The address of pod `p` (10.(64+p/65536).x.y: inside no network of this machine; it is only

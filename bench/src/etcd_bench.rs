@@ -9,6 +9,10 @@
 //!
 //! Usage: cargo run --release -p yard-bench --bin etcd-bench -- [N=3000] [members=3] [C=16]
 
+/// The allocator of the `yard` binary, so in-process components behave as they do there.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::time::Instant;
 
 use futures::StreamExt;

@@ -19,6 +19,10 @@
 //! and a client pod 10.244.1.100 on veths into cni0. Every namespace is deleted on exit, failure
 //! included; child processes (haproxy, wrk) are ended by PID.
 
+/// The allocator of the `yard` binary, so in-process components behave as they do there.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

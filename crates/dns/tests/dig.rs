@@ -2,6 +2,8 @@
 //! with the real `dig` (UDP, TCP, EDNS, TC + TCP fallback, forwarding to an upstream that is a
 //! second instance of the server).
 
+mod common;
+
 use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::Arc;
@@ -10,6 +12,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::json;
+use common::dig;
 use yard_dns::{Config, Index};
 
 fn svc(ns: &str, name: &str, spec: serde_json::Value) -> Service {
@@ -86,102 +89,6 @@ fn start(index: Arc<Index>, upstreams: Vec<SocketAddr>) -> Server {
         handler,
         task,
     }
-}
-
-#[derive(Debug)]
-struct Dig {
-    status: String,
-    flags: Vec<String>,
-    answer: Vec<String>,
-    authority: Vec<String>,
-    additional: Vec<String>,
-    raw: String,
-}
-
-impl Dig {
-    /// Answer records as "TYPE DATA".
-    fn answers(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .answer
-            .iter()
-            .map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                format!("{} {}", f[3], f[4..].join(" "))
-            })
-            .collect();
-        v.sort();
-        v
-    }
-    fn has_flag(&self, f: &str) -> bool {
-        self.flags.iter().any(|x| x == f)
-    }
-}
-
-async fn dig(server: SocketAddr, args: &[&str]) -> Dig {
-    let mut cmd = Command::new("dig");
-    cmd.arg(format!("@{}", server.ip()))
-        .arg("-p")
-        .arg(server.port().to_string())
-        .args(["+time=3", "+tries=1", "+norec"])
-        .args(args);
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .expect("run dig");
-    let raw = String::from_utf8_lossy(&out.stdout).to_string();
-    let mut d = Dig {
-        status: String::new(),
-        flags: Vec::new(),
-        answer: Vec::new(),
-        authority: Vec::new(),
-        additional: Vec::new(),
-        raw: raw.clone(),
-    };
-    let mut section = "";
-    for line in raw.lines() {
-        if let Some(rest) = line.split("status: ").nth(1) {
-            d.status = rest.split(',').next().unwrap().trim().to_string();
-        }
-        if let Some(rest) = line.strip_prefix(";; flags: ") {
-            d.flags = rest
-                .split(';')
-                .next()
-                .unwrap()
-                .split_whitespace()
-                .map(String::from)
-                .collect();
-        }
-        if line.starts_with(";; ANSWER SECTION") {
-            section = "answer";
-            continue;
-        }
-        if line.starts_with(";; AUTHORITY SECTION") {
-            section = "authority";
-            continue;
-        }
-        if line.starts_with(";; ADDITIONAL SECTION") {
-            section = "additional";
-            continue;
-        }
-        if line.trim().is_empty() || line.starts_with(';') {
-            if line.trim().is_empty() {
-                section = "";
-            }
-            continue;
-        }
-        match section {
-            "answer" => d.answer.push(line.to_string()),
-            "authority" => d.authority.push(line.to_string()),
-            "additional" => d.additional.push(line.to_string()),
-            _ => {}
-        }
-    }
-    assert!(
-        !d.status.is_empty(),
-        "dig gave no status:\n{raw}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    d
 }
 
 fn fill(index: &Index) {

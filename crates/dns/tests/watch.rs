@@ -1,11 +1,13 @@
 //! The index kept current by kube-rs watchers against a real API server (yard's, on loopback),
 //! and the full `serve` path answering `dig` once synced.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::TempDir;
 use hickory_proto::rr::RecordType;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -13,26 +15,6 @@ use kube::api::{DeleteParams, PostParams};
 use kube::Api;
 use serde_json::json;
 use yard_dns::{Config, Index};
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!(
-            "yard-dns-{tag}-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 async fn api_server(dir: &TempDir) -> (yard_apiserver::Running, kube::Client) {
     let args = yard_apiserver::Args {

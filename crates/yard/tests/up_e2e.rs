@@ -61,7 +61,7 @@ fn seed_walkthrough_nftables() {
 
     // describe svc.
     let d = up.k(&["describe", "svc", "hostnames"]);
-    for want in ["Selector:", "app=hostnames", "Type:", "ClusterIP", "TargetPort:", "9376/TCP", "Endpoints:", ":9376", "Session Affinity:"] {
+    for want in ["Selector:", "app=hostnames", "Type:", "ClusterIP", "IP:", "Port:", "TargetPort:", "9376/TCP", "Endpoints:", ":9376", "Session Affinity:", "Events:"] {
         assert!(d.contains(want), "describe lacks {want}: {d}");
     }
 
