@@ -29,21 +29,8 @@ async fn records_of_objects_created_through_the_api() {
     let dir = TempDir::new("spec-records");
     let (running, client) = api_server(&dir).await;
     let upstream = FakeUpstream::start().await;
-    let dns = yard_dns(&flags(&[
-        "--kubeconfig",
-        running.kubeconfig.to_str().unwrap(),
-        "--upstream",
-        &upstream.addr.to_string(),
-        "--udp-workers",
-        "2",
-    ]))
-    .await;
+    let dns = synced_dns(&running, &upstream, &["--udp-workers", "2"]).await;
     let s = dns.addr;
-    until(Duration::from_secs(20), "first sync", || async {
-        ask(s, "kubernetes.default.svc.cluster.local.", RecordType::A).await.0
-            == ResponseCode::NoError
-    })
-    .await;
 
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
@@ -589,23 +576,8 @@ async fn forwarding_bad_input_listen_addresses_and_metrics() {
     let (running, client) = api_server(&dir).await;
     let upstream = FakeUpstream::start().await;
     let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let dns = yard_dns(&flags(&[
-        "--kubeconfig",
-        running.kubeconfig.to_str().unwrap(),
-        "--listen",
-        "127.0.0.3:{port}",
-        "--upstream",
-        &upstream.addr.to_string(),
-        "--metrics-addr",
-        &metrics.to_string(),
-    ]))
-    .await;
+    let dns = synced_dns(&running, &upstream, &["--listen", "127.0.0.3:{port}", "--metrics-addr", &metrics.to_string()]).await;
     let s = dns.addr;
-    until(Duration::from_secs(20), "first sync", || async {
-        ask(s, "kubernetes.default.svc.cluster.local.", RecordType::A).await.0
-            == ResponseCode::NoError
-    })
-    .await;
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
     let web: Service = create(
         &services,
@@ -814,14 +786,7 @@ async fn autopath_for_a_pod_created_through_the_api() {
     let dir = TempDir::new("spec-autopath");
     let (running, client) = api_server(&dir).await;
     let upstream = FakeUpstream::start().await;
-    let dns = yard_dns(&flags(&[
-        "--kubeconfig",
-        running.kubeconfig.to_str().unwrap(),
-        "--upstream",
-        &upstream.addr.to_string(),
-        "--autopath",
-    ]))
-    .await;
+    let dns = synced_dns(&running, &upstream, &["--autopath"]).await;
     let s = dns.addr;
     let namespaces: Api<Namespace> = Api::all(client.clone());
     create(&namespaces, json!({"metadata": {"name": "other"}})).await;
@@ -894,22 +859,8 @@ async fn recursion_only_for_allowed_clients() {
     let dir = TempDir::new("spec-acl");
     let (running, client) = api_server(&dir).await;
     let upstream = FakeUpstream::start().await;
-    let dns = yard_dns(&flags(&[
-        "--kubeconfig",
-        running.kubeconfig.to_str().unwrap(),
-        "--listen",
-        "127.0.0.3:{port}",
-        "--upstream",
-        &upstream.addr.to_string(),
-        "--allow-recursion-from",
-        "127.0.0.7/32",
-    ]))
-    .await;
+    let dns = synced_dns(&running, &upstream, &["--listen", "127.0.0.3:{port}", "--allow-recursion-from", "127.0.0.7/32"]).await;
     let s = dns.addr;
-    until(Duration::from_secs(20), "first sync", || async {
-        ask(s, "kubernetes.default.svc.cluster.local.", RecordType::A).await.0 == ResponseCode::NoError
-    })
-    .await;
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
     create(&services, json!({"metadata": {"name": "out"}, "spec": {"type": "ExternalName", "externalName": "www.example.test"}})).await;
     until(Duration::from_secs(5), "out", || async { dig(s, &["out.default.svc.cluster.local", "CNAME"]).await.status == "NOERROR" }).await;

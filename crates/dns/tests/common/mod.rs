@@ -92,6 +92,25 @@ impl Drop for YardDns {
     }
 }
 
+/// `yard dns --kubeconfig <running's> --upstream <upstream> <extra>` (see [`yard_dns`]), once
+/// its first sync is done (the `kubernetes` Service answers).
+pub async fn synced_dns(running: &yard_apiserver::Running, upstream: &FakeUpstream, extra: &[&str]) -> YardDns {
+    let mut flags = vec![
+        "--kubeconfig".to_string(),
+        running.kubeconfig.to_string_lossy().into_owned(),
+        "--upstream".to_string(),
+        upstream.addr.to_string(),
+    ];
+    flags.extend(extra.iter().map(|f| f.to_string()));
+    let dns = yard_dns(&flags).await;
+    let s = dns.addr;
+    until(Duration::from_secs(20), "first sync", || async {
+        ask(s, "kubernetes.default.svc.cluster.local.", RecordType::A).await.0 == ResponseCode::NoError
+    })
+    .await;
+    dns
+}
+
 /// Starts `yard dns --listen 127.0.0.1:<free port> <flags>` (`{port}` in a flag is replaced by
 /// that port) and waits until it answers on UDP (anything, SERVFAIL included).
 pub async fn yard_dns(flags: &[String]) -> YardDns {
