@@ -388,23 +388,12 @@ impl Socket {
         let mut buf = vec![0u8; 1 << 16];
         let mut first_err: Option<Error> = None;
         while !want.is_empty() {
-            // SAFETY: recv into a buffer we own.
-            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                return Err(first_err.unwrap_or_else(|| err("recv", e)));
-            }
-            let mut off = 0usize;
-            let n = n as usize;
-            while off + 16 <= n {
-                let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
-                let ty = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
-                let seq = u32::from_ne_bytes(buf[off + 8..off + 12].try_into().unwrap());
-                if len < 16 || off + len > n {
-                    break;
-                }
-                if ty == NLMSG_ERROR && len >= 20 {
-                    let code = i32::from_ne_bytes(buf[off + 16..off + 20].try_into().unwrap());
+            let n = match self.recv(&mut buf) {
+                Ok(n) => n,
+                Err(e) => return Err(first_err.unwrap_or(e)),
+            };
+            for (ty, seq, code) in messages(&buf[..n]) {
+                if let (NLMSG_ERROR, Some(code)) = (ty, code) {
                     if let Some(i) = want.iter().position(|(s, _)| *s == seq) {
                         let (_, set) = want.swap_remove(i);
                         if code != 0 && first_err.is_none() {
@@ -416,7 +405,6 @@ impl Socket {
                         want.clear();
                     }
                 }
-                off += align4(len);
             }
         }
         match first_err {
@@ -450,33 +438,29 @@ impl Socket {
         let mut buf = vec![0u8; 1 << 16];
         let mut count = 0;
         loop {
-            // SAFETY: recv into a buffer we own.
-            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                return Err(err("recv", std::io::Error::last_os_error()));
-            }
-            let n = n as usize;
-            let mut off = 0;
-            while off + 16 <= n {
-                let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
-                let ty = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
-                let seq = u32::from_ne_bytes(buf[off + 8..off + 12].try_into().unwrap());
-                if len < 16 || off + len > n {
-                    break;
-                }
+            let n = self.recv(&mut buf)?;
+            for (ty, seq, code) in messages(&buf[..n]) {
                 if seq == 0x7ffe_0000 {
-                    match ty {
-                        NLMSG_DONE => return Ok(count),
-                        NLMSG_ERROR if len >= 20 => {
-                            let code = i32::from_ne_bytes(buf[off + 16..off + 20].try_into().unwrap());
+                    match (ty, code) {
+                        (NLMSG_DONE, _) => return Ok(count),
+                        (NLMSG_ERROR, Some(code)) => {
                             return Err(err("list rules", std::io::Error::from_raw_os_error(-code)));
                         }
                         _ => count += 1,
                     }
                 }
-                off += align4(len);
             }
         }
+    }
+
+    /// One datagram from the socket into `buf`; its length.
+    fn recv(&self, buf: &mut [u8]) -> Result<usize, Error> {
+        // SAFETY: recv into a buffer we own, at most its length.
+        let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(err("recv", std::io::Error::last_os_error()));
+        }
+        Ok(n as usize)
     }
 
     /// Whether table `name` of family inet exists.
@@ -494,6 +478,28 @@ impl Socket {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The netlink messages in one received datagram: (type, sequence number, and for messages of
+/// 20 bytes or more the first payload word, which is the error code of an `NLMSG_ERROR`). Stops
+/// at the first malformed header.
+fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, u32, Option<i32>)> + '_ {
+    let mut off = 0usize;
+    std::iter::from_fn(move || {
+        if off + 16 > buf.len() {
+            return None;
+        }
+        let word = |at: usize| buf[off + at..off + at + 4].try_into().unwrap();
+        let len = u32::from_ne_bytes(word(0)) as usize;
+        let ty = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
+        let seq = u32::from_ne_bytes(word(8));
+        if len < 16 || off + len > buf.len() {
+            return None;
+        }
+        let code = (len >= 20).then(|| i32::from_ne_bytes(word(16)));
+        off += align4(len);
+        Some((ty, seq, code))
+    })
 }
 
 #[cfg(test)]

@@ -541,9 +541,7 @@ impl crate::Backend for UserspaceBackend {
                     let bal = Arc::new(Balancer::new(eps, aff));
                     match self.bind(k, bal.clone(), transparent) {
                         Ok(tasks) => {
-                            if let Some(old) = self.listeners.insert(k, Listener { balancer: bal, transparent, tasks }) {
-                                old.stop();
-                            }
+                            self.listeners.insert(k, Listener { balancer: bal, transparent, tasks });
                             changed += 1;
                         }
                         Err(e) => errors.push(format!("{}/{}: {e}", k.addr, k.protocol.lower())),
