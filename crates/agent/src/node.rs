@@ -475,6 +475,7 @@ impl Agent {
                             if tracked.lock().expect("tracked").contains(&uid) {
                                 return; // finished here already
                             }
+                            tracing::debug!(pod = ?pod.metadata.name, "pod seen");
                             match rt.sync_pod(pod) {
                                 Ok(h) => spawn_pod_api(agent.client.clone(), h, latest.clone(), tracked.clone()),
                                 Err(e) => tracing::warn!("start pod: {e}"),
@@ -554,7 +555,10 @@ fn spawn_pod_api(
             let name = h.name().to_string();
             async move {
                 let patch = serde_json::json!({ "status": status });
-                match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                let t = std::time::Instant::now();
+                let res = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await;
+                tracing::debug!(pod = %name, took = ?t.elapsed(), "status patch");
+                match res {
                     Ok(_) => true,
                     Err(kube::Error::Api(e)) if e.code == 404 => false,
                     Err(e) => {

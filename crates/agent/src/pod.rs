@@ -812,6 +812,7 @@ impl PodInner {
 
 /// The per-pod worker.
 async fn pod_main(p: Arc<PodInner>, saved: Option<SavedPod>) {
+    let t0 = std::time::Instant::now();
     // Sandbox.
     let mut attempt = 0u32;
     let adopted_sandbox = saved
@@ -858,6 +859,7 @@ async fn pod_main(p: Arc<PodInner>, saved: Option<SavedPod>) {
         finish(&p).await;
         return;
     };
+    tracing::debug!(pod = %p.name, elapsed = ?t0.elapsed(), "sandbox ready");
     // DNS files.
     let pod_snapshot = p.with(|st| {
         st.sandbox = Some(sandbox.clone());
@@ -931,6 +933,7 @@ async fn pod_main(p: Arc<PodInner>, saved: Option<SavedPod>) {
             }
         });
     }
+    tracing::debug!(pod = %p.name, elapsed = ?t0.elapsed(), "containers starting");
     let mut tasks = vec![];
     for idx in 0..n {
         let (init, name) = p.with(|st| (st.ctrs[idx].init, st.ctrs[idx].spec.name.clone()));
@@ -1151,6 +1154,7 @@ async fn run_container(p: Arc<PodInner>, idx: usize, adopt: Option<SavedContaine
                 Ok(log) => proc::spawn(&spec).map(|s| (s, log)),
                 Err(e) => Err(e),
             };
+            tracing::debug!(pod = %p.name, container = %c.name, "container process started");
             match spawned {
                 Ok((s, log)) => {
                     let started_at = now();

@@ -14,6 +14,8 @@ use std::process::Command;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 
+pub mod rtnl;
+
 /// Where named network namespaces live, as `ip netns` keeps them.
 pub const NETNS_RUN_DIR: &str = "/run/netns";
 
@@ -71,20 +73,19 @@ pub fn create_once_shared(name: &str) -> Result<PathBuf> {
         unshare(CloneFlags::CLONE_NEWNET).map_err(|errno| Error::Sys { path: p.clone(), op: "unshare", errno })?;
         mount(Some("/proc/thread-self/ns/net"), &p, None::<&str>, MsFlags::MS_BIND, None::<&str>)
             .map_err(|errno| Error::Sys { path: p.clone(), op: "bind mount", errno })?;
+        // Loopback up, from inside (a new namespace's `lo` is always index 1, and down).
+        rtnl::Rtnl::current()
+            .and_then(|mut nl| nl.set_up(1))
+            .map_err(|source| Error::Io { path: p.clone(), source: io::Error::new(source.kind(), format!("set lo up: {source}")) })?;
         Ok(())
     })
     .join()
     .map_err(|_| Error::Panicked)?;
     if let Err(e) = res {
-        let _ = std::fs::remove_file(&path);
+        let _ = delete_path(&path);
         return Err(e);
     }
-    let status = command_in(&path, "ip").args(["link", "set", "lo", "up"]).status();
-    match status {
-        Ok(s) if s.success() => Ok(path),
-        Ok(s) => Err(Error::Io { path, source: io::Error::other(format!("ip link set lo up: {s}")) }),
-        Err(source) => Err(Error::Io { path, source }),
-    }
+    Ok(path)
 }
 
 /// Delete a named namespace (like `ip netns del`). Missing is not an error.
