@@ -49,6 +49,36 @@ pub(crate) fn name_key_fast(name: &Name, out: &mut Vec<u8>) {
     }
 }
 
+/// A name as the index stores it: its [`name_key`] bytes, shared (`Arc`) between the map key,
+/// the records owned by the name and the records pointing at it. About a third of the memory of a
+/// hickory `Name`, which keeps up to 56 bytes inline and spills longer names to the heap.
+pub(crate) type KeyName = Arc<[u8]>;
+
+/// The hickory name of a key (see [`name_key`]): labels from the leaf up, fully qualified.
+pub(crate) fn key_to_name(key: &[u8]) -> Name {
+    let mut labels: [&[u8]; 128] = [&[]; 128];
+    let mut n = 0;
+    let mut rest = key;
+    while let Some((&len, tail)) = rest.split_first() {
+        let len = usize::from(len);
+        if tail.len() < len || n == labels.len() {
+            break;
+        }
+        labels[n] = &tail[..len];
+        n += 1;
+        rest = &tail[len..];
+    }
+    let mut name = Name::from_labels(labels[..n].iter().rev().copied()).unwrap_or_else(|_| Name::root());
+    name.set_fqdn(true);
+    name
+}
+
+fn key_of(name: &Name) -> KeyName {
+    let mut k = Vec::new();
+    name_key(name, &mut k);
+    k.into()
+}
+
 /// Splits the remainder of a key (after a zone prefix) into labels, root side first.
 pub(crate) fn key_labels(mut rest: &[u8]) -> Option<Vec<&[u8]>> {
     let mut labels = Vec::new();
@@ -67,7 +97,7 @@ pub(crate) fn key_labels(mut rest: &[u8]) -> Option<Vec<&[u8]>> {
 /// data without hickory's large `RData` enum (memory: about 40 bytes instead of 272 plus heap).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct CRec {
-    owner: Arc<Name>,
+    owner: KeyName,
     ttl: u32,
     data: CData,
 }
@@ -76,12 +106,12 @@ pub(crate) struct CRec {
 enum CData {
     A(Ipv4Addr),
     Aaaa(Ipv6Addr),
-    Ptr(Arc<Name>),
-    Cname(Arc<Name>),
+    Ptr(KeyName),
+    Cname(KeyName),
     Srv {
         weight: u16,
         port: u16,
-        target: Arc<Name>,
+        target: KeyName,
     },
     /// Anything rare (SOA, NS, TXT) as a full record.
     Full(Box<Record>),
@@ -90,7 +120,7 @@ enum CData {
 impl CRec {
     fn full(r: Record) -> Self {
         CRec {
-            owner: Arc::new(r.name.clone()),
+            owner: key_of(&r.name),
             ttl: r.ttl,
             data: CData::Full(Box::new(r)),
         }
@@ -109,17 +139,17 @@ impl CRec {
 
     /// The hickory record (for tests and tools; the query path encodes directly).
     pub(crate) fn to_record(&self) -> Record {
-        let owner = (*self.owner).clone();
+        let owner = key_to_name(&self.owner);
         let data = match &self.data {
             CData::A(ip) => RData::A(A(*ip)),
             CData::Aaaa(ip) => RData::AAAA(AAAA(*ip)),
-            CData::Ptr(n) => RData::PTR(PTR((**n).clone())),
-            CData::Cname(n) => RData::CNAME(CNAME((**n).clone())),
+            CData::Ptr(n) => RData::PTR(PTR(key_to_name(n))),
+            CData::Cname(n) => RData::CNAME(CNAME(key_to_name(n))),
             CData::Srv {
                 weight,
                 port,
                 target,
-            } => RData::SRV(SRV::new(0, *weight, *port, (**target).clone())),
+            } => RData::SRV(SRV::new(0, *weight, *port, key_to_name(target))),
             CData::Full(r) => return (**r).clone(),
         };
         Record::from_rdata(owner, self.ttl, data)
@@ -132,7 +162,7 @@ impl BinEncodable for CRec {
         if let CData::Full(r) = &self.data {
             return r.emit(encoder);
         }
-        self.owner.emit(encoder)?;
+        key_to_name(&self.owner).emit(encoder)?;
         self.record_type().emit(encoder)?;
         DNSClass::IN.emit(encoder)?;
         encoder.emit_u32(self.ttl)?;
@@ -142,7 +172,7 @@ impl BinEncodable for CRec {
             CData::Aaaa(ip) => AAAA(*ip).emit(encoder)?,
             CData::Ptr(n) | CData::Cname(n) => {
                 let mut e = encoder.with_rdata_behavior(RDataEncoding::StandardRecord);
-                n.emit(&mut e)?;
+                key_to_name(n).emit(&mut e)?;
             }
             CData::Srv {
                 weight,
@@ -153,7 +183,7 @@ impl BinEncodable for CRec {
                 e.emit_u16(0)?;
                 e.emit_u16(*weight)?;
                 e.emit_u16(*port)?;
-                target.emit(&mut e)?;
+                key_to_name(target).emit(&mut e)?;
             }
             CData::Full(_) => {}
         }
@@ -169,7 +199,6 @@ struct RrsBuilder {
     aaaa: Vec<CRec>,
     srv_extra: Vec<CRec>,
     other: Vec<CRec>,
-    cname_target: Option<Box<[u8]>>,
 }
 
 /// Records of one owner at one name (compact: all types in one slice, grouped by type).
@@ -178,8 +207,6 @@ pub(crate) struct Rrs {
     records: Box<[CRec]>,
     /// Address records of SRV targets (additional section).
     srv_extra: Box<[CRec]>,
-    /// Key of the CNAME target when it lies inside the cluster zone.
-    cname_target: Option<Box<[u8]>>,
     /// Whether `records` holds a CNAME (saves a scan per query).
     has_cname: bool,
 }
@@ -207,7 +234,6 @@ impl RrsBuilder {
             has_cname,
             records: records.into_boxed_slice(),
             srv_extra: self.srv_extra.into_boxed_slice(),
-            cname_target: self.cname_target,
         }
     }
 }
@@ -215,7 +241,8 @@ impl RrsBuilder {
 /// A name in the index: the contributions of each owner (Service id; 0 = the zone itself).
 #[derive(Debug, Default)]
 pub(crate) struct Node {
-    contribs: Vec<(u64, Rrs)>,
+    /// Almost always one entry: exact-size (a `Vec` would reserve room for four).
+    contribs: Box<[(u64, Rrs)]>,
 }
 
 /// Summary of a Service, enough to build its records.
@@ -252,6 +279,18 @@ struct EndpointInfo {
 struct SliceInfo {
     endpoints: Box<[EndpointInfo]>,
     ports: Vec<PortSpec>,
+    /// Endpoints dropped because the Service is not headless (only headless Services' records
+    /// depend on endpoints); fetched again if it turns headless.
+    stripped: bool,
+}
+
+impl SliceInfo {
+    fn strip(&mut self) {
+        if !self.stripped {
+            self.endpoints = Box::new([]);
+            self.stripped = true;
+        }
+    }
 }
 
 type SvcKey = (String, String);
@@ -268,12 +307,17 @@ impl SliceMap {
     fn insert(&mut self, name: String, info: SliceInfo) {
         match self.0.iter_mut().find(|(n, _)| **n == *name) {
             Some((_, i)) => *i = info,
-            None => self.0.push((name.into_boxed_str(), info)),
+            None => {
+                // Exact size: a Service has one slice per 100 endpoints, rarely more.
+                self.0.reserve_exact(1);
+                self.0.push((name.into_boxed_str(), info));
+            }
         }
     }
 
     fn remove(&mut self, name: &str) {
         self.0.retain(|(n, _)| &**n != name);
+        self.0.shrink_to_fit();
     }
 
     fn values(&self) -> impl Iterator<Item = &SliceInfo> {
@@ -293,9 +337,12 @@ struct Inner {
     /// Which Service a slice (namespace, slice name) currently belongs to.
     slice_owner: FastMap<SvcKey, SvcKey>,
     /// Keys each Service id contributed to.
-    owned_names: FastMap<u64, Vec<Box<[u8]>>>,
-    names: FastMap<Box<[u8]>, Node>,
+    owned_names: FastMap<u64, Vec<KeyName>>,
+    names: FastMap<KeyName, Node>,
     next_id: u64,
+    /// Services that turned headless while their slices' endpoints were stripped: their slices
+    /// must be read again from the API (see [`Index::take_refetch`]).
+    refetch: Vec<SvcKey>,
 }
 
 /// One answer record: borrowed from the index or made for this query.
@@ -308,18 +355,18 @@ pub(crate) enum Rec<'a> {
 
 impl Rec<'_> {
     /// The target of a CNAME record.
-    pub(crate) fn cname_target(&self) -> Option<&Name> {
+    pub(crate) fn cname_target(&self) -> Option<Name> {
         match self {
             Rec::C(CRec {
                 data: CData::Cname(n),
                 ..
-            }) => Some(n),
+            }) => Some(key_to_name(n)),
             Rec::B(r) => match &r.data {
-                RData::CNAME(c) => Some(&c.0),
+                RData::CNAME(c) => Some(c.0.clone()),
                 _ => None,
             },
             Rec::O(r) => match &r.data {
-                RData::CNAME(c) => Some(&c.0),
+                RData::CNAME(c) => Some(c.0.clone()),
                 _ => None,
             },
             Rec::C(_) => None,
@@ -382,7 +429,7 @@ fn ip_dashed(ip: &IpAddr) -> String {
     }
 }
 
-fn addr_crec(name: &Arc<Name>, ttl: u32, ip: IpAddr) -> CRec {
+fn addr_crec(name: &KeyName, ttl: u32, ip: IpAddr) -> CRec {
     let data = match ip {
         IpAddr::V4(v4) => CData::A(v4),
         IpAddr::V6(v6) => CData::Aaaa(v6),
@@ -410,14 +457,13 @@ fn push_addr(rrs: &mut RrsBuilder, rec: CRec) {
 }
 
 /// An SRV owner name and its (port, target) pairs.
-type SrvSpec = (Arc<Name>, Vec<(u16, Arc<Name>)>);
+type SrvSpec = (KeyName, Vec<(u16, KeyName)>);
 
 /// Accumulates the records of one Service before they are merged into the index.
 struct Builder {
-    names: FastMap<Box<[u8]>, RrsBuilder>,
-    /// SRV name key -> (owner name, [(port, target)], extras); weights are assigned at the end.
-    srv: FastMap<Box<[u8]>, SrvSpec>,
-    key: Vec<u8>,
+    names: FastMap<KeyName, RrsBuilder>,
+    /// SRV name key -> (owner name, [(port, target)]); weights are assigned at the end.
+    srv: FastMap<KeyName, SrvSpec>,
 }
 
 impl Builder {
@@ -425,33 +471,39 @@ impl Builder {
         Builder {
             names: FastMap::default(),
             srv: FastMap::default(),
-            key: Vec::new(),
         }
     }
 
-    fn at(&mut self, name: &Name) -> &mut RrsBuilder {
-        name_key(name, &mut self.key);
-        if !self.names.contains_key(self.key.as_slice()) {
-            self.names
-                .insert(self.key.clone().into_boxed_slice(), RrsBuilder::default());
+    /// The shared key of `key`: one allocation per name, whoever refers to it.
+    fn intern(&mut self, key: &[u8]) -> KeyName {
+        if let Some((k, _)) = self.names.get_key_value(key) {
+            return k.clone();
         }
-        self.names
-            .get_mut(self.key.as_slice())
-            .expect("just inserted")
+        let k: KeyName = key.into();
+        self.names.insert(k.clone(), RrsBuilder::default());
+        k
     }
 
-    fn srv(&mut self, name: &Name, port: u16, target: Arc<Name>) {
-        name_key(name, &mut self.key);
+    fn at(&mut self, key: &KeyName) -> &mut RrsBuilder {
+        self.names.entry(key.clone()).or_default()
+    }
+
+    fn at_name(&mut self, name: &Name) -> &mut RrsBuilder {
+        let k = self.intern(&key_of(name));
+        self.at(&k)
+    }
+
+    fn srv(&mut self, name: &KeyName, port: u16, target: KeyName) {
         self.srv
-            .entry(self.key.clone().into_boxed_slice())
-            .or_insert_with(|| (Arc::new(name.clone()), Vec::new()))
+            .entry(name.clone())
+            .or_insert_with(|| (name.clone(), Vec::new()))
             .1
             .push((port, target));
     }
 
     /// Turns SRV specs into records (priority 0, weight split evenly like CoreDNS), with the
     /// address records of each target as additional records.
-    fn finish(mut self, ttl: u32) -> FastMap<Box<[u8]>, Rrs> {
+    fn finish(mut self, ttl: u32) -> FastMap<KeyName, Rrs> {
         let srv = std::mem::take(&mut self.srv);
         for (key, (name, mut targets)) in srv {
             // The same endpoint may be listed twice (across slices).
@@ -461,11 +513,9 @@ impl Builder {
             let mut recs = Vec::with_capacity(targets.len());
             let mut extra = Vec::new();
             let mut seen_targets = HashSet::new();
-            let mut tkey = Vec::new();
             for (port, target) in targets {
-                name_key(&target, &mut tkey);
-                if seen_targets.insert(tkey.clone()) {
-                    if let Some(t) = self.names.get(tkey.as_slice()) {
+                if seen_targets.insert(target.clone()) {
+                    if let Some(t) = self.names.get(&target) {
                         extra.extend(t.a.iter().chain(t.aaaa.iter()).cloned());
                     }
                 }
@@ -502,7 +552,9 @@ fn parse_ports(
             let port = u16::try_from(port?).ok()?;
             Some(PortSpec { name, proto, port })
         })
-        .collect()
+        .collect::<Vec<_>>()
+        .into_boxed_slice()
+        .into_vec()
 }
 
 impl Index {
@@ -553,7 +605,7 @@ impl Index {
         // Static names of the zone (owner 0).
         let mut b = Builder::new();
         {
-            let apex = b.at(&zone);
+            let apex = b.at_name(&zone);
             apex.other.push(CRec::full(soa));
             apex.other.push(CRec::full(Record::from_rdata(
                 zone.clone(),
@@ -561,7 +613,7 @@ impl Index {
                 RData::NS(NS(mname.clone())),
             )));
         }
-        b.at(&sub("dns-version")?)
+        b.at_name(&sub("dns-version")?)
             .other
             .push(CRec::full(Record::from_rdata(
                 sub("dns-version")?,
@@ -569,7 +621,7 @@ impl Index {
                 RData::TXT(TXT::new(vec![SCHEMA_VERSION.to_string()])),
             )));
         for s in ["svc", "pod", "dns", "ns.dns"] {
-            b.at(&sub(s)?);
+            b.at_name(&sub(s)?);
         }
         {
             let mut inner = index.inner.write().unwrap_or_else(|e| e.into_inner());
@@ -701,6 +753,7 @@ impl Index {
                 inner.next_id
             }
         };
+        let headless = kind == Kind::Headless;
         inner.services.insert(
             key.clone(),
             SvcState {
@@ -710,7 +763,31 @@ impl Index {
                 publish_not_ready,
             },
         );
+        if let Some(slices) = inner.slices.get_mut(&key) {
+            if !headless {
+                slices.0.iter_mut().for_each(|(_, i)| i.strip());
+            } else if slices.values().any(|i| i.stripped) && !inner.refetch.contains(&key) {
+                inner.refetch.push(key.clone());
+            }
+        }
         self.rebuild(inner, &key);
+    }
+
+    /// Services (namespace, name) whose EndpointSlices the caller must read again and pass to
+    /// [`Index::upsert_endpoint_slice`]: they turned headless after their endpoints were
+    /// dropped as unused.
+    pub fn take_refetch(&self) -> Vec<(String, String)> {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut inner.refetch)
+    }
+
+    /// Asks for the slices of a Service to be read again (after a failed read).
+    pub fn request_refetch(&self, ns: &str, name: &str) {
+        let key = (ns.to_string(), name.to_string());
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if !inner.refetch.contains(&key) {
+            inner.refetch.push(key);
+        }
     }
 
     /// Removes a Service (by namespace and name).
@@ -778,17 +855,29 @@ impl Index {
                 SliceInfo {
                     endpoints: endpoints.into_boxed_slice(),
                     ports,
+                    stripped: false,
                 }
             }
             _ => SliceInfo {
                 endpoints: Box::new([]),
                 ports: Vec::new(),
+                stripped: false,
             },
         };
+        let mut info = info;
         let mut inner = self.write();
         let inner = &mut *inner;
         let old_owner = inner.slice_owner.get(&slice_id).cloned();
         let new_owner = svc_name.map(|s| (ns.clone(), s));
+        // Endpoints only make records for headless Services: keep them for those (and for
+        // slices whose Service is not known yet), not for the ClusterIP majority.
+        if new_owner
+            .as_ref()
+            .and_then(|o| inner.services.get(o))
+            .is_some_and(|s| s.kind != Kind::Headless)
+        {
+            info.strip();
+        }
         if old_owner == new_owner {
             if let Some(owner) = &new_owner {
                 if inner.slices.get(owner).and_then(|m| m.get(name)) == Some(&info) {
@@ -901,11 +990,28 @@ impl Index {
         (ns, name): &SvcKey,
         state: &SvcState,
         slices: Option<&SliceMap>,
-    ) -> Option<FastMap<Box<[u8]>, Rrs>> {
+    ) -> Option<FastMap<KeyName, Rrs>> {
         let ttl = self.ttl;
-        let zone = self.zone.to_ascii();
-        let svc_name = Arc::new(Name::from_ascii(format!("{name}.{ns}.svc.{zone}")).ok()?);
+        // Keys are built by appending labels to the zone's key (root first).
+        let child = |parent: &[u8], label: &str| -> Option<Vec<u8>> {
+            let len = u8::try_from(label.len()).ok().filter(|l| (1..=63).contains(l))?;
+            let mut k = Vec::with_capacity(parent.len() + 1 + label.len());
+            k.extend_from_slice(parent);
+            k.push(len);
+            k.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
+            Some(k)
+        };
+        let svc_zone = child(&self.zone_key, "svc")?;
+        let svc_key = child(&child(&svc_zone, ns)?, name)?;
         let mut b = Builder::new();
+        let svc_name = b.intern(&svc_key);
+        let srv_key = |b: &mut Builder, p: &PortSpec| -> Option<KeyName> {
+            let proto_key = child(&svc_key, &format!("_{}", p.proto))?;
+            // The `_proto` name exists (empty non-terminal), as for any name with children.
+            b.intern(&proto_key);
+            let k = child(&proto_key, &format!("_{}", p.name))?;
+            Some(b.intern(&k))
+        };
         match &state.kind {
             Kind::ClusterIp(ips) => {
                 let rrs = b.at(&svc_name);
@@ -913,7 +1019,7 @@ impl Index {
                     push_addr(rrs, addr_crec(&svc_name, ttl, *ip));
                 }
                 for ip in ips {
-                    let rev = Arc::new(Name::from(*ip));
+                    let rev = b.intern(&key_of(&Name::from(*ip)));
                     b.at(&rev).other.push(CRec {
                         owner: rev.clone(),
                         ttl,
@@ -921,30 +1027,22 @@ impl Index {
                     });
                 }
                 for p in &state.ports {
-                    let Ok(n) = Name::from_ascii(format!("_{}._{}.{svc_name}", p.name, p.proto))
-                    else {
+                    let Some(k) = srv_key(&mut b, p) else {
                         continue;
                     };
-                    b.at(&n.base_name());
-                    b.srv(&n, p.port, svc_name.clone());
+                    b.srv(&k, p.port, svc_name.clone());
                 }
             }
             Kind::ExternalName(target) => {
                 let Ok(t) = Name::from_ascii(format!("{target}.")) else {
                     return None;
                 };
-                let mut tkey = Vec::new();
-                name_key(&t, &mut tkey);
-                let in_zone = tkey.starts_with(&self.zone_key);
                 let rrs = b.at(&svc_name);
                 rrs.other.push(CRec {
                     owner: svc_name.clone(),
                     ttl,
-                    data: CData::Cname(Arc::new(t)),
+                    data: CData::Cname(key_of(&t)),
                 });
-                if in_zone {
-                    rrs.cname_target = Some(tkey.into_boxed_slice());
-                }
             }
             Kind::Headless => {
                 let mut any = false;
@@ -960,17 +1058,17 @@ impl Index {
                             .as_deref()
                             .map(str::to_string)
                             .unwrap_or_else(|| ip_dashed(&ep.ip));
-                        let Ok(host) = Name::from_ascii(format!("{label}.{svc_name}")) else {
+                        let Some(host) = child(&svc_key, &label) else {
                             continue;
                         };
-                        let host = Arc::new(host);
+                        let host = b.intern(&host);
                         any = true;
                         if seen_ips.insert(ep.ip) {
                             push_addr(b.at(&svc_name), addr_crec(&svc_name, ttl, ep.ip));
                         }
                         if seen_hosts.insert((ep.ip, label)) {
                             push_addr(b.at(&host), addr_crec(&host, ttl, ep.ip));
-                            let rev = Arc::new(Name::from(ep.ip));
+                            let rev = b.intern(&key_of(&Name::from(ep.ip)));
                             let prec = CRec {
                                 owner: rev.clone(),
                                 ttl,
@@ -979,13 +1077,10 @@ impl Index {
                             b.at(&rev).other.push(prec);
                         }
                         for p in &slice.ports {
-                            let Ok(n) =
-                                Name::from_ascii(format!("_{}._{}.{svc_name}", p.name, p.proto))
-                            else {
+                            let Some(k) = srv_key(&mut b, p) else {
                                 continue;
                             };
-                            b.at(&n.base_name());
-                            b.srv(&n, p.port, host.clone());
+                            b.srv(&k, p.port, host.clone());
                         }
                     }
                 }
@@ -1019,13 +1114,17 @@ impl Index {
                     .iter()
                     .find_map(|(_, r)| r.cname().map(|c| (c, r)));
                 match cname {
-                    Some((c, rrs)) if qtype != RecordType::CNAME => {
+                    Some((c, _)) if qtype != RecordType::CNAME => {
                         answers.push(Rec::C(c));
                         depth += 1;
                         if depth > 8 {
                             break;
                         }
-                        match rrs.cname_target.as_deref().and_then(|t| inner.names.get(t)) {
+                        let target = match &c.data {
+                            CData::Cname(t) if t.starts_with(&self.zone_key) => Some(t),
+                            _ => None,
+                        };
+                        match target.and_then(|t| inner.names.get(&**t)) {
                             Some(next) => node = next,
                             None => break,
                         }
@@ -1207,11 +1306,15 @@ fn remove_slice(inner: &mut Inner, owner: &SvcKey, slice: &str) {
     }
 }
 
-fn merge(inner: &mut Inner, id: u64, built: FastMap<Box<[u8]>, Rrs>) {
+fn merge(inner: &mut Inner, id: u64, built: FastMap<KeyName, Rrs>) {
     let mut keys = Vec::with_capacity(built.len());
     for (key, rrs) in built {
         keys.push(key.clone());
-        inner.names.entry(key).or_default().contribs.push((id, rrs));
+        let node = inner.names.entry(key).or_default();
+        let mut v = std::mem::take(&mut node.contribs).into_vec();
+        v.reserve_exact(1);
+        v.push((id, rrs));
+        node.contribs = v.into_boxed_slice();
     }
     inner.owned_names.insert(id, keys);
 }
@@ -1221,10 +1324,14 @@ fn unmerge(inner: &mut Inner, id: u64) {
         return;
     };
     for key in keys {
-        if let Some(node) = inner.names.get_mut(&key) {
-            node.contribs.retain(|(owner, _)| *owner != id);
+        if let Some(node) = inner.names.get_mut(&*key) {
+            if node.contribs.iter().any(|(owner, _)| *owner == id) {
+                let mut v = std::mem::take(&mut node.contribs).into_vec();
+                v.retain(|(owner, _)| *owner != id);
+                node.contribs = v.into_boxed_slice();
+            }
             if node.contribs.is_empty() {
-                inner.names.remove(&key);
+                inner.names.remove(&*key);
             }
         }
     }
@@ -1248,8 +1355,12 @@ mod crec_tests {
 
     #[test]
     fn compact_records_encode_like_hickory_records() {
-        let owner = Arc::new(Name::from_ascii("Web.default.svc.cluster.local.").unwrap());
-        let target = Arc::new(Name::from_ascii("db-0.db.default.svc.cluster.local.").unwrap());
+        let owner = key_of(&Name::from_ascii("web.default.svc.cluster.local.").unwrap());
+        let target = key_of(&Name::from_ascii("db-0.db.default.svc.cluster.local.").unwrap());
+        assert_eq!(
+            key_to_name(&owner),
+            Name::from_ascii("web.default.svc.cluster.local.").unwrap()
+        );
         let recs = [
             CRec {
                 owner: owner.clone(),
@@ -1281,7 +1392,7 @@ mod crec_tests {
                 },
             },
             CRec::full(Record::from_rdata(
-                (*owner).clone(),
+                key_to_name(&owner),
                 3,
                 RData::TXT(TXT::new(vec!["1.1.0".into()])),
             )),

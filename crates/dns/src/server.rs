@@ -374,7 +374,7 @@ impl Handler {
                         answers.last().and_then(Rec::cname_target),
                     ) {
                         let mut tkey = Vec::new();
-                        name_key_fast(target, &mut tkey);
+                        name_key_fast(&target, &mut tkey);
                         if !tkey.starts_with(self.index.zone_key()) {
                             let mut tq = Query::query(target.clone(), qtype);
                             tq.set_query_class(DNSClass::IN);
@@ -538,7 +538,7 @@ impl Handler {
                 } => {
                     // A CNAME leaving the zone would need an upstream: leave it to the client.
                     let leaves = answers.iter().filter_map(Rec::cname_target).any(|t| {
-                        name_key_fast(t, &mut tkey);
+                        name_key_fast(&t, &mut tkey);
                         !tkey.starts_with(self.index.zone_key())
                     });
                     if leaves {

@@ -237,6 +237,49 @@ fn headless_fixture(i: &Index) {
     ));
 }
 
+/// Endpoints of a non-headless Service are not kept (they make no records); when the Service
+/// turns headless, the index asks for its slices again and answers from them once given.
+#[test]
+fn endpoints_dropped_for_cluster_ip_services_and_refetched_when_headless() {
+    let i = index();
+    i.upsert_service(&svc(
+        "ns1",
+        "db",
+        json!({"type": "ExternalName", "externalName": "db.example.com"}),
+    ));
+    let the_slice = slice(
+        "ns1",
+        "db-abc",
+        "db",
+        "IPv4",
+        &[("10.244.1.5", Some(true), Some("db-0"))],
+        json!([{"name": "pg", "port": 5433, "protocol": "TCP"}]),
+    );
+    i.upsert_endpoint_slice(&the_slice);
+    assert!(i.take_refetch().is_empty());
+    i.upsert_service(&headless("ns1", "db", json!([{"name": "pg", "port": 5432}])));
+    // The endpoints were dropped: nothing to answer until the slices are read again.
+    nxdomain(&i, "db.ns1.svc.cluster.local.", RecordType::A);
+    assert_eq!(i.take_refetch(), vec![("ns1".to_string(), "db".to_string())]);
+    assert!(i.take_refetch().is_empty(), "asked once");
+    i.upsert_endpoint_slice(&the_slice);
+    let (_, a, _) = q(&i, "db-0.db.ns1.svc.cluster.local.", RecordType::A);
+    assert_eq!(datas(&a), vec!["10.244.1.5"]);
+    // A slice that arrives before its Service keeps its endpoints (the kind is not known yet).
+    i.upsert_endpoint_slice(&slice(
+        "ns1",
+        "web-abc",
+        "web",
+        "IPv4",
+        &[("10.244.1.9", Some(true), None)],
+        json!([]),
+    ));
+    i.upsert_service(&headless("ns1", "web", json!([])));
+    assert!(i.take_refetch().is_empty());
+    let (_, a, _) = q(&i, "web.ns1.svc.cluster.local.", RecordType::A);
+    assert_eq!(datas(&a), vec!["10.244.1.9"]);
+}
+
 #[test]
 fn headless_records() {
     let i = index();

@@ -68,7 +68,7 @@ pub async fn watch(client: Client, index: Arc<Index>) -> Result<(), Error> {
     .default_backoff()
     .boxed();
     let slices = watcher::watcher(
-        Api::<EndpointSlice>::all(client),
+        Api::<EndpointSlice>::all(client.clone()),
         watcher::Config::default(),
     )
     .default_backoff()
@@ -106,6 +106,9 @@ pub async fn watch(client: Client, index: Arc<Index>) -> Result<(), Error> {
                 Err(e) => tracing::warn!("endpointslice watch: {e}"),
             },
         }
+        for (ns, name) in index.take_refetch() {
+            refetch_slices(&client, &index, &ns, &name).await;
+        }
         if svc.listed && eps.listed && !index.is_synced() {
             tracing::info!("dns index synced: {} services", index.service_count());
             index.set_synced(true);
@@ -113,6 +116,29 @@ pub async fn watch(client: Client, index: Arc<Index>) -> Result<(), Error> {
         }
     }
     Err(Error::WatchEnded)
+}
+
+/// Reads the EndpointSlices of one Service again (it turned headless after the index had
+/// dropped their endpoints). Read inline, before the next watch event: the list is at least as
+/// new as everything applied so far. After three failed reads it is asked for again on the next event.
+async fn refetch_slices(client: &Client, index: &Index, ns: &str, name: &str) {
+    let api = Api::<EndpointSlice>::namespaced(client.clone(), ns);
+    let lp = kube::api::ListParams::default().labels(&format!("{}={name}", crate::index::SERVICE_NAME_LABEL));
+    for attempt in 0..3 {
+        match api.list(&lp).await {
+            Ok(list) => {
+                for s in &list.items {
+                    index.upsert_endpoint_slice(s);
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!("endpointslices of {ns}/{name} (attempt {}): {e}", attempt + 1);
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    }
+    index.request_refetch(ns, name);
 }
 
 /// Watches Pods in every namespace and keeps `pods` (addresses -> namespace, for autopath)
@@ -136,9 +162,21 @@ pub async fn watch_pods(client: Client, pods: Arc<PodIps>) {
     }
 }
 
-/// A first list decodes every object once; glibc keeps the freed pages of that burst in its
-/// arenas. Give them back, so the resident size is the index, not the list it was built from.
+static HEAP_RELEASE: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets how to give freed heap pages back to the system after a first list (the binary knows
+/// its allocator; without a hook, glibc's `malloc_trim`).
+pub fn set_heap_release(f: fn()) {
+    let _ = HEAP_RELEASE.set(f);
+}
+
+/// A first list decodes every object once; the allocator keeps the freed pages of that burst.
+/// Give them back, so the resident size is the index, not the list it was built from.
 fn release_free_heap() {
+    if let Some(f) = HEAP_RELEASE.get() {
+        f();
+        return;
+    }
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only walks glibc's own arenas; any thread may call it.
     unsafe {

@@ -98,6 +98,14 @@ async fn watchers_keep_the_index_current() {
     })
     .await;
     eprintln!("new service visible after {took:?}");
+    // Its slice: the index drops the endpoints of a ClusterIP Service (they make no records).
+    slices
+        .create(
+            &PostParams::default(),
+            &endpoint_slice("web-1", "web", &["10.244.2.8"]),
+        )
+        .await
+        .unwrap();
 
     // Headless service + slice; slice update; slice delete => NXDOMAIN.
     services
@@ -151,6 +159,21 @@ async fn watchers_keep_the_index_current() {
     })
     .await;
     eprintln!("deleted service gone after {took:?}");
+    // The same name back as a headless Service: the slice's endpoints are read again.
+    services
+        .create(
+            &PostParams::default(),
+            &service(
+                "web",
+                json!({"clusterIP": "None", "ports": [{"name": "http", "port": 80}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    until(Duration::from_secs(5), "endpoints of a Service turned headless", || {
+        a_records(&index, "web.default.svc.cluster.local.") == Some(vec!["10.244.2.8".to_string()])
+    })
+    .await;
 
     watch.abort();
     running.shutdown().await;
