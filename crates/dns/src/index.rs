@@ -56,17 +56,15 @@ pub(crate) type KeyName = Arc<[u8]>;
 
 /// The hickory name of a key (see [`name_key`]): labels from the leaf up, fully qualified.
 pub(crate) fn key_to_name(key: &[u8]) -> Name {
+    // On the stack: this runs for every record written into an answer.
     let mut labels: [&[u8]; 128] = [&[]; 128];
     let mut n = 0;
     let mut rest = key;
-    while let Some((&len, tail)) = rest.split_first() {
-        let len = usize::from(len);
-        if tail.len() < len || n == labels.len() {
-            break;
-        }
-        labels[n] = &tail[..len];
+    while n < labels.len() {
+        let Some(Ok((label, tail))) = split_label(rest) else { break };
+        labels[n] = label;
         n += 1;
-        rest = &tail[len..];
+        rest = tail;
     }
     let mut name = Name::from_labels(labels[..n].iter().rev().copied()).unwrap_or_else(|_| Name::root());
     name.set_fqdn(true);
@@ -79,16 +77,23 @@ fn key_of(name: &Name) -> KeyName {
     k.into()
 }
 
+/// A label and the key bytes after it.
+type LabelAndRest<'a> = (&'a [u8], &'a [u8]);
+
+/// The first label of a key (or of its remainder) and what follows it: `None` at the end,
+/// `Some(Err(()))` when the length byte runs past the end.
+fn split_label(rest: &[u8]) -> Option<Result<LabelAndRest<'_>, ()>> {
+    let (&len, tail) = rest.split_first()?;
+    Some(tail.split_at_checked(usize::from(len)).ok_or(()))
+}
+
 /// Splits the remainder of a key (after a zone prefix) into labels, root side first.
 pub(crate) fn key_labels(mut rest: &[u8]) -> Option<Vec<&[u8]>> {
     let mut labels = Vec::new();
-    while !rest.is_empty() {
-        let len = rest[0] as usize;
-        if rest.len() < 1 + len {
-            return None;
-        }
-        labels.push(&rest[1..1 + len]);
-        rest = &rest[1 + len..];
+    while let Some(next) = split_label(rest) {
+        let (label, tail) = next.ok()?;
+        labels.push(label);
+        rest = tail;
     }
     Some(labels)
 }
@@ -777,6 +782,10 @@ impl Index {
     /// [`Index::upsert_endpoint_slice`]: they turned headless after their endpoints were
     /// dropped as unused.
     pub fn take_refetch(&self) -> Vec<(String, String)> {
+        // Called after every watch event: a shared lock answers the usual "nothing".
+        if self.read().refetch.is_empty() {
+            return Vec::new();
+        }
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         std::mem::take(&mut inner.refetch)
     }

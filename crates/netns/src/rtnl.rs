@@ -20,6 +20,26 @@ use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, Rou
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
+/// The netlink messages of one received datagram, each a whole frame (16-byte header included),
+/// in order. A header whose length runs past the datagram (or is shorter than a header) yields
+/// one error and ends the walk.
+pub fn frames(buf: &[u8]) -> impl Iterator<Item = io::Result<&[u8]>> + '_ {
+    let mut off = 0usize;
+    std::iter::from_fn(move || {
+        if off + 16 > buf.len() {
+            return None;
+        }
+        let len = u32::from_ne_bytes(buf[off..off + 4].try_into().expect("4 bytes")) as usize;
+        if len < 16 || off + len > buf.len() {
+            off = buf.len();
+            return Some(Err(io::Error::new(io::ErrorKind::InvalidData, "truncated netlink message")));
+        }
+        let frame = &buf[off..off + len];
+        off += (len + 3) & !3;
+        Some(Ok(frame))
+    })
+}
+
 /// A route-netlink socket bound in the namespace it was opened in.
 pub struct Rtnl {
     sock: Socket,
@@ -55,14 +75,8 @@ impl Rtnl {
         let mut replies = vec![];
         loop {
             let n = self.sock.recv(&mut &mut self.buf[..], 0)?;
-            let mut off = 0;
-            while off + 16 <= n {
-                let len = u32::from_ne_bytes(self.buf[off..off + 4].try_into().expect("4 bytes")) as usize;
-                if len < 16 || off + len > n {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, "truncated netlink message"));
-                }
-                let frame = &self.buf[off..off + len];
-                off += (len + 3) & !3;
+            for frame in frames(&self.buf[..n]) {
+                let frame = frame?;
                 let seq = u32::from_ne_bytes(frame[8..12].try_into().expect("4 bytes"));
                 if seq != self.seq {
                     continue;

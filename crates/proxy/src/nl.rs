@@ -484,21 +484,11 @@ impl Socket {
 /// 20 bytes or more the first payload word, which is the error code of an `NLMSG_ERROR`). Stops
 /// at the first malformed header.
 fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, u32, Option<i32>)> + '_ {
-    let mut off = 0usize;
-    std::iter::from_fn(move || {
-        if off + 16 > buf.len() {
-            return None;
-        }
-        let word = |at: usize| buf[off + at..off + at + 4].try_into().unwrap();
-        let len = u32::from_ne_bytes(word(0)) as usize;
-        let ty = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
-        let seq = u32::from_ne_bytes(word(8));
-        if len < 16 || off + len > buf.len() {
-            return None;
-        }
-        let code = (len >= 20).then(|| i32::from_ne_bytes(word(16)));
-        off += align4(len);
-        Some((ty, seq, code))
+    yard_netns::rtnl::frames(buf).map_while(Result::ok).map(|f| {
+        let word = |at: usize| f[at..at + 4].try_into().unwrap();
+        let ty = u16::from_ne_bytes(f[4..6].try_into().unwrap());
+        let code = (f.len() >= 20).then(|| i32::from_ne_bytes(word(16)));
+        (ty, u32::from_ne_bytes(word(8)), code)
     })
 }
 
