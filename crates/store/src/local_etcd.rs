@@ -132,7 +132,8 @@ impl LocalEtcd {
             for m in &mut self.members {
                 let Some(c) = m.child.as_mut() else { continue };
                 if let Ok(Some(status)) = c.try_wait() {
-                    return Err(std::io::Error::other(format!("etcd member {} exited: {status}", m.name)));
+                    let log = std::fs::read_to_string(self.dir.join(format!("{}.log", m.name))).unwrap_or_default();
+                    return Err(std::io::Error::other(format!("etcd member {} exited: {status}; its log ends:\n{}", m.name, log_tail(&log))));
                 }
                 all &= Self::healthy(m.metrics_port);
             }
@@ -176,11 +177,45 @@ impl LocalEtcd {
     }
 }
 
+/// The lines of an etcd log that say why it stopped: the last error-level entries and the panic, if any.
+fn log_tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    let panic_at = lines.iter().position(|l| l.starts_with("panic:")).unwrap_or(lines.len());
+    let mut out: Vec<&str> = lines[..panic_at].iter().rev().filter(|l| l.contains("\"level\":\"error\"") || l.contains("\"level\":\"panic\"") || l.contains("\"level\":\"fatal\"")).take(3).copied().collect();
+    out.reverse();
+    if out.is_empty() {
+        out = lines[panic_at.saturating_sub(5)..panic_at].to_vec();
+    }
+    out.extend(lines[panic_at..].iter().take(1));
+    // An entry's stack trace is long; its message and error come first.
+    out.iter().map(|l| l.chars().take(300).collect::<String>()).collect::<Vec<_>>().join("\n")
+}
+
 impl Drop for LocalEtcd {
     fn drop(&mut self) {
         for i in 0..self.members.len() {
             self.kill(i);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_tail_names_the_reason_etcd_stopped() {
+        let log = concat!(
+            "{\"level\":\"info\",\"msg\":\"starting\"}\n",
+            "{\"level\":\"panic\",\"msg\":\"failed to create WAL\",\"error\":\"no space left on device\",\"stacktrace\":\"x\"}\n",
+            "panic: failed to create WAL\n",
+            "\n",
+            "goroutine 1 [running]:\n",
+        );
+        let tail = super::log_tail(log);
+        assert!(tail.contains("no space left on device"), "{tail}");
+        assert!(tail.ends_with("panic: failed to create WAL"), "{tail}");
+        assert!(!tail.contains("goroutine") && !tail.contains("starting"), "{tail}");
+        // No error entries: the last lines are what there is.
+        assert_eq!(super::log_tail("a\nb\n"), "a\nb");
     }
 }
