@@ -1,6 +1,7 @@
 //! etcd backend benchmark (issue 8): create throughput and latency through Yard on a real local
 //! etcd cluster versus a raw etcd v3 client doing puts of the same value sizes with the same
-//! concurrency against the same cluster, in the same run.
+//! concurrency against the same cluster, in the same run, and versus the same client doing the
+//! create-if-absent transactions that Yard's store issues (the same writes, with their condition).
 //!
 //! For each kind (ConfigMaps: one stored key per create; Services: the object plus its ClusterIP
 //! allocation key): N creates through an in-process `yard apiserver --store etcd://...` (kube-rs
@@ -83,6 +84,26 @@ async fn raw_puts(etcd: &etcd_client::Client, tag: &str, n: usize, c: usize, siz
     .await
 }
 
+/// Raw create-if-absent transactions, the writes Yard's store makes for one create: `keys` keys
+/// (the object, plus an allocation key for a Service), each put only if absent (create revision 0).
+async fn raw_create_txns(etcd: &etcd_client::Client, tag: &str, n: usize, c: usize, size: usize, keys: usize) -> anyhow::Result<Run> {
+    use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+    let value = vec![b'x'; size];
+    timed(n, c, |i| {
+        let mut kv = etcd.kv_client();
+        let value = value.clone();
+        async move {
+            let ks: Vec<String> = (0..keys).map(|k| format!("/bench/rawtxn/{tag}/{k}/{i:08}")).collect();
+            let txn = Txn::new()
+                .when(ks.iter().map(|k| Compare::create_revision(k.as_str(), CompareOp::Equal, 0)).collect::<Vec<_>>())
+                .and_then(ks.iter().enumerate().map(|(j, k)| TxnOp::put(k.as_str(), if j + 1 == keys { value.clone() } else { b"{}".to_vec() }, None)).collect::<Vec<_>>());
+            anyhow::ensure!(kv.txn(txn).await?.succeeded(), "key existed");
+            Ok(())
+        }
+    })
+    .await
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let arg = |i: usize, d: usize| -> anyhow::Result<usize> { Ok(std::env::args().nth(i).map(|s| s.parse()).transpose()?.unwrap_or(d)) };
@@ -122,11 +143,14 @@ async fn main() -> anyhow::Result<()> {
     let (cm_size, stored) = mean_value_size(&mut raw, "/registry/core/configmaps/default/").await?;
     anyhow::ensure!(stored == n, "{stored} ConfigMaps stored, want {n}");
     let raw_cm = raw_puts(&raw, "cm", n, c, cm_size).await?;
+    let raw_cm_txn = raw_create_txns(&raw, "cm", n, c, cm_size, 1).await?;
     println!("ConfigMaps ({cm_size} B stored each), {n} creates, {c} in flight:");
-    println!("  yard on etcd : {yard_cm}");
-    println!("  raw etcd put : {raw_cm}");
-    println!("  throughput ratio {:.2} (target >= 0.8)", yard_cm.per_sec / raw_cm.per_sec);
+    println!("  yard on etcd          : {yard_cm}");
+    println!("  raw etcd put          : {raw_cm}");
+    println!("  raw etcd create txn   : {raw_cm_txn}");
+    println!("  throughput ratio {:.2} vs put, {:.2} vs create txn (target >= 0.8)", yard_cm.per_sec / raw_cm.per_sec, yard_cm.per_sec / raw_cm_txn.per_sec);
     ratios.push(yard_cm.per_sec / raw_cm.per_sec);
+    ratios.push(yard_cm.per_sec / raw_cm_txn.per_sec);
     // Where the gap is: the store calls of a ConfigMap create (namespace read, then the create
     // transaction) straight on `EtcdStore`, without HTTP/TLS/JSON, same sizes and concurrency.
     let store = std::sync::Arc::new(yard_store::EtcdStore::connect(yard_store::EtcdConfig { endpoints: cluster.endpoints(), ..Default::default() }).await?);
@@ -164,15 +188,18 @@ async fn main() -> anyhow::Result<()> {
     let (svc_size, stored) = mean_value_size(&mut raw, "/registry/core/services/default/svc-").await?;
     anyhow::ensure!(stored == n, "{stored} Services stored, want {n}");
     let raw_svc = raw_puts(&raw, "svc", n, c, svc_size).await?;
+    let raw_svc_txn = raw_create_txns(&raw, "svc", n, c, svc_size, 2).await?;
     println!("Services ({svc_size} B stored each, plus an allocation key), {n} creates, {c} in flight:");
-    println!("  yard on etcd : {yard_svc}");
-    println!("  raw etcd put : {raw_svc}");
-    println!("  throughput ratio {:.2} (target >= 0.8)", yard_svc.per_sec / raw_svc.per_sec);
+    println!("  yard on etcd          : {yard_svc}");
+    println!("  raw etcd put          : {raw_svc}");
+    println!("  raw etcd create txn   : {raw_svc_txn} (2 keys)");
+    println!("  throughput ratio {:.2} vs put, {:.2} vs create txn (target >= 0.8)", yard_svc.per_sec / raw_svc.per_sec, yard_svc.per_sec / raw_svc_txn.per_sec);
     ratios.push(yard_svc.per_sec / raw_svc.per_sec);
+    ratios.push(yard_svc.per_sec / raw_svc_txn.per_sec);
 
     api.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     drop(cluster);
-    println!("ratios: {}", ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", "));
+    println!("ratios (ConfigMaps vs put, vs txn; Services vs put, vs txn): {}", ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", "));
     Ok(())
 }

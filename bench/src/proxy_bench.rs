@@ -8,11 +8,13 @@
 //!   installed: a new Service (10 endpoints) goes into the model, the backend syncs, and a client
 //!   pod connects through the new cluster IP until one connection is answered; p50/p99 over
 //!   ROUNDS, nftables (and iptables at up to 1,000 Services).
-//! - `connrate [SERVICES] [SECONDS]`: new TCP connections per second from a client pod through a
-//!   ClusterIP with SERVICES installed, against the same server's pod IP directly (alternating
-//!   rounds), for nftables and iptables.
-//! - `userspace [SECONDS]`: HTTP requests/s (wrk, keep-alive) through the userspace backend's
-//!   cluster IP against HAProxy (mode tcp, same backends) in the same node namespace.
+//! - `connrate [SERVICES] [SECONDS] [ROUNDS]`: new TCP connections per second from a client pod
+//!   through a ClusterIP with SERVICES installed, against the same server's pod IP directly
+//!   (ROUNDS back-to-back pairs, alternating which goes first), for nftables and iptables; the
+//!   figure is the median of the per-round ratios.
+//! - `userspace [SECONDS] [ROUNDS]`: HTTP requests/s (wrk, keep-alive) through the userspace
+//!   backend's cluster IP against HAProxy (mode tcp, same backends) in the same node namespace,
+//!   paired the same way.
 //!
 //! Topology: a node namespace (bridge cni0 10.244.1.1/24, forwarding on, br_netfilter on, a
 //! default route into an empty bridge so unprogrammed VIPs go nowhere), server pods 10.244.1.10+
@@ -433,7 +435,14 @@ fn conn_rate(ns: &Path, addr: SocketAddr, threads: usize, dur: Duration) -> Resu
     Ok(d as f64 / el)
 }
 
-fn connrate(t: &Topo, mut b: Box<dyn Backend>, name: &str, n: usize, secs_each: u64) -> Result<f64> {
+/// The median of each round's own ratio `a[i] / b[i]`: the two measurements of a round ran back
+/// to back, so a drift of the machine's speed between rounds cancels out of their ratio.
+fn paired_ratio(a: &[f64], b: &[f64]) -> f64 {
+    let mut r: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y).collect();
+    median(&mut r)
+}
+
+fn connrate(t: &Topo, mut b: Box<dyn Backend>, name: &str, n: usize, secs_each: u64, rounds: usize) -> Result<f64> {
     let mut state = background(n.saturating_sub(1), 10);
     let vip: IpAddr = "10.97.0.1".parse()?;
     let server: IpAddr = t.pods[0].ip.parse()?;
@@ -445,10 +454,10 @@ fn connrate(t: &Topo, mut b: Box<dyn Backend>, name: &str, n: usize, secs_each: 
     let (mut direct, mut via) = (Vec::new(), Vec::new());
     let (d_addr, v_addr) = (SocketAddr::new(server, CONN_PORT), SocketAddr::new(vip, 80));
     // One untimed round of each first (caches, conntrack and socket tables warm up), then
-    // five rounds alternating which goes first, so a drift over time favours neither.
+    // rounds alternating which goes first, so a drift over time favours neither.
     conn_rate(t.client.ns.path(), d_addr, 4, dur)?;
     conn_rate(t.client.ns.path(), v_addr, 4, dur)?;
-    for round in 0..5 {
+    for round in 0..rounds {
         if round % 2 == 0 {
             direct.push(conn_rate(t.client.ns.path(), d_addr, 4, dur)?);
             via.push(conn_rate(t.client.ns.path(), v_addr, 4, dur)?);
@@ -457,18 +466,19 @@ fn connrate(t: &Topo, mut b: Box<dyn Backend>, name: &str, n: usize, secs_each: 
             direct.push(conn_rate(t.client.ns.path(), d_addr, 4, dur)?);
         }
     }
-    let (d, v) = (median(&mut direct), median(&mut via));
-    println!("{name} {n} Services: new connections/s via ClusterIP {v:.0}, to the pod IP directly {d:.0} (rounds: via {via:.0?}, direct {direct:.0?}); ratio {:.3}", v / d);
+    let paired = paired_ratio(&via, &direct);
+    let (d, v) = (median(&mut direct.clone()), median(&mut via.clone()));
+    println!("{name} {n} Services: new connections/s via ClusterIP {v:.0}, to the pod IP directly {d:.0} (rounds: via {via:.0?}, direct {direct:.0?}); ratio of medians {:.3}, median of per-round ratios {paired:.3}", v / d);
     b.cleanup()?;
-    Ok(v / d)
+    Ok(paired)
 }
 
-fn cmd_connrate(n: usize, secs_each: u64) -> Result<()> {
+fn cmd_connrate(n: usize, secs_each: u64, rounds: usize) -> Result<()> {
     let t = Topo::new(1)?;
-    let rn = connrate(&t, nft_backend(&t), "nftables", n, secs_each)?;
+    let rn = connrate(&t, nft_backend(&t), "nftables", n, secs_each, rounds)?;
     let m = n.min(1000);
-    let ri = connrate(&t, ipt_backend(&t), "iptables", m, secs_each)?;
-    println!("ClusterIP/direct connection-rate ratio: nftables ({n} Services) {rn:.3}, iptables ({m} Services) {ri:.3}; target >= 0.9 (nftables)");
+    let ri = connrate(&t, ipt_backend(&t), "iptables", m, secs_each, rounds)?;
+    println!("ClusterIP/direct connection-rate ratio (median of {rounds} per-round ratios): nftables ({n} Services) {rn:.3}, iptables ({m} Services) {ri:.3}; target >= 0.9 (nftables)");
     Ok(())
 }
 
@@ -495,7 +505,7 @@ fn wrk(ns: &Path, url: &str, secs_each: u64) -> Result<f64> {
     Ok(rps)
 }
 
-fn cmd_userspace(secs_each: u64) -> Result<()> {
+fn cmd_userspace(secs_each: u64, rounds: usize) -> Result<()> {
     let mut t = Topo::new(2)?;
     let mut b: Box<dyn Backend> = Box::new(yard_proxy::userspace::UserspaceBackend::new(t.node_netns(), vec!["10.244.0.0/16".parse()?])?);
     let vip: IpAddr = "10.96.0.80".parse()?;
@@ -529,10 +539,10 @@ fn cmd_userspace(secs_each: u64) -> Result<()> {
     probe_http(t.client.ns.path(), SocketAddr::new(vip, 80), Duration::from_secs(5)).context("userspace proxy up")?;
     let (mut hp, mut us) = (Vec::new(), Vec::new());
     let (h_url, u_url) = ("http://10.244.1.1:18080/".to_string(), format!("http://{vip}/"));
-    // One untimed round of each, then five alternating which goes first (as in connrate).
+    // One untimed round of each, then rounds alternating which goes first (as in connrate).
     wrk(t.client.ns.path(), &h_url, 1)?;
     wrk(t.client.ns.path(), &u_url, 1)?;
-    for round in 0..5 {
+    for round in 0..rounds {
         if round % 2 == 0 {
             hp.push(wrk(t.client.ns.path(), &h_url, secs_each)?);
             us.push(wrk(t.client.ns.path(), &u_url, secs_each)?);
@@ -541,8 +551,9 @@ fn cmd_userspace(secs_each: u64) -> Result<()> {
             hp.push(wrk(t.client.ns.path(), &h_url, secs_each)?);
         }
     }
-    let (h, u) = (median(&mut hp), median(&mut us));
-    println!("userspace ClusterIP {u:.0} req/s, HAProxy {h:.0} req/s (rounds: userspace {us:.0?}, haproxy {hp:.0?}); ratio {:.3} (target >= 1.0)", u / h);
+    let paired = paired_ratio(&us, &hp);
+    let (h, u) = (median(&mut hp.clone()), median(&mut us.clone()));
+    println!("userspace ClusterIP {u:.0} req/s, HAProxy {h:.0} req/s (rounds: userspace {us:.0?}, haproxy {hp:.0?}); ratio of medians {:.3}, median of {rounds} per-round ratios {paired:.3} (target >= 1.0)", u / h);
     b.cleanup()?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
@@ -562,8 +573,8 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("sync") => cmd_sync(num(1, 10_000)?, num(2, 10)?),
         Some("latency") => cmd_latency(num(1, 1000)?, num(2, 100)?),
-        Some("connrate") => cmd_connrate(num(1, 10_000)?, num(2, 3)? as u64),
-        Some("userspace") => cmd_userspace(num(1, 5)? as u64),
-        _ => bail!("usage: proxy-bench sync [SERVICES] [ENDPOINTS] | latency [SERVICES] [ROUNDS] | connrate [SERVICES] [SECONDS] | userspace [SECONDS]"),
+        Some("connrate") => cmd_connrate(num(1, 10_000)?, num(2, 3)? as u64, num(3, 5)?),
+        Some("userspace") => cmd_userspace(num(1, 5)? as u64, num(2, 5)?),
+        _ => bail!("usage: proxy-bench sync [SERVICES] [ENDPOINTS] | latency [SERVICES] [ROUNDS] | connrate [SERVICES] [SECONDS] [ROUNDS] | userspace [SECONDS] [ROUNDS]"),
     }
 }

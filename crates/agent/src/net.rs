@@ -90,9 +90,17 @@ impl NodeNet {
     /// Make sure `cni0` exists with the gateway address, is up, and forwarding is on (node
     /// namespace only).
     pub fn ensure_bridge(&self) -> Result<(), Error> {
+        // A bridge whose address was never set takes the lowest of its ports' addresses, so it
+        // changes when that pod goes; pods keep the old one in their ARP caches and their packets
+        // to the gateway are flooded instead of delivered for up to a minute (seen: a Service
+        // through the userspace proxy, whose VIP is local to this namespace, went dark after a
+        // scale-down). A fixed address, derived from the gateway IP, never moves.
+        let mac = bridge_mac(self.gateway());
         let links = ip(&self.netns, &["-o", "link", "show", "dev", BRIDGE]).unwrap_or_default();
         if links.trim().is_empty() {
-            let _ = ip_batch(&self.netns, &format!("link add {BRIDGE} type bridge\n"));
+            let _ = ip_batch(&self.netns, &format!("link add {BRIDGE} address {mac} type bridge\n"));
+        } else if !links.contains(&format!("link/ether {mac} ")) {
+            ip_batch(&self.netns, &format!("link set {BRIDGE} address {mac}\n"))?;
         }
         let addr = format!("{}/{}", self.gateway(), self.cidr.prefix_len());
         let have = ip(&self.netns, &["-o", "-4", "addr", "show", "dev", BRIDGE])?;
@@ -280,6 +288,12 @@ impl NodeNet {
         }
         Ok(())
     }
+}
+
+/// The pod bridge's fixed MAC address: locally administered, unicast, from the gateway IP.
+pub fn bridge_mac(gateway: Ipv4Addr) -> String {
+    let o = gateway.octets();
+    format!("02:79:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
 }
 
 /// Host-side veth name for a pod uid (max 15 chars).

@@ -167,6 +167,13 @@ async fn sandbox_lifecycle() {
     assert!(a.log_file("serve", false).unwrap().0.ends_with("serve/1.log"));
     assert_eq!(curl_in(env.node.path(), &format!("http://{ip_a}:9376/")), "hostnames-a");
 
+    // The bridge keeps its own fixed address while ports come and go (a bridge left to itself
+    // takes its lowest port's, which moves when that pod goes and strands its neighbours' ARP
+    // entries for the gateway).
+    let mac = yard_agent::net::bridge_mac("10.244.7.1".parse().unwrap());
+    let bridge_mac = || env.node.sh("ip -o link show cni0").unwrap();
+    assert!(bridge_mac().contains(&mac), "{} vs {mac}", bridge_mac());
+
     // Teardown leaves nothing.
     let pids: Vec<i32> = [&a, &b, &bad].iter().filter_map(|h| h.pid(&h.app_containers()[0])).collect();
     let names: Vec<String> = [&a, &b, &bad].iter().map(|h| h.sandbox().unwrap().netns).collect();
@@ -185,6 +192,7 @@ async fn sandbox_lifecycle() {
         assert!(!links.contains(v.as_str()), "veth {v} left: {links}");
     }
     assert!(rt.net.allocations().unwrap().is_empty(), "{:?}", rt.net.allocations());
+    assert!(bridge_mac().contains(&mac), "bridge address moved: {}", bridge_mac());
     for p in pids {
         assert!(!std::path::Path::new(&format!("/proc/{p}")).exists() || yard_agent::proc::start_time(p).is_none(), "process {p} left");
     }

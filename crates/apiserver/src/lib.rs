@@ -7,6 +7,7 @@
 mod discovery;
 pub mod metrics;
 mod managed;
+pub mod mirror;
 pub mod nodeproxy;
 pub mod objects;
 mod openapi;
@@ -43,6 +44,8 @@ pub struct State {
     pub tokens: Vec<String>,
     pub alloc: services::Allocator,
     pub metrics: metrics::Metrics,
+    /// Namespaces by key, each as "being terminated", for the create path's namespace check.
+    pub namespaces: mirror::Mirror<bool>,
 }
 
 /// `yard apiserver` flags.
@@ -198,7 +201,8 @@ pub async fn start_with_store(args: Args, store: DynStore) -> Result<Running, Er
     }
     let identity = tls::load_or_create(&args.data_dir, &sans)?;
     let alloc = services::Allocator::new(store.clone(), services::AllocConfig { service_cidrs: args.service_cidr.clone(), node_ports: parse_range(&args.service_node_port_range)?, lb_cidr: Some(args.lb_cidr) });
-    let state = Arc::new(State { store, tokens: vec![identity.token.clone()], alloc, metrics: Default::default() });
+    let namespaces = mirror::Mirror::start(store.clone(), &resources::find("", "v1", "namespaces").expect("namespaces").prefix(), rest::namespace_terminating);
+    let state = Arc::new(State { store, tokens: vec![identity.token.clone()], alloc, metrics: Default::default(), namespaces });
     // Allocations of stored Services are recorded; leaks from a crash are freed.
     tracing::debug!("adopting allocations");
     state.alloc.adopt_existing().await?;

@@ -17,6 +17,7 @@ use yard_store::{EventKind, KeyValue, Op, StoreError};
 use crate::objects::{self, meta_mut, meta_str, name_of};
 use crate::resources::{self, Resource};
 use crate::server::Target;
+use crate::mirror::Seen;
 use crate::status::{ApiError, ApiResult};
 use crate::State;
 
@@ -138,6 +139,63 @@ pub fn from_kv(kv: &KeyValue) -> ApiResult<Value> {
     Ok(v)
 }
 
+/// The stored JSON of `kv` with `"resourceVersion"` first in its top-level metadata: what
+/// `from_kv` would print, without building the object. (Falls back to `from_kv` for a value
+/// without a metadata object, which the API server never stores.)
+fn stored_with_revision(kv: &KeyValue) -> Vec<u8> {
+    let b = &kv.value[..];
+    let Some(at) = metadata_body_offset(b) else {
+        return from_kv(kv).map(|v| serde_json::to_vec(&v).unwrap_or_default()).unwrap_or_else(|_| b.to_vec());
+    };
+    let rv = kv.mod_revision.to_string();
+    let mut out = Vec::with_capacity(b.len() + rv.len() + 22);
+    out.extend_from_slice(&b[..at]);
+    out.extend_from_slice(b"\"resourceVersion\":\"");
+    out.extend_from_slice(rv.as_bytes());
+    out.push(b'"');
+    if b[at..].iter().find(|c| !c.is_ascii_whitespace()) != Some(&b'}') {
+        out.push(b',');
+    }
+    out.extend_from_slice(&b[at..]);
+    out
+}
+
+/// The offset just inside the `{` of the top-level `"metadata"` member of a JSON object.
+fn metadata_body_offset(b: &[u8]) -> Option<usize> {
+    let (mut depth, mut i) = (0usize, 0usize);
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                let start = i + 1;
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                // Only a key is followed by ':'.
+                if depth == 1 && b.get(start..i) == Some(b"metadata".as_slice()) {
+                    let mut j = i + 1;
+                    let skip = |j: &mut usize| {
+                        while b.get(*j).is_some_and(|c| c.is_ascii_whitespace()) {
+                            *j += 1;
+                        }
+                    };
+                    skip(&mut j);
+                    if b.get(j) == Some(&b':') {
+                        j += 1;
+                        skip(&mut j);
+                        return (b.get(j) == Some(&b'{')).then_some(j + 1);
+                    }
+                }
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
 /// A stored object without `metadata.managedFields`, skipped while parsing: what a Table row
 /// needs (its printers never read them, and they are a large share of each object's bytes).
 fn from_kv_lean(kv: &KeyValue) -> ApiResult<Value> {
@@ -176,6 +234,16 @@ fn from_kv_lean(kv: &KeyValue) -> ApiResult<Value> {
     let mut v = Value::Object(map);
     meta_mut(&mut v).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
     Ok(v)
+}
+
+/// What a client gets back for an object just written as `encode(obj)` at `revision`: the same
+/// as `from_kv` of the stored bytes, without parsing them again.
+fn with_revision(obj: &Value, revision: i64) -> Value {
+    let mut v = obj.clone();
+    let m = meta_mut(&mut v);
+    m.remove("selfLink");
+    m.insert("resourceVersion".into(), json!(revision.to_string()));
+    v
 }
 
 fn encode(v: &Value) -> Bytes {
@@ -290,6 +358,16 @@ pub async fn list_objects(state: &State, r: &'static Resource, ns: Option<&str>,
 }
 
 async fn list_objects_with(state: &State, r: &'static Resource, ns: Option<&str>, p: &Params, decode: fn(&KeyValue) -> ApiResult<Value>) -> ApiResult<(Vec<Value>, i64, Option<String>, Option<i64>)> {
+    list_items(state, r, ns, p, |filter, kv| {
+        let obj = decode(kv)?;
+        Ok(filter.matches(&obj).then_some(obj))
+    })
+    .await
+}
+
+/// One page (or all) of the objects under `r`/`ns` that `keep` keeps, as `keep` renders them,
+/// with the listing's revision and the continue token.
+async fn list_items<T>(state: &State, r: &'static Resource, ns: Option<&str>, p: &Params, keep: impl Fn(&Filter, &KeyValue) -> ApiResult<Option<T>>) -> ApiResult<(Vec<T>, i64, Option<String>, Option<i64>)> {
     let filter = Filter::new(r, p)?;
     let prefix = r.ns_prefix(ns);
     let mut start = match &p.continue_token {
@@ -310,9 +388,8 @@ async fn list_objects_with(state: &State, r: &'static Resource, ns: Option<&str>
                 break;
             }
             last_key = Some(kv.key.clone());
-            let obj = decode(kv)?;
-            if filter.matches(&obj) {
-                items.push(obj);
+            if let Some(item) = keep(&filter, kv)? {
+                items.push(item);
             }
         }
         if let Some(c) = cut {
@@ -344,6 +421,27 @@ async fn list(state: &State, r: &'static Resource, ns: Option<&str>, p: &Params,
     } else {
         p
     };
+    if !as_table && Filter::new(r, p)?.is_empty() {
+        // Nothing to match: each item is its stored bytes with the resourceVersion spliced into
+        // its metadata, never parsed (the bulk of a large list's cost).
+        let (items, rev, cont, _) = list_items(state, r, ns, p, |_, kv| Ok(Some(stored_with_revision(kv)))).await?;
+        let mut meta = json!({"resourceVersion": rev.to_string()});
+        if let Some(c) = cont {
+            meta["continue"] = json!(c);
+        }
+        let head = serde_json::to_vec(&json!({"kind": r.list_kind(), "apiVersion": r.api_version(), "metadata": meta})).unwrap_or_default();
+        let mut body = Vec::with_capacity(head.len() + 12 + items.iter().map(|i| i.len() + 1).sum::<usize>());
+        body.extend_from_slice(&head[..head.len() - 1]);
+        body.extend_from_slice(b",\"items\":[");
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(item);
+        }
+        body.extend_from_slice(b"]}");
+        return Ok(Response::builder().status(StatusCode::OK).header("content-type", "application/json").body(Body::from(body)).expect("response"));
+    }
     let lean = as_table && p.include_object.as_deref() != Some("Object");
     let (items, rev, cont, remaining) = list_objects_with(state, r, ns, p, if lean { from_kv_lean } else { from_kv }).await?;
     if as_table {
@@ -581,19 +679,38 @@ fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
     resp
 }
 
-async fn check_namespace(state: &State, r: &Resource, ns: Option<&str>) -> ApiResult<()> {
+async fn check_namespace(state: &State, r: &Resource, ns: Option<&str>, name: &str) -> ApiResult<()> {
     let Some(ns) = ns.filter(|_| r.namespaced) else { return Ok(()) };
     let nsr = resources::find("", "v1", "namespaces").expect("namespaces");
-    match state.store.get(&nsr.key(None, ns)).await? {
-        None => Err(ApiError::namespace_not_found(ns)),
-        Some(kv) => {
-            let v = from_kv(&kv)?;
-            if v["metadata"].get("deletionTimestamp").is_some_and(|d| !d.is_null()) {
-                return Err(ApiError::forbidden(format!("{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated", r.qualified(), "")));
-            }
-            Ok(())
-        }
+    let key = nsr.key(None, ns);
+    // As upstream's NamespaceLifecycle admission: the watch-fed copy answers when it has the
+    // namespace; a namespace it has not seen (yet) is read from the store.
+    let terminating = match state.namespaces.get(&key) {
+        Seen::Present(t) => t,
+        Seen::Absent | Seen::Unknown => match state.store.get(&key).await? {
+            None => return Err(ApiError::namespace_not_found(ns)),
+            Some(kv) => namespace_terminating(&kv),
+        },
+    };
+    if terminating {
+        return Err(ApiError::forbidden(format!("{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated", r.qualified())));
     }
+    Ok(())
+}
+
+/// Whether a stored Namespace is being deleted (has a `deletionTimestamp`).
+pub fn namespace_terminating(kv: &KeyValue) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Ns {
+        #[serde(default)]
+        metadata: Meta,
+    }
+    #[derive(serde::Deserialize, Default)]
+    struct Meta {
+        #[serde(rename = "deletionTimestamp", default)]
+        deletion_timestamp: Option<serde::de::IgnoredAny>,
+    }
+    serde_json::from_slice::<Ns>(&kv.value).is_ok_and(|n| n.metadata.deletion_timestamp.is_some())
 }
 
 /// Reset what a create may not set, per upstream strategies.
@@ -678,7 +795,7 @@ async fn create_object(state: &State, r: &'static Resource, ns: Option<&str>, ob
             return Err(ApiError::invalid(r, &name, &errs));
         }
     }
-    check_namespace(state, r, ns).await?;
+    check_namespace(state, r, ns, &name).await?;
     crate::managed::track(None, obj, &ctx.manager, "Update", None);
     let key = r.key(ns, &name);
     if ctx.p.dry_run {
@@ -716,7 +833,7 @@ async fn create_object(state: &State, r: &'static Resource, ns: Option<&str>, ob
             match res {
                 Ok(mut kvs) => {
                     let kv = kvs.pop().ok_or_else(|| StoreError::Backend("empty transaction result".into()))?;
-                    return from_kv(&KeyValue { value, ..kv });
+                    return Ok(with_revision(obj, kv.mod_revision));
                 }
                 Err(StoreError::AlreadyExists(k)) if crate::services::Allocator::is_allocation_key(&k) => *obj = template.clone(),
                 Err(StoreError::AlreadyExists(_)) => return Err(ApiError::already_exists(r, &name)),
@@ -726,7 +843,7 @@ async fn create_object(state: &State, r: &'static Resource, ns: Option<&str>, ob
         return Err(ApiError::conflict(r, &name));
     }
     match state.store.write(Op::Create { key, value: encode(obj) }).await {
-        Ok(kv) => from_kv(&KeyValue { value: encode(obj), ..kv }),
+        Ok(kv) => Ok(with_revision(obj, kv.mod_revision)),
         Err(StoreError::AlreadyExists(_)) => Err(ApiError::already_exists(r, &name)),
         Err(e) => Err(e.into()),
     }
@@ -872,14 +989,13 @@ async fn update_object(state: &State, r: &'static Resource, ns: Option<&str>, ol
             other => other,
         }
     };
-    let res = if finished { res.map(|kv| KeyValue { value: encode(&new), ..kv }) } else { res };
     match res {
         Ok(kv) => {
             state.alloc.release(&release).await;
             if finished && r.kind == "Service" {
                 state.alloc.release_service(&new).await;
             }
-            Ok((from_kv(&kv)?, true))
+            Ok((with_revision(&new, kv.mod_revision), true))
         }
         Err(StoreError::Conflict { .. }) => Err(ApiError::conflict(r, &name)),
         Err(StoreError::NotFound(_)) => Err(ApiError::not_found(r, &name)),
@@ -1190,7 +1306,7 @@ async fn delete_one(state: &State, r: &'static Resource, ns: Option<&str>, name:
                     if r.kind == "Service" {
                         state.alloc.release_service(&obj).await;
                     }
-                    let out = from_kv(&KeyValue { value: encode(&obj), ..gone })?;
+                    let out = with_revision(&obj, gone.mod_revision);
                     return Ok((StatusCode::OK, out));
                 }
                 Err(StoreError::Conflict { .. }) => continue,
@@ -1231,7 +1347,7 @@ async fn delete_one(state: &State, r: &'static Resource, ns: Option<&str>, name:
             return Ok((StatusCode::OK, obj));
         }
         match state.store.write(Op::Update { key: kv.key.clone(), value: encode(&obj), expect: Some(kv.mod_revision) }).await {
-            Ok(nkv) => return Ok((StatusCode::OK, from_kv(&KeyValue { value: encode(&obj), ..nkv })?)),
+            Ok(nkv) => return Ok((StatusCode::OK, with_revision(&obj, nkv.mod_revision))),
             Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),
         }
@@ -1254,4 +1370,29 @@ async fn delete_collection(state: &State, r: &'static Resource, ns: Option<&str>
         }
     }
     Ok(json_response(StatusCode::OK, &json!({"kind": r.list_kind(), "apiVersion": r.api_version(), "metadata": {"resourceVersion": rev.to_string()}, "items": out})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_with_revision_prints_what_from_kv_prints() {
+        let values = [
+            r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"a","labels":{"x":"y"}},"spec":{"ports":[{"port":80}]}}"#,
+            // A nested "metadata" (a pod template) and a string holding `"metadata":{` come first.
+            r#"{"spec":{"template":{"metadata":{"labels":{"a":"b"}}},"note":"\"metadata\":{ [ } \\"},"metadata":{"name":"d"},"kind":"Deployment"}"#,
+            r#"{"kind":"ConfigMap","metadata":{},"data":{"metadata":"{"}}"#,
+            r#"{ "kind" : "ConfigMap" , "metadata" : { } }"#,
+        ];
+        for v in values {
+            let kv = KeyValue { key: "/k".into(), value: Bytes::from(v), create_revision: 3, mod_revision: 42 };
+            let spliced: Value = serde_json::from_slice(&stored_with_revision(&kv)).unwrap_or_else(|e| panic!("{v}: {e}"));
+            assert_eq!(spliced, from_kv(&kv).unwrap(), "{v}");
+            assert_eq!(spliced["metadata"]["resourceVersion"], "42");
+        }
+        // No metadata object: the slow path adds one, as from_kv does.
+        let kv = KeyValue { key: "/k".into(), value: Bytes::from(r#"{"kind":"X","metadata":null}"#), create_revision: 1, mod_revision: 7 };
+        assert_eq!(serde_json::from_slice::<Value>(&stored_with_revision(&kv)).unwrap()["metadata"]["resourceVersion"], "7");
+    }
 }

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use yard_api::validation::{ErrorKind, FieldError};
 use yard_store::{DynStore, Op, StoreError};
 
+use crate::mirror::{Mirror, Seen};
 use crate::objects::{meta_str, name_of};
 
 const PREFIX: &str = "/registry/yard/allocations/";
@@ -47,6 +48,9 @@ pub struct Allocator {
     pub cfg: AllocConfig,
     /// Keys picked by writes in flight in this process, so two of them do not pick the same one.
     pending: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The allocation keys in the store, as a watch delivered them: a pick is checked here rather
+    /// than with a store read (the transaction that creates the key settles any race).
+    held: Mirror<()>,
 }
 
 /// Keys taken while preparing a write; released if the write fails.
@@ -59,7 +63,8 @@ fn fe(kind: ErrorKind, field: &str, value: Value, detail: &str) -> FieldError {
 
 impl Allocator {
     pub fn new(store: DynStore, cfg: AllocConfig) -> Self {
-        Self { store, cfg, pending: Default::default() }
+        let held = Mirror::start(store.clone(), PREFIX, |_| ());
+        Self { store, cfg, pending: Default::default(), held }
     }
 
     fn owner(svc: &Value) -> Bytes {
@@ -71,7 +76,19 @@ impl Allocator {
     /// is written: the caller's transaction creates the key (`create_ops`) with the object, and a
     /// concurrent pick by another API server makes that transaction fail with `AlreadyExists`.
     async fn take(&self, key: String, _owner: &Bytes, taken: &mut Taken) -> Result<bool, StoreError> {
-        if self.store.get(&key).await?.is_some() {
+        self.take_as(key, false, taken).await
+    }
+
+    /// `take` for a pick the allocator chose itself (`dynamic`): a key the mirror holds is passed
+    /// over without confirming it in the store, since any other pick will do. A key the user asked
+    /// for is refused only when the store confirms it is held.
+    async fn take_as(&self, key: String, dynamic: bool, taken: &mut Taken) -> Result<bool, StoreError> {
+        let held = match self.held.get(&key) {
+            Seen::Absent => false,
+            Seen::Present(()) if dynamic => true,
+            Seen::Present(()) | Seen::Unknown => self.store.get(&key).await?.is_some(),
+        };
+        if held {
             return Ok(false);
         }
         if !self.pending.lock().expect("pending").insert(key.clone()) {
@@ -141,7 +158,7 @@ impl Allocator {
             let span = usable_hi.saturating_sub(dyn_lo).max(1);
             let n = if attempt < 64 { dyn_lo + rand::random_range(0..span) } else { 1 + (attempt - 64) % (usable_hi - 1).max(1) };
             let ip = nth_ip(net, n);
-            if self.take(Self::ip_key(&ip), svc, taken).await? {
+            if self.take_as(Self::ip_key(&ip), true, taken).await? {
                 return Ok(Ok(ip.to_string()));
             }
         }
@@ -170,7 +187,7 @@ impl Allocator {
             if already.contains(&p) {
                 continue;
             }
-            if self.take(Self::port_key(p), svc, taken).await? {
+            if self.take_as(Self::port_key(p), true, taken).await? {
                 return Ok(Ok(p));
             }
         }
@@ -336,7 +353,7 @@ impl Allocator {
                     if let Some(pool) = self.cfg.lb_cidr {
                         for h in pool.hosts() {
                             let s = h.to_string();
-                            if self.take(Self::lb_key(&s), &owner, taken).await? {
+                            if self.take_as(Self::lb_key(&s), true, taken).await? {
                                 got = Some(s);
                                 break;
                             }

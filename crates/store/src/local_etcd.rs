@@ -37,8 +37,40 @@ pub struct LocalEtcd {
     tls: Option<ServerTls>,
 }
 
+/// A free loopback TCP port for a test server to listen on. A port the kernel hands out for
+/// `bind(0)` comes from the ephemeral range, where any outgoing connection may take it before the
+/// server binds it (seen: etcd failing with "address already in use" while tests ran in
+/// parallel). This picks below that range instead, never the same port twice in one process (the
+/// tests of one binary run in parallel, binaries one after another), and only a port free now.
+pub fn pick_port() -> std::io::Result<u16> {
+    use std::collections::HashSet;
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let ephemeral_lo: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(32768);
+    let hi = ephemeral_lo.max(11001);
+    let lo = hi - 10000;
+    let seed = RandomState::new();
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let given = given.get_or_insert_with(HashSet::new);
+    for attempt in 0u64..10_000 {
+        let port = lo + (seed.hash_one(attempt) % u64::from(hi - lo)) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::other(format!("no free port in {lo}..{hi}")))
+}
+
 fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    pick_port()
 }
 
 impl LocalEtcd {
@@ -202,6 +234,15 @@ impl Drop for LocalEtcd {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn picked_ports_are_distinct_and_below_the_ephemeral_range() {
+        let ports: Vec<u16> = (0..200).map(|_| super::pick_port().unwrap()).collect();
+        let distinct: std::collections::HashSet<_> = ports.iter().collect();
+        assert_eq!(distinct.len(), ports.len());
+        let lo: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap().split_whitespace().next().unwrap().parse().unwrap();
+        assert!(ports.iter().all(|p| *p < lo), "{ports:?}");
+    }
+
     #[test]
     fn log_tail_names_the_reason_etcd_stopped() {
         let log = concat!(

@@ -192,6 +192,21 @@ fn host_node(a: &UpArgs) -> anyhow::Result<(HostNet, NodeInfo)> {
     Ok((host, NodeInfo { name, netns: format!("/proc/{}/ns/net", std::process::id()), ip }))
 }
 
+/// UDP and TCP sockets on one loopback port: `port`, or (0) one the kernel picks for UDP that is
+/// also free for TCP (the UDP pick may be a port some TCP socket holds: then pick again).
+fn bind_dns_pair(port: u16) -> anyhow::Result<(std::net::UdpSocket, std::net::TcpListener)> {
+    let mut last = None;
+    for _ in 0..if port == 0 { 50 } else { 1 } {
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port))?;
+        let picked = udp.local_addr()?.port();
+        match std::net::TcpListener::bind(("127.0.0.1", picked)) {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(anyhow::anyhow!("DNS port on 127.0.0.1 (UDP and TCP): {}", last.map(|e| e.to_string()).unwrap_or_default()))
+}
+
 fn setup_network(cluster: &str, nodes: usize) -> anyhow::Result<(Network, Vec<NodeInfo>)> {
     if nodes == 0 || nodes > 200 {
         bail!("--nodes must be between 1 and 200");
@@ -203,7 +218,9 @@ fn setup_network(cluster: &str, nodes: usize) -> anyhow::Result<(Network, Vec<No
     }
     let hub_path = yard_netns::create(&hub).map_err(|e| anyhow::anyhow!("{e}"))?;
     net.names.push(hub.clone());
-    ip_in(&hub_path, &["link", "add", BRIDGE, "type", "bridge"])?;
+    // A fixed address: a bridge left to itself takes its lowest port's, which moves as nodes come
+    // and go (see the agent's pod bridge).
+    ip_in(&hub_path, &["link", "add", BRIDGE, "address", "02:79:ac:12:00:01", "type", "bridge"])?;
     ip_in(&hub_path, &["addr", "add", &format!("{NODE_NET}.1/16"), "dev", BRIDGE])?;
     ip_in(&hub_path, &["link", "set", BRIDGE, "up"])?;
     let mut infos = Vec::new();
@@ -452,10 +469,9 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         udp.push(yard_netns::udp_socket_in(&p, addr).map_err(|e| anyhow::anyhow!("{e}"))?);
         tcp.push(yard_netns::tcp_listener_in(&p, addr).map_err(|e| anyhow::anyhow!("{e}"))?);
     }
-    let host_udp = std::net::UdpSocket::bind(("127.0.0.1", a.dns_port))?;
+    let (host_udp, host_tcp) = bind_dns_pair(a.dns_port)?;
     let dns_port = host_udp.local_addr()?.port();
     host_udp.set_nonblocking(true)?;
-    let host_tcp = std::net::TcpListener::bind(("127.0.0.1", dns_port))?;
     host_tcp.set_nonblocking(true)?;
     udp.push(host_udp);
     tcp.push(host_tcp);

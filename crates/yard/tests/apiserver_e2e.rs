@@ -156,6 +156,22 @@ fn kubectl_session(mut api: ApiServer) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("strict decoding error: unknown field \"spec.bogus\""), "{err}");
 
+    // Namespace lifecycle, as upstream's admission: an object may be created right after its
+    // namespace, never in a missing one or one being terminated (a finalizer on the ConfigMap keeps
+    // the namespace terminating even where a namespace controller runs).
+    let nsdoc = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: lifecycle\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: held\n  namespace: lifecycle\n  finalizers: [example.com/hold]\n";
+    let out = api.k_stdin(&["create", "-f", "-"], nsdoc);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("configmap/held created"), "{out:?}");
+    let out = api.kubectl(&["create", "configmap", "c", "-n", "nowhere"]);
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "error: failed to create configmap: namespaces \"nowhere\" not found");
+    api.k(&["delete", "ns", "lifecycle", "--wait=false"]);
+    let out = api.kubectl(&["create", "configmap", "late", "-n", "lifecycle"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "error: failed to create configmap: configmaps \"late\" is forbidden: unable to create new content in namespace lifecycle because it is being terminated"
+    );
+    api.k(&["patch", "configmap", "held", "-n", "lifecycle", "--type=merge", "-p", "{\"metadata\":{\"finalizers\":null}}"]);
+
     // delete returns promptly.
     let t = Instant::now();
     let out = api.k(&["delete", "svc", "hostnames"]);

@@ -67,13 +67,13 @@ struct Cli {
     dns: yard_dns::Args,
 }
 
-/// A free port on 127.0.0.1 for both UDP and TCP (released again: `yard dns` binds it).
+/// A free port on 127.0.0.1 for both UDP and TCP (released again: `yard dns` binds it), below
+/// the ephemeral range so no outgoing socket takes it meanwhile (see `pick_port`).
 pub fn free_port() -> u16 {
     for _ in 0..50 {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let addr = udp.local_addr().unwrap();
-        if std::net::TcpListener::bind(addr).is_ok() {
-            return addr.port();
+        let port = yard_store::local_etcd::pick_port().expect("a free port");
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
         }
     }
     panic!("no free port pair");

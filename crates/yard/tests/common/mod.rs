@@ -55,8 +55,9 @@ pub struct ApiServer {
     extra: Vec<String>,
 }
 
+/// A port for a server a test starts (below the ephemeral range; see `pick_port`).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    yard_store::local_etcd::pick_port().expect("a free port")
 }
 
 impl ApiServer {
@@ -302,6 +303,10 @@ impl Drop for Up {
         if self.child.is_some() && !std::thread::panicking() {
             self.stop();
         } else if let Some(c) = self.child.as_ref() {
+            // A failed test: show what the cluster logged (its data dir is about to be removed).
+            let log = std::fs::read_to_string(self.data_dir.with_extension("stderr.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!("--- last lines of `yard up` ({}) stderr ---\n{}", self.name, lines[lines.len().saturating_sub(80)..].join("\n"));
             let _ = nix_kill(c.id(), 2);
             if let Some(mut c) = self.child.take() {
                 let deadline = Instant::now() + Duration::from_secs(60);
