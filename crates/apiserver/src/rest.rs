@@ -124,7 +124,10 @@ pub fn verb_name(m: &Method, t: &Target, p: &Params) -> String {
 }
 
 fn json_response(code: StatusCode, v: &Value) -> Response {
-    let body = serde_json::to_vec(v).unwrap_or_default();
+    json_bytes_response(code, serde_json::to_vec(v).unwrap_or_default())
+}
+
+fn json_bytes_response(code: StatusCode, body: Vec<u8>) -> Response {
     Response::builder().status(code).header("content-type", "application/json").body(Body::from(body)).expect("response")
 }
 
@@ -358,7 +361,12 @@ pub async fn list_objects(state: &State, r: &'static Resource, ns: Option<&str>,
 }
 
 async fn list_objects_with(state: &State, r: &'static Resource, ns: Option<&str>, p: &Params, decode: fn(&KeyValue) -> ApiResult<Value>) -> ApiResult<(Vec<Value>, i64, Option<String>, Option<i64>)> {
-    list_items(state, r, ns, p, |filter, kv| {
+    list_matching(state, r, ns, p, &Filter::new(r, p)?, decode).await
+}
+
+/// The objects under `r`/`ns` that `filter` matches, decoded by `decode`.
+async fn list_matching(state: &State, r: &'static Resource, ns: Option<&str>, p: &Params, filter: &Filter, decode: fn(&KeyValue) -> ApiResult<Value>) -> ApiResult<(Vec<Value>, i64, Option<String>, Option<i64>)> {
+    list_items(state, r, ns, p, filter, |kv| {
         let obj = decode(kv)?;
         Ok(filter.matches(&obj).then_some(obj))
     })
@@ -366,9 +374,8 @@ async fn list_objects_with(state: &State, r: &'static Resource, ns: Option<&str>
 }
 
 /// One page (or all) of the objects under `r`/`ns` that `keep` keeps, as `keep` renders them,
-/// with the listing's revision and the continue token.
-async fn list_items<T>(state: &State, r: &'static Resource, ns: Option<&str>, p: &Params, keep: impl Fn(&Filter, &KeyValue) -> ApiResult<Option<T>>) -> ApiResult<(Vec<T>, i64, Option<String>, Option<i64>)> {
-    let filter = Filter::new(r, p)?;
+/// with the listing's revision and the continue token. `filter` only sizes the store's pages.
+async fn list_items<T>(state: &State, r: &'static Resource, ns: Option<&str>, p: &Params, filter: &Filter, keep: impl Fn(&KeyValue) -> ApiResult<Option<T>>) -> ApiResult<(Vec<T>, i64, Option<String>, Option<i64>)> {
     let prefix = r.ns_prefix(ns);
     let mut start = match &p.continue_token {
         Some(t) => Some(parse_continue(t)?),
@@ -388,7 +395,7 @@ async fn list_items<T>(state: &State, r: &'static Resource, ns: Option<&str>, p:
                 break;
             }
             last_key = Some(kv.key.clone());
-            if let Some(item) = keep(&filter, kv)? {
+            if let Some(item) = keep(kv)? {
                 items.push(item);
             }
         }
@@ -421,10 +428,11 @@ async fn list(state: &State, r: &'static Resource, ns: Option<&str>, p: &Params,
     } else {
         p
     };
-    if !as_table && Filter::new(r, p)?.is_empty() {
+    let filter = Filter::new(r, p)?;
+    if !as_table && filter.is_empty() {
         // Nothing to match: each item is its stored bytes with the resourceVersion spliced into
         // its metadata, never parsed (the bulk of a large list's cost).
-        let (items, rev, cont, _) = list_items(state, r, ns, p, |_, kv| Ok(Some(stored_with_revision(kv)))).await?;
+        let (items, rev, cont, _) = list_items(state, r, ns, p, &filter, |kv| Ok(Some(stored_with_revision(kv)))).await?;
         let mut meta = json!({"resourceVersion": rev.to_string()});
         if let Some(c) = cont {
             meta["continue"] = json!(c);
@@ -440,10 +448,10 @@ async fn list(state: &State, r: &'static Resource, ns: Option<&str>, p: &Params,
             body.extend_from_slice(item);
         }
         body.extend_from_slice(b"]}");
-        return Ok(Response::builder().status(StatusCode::OK).header("content-type", "application/json").body(Body::from(body)).expect("response"));
+        return Ok(json_bytes_response(StatusCode::OK, body));
     }
     let lean = as_table && p.include_object.as_deref() != Some("Object");
-    let (items, rev, cont, remaining) = list_objects_with(state, r, ns, p, if lean { from_kv_lean } else { from_kv }).await?;
+    let (items, rev, cont, remaining) = list_matching(state, r, ns, p, &filter, if lean { from_kv_lean } else { from_kv }).await?;
     if as_table {
         return Ok(json_response(StatusCode::OK, &table(r, &items, json!(rev.to_string()), cont, p.include_object.as_deref())));
     }

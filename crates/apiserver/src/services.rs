@@ -75,14 +75,10 @@ impl Allocator {
     /// Pick `key` if it is free: neither stored nor picked by another write in flight here. Nothing
     /// is written: the caller's transaction creates the key (`create_ops`) with the object, and a
     /// concurrent pick by another API server makes that transaction fail with `AlreadyExists`.
-    async fn take(&self, key: String, _owner: &Bytes, taken: &mut Taken) -> Result<bool, StoreError> {
-        self.take_as(key, false, taken).await
-    }
-
-    /// `take` for a pick the allocator chose itself (`dynamic`): a key the mirror holds is passed
-    /// over without confirming it in the store, since any other pick will do. A key the user asked
-    /// for is refused only when the store confirms it is held.
-    async fn take_as(&self, key: String, dynamic: bool, taken: &mut Taken) -> Result<bool, StoreError> {
+    /// Whether it is stored comes from the watch-fed mirror. For a pick the allocator chose itself
+    /// (`dynamic`) a key the mirror holds is passed over without confirming it in the store, since
+    /// any other pick will do; a key the user asked for is refused only when the store confirms it.
+    async fn take(&self, key: String, dynamic: bool, taken: &mut Taken) -> Result<bool, StoreError> {
         let held = match self.held.get(&key) {
             Seen::Absent => false,
             Seen::Present(()) if dynamic => true,
@@ -134,7 +130,7 @@ impl Allocator {
     }
 
     /// Allocate a specific or a random ClusterIP from `net`.
-    async fn alloc_ip(&self, net: &IpNet, requested: Option<&str>, field: &str, svc: &Bytes, taken: &mut Taken) -> Result<Result<String, FieldError>, StoreError> {
+    async fn alloc_ip(&self, net: &IpNet, requested: Option<&str>, field: &str, taken: &mut Taken) -> Result<Result<String, FieldError>, StoreError> {
         if let Some(req) = requested {
             let Ok(ip) = req.parse::<IpAddr>() else {
                 return Ok(Err(fe(ErrorKind::Invalid, field, json!(req), "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)")));
@@ -143,7 +139,7 @@ impl Allocator {
             if !net.contains(&ip) || ip == nth_ip(net, 0) || (net.max_prefix_len() == 32 && ip == nth_ip(net, size - 1)) {
                 return Ok(Err(fe(ErrorKind::Invalid, field, json!(req), &format!("failed to allocate IP {req}: the provided IP ({ip}) is not in the valid range. The range of valid IPs is {net}"))));
             }
-            if !self.take(Self::ip_key(&ip), svc, taken).await? {
+            if !self.take(Self::ip_key(&ip), false, taken).await? {
                 return Ok(Err(fe(ErrorKind::Invalid, field, json!(req), &format!("failed to allocate IP {req}: provided IP is already allocated"))));
             }
             return Ok(Ok(ip.to_string()));
@@ -158,14 +154,14 @@ impl Allocator {
             let span = usable_hi.saturating_sub(dyn_lo).max(1);
             let n = if attempt < 64 { dyn_lo + rand::random_range(0..span) } else { 1 + (attempt - 64) % (usable_hi - 1).max(1) };
             let ip = nth_ip(net, n);
-            if self.take_as(Self::ip_key(&ip), true, taken).await? {
+            if self.take(Self::ip_key(&ip), true, taken).await? {
                 return Ok(Ok(ip.to_string()));
             }
         }
         Ok(Err(FieldError { kind: ErrorKind::Invalid, field: field.into(), value: None, detail: format!("range is full: {net}") }))
     }
 
-    async fn alloc_port(&self, requested: Option<i64>, field: &str, svc: &Bytes, taken: &mut Taken, already: &BTreeSet<i64>) -> Result<Result<i64, FieldError>, StoreError> {
+    async fn alloc_port(&self, requested: Option<i64>, field: &str, taken: &mut Taken, already: &BTreeSet<i64>) -> Result<Result<i64, FieldError>, StoreError> {
         let (lo, hi) = (self.cfg.node_ports.0 as i64, self.cfg.node_ports.1 as i64);
         if let Some(p) = requested {
             if p < lo || p > hi {
@@ -174,7 +170,7 @@ impl Allocator {
             if already.contains(&p) {
                 return Ok(Ok(p));
             }
-            if !self.take(Self::port_key(p), svc, taken).await? {
+            if !self.take(Self::port_key(p), false, taken).await? {
                 return Ok(Err(fe(ErrorKind::Invalid, field, json!(p), "provided port is already allocated")));
             }
             return Ok(Ok(p));
@@ -187,7 +183,7 @@ impl Allocator {
             if already.contains(&p) {
                 continue;
             }
-            if self.take_as(Self::port_key(p), true, taken).await? {
+            if self.take(Self::port_key(p), true, taken).await? {
                 return Ok(Ok(p));
             }
         }
@@ -216,7 +212,6 @@ impl Allocator {
 
     async fn prepare_inner(&self, old: Option<&Value>, svc: &mut Value, taken: &mut Taken, errs: &mut Vec<FieldError>) -> Result<Vec<String>, StoreError> {
         let ty = svc["spec"]["type"].as_str().unwrap_or("ClusterIP").to_string();
-        let owner = Self::owner(svc);
         let old_held = old.map(held_keys).unwrap_or_default();
         // ClusterIPs.
         if ty == "ExternalName" {
@@ -260,7 +255,7 @@ impl Allocator {
                 let mut out = Vec::new();
                 for (i, net) in families.iter().enumerate() {
                     let field = if i == 0 && svc["spec"]["clusterIPs"].as_array().is_none_or(|a| a.is_empty()) && requested.len() <= 1 { "spec.clusterIPs[0]".to_string() } else { format!("spec.clusterIPs[{i}]") };
-                    match self.alloc_ip(net, requested.get(i).map(String::as_str), &field, &owner, taken).await? {
+                    match self.alloc_ip(net, requested.get(i).map(String::as_str), &field, taken).await? {
                         Ok(ip) => out.push(ip),
                         Err(mut e) => {
                             // Allocation failures name the whole list, as upstream's allocator does.
@@ -305,7 +300,7 @@ impl Allocator {
                 // protocols of one service.
                 let mut already = old_ports.clone();
                 already.extend(assigned_this.iter().copied());
-                match self.alloc_port(req, &field, &owner, taken, &already).await? {
+                match self.alloc_port(req, &field, taken, &already).await? {
                     Ok(port) => {
                         p["nodePort"] = json!(port);
                         kept_ports.insert(port);
@@ -319,7 +314,7 @@ impl Allocator {
             let req = svc["spec"]["healthCheckNodePort"].as_i64().filter(|v| *v != 0);
             let mut already = old_ports.clone();
             already.extend(kept_ports.iter().copied());
-            match self.alloc_port(req, "spec.healthCheckNodePort", &owner, taken, &BTreeSet::new()).await? {
+            match self.alloc_port(req, "spec.healthCheckNodePort", taken, &BTreeSet::new()).await? {
                 Ok(port) => {
                     svc["spec"]["healthCheckNodePort"] = json!(port);
                     kept_ports.insert(port);
@@ -341,7 +336,7 @@ impl Allocator {
                 (Some(o), None) => Some(o.clone()),
                 (Some(o), Some(r)) if o == r => Some(o.clone()),
                 (_, Some(r)) => {
-                    if self.take(Self::lb_key(r), &owner, taken).await? {
+                    if self.take(Self::lb_key(r), false, taken).await? {
                         Some(r.clone())
                     } else {
                         errs.push(fe(ErrorKind::Invalid, "spec.loadBalancerIP", json!(r), "provided IP is already allocated"));
@@ -353,7 +348,7 @@ impl Allocator {
                     if let Some(pool) = self.cfg.lb_cidr {
                         for h in pool.hosts() {
                             let s = h.to_string();
-                            if self.take_as(Self::lb_key(&s), true, taken).await? {
+                            if self.take(Self::lb_key(&s), true, taken).await? {
                                 got = Some(s);
                                 break;
                             }

@@ -69,10 +69,6 @@ pub fn pick_port() -> std::io::Result<u16> {
     Err(std::io::Error::other(format!("no free port in {lo}..{hi}")))
 }
 
-fn free_port() -> std::io::Result<u16> {
-    pick_port()
-}
-
 impl LocalEtcd {
     /// Start `n` members and wait until every one reports healthy.
     pub fn start(n: usize) -> std::io::Result<Self> {
@@ -88,7 +84,7 @@ impl LocalEtcd {
         std::fs::create_dir_all(&dir)?;
         let mut members = Vec::with_capacity(n);
         for i in 0..n {
-            members.push(Member { name: format!("m{i}"), client_port: free_port()?, peer_port: free_port()?, metrics_port: free_port()?, child: None });
+            members.push(Member { name: format!("m{i}"), client_port: pick_port()?, peer_port: pick_port()?, metrics_port: pick_port()?, child: None });
         }
         let mut cluster = LocalEtcd { dir, members, tls };
         for i in 0..n {

@@ -220,7 +220,8 @@ fn setup_network(cluster: &str, nodes: usize) -> anyhow::Result<(Network, Vec<No
     net.names.push(hub.clone());
     // A fixed address: a bridge left to itself takes its lowest port's, which moves as nodes come
     // and go (see the agent's pod bridge).
-    ip_in(&hub_path, &["link", "add", BRIDGE, "address", "02:79:ac:12:00:01", "type", "bridge"])?;
+    let mac = yard_agent::net::bridge_mac(format!("{NODE_NET}.1").parse()?);
+    ip_in(&hub_path, &["link", "add", BRIDGE, "address", &mac, "type", "bridge"])?;
     ip_in(&hub_path, &["addr", "add", &format!("{NODE_NET}.1/16"), "dev", BRIDGE])?;
     ip_in(&hub_path, &["link", "set", BRIDGE, "up"])?;
     let mut infos = Vec::new();
