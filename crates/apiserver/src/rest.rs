@@ -451,7 +451,15 @@ async fn list(state: &State, r: &'static Resource, ns: Option<&str>, p: &Params,
         return Ok(json_bytes_response(StatusCode::OK, body));
     }
     let lean = as_table && p.include_object.as_deref() != Some("Object");
-    let (items, rev, cont, remaining) = list_matching(state, r, ns, p, &filter, if lean { from_kv_lean } else { from_kv }).await?;
+    let decode = if lean { from_kv_lean } else { from_kv };
+    if as_table && p.limit.is_none() {
+        // The whole Table: the stored values are gathered first, then decoded, filtered and
+        // rendered row by row straight into the body, on all cores for a large list.
+        let (kvs, rev, _, _) = list_items(state, r, ns, p, &filter, |kv| Ok(Some(kv.clone()))).await?;
+        let body = table_bytes(r, &kvs, rev, &filter, decode, p.include_object.as_deref())?;
+        return Ok(json_bytes_response(StatusCode::OK, body));
+    }
+    let (items, rev, cont, remaining) = list_matching(state, r, ns, p, &filter, decode).await?;
     if as_table {
         return Ok(json_response(StatusCode::OK, &table(r, &items, json!(rev.to_string()), cont, p.include_object.as_deref())));
     }
@@ -465,28 +473,77 @@ async fn list(state: &State, r: &'static Resource, ns: Option<&str>, p: &Params,
     Ok(json_response(StatusCode::OK, &json!({"kind": r.list_kind(), "apiVersion": r.api_version(), "metadata": meta, "items": items})))
 }
 
+/// The row of a Table for `o`, per `include` (`includeObject`: None, Object or Metadata).
+fn table_row(r: &Resource, mut o: Value, include: Option<&str>, now: jiff::Timestamp) -> Value {
+    let cells = yard_api::table::row_cells(r.plural, &o, now);
+    let object = match include.unwrap_or("Metadata") {
+        "None" => Value::Null,
+        "Object" => o,
+        _ => {
+            // Row metadata without managedFields: printers never read them, and they are most
+            // of each row's bytes.
+            let mut m = o.get_mut("metadata").map(Value::take).unwrap_or(Value::Null);
+            if let Some(m) = m.as_object_mut() {
+                m.remove("managedFields");
+            }
+            json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": m})
+        }
+    };
+    json!({"cells": cells, "object": object})
+}
+
+/// The serialized rows of the `kvs` that `filter` keeps, comma-separated.
+fn table_rows_bytes(r: &Resource, kvs: &[KeyValue], filter: &Filter, decode: fn(&KeyValue) -> ApiResult<Value>, include: Option<&str>, now: jiff::Timestamp) -> ApiResult<Vec<u8>> {
+    let mut out = Vec::with_capacity(kvs.iter().map(|kv| kv.value.len() / 2 + 64).sum());
+    for kv in kvs {
+        let obj = decode(kv)?;
+        if !filter.matches(&obj) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, &table_row(r, obj, include, now)).map_err(|e| ApiError::internal(e.to_string()))?;
+    }
+    Ok(out)
+}
+
+/// A whole meta.k8s.io/v1 Table of the stored `kvs` that `filter` keeps, as JSON bytes. Lists of
+/// more than a few thousand objects are rendered in chunks on several threads.
+fn table_bytes(r: &Resource, kvs: &[KeyValue], rev: i64, filter: &Filter, decode: fn(&KeyValue) -> ApiResult<Value>, include: Option<&str>) -> ApiResult<Vec<u8>> {
+    let now = jiff::Timestamp::now();
+    let threads = if kvs.len() >= 2000 { std::thread::available_parallelism().map_or(1, |n| n.get().min(4)) } else { 1 };
+    let chunks: Vec<ApiResult<Vec<u8>>> = if threads > 1 {
+        let size = kvs.len().div_ceil(threads);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = kvs.chunks(size).map(|c| s.spawn(move || table_rows_bytes(r, c, filter, decode, include, now))).collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(ApiError::internal("table rendering failed".to_string())))).collect()
+        })
+    } else {
+        vec![table_rows_bytes(r, kvs, filter, decode, include, now)]
+    };
+    let head = serde_json::to_vec(&json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": rev.to_string()}, "columnDefinitions": yard_api::table::column_definitions(r.plural)}))
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let chunks = chunks.into_iter().collect::<ApiResult<Vec<_>>>()?;
+    let mut body = Vec::with_capacity(head.len() + 12 + chunks.iter().map(|c| c.len() + 1).sum::<usize>());
+    body.extend_from_slice(&head[..head.len() - 1]);
+    body.extend_from_slice(b",\"rows\":[");
+    let mut first = true;
+    for c in chunks.iter().filter(|c| !c.is_empty()) {
+        if !first {
+            body.push(b',');
+        }
+        first = false;
+        body.extend_from_slice(c);
+    }
+    body.extend_from_slice(b"]}");
+    Ok(body)
+}
+
 /// A meta.k8s.io/v1 Table of `items`.
 pub fn table(r: &Resource, items: &[Value], rv: Value, cont: Option<String>, include: Option<&str>) -> Value {
     let now = jiff::Timestamp::now();
-    let rows: Vec<Value> = items
-        .iter()
-        .map(|o| {
-            let object = match include.unwrap_or("Metadata") {
-                "None" => Value::Null,
-                "Object" => o.clone(),
-                _ => {
-                    // Row metadata without managedFields: printers never read them, and they are
-                    // most of each row's bytes.
-                    let mut m = o["metadata"].clone();
-                    if let Some(m) = m.as_object_mut() {
-                        m.remove("managedFields");
-                    }
-                    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": m})
-                }
-            };
-            json!({"cells": yard_api::table::row_cells(r.plural, o, now), "object": object})
-        })
-        .collect();
+    let rows: Vec<Value> = items.iter().map(|o| table_row(r, o.clone(), include, now)).collect();
     let mut meta = json!({"resourceVersion": rv});
     if let Some(c) = cont {
         meta["continue"] = json!(c);
@@ -1383,6 +1440,39 @@ async fn delete_collection(state: &State, r: &'static Resource, ns: Option<&str>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_table_bytes_match_the_table_of_the_same_objects() {
+        // Enough objects for the threaded path; a label selector keeps every third; the
+        // managedFields stay out of the rows' metadata either way.
+        let r = crate::resources::find("", "v1", "services").unwrap();
+        let kvs: Vec<KeyValue> = (0..2500)
+            .map(|i| {
+                let v = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": format!("s{i:04}"), "namespace": "default", "labels": {"k": (i % 3).to_string()},
+                    "creationTimestamp": "2026-01-01T00:00:00Z", "managedFields": [{"manager": "m", "operation": "Update"}]},
+                    "spec": {"type": "ClusterIP", "clusterIP": format!("10.96.{}.{}", i / 250, i % 250), "ports": [{"port": 80, "protocol": "TCP"}], "selector": {"app": format!("a{i}")}}});
+                KeyValue { key: format!("/registry/services/default/s{i:04}"), value: Bytes::from(serde_json::to_vec(&v).unwrap()), create_revision: i + 2, mod_revision: i + 2 }
+            })
+            .collect();
+        for (selector, include, rows) in [(None, None, 2500), (Some("k=1"), None, 833), (Some("k=2"), Some("Object"), 833), (None, Some("None"), 2500)] {
+            let p = Params { label_selector: selector.map(String::from), ..Default::default() };
+            let filter = Filter::new(r, &p).unwrap();
+            let decode = if include == Some("Object") { from_kv } else { from_kv_lean };
+            let got: Value = serde_json::from_slice(&table_bytes(r, &kvs, 9000, &filter, decode, include).unwrap()).unwrap();
+            let items: Vec<Value> = kvs.iter().map(|kv| decode(kv).unwrap()).filter(|o| filter.matches(o)).collect();
+            let want = table(r, &items, json!("9000"), None, include);
+            assert_eq!(got["rows"].as_array().unwrap().len(), rows);
+            // AGE (cell 5) is computed from the clock at each call.
+            let strip = |t: &Value| -> Vec<Value> { t["rows"].as_array().unwrap().iter().map(|row| { let mut row = row.clone(); row["cells"][5] = Value::Null; row }).collect() };
+            assert_eq!(strip(&got), strip(&want), "{selector:?} {include:?}");
+            assert_eq!(got["metadata"], want["metadata"]);
+            assert_eq!(got["columnDefinitions"], want["columnDefinitions"]);
+            if include.is_none() {
+                assert!(got["rows"][0]["object"]["metadata"].get("managedFields").is_none());
+                assert_eq!(got["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+            }
+        }
+    }
 
     #[test]
     fn stored_with_revision_prints_what_from_kv_prints() {
