@@ -32,12 +32,35 @@ struct Run {
     per_sec: f64,
     p50: f64,
     p99: f64,
+    /// CPU time per operation: the etcd members', this process's (µs).
+    cpu_etcd: f64,
+    cpu_self: f64,
 }
 
 impl std::fmt::Display for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:.0}/s, p50 {:.2} ms, p99 {:.2} ms", self.per_sec, self.p50, self.p99)
+        write!(f, "{:.0}/s, p50 {:.2} ms, p99 {:.2} ms; CPU per op: etcd {:.0} µs, this process {:.0} µs", self.per_sec, self.p50, self.p99, self.cpu_etcd, self.cpu_self)
     }
+}
+
+/// The etcd members' PIDs, for CPU accounting.
+static ETCD_PIDS: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
+
+/// CPU seconds (user + system) used so far by process `pid` ("self" for this one).
+fn cpu_secs(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name: utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
+fn cpu_now() -> (f64, f64) {
+    let etcd = ETCD_PIDS.get().map(|p| p.iter().map(|pid| cpu_secs(&pid.to_string())).sum()).unwrap_or(0.0);
+    (etcd, cpu_secs("self"))
 }
 
 async fn timed<F, Fut>(n: usize, c: usize, f: F) -> anyhow::Result<Run>
@@ -45,6 +68,7 @@ where
     F: Fn(usize) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
+    let cpu0 = cpu_now();
     let started = Instant::now();
     let lat: Vec<anyhow::Result<f64>> = futures::stream::iter(0..n)
         .map(|i| {
@@ -59,15 +83,19 @@ where
         .collect()
         .await;
     let total = started.elapsed().as_secs_f64();
+    let cpu1 = cpu_now();
     let mut l = lat.into_iter().collect::<anyhow::Result<Vec<f64>>>()?;
-    Ok(Run { per_sec: n as f64 / total, p50: pct(&mut l, 0.5), p99: pct(&mut l, 0.99) })
+    let per_op = |a: f64, b: f64| (b - a) / n as f64 * 1e6;
+    Ok(Run { per_sec: n as f64 / total, p50: pct(&mut l, 0.5), p99: pct(&mut l, 0.99), cpu_etcd: per_op(cpu0.0, cpu1.0), cpu_self: per_op(cpu0.1, cpu1.1) })
 }
 
 /// Mean size of the values stored under `prefix` (what Yard wrote for one kind).
 async fn mean_value_size(etcd: &mut etcd_client::Client, prefix: &str) -> anyhow::Result<(usize, usize)> {
-    let r = etcd.get(prefix, Some(etcd_client::GetOptions::new().with_prefix())).await?;
+    // The mean over the first 1,000 (a whole large run would pass gRPC's message limit).
+    let r = etcd.get(prefix, Some(etcd_client::GetOptions::new().with_prefix().with_limit(1000))).await?;
     let n = r.kvs().len().max(1);
-    Ok((r.kvs().iter().map(|kv| kv.value().len()).sum::<usize>() / n, r.kvs().len()))
+    let count = etcd.get(prefix, Some(etcd_client::GetOptions::new().with_prefix().with_count_only())).await?.count();
+    Ok((r.kvs().iter().map(|kv| kv.value().len()).sum::<usize>() / n, count as usize))
 }
 
 async fn raw_puts(etcd: &etcd_client::Client, tag: &str, n: usize, c: usize, size: usize) -> anyhow::Result<Run> {
@@ -109,6 +137,7 @@ async fn main() -> anyhow::Result<()> {
     let arg = |i: usize, d: usize| -> anyhow::Result<usize> { Ok(std::env::args().nth(i).map(|s| s.parse()).transpose()?.unwrap_or(d)) };
     let (n, members, c) = (arg(1, 3000)?, arg(2, 3)?, arg(3, 16)?);
     let cluster = LocalEtcd::start(members)?;
+    let _ = ETCD_PIDS.set(cluster.pids());
     println!("etcd: {members} member(s) of {} on loopback, data in {}", yard_store::local_etcd::etcd_binary().display(), cluster.dir().display());
     let mut raw = etcd_client::Client::connect(cluster.endpoints().iter().map(|e| format!("http://{e}")).collect::<Vec<_>>(), None).await?;
 

@@ -185,6 +185,11 @@ impl LocalEtcd {
         format!("etcd://{}", self.endpoints().join(","))
     }
 
+    /// PIDs of the running members.
+    pub fn pids(&self) -> Vec<u32> {
+        self.members.iter().filter_map(|m| m.child.as_ref().map(Child::id)).collect()
+    }
+
     /// Kill member `i` (SIGKILL, by PID).
     pub fn kill(&mut self, i: usize) {
         if let Some(mut c) = self.members[i].child.take() {
