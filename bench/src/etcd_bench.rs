@@ -160,11 +160,12 @@ async fn main() -> anyhow::Result<()> {
     let mut ratios = Vec::new();
     // ConfigMaps: one key per create.
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    // The objects are built before the clock starts, as the raw runs' values are.
+    let objs = (0..n).map(|i| serde_json::from_value(json!({"metadata": {"name": format!("cm-{i}"), "labels": {"app": format!("a{i}")}}, "data": {"key": format!("value-{i}")}}))).collect::<Result<Vec<ConfigMap>, _>>()?;
     let yard_cm = timed(n, c, |i| {
-        let cms = cms.clone();
+        let (cms, cm) = (cms.clone(), &objs[i]);
         async move {
-            let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": format!("cm-{i}"), "labels": {"app": format!("a{i}")}}, "data": {"key": format!("value-{i}")}}))?;
-            cms.create(&PostParams::default(), &cm).await?;
+            cms.create(&PostParams::default(), cm).await?;
             Ok(())
         }
     })
@@ -204,11 +205,11 @@ async fn main() -> anyhow::Result<()> {
 
     // Services: the object plus its ClusterIP allocation key.
     let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+    let objs = (0..n).map(|i| serde_json::from_value(json!({"metadata": {"name": format!("svc-{i}")}, "spec": {"selector": {"app": format!("a{i}")}, "ports": [{"port": 80, "targetPort": 8080}]}}))).collect::<Result<Vec<Service>, _>>()?;
     let yard_svc = timed(n, c, |i| {
-        let svcs = svcs.clone();
+        let (svcs, s) = (svcs.clone(), &objs[i]);
         async move {
-            let s: Service = serde_json::from_value(json!({"metadata": {"name": format!("svc-{i}")}, "spec": {"selector": {"app": format!("a{i}")}, "ports": [{"port": 80, "targetPort": 8080}]}}))?;
-            svcs.create(&PostParams::default(), &s).await?;
+            svcs.create(&PostParams::default(), s).await?;
             Ok(())
         }
     })

@@ -574,7 +574,13 @@ fn strip_key_fields(set: &FieldSet, t: &SsaType) -> FieldSet {
 // Field manager.
 
 /// Paths upstream strips from every manager's set (`stripMetaManager`).
-fn strip_set() -> FieldSet {
+/// [`build_strip_set`], built once.
+fn strip_set() -> &'static FieldSet {
+    static SET: std::sync::OnceLock<FieldSet> = std::sync::OnceLock::new();
+    SET.get_or_init(build_strip_set)
+}
+
+fn build_strip_set() -> FieldSet {
     let mut s = FieldSet::new();
     let f = |n: &str| PathElement::Field(n.to_string());
     s.insert(&[f("apiVersion")]);
@@ -1157,9 +1163,13 @@ pub fn track_update_with(
         Some(o) => without_managed_fields(o),
         None => zero_object(schema, &api_version, &kind),
     };
-    let new_obj = without_managed_fields(new);
+    // `new` without its managedFields (taken out in place; set_managed_fields puts the result
+    // back at the end of metadata, where a copy without them would get it too).
+    if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.shift_remove("managedFields");
+    }
     let ignored = reset_set(schema, subresource);
-    let cmp = compare(Some(&old_obj), Some(&new_obj), schema);
+    let cmp = compare(Some(&old_obj), Some(new), schema);
     let changed = cmp
         .modified
         .union(&cmp.added)
@@ -1169,7 +1179,7 @@ pub fn track_update_with(
     for e in managers.iter_mut() {
         e.fields = e.fields.difference(&changed).difference(&removed);
     }
-    let mine = changed.difference(&strip_set());
+    let mine = changed.difference(strip_set());
     let me = ManagedFieldsEntry {
         manager: manager.to_string(),
         operation: if operation.is_empty() {
@@ -1193,9 +1203,7 @@ pub fn track_update_with(
     }
     managers.retain(|e| !e.fields.is_empty());
     cap_update_managers(&mut managers);
-    let mut out = new_obj;
-    set_managed_fields(&mut out, &managers);
-    *new = out;
+    set_managed_fields(new, &managers);
 }
 
 /// The field manager upstream derives from a User-Agent when `fieldManager` is not given:
