@@ -1,4 +1,4 @@
-//! The Kubernetes REST API over Yard's store: discovery, OpenAPI v3, CRUD with optimistic
+//! The Kubernetes REST API over Yard's store: discovery, OpenAPI v2 and v3, CRUD with optimistic
 //! concurrency, JSON/merge/strategic/apply patches, watches with bookmarks and watch-list,
 //! server-side Tables, `Status` errors, HTTPS with bearer-token authentication, Service address
 //! allocation, and the forwarding of pod exec/log streams to node agents. Everything else in
@@ -11,6 +11,7 @@ pub mod mirror;
 pub mod nodeproxy;
 pub mod objects;
 mod openapi;
+mod openapi_v2;
 mod protobuf;
 pub mod resources;
 pub mod rest;

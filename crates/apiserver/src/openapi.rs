@@ -18,7 +18,7 @@ fn ok(v: &[u8]) -> Response {
     Response::builder().status(200).header("content-type", "application/json").body(Body::from(v.to_vec())).expect("response")
 }
 
-fn gv_path(gv: &str) -> String {
+pub(crate) fn gv_path(gv: &str) -> String {
     if gv.contains('/') {
         format!("apis/{gv}")
     } else {
@@ -51,7 +51,7 @@ fn docs() -> &'static BTreeMap<String, (String, Vec<u8>)> {
     })
 }
 
-fn fnv(b: &[u8]) -> u64 {
+pub(crate) fn fnv(b: &[u8]) -> u64 {
     b.iter().fold(0xcbf29ce484222325u64, |h, x| (h ^ *x as u64).wrapping_mul(0x100000001b3))
 }
 
@@ -67,7 +67,7 @@ pub fn group_version(path: &str) -> Response {
     }
 }
 
-fn gvk(r: &Resource) -> Value {
+pub(crate) fn gvk(r: &Resource) -> Value {
     json!([{"group": r.group, "version": r.version, "kind": r.kind}])
 }
 
@@ -75,7 +75,7 @@ fn qp(name: &str, desc: &str, ty: &str) -> Value {
     json!({"name": name, "in": "query", "description": desc, "schema": {"type": ty, "uniqueItems": true}})
 }
 
-fn schema_name(r: &Resource) -> String {
+pub(crate) fn schema_name(r: &Resource) -> String {
     let g = match r.group {
         "" => "core".to_string(),
         g => g.split('.').next().unwrap_or(g).to_string(),
@@ -150,7 +150,7 @@ fn build(gv: &str) -> Value {
 }
 
 /// Generate the schema of a resource's type; returns the definition name schemars used.
-fn schema_of(r: &Resource, gen: &mut schemars::SchemaGenerator) -> String {
+pub(crate) fn schema_of(r: &Resource, gen: &mut schemars::SchemaGenerator) -> String {
     use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coord, core::v1 as core, discovery::v1 as disc};
     fn add<T: JsonSchema>(gen: &mut schemars::SchemaGenerator) -> String {
         let _ = gen.subschema_for::<T>();

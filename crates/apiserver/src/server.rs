@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 
 use crate::resources::{self, Resource};
 use crate::status::ApiError;
-use crate::{discovery, openapi, rest, State};
+use crate::{discovery, openapi, openapi_v2, rest, State};
 
 /// A parsed resource path.
 #[derive(Debug, Clone)]
@@ -152,7 +152,7 @@ async fn route(state: Arc<State>, req: Request) -> (Response, String, String) {
         "/api" => return simple("GET", discovery::api_versions()),
         "/apis" => return simple("GET", discovery::api_groups(&req)),
         "/openapi/v3" => return simple("GET", openapi::root()),
-        "/openapi/v2" => return simple("GET", ApiError::new(404, "NotFound", "the server could not find the requested resource").into_response()),
+        "/openapi/v2" => return simple("GET", openapi_v2::document(req.headers())),
         _ => {}
     }
     if let Some(gv) = path.strip_prefix("/openapi/v3/") {

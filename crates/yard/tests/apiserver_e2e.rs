@@ -189,6 +189,81 @@ fn kubectl_session(mut api: ApiServer) {
     assert!(before.contains("demo/nginx-prod-svc-demo="), "{before}");
 }
 
+/// A file whose top-level kind is `List` (what `kubectl get -o json` prints) is no served kind, so
+/// kubectl validates its items itself, against the OpenAPI v2 definitions (fetched as protobuf).
+#[test]
+fn kubectl_list_files_validate_against_openapi_v2() {
+    let dir = TempDir::new("openapi-v2");
+    let api = ApiServer::start(&dir.0, &[]);
+    let svc = |name: &str, extra: &str| format!(r#"{{"apiVersion":"v1","kind":"Service","metadata":{{"name":"{name}"}},"spec":{{{extra}"ports":[{{"port":80,"targetPort":8080}}],"selector":{{"app":"{name}"}}}}}}"#);
+    let list = |items: &[String]| format!(r#"{{"apiVersion":"v1","kind":"List","metadata":{{"resourceVersion":""}},"items":[{}]}}"#, items.join(","));
+    let write = |name: &str, body: String| {
+        let p = dir.0.join(name);
+        std::fs::write(&p, body).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+
+    // create -f: a List of two Services.
+    let f = write("two.json", list(&[svc("list-a", ""), svc("list-b", "")]));
+    let out = api.kubectl(&["create", "-f", &f, "-v=6"]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.lines().any(|l| l.contains("verb=\"GET\"") && l.contains("/openapi/v2?") && l.contains("200 OK")), "{stderr}");
+    assert!(stdout.contains("service/list-a created") && stdout.contains("service/list-b created"), "{stdout}");
+    assert_eq!(api.k(&["get", "svc", "list-a", "list-b", "-o", "name"]), "service/list-a\nservice/list-b\n");
+
+    // What `kubectl get -o json` prints for several objects goes back in as it came out.
+    let dump = api.k(&["get", "svc", "list-a", "list-b", "-o", "json"]);
+    assert!(dump.contains("\"kind\": \"List\""), "{dump}");
+    let f = write("dump.json", dump);
+    let out = api.kubectl(&["apply", "-f", &f]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // apply -f: a List of a ConfigMap and a Service; applying it again changes nothing.
+    let cm = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"list-cm"},"data":{"k":"v"}}"#.to_string();
+    let f = write("mixed.json", list(&[cm, svc("list-c", "")]));
+    let out = api.k(&["apply", "-f", &f]);
+    assert!(out.contains("configmap/list-cm created") && out.contains("service/list-c created"), "{out}");
+    let out = api.kubectl(&["apply", "-f", &f]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && stderr.is_empty(), "{stderr}");
+    assert!(stdout.contains("configmap/list-cm unchanged") && stdout.contains("service/list-c unchanged"), "{stdout}");
+    assert_eq!(api.k(&["get", "cm", "list-cm", "-o", "jsonpath={.data.k}"]), "v");
+
+    // An unknown field in an item: kubectl's own validation rejects the file, naming the field
+    // and the definition, and nothing is created.
+    let f = write("bad.json", list(&[svc("list-ok", ""), svc("list-bad", r#""bogus":1,"#)]));
+    let out = api.kubectl(&["create", "-f", &f]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains(&format!("error validating \"{f}\": error validating data: ")), "{err}");
+    assert!(err.contains("ValidationError(Service.spec): unknown field \"bogus\" in io.k8s.api.core.v1.ServiceSpec"), "{err}");
+    eprintln!("kubectl create -f bad.json: {}", err.trim());
+    assert!(err.contains("if you choose to ignore these errors, turn validation off with --validate=false"), "{err}");
+    assert!(!api.kubectl(&["get", "svc", "list-ok"]).status.success());
+    // A wrongly typed field too.
+    let f = write("badtype.json", list(&[svc("list-bad", r#""sessionAffinityConfig":"x","#)]));
+    let err = String::from_utf8_lossy(&api.kubectl(&["create", "-f", &f]).stderr).into_owned();
+    assert!(err.contains("ValidationError(Service.spec.sessionAffinityConfig): invalid type for io.k8s.api.core.v1.SessionAffinityConfig: got \"string\", expected \"map\""), "{err}");
+    // With validation off the server decides (and its strict decoding drops nothing silently).
+    let out = api.kubectl(&["create", "--validate=false", "-f", &f]);
+    assert!(!out.status.success());
+
+    // Served kinds keep server-side validation.
+    let single = svc("single", r#""bogus":1,"#);
+    let err = String::from_utf8_lossy(&api.k_stdin(&["create", "-f", "-"], &single).stderr).into_owned();
+    assert!(err.contains("strict decoding error: unknown field \"spec.bogus\""), "{err}");
+
+    // The document itself, as JSON (about half a megabyte).
+    let out = api.kubectl(&["get", "--raw", "/openapi/v2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("OpenAPI v2 JSON");
+    assert_eq!(v["swagger"], "2.0");
+    assert_eq!(v["definitions"]["io.k8s.api.core.v1.Service"]["x-kubernetes-group-version-kind"], serde_json::json!([{"group": "", "version": "v1", "kind": "Service"}]));
+    assert!(v["definitions"]["io.k8s.api.core.v1.ServiceSpec"]["properties"]["ports"].is_object());
+    assert_eq!(v["paths"]["/api/v1/namespaces/{namespace}/services"]["post"]["x-kubernetes-action"], "post");
+}
+
 #[test]
 fn unauthenticated_requests_get_401_status() {
     let dir = TempDir::new("auth");

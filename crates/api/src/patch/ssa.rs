@@ -820,7 +820,7 @@ pub fn apply_with(
             ApplyError::TypedPatch(format!("failed to create typed patch object ({gvk}): {e}"))
         })?
         .recursive_difference(&ignored)
-        .difference(&strip);
+        .difference(strip);
 
     let mut merged = merge(&live_obj, &config, "", schema);
 

@@ -169,13 +169,26 @@ pub fn kubectl_in(netns: Option<&str>, kubeconfig: &Path, args: &[&str], stdin: 
         use std::io::Write;
         child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
     }
+    // Drained while kubectl runs: output larger than a pipe's buffer would otherwise stall it.
+    let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|r| Box::new(r) as Box<dyn std::io::Read + Send>));
+    let stderr = drain(child.stderr.take().map(|r| Box::new(r) as Box<dyn std::io::Read + Send>));
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
+        if let Some(status) = child.try_wait().unwrap() {
+            return Output { status, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() };
         }
         if Instant::now() > deadline {
             let _ = child.kill();
+            let _ = child.wait();
             panic!("kubectl {args:?} did not finish within 120 s");
         }
         std::thread::sleep(Duration::from_millis(5));
