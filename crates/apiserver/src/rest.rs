@@ -242,7 +242,11 @@ fn from_kv_lean(kv: &KeyValue) -> ApiResult<Value> {
 /// What a client gets back for an object just written as `encode(obj)` at `revision`: the same
 /// as `from_kv` of the stored bytes, without parsing them again.
 fn with_revision(obj: &Value, revision: i64) -> Value {
-    let mut v = obj.clone();
+    into_revision(obj.clone(), revision)
+}
+
+/// [`with_revision`] of an object the caller is done with (no copy).
+fn into_revision(mut v: Value, revision: i64) -> Value {
     let m = meta_mut(&mut v);
     m.remove("selfLink");
     m.insert("resourceVersion".into(), json!(revision.to_string()));
@@ -250,6 +254,11 @@ fn with_revision(obj: &Value, revision: i64) -> Value {
 }
 
 fn encode(v: &Value) -> Bytes {
+    let stamped = v.get("metadata").and_then(Value::as_object).is_some_and(|m| m.contains_key("resourceVersion") || m.contains_key("selfLink"));
+    if !stamped {
+        // Nothing to strip (a create's object): serialized as it is.
+        return Bytes::from(serde_json::to_vec(v).expect("json"));
+    }
     let mut v = v.clone();
     if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("resourceVersion");
@@ -898,7 +907,7 @@ async fn create_object(state: &State, r: &'static Resource, ns: Option<&str>, ob
             match res {
                 Ok(mut kvs) => {
                     let kv = kvs.pop().ok_or_else(|| StoreError::Backend("empty transaction result".into()))?;
-                    return Ok(with_revision(obj, kv.mod_revision));
+                    return Ok(into_revision(std::mem::take(obj), kv.mod_revision));
                 }
                 Err(StoreError::AlreadyExists(k)) if crate::services::Allocator::is_allocation_key(&k) => *obj = template.clone(),
                 Err(StoreError::AlreadyExists(_)) => return Err(ApiError::already_exists(r, &name)),
@@ -908,7 +917,7 @@ async fn create_object(state: &State, r: &'static Resource, ns: Option<&str>, ob
         return Err(ApiError::conflict(r, &name));
     }
     match state.store.write(Op::Create { key, value: encode(obj) }).await {
-        Ok(kv) => Ok(with_revision(obj, kv.mod_revision)),
+        Ok(kv) => Ok(into_revision(std::mem::take(obj), kv.mod_revision)),
         Err(StoreError::AlreadyExists(_)) => Err(ApiError::already_exists(r, &name)),
         Err(e) => Err(e.into()),
     }
@@ -1060,7 +1069,7 @@ async fn update_object(state: &State, r: &'static Resource, ns: Option<&str>, ol
             if finished && r.kind == "Service" {
                 state.alloc.release_service(&new).await;
             }
-            Ok((with_revision(&new, kv.mod_revision), true))
+            Ok((into_revision(new, kv.mod_revision), true))
         }
         Err(StoreError::Conflict { .. }) => Err(ApiError::conflict(r, &name)),
         Err(StoreError::NotFound(_)) => Err(ApiError::not_found(r, &name)),
