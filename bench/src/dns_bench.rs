@@ -336,7 +336,9 @@ async fn main() -> anyhow::Result<()> {
 
     // The records both servers serve, from the API's list.
     let list = Api::<Service>::all(client.clone()).list(&ListParams::default()).await?;
-    let mut records: Vec<(String, String, Vec<(String, i32)>)> = Vec::new();
+    // (name.namespace.svc, cluster IP, [(port name, port)])
+    type Record = (String, String, Vec<(String, i32)>);
+    let mut records: Vec<Record> = Vec::new();
     for s in &list.items {
         let (Some(ns), Some(name)) = (&s.metadata.namespace, &s.metadata.name) else {
             continue;

@@ -108,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
         Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
     }
     let ns_of = |i: usize| format!("bench-{}", i % namespaces);
-    let headless = |i: usize| i % 10 == 0;
+    let headless = |i: usize| i.is_multiple_of(10);
 
     run_all("Services (10% headless)", services, |i| {
         let (client, ns) = (client.clone(), ns_of(i));
