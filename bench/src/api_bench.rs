@@ -58,25 +58,27 @@ async fn main() -> anyhow::Result<()> {
     // `kubectl get svc -A | grep x`): kubectl writes its table a line at a time, so a pipe adds
     // ~10,000 writes that each wake the reader.
     let out_path = dir.join("kubectl-get.out");
-    let mut times = Vec::new();
-    for _ in 0..5 {
-        let file = std::fs::File::create(&out_path)?;
+    // One `kubectl get svc -A`, its stdout into `file` (None: a pipe read here); milliseconds.
+    let get_all = |file: Option<&std::path::Path>| -> anyhow::Result<f64> {
+        let mut cmd = std::process::Command::new(&kubectl);
+        cmd.env("KUBECONFIG", &api.kubeconfig).args(["get", "svc", "-A"]);
+        if let Some(f) = file {
+            cmd.stdout(std::fs::File::create(f)?);
+        }
         let t = Instant::now();
-        let out = std::process::Command::new(&kubectl).env("KUBECONFIG", &api.kubeconfig).args(["get", "svc", "-A"]).stdout(file).output()?;
-        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        let out = cmd.output()?;
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
         anyhow::ensure!(out.status.success(), "kubectl failed: {}", String::from_utf8_lossy(&out.stderr));
-        let lines = std::fs::read(&out_path)?.iter().filter(|b| **b == b'\n').count();
+        let printed = match file {
+            Some(f) => std::fs::read(f)?,
+            None => out.stdout,
+        };
+        let lines = printed.iter().filter(|b| **b == b'\n').count();
         anyhow::ensure!(lines > n, "kubectl printed {lines} lines");
-    }
-    let mut piped = Vec::new();
-    for _ in 0..3 {
-        let t = Instant::now();
-        let out = std::process::Command::new(&kubectl).env("KUBECONFIG", &api.kubeconfig).args(["get", "svc", "-A"]).output()?;
-        piped.push(t.elapsed().as_secs_f64() * 1000.0);
-        anyhow::ensure!(out.status.success(), "kubectl failed: {}", String::from_utf8_lossy(&out.stderr));
-        let lines = out.stdout.iter().filter(|b| **b == b'\n').count();
-        anyhow::ensure!(lines > n, "kubectl printed {lines} lines");
-    }
+        Ok(ms)
+    };
+    let mut times = (0..5).map(|_| get_all(Some(&out_path))).collect::<anyhow::Result<Vec<f64>>>()?;
+    let mut piped = (0..3).map(|_| get_all(None)).collect::<anyhow::Result<Vec<f64>>>()?;
     println!(
         "kubectl get svc -A ({} Services) > file: best {:.0} ms, median {:.0} ms (target < 300 ms); into a pipe: median {:.0} ms",
         n + 1,

@@ -14,6 +14,9 @@
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+#[path = "procstat.rs"]
+mod procstat;
+
 use std::time::Instant;
 
 use futures::StreamExt;
@@ -21,6 +24,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::{Api, PostParams};
 use serde_json::json;
 use yard_store::local_etcd::LocalEtcd;
+use procstat::cpu_seconds;
 use yard_store::{Op, Store};
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -46,21 +50,9 @@ impl std::fmt::Display for Run {
 /// The etcd members' PIDs, for CPU accounting.
 static ETCD_PIDS: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
 
-/// CPU seconds (user + system) used so far by process `pid` ("self" for this one).
-fn cpu_secs(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name: utime and stime are the 12th and 13th.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (ticks(11) + ticks(12)) / hz
-}
-
 fn cpu_now() -> (f64, f64) {
-    let etcd = ETCD_PIDS.get().map(|p| p.iter().map(|pid| cpu_secs(&pid.to_string())).sum()).unwrap_or(0.0);
-    (etcd, cpu_secs("self"))
+    let etcd = ETCD_PIDS.get().map(|p| p.iter().map(cpu_seconds).sum()).unwrap_or(0.0);
+    (etcd, cpu_seconds("self"))
 }
 
 async fn timed<F, Fut>(n: usize, c: usize, f: F) -> anyhow::Result<Run>

@@ -18,7 +18,7 @@ fn ok(v: &[u8]) -> Response {
     Response::builder().status(200).header("content-type", "application/json").body(Body::from(v.to_vec())).expect("response")
 }
 
-pub(crate) fn gv_path(gv: &str) -> String {
+fn gv_path(gv: &str) -> String {
     if gv.contains('/') {
         format!("apis/{gv}")
     } else {
@@ -67,7 +67,7 @@ pub fn group_version(path: &str) -> Response {
     }
 }
 
-pub(crate) fn gvk(r: &Resource) -> Value {
+fn gvk(r: &Resource) -> Value {
     json!([{"group": r.group, "version": r.version, "kind": r.kind}])
 }
 
@@ -75,22 +75,50 @@ fn qp(name: &str, desc: &str, ty: &str) -> Value {
     json!({"name": name, "in": "query", "description": desc, "schema": {"type": ty, "uniqueItems": true}})
 }
 
+/// The group's short name upstream uses in schema names and operation tags: `core` for the
+/// core group, else its first label (`apps`, `discovery`, `coordination`).
+pub(crate) fn group_short(r: &Resource) -> &'static str {
+    if r.group.is_empty() {
+        "core"
+    } else {
+        r.group.split('.').next().unwrap_or(r.group)
+    }
+}
+
 pub(crate) fn schema_name(r: &Resource) -> String {
-    let g = match r.group {
-        "" => "core".to_string(),
-        g => g.split('.').next().unwrap_or(g).to_string(),
-    };
-    format!("io.k8s.api.{g}.{}.{}", r.version, r.kind)
+    format!("io.k8s.api.{}.{}.{}", group_short(r), r.version, r.kind)
+}
+
+/// The path of `r`'s collection, e.g. `/api/v1/namespaces/{namespace}/pods`.
+pub(crate) fn collection_path(r: &Resource) -> String {
+    let gv = gv_path(&r.api_version());
+    if r.namespaced {
+        format!("/{gv}/namespaces/{{namespace}}/{}", r.plural)
+    } else {
+        format!("/{gv}/{}", r.plural)
+    }
+}
+
+/// The schemas of `resources`' kinds and of everything they reference (plus the types `extra`
+/// adds to the generator), in OpenAPI v3 form: each kind under its upstream name, with
+/// `x-kubernetes-group-version-kind`; a kind without a schema gets a bare object schema.
+pub(crate) fn kind_schemas<'a>(resources: impl IntoIterator<Item = &'a Resource>, extra: impl FnOnce(&mut schemars::SchemaGenerator)) -> Map<String, Value> {
+    let mut gen = SchemaSettings::openapi3().into_generator();
+    let top: Vec<(&Resource, String)> = resources.into_iter().map(|r| (r, schema_of(r, &mut gen))).collect();
+    extra(&mut gen);
+    let mut schemas: Map<String, Value> = gen.take_definitions(true).into_iter().collect();
+    for (r, generated) in top {
+        let mut v = schemas.remove(&generated).unwrap_or_else(|| json!({"type": "object"}));
+        v["x-kubernetes-group-version-kind"] = gvk(r);
+        schemas.insert(schema_name(r), v);
+    }
+    schemas
 }
 
 fn build(gv: &str) -> Value {
-    let mut gen = SchemaSettings::openapi3().into_generator();
     let mut paths = Map::new();
-    let mut top: Vec<(String, String)> = Vec::new();
     for r in RESOURCES.iter().filter(|r| r.api_version() == gv) {
-        let s = schema_of(r, &mut gen);
-        top.push((schema_name(r), s));
-        let base = if r.namespaced { format!("/{}/namespaces/{{namespace}}/{}", gv_path(gv), r.plural) } else { format!("/{}/{}", gv_path(gv), r.plural) };
+        let base = collection_path(r);
         let reference = json!({"$ref": format!("#/components/schemas/{}", schema_name(r))});
         let body = |types: &[&str]| -> Value {
             let content: Map<String, Value> = types.iter().map(|t| (t.to_string(), json!({"schema": reference.clone()}))).collect();
@@ -133,14 +161,7 @@ fn build(gv: &str) -> Value {
             }));
         }
     }
-    let mut schemas: Map<String, Value> = gen.take_definitions(true).into_iter().collect();
-    for (name, s) in top {
-        let mut v = schemas.remove(&s).unwrap_or_else(|| json!({"type": "object"}));
-        if let Some(r) = RESOURCES.iter().find(|r| schema_name(r) == name) {
-            v["x-kubernetes-group-version-kind"] = gvk(r);
-        }
-        schemas.insert(name, v);
-    }
+    let schemas = kind_schemas(RESOURCES.iter().filter(|r| r.api_version() == gv), |_| {});
     json!({
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": crate::discovery::GIT_VERSION},
@@ -150,7 +171,7 @@ fn build(gv: &str) -> Value {
 }
 
 /// Generate the schema of a resource's type; returns the definition name schemars used.
-pub(crate) fn schema_of(r: &Resource, gen: &mut schemars::SchemaGenerator) -> String {
+fn schema_of(r: &Resource, gen: &mut schemars::SchemaGenerator) -> String {
     use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coord, core::v1 as core, discovery::v1 as disc};
     fn add<T: JsonSchema>(gen: &mut schemars::SchemaGenerator) -> String {
         let _ = gen.subschema_for::<T>();

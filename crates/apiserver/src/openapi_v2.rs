@@ -30,10 +30,9 @@ use axum::body::Body;
 use axum::response::Response;
 use http::HeaderMap;
 use prost::Message;
-use schemars::generate::SchemaSettings;
 use serde_json::{json, Map, Value};
 
-use crate::openapi::{fnv, gv_path, gvk, schema_name, schema_of};
+use crate::openapi::{collection_path, fnv, group_short, kind_schemas, schema_name};
 use crate::resources::{Resource, RESOURCES};
 
 /// The media type client-go's discovery client asks for.
@@ -97,7 +96,7 @@ pub fn document(headers: &HeaderMap) -> Response {
 fn build() -> Value {
     let defs = definitions();
     let mut paths: BTreeMap<String, Value> = BTreeMap::new();
-    for r in RESOURCES.iter().filter(|r| defs.contains_key(&schema_name(r))) {
+    for r in RESOURCES {
         resource_paths(r, &mut paths);
     }
     let paths: Map<String, Value> = paths.into_iter().collect();
@@ -114,22 +113,11 @@ fn build() -> Value {
 /// delete operations' response and body), in v2 form.
 fn definitions() -> BTreeMap<String, Value> {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
-    let mut gen = SchemaSettings::openapi3().into_generator();
-    let mut top: Vec<(&Resource, String)> = Vec::new();
-    for r in RESOURCES {
-        let s = schema_of(r, &mut gen);
-        if !s.is_empty() {
-            top.push((r, s));
-        }
-    }
-    let _ = gen.subschema_for::<meta::Status>();
-    let _ = gen.subschema_for::<meta::DeleteOptions>();
-    let mut defs: BTreeMap<String, Value> = gen.take_definitions(true).into_iter().collect();
-    for (r, generated) in top {
-        let mut v = defs.remove(&generated).unwrap_or_else(|| json!({"type": "object"}));
-        v["x-kubernetes-group-version-kind"] = gvk(r);
-        defs.insert(schema_name(r), v);
-    }
+    let schemas = kind_schemas(RESOURCES, |gen| {
+        let _ = gen.subschema_for::<meta::Status>();
+        let _ = gen.subschema_for::<meta::DeleteOptions>();
+    });
+    let mut defs: BTreeMap<String, Value> = schemas.into_iter().collect();
     for v in defs.values_mut() {
         to_v2_schema(v);
     }
@@ -203,8 +191,7 @@ fn reference(name: &str) -> Value {
 
 /// `core_v1`, `apps_v1`, `discovery_v1`: upstream's operation tags.
 fn tag(r: &Resource) -> String {
-    let g = if r.group.is_empty() { "core" } else { r.group.split('.').next().unwrap_or(r.group) };
-    format!("{g}_{}", r.version)
+    format!("{}_{}", group_short(r), r.version)
 }
 
 /// `CoreV1`, `AppsV1`, `DiscoveryV1`: the group-version part of upstream's operation ids.
@@ -213,8 +200,7 @@ fn gv_camel(r: &Resource) -> String {
         let mut c = s.chars();
         c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
     };
-    let g = if r.group.is_empty() { "core" } else { r.group.split('.').next().unwrap_or(r.group) };
-    format!("{}{}", cap(g), cap(r.version))
+    format!("{}{}", cap(group_short(r)), cap(r.version))
 }
 
 fn query(name: &str, ty: &str, desc: &str) -> Value {
@@ -226,8 +212,7 @@ fn path_param(name: &str, desc: &str) -> Value {
 }
 
 fn resource_paths(r: &Resource, paths: &mut BTreeMap<String, Value>) {
-    let gv = r.api_version();
-    let base = if r.namespaced { format!("/{}/namespaces/{{namespace}}/{}", gv_path(&gv), r.plural) } else { format!("/{}/{}", gv_path(&gv), r.plural) };
+    let base = collection_path(r);
     let kind_ref = reference(&schema_name(r));
     let scope = if r.namespaced { "Namespaced" } else { "" };
     let produces = json!(["application/json", "application/yaml", "application/vnd.kubernetes.protobuf"]);

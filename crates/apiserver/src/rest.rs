@@ -531,8 +531,7 @@ fn table_bytes(r: &Resource, kvs: &[KeyValue], rev: i64, filter: &Filter, decode
     } else {
         vec![table_rows_bytes(r, kvs, filter, decode, include, now)]
     };
-    let head = serde_json::to_vec(&json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": rev.to_string()}, "columnDefinitions": yard_api::table::column_definitions(r.plural)}))
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let head = serde_json::to_vec(&table_head(r, json!(rev.to_string()), None)).map_err(|e| ApiError::internal(e.to_string()))?;
     let chunks = chunks.into_iter().collect::<ApiResult<Vec<_>>>()?;
     let mut body = Vec::with_capacity(head.len() + 12 + chunks.iter().map(|c| c.len() + 1).sum::<usize>());
     body.extend_from_slice(&head[..head.len() - 1]);
@@ -549,15 +548,22 @@ fn table_bytes(r: &Resource, kvs: &[KeyValue], rev: i64, filter: &Filter, decode
     Ok(body)
 }
 
-/// A meta.k8s.io/v1 Table of `items`.
-pub fn table(r: &Resource, items: &[Value], rv: Value, cont: Option<String>, include: Option<&str>) -> Value {
-    let now = jiff::Timestamp::now();
-    let rows: Vec<Value> = items.iter().map(|o| table_row(r, o.clone(), include, now)).collect();
+/// A meta.k8s.io/v1 Table without its rows.
+fn table_head(r: &Resource, rv: Value, cont: Option<String>) -> Value {
     let mut meta = json!({"resourceVersion": rv});
     if let Some(c) = cont {
         meta["continue"] = json!(c);
     }
-    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": yard_api::table::column_definitions(r.plural), "rows": rows})
+    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": yard_api::table::column_definitions(r.plural)})
+}
+
+/// A meta.k8s.io/v1 Table of `items`.
+pub fn table(r: &Resource, items: &[Value], rv: Value, cont: Option<String>, include: Option<&str>) -> Value {
+    let now = jiff::Timestamp::now();
+    let rows: Vec<Value> = items.iter().map(|o| table_row(r, o.clone(), include, now)).collect();
+    let mut t = table_head(r, rv, cont);
+    t["rows"] = Value::Array(rows);
+    t
 }
 
 // ---------------------------------------------------------------------------------------------

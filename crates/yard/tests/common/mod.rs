@@ -170,17 +170,8 @@ pub fn kubectl_in(netns: Option<&str>, kubeconfig: &Path, args: &[&str], stdin: 
         child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
     }
     // Drained while kubectl runs: output larger than a pipe's buffer would otherwise stall it.
-    let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_end(&mut buf);
-            }
-            buf
-        })
-    };
-    let stdout = drain(child.stdout.take().map(|r| Box::new(r) as Box<dyn std::io::Read + Send>));
-    let stderr = drain(child.stderr.take().map(|r| Box::new(r) as Box<dyn std::io::Read + Send>));
+    let stdout = drain(child.stdout.take().expect("piped stdout"));
+    let stderr = drain(child.stderr.take().expect("piped stderr"));
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -193,6 +184,15 @@ pub fn kubectl_in(netns: Option<&str>, kubeconfig: &Path, args: &[&str], stdin: 
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Everything `r` yields until it ends, read on a thread of its own.
+fn drain(mut r: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        buf
+    })
 }
 
 /// Poll `f` until it returns Some or `timeout` passes.
