@@ -9,12 +9,16 @@
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+#[path = "tempdir.rs"]
+mod tempdir;
+
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::{Api, PostParams, WatchEvent, WatchParams};
 use serde_json::json;
+use tempdir::TempDir;
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -24,8 +28,9 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let n: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(10_000);
-    let dir = std::env::temp_dir().join(format!("yard-api-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    // Removed when main returns, error or not (after the API server, which is dropped first).
+    let scratch = TempDir::new("yard-api-bench");
+    let dir = scratch.0.clone();
     let args = yard_apiserver::Args { data_dir: dir.clone(), port: 0, ..Default::default() };
     let api = yard_apiserver::start(args).await?;
     let kc = kube::config::Kubeconfig::read_from(&api.kubeconfig)?;
@@ -131,6 +136,5 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("watch fan-out to 100 watchers, 50 changes: p50 {:.2} ms, p99 {:.2} ms (target p99 < 10 ms; includes the write)", pct(&mut delivery, 0.5), pct(&mut delivery, 0.99));
     api.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -17,6 +17,8 @@
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+#[path = "tempdir.rs"]
+mod tempdir;
 #[path = "procstat.rs"]
 mod procstat;
 
@@ -32,6 +34,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use procstat::cpu_seconds;
 use serde_json::json;
+use tempdir::TempDir;
 
 const NAMESPACES: usize = 10;
 const NODES: usize = 100;
@@ -165,15 +168,8 @@ async fn main() -> anyhow::Result<()> {
     };
     let (n_svc, per, samples, burst) = (arg(1, 10_000)?, arg(2, 10)?, arg(3, 1000)?, arg(4, 100)?);
     let n_pods = n_svc * per;
-    let dir = std::env::temp_dir().join(format!("yard-controllers-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    struct DirGuard(std::path::PathBuf);
-    impl Drop for DirGuard {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _dir_guard = DirGuard(dir.clone());
+    let scratch = TempDir::new("yard-controllers-bench");
+    let dir = scratch.0.clone();
     let args = yard_apiserver::Args { data_dir: dir.clone(), port: 0, ..Default::default() };
     let api = yard_apiserver::start(args).await?;
     let kc = kube::config::Kubeconfig::read_from(&api.kubeconfig)?;

@@ -19,6 +19,8 @@
 //!        [--clients 8] [--outstanding 200] [--workers 1] [--server-cpu 1] [--client-cpu 0]
 //!        [--latency-qps 50000] [--legacy-yard]
 
+#[path = "tempdir.rs"]
+mod tempdir;
 #[path = "dnsutil.rs"]
 mod dnsutil;
 
@@ -34,6 +36,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
+use tempdir::TempDir;
 
 /// A child process ended by PID (SIGKILL) when dropped.
 struct Proc {
@@ -58,14 +61,6 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -274,8 +269,7 @@ fn median(v: &[f64]) -> f64 {
 async fn main() -> anyhow::Result<()> {
     let o = opts()?;
     ensure!(o.yard.exists(), "no yard binary at {} (--yard)", o.yard.display());
-    let dir = TempDir(std::env::temp_dir().join(format!("yard-dns-bench-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
+    let dir = TempDir::new("yard-dns-bench");
     std::fs::create_dir_all(dir.0.join("api"))?;
     std::fs::create_dir_all(dir.0.join("knot"))?;
 

@@ -10,6 +10,8 @@
 //!
 //! Usage: dns-memory --yard target/release/yard [--services 10000] [--endpoints 10]
 
+#[path = "tempdir.rs"]
+mod tempdir;
 #[path = "dnsutil.rs"]
 mod dnsutil;
 
@@ -24,6 +26,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
+use tempdir::TempDir;
 
 /// A child process ended by PID (SIGKILL) when dropped.
 struct Proc(Child);
@@ -32,14 +35,6 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -82,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     ensure!(yard.exists(), "no yard binary at {}", yard.display());
-    let dir = TempDir(std::env::temp_dir().join(format!("yard-dns-memory-{}", std::process::id())));
+    let dir = TempDir::new("yard-dns-memory");
     std::fs::create_dir_all(dir.0.join("api"))?;
     let kubeconfig = dir.0.join("api/kubeconfig");
     let mut api = Proc(

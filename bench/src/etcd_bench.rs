@@ -14,6 +14,8 @@
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+#[path = "tempdir.rs"]
+mod tempdir;
 #[path = "procstat.rs"]
 mod procstat;
 
@@ -22,9 +24,10 @@ use std::time::Instant;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::{Api, PostParams};
-use serde_json::json;
-use yard_store::local_etcd::LocalEtcd;
 use procstat::cpu_seconds;
+use serde_json::json;
+use tempdir::TempDir;
+use yard_store::local_etcd::LocalEtcd;
 use yard_store::{Op, Store};
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -133,8 +136,9 @@ async fn main() -> anyhow::Result<()> {
     println!("etcd: {members} member(s) of {} on loopback, data in {}", yard_store::local_etcd::etcd_binary().display(), cluster.dir().display());
     let mut raw = etcd_client::Client::connect(cluster.endpoints().iter().map(|e| format!("http://{e}")).collect::<Vec<_>>(), None).await?;
 
-    let dir = std::env::temp_dir().join(format!("yard-etcd-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    // Removed when main returns, error or not (after the API server, which is dropped first).
+    let scratch = TempDir::new("yard-etcd-bench");
+    let dir = scratch.0.clone();
     let args = yard_apiserver::Args { data_dir: dir.clone(), port: 0, store: Some(cluster.url()), etcd_compaction_interval: 0, ..Default::default() };
     let api = yard_apiserver::start(args).await?;
     let kc = kube::config::Kubeconfig::read_from(&api.kubeconfig)?;
@@ -220,7 +224,6 @@ async fn main() -> anyhow::Result<()> {
     ratios.push(yard_svc.per_sec / raw_svc_txn.per_sec);
 
     api.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
     drop(cluster);
     println!("ratios (ConfigMaps vs put, vs txn; Services vs put, vs txn): {}", ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", "));
     Ok(())
