@@ -61,7 +61,7 @@ impl<T> Drop for Mirror<T> {
 
 async fn follow<T>(store: DynStore, prefix: String, summarize: fn(&KeyValue) -> T, shared: Arc<RwLock<Shared<T>>>) {
     loop {
-        match store.list_and_watch(&prefix).await {
+        match store.list_and_follow(&prefix).await {
             Ok((page, mut w)) => {
                 {
                     let mut s = shared.write().expect("mirror");

@@ -1,9 +1,10 @@
 //! The etcd v3 backend: etcd's revision is the store revision (and so `resourceVersion`); every
 //! write is one etcd Txn whose compares are the ops' preconditions on create/mod revisions, with
 //! an else branch that reads the keys back so a failed CAS reports which key lost and its state.
-//! Watches are etcd watches (with previous values) fed into a `Watcher`; they resume on another
-//! member from the last delivered revision when a member goes away, and end when etcd reports the
-//! start revision compacted. An optional background task compacts history on a schedule, as
+//! Requests go through `etcd_channel` (each KV request in one write).
+//! Watches are etcd watches (with previous values, except for followers that need only keys and
+//! new values) fed into a `Watcher`; they resume on another member from the last delivered
+//! revision when a member goes away, and end when etcd reports the start revision compacted. An optional background task compacts history on a schedule, as
 //! kube-apiserver does (each tick compacts to the revision seen on the previous tick).
 
 use std::path::PathBuf;
@@ -58,6 +59,8 @@ impl EtcdConfig {
 /// A store kept in an etcd v3 cluster; several API servers may share it.
 pub struct EtcdStore {
     client: Client,
+    /// Keeps the balanced channel's member list open.
+    _members: std::sync::Arc<tokio::sync::mpsc::Sender<tonic::transport::channel::Change<http::Uri, tonic::transport::Endpoint>>>,
     prefix: String,
     compactor: Option<tokio::task::JoinHandle<()>>,
 }
@@ -124,11 +127,8 @@ impl EtcdStore {
         let tls = cfg.ca_file.is_some() || cfg.cert_file.is_some();
         let scheme = if tls { "https" } else { "http" };
         let endpoints: Vec<String> = cfg.endpoints.iter().map(|e| format!("{scheme}://{e}")).collect();
-        let mut opts = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(2))
-            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
-            .with_keep_alive_while_idle(true)
-            .with_require_leader(true);
+        let opts = ConnectOptions::new().with_require_leader(true);
+        let mut tls_opts = None;
         if tls {
             let mut t = etcd_client::TlsOptions::new();
             if let Some(ca) = &cfg.ca_file {
@@ -144,10 +144,12 @@ impl EtcdStore {
                 (None, None) => {}
                 _ => return Err(backend("--etcd-certfile and --etcd-keyfile go together")),
             }
-            opts = opts.with_tls(t);
+            tls_opts = Some(t);
         }
-        let client = Client::connect(&endpoints, Some(opts)).await.map_err(backend)?;
-        let mut store = Self { client, prefix: cfg.prefix.clone(), compactor: None };
+        let settings = crate::etcd_channel::Settings { tls: tls_opts, connect_timeout: Duration::from_secs(2), keep_alive: (Duration::from_secs(5), Duration::from_secs(3)) };
+        let (channel, members) = crate::etcd_channel::balanced(&endpoints, &settings).await.map_err(backend)?;
+        let client = Client::from_channel(channel, Some(opts)).await.map_err(backend)?;
+        let mut store = Self { client, _members: std::sync::Arc::new(members), prefix: cfg.prefix.clone(), compactor: None };
         // Fail fast when no member answers.
         store.revision().await?;
         if let Some(every) = cfg.compaction_interval {
@@ -157,7 +159,7 @@ impl EtcdStore {
     }
 
     fn clone_handle(&self) -> Self {
-        Self { client: self.client.clone(), prefix: self.prefix.clone(), compactor: None }
+        Self { client: self.client.clone(), _members: self._members.clone(), prefix: self.prefix.clone(), compactor: None }
     }
 
     fn kv(&self) -> etcd_client::KvClient {
@@ -302,7 +304,8 @@ impl EtcdStore {
         out.iter().all(|k| k.mod_revision == rev).then_some(out)
     }
 
-    async fn do_watch(&self, prefix: &str, after: i64) -> Result<WatchStream> {
+    /// A watch from `after`; `prev`: whether events carry the previous value.
+    async fn do_watch(&self, prefix: &str, after: i64, prev: bool) -> Result<WatchStream> {
         // A watch from a compacted revision would be cancelled by etcd shortly after creation;
         // reading at the first wanted revision tells synchronously (a future revision is fine).
         let start = after + 1;
@@ -315,8 +318,14 @@ impl EtcdStore {
             Err(e) => return Err(backend(e)),
         }
         let (feed, watcher) = WatchFeed::new();
-        tokio::spawn(watch_task(self.clone_handle(), self.full(prefix), start, feed));
+        tokio::spawn(watch_task(self.clone_handle(), self.full(prefix), start, prev, feed));
         Ok(watcher)
+    }
+
+    async fn list_then_watch(&self, prefix: String, prev: bool) -> Result<(ListPage, WatchStream)> {
+        let page = self.list(&prefix, None, None).await?;
+        let w = self.do_watch(&prefix, page.revision, prev).await?;
+        Ok((page, w))
     }
 
     /// The revision etcd has compacted to, learned from a watch it refuses.
@@ -361,7 +370,7 @@ impl EtcdStore {
 
 /// Feed `feed` from etcd watches on `key`'s prefix, from `start` on, re-watching from the next
 /// revision when a stream breaks (member failure); ends on compaction or when the watcher is dropped.
-async fn watch_task(store: EtcdStore, key: Vec<u8>, mut start: i64, feed: WatchFeed) {
+async fn watch_task(store: EtcdStore, key: Vec<u8>, mut start: i64, prev: bool, feed: WatchFeed) {
     let give_up_after = Duration::from_secs(30);
     let mut failing_since: Option<tokio::time::Instant> = None;
     loop {
@@ -369,7 +378,10 @@ async fn watch_task(store: EtcdStore, key: Vec<u8>, mut start: i64, feed: WatchF
             tracing::warn!("etcd watch on {} ends: no member answers", String::from_utf8_lossy(&key));
             return;
         }
-        let opts = WatchOptions::new().with_prefix().with_start_revision(start).with_prev_key().with_progress_notify();
+        let mut opts = WatchOptions::new().with_prefix().with_start_revision(start).with_progress_notify();
+        if prev {
+            opts = opts.with_prev_key();
+        }
         let mut wc = store.client.watch_client();
         let mut stream = tokio::select! {
             _ = feed.closed() => return,
@@ -510,17 +522,15 @@ impl Store for EtcdStore {
 
     fn watch(&self, prefix: &str, after: i64) -> BoxFuture<'_, Result<WatchStream>> {
         let prefix = prefix.to_string();
-        async move { self.do_watch(&prefix, after).await }.boxed()
+        async move { self.do_watch(&prefix, after, true).await }.boxed()
     }
 
     fn list_and_watch(&self, prefix: &str) -> BoxFuture<'_, Result<(ListPage, WatchStream)>> {
-        let prefix = prefix.to_string();
-        async move {
-            let page = self.list(&prefix, None, None).await?;
-            let w = self.do_watch(&prefix, page.revision).await?;
-            Ok((page, w))
-        }
-        .boxed()
+        self.list_then_watch(prefix.to_string(), true).boxed()
+    }
+
+    fn list_and_follow(&self, prefix: &str) -> BoxFuture<'_, Result<(ListPage, WatchStream)>> {
+        self.list_then_watch(prefix.to_string(), false).boxed()
     }
 
     fn revision(&self) -> BoxFuture<'_, Result<i64>> {

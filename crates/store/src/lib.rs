@@ -9,6 +9,7 @@
 //! sit behind the object-safe `Store` trait.
 
 mod etcd_backend;
+mod etcd_channel;
 pub mod local_etcd;
 mod memwatch;
 mod redb_backend;
@@ -126,6 +127,12 @@ pub trait Store: Send + Sync + 'static {
     fn watch(&self, prefix: &str, after: i64) -> BoxFuture<'_, Result<WatchStream>>;
     /// List `prefix` and watch it from the listing's revision, atomically.
     fn list_and_watch(&self, prefix: &str) -> BoxFuture<'_, Result<(ListPage, WatchStream)>>;
+    /// As `list_and_watch`, for a follower that needs only each event's key and new value: events
+    /// may come without `prev`, and a delete's `kv` may carry only its key and revision (on etcd
+    /// the members then skip reading the previous value for every event they send).
+    fn list_and_follow(&self, prefix: &str) -> BoxFuture<'_, Result<(ListPage, WatchStream)>> {
+        self.list_and_watch(prefix)
+    }
     /// The current revision.
     fn revision(&self) -> BoxFuture<'_, Result<i64>>;
     /// Forget history at or below `revision` (watches from older revisions get Expired).

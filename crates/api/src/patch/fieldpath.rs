@@ -166,7 +166,7 @@ impl FieldSet {
         out
     }
 
-    fn union_in(&mut self, other: &FieldSet) {
+    pub(crate) fn union_in(&mut self, other: &FieldSet) {
         self.member |= other.member;
         for (pe, c) in &other.children {
             self.child_mut(pe.clone()).union_in(c);
@@ -206,6 +206,31 @@ impl FieldSet {
             }
         }
         out
+    }
+
+    /// [`FieldSet::difference`] in place.
+    pub(crate) fn difference_in(&mut self, other: &FieldSet) {
+        self.member &= !other.member;
+        self.children.retain(|pe, c| {
+            if let Some(o) = other.children.get(pe) {
+                c.difference_in(o);
+            }
+            !c.is_empty()
+        });
+    }
+
+    /// [`FieldSet::recursive_difference`] in place.
+    pub(crate) fn recursive_difference_in(&mut self, other: &FieldSet) {
+        if other.member {
+            *self = FieldSet::new();
+            return;
+        }
+        self.children.retain(|pe, c| {
+            if let Some(o) = other.children.get(pe) {
+                c.recursive_difference_in(o);
+            }
+            !c.is_empty()
+        });
     }
 
     /// Remove every path of `self` that is in `other` or below a path of `other`.

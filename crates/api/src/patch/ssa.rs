@@ -1170,16 +1170,19 @@ pub fn track_update_with(
     }
     let ignored = reset_set(schema, subresource);
     let cmp = compare(Some(&old_obj), Some(new), schema);
-    let changed = cmp
-        .modified
-        .union(&cmp.added)
-        .recursive_difference(&ignored);
-    let removed = cmp.removed.recursive_difference(&ignored);
-
-    for e in managers.iter_mut() {
-        e.fields = e.fields.difference(&changed).difference(&removed);
+    let mut changed = cmp.modified;
+    changed.union_in(&cmp.added);
+    changed.recursive_difference_in(&ignored);
+    if !managers.is_empty() {
+        let mut removed = cmp.removed;
+        removed.recursive_difference_in(&ignored);
+        for e in managers.iter_mut() {
+            e.fields.difference_in(&changed);
+            e.fields.difference_in(&removed);
+        }
     }
-    let mine = changed.difference(strip_set());
+    let mut mine = changed;
+    mine.difference_in(strip_set());
     let me = ManagedFieldsEntry {
         manager: manager.to_string(),
         operation: if operation.is_empty() {
