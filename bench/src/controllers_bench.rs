@@ -32,7 +32,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
-use procstat::cpu_seconds;
+use procstat::{cpu_seconds, status_kib};
 use serde_json::json;
 use tempdir::TempDir;
 
@@ -116,15 +116,6 @@ impl Drop for ChildGuard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn proc_status_kb(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|r| r.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 async fn set_ready(pods: &Api<Pod>, name: &str, ip: &str, ready: bool) -> anyhow::Result<()> {
@@ -261,8 +252,8 @@ async fn main() -> anyhow::Result<()> {
         t.elapsed().as_secs_f64()
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss = proc_status_kb(ctl_pid, "VmRSS:");
-    let hwm = proc_status_kb(ctl_pid, "VmHWM:");
+    let rss = status_kib(ctl_pid, "VmRSS:");
+    let hwm = status_kib(ctl_pid, "VmHWM:");
     println!("controller process: RSS {:.0} MiB, peak RSS {:.0} MiB, CPU {:.1} s so far", rss as f64 / 1024.0, hwm as f64 / 1024.0, cpu_seconds(ctl_pid));
 
     // Single flips, one at a time, in the watched namespace (bench-0 holds Services 0, 10, 20, ...).
@@ -343,7 +334,7 @@ async fn main() -> anyhow::Result<()> {
             pct(&mut lat, 0.99)
         );
     }
-    let rss = proc_status_kb(ctl_pid, "VmRSS:");
+    let rss = status_kib(ctl_pid, "VmRSS:");
     println!("controller process after the flips: RSS {:.0} MiB, CPU {:.1} s total", rss as f64 / 1024.0, cpu_seconds(ctl_pid));
     drop(ctl);
     Ok(())

@@ -21,6 +21,8 @@
 
 #[path = "tempdir.rs"]
 mod tempdir;
+#[path = "procstat.rs"]
+mod procstat;
 #[path = "dnsutil.rs"]
 mod dnsutil;
 
@@ -36,6 +38,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
+use procstat::status_kib;
 use tempdir::TempDir;
 
 /// A child process ended by PID (SIGKILL) when dropped.
@@ -240,18 +243,6 @@ fn latency(o: &Opts, port: u16, queries: &Path) -> anyhow::Result<(f64, f64, f64
         .and_then(first_number)
         .unwrap_or(0.0) as u64;
     Ok((pct(0.5), pct(0.99), pct(0.999), lat[lat.len() - 1], lat.len(), lost))
-}
-
-fn rss_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(first_number)
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -478,8 +469,8 @@ async fn main() -> anyhow::Result<()> {
     }
     println!(
         "resident memory: yard dns {:.1} MB, knotd {:.1} MB ({} Services)",
-        rss_mb(yard.pid()),
-        rss_mb(knot.pid()),
+        status_kib(yard.pid(), "VmRSS:") as f64 / 1024.0,
+        status_kib(knot.pid(), "VmRSS:") as f64 / 1024.0,
         records.len()
     );
     std::io::stdout().flush()?;

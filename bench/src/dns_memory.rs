@@ -12,6 +12,8 @@
 
 #[path = "tempdir.rs"]
 mod tempdir;
+#[path = "procstat.rs"]
+mod procstat;
 #[path = "dnsutil.rs"]
 mod dnsutil;
 
@@ -26,6 +28,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
+use procstat::status_kib;
 use tempdir::TempDir;
 
 /// A child process ended by PID (SIGKILL) when dropped.
@@ -36,13 +39,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn status_kb(pid: u32, field: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix(field).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok())))
-        .unwrap_or(0.0)
 }
 
 /// The address of pod `p` (10.(64+p/65536).x.y: inside no network of this machine; it is only
@@ -205,10 +201,10 @@ async fn main() -> anyhow::Result<()> {
                 "yard dns {} after {settle} s: answering after {:.1} s; VmRSS {:.1} MiB (anonymous {:.1}, file-backed {:.1}), VmHWM (peak) {:.1} MiB ({services} Services, {} endpoints, {} pods; target < 60 MB)",
                 if extra.is_empty() { "(default)" } else { "--autopath (pod index)" },
                 ready.as_secs_f64(),
-                status_kb(pid, "VmRSS:") / 1024.0,
-                status_kb(pid, "RssAnon:") / 1024.0,
-                status_kb(pid, "RssFile:") / 1024.0,
-                status_kb(pid, "VmHWM:") / 1024.0,
+                status_kib(pid, "VmRSS:") as f64 / 1024.0,
+                status_kib(pid, "RssAnon:") as f64 / 1024.0,
+                status_kib(pid, "RssFile:") as f64 / 1024.0,
+                status_kib(pid, "VmHWM:") as f64 / 1024.0,
                 services * per,
                 services * per
             );

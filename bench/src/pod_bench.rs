@@ -8,6 +8,9 @@
 //! Needs root (network namespaces); the cluster lives in namespaces `yard up` creates and removes.
 //! Usage: target/release/pod-bench [path/to/yard] [N]   (defaults: target/release/yard, 100)
 
+#[path = "procstat.rs"]
+mod procstat;
+
 use std::collections::HashMap;
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
@@ -18,19 +21,13 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
+use procstat::status_kib;
 use serde_json::json;
 
 fn pct(v: &[f64], p: f64) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok())))
-        .unwrap_or(0)
 }
 
 /// The processes running inside the pods' network namespaces (`/run/netns/<prefix>*`): the pods'
@@ -144,7 +141,7 @@ async fn main() -> anyhow::Result<()> {
         }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let base_rss = rss_kib(cluster.child.id());
+    let base_rss = status_kib(cluster.child.id(), "VmRSS:");
 
     // One at a time.
     let mut seq = Vec::with_capacity(n);
@@ -180,9 +177,9 @@ async fn main() -> anyhow::Result<()> {
     println!("{n} pods at once, create -> Ready: p50 {:.1} ms, p99 {:.1} ms, all Ready after {:.2} s", pct(&burst, 0.5), pct(&burst, 0.99), started.elapsed().as_secs_f64());
 
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss = rss_kib(cluster.child.id());
+    let rss = status_kib(cluster.child.id(), "VmRSS:");
     let pod_pids: Vec<u32> = pod_processes(&format!("yard-{cluster_name}-node-1-p"));
-    let pod_rss: Vec<u64> = pod_pids.iter().map(|p| rss_kib(*p)).filter(|r| *r > 0).collect();
+    let pod_rss: Vec<u64> = pod_pids.iter().map(|p| status_kib(*p, "VmRSS:")).filter(|r| *r > 0).collect();
     let per_pod = (rss.saturating_sub(base_rss)) as f64 / (2 * n) as f64;
     println!(
         "memory: yard up process {:.1} MiB -> {:.1} MiB with {} pods = {:.0} KiB per pod; each pod's own process: {:.0} KiB RSS on average ({} processes)",
