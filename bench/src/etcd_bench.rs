@@ -241,10 +241,10 @@ where
 /// One kind, in `rounds` rounds: each creates its share of `objs` through Yard and makes as many
 /// raw create-if-absent transactions (`keys` keys each) and plain puts of the stored size. The
 /// order flips every round (Yard first, then Yard last) so that drift in the machine's speed
-/// falls on both sides. Returns the ratios Yard/put and Yard/transaction over all rounds and the
-/// median of the per-round Yard/transaction ratios.
+/// falls on both sides. Returns the ratios Yard/put and Yard/transaction over all rounds, the
+/// median of the per-round Yard/transaction ratios, and the mean stored size.
 #[allow(clippy::too_many_arguments)]
-async fn compare_kind<K>(label: &str, tag: &str, api: &Api<K>, objs: &[K], stored: &str, keys: usize, raw: &mut etcd_client::Client, rounds: usize, c: usize) -> anyhow::Result<[f64; 3]>
+async fn compare_kind<K>(label: &str, tag: &str, api: &Api<K>, objs: &[K], stored: &str, keys: usize, raw: &mut etcd_client::Client, rounds: usize, c: usize) -> anyhow::Result<([f64; 3], usize)>
 where
     K: kube::Resource + Clone + k8s_openapi::serde::Serialize + k8s_openapi::serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -280,7 +280,7 @@ where
     println!("  raw etcd create txn   : {txn} ({keys} key{})", if keys > 1 { "s" } else { "" });
     println!("  per-round ratio vs create txn: {} (median {median:.2})", shown.join(", "));
     println!("  throughput ratio {vs_put:.2} vs put, {vs_txn:.2} vs create txn (target >= 0.8)");
-    Ok([vs_put, vs_txn, median])
+    Ok(([vs_put, vs_txn, median], size))
 }
 
 #[tokio::main]
@@ -342,10 +342,10 @@ async fn run() -> anyhow::Result<()> {
         // the raw runs' values are.
         let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
         let objs = (0..n).map(|i| serde_json::from_value(json!({"metadata": {"name": format!("cm-{i}"), "labels": {"app": format!("a{i}")}}, "data": {"key": format!("value-{i}")}}))).collect::<Result<Vec<ConfigMap>, _>>()?;
-        ratios.push(("ConfigMaps", compare_kind("ConfigMaps", "cm", &cms, &objs, "/registry/core/configmaps/default/", 1, &mut raw, rounds, c).await?));
+        let (r, cm_size) = compare_kind("ConfigMaps", "cm", &cms, &objs, "/registry/core/configmaps/default/", 1, &mut raw, rounds, c).await?;
+        ratios.push(("ConfigMaps", r));
         // Where the gap is: the store calls of a ConfigMap create (namespace read, then the create
         // transaction) straight on `EtcdStore`, without HTTP/TLS/JSON, same sizes and concurrency.
-        let cm_size = mean_value_size(&mut raw, "/registry/core/configmaps/default/").await?.0;
         let store = std::sync::Arc::new(yard_store::EtcdStore::connect(yard_store::EtcdConfig { endpoints: cluster.endpoints(), ..Default::default() }).await?);
         let value = vec![b'x'; cm_size];
         for (label, read) in [("txn only", 0u8), ("linearizable ns get + txn", 1), ("stale ns get + txn", 2)] {
@@ -371,7 +371,7 @@ async fn run() -> anyhow::Result<()> {
         // stored beside them, hence the name prefix).
         let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
         let objs = (0..n).map(|i| serde_json::from_value(json!({"metadata": {"name": format!("svc-{i}")}, "spec": {"selector": {"app": format!("a{i}")}, "ports": [{"port": 80, "targetPort": 8080}]}}))).collect::<Result<Vec<Service>, _>>()?;
-        ratios.push(("Services", compare_kind("Services", "svc", &svcs, &objs, "/registry/core/services/default/svc-", 2, &mut raw, rounds, c).await?));
+        ratios.push(("Services", compare_kind("Services", "svc", &svcs, &objs, "/registry/core/services/default/svc-", 2, &mut raw, rounds, c).await?.0));
     }
 
     drop(api);

@@ -1,11 +1,12 @@
 //! The etcd v3 backend: etcd's revision is the store revision (and so `resourceVersion`); every
 //! write is one etcd Txn whose compares are the ops' preconditions on create/mod revisions, with
 //! an else branch that reads the keys back so a failed CAS reports which key lost and its state.
-//! Requests go through `etcd_channel` (each KV request in one write).
-//! Watches are etcd watches (with previous values, except for followers that need only keys and
-//! new values) fed into a `Watcher`; they resume on another member from the last delivered
-//! revision when a member goes away, and end when etcd reports the start revision compacted. An optional background task compacts history on a schedule, as
-//! kube-apiserver does (each tick compacts to the revision seen on the previous tick).
+//! Requests go through `etcd_channel` (each KV request in one write). Watches are etcd watches
+//! (with previous values, except for followers that need only keys and new values) fed into a
+//! `Watcher`; they resume on another member from the last delivered revision when a member goes
+//! away, and end when etcd reports the start revision compacted. An optional background task
+//! compacts history on a schedule, as kube-apiserver does (each tick compacts to the revision
+//! seen on the previous tick).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -60,7 +61,7 @@ impl EtcdConfig {
 pub struct EtcdStore {
     client: Client,
     /// Keeps the balanced channel's member list open.
-    _members: std::sync::Arc<tokio::sync::mpsc::Sender<tonic::transport::channel::Change<http::Uri, tonic::transport::Endpoint>>>,
+    _members: std::sync::Arc<crate::etcd_channel::Members>,
     prefix: String,
     compactor: Option<tokio::task::JoinHandle<()>>,
 }

@@ -30,9 +30,13 @@ pub(crate) struct Settings {
     pub keep_alive: (Duration, Duration),
 }
 
-/// A balanced channel over `urls` (`http://` or `https://host:port`). The returned sender must
-/// be kept: the channel stops finding members once it is dropped.
-pub(crate) async fn balanced(urls: &[String], s: &Settings) -> Result<(etcd_client::Channel, tokio::sync::mpsc::Sender<Change<http::Uri, Endpoint>>), String> {
+/// The sender that feeds a balanced channel its members; the channel stops finding members once
+/// it is dropped.
+pub(crate) type Members = tokio::sync::mpsc::Sender<Change<http::Uri, Endpoint>>;
+
+/// A balanced channel over `urls` (`http://` or `https://host:port`), and its member list, which
+/// must be kept.
+pub(crate) async fn balanced(urls: &[String], s: &Settings) -> Result<(etcd_client::Channel, Members), String> {
     let (channel, tx) = Channel::balance_channel(64);
     for url in urls {
         let uri: http::Uri = url.parse().map_err(|e| format!("etcd endpoint {url}: {e}"))?;

@@ -192,23 +192,12 @@ impl FieldSet {
 
     /// Set difference: the paths of `self` not in `other` (exact paths, not subtrees).
     pub fn difference(&self, other: &FieldSet) -> FieldSet {
-        let mut out = FieldSet {
-            member: self.member && !other.member,
-            children: BTreeMap::new(),
-        };
-        for (pe, c) in &self.children {
-            let d = match other.children.get(pe) {
-                Some(o) => c.difference(o),
-                None => c.clone(),
-            };
-            if !d.is_empty() {
-                out.children.insert(pe.clone(), d);
-            }
-        }
+        let mut out = self.clone();
+        out.difference_in(other);
         out
     }
 
-    /// [`FieldSet::difference`] in place.
+    /// [`FieldSet::difference`] in place (empty subtrees are dropped).
     pub(crate) fn difference_in(&mut self, other: &FieldSet) {
         self.member &= !other.member;
         self.children.retain(|pe, c| {
@@ -235,22 +224,8 @@ impl FieldSet {
 
     /// Remove every path of `self` that is in `other` or below a path of `other`.
     pub fn recursive_difference(&self, other: &FieldSet) -> FieldSet {
-        if other.member {
-            return FieldSet::new();
-        }
-        let mut out = FieldSet {
-            member: self.member,
-            children: BTreeMap::new(),
-        };
-        for (pe, c) in &self.children {
-            let d = match other.children.get(pe) {
-                Some(o) => c.recursive_difference(o),
-                None => c.clone(),
-            };
-            if !d.is_empty() {
-                out.children.insert(pe.clone(), d);
-            }
-        }
+        let mut out = self.clone();
+        out.recursive_difference_in(other);
         out
     }
 
