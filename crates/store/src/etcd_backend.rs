@@ -1,7 +1,7 @@
 //! The etcd v3 backend: etcd's revision is the store revision (and so `resourceVersion`); every
 //! write is one etcd Txn whose compares are the ops' preconditions on create/mod revisions, with
 //! an else branch that reads the keys back so a failed CAS reports which key lost and its state.
-//! Requests go through `etcd_channel` (each KV request in one write). Watches are etcd watches
+//! KV calls go through `etcd_unary` (h2 straight, one write per request). Watches are etcd watches
 //! (with previous values, except for followers that need only keys and new values) fed into a
 //! `Watcher`; they resume on another member from the last delivered revision when a member goes
 //! away, and end when etcd reports the start revision compacted. An optional background task
@@ -9,13 +9,16 @@
 //! seen on the previous tick).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, TxnOp, TxnOpResponse, WatchOptions};
+use etcd_client::proto::{PbCompactionRequest, PbCompactionResponse, PbRangeRequest, PbRangeResponse, PbTxnRequest, PbTxnResponse};
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, DeleteOptions, PutOptions, TxnOp, TxnOpResponse, WatchOptions};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
+use crate::etcd_unary::{CallError, UnaryKv};
 use crate::memwatch::WatchFeed;
 use crate::{Event, EventKind, KeyValue, ListPage, Op, Result, Store, StoreError, WatchStream};
 
@@ -59,9 +62,10 @@ impl EtcdConfig {
 
 /// A store kept in an etcd v3 cluster; several API servers may share it.
 pub struct EtcdStore {
+    /// Range, Txn and Compact.
+    kv: Arc<UnaryKv>,
+    /// Watches.
     client: Client,
-    /// Keeps the balanced channel's member list open.
-    _members: std::sync::Arc<crate::etcd_channel::Members>,
     prefix: String,
     compactor: Option<tokio::task::JoinHandle<()>>,
 }
@@ -83,6 +87,30 @@ const MAX_MESSAGE: usize = 1 << 30;
 /// Reads are retried on member failure for this long.
 const READ_RETRY: Duration = Duration::from_secs(10);
 
+/// A rustls client configuration trusting `ca` (PEM; else the web PKI's roots are not assumed:
+/// a CA is required) and presenting `identity` (certificate and key PEM) when given.
+fn client_tls(ca: Option<&[u8]>, identity: Option<&(Vec<u8>, Vec<u8>)>) -> std::result::Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut ca.ok_or("TLS to etcd needs a CA file")?) {
+        roots.add(cert.map_err(|e| format!("CA file: {e}"))?).map_err(|e| format!("CA file: {e}"))?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        Some((cert, key)) => {
+            let chain = rustls_pemfile::certs(&mut cert.as_slice()).collect::<std::result::Result<Vec<_>, _>>().map_err(|e| format!("client certificate: {e}"))?;
+            let key = rustls_pemfile::private_key(&mut key.as_slice()).map_err(|e| format!("client key: {e}"))?.ok_or("client key file holds no key")?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| format!("client certificate: {e}"))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    // gRPC over TLS is HTTP/2, agreed by ALPN.
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
 /// The first key after every key starting with `p` (etcd's range end for a prefix).
 fn prefix_end(p: &[u8]) -> Vec<u8> {
     let mut end = p.to_vec();
@@ -95,31 +123,35 @@ fn prefix_end(p: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
-/// Whether an etcd error means "this member or connection is gone", so another may answer.
-fn transient(e: &etcd_client::Error) -> bool {
+/// Whether a KV call failed because a member or connection is gone, so another may answer.
+fn transient(e: &CallError) -> bool {
     match e {
-        etcd_client::Error::GRpcStatus(s) => {
+        CallError::Status(s) => {
             matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled)
                 && !s.message().contains("compacted")
                 && !s.message().contains("future revision")
         }
-        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
-        _ => false,
+        CallError::NotSent(..) | CallError::Lost(..) => true,
     }
 }
 
-/// Whether the request certainly never reached a member (safe to resend a write).
-fn not_sent(e: &etcd_client::Error) -> bool {
-    let msg = e.to_string().to_ascii_lowercase();
-    matches!(e, etcd_client::Error::TransportError(_))
-        || msg.contains("connection refused")
-        || msg.contains("tcp connect error")
-        || msg.contains("error trying to connect")
-        || msg.contains("no leader")
+/// Whether the request certainly never reached a member's raft log (safe to resend a write).
+fn not_sent(e: &CallError) -> bool {
+    match e {
+        CallError::NotSent(..) => true,
+        // Refused up front by a member without a leader (the `hasleader` header).
+        CallError::Status(s) => s.message().contains("no leader"),
+        CallError::Lost(..) => false,
+    }
 }
 
-fn is_compacted(e: &etcd_client::Error) -> bool {
-    e.to_string().contains("required revision has been compacted")
+fn is_compacted(e: &CallError) -> bool {
+    matches!(e, CallError::Status(s) if s.message().contains("required revision has been compacted"))
+}
+
+/// A range request over `[key, range_end)` (just `key` when `range_end` is empty).
+fn range_request(key: Vec<u8>, range_end: Vec<u8>) -> PbRangeRequest {
+    PbRangeRequest { key, range_end, ..Default::default() }
 }
 
 impl EtcdStore {
@@ -128,29 +160,34 @@ impl EtcdStore {
         let tls = cfg.ca_file.is_some() || cfg.cert_file.is_some();
         let scheme = if tls { "https" } else { "http" };
         let endpoints: Vec<String> = cfg.endpoints.iter().map(|e| format!("{scheme}://{e}")).collect();
-        let opts = ConnectOptions::new().with_require_leader(true);
-        let mut tls_opts = None;
+        let (connect_timeout, keep_alive) = (Duration::from_secs(2), (Duration::from_secs(5), Duration::from_secs(3)));
+        let mut opts = ConnectOptions::new()
+            .with_require_leader(true)
+            .with_connect_timeout(connect_timeout)
+            .with_keep_alive(keep_alive.0, keep_alive.1)
+            .with_keep_alive_while_idle(true);
+        let mut rustls_config = None;
         if tls {
-            let mut t = etcd_client::TlsOptions::new();
-            if let Some(ca) = &cfg.ca_file {
-                let pem = std::fs::read(ca).map_err(|e| backend(format!("reading {}: {e}", ca.display())))?;
-                t = t.ca_certificate(etcd_client::Certificate::from_pem(pem));
-            }
-            match (&cfg.cert_file, &cfg.key_file) {
-                (Some(c), Some(k)) => {
-                    let cert = std::fs::read(c).map_err(|e| backend(format!("reading {}: {e}", c.display())))?;
-                    let key = std::fs::read(k).map_err(|e| backend(format!("reading {}: {e}", k.display())))?;
-                    t = t.identity(etcd_client::Identity::from_pem(cert, key));
-                }
-                (None, None) => {}
+            let read = |p: &PathBuf| std::fs::read(p).map_err(|e| backend(format!("reading {}: {e}", p.display())));
+            let ca = cfg.ca_file.as_ref().map(read).transpose()?;
+            let identity = match (&cfg.cert_file, &cfg.key_file) {
+                (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+                (None, None) => None,
                 _ => return Err(backend("--etcd-certfile and --etcd-keyfile go together")),
+            };
+            let mut t = etcd_client::TlsOptions::new();
+            if let Some(pem) = &ca {
+                t = t.ca_certificate(etcd_client::Certificate::from_pem(pem.clone()));
             }
-            tls_opts = Some(t);
+            if let Some((cert, key)) = &identity {
+                t = t.identity(etcd_client::Identity::from_pem(cert.clone(), key.clone()));
+            }
+            opts = opts.with_tls(t);
+            rustls_config = Some(Arc::new(client_tls(ca.as_deref(), identity.as_ref()).map_err(backend)?));
         }
-        let settings = crate::etcd_channel::Settings { tls: tls_opts, connect_timeout: Duration::from_secs(2), keep_alive: (Duration::from_secs(5), Duration::from_secs(3)) };
-        let (channel, members) = crate::etcd_channel::balanced(&endpoints, &settings).await.map_err(backend)?;
-        let client = Client::from_channel(channel, Some(opts)).await.map_err(backend)?;
-        let mut store = Self { client, _members: std::sync::Arc::new(members), prefix: cfg.prefix.clone(), compactor: None };
+        let kv = UnaryKv::new(&cfg.endpoints, crate::etcd_unary::Settings { tls: rustls_config, connect_timeout, keep_alive, max_message: MAX_MESSAGE });
+        let client = Client::connect(&endpoints, Some(opts)).await.map_err(backend)?;
+        let mut store = Self { kv: Arc::new(kv), client, prefix: cfg.prefix.clone(), compactor: None };
         // Fail fast when no member answers.
         store.revision().await?;
         if let Some(every) = cfg.compaction_interval {
@@ -160,11 +197,7 @@ impl EtcdStore {
     }
 
     fn clone_handle(&self) -> Self {
-        Self { client: self.client.clone(), _members: self._members.clone(), prefix: self.prefix.clone(), compactor: None }
-    }
-
-    fn kv(&self) -> etcd_client::KvClient {
-        self.client.kv_client().max_decoding_message_size(MAX_MESSAGE)
+        Self { kv: self.kv.clone(), client: self.client.clone(), prefix: self.prefix.clone(), compactor: None }
     }
 
     fn full(&self, key: &str) -> Vec<u8> {
@@ -184,12 +217,17 @@ impl EtcdStore {
         }
     }
 
+    async fn range_once(&self, req: &PbRangeRequest) -> std::result::Result<etcd_client::GetResponse, CallError> {
+        let r: PbRangeResponse = self.kv.call("/etcdserverpb.KV/Range", req).await?;
+        Ok(etcd_client::GetResponse(r))
+    }
+
     /// A range read, retried on other members while they fail.
-    async fn range(&self, key: Vec<u8>, opts: GetOptions) -> Result<etcd_client::GetResponse> {
+    async fn range(&self, req: PbRangeRequest) -> Result<etcd_client::GetResponse> {
         let deadline = tokio::time::Instant::now() + READ_RETRY;
         let mut pause = Duration::from_millis(50);
         loop {
-            match self.kv().get(key.clone(), Some(opts.clone())).await {
+            match self.range_once(&req).await {
                 Ok(r) => return Ok(r),
                 Err(e) if transient(&e) && tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(pause).await;
@@ -224,14 +262,22 @@ impl EtcdStore {
             });
             otherwise.push(TxnOp::get(k, None));
         }
-        let txn = etcd_client::Txn::new().when(compares).and_then(then).or_else(otherwise);
+        // Creates only (the common case) fail only when a key exists; as kube-apiserver does, such
+        // a transaction carries no reads for that case (every member would store and decode them
+        // with each entry), and the keys are read after a failure instead.
+        let creates_only = ops.iter().all(|o| matches!(o, Op::Create { .. }));
+        let mut txn = etcd_client::Txn::new().when(compares).and_then(then);
+        if !creates_only {
+            txn = txn.or_else(otherwise.clone());
+        }
+        let txn = PbTxnRequest::from(txn);
         let mut pause = Duration::from_millis(50);
         let deadline = tokio::time::Instant::now() + READ_RETRY;
         // Set when a member failed while the request was in flight: it may have been applied.
-        let mut uncertain: Option<etcd_client::Error> = None;
+        let mut uncertain: Option<CallError> = None;
         let resp = loop {
-            match self.kv().txn(txn.clone()).await {
-                Ok(r) => break r,
+            match self.kv.call::<_, PbTxnResponse>("/etcdserverpb.KV/Txn", &txn).await {
+                Ok(r) => break etcd_client::TxnResponse(r),
                 Err(e) if (not_sent(&e) || transient(&e)) && tokio::time::Instant::now() < deadline => {
                     if !not_sent(&e) && uncertain.is_none() {
                         uncertain = Some(e);
@@ -243,7 +289,7 @@ impl EtcdStore {
             }
         };
         let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
-        let responses = resp.op_responses();
+        let mut responses = resp.op_responses();
         if resp.succeeded() {
             let mut out = Vec::with_capacity(ops.len());
             for (op, r) in ops.into_iter().zip(responses) {
@@ -265,6 +311,15 @@ impl EtcdStore {
             }
             return Ok(out);
         }
+        if creates_only {
+            // The keys' state now (a later revision than the failed compare's): reads only,
+            // with no compares, always take the success branch.
+            let read = PbTxnRequest::from(etcd_client::Txn::new().and_then(otherwise));
+            match self.kv.call::<_, PbTxnResponse>("/etcdserverpb.KV/Txn", &read).await {
+                Ok(r) => responses = etcd_client::TxnResponse(r).op_responses(),
+                Err(e) => return Err(backend(e)),
+            }
+        }
         if let Some(first) = uncertain {
             // The resend lost its compares: if every key holds exactly what this transaction
             // wrote, at one revision, it was the first attempt that applied.
@@ -284,6 +339,10 @@ impl EtcdStore {
                 }
                 _ => {}
             }
+        }
+        if creates_only {
+            // The key that was there has gone again since: try again.
+            return Box::pin(self.do_txn(ops)).await;
         }
         Err(backend("transaction failed without a failing compare"))
     }
@@ -310,8 +369,10 @@ impl EtcdStore {
         // A watch from a compacted revision would be cancelled by etcd shortly after creation;
         // reading at the first wanted revision tells synchronously (a future revision is fine).
         let start = after + 1;
-        let probe = GetOptions::new().with_prefix().with_count_only().with_revision(start);
-        match self.kv().get(self.full(prefix), Some(probe)).await {
+        let key = self.full(prefix);
+        let end = prefix_end(&key);
+        let probe = PbRangeRequest { count_only: true, revision: start, ..range_request(key, end) };
+        match self.range_once(&probe).await {
             Ok(_) => {}
             Err(e) if is_compacted(&e) => return Err(StoreError::Expired { requested: after, oldest: self.compacted_revision().await.unwrap_or(start) }),
             Err(e) if e.to_string().contains("future revision") => {}
@@ -456,7 +517,7 @@ impl Store for EtcdStore {
     fn get(&self, key: &str) -> BoxFuture<'_, Result<Option<KeyValue>>> {
         let k = self.full(key);
         async move {
-            let r = self.range(k, GetOptions::new()).await?;
+            let r = self.range(range_request(k, Vec::new())).await?;
             Ok(r.kvs().first().map(|kv| self.local(kv)))
         }
         .boxed()
@@ -465,7 +526,7 @@ impl Store for EtcdStore {
     fn get_stale(&self, key: &str) -> BoxFuture<'_, Result<Option<KeyValue>>> {
         let k = self.full(key);
         async move {
-            let r = self.range(k, GetOptions::new().with_serializable()).await?;
+            let r = self.range(PbRangeRequest { serializable: true, ..range_request(k, Vec::new()) }).await?;
             Ok(r.kvs().first().map(|kv| self.local(kv)))
         }
         .boxed()
@@ -483,11 +544,8 @@ impl Store for EtcdStore {
             None => full_prefix,
         };
         async move {
-            let mut opts = GetOptions::new().with_range(end);
-            if let Some(l) = limit {
-                opts = opts.with_limit(l as i64 + 1);
-            }
-            let r = self.range(from, opts).await?;
+            let limit_plus_one = limit.map_or(0, |l| l as i64 + 1);
+            let r = self.range(PbRangeRequest { limit: limit_plus_one, ..range_request(from, end) }).await?;
             let revision = r.header().map(|h| h.revision()).unwrap_or(0);
             let mut items: Vec<KeyValue> = r.kvs().iter().map(|kv| self.local(kv)).collect();
             let mut more = None;
@@ -506,7 +564,8 @@ impl Store for EtcdStore {
 
     fn count(&self, prefix: &str) -> BoxFuture<'_, Result<i64>> {
         let k = self.full(prefix);
-        async move { Ok(self.range(k, GetOptions::new().with_prefix().with_count_only()).await?.count()) }.boxed()
+        let end = prefix_end(&k);
+        async move { Ok(self.range(PbRangeRequest { count_only: true, ..range_request(k, end) }).await?.count()) }.boxed()
     }
 
     fn write(&self, op: Op) -> BoxFuture<'_, Result<KeyValue>> {
@@ -538,7 +597,7 @@ impl Store for EtcdStore {
         // A count-only read of one key gives the cluster's current revision in its header.
         let k = self.full("\u{0}");
         async move {
-            let r = self.range(k, GetOptions::new().with_count_only()).await?;
+            let r = self.range(PbRangeRequest { count_only: true, ..range_request(k, Vec::new()) }).await?;
             Ok(r.header().map(|h| h.revision()).unwrap_or(0))
         }
         .boxed()
@@ -546,7 +605,7 @@ impl Store for EtcdStore {
 
     fn compact(&self, revision: i64) -> BoxFuture<'_, Result<()>> {
         async move {
-            match self.kv().compact(revision, None).await {
+            match self.kv.call::<_, PbCompactionResponse>("/etcdserverpb.KV/Compact", &PbCompactionRequest { revision, physical: false }).await {
                 Ok(_) => Ok(()),
                 Err(e) if is_compacted(&e) => Ok(()),
                 Err(e) => Err(backend(e)),

@@ -9,7 +9,7 @@
 //! sit behind the object-safe `Store` trait.
 
 mod etcd_backend;
-mod etcd_channel;
+mod etcd_unary;
 pub mod local_etcd;
 mod memwatch;
 mod redb_backend;

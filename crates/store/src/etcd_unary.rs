@@ -1,0 +1,374 @@
+//! The etcd backend's unary KV calls (Range, Txn, Compact), made straight over one HTTP/2
+//! connection per member with `h2`. Through tonic, every call went from the caller's task to a
+//! buffer task, through the balancer to hyper's dispatch task, then to the connection task, and
+//! its answer back the same way; here the caller queues its stream on the connection itself (one
+//! write of HEADERS plus the whole message) and the connection task wakes it with the answer. The
+//! calls go round-robin over the members; a member whose connection cannot be made is passed over
+//! for a second. Errors say whether the request can have reached etcd, which decides whether a
+//! write may be sent again. Watches stay on etcd-client's streams.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use prost::Message;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CallError {
+    /// The request never left: no connection could be made. Safe to send again.
+    #[error("etcd member {0}: not sent: {1}")]
+    NotSent(String, String),
+    /// The connection failed while the request was out: etcd may have applied it.
+    #[error("etcd member {0}: connection lost: {1}")]
+    Lost(String, String),
+    /// etcd answered with a gRPC error.
+    #[error("{}", .0.message())]
+    Status(tonic::Status),
+}
+
+/// Connection settings for each member.
+pub(crate) struct Settings {
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub connect_timeout: Duration,
+    /// HTTP/2 ping interval and how long to wait for its answer (also while idle).
+    pub keep_alive: (Duration, Duration),
+    /// Largest answer accepted.
+    pub max_message: usize,
+}
+
+/// An open connection to one member.
+#[derive(Clone)]
+struct Conn {
+    send: h2::client::SendRequest<Bytes>,
+    /// Cleared when the connection's task ends (closed, failed, or a ping went unanswered).
+    alive: Arc<AtomicBool>,
+}
+
+struct Member {
+    /// `host:port`.
+    addr: String,
+    /// `http://host:port` or `https://...`, the authority of every request.
+    base: String,
+    conn: Mutex<Option<Conn>>,
+    /// Held while connecting, so that concurrent callers wait for one attempt.
+    connecting: tokio::sync::Mutex<()>,
+    /// Until when a failed member is passed over.
+    down_until: Mutex<Option<Instant>>,
+}
+
+/// Unary KV calls over every member.
+pub(crate) struct UnaryKv {
+    members: Vec<Member>,
+    next: AtomicUsize,
+    settings: Settings,
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// How long a member that could not be reached is passed over.
+const PASS_OVER: Duration = Duration::from_secs(1);
+
+impl UnaryKv {
+    /// Calls to `endpoints` (`host:port` each); connections are made on first use.
+    pub(crate) fn new(endpoints: &[String], settings: Settings) -> Self {
+        let scheme = if settings.tls.is_some() { "https" } else { "http" };
+        let members = endpoints
+            .iter()
+            .map(|a| Member { addr: a.clone(), base: format!("{scheme}://{a}"), conn: Mutex::new(None), connecting: tokio::sync::Mutex::new(()), down_until: Mutex::new(None) })
+            .collect();
+        Self { members, next: AtomicUsize::new(0), settings }
+    }
+
+    /// The next member in turn that is not being passed over (the next in turn if all are).
+    fn pick(&self) -> &Member {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let n = self.members.len();
+        (0..n)
+            .map(|i| &self.members[(start + i) % n])
+            .find(|m| lock(&m.down_until).is_none_or(|t| t <= now))
+            .unwrap_or(&self.members[start % n])
+    }
+
+    /// Call `method` (e.g. `/etcdserverpb.KV/Txn`) with `req` on the next member.
+    pub(crate) async fn call<Req: Message, Resp: Message + Default>(&self, method: &'static str, req: &Req) -> Result<Resp, CallError> {
+        let m = self.pick();
+        let conn = self.conn(m).await?;
+        let not_sent = |e: h2::Error| CallError::NotSent(m.addr.clone(), e.to_string());
+        let lost = |e: h2::Error| {
+            // A refused stream or a GOAWAY before it was processed: etcd did not act on it.
+            if e.reason() == Some(h2::Reason::REFUSED_STREAM) {
+                CallError::NotSent(m.addr.clone(), e.to_string())
+            } else {
+                CallError::Lost(m.addr.clone(), e.to_string())
+            }
+        };
+        let mut send = conn.send.ready().await.map_err(|e| {
+            conn.alive.store(false, Ordering::Relaxed);
+            not_sent(e)
+        })?;
+        let request = http::Request::post(format!("{}{method}", m.base))
+            .header(http::header::CONTENT_TYPE, "application/grpc")
+            .header(http::header::TE, "trailers")
+            // Refused by a member that has lost its leader instead of waiting for one.
+            .header("hasleader", "true")
+            .body(())
+            .map_err(|e| CallError::NotSent(m.addr.clone(), e.to_string()))?;
+        let (answer, mut stream) = send.send_request(request, false).map_err(not_sent)?;
+        stream.send_data(frame(req), true).map_err(lost)?;
+        let (parts, mut body) = answer.await.map_err(lost)?.into_parts();
+        if parts.status != http::StatusCode::OK {
+            return Err(CallError::Status(tonic::Status::unknown(format!("etcd member {}: HTTP status {}", m.addr, parts.status))));
+        }
+        // A trailers-only answer carries its status in the headers.
+        if let Some(s) = failed(&parts.headers) {
+            return Err(CallError::Status(s));
+        }
+        let mut first: Option<Bytes> = None;
+        let mut rest = BytesMut::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.map_err(lost)?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            match &first {
+                None => first = Some(chunk),
+                Some(f) => {
+                    if rest.is_empty() {
+                        rest.extend_from_slice(f);
+                    }
+                    rest.extend_from_slice(&chunk);
+                    if rest.len() > self.settings.max_message + 5 {
+                        return Err(CallError::Status(tonic::Status::out_of_range(format!("etcd answer larger than {} bytes", self.settings.max_message))));
+                    }
+                }
+            }
+        }
+        let trailers = body.trailers().await.map_err(lost)?.unwrap_or_default();
+        if let Some(s) = failed(&trailers) {
+            return Err(CallError::Status(s));
+        }
+        if trailers.get("grpc-status").is_none() && parts.headers.get("grpc-status").is_none() {
+            return Err(CallError::Lost(m.addr.clone(), "answer ended without a gRPC status".into()));
+        }
+        let mut whole = if rest.is_empty() { first.unwrap_or_default() } else { rest.freeze() };
+        unframe(&mut whole).and_then(|msg| Resp::decode(msg).map_err(|e| e.to_string())).map_err(|e| CallError::Status(tonic::Status::internal(format!("etcd member {}: {e}", m.addr))))
+    }
+
+    /// The member's open connection, or a new one.
+    async fn conn(&self, m: &Member) -> Result<Conn, CallError> {
+        let open = |m: &Member| lock(&m.conn).as_ref().filter(|c| c.alive.load(Ordering::Relaxed)).cloned();
+        if let Some(c) = open(m) {
+            return Ok(c);
+        }
+        let _one = m.connecting.lock().await;
+        if let Some(c) = open(m) {
+            return Ok(c);
+        }
+        match self.connect(m).await {
+            Ok(c) => {
+                *lock(&m.conn) = Some(c.clone());
+                *lock(&m.down_until) = None;
+                Ok(c)
+            }
+            Err(e) => {
+                *lock(&m.down_until) = Some(Instant::now() + PASS_OVER);
+                Err(CallError::NotSent(m.addr.clone(), e))
+            }
+        }
+    }
+
+    async fn connect(&self, m: &Member) -> Result<Conn, String> {
+        let s = &self.settings;
+        let tcp = tokio::time::timeout(s.connect_timeout, tokio::net::TcpStream::connect(&m.addr))
+            .await
+            .map_err(|_| "tcp connect error: timed out".to_string())?
+            .map_err(|e| format!("tcp connect error: {e}"))?;
+        tcp.set_nodelay(true).map_err(|e| format!("tcp connect error: {e}"))?;
+        let io: Box<dyn Io> = match &s.tls {
+            None => Box::new(tcp),
+            Some(cfg) => {
+                let host = m.addr.rsplit_once(':').map_or(m.addr.as_str(), |(h, _)| h).trim_matches(|c| c == '[' || c == ']');
+                let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| format!("server name {host}: {e}"))?;
+                let tls = tokio::time::timeout(s.connect_timeout, tokio_rustls::TlsConnector::from(cfg.clone()).connect(name, tcp))
+                    .await
+                    .map_err(|_| "TLS handshake timed out".to_string())?
+                    .map_err(|e| format!("TLS handshake: {e}"))?;
+                Box::new(tls)
+            }
+        };
+        let (send, mut connection) = h2::client::Builder::new()
+            .initial_window_size(2 << 20)
+            .initial_connection_window_size(5 << 20)
+            .max_frame_size(1 << 20)
+            .handshake::<_, Bytes>(io)
+            .await
+            .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
+        let ping = connection.ping_pong().ok_or("HTTP/2 ping handle already taken")?;
+        let alive = Arc::new(AtomicBool::new(true));
+        let flag = alive.clone();
+        let (every, wait) = s.keep_alive;
+        let addr = m.addr.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                r = connection => if let Err(e) = r { tracing::debug!("etcd connection to {addr}: {e}") },
+                () = keep_alive(ping, every, wait) => tracing::debug!("etcd member {addr} stopped answering pings"),
+            }
+            flag.store(false, Ordering::Relaxed);
+        });
+        Ok(Conn { send, alive })
+    }
+}
+
+/// Returns when a ping goes unanswered for `wait`.
+async fn keep_alive(mut ping: h2::PingPong, every: Duration, wait: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        match tokio::time::timeout(wait, ping.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A gRPC status other than OK in `headers`.
+fn failed(headers: &http::HeaderMap) -> Option<tonic::Status> {
+    let code = headers.get("grpc-status")?;
+    (code.as_bytes() != b"0").then(|| tonic::Status::from_header_map(headers)).flatten()
+}
+
+/// A message in gRPC's framing: uncompressed flag, big-endian length, the message.
+fn frame<M: Message>(m: &M) -> Bytes {
+    let len = m.encoded_len();
+    let mut b = BytesMut::with_capacity(5 + len);
+    b.put_u8(0);
+    b.put_u32(len as u32);
+    m.encode(&mut b).expect("capacity reserved");
+    b.freeze()
+}
+
+/// The one message in a framed answer.
+fn unframe(b: &mut Bytes) -> Result<Bytes, String> {
+    if b.len() < 5 {
+        return Err(format!("answer of {} bytes has no gRPC frame", b.len()));
+    }
+    if b.get_u8() != 0 {
+        return Err("compressed answer (none was offered)".into());
+    }
+    let len = b.get_u32() as usize;
+    if b.len() != len {
+        return Err(format!("gRPC frame says {len} bytes, {} came", b.len()));
+    }
+    Ok(std::mem::take(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etcd_client::proto::{PbCompactionRequest, PbCompactionResponse};
+
+    fn settings() -> Settings {
+        Settings { tls: None, connect_timeout: Duration::from_secs(2), keep_alive: (Duration::from_secs(5), Duration::from_secs(3)), max_message: 1 << 20 }
+    }
+
+    /// How a test server answers a request (path, body): its headers, body and trailers.
+    type Answer = fn(&str, &[u8]) -> (Vec<(&'static str, &'static str)>, Bytes, Vec<(&'static str, &'static str)>);
+
+    /// An HTTP/2 server that answers every request with `answer`.
+    async fn serve(listener: tokio::net::TcpListener, answer: Answer) {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut conn = h2::server::handshake(tcp).await.unwrap();
+                while let Some(Ok((req, mut respond))) = conn.accept().await {
+                    tokio::spawn(async move {
+                        let path = req.uri().path().to_string();
+                        assert_eq!(req.headers().get("hasleader").map(|v| v.as_bytes()), Some(&b"true"[..]));
+                        let mut body = req.into_body();
+                        let mut got = Vec::new();
+                        while let Some(c) = body.data().await {
+                            got.extend_from_slice(&c.unwrap());
+                        }
+                        let (headers, data, trailers) = answer(&path, &got);
+                        let mut resp = http::Response::builder().status(200);
+                        for (k, v) in headers {
+                            resp = resp.header(k, v);
+                        }
+                        let only_headers = data.is_empty() && trailers.is_empty();
+                        let mut send = respond.send_response(resp.body(()).unwrap(), only_headers).unwrap();
+                        if !only_headers {
+                            send.send_data(data, false).unwrap();
+                            let mut t = http::HeaderMap::new();
+                            for (k, v) in trailers {
+                                t.insert(k, v.parse().unwrap());
+                            }
+                            send.send_trailers(t).unwrap();
+                        }
+                    });
+                }
+            });
+        }
+    }
+
+    async fn client(answer: Answer) -> UnaryKv {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(serve(listener, answer));
+        UnaryKv::new(&[addr], settings())
+    }
+
+    #[tokio::test]
+    async fn messages_round_trip_in_grpc_framing() {
+        let kv = client(|path, body| {
+            assert_eq!(path, "/etcdserverpb.KV/Compact");
+            let mut b = Bytes::copy_from_slice(body);
+            let req = PbCompactionRequest::decode(unframe(&mut b).unwrap()).unwrap();
+            assert_eq!(req.revision, 42);
+            let resp = PbCompactionResponse { header: Some(etcd_client::proto::PbResponseHeader { revision: 43, ..Default::default() }) };
+            (vec![("content-type", "application/grpc")], frame(&resp), vec![("grpc-status", "0")])
+        })
+        .await;
+        for _ in 0..3 {
+            let r: PbCompactionResponse = kv.call("/etcdserverpb.KV/Compact", &PbCompactionRequest { revision: 42, physical: false }).await.unwrap();
+            assert_eq!(r.header.unwrap().revision, 43);
+        }
+    }
+
+    #[tokio::test]
+    async fn grpc_errors_keep_their_code_and_message() {
+        // In the trailers, and trailers-only (in the headers).
+        for answer in [
+            (|_: &str, _: &[u8]| (vec![], Bytes::from_static(b""), vec![("grpc-status", "11"), ("grpc-message", "etcdserver: mvcc: required revision has been compacted")]))
+                as Answer,
+            |_, _| (vec![("grpc-status", "14"), ("grpc-message", "etcdserver: no leader")], Bytes::new(), vec![]),
+        ] {
+            let kv = client(answer).await;
+            match kv.call::<_, PbCompactionResponse>("/etcdserverpb.KV/Compact", &PbCompactionRequest::default()).await {
+                Err(CallError::Status(s)) => assert!(matches!(s.code(), tonic::Code::OutOfRange | tonic::Code::Unavailable) && s.message().starts_with("etcdserver: "), "{s:?}"),
+                other => panic!("want a gRPC status, got {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_member_is_not_sent_to_and_passed_over() {
+        // A port that was just free: nothing listens there.
+        let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().to_string();
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live_addr = live.local_addr().unwrap().to_string();
+        tokio::spawn(serve(live, |_, _| (vec![], frame(&PbCompactionResponse::default()), vec![("grpc-status", "0")])));
+        let kv = UnaryKv::new(&[dead.clone(), live_addr], settings());
+        let first = kv.call::<_, PbCompactionResponse>("/etcdserverpb.KV/Compact", &PbCompactionRequest::default()).await;
+        assert!(matches!(&first, Err(CallError::NotSent(a, e)) if *a == dead && e.contains("tcp connect error")), "{first:?}");
+        // While it is passed over, every call goes to the live member.
+        for _ in 0..4 {
+            kv.call::<_, PbCompactionResponse>("/etcdserverpb.KV/Compact", &PbCompactionRequest::default()).await.unwrap();
+        }
+    }
+}
