@@ -87,12 +87,15 @@ const MAX_MESSAGE: usize = 1 << 30;
 /// Reads are retried on member failure for this long.
 const READ_RETRY: Duration = Duration::from_secs(10);
 
-/// A rustls client configuration trusting `ca` (PEM; else the web PKI's roots are not assumed:
-/// a CA is required) and presenting `identity` (certificate and key PEM) when given.
+/// A rustls client configuration trusting the certificates in `ca` (PEM; required) and
+/// presenting `identity` (certificate and key PEM) when given.
 fn client_tls(ca: Option<&[u8]>, identity: Option<&(Vec<u8>, Vec<u8>)>) -> std::result::Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut ca.ok_or("TLS to etcd needs a CA file")?) {
-        roots.add(cert.map_err(|e| format!("CA file: {e}"))?).map_err(|e| format!("CA file: {e}"))?;
+    let certs = rustls_pemfile::certs(&mut ca.ok_or("TLS to etcd needs a CA file")?).collect::<std::result::Result<Vec<_>, _>>().map_err(|e| format!("CA file: {e}"))?;
+    // A system bundle (`etcds://`) may hold certificates rustls cannot use; those are skipped.
+    let (added, _skipped) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err("CA file holds no usable certificate".into());
     }
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
@@ -185,7 +188,7 @@ impl EtcdStore {
             opts = opts.with_tls(t);
             rustls_config = Some(Arc::new(client_tls(ca.as_deref(), identity.as_ref()).map_err(backend)?));
         }
-        let kv = UnaryKv::new(&cfg.endpoints, crate::etcd_unary::Settings { tls: rustls_config, connect_timeout, keep_alive, max_message: MAX_MESSAGE });
+        let kv = UnaryKv::new(&cfg.endpoints, crate::etcd_unary::Settings { tls: rustls_config, connect_timeout, keep_alive, max_message: MAX_MESSAGE }).map_err(backend)?;
         let client = Client::connect(&endpoints, Some(opts)).await.map_err(backend)?;
         let mut store = Self { kv: Arc::new(kv), client, prefix: cfg.prefix.clone(), compactor: None };
         // Fail fast when no member answers.
@@ -612,5 +615,23 @@ impl Store for EtcdStore {
             }
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ca_bundle_with_unusable_certificates_still_gives_its_usable_ones() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let ca = rcgen::CertificateParams::new(vec!["etcd".to_string()]).unwrap().self_signed(&key).unwrap();
+        // A PEM block whose contents are not a certificate, as system bundles may hold.
+        let junk = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        let bundle = format!("{junk}{}", ca.pem());
+        let cfg = client_tls(Some(bundle.as_bytes()), None).unwrap();
+        assert_eq!(cfg.alpn_protocols, vec![b"h2".to_vec()]);
+        assert!(client_tls(Some(junk.as_bytes()), None).is_err());
+        assert!(client_tls(None, None).is_err());
     }
 }

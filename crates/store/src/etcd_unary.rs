@@ -50,8 +50,9 @@ struct Conn {
 struct Member {
     /// `host:port`.
     addr: String,
-    /// `http://host:port` or `https://...`, the authority of every request.
-    base: String,
+    /// The scheme and authority of every request's URI.
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
     conn: Mutex<Option<Conn>>,
     /// Held while connecting, so that concurrent callers wait for one attempt.
     connecting: tokio::sync::Mutex<()>,
@@ -74,13 +75,17 @@ const PASS_OVER: Duration = Duration::from_secs(1);
 
 impl UnaryKv {
     /// Calls to `endpoints` (`host:port` each); connections are made on first use.
-    pub(crate) fn new(endpoints: &[String], settings: Settings) -> Self {
-        let scheme = if settings.tls.is_some() { "https" } else { "http" };
-        let members = endpoints
-            .iter()
-            .map(|a| Member { addr: a.clone(), base: format!("{scheme}://{a}"), conn: Mutex::new(None), connecting: tokio::sync::Mutex::new(()), down_until: Mutex::new(None) })
-            .collect();
-        Self { members, next: AtomicUsize::new(0), settings }
+    pub(crate) fn new(endpoints: &[String], settings: Settings) -> Result<Self, String> {
+        let scheme = if settings.tls.is_some() { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP };
+        let mut members = Vec::with_capacity(endpoints.len());
+        for a in endpoints {
+            let authority = a.parse().map_err(|e| format!("etcd endpoint {a}: {e}"))?;
+            members.push(Member { addr: a.clone(), scheme: scheme.clone(), authority, conn: Mutex::new(None), connecting: tokio::sync::Mutex::new(()), down_until: Mutex::new(None) });
+        }
+        if members.is_empty() {
+            return Err("no etcd endpoints".into());
+        }
+        Ok(Self { members, next: AtomicUsize::new(0), settings })
     }
 
     /// The next member in turn that is not being passed over (the next in turn if all are).
@@ -111,13 +116,17 @@ impl UnaryKv {
             conn.alive.store(false, Ordering::Relaxed);
             not_sent(e)
         })?;
-        let request = http::Request::post(format!("{}{method}", m.base))
-            .header(http::header::CONTENT_TYPE, "application/grpc")
-            .header(http::header::TE, "trailers")
-            // Refused by a member that has lost its leader instead of waiting for one.
-            .header("hasleader", "true")
-            .body(())
-            .map_err(|e| CallError::NotSent(m.addr.clone(), e.to_string()))?;
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(m.scheme.clone());
+        uri.authority = Some(m.authority.clone());
+        uri.path_and_query = Some(http::uri::PathAndQuery::from_static(method));
+        let uri = http::Uri::from_parts(uri).map_err(|e| CallError::NotSent(m.addr.clone(), e.to_string()))?;
+        let mut request = http::Request::post(uri).body(()).map_err(|e| CallError::NotSent(m.addr.clone(), e.to_string()))?;
+        let h = request.headers_mut();
+        h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
+        h.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+        // Refused by a member that has lost its leader instead of waiting for one.
+        h.insert("hasleader", http::HeaderValue::from_static("true"));
         let (answer, mut stream) = send.send_request(request, false).map_err(not_sent)?;
         stream.send_data(frame(req), true).map_err(lost)?;
         let (parts, mut body) = answer.await.map_err(lost)?.into_parts();
@@ -320,7 +329,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         tokio::spawn(serve(listener, answer));
-        UnaryKv::new(&[addr], settings())
+        UnaryKv::new(&[addr], settings()).unwrap()
     }
 
     #[tokio::test]
@@ -363,7 +372,7 @@ mod tests {
         let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let live_addr = live.local_addr().unwrap().to_string();
         tokio::spawn(serve(live, |_, _| (vec![], frame(&PbCompactionResponse::default()), vec![("grpc-status", "0")])));
-        let kv = UnaryKv::new(&[dead.clone(), live_addr], settings());
+        let kv = UnaryKv::new(&[dead.clone(), live_addr], settings()).unwrap();
         let first = kv.call::<_, PbCompactionResponse>("/etcdserverpb.KV/Compact", &PbCompactionRequest::default()).await;
         assert!(matches!(&first, Err(CallError::NotSent(a, e)) if *a == dead && e.contains("tcp connect error")), "{first:?}");
         // While it is passed over, every call goes to the live member.

@@ -173,6 +173,19 @@ impl FieldSet {
         }
     }
 
+    /// `union_in` of a set the caller is done with: subtrees absent here are moved, not copied.
+    pub(crate) fn union_with(&mut self, other: FieldSet) {
+        self.member |= other.member;
+        for (pe, c) in other.children {
+            match self.children.entry(pe) {
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(c);
+                }
+                std::collections::btree_map::Entry::Occupied(mut o) => o.get_mut().union_with(c),
+            }
+        }
+    }
+
     /// Set intersection.
     pub fn intersection(&self, other: &FieldSet) -> FieldSet {
         let mut out = FieldSet {

@@ -1171,7 +1171,7 @@ pub fn track_update_with(
     let ignored = reset_set(schema, subresource);
     let cmp = compare(Some(&old_obj), Some(new), schema);
     let mut changed = cmp.modified;
-    changed.union_in(&cmp.added);
+    changed.union_with(cmp.added);
     changed.recursive_difference_in(&ignored);
     if !managers.is_empty() {
         let mut removed = cmp.removed;
@@ -1198,8 +1198,8 @@ pub fn track_update_with(
     if !me.fields.is_empty() {
         match managers.iter_mut().find(|e| e.same_identity(&me)) {
             Some(prev) => {
-                prev.fields = prev.fields.union(&me.fields);
-                prev.time = me.time.clone();
+                prev.fields.union_with(me.fields);
+                prev.time = me.time;
             }
             None => managers.push(me),
         }
