@@ -176,6 +176,11 @@ impl UnaryKv {
         if let Some(c) = open(m) {
             return Ok(c);
         }
+        // The attempt this caller waited for failed (or one did lately): callers queued behind
+        // it do not each try again (an unanswered connect takes the whole timeout).
+        if lock(&m.down_until).is_some_and(|t| t > Instant::now()) {
+            return Err(CallError::NotSent(m.addr.clone(), "passed over: its last connection attempt failed".into()));
+        }
         match self.connect(m).await {
             Ok(c) => {
                 *lock(&m.conn) = Some(c.clone());
@@ -379,5 +384,16 @@ mod tests {
         for _ in 0..4 {
             kv.call::<_, PbCompactionResponse>("/etcdserverpb.KV/Compact", &PbCompactionRequest::default()).await.unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn callers_queued_behind_a_failed_connect_do_not_each_try_again() {
+        let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().to_string();
+        let kv = UnaryKv::new(std::slice::from_ref(&dead), settings()).unwrap();
+        let req = PbCompactionRequest::default();
+        let calls = (0..8).map(|_| kv.call::<_, PbCompactionResponse>("/etcdserverpb.KV/Compact", &req));
+        let errs: Vec<String> = futures::future::join_all(calls).await.into_iter().map(|r| r.unwrap_err().to_string()).collect();
+        assert_eq!(errs.iter().filter(|e| e.contains("tcp connect error")).count(), 1, "{errs:?}");
+        assert!(errs.iter().all(|e| e.contains("not sent")), "{errs:?}");
     }
 }
