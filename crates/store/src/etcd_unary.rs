@@ -105,7 +105,8 @@ impl UnaryKv {
         let conn = self.conn(m).await?;
         let not_sent = |e: h2::Error| CallError::NotSent(m.addr.clone(), e.to_string());
         let lost = |e: h2::Error| {
-            // A refused stream or a GOAWAY before it was processed: etcd did not act on it.
+            // A stream refused before processing (RFC 9113 8.7): etcd did not act on it. Any
+            // other failure after sending, a GOAWAY included, is taken as possibly applied.
             if e.reason() == Some(h2::Reason::REFUSED_STREAM) {
                 CallError::NotSent(m.addr.clone(), e.to_string())
             } else {
