@@ -1,12 +1,13 @@
 //! The etcd v3 backend: etcd's revision is the store revision (and so `resourceVersion`); every
-//! write is one etcd Txn whose compares are the ops' preconditions on create/mod revisions, with
-//! an else branch that reads the keys back so a failed CAS reports which key lost and its state.
-//! KV calls go through `etcd_unary` (h2 straight, one write per request). Watches are etcd watches
-//! (with previous values, except for followers that need only keys and new values) fed into a
-//! `Watcher`; they resume on another member from the last delivered revision when a member goes
-//! away, and end when etcd reports the start revision compacted. An optional background task
-//! compacts history on a schedule, as kube-apiserver does (each tick compacts to the revision
-//! seen on the previous tick).
+//! write is one etcd Txn whose compares are the ops' preconditions on create/mod revisions. An
+//! update or delete carries an else branch that reads the keys back, so a failed CAS reports which
+//! key lost and its state; creates only carry none (they fail only on an existing key) and read
+//! the keys after a failure. KV calls go through `etcd_unary` (h2 straight, one write per
+//! request). Watches are etcd watches (with previous values, except for followers that need only
+//! keys and new values) fed into a `Watcher`; they resume on another member from the last
+//! delivered revision when a member goes away, and end when etcd reports the start revision
+//! compacted. An optional background task compacts history on a schedule, as kube-apiserver does
+//! (each tick compacts to the revision seen on the previous tick).
 
 use std::path::PathBuf;
 use std::sync::Arc;
