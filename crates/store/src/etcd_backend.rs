@@ -221,17 +221,12 @@ impl EtcdStore {
         }
     }
 
-    async fn range_once(&self, req: &PbRangeRequest) -> std::result::Result<etcd_client::GetResponse, CallError> {
-        let r: PbRangeResponse = self.kv.call("/etcdserverpb.KV/Range", req).await?;
-        Ok(etcd_client::GetResponse(r))
-    }
-
-    /// A range read, retried on other members while they fail.
-    async fn range(&self, req: PbRangeRequest) -> Result<etcd_client::GetResponse> {
+    /// A read (`method` is Range, or Txn with reads only), retried on other members while they fail.
+    async fn read<Req: prost::Message, Resp: prost::Message + Default>(&self, method: &'static str, req: &Req) -> Result<Resp> {
         let deadline = tokio::time::Instant::now() + READ_RETRY;
         let mut pause = Duration::from_millis(50);
         loop {
-            match self.range_once(&req).await {
+            match self.kv.call(method, req).await {
                 Ok(r) => return Ok(r),
                 Err(e) if transient(&e) && tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(pause).await;
@@ -241,6 +236,11 @@ impl EtcdStore {
                 Err(e) => return Err(backend(e)),
             }
         }
+    }
+
+    /// A range read, retried as `read` is.
+    async fn range(&self, req: PbRangeRequest) -> Result<etcd_client::GetResponse> {
+        Ok(etcd_client::GetResponse(self.read::<_, PbRangeResponse>("/etcdserverpb.KV/Range", &req).await?))
     }
 
     async fn do_txn(&self, ops: Vec<Op>) -> Result<Vec<KeyValue>> {
@@ -271,8 +271,11 @@ impl EtcdStore {
         // with each entry), and the keys are read after a failure instead.
         let creates_only = ops.iter().all(|o| matches!(o, Op::Create { .. }));
         let mut txn = etcd_client::Txn::new().when(compares).and_then(then);
-        if !creates_only {
-            txn = txn.or_else(otherwise.clone());
+        let mut reads_after_failure = Vec::new();
+        if creates_only {
+            reads_after_failure = otherwise;
+        } else {
+            txn = txn.or_else(otherwise);
         }
         let txn = PbTxnRequest::from(txn);
         let mut pause = Duration::from_millis(50);
@@ -318,11 +321,9 @@ impl EtcdStore {
         if creates_only {
             // The keys' state now (a later revision than the failed compare's): reads only,
             // with no compares, always take the success branch.
-            let read = PbTxnRequest::from(etcd_client::Txn::new().and_then(otherwise));
-            match self.kv.call::<_, PbTxnResponse>("/etcdserverpb.KV/Txn", &read).await {
-                Ok(r) => responses = etcd_client::TxnResponse(r).op_responses(),
-                Err(e) => return Err(backend(e)),
-            }
+            let read = PbTxnRequest::from(etcd_client::Txn::new().and_then(reads_after_failure));
+            let r: PbTxnResponse = self.read("/etcdserverpb.KV/Txn", &read).await?;
+            responses = etcd_client::TxnResponse(r).op_responses();
         }
         if let Some(first) = uncertain {
             // The resend lost its compares: if every key holds exactly what this transaction
@@ -376,7 +377,7 @@ impl EtcdStore {
         let key = self.full(prefix);
         let end = prefix_end(&key);
         let probe = PbRangeRequest { count_only: true, revision: start, ..range_request(key, end) };
-        match self.range_once(&probe).await {
+        match self.kv.call::<_, PbRangeResponse>("/etcdserverpb.KV/Range", &probe).await {
             Ok(_) => {}
             Err(e) if is_compacted(&e) => return Err(StoreError::Expired { requested: after, oldest: self.compacted_revision().await.unwrap_or(start) }),
             Err(e) if e.to_string().contains("future revision") => {}
