@@ -162,18 +162,12 @@ impl FieldSet {
     /// Set union.
     pub fn union(&self, other: &FieldSet) -> FieldSet {
         let mut out = self.clone();
-        out.union_in(other);
+        out.union_with(other.clone());
         out
     }
 
-    pub(crate) fn union_in(&mut self, other: &FieldSet) {
-        self.member |= other.member;
-        for (pe, c) in &other.children {
-            self.child_mut(pe.clone()).union_in(c);
-        }
-    }
-
-    /// `union_in` of a set the caller is done with: subtrees absent here are moved, not copied.
+    /// [`FieldSet::union`] in place, of a set the caller is done with: subtrees absent here are
+    /// moved, not copied.
     pub(crate) fn union_with(&mut self, other: FieldSet) {
         self.member |= other.member;
         for (pe, c) in other.children {
