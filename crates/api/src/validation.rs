@@ -685,11 +685,12 @@ fn int_or_string(v: Option<&Value>) -> Value {
 /// ValidateService (create and update).
 pub fn validate_service(svc: &Value) -> Vec<FieldError> {
     let mut errs = Vec::new();
-    let spec = svc.get("spec").cloned().unwrap_or(Value::Object(Map::new()));
-    let stype = get_str(&spec, &["type"]);
-    let ports = get_arr(&spec, &["ports"]);
+    let no_spec = Value::Object(Map::new());
+    let spec = svc.get("spec").unwrap_or(&no_spec);
+    let stype = get_str(spec, &["type"]);
+    let ports = get_arr(spec, &["ports"]);
     let headless = is_headless(svc);
-    let cluster_ips = str_list(get_arr(&spec, &["clusterIPs"]));
+    let cluster_ips = str_list(get_arr(spec, &["clusterIPs"]));
 
     let topo_mode = get(svc, &["metadata", "annotations", "service.kubernetes.io/topology-mode"]).and_then(Value::as_str);
     let topo_hints = get(svc, &["metadata", "annotations", "service.kubernetes.io/topology-aware-hints"]).and_then(Value::as_str);
@@ -726,13 +727,13 @@ pub fn validate_service(svc: &Value) -> Vec<FieldError> {
             if !cluster_ips.is_empty() {
                 errs.push(FieldError::forbidden("spec.clusterIPs", "may not be set for ExternalName services"));
             }
-            if !get_arr(&spec, &["ipFamilies"]).is_empty() {
+            if !get_arr(spec, &["ipFamilies"]).is_empty() {
                 errs.push(FieldError::forbidden("spec.ipFamilies", "may not be set for ExternalName services"));
             }
-            if get(&spec, &["ipFamilyPolicy"]).is_some() {
+            if get(spec, &["ipFamilyPolicy"]).is_some() {
                 errs.push(FieldError::forbidden("spec.ipFamilyPolicy", "may not be set for ExternalName services"));
             }
-            let en = get_str(&spec, &["externalName"]);
+            let en = get_str(spec, &["externalName"]);
             let cname = en.strip_suffix('.').unwrap_or(en);
             if !cname.is_empty() {
                 for m in naming::is_dns1123_subdomain(cname) {
@@ -750,11 +751,11 @@ pub fn validate_service(svc: &Value) -> Vec<FieldError> {
         errs.extend(validate_service_port(p, ports.len() > 1, &mut names, &idx("spec.ports", i)));
     }
 
-    if let Some(sel) = get_str_map(&spec, &["selector"]) {
+    if let Some(sel) = get_str_map(spec, &["selector"]) {
         errs.extend(validate_labels(&sel, "spec.selector"));
     }
 
-    let affinity = get_str(&spec, &["sessionAffinity"]);
+    let affinity = get_str(spec, &["sessionAffinity"]);
     if affinity.is_empty() {
         errs.push(FieldError::required("spec.sessionAffinity", ""));
     } else if !matches!(affinity, "ClientIP" | "None") {
@@ -763,7 +764,7 @@ pub fn validate_service(svc: &Value) -> Vec<FieldError> {
     if affinity == "ClientIP" {
         let p = "spec.sessionAffinityConfig";
         let detail = "when session affinity type is ClientIP";
-        match get(&spec, &["sessionAffinityConfig"]) {
+        match get(spec, &["sessionAffinityConfig"]) {
             None => errs.push(FieldError::required(p, detail)),
             Some(cfg) => match get(cfg, &["clientIP"]) {
                 None => errs.push(FieldError::required(child(p, "clientIP"), detail)),
@@ -782,13 +783,13 @@ pub fn validate_service(svc: &Value) -> Vec<FieldError> {
                 },
             },
         }
-    } else if affinity == "None" && get(&spec, &["sessionAffinityConfig"]).is_some() {
+    } else if affinity == "None" && get(spec, &["sessionAffinityConfig"]).is_some() {
         errs.push(FieldError::forbidden("spec.sessionAffinityConfig", "must not be set when session affinity is None"));
     }
 
     errs.extend(validate_service_cluster_ips_related_fields(svc));
 
-    for (i, ip) in get_arr(&spec, &["externalIPs"]).iter().enumerate() {
+    for (i, ip) in get_arr(spec, &["externalIPs"]).iter().enumerate() {
         let ip = ip.as_str().unwrap_or("");
         let p = idx("spec.externalIPs", i);
         let msgs = naming::is_valid_ip(ip);
@@ -853,7 +854,7 @@ pub fn validate_service(svc: &Value) -> Vec<FieldError> {
 
     // LoadBalancerSourceRanges (the field, else the legacy annotation).
     const SOURCE_RANGES_ANN: &str = "service.beta.kubernetes.io/load-balancer-source-ranges";
-    let ranges = str_list(get_arr(&spec, &["loadBalancerSourceRanges"]));
+    let ranges = str_list(get_arr(spec, &["loadBalancerSourceRanges"]));
     if !ranges.is_empty() {
         let fpath = "spec.LoadBalancerSourceRanges";
         if stype != "LoadBalancer" {
@@ -882,29 +883,29 @@ pub fn validate_service(svc: &Value) -> Vec<FieldError> {
     }
 
     // allocateLoadBalancerNodePorts (upstream reports the missing value at the root path).
-    if get(&spec, &["allocateLoadBalancerNodePorts"]).is_some() && stype != "LoadBalancer" {
+    if get(spec, &["allocateLoadBalancerNodePorts"]).is_some() && stype != "LoadBalancer" {
         errs.push(FieldError::forbidden(
             "spec.allocateLoadBalancerNodePorts",
             "may only be used when `type` is 'LoadBalancer'",
         ));
     }
-    if stype == "LoadBalancer" && get(&spec, &["allocateLoadBalancerNodePorts"]).is_none() {
+    if stype == "LoadBalancer" && get(spec, &["allocateLoadBalancerNodePorts"]).is_none() {
         errs.push(FieldError::required("allocateLoadBalancerNodePorts", ""));
     }
 
     // loadBalancerClass.
     if stype == "LoadBalancer" {
-        if let Some(c) = get(&spec, &["loadBalancerClass"]).and_then(Value::as_str) {
+        if let Some(c) = get(spec, &["loadBalancerClass"]).and_then(Value::as_str) {
             for m in naming::is_qualified_name(c) {
                 errs.push(FieldError::invalid("spec.loadBalancerClass", c, m));
             }
         }
-    } else if get(&spec, &["loadBalancerClass"]).is_some() {
+    } else if get(spec, &["loadBalancerClass"]).is_some() {
         errs.push(FieldError::forbidden("spec.loadBalancerClass", "may only be used when `type` is 'LoadBalancer'"));
     }
 
     // externalTrafficPolicy / healthCheckNodePort.
-    let etp = get_str(&spec, &["externalTrafficPolicy"]);
+    let etp = get_str(spec, &["externalTrafficPolicy"]);
     if !externally_accessible(svc) {
         if !etp.is_empty() {
             errs.push(FieldError::invalid(
@@ -918,7 +919,7 @@ pub fn validate_service(svc: &Value) -> Vec<FieldError> {
     } else if !matches!(etp, "Cluster" | "Local") {
         errs.push(FieldError::not_supported("spec.externalTrafficPolicy", etp, &["Cluster", "Local"]));
     }
-    let hcnp = get_i64(&spec, &["healthCheckNodePort"]).unwrap_or(0);
+    let hcnp = get_i64(spec, &["healthCheckNodePort"]).unwrap_or(0);
     if needs_health_check(svc) {
         if hcnp <= 0 {
             errs.push(FieldError::required("spec.healthCheckNodePort", ""));
@@ -936,7 +937,7 @@ pub fn validate_service(svc: &Value) -> Vec<FieldError> {
     }
 
     // internalTrafficPolicy.
-    match get(&spec, &["internalTrafficPolicy"]) {
+    match get(spec, &["internalTrafficPolicy"]) {
         None => {
             if matches!(stype, "NodePort" | "LoadBalancer" | "ClusterIP") {
                 errs.push(FieldError::required("spec.internalTrafficPolicy", ""));
@@ -951,7 +952,7 @@ pub fn validate_service(svc: &Value) -> Vec<FieldError> {
     }
 
     // trafficDistribution.
-    if let Some(td) = get(&spec, &["trafficDistribution"]).and_then(Value::as_str) {
+    if let Some(td) = get(spec, &["trafficDistribution"]).and_then(Value::as_str) {
         const SUPPORTED: &[&str] = &["PreferClose", "PreferSameZone", "PreferSameNode"];
         if !SUPPORTED.contains(&td) {
             errs.push(FieldError::not_supported("spec.trafficDistribution", td, SUPPORTED));

@@ -297,7 +297,7 @@ pub async fn set_kubernetes_endpoints(state: &State, ip: IpAddr, port: u16) -> R
                 // Written by the API server itself, as upstream's endpoint reconciler does: a
                 // loopback-only server is allowed to advertise itself here.
                 let mut obj = obj;
-                obj["metadata"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
+                obj["metadata"]["uid"] = json!(crate::objects::new_uid());
                 obj["metadata"]["creationTimestamp"] = json!(objects::now_rfc3339());
                 let _ = state.store.write(yard_store::Op::Create { key, value: serde_json::to_vec(&obj).unwrap_or_default().into() }).await;
             }

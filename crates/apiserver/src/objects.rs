@@ -20,7 +20,7 @@ pub fn decode_body(body: &[u8], content_type: &str) -> Result<(Value, Vec<String
     }
     let mut dups = Vec::new();
     let mut de = serde_json::Deserializer::from_slice(body);
-    let v = StrictSeed { path: String::new(), dups: &mut dups }.deserialize(&mut de).map_err(|e| json_error(&e))?;
+    let v = StrictSeed { path: &mut String::new(), dups: &mut dups }.deserialize(&mut de).map_err(|e| json_error(&e))?;
     de.end().map_err(|e| json_error(&e))?;
     Ok((v, dups))
 }
@@ -29,8 +29,11 @@ fn json_error(e: &serde_json::Error) -> String {
     format!("couldn't get version/kind; json parse error: {e}")
 }
 
+/// Decodes one JSON value, recording the paths of duplicate fields. `path` is the value's path,
+/// extended and cut back in place as the decoder descends (a path string is made only for a
+/// duplicate).
 struct StrictSeed<'a> {
-    path: String,
+    path: &'a mut String,
     dups: &'a mut Vec<String>,
 }
 
@@ -71,27 +74,34 @@ impl<'de> Visitor<'de> for StrictSeed<'_> {
         Ok(Value::Null)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        use std::fmt::Write;
         let mut out = Vec::new();
-        let mut i = 0;
+        let base = self.path.len();
         loop {
-            let p = format!("{}[{i}]", self.path);
-            match seq.next_element_seed(StrictSeed { path: p, dups: self.dups })? {
+            let _ = write!(self.path, "[{}]", out.len());
+            let item = seq.next_element_seed(StrictSeed { path: &mut *self.path, dups: &mut *self.dups });
+            self.path.truncate(base);
+            match item? {
                 Some(v) => out.push(v),
                 None => break,
             }
-            i += 1;
         }
         Ok(Value::Array(out))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
+        let base = self.path.len();
         while let Some(k) = map.next_key::<String>()? {
-            let p = if self.path.is_empty() { k.clone() } else { format!("{}.{k}", self.path) };
-            let v = map.next_value_seed(StrictSeed { path: p.clone(), dups: self.dups })?;
-            if out.contains_key(&k) {
-                self.dups.push(p);
+            if base > 0 {
+                self.path.push('.');
             }
-            out.insert(k, v);
+            self.path.push_str(&k);
+            let v = map.next_value_seed(StrictSeed { path: &mut *self.path, dups: &mut *self.dups });
+            if v.is_ok() && out.contains_key(&k) {
+                self.dups.push(self.path.clone());
+            }
+            self.path.truncate(base);
+            out.insert(k, v?);
         }
         Ok(Value::Object(out))
     }
@@ -99,13 +109,13 @@ impl<'de> Visitor<'de> for StrictSeed<'_> {
 
 macro_rules! round_trip {
     ($v:expr, $($kind:literal => $t:ty),* $(,)?) => {
-        |kind: &str, v: Value| -> Result<Value, String> {
+        |kind: &str, v: &Value| -> Result<Value, String> {
             match kind {
                 $($kind => {
-                    let o: $t = serde_json::from_value(v).map_err(|e| e.to_string())?;
+                    let o = <$t as serde::Deserialize>::deserialize(v).map_err(|e| e.to_string())?;
                     serde_json::to_value(o).map_err(|e| e.to_string())
                 })*
-                _ => Ok(v),
+                _ => Ok(v.clone()),
             }
         }
     };
@@ -113,7 +123,7 @@ macro_rules! round_trip {
 
 /// Decode into the k8s-openapi type and encode again: unknown fields are dropped and types are
 /// checked. The error text is serde's (field path and expected type).
-pub fn normalize(r: &Resource, v: Value) -> Result<Value, String> {
+pub fn normalize(r: &Resource, v: &Value) -> Result<Value, String> {
     use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coord, core::v1 as core, discovery::v1 as disc};
     let f = round_trip!(v,
         "Namespace" => core::Namespace,
@@ -136,25 +146,36 @@ pub fn normalize(r: &Resource, v: Value) -> Result<Value, String> {
 /// Fields present (non-null) in `input` but absent from `normalized`: what the typed decoder dropped.
 pub fn unknown_fields(input: &Value, normalized: &Value) -> Vec<String> {
     let mut out = Vec::new();
-    walk_unknown(input, normalized, "", &mut out);
+    walk_unknown(input, normalized, &mut String::new(), &mut out);
     out
 }
 
-fn walk_unknown(input: &Value, norm: &Value, path: &str, out: &mut Vec<String>) {
+/// `path` is `input`'s path, extended and cut back in place while descending.
+fn walk_unknown(input: &Value, norm: &Value, path: &mut String, out: &mut Vec<String>) {
+    let base = path.len();
     match (input, norm) {
         (Value::Object(a), Value::Object(b)) => {
             for (k, v) in a {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
-                match b.get(k) {
-                    Some(nv) => walk_unknown(v, nv, &p, out),
-                    None if v.is_null() => {}
-                    None => out.push(p),
+                if v.is_null() && !b.contains_key(k) {
+                    continue;
                 }
+                if base > 0 {
+                    path.push('.');
+                }
+                path.push_str(k);
+                match b.get(k) {
+                    Some(nv) => walk_unknown(v, nv, path, out),
+                    None => out.push(path.clone()),
+                }
+                path.truncate(base);
             }
         }
         (Value::Array(a), Value::Array(b)) => {
+            use std::fmt::Write;
             for (i, (x, y)) in a.iter().zip(b.iter()).enumerate() {
-                walk_unknown(x, y, &format!("{path}[{i}]"), out);
+                let _ = write!(path, "[{i}]");
+                walk_unknown(x, y, path, out);
+                path.truncate(base);
             }
         }
         _ => {}
@@ -195,11 +216,28 @@ pub fn finalizers_of(obj: &Value) -> Vec<String> {
 
 /// RFC 3339 with second precision, as upstream's metav1.Time.
 pub fn now_rfc3339() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    // Formatted once per second per thread: every write stamps one or two of these.
+    thread_local! {
+        static LAST: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((i64::MIN, String::new())) };
+    }
+    let now = jiff::Timestamp::now();
+    LAST.with_borrow_mut(|(sec, text)| {
+        if *sec != now.as_second() {
+            *sec = now.as_second();
+            *text = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+        }
+        text.clone()
+    })
 }
 
 pub fn rfc3339_after(secs: i64) -> String {
     (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(secs)).strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// A new object's uid: a version 4 UUID from the thread's random generator (no system call
+/// per object, unlike `Uuid::new_v4`).
+pub fn new_uid() -> String {
+    uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string()
 }
 
 /// Random suffix for generateName, from upstream's alphabet (no vowels, no confusable digits).
@@ -226,6 +264,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn uids_are_distinct_version_4_uuids() {
+        let (a, b) = (new_uid(), new_uid());
+        assert_ne!(a, b);
+        let u = uuid::Uuid::parse_str(&a).unwrap();
+        assert_eq!((u.get_version_num(), u.get_variant()), (4, uuid::Variant::RFC4122));
+    }
+
+    #[test]
+    fn storage_keys_are_the_namespace_prefix_and_the_name() {
+        for (g, v, p) in [("", "v1", "services"), ("", "v1", "namespaces"), ("apps", "v1", "deployments")] {
+            let r = crate::resources::find(g, v, p).unwrap();
+            for ns in [Some("default"), None] {
+                assert_eq!(r.key(ns, "x"), format!("{}x", r.ns_prefix(ns)));
+            }
+        }
+        assert_eq!(crate::resources::find("", "v1", "services").unwrap().key(Some("d"), "s"), "/registry/core/services/d/s");
+    }
+
+    #[test]
     fn duplicates_found_with_paths() {
         let (v, d) = decode_body(br#"{"a":1,"spec":{"replicas":1,"replicas":2},"a":3}"#, "application/json").unwrap();
         assert_eq!(v["a"], 3);
@@ -236,7 +293,7 @@ mod tests {
     fn unknown_fields_listed() {
         let r = crate::resources::find("", "v1", "services").unwrap();
         let input = serde_json::json!({"apiVersion":"v1","kind":"Service","metadata":{"name":"a"},"spec":{"bogus":1,"ports":[{"port":80,"nope":true}]}});
-        let n = normalize(r, input.clone()).unwrap();
+        let n = normalize(r, &input).unwrap();
         assert_eq!(unknown_fields(&input, &n), vec!["spec.bogus".to_string(), "spec.ports[0].nope".to_string()]);
     }
 

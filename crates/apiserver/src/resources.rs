@@ -43,10 +43,19 @@ impl Resource {
         }
     }
     pub fn key(&self, ns: Option<&str>, name: &str) -> String {
-        match (self.namespaced, ns) {
-            (true, Some(ns)) => format!("{}{ns}/{name}", self.prefix()),
-            _ => format!("{}{name}", self.prefix()),
+        // `ns_prefix` + name, made in one allocation (every request builds one).
+        let g = if self.group.is_empty() { "core" } else { self.group };
+        let ns = ns.filter(|_| self.namespaced);
+        let mut k = String::with_capacity(12 + g.len() + self.plural.len() + ns.map_or(0, |n| n.len() + 1) + name.len());
+        for part in ["/registry/", g, "/", self.plural, "/"] {
+            k.push_str(part);
         }
+        if let Some(ns) = ns {
+            k.push_str(ns);
+            k.push('/');
+        }
+        k.push_str(name);
+        k
     }
     pub fn list_kind(&self) -> String {
         format!("{}List", self.kind)

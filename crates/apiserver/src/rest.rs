@@ -267,6 +267,57 @@ fn encode(v: &Value) -> Bytes {
     Bytes::from(serde_json::to_vec(&v).expect("json"))
 }
 
+/// A new object serialized for the store, with the place where its `metadata` closes: the
+/// client's copy is the same bytes with `metadata.resourceVersion` added there (what
+/// [`into_revision`] and `serde_json` would give), so it is not serialized a second time.
+struct Encoded {
+    stored: Bytes,
+    /// Index of the `}` that closes `metadata`, and whether `metadata` is empty.
+    meta_close: Option<(usize, bool)>,
+}
+
+impl Encoded {
+    /// `v` must carry neither `resourceVersion` nor `selfLink` (a create's object).
+    fn new(v: &Value) -> Self {
+        let Value::Object(top) = v else { return Self { stored: Bytes::from(serde_json::to_vec(v).expect("json")), meta_close: None } };
+        // serde_json's compact form of a map, written member by member.
+        let mut out = Vec::with_capacity(1024);
+        out.push(b'{');
+        let mut meta_close = None;
+        for (i, (k, val)) in top.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut out, k).expect("json");
+            out.push(b':');
+            serde_json::to_writer(&mut out, val).expect("json");
+            if let ("metadata", Value::Object(m)) = (k.as_str(), val) {
+                meta_close = Some((out.len() - 1, m.is_empty()));
+            }
+        }
+        out.push(b'}');
+        Self { stored: Bytes::from(out), meta_close }
+    }
+
+    /// The object as written at `revision`, serialized for the client.
+    fn response(&self, revision: i64) -> Vec<u8> {
+        let Some((close, empty)) = self.meta_close else {
+            let v: Value = serde_json::from_slice(&self.stored).expect("json");
+            return serde_json::to_vec(&into_revision(v, revision)).expect("json");
+        };
+        let mut out = Vec::with_capacity(self.stored.len() + 32);
+        out.extend_from_slice(&self.stored[..close]);
+        if !empty {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"resourceVersion\":\"");
+        out.extend_from_slice(revision.to_string().as_bytes());
+        out.push(b'"');
+        out.extend_from_slice(&self.stored[close..]);
+        out
+    }
+}
+
 pub async fn dispatch(state: Arc<State>, method: Method, t: Target, p: Params, headers: HeaderMap, body: Bytes) -> Response {
     let r = t.resource;
     let res: ApiResult<Response> = async {
@@ -726,7 +777,7 @@ fn check_kind(r: &Resource, v: &mut Value) -> ApiResult<()> {
 
 /// Typed round trip plus field validation as the request asked for.
 fn normalize_validated(r: &Resource, input: &Value, dups: &[String], ctx: &mut WriteCtx<'_>) -> ApiResult<Value> {
-    let norm = objects::normalize(r, input.clone()).map_err(|e| ApiError::bad_request(format!("{} in body: {e}", r.kind)))?;
+    let norm = objects::normalize(r, input).map_err(|e| ApiError::bad_request(format!("{} in body: {e}", r.kind)))?;
     check_fields(input, &norm, dups, ctx)?;
     Ok(norm)
 }
@@ -799,7 +850,7 @@ fn prepare_for_create(r: &Resource, v: &mut Value) {
     for k in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
         m.remove(k);
     }
-    m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+    m.insert("uid".into(), json!(crate::objects::new_uid()));
     m.insert("creationTimestamp".into(), json!(objects::now_rfc3339()));
     let has_spec = matches!(r.kind, "Pod" | "Service" | "Deployment" | "ReplicaSet" | "Node" | "Namespace");
     if has_spec && r.kind != "Namespace" {
@@ -831,10 +882,11 @@ async fn create(state: &State, r: &'static Resource, ns: Option<&str>, p: &Param
     let mut ctx = WriteCtx { p, manager: manager_of(p, headers), warnings: Vec::new() };
     let mut obj = normalize_validated(r, &input, &dups, &mut ctx)?;
     let out = create_object(state, r, ns, &mut obj, &mut ctx).await?;
-    Ok(with_warnings(json_response(StatusCode::CREATED, &out), &ctx.warnings))
+    Ok(with_warnings(json_bytes_response(StatusCode::CREATED, out), &ctx.warnings))
 }
 
-async fn create_object(state: &State, r: &'static Resource, ns: Option<&str>, obj: &mut Value, ctx: &mut WriteCtx<'_>) -> ApiResult<Value> {
+/// Create `obj`; returns the client's copy of the stored object, serialized.
+async fn create_object(state: &State, r: &'static Resource, ns: Option<&str>, obj: &mut Value, ctx: &mut WriteCtx<'_>) -> ApiResult<Vec<u8>> {
     if r.namespaced {
         let body_ns = meta_str(obj, "namespace").map(String::from);
         let ns = ns.ok_or_else(|| ApiError::bad_request("the server could not find the requested resource"))?;
@@ -888,12 +940,13 @@ async fn create_object(state: &State, r: &'static Resource, ns: Option<&str>, ob
         if state.store.get(&key).await?.is_some() {
             return Err(ApiError::already_exists(r, &name));
         }
-        return Ok(obj.clone());
+        return Ok(serde_json::to_vec(obj).expect("json"));
     }
     if r.kind == "Service" {
         // The Service and the allocation keys it picked are written in one transaction; when
         // another API server wins a picked key meanwhile, pick again.
-        let template = obj.clone();
+        // Allocation changes only `spec`: a retry starts from the spec as it was.
+        let spec_before = obj.get("spec").cloned();
         for _attempt in 0..8 {
             let taken = match state.alloc.prepare(None, obj).await {
                 Ok((t, _)) => t.0,
@@ -905,25 +958,34 @@ async fn create_object(state: &State, r: &'static Resource, ns: Option<&str>, ob
                 state.alloc.unreserve(&taken);
                 return Err(ApiError::invalid(r, &name, &errs));
             }
-            let value = encode(obj);
+            let enc = Encoded::new(obj);
             let mut ops = crate::services::Allocator::create_ops(&taken, obj);
-            ops.push(Op::Create { key: key.clone(), value: value.clone() });
+            ops.push(Op::Create { key: key.clone(), value: enc.stored.clone() });
             let res = state.store.txn(ops).await;
             state.alloc.unreserve(&taken);
             match res {
                 Ok(mut kvs) => {
                     let kv = kvs.pop().ok_or_else(|| StoreError::Backend("empty transaction result".into()))?;
-                    return Ok(into_revision(std::mem::take(obj), kv.mod_revision));
+                    return Ok(enc.response(kv.mod_revision));
                 }
-                Err(StoreError::AlreadyExists(k)) if crate::services::Allocator::is_allocation_key(&k) => *obj = template.clone(),
+                Err(StoreError::AlreadyExists(k)) if crate::services::Allocator::is_allocation_key(&k) => match (&spec_before, obj.as_object_mut()) {
+                    (Some(spec), Some(o)) => {
+                        o.insert("spec".into(), spec.clone());
+                    }
+                    (None, Some(o)) => {
+                        o.shift_remove("spec");
+                    }
+                    _ => {}
+                },
                 Err(StoreError::AlreadyExists(_)) => return Err(ApiError::already_exists(r, &name)),
                 Err(e) => return Err(e.into()),
             }
         }
         return Err(ApiError::conflict(r, &name));
     }
-    match state.store.write(Op::Create { key, value: encode(obj) }).await {
-        Ok(kv) => Ok(into_revision(std::mem::take(obj), kv.mod_revision)),
+    let enc = Encoded::new(obj);
+    match state.store.write(Op::Create { key, value: enc.stored.clone() }).await {
+        Ok(kv) => Ok(enc.response(kv.mod_revision)),
         Err(StoreError::AlreadyExists(_)) => Err(ApiError::already_exists(r, &name)),
         Err(e) => Err(e.into()),
     }
@@ -1101,7 +1163,7 @@ async fn update(state: &State, r: &'static Resource, ns: Option<&str>, name: &st
         None if sub.is_none() && matches!(r.kind, "Endpoints" | "Lease" | "Event") => {
             let mut obj = new;
             let out = create_object(state, r, ns, &mut obj, &mut ctx).await?;
-            return Ok(with_warnings(json_response(StatusCode::CREATED, &out), &ctx.warnings));
+            return Ok(with_warnings(json_bytes_response(StatusCode::CREATED, out), &ctx.warnings));
         }
         None => return Err(ApiError::not_found(r, name)),
     };
@@ -1154,7 +1216,7 @@ async fn patch(state: &State, r: &'static Resource, ns: Option<&str>, name: &str
                 meta_mut(&mut obj).insert("name".into(), json!(name));
                 ctx.manager = String::new();
                 let out = create_object(state, r, ns, &mut obj, &mut ctx).await?;
-                return Ok(with_warnings(json_response(StatusCode::CREATED, &out), &ctx.warnings));
+                return Ok(with_warnings(json_bytes_response(StatusCode::CREATED, out), &ctx.warnings));
             }
             return Err(ApiError::not_found(r, name));
         };
@@ -1201,7 +1263,7 @@ fn apply_validated(r: &'static Resource, live: Option<&Value>, doc: &Value, dups
     let now = objects::now_rfc3339();
     let opts = yard_api::patch::ApplyOptions { manager: &ctx.manager, force: ctx.p.force, now: &now, subresource: sub, schema: None };
     let merged = yard_api::patch::apply_with(live, &input, &opts).map_err(apply_err(r, name))?;
-    let norm = objects::normalize(r, merged).map_err(|e| ApiError::bad_request(format!("{} in body: {e}", r.kind)))?;
+    let norm = objects::normalize(r, &merged).map_err(|e| ApiError::bad_request(format!("{} in body: {e}", r.kind)))?;
     check_fields(&input, &norm, dups, ctx)?;
     Ok(norm)
 }
@@ -1455,6 +1517,23 @@ async fn delete_collection(state: &State, r: &'static Resource, ns: Option<&str>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_created_objects_response_is_its_stored_bytes_with_the_revision_added() {
+        for v in [
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a\"}{", "namespace": "default", "labels": {"metadata": "}"}}, "data": {"metadata": "{\\"}}),
+            json!({"metadata": {}, "data": {"x": "y"}}),
+            json!({"kind": "Service", "spec": {"metadata": {"a": 1}}, "metadata": {"name": "s"}, "status": {}}),
+            json!({"kind": "NoMeta"}),
+        ] {
+            let enc = Encoded::new(&v);
+            assert_eq!(enc.stored, serde_json::to_vec(&v).unwrap(), "{v}");
+            let want = if v.get("metadata").is_some() { serde_json::to_vec(&into_revision(v.clone(), 42)).unwrap() } else { enc.response(42) };
+            assert_eq!(String::from_utf8(enc.response(42)).unwrap(), String::from_utf8(want).unwrap());
+            let back: Value = serde_json::from_slice(&enc.response(42)).unwrap();
+            assert_eq!(back["metadata"]["resourceVersion"], json!("42"), "{v}");
+        }
+    }
 
     #[test]
     fn whole_table_bytes_match_the_table_of_the_same_objects() {

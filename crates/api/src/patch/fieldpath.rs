@@ -132,11 +132,20 @@ impl FieldSet {
 
     /// Insert one path.
     pub fn insert(&mut self, path: &[PathElement]) {
+        self.node_mut(path).member = true;
+    }
+
+    /// The node at `path`, made (as a non-member) where missing.
+    pub(crate) fn node_mut(&mut self, path: &[PathElement]) -> &mut FieldSet {
         let mut cur = self;
         for pe in path {
-            cur = cur.child_mut(pe.clone());
+            // Elements are cloned only for nodes that do not exist yet.
+            if !cur.children.contains_key(pe) {
+                cur.children.insert(pe.clone(), FieldSet::default());
+            }
+            cur = cur.children.get_mut(pe).expect("just inserted");
         }
-        cur.member = true;
+        cur
     }
 
     /// Whether the path is in the set.

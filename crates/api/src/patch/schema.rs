@@ -420,11 +420,12 @@ fn build(api_version: &str, kind: &str) -> SchemaInner {
 pub fn schema_for(api_version: &str, kind: &str) -> PatchSchema {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
-    static CACHE: OnceLock<Mutex<HashMap<(String, String), PatchSchema>>> = OnceLock::new();
+    // apiVersion -> kind -> schema, so that a lookup borrows its key.
+    type Cache = HashMap<String, HashMap<String, PatchSchema>>;
+    static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
-    let key = (api_version.to_string(), kind.to_string());
     if let Ok(map) = cache.lock() {
-        if let Some(s) = map.get(&key) {
+        if let Some(s) = map.get(api_version).and_then(|k| k.get(kind)) {
             return s.clone();
         }
     }
@@ -433,7 +434,9 @@ pub fn schema_for(api_version: &str, kind: &str) -> PatchSchema {
     };
     if schema.is_known() {
         if let Ok(mut map) = cache.lock() {
-            map.insert(key, schema.clone());
+            map.entry(api_version.to_string())
+                .or_default()
+                .insert(kind.to_string(), schema.clone());
         }
     }
     schema

@@ -328,6 +328,11 @@ fn cmp(
     path: &mut Vec<PathElement>,
     out: &mut Comparison,
 ) {
+    if let (None, Some(r), false) = (l, r, path.is_empty()) {
+        let Comparison { added, modified, .. } = out;
+        cmp_added(r, spath, schema, path, added.node_mut(path), modified);
+        return;
+    }
     let t = ssa_type(schema, spath);
     let ls = l.map(|v| shape(v, t));
     let rs = r.map(|v| shape(v, t));
@@ -429,6 +434,47 @@ fn cmp(
             }
         }
     }
+}
+
+/// [`cmp`] of a value with nothing on the left (below the root): everything in `r` is added,
+/// written straight into `node`, the added set's node at `path`. Items of a list that share a
+/// key are recorded as modified, as [`cmp`] does.
+fn cmp_added(
+    r: &Value,
+    spath: &str,
+    schema: &PatchSchema,
+    path: &mut Vec<PathElement>,
+    node: &mut FieldSet,
+    modified: &mut FieldSet,
+) {
+    let t = ssa_type(schema, spath);
+    match (shape(r, t), r) {
+        (Shape::Map, Value::Object(rm)) => {
+            for (k, rv) in rm {
+                let pe = PathElement::Field(k.clone());
+                path.push(pe.clone());
+                cmp_added(rv, &child_path(spath, k), schema, path, node.child_mut(pe), modified);
+                path.pop();
+            }
+        }
+        (Shape::List, Value::Array(ra)) => {
+            let ri = index_items(ra, t);
+            for (i, (pe, v)) in ri.iter().enumerate() {
+                if ri[..i].iter().any(|(p, _)| p == pe) {
+                    continue;
+                }
+                path.push(pe.clone());
+                if ri[i + 1..].iter().any(|(p, _)| p == pe) {
+                    modified.insert(path);
+                } else {
+                    cmp_added(v, spath, schema, path, node.child_mut(pe.clone()), modified);
+                }
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+    node.member = true;
 }
 
 /// Upstream `TypedValue.Merge`: the applied configuration merged into the live object.

@@ -855,6 +855,19 @@ fn track_update_create_owns_everything_set() {
 }
 
 #[test]
+fn track_update_create_owns_items_with_a_repeated_key_as_a_whole() {
+    // Two env entries named A: the item is owned, not its fields (a key can not tell them apart).
+    let mut obj = json!({"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},
+        "spec":{"containers":[{"name":"c","image":"i","env":[{"name":"A","value":"1"},{"name":"A","value":"2"},{"name":"B","value":"3"}]}]}});
+    track_update(None, &mut obj, "m", "Update", None, T1);
+    assert_eq!(
+        obj["metadata"]["managedFields"][0]["fieldsV1"],
+        json!({"f:spec":{"f:containers":{"k:{\"name\":\"c\"}":{".":{},"f:env":{".":{},"k:{\"name\":\"A\"}":{},
+            "k:{\"name\":\"B\"}":{".":{},"f:name":{},"f:value":{}}},"f:image":{},"f:name":{}}}}})
+    );
+}
+
+#[test]
 fn track_update_moves_ownership_of_changed_fields() {
     let mut v1 = nginx_config(2, "nginx:1.25");
     track_update(None, &mut v1, "kubectl-create", "Update", None, T1);
