@@ -123,6 +123,55 @@ async fn two_apiservers_share_objects_watches_and_allocations() {
     eprintln!("1000 Services through 2 API servers on 3-member etcd: {created_in:?}");
 }
 
+/// Two API servers racing for the 29 free ClusterIPs of a /27 (.1 is the `kubernetes`
+/// Service's): each often picks an address the other is writing, so creates go through the retry
+/// that restores the Service's spec and picks again. No address is given twice, no failed attempt
+/// leaves a key behind (the range then fills to exactly 29), and no retry sees its own earlier
+/// pick as a requested address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_apiservers_racing_for_a_small_range_allocate_each_address_once() {
+    let etcd = LocalEtcd::start(1).expect("start etcd");
+    let (da, db) = (TempDir::new("race-a"), TempDir::new("race-b"));
+    let range = ["--store", &etcd.url(), "--service-cidr", "10.97.0.0/27"];
+    let (a, b) = (ApiServer::start(&da.0, &range), ApiServer::start(&db.0, &range));
+    let (ca, cb) = (client(&a.kubeconfig).await, client(&b.kubeconfig).await);
+    let apis: [Api<Service>; 2] = [Api::namespaced(ca, "default"), Api::namespaced(cb, "default")];
+    let create = |api: Api<Service>, name: String| async move {
+        let s: Service = obj(serde_json::json!({"metadata": {"name": name}, "spec": {"ports": [{"port": 80}]}}));
+        api.create(&PostParams::default(), &s).await.map(|c| c.spec.unwrap().cluster_ip.unwrap())
+    };
+    let burst: Vec<_> = futures::stream::iter(0..40).map(|i| create(apis[i % 2].clone(), format!("r{i}"))).buffer_unordered(40).collect().await;
+    let mut ips = BTreeSet::new();
+    let mut failed = 0;
+    for r in burst {
+        match r {
+            Ok(ip) => assert!(ips.insert(ip.clone()), "{ip} given twice"),
+            Err(kube::Error::Api(e)) => {
+                assert!(!e.message.contains("already allocated"), "a retry kept its earlier pick: {}", e.message);
+                assert!((e.code == 422 && e.message.contains("range is full")) || e.code == 409, "{} {}", e.code, e.message);
+                failed += 1;
+            }
+            Err(e) => panic!("create: {e}"),
+        }
+    }
+    assert_eq!(ips.len() + failed, 40);
+    eprintln!("burst of 40 through 2 API servers: {} created, {failed} refused", ips.len());
+    // One at a time, the rest of the range fills up, to exactly 29 addresses.
+    for i in 0.. {
+        match create(apis[i % 2].clone(), format!("f{i}")).await {
+            Ok(ip) => assert!(ips.insert(ip.clone()), "{ip} given twice"),
+            Err(kube::Error::Api(e)) if e.code == 422 && e.message.contains("range is full") => break,
+            Err(e) => panic!("sequential create: {e}"),
+        }
+        assert!(i < 40, "more addresses than a /27 has");
+    }
+    assert_eq!(ips.len(), 29, "{ips:?}");
+    // Hosts of 10.97.0.0/27 other than the `kubernetes` Service's .1: .2 to .30.
+    assert!(ips.iter().all(|ip| ip.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| matches!(ip.octets(), [10, 97, 0, 2..=30]))), "{ips:?}");
+    let stored: BTreeSet<String> = apis[1].list(&ListParams::default()).await.unwrap().items.into_iter().filter(|s| s.metadata.name.as_deref() != Some("kubernetes")).map(|s| s.spec.unwrap().cluster_ip.unwrap()).collect();
+    assert_eq!(stored, ips);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failures_of_etcd_member_apiserver_and_leader_lose_nothing() {
     let mut etcd = LocalEtcd::start(3).expect("start etcd");
