@@ -50,8 +50,7 @@ struct Conn {
 struct Member {
     /// `host:port`.
     addr: String,
-    /// The scheme and authority of every request's URI.
-    scheme: http::uri::Scheme,
+    /// The authority of every request's URI.
     authority: http::uri::Authority,
     conn: Mutex<Option<Conn>>,
     /// Held while connecting, so that concurrent callers wait for one attempt.
@@ -63,6 +62,8 @@ struct Member {
 /// Unary KV calls over every member.
 pub(crate) struct UnaryKv {
     members: Vec<Member>,
+    /// The scheme of every request's URI (https when `settings.tls` is set).
+    scheme: http::uri::Scheme,
     next: AtomicUsize,
     settings: Settings,
 }
@@ -80,12 +81,12 @@ impl UnaryKv {
         let mut members = Vec::with_capacity(endpoints.len());
         for a in endpoints {
             let authority = a.parse().map_err(|e| format!("etcd endpoint {a}: {e}"))?;
-            members.push(Member { addr: a.clone(), scheme: scheme.clone(), authority, conn: Mutex::new(None), connecting: tokio::sync::Mutex::new(()), down_until: Mutex::new(None) });
+            members.push(Member { addr: a.clone(), authority, conn: Mutex::new(None), connecting: tokio::sync::Mutex::new(()), down_until: Mutex::new(None) });
         }
         if members.is_empty() {
             return Err("no etcd endpoints".into());
         }
-        Ok(Self { members, next: AtomicUsize::new(0), settings })
+        Ok(Self { members, scheme, next: AtomicUsize::new(0), settings })
     }
 
     /// The next member in turn that is not being passed over (the next in turn if all are).
@@ -118,7 +119,7 @@ impl UnaryKv {
             not_sent(e)
         })?;
         let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(m.scheme.clone());
+        uri.scheme = Some(self.scheme.clone());
         uri.authority = Some(m.authority.clone());
         uri.path_and_query = Some(http::uri::PathAndQuery::from_static(method));
         let uri = http::Uri::from_parts(uri).map_err(|e| CallError::NotSent(m.addr.clone(), e.to_string()))?;
