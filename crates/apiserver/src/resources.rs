@@ -32,30 +32,33 @@ impl Resource {
     }
     /// The storage key prefix of this resource (all namespaces).
     pub fn prefix(&self) -> String {
-        let g = if self.group.is_empty() { "core" } else { self.group };
-        format!("/registry/{g}/{}/", self.plural)
+        self.ns_prefix(None)
     }
     /// The storage key prefix of one namespace (or of all objects if cluster-scoped).
     pub fn ns_prefix(&self, ns: Option<&str>) -> String {
-        match (self.namespaced, ns) {
-            (true, Some(ns)) => format!("{}{ns}/", self.prefix()),
-            _ => self.prefix(),
-        }
+        let mut p = String::with_capacity(64);
+        self.push_ns_prefix(&mut p, ns);
+        p
     }
+    /// The storage key of one object: its namespace prefix and its name, in one allocation
+    /// (every request builds one).
     pub fn key(&self, ns: Option<&str>, name: &str) -> String {
-        // `ns_prefix` + name, made in one allocation (every request builds one).
-        let g = if self.group.is_empty() { "core" } else { self.group };
-        let ns = ns.filter(|_| self.namespaced);
-        let mut k = String::with_capacity(12 + g.len() + self.plural.len() + ns.map_or(0, |n| n.len() + 1) + name.len());
-        for part in ["/registry/", g, "/", self.plural, "/"] {
-            k.push_str(part);
-        }
-        if let Some(ns) = ns {
-            k.push_str(ns);
-            k.push('/');
-        }
+        let mut k = String::with_capacity(64 + name.len());
+        self.push_ns_prefix(&mut k, ns);
         k.push_str(name);
         k
+    }
+    /// `/registry/<group, core for the core group>/<plural>/`, then `<ns>/` if namespaced and
+    /// given: the layout of every storage key.
+    fn push_ns_prefix(&self, out: &mut String, ns: Option<&str>) {
+        let g = if self.group.is_empty() { "core" } else { self.group };
+        for part in ["/registry/", g, "/", self.plural, "/"] {
+            out.push_str(part);
+        }
+        if let Some(ns) = ns.filter(|_| self.namespaced) {
+            out.push_str(ns);
+            out.push('/');
+        }
     }
     pub fn list_kind(&self) -> String {
         format!("{}List", self.kind)

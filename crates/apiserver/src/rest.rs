@@ -267,57 +267,6 @@ fn encode(v: &Value) -> Bytes {
     Bytes::from(serde_json::to_vec(&v).expect("json"))
 }
 
-/// A new object serialized for the store, with the place where its `metadata` closes: the
-/// client's copy is the same bytes with `metadata.resourceVersion` added there (what
-/// [`into_revision`] and `serde_json` would give), so it is not serialized a second time.
-struct Encoded {
-    stored: Bytes,
-    /// Index of the `}` that closes `metadata`, and whether `metadata` is empty.
-    meta_close: Option<(usize, bool)>,
-}
-
-impl Encoded {
-    /// `v` must carry neither `resourceVersion` nor `selfLink` (a create's object).
-    fn new(v: &Value) -> Self {
-        let Value::Object(top) = v else { return Self { stored: Bytes::from(serde_json::to_vec(v).expect("json")), meta_close: None } };
-        // serde_json's compact form of a map, written member by member.
-        let mut out = Vec::with_capacity(1024);
-        out.push(b'{');
-        let mut meta_close = None;
-        for (i, (k, val)) in top.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            serde_json::to_writer(&mut out, k).expect("json");
-            out.push(b':');
-            serde_json::to_writer(&mut out, val).expect("json");
-            if let ("metadata", Value::Object(m)) = (k.as_str(), val) {
-                meta_close = Some((out.len() - 1, m.is_empty()));
-            }
-        }
-        out.push(b'}');
-        Self { stored: Bytes::from(out), meta_close }
-    }
-
-    /// The object as written at `revision`, serialized for the client.
-    fn response(&self, revision: i64) -> Vec<u8> {
-        let Some((close, empty)) = self.meta_close else {
-            let v: Value = serde_json::from_slice(&self.stored).expect("json");
-            return serde_json::to_vec(&into_revision(v, revision)).expect("json");
-        };
-        let mut out = Vec::with_capacity(self.stored.len() + 32);
-        out.extend_from_slice(&self.stored[..close]);
-        if !empty {
-            out.push(b',');
-        }
-        out.extend_from_slice(b"\"resourceVersion\":\"");
-        out.extend_from_slice(revision.to_string().as_bytes());
-        out.push(b'"');
-        out.extend_from_slice(&self.stored[close..]);
-        out
-    }
-}
-
 pub async fn dispatch(state: Arc<State>, method: Method, t: Target, p: Params, headers: HeaderMap, body: Bytes) -> Response {
     let r = t.resource;
     let res: ApiResult<Response> = async {
@@ -885,7 +834,8 @@ async fn create(state: &State, r: &'static Resource, ns: Option<&str>, p: &Param
     Ok(with_warnings(json_bytes_response(StatusCode::CREATED, out), &ctx.warnings))
 }
 
-/// Create `obj`; returns the client's copy of the stored object, serialized.
+/// Create `obj`; returns the client's copy of the stored object, serialized (the stored bytes
+/// with the write's resourceVersion, as a read of the object prints them).
 async fn create_object(state: &State, r: &'static Resource, ns: Option<&str>, obj: &mut Value, ctx: &mut WriteCtx<'_>) -> ApiResult<Vec<u8>> {
     if r.namespaced {
         let body_ns = meta_str(obj, "namespace").map(String::from);
@@ -958,15 +908,14 @@ async fn create_object(state: &State, r: &'static Resource, ns: Option<&str>, ob
                 state.alloc.unreserve(&taken);
                 return Err(ApiError::invalid(r, &name, &errs));
             }
-            let enc = Encoded::new(obj);
             let mut ops = crate::services::Allocator::create_ops(&taken, obj);
-            ops.push(Op::Create { key: key.clone(), value: enc.stored.clone() });
+            ops.push(Op::Create { key: key.clone(), value: encode(obj) });
             let res = state.store.txn(ops).await;
             state.alloc.unreserve(&taken);
             match res {
                 Ok(mut kvs) => {
                     let kv = kvs.pop().ok_or_else(|| StoreError::Backend("empty transaction result".into()))?;
-                    return Ok(enc.response(kv.mod_revision));
+                    return Ok(stored_with_revision(&kv));
                 }
                 Err(StoreError::AlreadyExists(k)) if crate::services::Allocator::is_allocation_key(&k) => match (&spec_before, obj.as_object_mut()) {
                     (Some(spec), Some(o)) => {
@@ -983,9 +932,8 @@ async fn create_object(state: &State, r: &'static Resource, ns: Option<&str>, ob
         }
         return Err(ApiError::conflict(r, &name));
     }
-    let enc = Encoded::new(obj);
-    match state.store.write(Op::Create { key, value: enc.stored.clone() }).await {
-        Ok(kv) => Ok(enc.response(kv.mod_revision)),
+    match state.store.write(Op::Create { key, value: encode(obj) }).await {
+        Ok(kv) => Ok(stored_with_revision(&kv)),
         Err(StoreError::AlreadyExists(_)) => Err(ApiError::already_exists(r, &name)),
         Err(e) => Err(e.into()),
     }
@@ -1517,23 +1465,6 @@ async fn delete_collection(state: &State, r: &'static Resource, ns: Option<&str>
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_created_objects_response_is_its_stored_bytes_with_the_revision_added() {
-        for v in [
-            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a\"}{", "namespace": "default", "labels": {"metadata": "}"}}, "data": {"metadata": "{\\"}}),
-            json!({"metadata": {}, "data": {"x": "y"}}),
-            json!({"kind": "Service", "spec": {"metadata": {"a": 1}}, "metadata": {"name": "s"}, "status": {}}),
-            json!({"kind": "NoMeta"}),
-        ] {
-            let enc = Encoded::new(&v);
-            assert_eq!(enc.stored, serde_json::to_vec(&v).unwrap(), "{v}");
-            let want = if v.get("metadata").is_some() { serde_json::to_vec(&into_revision(v.clone(), 42)).unwrap() } else { enc.response(42) };
-            assert_eq!(String::from_utf8(enc.response(42)).unwrap(), String::from_utf8(want).unwrap());
-            let back: Value = serde_json::from_slice(&enc.response(42)).unwrap();
-            assert_eq!(back["metadata"]["resourceVersion"], json!("42"), "{v}");
-        }
-    }
 
     #[test]
     fn whole_table_bytes_match_the_table_of_the_same_objects() {
