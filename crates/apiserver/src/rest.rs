@@ -917,15 +917,18 @@ async fn create_object(state: &State, r: &'static Resource, ns: Option<&str>, ob
                     let kv = kvs.pop().ok_or_else(|| StoreError::Backend("empty transaction result".into()))?;
                     return Ok(stored_with_revision(&kv));
                 }
-                Err(StoreError::AlreadyExists(k)) if crate::services::Allocator::is_allocation_key(&k) => match (&spec_before, obj.as_object_mut()) {
-                    (Some(spec), Some(o)) => {
-                        o.insert("spec".into(), spec.clone());
+                Err(StoreError::AlreadyExists(k)) if crate::services::Allocator::is_allocation_key(&k) => {
+                    state.alloc.await_winner(&k).await?;
+                    match (&spec_before, obj.as_object_mut()) {
+                        (Some(spec), Some(o)) => {
+                            o.insert("spec".into(), spec.clone());
+                        }
+                        (None, Some(o)) => {
+                            o.shift_remove("spec");
+                        }
+                        _ => {}
                     }
-                    (None, Some(o)) => {
-                        o.shift_remove("spec");
-                    }
-                    _ => {}
-                },
+                }
                 Err(StoreError::AlreadyExists(_)) => return Err(ApiError::already_exists(r, &name)),
                 Err(e) => return Err(e.into()),
             }

@@ -108,6 +108,16 @@ impl Allocator {
         }
     }
 
+    /// After a write lost allocation `key` to another API server: wait (at most 2 s) until the
+    /// watch-fed copy has seen the write that won it, so that the next pick passes over that key
+    /// and every other one taken up to then, instead of picking what the copy still shows free.
+    pub async fn await_winner(&self, key: &str) -> Result<(), StoreError> {
+        if let Some(kv) = self.store.get(key).await? {
+            self.held.caught_up(kv.mod_revision, std::time::Duration::from_secs(2)).await;
+        }
+        Ok(())
+    }
+
     /// Whether a key is an allocation (a lost race on it is retried with another pick).
     pub fn is_allocation_key(key: &str) -> bool {
         key.starts_with(PREFIX)
