@@ -126,11 +126,13 @@ pub fn expand(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {
     out
 }
 
-/// ConfigMaps and Secrets (decoded) a container's env refers to, keyed by name.
+/// What a container's environment is made from besides the pod: the ConfigMaps and Secrets
+/// (decoded) its env refers to, keyed by name, and the Services visible to the pod.
 #[derive(Default, Clone, Debug)]
 pub struct Objects {
     pub config_maps: HashMap<String, BTreeMap<String, String>>,
     pub secrets: HashMap<String, BTreeMap<String, String>>,
+    pub services: Vec<Service>,
 }
 
 /// Names of ConfigMaps and Secrets a container refers to.
@@ -212,12 +214,11 @@ pub fn field_ref(pod: &Pod, path: &str) -> Option<String> {
 pub fn container_env(
     pod: &Pod,
     c: &Container,
-    services: &[Service],
     objs: &Objects,
     node_capacity: (&str, &str),
 ) -> Result<Vec<(String, String)>, String> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let svc_env = service_env(pod, services);
+    let svc_env = service_env(pod, &objs.services);
     let mut tmp: Vec<(String, String)> = vec![];
     let set = |tmp: &mut Vec<(String, String)>, k: String, v: String| {
         if let Some(e) = tmp.iter_mut().find(|(n, _)| *n == k) {
@@ -414,7 +415,7 @@ mod tests {
         objs.config_maps.insert("cm".into(), [("a".to_string(), "1".to_string()), ("1bad".into(), "x".into())].into());
         objs.secrets.insert("sec".into(), [("pw".to_string(), "s3cr3t".to_string())].into());
         let c = &pod.spec.as_ref().unwrap().containers[0];
-        let env = container_env(&pod, c, &[], &objs, ("2", "1Gi")).unwrap();
+        let env = container_env(&pod, c, &objs, ("2", "1Gi")).unwrap();
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("CM_a"), Some("1"));
         assert_eq!(get("CM_1bad"), Some("x"));
@@ -428,6 +429,6 @@ mod tests {
 
         let mut missing = objs.clone();
         missing.secrets.clear();
-        assert_eq!(container_env(&pod, c, &[], &missing, ("2", "1Gi")).unwrap_err(), "secret \"sec\" not found");
+        assert_eq!(container_env(&pod, c, &missing, ("2", "1Gi")).unwrap_err(), "secret \"sec\" not found");
     }
 }

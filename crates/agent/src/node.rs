@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{Event, EventSource, Node, ObjectReference, Pod, Service};
+use k8s_openapi::api::core::v1::{Event, EventSource, Node, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::watcher;
@@ -349,43 +349,6 @@ impl Agent {
             if let Some(rx) = rt.take_events() {
                 let a = agent.clone();
                 tasks.push(tokio::spawn(event_writer(a.client.clone(), a.cfg.node_name.clone(), rx)));
-            }
-            // Services for env vars.
-            {
-                let svcs: Api<Service> = Api::all(agent.client.clone());
-                if let Ok(list) = svcs.list(&ListParams::default()).await {
-                    rt.set_services(list.items);
-                }
-                let rt = rt.clone();
-                tasks.push(tokio::spawn(async move {
-                    let mut cache: BTreeMap<(String, String), Service> = BTreeMap::new();
-                    let mut init: Option<BTreeMap<(String, String), Service>> = None;
-                    let mut s = std::pin::pin!(watcher(svcs, watcher::Config::default()).default_backoff());
-                    let key = |s: &Service| (s.metadata.namespace.clone().unwrap_or_default(), s.metadata.name.clone().unwrap_or_default());
-                    while let Some(ev) = s.next().await {
-                        match ev {
-                            Ok(watcher::Event::Init) => init = Some(BTreeMap::new()),
-                            Ok(watcher::Event::InitApply(o)) => {
-                                if let Some(m) = init.as_mut() {
-                                    m.insert(key(&o), o);
-                                }
-                            }
-                            Ok(watcher::Event::InitDone) => {
-                                if let Some(m) = init.take() {
-                                    cache = m;
-                                }
-                            }
-                            Ok(watcher::Event::Apply(o)) => {
-                                cache.insert(key(&o), o);
-                            }
-                            Ok(watcher::Event::Delete(o)) => {
-                                cache.remove(&key(&o));
-                            }
-                            Err(_) => continue,
-                        }
-                        rt.set_services(cache.values().cloned().collect());
-                    }
-                }));
             }
             // Routes to other nodes' pod CIDRs.
             {

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
@@ -64,7 +64,6 @@ pub struct PodEvent {
 pub struct Runtime {
     pub cfg: RuntimeConfig,
     pub net: NodeNet,
-    services: RwLock<Vec<Service>>,
     objects: ObjectSource,
     events_tx: mpsc::UnboundedSender<PodEvent>,
     events_rx: Mutex<Option<mpsc::UnboundedReceiver<PodEvent>>>,
@@ -174,7 +173,6 @@ impl Runtime {
         Arc::new(Runtime {
             cfg,
             net,
-            services: RwLock::new(vec![]),
             objects,
             events_tx,
             events_rx: Mutex::new(Some(events_rx)),
@@ -185,15 +183,6 @@ impl Runtime {
     /// Take the event stream (once).
     pub fn take_events(&self) -> Option<mpsc::UnboundedReceiver<PodEvent>> {
         self.events_rx.lock().expect("events lock").take()
-    }
-
-    /// Replace the Service list used for Service environment variables.
-    pub fn set_services(&self, s: Vec<Service>) {
-        *self.services.write().expect("services lock") = s;
-    }
-
-    pub fn services(&self) -> Vec<Service> {
-        self.services.read().expect("services lock").clone()
     }
 
     /// Name of a pod's network namespace.
@@ -384,12 +373,27 @@ impl Runtime {
         });
     }
 
-    async fn fetch_objects(&self, ns: &str, c: &Container) -> env::Objects {
+    /// What `c`'s environment is made from. The Services are read from the API at start (a
+    /// consistent list), not from a watch-fed copy: a Service created before the pod must be in
+    /// its environment even when the Service's watch event reaches the node after the pod's.
+    async fn fetch_objects(&self, pod: &Pod, c: &Container) -> Result<env::Objects, String> {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
         match &self.objects {
-            ObjectSource::Static(o) => o.clone(),
+            ObjectSource::Static(o) => Ok(o.clone()),
             ObjectSource::Api(client) => {
                 let (cms, secs) = env::referenced(c);
                 let mut out = env::Objects::default();
+                let links = pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true);
+                if links {
+                    let svc_api: kube::Api<Service> = kube::Api::namespaced(client.clone(), ns);
+                    let list = svc_api.list(&Default::default()).await.map_err(|e| format!("failed to list services: {e}"))?;
+                    out.services = list.items;
+                }
+                if !links || ns != "default" {
+                    let def: kube::Api<Service> = kube::Api::namespaced(client.clone(), "default");
+                    let master = def.get_opt("kubernetes").await.map_err(|e| format!("failed to get service default/kubernetes: {e}"))?;
+                    out.services.extend(master);
+                }
                 let cm_api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(client.clone(), ns);
                 for n in cms {
                     if let Ok(Some(cm)) = cm_api.get_opt(&n).await {
@@ -413,7 +417,7 @@ impl Runtime {
                         out.secrets.insert(n, m);
                     }
                 }
-                out
+                Ok(out)
             }
         }
     }
@@ -1065,10 +1069,8 @@ async fn run_container(p: Arc<PodInner>, idx: usize, adopt: Option<SavedContaine
             (Proc::Adopted { pid: a.pid, start: a.proc_start }, started_at, a.pid, log_path, run_no)
         } else {
             // Environment.
-            let objs = p.rt.fetch_objects(&p.namespace, &c).await;
-            let services = p.rt.services();
             let cap = p.rt.cfg.capacity.clone();
-            let envv = match env::container_env(&pod, &c, &services, &objs, (&cap.0, &cap.1)) {
+            let envv = match p.rt.fetch_objects(&pod, &c).await.and_then(|objs| env::container_env(&pod, &c, &objs, (&cap.0, &cap.1))) {
                 Ok(e) => e,
                 Err(msg) => {
                     p.set_state(idx, CState::Waiting { reason: "CreateContainerConfigError".into(), message: Some(msg.clone()) });
