@@ -28,10 +28,22 @@ fn ready(p: &Pod) -> bool {
     p.status.as_ref().and_then(|s| s.conditions.as_ref()).into_iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agent_with_api_server() {
+#[test]
+fn agent_with_api_server() {
     let dir = std::env::temp_dir().join(format!("yard-agent-api-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(run(dir.clone()))));
+    // The runtime goes first: after a failure the agent's tasks would otherwise still be writing
+    // under `dir` while it is removed.
+    rt.shutdown_timeout(Duration::from_secs(10));
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn run(dir: PathBuf) {
     let api = yard_apiserver::start(yard_apiserver::Args { data_dir: dir.join("api"), port: 0, ..Default::default() })
         .await
         .expect("api server");
