@@ -1,7 +1,8 @@
 //! The agent against the real API server (in-process, its own data dir): Node registration and
 //! Lease, pod start from the API with status written through pods/status, Service environment
-//! variables, logs and exec forwarded by the API server, and graceful deletion finished by the
-//! agent's grace-0 DELETE.
+//! variables (the pod's namespace plus default/kubernetes, only the latter without service links),
+//! logs and exec forwarded by the API server, and graceful deletion finished by the agent's
+//! grace-0 DELETE once the sandbox is gone.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -139,6 +140,40 @@ async fn run(dir: PathBuf) {
     assert_eq!(out, want);
     assert_eq!(status.reason.as_deref(), Some("NonZeroExitCode"));
     assert_eq!(status.details.unwrap().causes.unwrap()[0].message.as_deref(), Some("7"));
+
+    // The kubelet's rule for which Services a pod sees: those of its own namespace, plus the
+    // master Service default/kubernetes always; with enableServiceLinks false, only the latter.
+    let kube_ip = svcs.get("kubernetes").await.unwrap().spec.unwrap().cluster_ip.unwrap();
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    namespaces.create(&PostParams::default(), &serde_json::from_value(serde_json::json!({"metadata": {"name": "other"}})).unwrap()).await.unwrap();
+    let other_svcs: Api<Service> = Api::namespaced(client.clone(), "other");
+    let other_svc: Service = serde_json::from_value(serde_json::json!({"metadata": {"name": "other-svc"}, "spec": {"ports": [{"port": 81}]}})).unwrap();
+    let other_ip = other_svcs.create(&PostParams::default(), &other_svc).await.unwrap().spec.unwrap().cluster_ip.unwrap();
+    let hosts_of = |ns: &'static str, name: &'static str, links: bool| {
+        let client = client.clone();
+        async move {
+            let api: Api<Pod> = Api::namespaced(client, ns);
+            let p: Pod = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name},
+                "spec": {"nodeName": "node-a", "enableServiceLinks": links, "terminationGracePeriodSeconds": 1,
+                    "containers": [{"name": "c", "image": "registry.k8s.io/serve_hostname"}]}
+            }))
+            .unwrap();
+            api.create(&PostParams::default(), &p).await.unwrap();
+            until("pod running", 30, || async {
+                api.get(name).await.ok().filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            })
+            .await;
+            let mut proc = api.exec(name, ["sh", "-c", "env | grep _SERVICE_HOST= | sort"], &AttachParams::default().stderr(false)).await.expect("exec");
+            let mut out = String::new();
+            proc.stdout().unwrap().read_to_string(&mut out).await.unwrap();
+            let _ = proc.join().await;
+            api.delete(name, &DeleteParams::default()).await.unwrap();
+            out
+        }
+    };
+    assert_eq!(hosts_of("other", "in-other", true).await, format!("KUBERNETES_SERVICE_HOST={kube_ip}\nOTHER_SVC_SERVICE_HOST={other_ip}\n"));
+    assert_eq!(hosts_of("default", "no-links", false).await, format!("KUBERNETES_SERVICE_HOST={kube_ip}\n"));
 
     // Events.
     let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "default");

@@ -778,6 +778,11 @@ async fn check_namespace(state: &State, r: &Resource, ns: Option<&str>, name: &s
     Ok(())
 }
 
+/// An object's `metadata.deletionGracePeriodSeconds` (0 when absent).
+fn deletion_grace(obj: &Value) -> i64 {
+    obj["metadata"]["deletionGracePeriodSeconds"].as_i64().unwrap_or(0)
+}
+
 /// Whether a stored Namespace is being deleted (has a `deletionTimestamp`).
 pub fn namespace_terminating(kv: &KeyValue) -> bool {
     #[derive(serde::Deserialize)]
@@ -1066,7 +1071,13 @@ async fn update_object(state: &State, r: &'static Resource, ns: Option<&str>, ol
         }
     }
     let key = r.key(ns, &name);
-    let finished = deleting && objects::finalizers_of(&new).is_empty() && !(r.kind == "Namespace" && new["spec"]["finalizers"].as_array().is_some_and(|a| !a.is_empty()));
+    // As upstream's ShouldDeleteDuringUpdate: only when no grace period is running. A pod in
+    // graceful deletion stays (Terminating) through its node agent's status writes until the agent
+    // deletes it with grace 0.
+    let finished = deleting
+        && deletion_grace(&old) == 0
+        && objects::finalizers_of(&new).is_empty()
+        && !(r.kind == "Namespace" && new["spec"]["finalizers"].as_array().is_some_and(|a| !a.is_empty()));
     let op = if finished { Op::Delete { key: key.clone(), expect: Some(expect) } } else { Op::Update { key: key.clone(), value: encode(&new), expect: Some(expect) } };
     // New allocations are created in the same transaction as the object.
     let res = if taken.is_empty() {
@@ -1407,7 +1418,7 @@ async fn delete_one(state: &State, r: &'static Resource, ns: Option<&str>, name:
                 Err(e) => return Err(e.into()),
             }
         }
-        if deleting && pod_grace.is_none() && finalizers == objects::finalizers_of(&obj) {
+        if deleting && pod_grace.is_none() && deletion_grace(&obj) == 0 && finalizers == objects::finalizers_of(&obj) {
             return Ok((StatusCode::ACCEPTED, obj));
         }
         let now = objects::now_rfc3339();
@@ -1420,11 +1431,13 @@ async fn delete_one(state: &State, r: &'static Resource, ns: Option<&str>, name:
                 };
                 m.insert("deletionTimestamp".into(), json!(ts));
                 m.insert("deletionGracePeriodSeconds".into(), json!(pod_grace.unwrap_or(0)));
-            } else if let Some(g) = pod_grace {
-                // A shorter grace period may replace a longer one.
+            } else {
+                // A shorter grace period may replace a longer one (0 too: an object that
+                // finalizers still hold then goes as soon as the last one is removed).
+                let g = pod_grace.unwrap_or(0);
                 let cur = m.get("deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(i64::MAX);
                 if g < cur {
-                    m.insert("deletionTimestamp".into(), json!(objects::rfc3339_after(g)));
+                    m.insert("deletionTimestamp".into(), json!(if g == 0 { now.clone() } else { objects::rfc3339_after(g) }));
                     m.insert("deletionGracePeriodSeconds".into(), json!(g));
                 }
             }

@@ -172,6 +172,28 @@ fn kubectl_session(mut api: ApiServer) {
     );
     api.k(&["patch", "configmap", "held", "-n", "lifecycle", "--type=merge", "-p", "{\"metadata\":{\"finalizers\":null}}"]);
 
+    // Graceful deletion of a pod bound to a node: it stays, Terminating, through status writes
+    // (its node agent reports the containers stopping) until a grace-0 delete; a finalizer holds
+    // it after that until the finalizer is removed.
+    let pods = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: grace-a\nspec:\n  nodeName: node-x\n  containers:\n  - name: c\n    image: busybox\n---\n\
+                apiVersion: v1\nkind: Pod\nmetadata:\n  name: grace-b\n  finalizers: [example.com/hold]\nspec:\n  nodeName: node-x\n  containers:\n  - name: c\n    image: busybox\n";
+    let out = api.k_stdin(&["create", "-f", "-"], pods);
+    assert!(out.status.success(), "{out:?}");
+    let grace = |name: &str| api.k(&["get", "pod", name, "-o", "jsonpath={.metadata.deletionGracePeriodSeconds}"]);
+    api.k(&["delete", "pod", "grace-a", "grace-b", "--wait=false"]);
+    assert_eq!(grace("grace-a"), "30");
+    api.k(&["patch", "pod", "grace-a", "--subresource=status", "--type=merge", "-p", "{\"status\":{\"phase\":\"Running\"}}"]);
+    assert_eq!(api.k(&["get", "pod", "grace-a", "-o", "jsonpath={.status.phase}"]), "Running");
+    assert!(api.k(&["get", "pod", "grace-a"]).contains("Terminating"));
+    api.k(&["delete", "pod", "grace-a", "--grace-period=0", "--force"]);
+    let out = api.kubectl(&["get", "pod", "grace-a"]);
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "Error from server (NotFound): pods \"grace-a\" not found");
+    api.k(&["delete", "pod", "grace-b", "--grace-period=0", "--force", "--wait=false"]);
+    assert_eq!(grace("grace-b"), "0");
+    api.k(&["patch", "pod", "grace-b", "--type=merge", "-p", "{\"metadata\":{\"finalizers\":null}}"]);
+    let out = api.kubectl(&["get", "pod", "grace-b"]);
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "Error from server (NotFound): pods \"grace-b\" not found");
+
     // delete returns promptly.
     let t = Instant::now();
     let out = api.k(&["delete", "svc", "hostnames"]);
