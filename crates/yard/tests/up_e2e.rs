@@ -1,5 +1,6 @@
-//! Issue 7 acceptance: the README walkthrough against `yard up`, step by step, with the real
-//! kubectl; cluster networks live only in namespaces `yard up` creates and removes.
+//! Issue 7 acceptance: the README walkthrough and the seed tutorials' example application against
+//! `yard up`, step by step, with the real kubectl; cluster networks live only in namespaces
+//! `yard up` creates and removes.
 
 mod common;
 
@@ -89,6 +90,72 @@ fn seed_walkthrough_nftables() {
     let hub = format!("yard-{}-net", up.name);
     let np = std::process::Command::new("ip").args(["netns", "exec", &hub, "curl", "-s", "-m", "3", "http://172.18.0.2:30000/"]).output().unwrap();
     assert!(stdout_of(&np).to_lowercase().contains("nginx"), "NodePort: {:?}", np);
+
+    let stopped = up.stop();
+    assert!(stopped.contains("stopped"), "{stopped}");
+    assert_eq!(before, host_snapshot(), "the host changed after Ctrl-C");
+}
+
+/// The last seed tutorial's example application, step by step: a frontend pod reaches a backend
+/// pod by its IP; the deleted pod is replaced (new name) and the Endpoints follow; the Service IP
+/// balances over both backends; the Service's DNS name reaches them too.
+#[test]
+fn seed_example_app_pod_ip_then_service() {
+    let _serial = serial();
+    let dir = TempDir::new("up-example");
+    let data = dir.0.join("data");
+    let before = host_snapshot();
+    let mut up = Up::start("e2eexample", &data, &["-f", examples_dir().join("example-app.yaml").to_str().unwrap()]);
+    up.k(&["wait", "--for=condition=Ready", "pod", "--all", "-n", "example", "--timeout=60s"]);
+    let backends = |up: &Up| -> Vec<(String, String)> {
+        let out = up.k(&["get", "pods", "--selector=app=backend", "-n", "example", "-o", "jsonpath={range .items[*]}{.metadata.name} {.status.podIP} {.metadata.deletionTimestamp}{\"\\n\"}{end}"]);
+        out.lines().filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 2).then(|| (f[0].to_string(), f[1].to_string()))
+        }).collect()
+    };
+    let first = backends(&up);
+    assert_eq!(first.len(), 2, "{first:?}");
+    let frontend = up.k(&["get", "pods", "--selector=app=frontend", "-n", "example", "-o", "jsonpath={.items[0].metadata.name}"]);
+    let wget = |up: &Up, url: &str| stdout_of(&up.kubectl(&["exec", &frontend, "-n", "example", "--", "wget", "-q", "-O", "-", url]));
+
+    // The frontend reaches the first backend pod by its IP.
+    let (gone_name, gone_ip) = first[0].clone();
+    assert_eq!(wget(&up, &format!("http://{gone_ip}:5000/healthy")), "{\"healthy\":true}");
+
+    // Delete it: the ReplicaSet makes another (a new name), and the Endpoints follow.
+    let out = up.k(&["delete", "pods", &gone_name, "-n", "example"]);
+    // (kubectl 1.33 and later add " from example namespace".)
+    assert!(out.trim().starts_with(&format!("pod \"{gone_name}\" deleted")), "{out}");
+    let now = eventually(Duration::from_secs(30), || {
+        let b = backends(&up);
+        (b.len() == 2 && b.iter().all(|(n, _)| *n != gone_name)).then_some(b)
+    })
+    .expect("a replacement backend pod");
+    up.k(&["wait", "--for=condition=Ready", "pod", "--selector=app=backend", "-n", "example", "--timeout=60s"]);
+    let mut want: Vec<String> = now.iter().map(|(_, ip)| format!("{ip}:5000")).collect();
+    want.sort();
+    let eps = eventually(Duration::from_secs(20), || {
+        let line = up.k(&["get", "endpoints", "-n", "example"]).lines().find(|l| l.starts_with("backend-service ")).map(String::from)?;
+        let mut got: Vec<String> = line.split_whitespace().nth(1)?.split(',').map(String::from).collect();
+        got.sort();
+        (got == want).then_some(got)
+    });
+    assert!(eps.is_some(), "backend-service endpoints never became {want:?}: {}", up.k(&["get", "endpoints", "-n", "example"]));
+
+    // The Service IP balances over both backends, and so does its DNS name.
+    let svc_ip = up.k(&["get", "service", "backend-service", "-n", "example", "-o", "jsonpath={.spec.clusterIP}"]);
+    let names: BTreeSet<String> = now.iter().map(|(n, _)| format!("{{\"host_name\":\"{n}\"}}")).collect();
+    let mut seen = BTreeSet::new();
+    for _ in 0..20 {
+        seen.insert(wget(&up, &format!("http://{svc_ip}:5000/host_name")));
+        if seen == names {
+            break;
+        }
+    }
+    assert_eq!(seen, names, "20 requests to the Service IP should reach both backends");
+    let by_name = wget(&up, "http://backend-service.example.svc.cluster.local:5000/host_name");
+    assert!(names.contains(&by_name), "{by_name}");
 
     let stopped = up.stop();
     assert!(stopped.contains("stopped"), "{stopped}");
