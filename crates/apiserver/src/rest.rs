@@ -1326,6 +1326,9 @@ struct DeleteOpts {
     uid: Option<String>,
     rv: Option<i64>,
     dry_run: bool,
+    /// `orphanDependents: false` was given: an object not deleted at once is answered with 202
+    /// Accepted, as upstream does (200 OK otherwise).
+    cascade_asked: bool,
 }
 
 fn delete_opts(p: &Params, body: &[u8]) -> ApiResult<DeleteOpts> {
@@ -1333,6 +1336,7 @@ fn delete_opts(p: &Params, body: &[u8]) -> ApiResult<DeleteOpts> {
     if p.orphan_dependents == Some(true) && o.policy.is_none() {
         o.policy = Some("Orphan".into());
     }
+    o.cascade_asked = p.orphan_dependents == Some(false);
     if !body.iter().all(u8::is_ascii_whitespace) {
         let v = if crate::protobuf::is_protobuf(body) {
             crate::protobuf::decode(body).map_err(ApiError::bad_request)?
@@ -1347,6 +1351,9 @@ fn delete_opts(p: &Params, body: &[u8]) -> ApiResult<DeleteOpts> {
         }
         if v["orphanDependents"].as_bool() == Some(true) && o.policy.is_none() {
             o.policy = Some("Orphan".into());
+        }
+        if let Some(b) = v["orphanDependents"].as_bool() {
+            o.cascade_asked = !b;
         }
         if let Some(u) = v["preconditions"]["uid"].as_str() {
             o.uid = Some(u.to_string());
@@ -1418,8 +1425,9 @@ async fn delete_one(state: &State, r: &'static Resource, ns: Option<&str>, name:
                 Err(e) => return Err(e.into()),
             }
         }
+        let pending = if o.cascade_asked { StatusCode::ACCEPTED } else { StatusCode::OK };
         if deleting && pod_grace.is_none() && deletion_grace(&obj) == 0 && finalizers == objects::finalizers_of(&obj) {
-            return Ok((StatusCode::ACCEPTED, obj));
+            return Ok((pending, obj));
         }
         let now = objects::now_rfc3339();
         {
@@ -1453,7 +1461,7 @@ async fn delete_one(state: &State, r: &'static Resource, ns: Option<&str>, name:
             return Ok((StatusCode::OK, obj));
         }
         match state.store.write(Op::Update { key: kv.key.clone(), value: encode(&obj), expect: Some(kv.mod_revision) }).await {
-            Ok(nkv) => return Ok((StatusCode::OK, with_revision(&obj, nkv.mod_revision))),
+            Ok(nkv) => return Ok((pending, with_revision(&obj, nkv.mod_revision))),
             Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),
         }

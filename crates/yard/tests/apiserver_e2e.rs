@@ -194,6 +194,23 @@ fn kubectl_session(mut api: ApiServer) {
     let out = api.kubectl(&["get", "pod", "grace-b"]);
     assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "Error from server (NotFound): pods \"grace-b\" not found");
 
+    // A delete that does not remove the object at once answers 200, or 202 when the client set
+    // orphanDependents=false (upstream's rule).
+    api.k(&["create", "configmap", "held2"]);
+    api.k(&["patch", "configmap", "held2", "--type=merge", "-p", "{\"metadata\":{\"finalizers\":[\"example.com/hold\"]}}"]);
+    let code = |query: &str| {
+        let out = api.kubectl(&["delete", "--raw", &format!("/api/v1/namespaces/default/configmaps/held2{query}"), "-v=6"]);
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        // kubectl's -v=6 line: `"Response" verb="DELETE" url="..." status="202 Accepted" ...`.
+        let line = log.lines().find(|l| l.contains("verb=\"DELETE\"")).unwrap_or_else(|| panic!("{log}")).to_string();
+        line.split("status=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or_else(|| panic!("{line}")).to_string()
+    };
+    assert_eq!(code("?orphanDependents=false"), "202 Accepted");
+    assert_eq!(code("?orphanDependents=false"), "202 Accepted");
+    assert_eq!(code(""), "200 OK");
+    api.k(&["patch", "configmap", "held2", "--type=merge", "-p", "{\"metadata\":{\"finalizers\":null}}"]);
+    assert!(!api.kubectl(&["get", "configmap", "held2"]).status.success());
+
     // delete returns promptly.
     let t = Instant::now();
     let out = api.k(&["delete", "svc", "hostnames"]);
