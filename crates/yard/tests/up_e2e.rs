@@ -156,6 +156,7 @@ fn seed_example_app_pod_ip_then_service() {
     assert_eq!(seen, names, "20 requests to the Service IP should reach both backends");
     let by_name = wget(&up, "http://backend-service.example.svc.cluster.local:5000/host_name");
     assert!(names.contains(&by_name), "{by_name}");
+    assert_eq!(wget(&up, "http://frontend-service:3000/"), "frontend\n");
 
     let stopped = up.stop();
     assert!(stopped.contains("stopped"), "{stopped}");
