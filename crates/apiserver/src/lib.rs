@@ -43,7 +43,7 @@ pub enum Error {
 pub struct State {
     pub store: DynStore,
     pub tokens: Vec<String>,
-    pub alloc: services::Allocator,
+    pub alloc: Arc<services::Allocator>,
     pub metrics: metrics::Metrics,
     /// Namespaces by key, each as "being terminated", for the create path's namespace check.
     pub namespaces: mirror::Mirror<bool>,

@@ -1,4 +1,4 @@
-//! Watch-fed copies of small store prefixes (namespaces, allocation keys) that the write path
+//! Watch-fed copies of small store prefixes (namespaces) that the write path
 //! consults instead of reading the store before every create, as upstream's admission plugins
 //! consult informer caches. A copy may trail the store by one watch delivery, so callers use it
 //! only where a miss falls back to a live read and a compare-and-swap write settles races.
@@ -27,8 +27,6 @@ struct Shared<T> {
 /// its value. Stops when dropped.
 pub struct Mirror<T> {
     shared: Arc<RwLock<Shared<T>>>,
-    /// The store revision the copy reflects (of the listing, then of each event applied).
-    revision: tokio::sync::watch::Receiver<i64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -37,16 +35,8 @@ impl<T: Clone + Send + Sync + 'static> Mirror<T> {
     /// Must be called inside a Tokio runtime.
     pub fn start(store: DynStore, prefix: &str, summarize: fn(&KeyValue) -> T) -> Self {
         let shared = Arc::new(RwLock::new(Shared { synced: false, map: HashMap::new() }));
-        let (seen, revision) = tokio::sync::watch::channel(0);
-        let task = tokio::spawn(follow(store, prefix.to_string(), summarize, shared.clone(), seen));
-        Self { shared, revision, task }
-    }
-
-    /// Wait (at most `within`) until the copy reflects the store at `revision` or later: every
-    /// write under the prefix up to that revision is in it. Returns whether it got there.
-    pub async fn caught_up(&self, revision: i64, within: Duration) -> bool {
-        let mut seen = self.revision.clone();
-        tokio::time::timeout(within, seen.wait_for(|r| *r >= revision)).await.is_ok_and(|r| r.is_ok())
+        let task = tokio::spawn(follow(store, prefix.to_string(), summarize, shared.clone()));
+        Self { shared, task }
     }
 
     pub fn get(&self, key: &str) -> Seen<T> {
@@ -69,7 +59,7 @@ impl<T> Drop for Mirror<T> {
     }
 }
 
-async fn follow<T>(store: DynStore, prefix: String, summarize: fn(&KeyValue) -> T, shared: Arc<RwLock<Shared<T>>>, seen: tokio::sync::watch::Sender<i64>) {
+async fn follow<T>(store: DynStore, prefix: String, summarize: fn(&KeyValue) -> T, shared: Arc<RwLock<Shared<T>>>) {
     loop {
         match store.list_and_follow(&prefix).await {
             Ok((page, mut w)) => {
@@ -78,9 +68,7 @@ async fn follow<T>(store: DynStore, prefix: String, summarize: fn(&KeyValue) -> 
                     s.map = page.items.iter().map(|kv| (kv.key.clone(), summarize(kv))).collect();
                     s.synced = true;
                 }
-                seen.send_replace(page.revision);
                 while let Some(ev) = w.next().await {
-                    let revision = ev.kv.mod_revision;
                     {
                         let mut s = shared.write().expect("mirror");
                         match ev.kind {
@@ -93,7 +81,6 @@ async fn follow<T>(store: DynStore, prefix: String, summarize: fn(&KeyValue) -> 
                             }
                         }
                     }
-                    seen.send_replace(revision);
                 }
                 shared.write().expect("mirror").synced = false;
                 tracing::debug!(%prefix, "mirror watch ended; re-listing");
@@ -136,12 +123,6 @@ mod tests {
         until(|| m.get("/p/a") == Seen::Absent).await;
         assert_eq!(m.get("/p/b"), Seen::Present(2));
         assert_eq!(m.get("/q/c"), Seen::Absent, "outside the prefix");
-        // Waiting for a revision: one it has applied answers at once, and then the key written
-        // there is in the copy; a revision no write under the prefix has reached times out.
-        let kv = store.write(Op::Create { key: "/p/d".into(), value: "4444".into() }).await.unwrap();
-        assert!(m.caught_up(kv.mod_revision, Duration::from_secs(5)).await);
-        assert_eq!(m.get("/p/d"), Seen::Present(4));
-        assert!(!m.caught_up(kv.mod_revision + 1, Duration::from_millis(100)).await);
         drop(m);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -903,6 +903,7 @@ async fn create_object(state: &State, r: &'static Resource, ns: Option<&str>, ob
         // Allocation changes only `spec`: a retry starts from the spec as it was.
         let spec_before = obj.get("spec").cloned();
         for _attempt in 0..8 {
+            let generation = state.alloc.generation();
             let taken = match state.alloc.prepare(None, obj).await {
                 Ok((t, _)) => t.0,
                 Err(Ok(errs)) => return Err(ApiError::invalid(r, &name, &errs)),
@@ -916,14 +917,15 @@ async fn create_object(state: &State, r: &'static Resource, ns: Option<&str>, ob
             let mut ops = crate::services::Allocator::create_ops(&taken, obj);
             ops.push(Op::Create { key: key.clone(), value: encode(obj) });
             let res = state.store.txn(ops).await;
-            state.alloc.unreserve(&taken);
             match res {
                 Ok(mut kvs) => {
+                    state.alloc.committed(&taken);
                     let kv = kvs.pop().ok_or_else(|| StoreError::Backend("empty transaction result".into()))?;
                     return Ok(stored_with_revision(&kv));
                 }
                 Err(StoreError::AlreadyExists(k)) if crate::services::Allocator::is_allocation_key(&k) => {
-                    state.alloc.await_winner(&k).await?;
+                    state.alloc.unreserve(&taken);
+                    state.alloc.lost(&k, generation).await?;
                     match (&spec_before, obj.as_object_mut()) {
                         (Some(spec), Some(o)) => {
                             o.insert("spec".into(), spec.clone());
@@ -934,8 +936,14 @@ async fn create_object(state: &State, r: &'static Resource, ns: Option<&str>, ob
                         _ => {}
                     }
                 }
-                Err(StoreError::AlreadyExists(_)) => return Err(ApiError::already_exists(r, &name)),
-                Err(e) => return Err(e.into()),
+                Err(StoreError::AlreadyExists(_)) => {
+                    state.alloc.unreserve(&taken);
+                    return Err(ApiError::already_exists(r, &name));
+                }
+                Err(e) => {
+                    state.alloc.unreserve(&taken);
+                    return Err(e.into());
+                }
             }
         }
         return Err(ApiError::conflict(r, &name));
@@ -1055,6 +1063,7 @@ async fn update_object(state: &State, r: &'static Resource, ns: Option<&str>, ol
     }
     let mut release = Vec::new();
     let mut taken = Vec::new();
+    let generation = state.alloc.generation();
     if r.kind == "Service" && sub.is_none() {
         match state.alloc.prepare(Some(&old), &mut new).await {
             Ok((t, rel)) => {
@@ -1086,11 +1095,22 @@ async fn update_object(state: &State, r: &'static Resource, ns: Option<&str>, ol
         let mut ops = crate::services::Allocator::create_ops(&taken, &new);
         ops.push(op);
         let out = state.store.txn(ops).await.and_then(|mut kvs| kvs.pop().ok_or_else(|| StoreError::Backend("empty transaction result".into())));
-        state.alloc.unreserve(&taken);
         match out {
-            // Another API server won a picked address or port: the client retries, as on any conflict.
-            Err(StoreError::AlreadyExists(k)) if crate::services::Allocator::is_allocation_key(&k) => Err(StoreError::Conflict { key: k, current: None }),
-            other => other,
+            Ok(kv) => {
+                state.alloc.committed(&taken);
+                Ok(kv)
+            }
+            // Another API server won a picked address or port: the client retries, as on any
+            // conflict, and its retry picks from a fresh listing.
+            Err(StoreError::AlreadyExists(k)) if crate::services::Allocator::is_allocation_key(&k) => {
+                state.alloc.unreserve(&taken);
+                state.alloc.lost(&k, generation).await?;
+                Err(StoreError::Conflict { key: k, current: None })
+            }
+            Err(e) => {
+                state.alloc.unreserve(&taken);
+                Err(e)
+            }
         }
     };
     match res {

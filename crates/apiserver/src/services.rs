@@ -3,6 +3,12 @@
 //! (`/registry/yard/allocations/...`) in the same store transaction as the Service that holds it,
 //! so it is unique across any number of API servers sharing the store, survives restarts, costs no
 //! extra commit, and a repair pass frees what a crash leaked.
+//!
+//! Picks are checked against [`Held`], this API server's copy of the allocation keys. It is listed
+//! at start and kept up to date by this server's own writes; what other API servers allocate or
+//! free reaches it by listing again when a pick turns out taken or a range looks full. It has no
+//! watch: a watch would cost the store one event per allocation for every API server, on the
+//! write path of every Service, to spare a listing that only conflicts need.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -13,7 +19,7 @@ use serde_json::{json, Value};
 use yard_api::validation::{ErrorKind, FieldError};
 use yard_store::{DynStore, Op, StoreError};
 
-use crate::mirror::{Mirror, Seen};
+use crate::mirror::Seen;
 use crate::objects::{meta_str, name_of};
 
 const PREFIX: &str = "/registry/yard/allocations/";
@@ -48,9 +54,82 @@ pub struct Allocator {
     pub cfg: AllocConfig,
     /// Keys picked by writes in flight in this process, so two of them do not pick the same one.
     pending: std::sync::Mutex<std::collections::HashSet<String>>,
-    /// The allocation keys in the store, as a watch delivered them: a pick is checked here rather
+    /// The allocation keys in the store as this server knows them: a pick is checked here rather
     /// than with a store read (the transaction that creates the key settles any race).
-    held: Mirror<()>,
+    held: Held,
+}
+
+struct HeldKeys {
+    /// Whether a listing has arrived (before that every question goes to the store).
+    synced: bool,
+    keys: std::collections::HashSet<String>,
+    /// Keys added while a listing is in flight, kept when its result replaces `keys`.
+    added_meanwhile: Option<Vec<String>>,
+    /// How many listings have replaced `keys`.
+    generation: u64,
+}
+
+/// The allocation keys in the store, as last listed plus this server's own writes since. Keys
+/// another server took since the listing are missing (a pick of one fails its transaction, and
+/// the caller lists again); keys another server freed are still here (a dynamic pick passes them
+/// over; a requested one is confirmed in the store; a range that looks full is listed again).
+pub struct Held {
+    store: DynStore,
+    state: std::sync::RwLock<HeldKeys>,
+    /// One listing at a time.
+    listing: tokio::sync::Mutex<()>,
+}
+
+impl Held {
+    fn new(store: DynStore) -> Self {
+        Self { store, state: std::sync::RwLock::new(HeldKeys { synced: false, keys: Default::default(), added_meanwhile: None, generation: 0 }), listing: tokio::sync::Mutex::new(()) }
+    }
+
+    fn get(&self, key: &str) -> Seen<()> {
+        let s = self.state.read().expect("held");
+        match (s.synced, s.keys.contains(key)) {
+            (false, _) => Seen::Unknown,
+            (true, true) => Seen::Present(()),
+            (true, false) => Seen::Absent,
+        }
+    }
+
+    /// The number of listings so far, to pass to [`Held::relist_after`].
+    fn generation(&self) -> u64 {
+        self.state.read().expect("held").generation
+    }
+
+    fn add<'a>(&self, keys: impl IntoIterator<Item = &'a String>) {
+        let mut s = self.state.write().expect("held");
+        for k in keys {
+            s.keys.insert(k.clone());
+            if let Some(m) = s.added_meanwhile.as_mut() {
+                m.push(k.clone());
+            }
+        }
+    }
+
+    fn remove(&self, key: &str) {
+        self.state.write().expect("held").keys.remove(key);
+    }
+
+    /// List the keys again unless a listing finished since `generation` was read (that one
+    /// already shows whatever made the caller ask).
+    async fn relist_after(&self, generation: u64) -> Result<(), StoreError> {
+        let _one = self.listing.lock().await;
+        if self.generation() > generation {
+            return Ok(());
+        }
+        self.state.write().expect("held").added_meanwhile = Some(Vec::new());
+        let listed = self.store.list(PREFIX, None, None).await;
+        let mut s = self.state.write().expect("held");
+        let meanwhile = s.added_meanwhile.take().unwrap_or_default();
+        let page = listed?;
+        s.keys = page.items.into_iter().map(|kv| kv.key).chain(meanwhile).collect();
+        s.synced = true;
+        s.generation += 1;
+        Ok(())
+    }
 }
 
 /// Keys taken while preparing a write; released if the write fails.
@@ -62,9 +141,23 @@ fn fe(kind: ErrorKind, field: &str, value: Value, detail: &str) -> FieldError {
 }
 
 impl Allocator {
-    pub fn new(store: DynStore, cfg: AllocConfig) -> Self {
-        let held = Mirror::start(store.clone(), PREFIX, |_| ());
-        Self { store, cfg, pending: Default::default(), held }
+    /// Must be called inside a Tokio runtime: the first listing of the allocation keys starts in
+    /// the background (until it arrives, picks are checked in the store).
+    pub fn new(store: DynStore, cfg: AllocConfig) -> std::sync::Arc<Self> {
+        let a = std::sync::Arc::new(Self { held: Held::new(store.clone()), store, cfg, pending: Default::default() });
+        let weak = std::sync::Arc::downgrade(&a);
+        tokio::spawn(async move {
+            // Retried until it succeeds or the allocator is gone.
+            while let Some(a) = weak.upgrade() {
+                match a.held.relist_after(0).await {
+                    Ok(()) => break,
+                    Err(e) => tracing::warn!(error = %e, "listing allocations failed; retrying"),
+                }
+                drop(a);
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        });
+        a
     }
 
     fn owner(svc: &Value) -> Bytes {
@@ -75,9 +168,9 @@ impl Allocator {
     /// Pick `key` if it is free: neither stored nor picked by another write in flight here. Nothing
     /// is written: the caller's transaction creates the key (`create_ops`) with the object, and a
     /// concurrent pick by another API server makes that transaction fail with `AlreadyExists`.
-    /// Whether it is stored comes from the watch-fed mirror. For a pick the allocator chose itself
-    /// (`dynamic`) a key the mirror holds is passed over without confirming it in the store, since
-    /// any other pick will do; a key the user asked for is refused only when the store confirms it.
+    /// Whether it is stored comes from [`Held`]. For a pick the allocator chose itself (`dynamic`)
+    /// a key held there is passed over without confirming it in the store, since any other pick
+    /// will do; a key the user asked for is refused only when the store confirms it.
     async fn take(&self, key: String, dynamic: bool, taken: &mut Taken) -> Result<bool, StoreError> {
         let held = match self.held.get(&key) {
             Seen::Absent => false,
@@ -100,7 +193,7 @@ impl Allocator {
         taken.iter().map(|k| Op::Create { key: k.clone(), value: owner.clone() }).collect()
     }
 
-    /// Forget picks once their transaction committed or failed.
+    /// Forget picks whose transaction failed (or was never sent).
     pub fn unreserve(&self, taken: &[String]) {
         let mut p = self.pending.lock().expect("pending");
         for k in taken {
@@ -108,14 +201,23 @@ impl Allocator {
         }
     }
 
-    /// After a write lost allocation `key` to another API server: wait (at most 2 s) until the
-    /// watch-fed copy has seen the write that won it, so that the next pick passes over that key
-    /// and every other one taken up to then, instead of picking what the copy still shows free.
-    pub async fn await_winner(&self, key: &str) -> Result<(), StoreError> {
-        if let Some(kv) = self.store.get(key).await? {
-            self.held.caught_up(kv.mod_revision, std::time::Duration::from_secs(2)).await;
-        }
-        Ok(())
+    /// Record picks whose transaction committed: they are held now.
+    pub fn committed(&self, taken: &[String]) {
+        self.held.add(taken);
+        self.unreserve(taken);
+    }
+
+    /// After a write lost allocation `key` to another API server: record it as held and list the
+    /// allocations again, so that the next pick passes over it and every other key taken up to
+    /// now. `generation` is [`Allocator::generation`] read before the write.
+    pub async fn lost(&self, key: &str, generation: u64) -> Result<(), StoreError> {
+        self.held.add([&key.to_string()]);
+        self.held.relist_after(generation).await
+    }
+
+    /// The allocation listing's generation, read before a write whose pick may be lost.
+    pub fn generation(&self) -> u64 {
+        self.held.generation()
     }
 
     /// Whether a key is an allocation (a lost race on it is retried with another pick).
@@ -125,8 +227,22 @@ impl Allocator {
 
     pub async fn release(&self, keys: &[String]) {
         for k in keys {
-            let _ = self.store.write(Op::Delete { key: k.clone(), expect: None }).await;
+            if matches!(self.store.write(Op::Delete { key: k.clone(), expect: None }).await, Ok(_) | Err(StoreError::NotFound(_))) {
+                self.held.remove(k);
+            }
         }
+    }
+
+    /// Before a dynamic pick reports its range full: list the allocations again, since keys that
+    /// other API servers (or the repair pass) freed since the last listing still look held here.
+    /// Returns whether the caller should search again (the copy was listed, not only asked).
+    async fn relist_for_full(&self) -> Result<bool, StoreError> {
+        if matches!(self.held.get(""), Seen::Unknown) {
+            // Not listed yet: every pick was checked in the store already.
+            return Ok(false);
+        }
+        self.held.relist_after(self.held.generation()).await?;
+        Ok(true)
     }
 
     fn ip_key(ip: &IpAddr) -> String {
@@ -160,12 +276,17 @@ impl Allocator {
         let band = (size / 16).clamp(16, 256).min(size / 2);
         let usable_hi = if net.max_prefix_len() == 32 { size - 1 } else { size };
         let dyn_lo = band.max(1);
-        for attempt in 0..4096u128 {
-            let span = usable_hi.saturating_sub(dyn_lo).max(1);
-            let n = if attempt < 64 { dyn_lo + rand::random_range(0..span) } else { 1 + (attempt - 64) % (usable_hi - 1).max(1) };
-            let ip = nth_ip(net, n);
-            if self.take(Self::ip_key(&ip), true, taken).await? {
-                return Ok(Ok(ip.to_string()));
+        for pass in 0..2 {
+            if pass == 1 && !self.relist_for_full().await? {
+                break;
+            }
+            for attempt in 0..4096u128 {
+                let span = usable_hi.saturating_sub(dyn_lo).max(1);
+                let n = if attempt < 64 { dyn_lo + rand::random_range(0..span) } else { 1 + (attempt - 64) % (usable_hi - 1).max(1) };
+                let ip = nth_ip(net, n);
+                if self.take(Self::ip_key(&ip), true, taken).await? {
+                    return Ok(Ok(ip.to_string()));
+                }
             }
         }
         Ok(Err(FieldError { kind: ErrorKind::Invalid, field: field.into(), value: None, detail: format!("range is full: {net}") }))
@@ -188,13 +309,18 @@ impl Allocator {
         let span = hi - lo + 1;
         // Dynamic picks prefer the upper part of the range (upstream's static band is the lower part).
         let band = (span / 32).clamp(16, 128).min(span / 2);
-        for attempt in 0..(span * 2) {
-            let p = if attempt < 64 { lo + band + rand::random_range(0..(span - band).max(1)) } else { lo + (attempt - 64) % span };
-            if already.contains(&p) {
-                continue;
+        for pass in 0..2 {
+            if pass == 1 && !self.relist_for_full().await? {
+                break;
             }
-            if self.take(Self::port_key(p), true, taken).await? {
-                return Ok(Ok(p));
+            for attempt in 0..(span * 2) {
+                let p = if attempt < 64 { lo + band + rand::random_range(0..(span - band).max(1)) } else { lo + (attempt - 64) % span };
+                if already.contains(&p) {
+                    continue;
+                }
+                if self.take(Self::port_key(p), true, taken).await? {
+                    return Ok(Ok(p));
+                }
             }
         }
         Ok(Err(FieldError { kind: ErrorKind::Invalid, field: field.into(), value: None, detail: format!("range is full: {lo}-{hi}") }))
@@ -356,11 +482,16 @@ impl Allocator {
                 (None, None) => {
                     let mut got = None;
                     if let Some(pool) = self.cfg.lb_cidr {
-                        for h in pool.hosts() {
-                            let s = h.to_string();
-                            if self.take(Self::lb_key(&s), true, taken).await? {
-                                got = Some(s);
+                        for pass in 0..2 {
+                            if got.is_some() || (pass == 1 && !self.relist_for_full().await?) {
                                 break;
+                            }
+                            for h in pool.hosts() {
+                                let s = h.to_string();
+                                if self.take(Self::lb_key(&s), true, taken).await? {
+                                    got = Some(s);
+                                    break;
+                                }
                             }
                         }
                     }
@@ -440,6 +571,7 @@ impl Allocator {
                 continue;
             }
             if self.store.write(Op::Delete { key: kv.key.clone(), expect: Some(kv.mod_revision) }).await.is_ok() {
+                self.held.remove(&kv.key);
                 freed += 1;
             }
         }
@@ -453,7 +585,9 @@ impl Allocator {
         for kv in svcs.items {
             if let Ok(v) = serde_json::from_slice::<Value>(&kv.value) {
                 for k in held_keys(&v) {
-                    let _ = self.store.write(Op::Create { key: k, value: Self::owner(&v) }).await;
+                    if matches!(self.store.write(Op::Create { key: k.clone(), value: Self::owner(&v) }).await, Ok(_) | Err(StoreError::AlreadyExists(_))) {
+                        self.held.add([&k]);
+                    }
                 }
             }
         }
@@ -570,4 +704,92 @@ pub fn held_keys(svc: &Value) -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use yard_store::RedbStore;
+
+    /// What the API server's create does with the allocator: pick, write the Service and its
+    /// allocation keys in one transaction, and on a lost pick list again and pick again.
+    async fn create(a: &Allocator, store: &DynStore, name: &str) -> Result<String, String> {
+        for _ in 0..8 {
+            let mut svc = json!({"metadata": {"namespace": "default", "name": name}, "spec": {"type": "ClusterIP", "ports": [{"port": 80}]}});
+            let generation = a.generation();
+            let taken = match a.prepare(None, &mut svc).await {
+                Ok((t, _)) => t.0,
+                Err(Ok(errs)) => return Err(errs.into_iter().map(|e| e.detail).collect::<Vec<_>>().join("; ")),
+                Err(Err(e)) => panic!("prepare: {e}"),
+            };
+            let mut ops = Allocator::create_ops(&taken, &svc);
+            ops.push(Op::Create { key: format!("/registry/core/services/default/{name}"), value: svc.to_string().into() });
+            match store.txn(ops).await {
+                Ok(_) => {
+                    a.committed(&taken);
+                    return Ok(svc["spec"]["clusterIP"].as_str().expect("allocated").to_string());
+                }
+                Err(StoreError::AlreadyExists(k)) if Allocator::is_allocation_key(&k) => {
+                    a.unreserve(&taken);
+                    a.lost(&k, generation).await.unwrap();
+                }
+                Err(e) => panic!("txn: {e}"),
+            }
+        }
+        Err("conflict".into())
+    }
+
+    async fn listed(a: &Allocator) {
+        for _ in 0..200 {
+            if a.generation() > 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the allocations were never listed");
+    }
+
+    /// Two allocators on one store, neither watching it: each learns the other's picks only from
+    /// lost transactions and listings. The 6 addresses of a /29 are each given once; addresses the
+    /// other one freed are found again (a range that looks full is listed again before saying so).
+    #[tokio::test]
+    async fn two_allocators_without_a_watch_share_a_small_range() {
+        let dir = std::env::temp_dir().join(format!("yard-alloc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store: DynStore = Arc::new(RedbStore::open(&dir.join("s.redb")).unwrap());
+        let cfg = AllocConfig { service_cidrs: vec!["10.97.0.0/29".parse().unwrap()], ..Default::default() };
+        let (a, b) = (Allocator::new(store.clone(), cfg.clone()), Allocator::new(store.clone(), cfg));
+        listed(&a).await;
+        listed(&b).await;
+        let mut ips = BTreeSet::new();
+        for i in 0..6 {
+            let (via, name) = if i % 2 == 0 { (&a, format!("a{i}")) } else { (&b, format!("b{i}")) };
+            let ip = create(via, &store, &name).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(ips.insert(ip.clone()), "{ip} given twice");
+        }
+        assert_eq!(ips.len(), 6);
+        for via in [&a, &b] {
+            let e = create(via, &store, "extra").await.expect_err("a /29 has 6 addresses");
+            assert!(e.contains("range is full"), "{e}");
+        }
+        // B frees everything A allocated; A's copy still shows those addresses held.
+        let page = store.list("/registry/core/services/default/a", None, None).await.unwrap();
+        assert_eq!(page.items.len(), 3);
+        for kv in page.items {
+            let svc: Value = serde_json::from_slice(&kv.value).unwrap();
+            store.write(Op::Delete { key: kv.key, expect: None }).await.unwrap();
+            b.release_service(&svc).await;
+        }
+        let mut again = BTreeSet::new();
+        for i in 0..3 {
+            let ip = create(&a, &store, &format!("again{i}")).await.unwrap_or_else(|e| panic!("again{i}: {e}"));
+            assert!(!again.contains(&ip) && ips.contains(&ip), "{ip}");
+            again.insert(ip);
+        }
+        assert_eq!(store.list(PREFIX, None, None).await.unwrap().items.len(), 6, "one key per address held");
+        drop((a, b, store));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

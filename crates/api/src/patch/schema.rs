@@ -86,6 +86,8 @@ struct SchemaInner {
     known: bool,
     rules: BTreeMap<String, FieldRule>,
     status_subresource: bool,
+    /// The zero object (see [`PatchSchema::zero_object`]), built on first use.
+    zero_object: std::sync::OnceLock<Value>,
     zero_values: Vec<(String, Value)>,
 }
 
@@ -121,6 +123,7 @@ impl PatchSchema {
                 known: true,
                 rules: rules.into_iter().map(|(p, r)| (p.into(), r)).collect(),
                 status_subresource: false,
+                zero_object: Default::default(),
                 zero_values: Vec::new(),
             }),
         }
@@ -151,6 +154,27 @@ impl PatchSchema {
     /// structs and nil slices); server-side apply compares creates against this.
     pub(crate) fn zero_values(&self) -> &[(String, Value)] {
         &self.inner.zero_values
+    }
+
+    /// [`PatchSchema::zero_values`] as one object (without `apiVersion` and `kind`), built once
+    /// per schema: every create is compared against it.
+    pub(crate) fn zero_object(&self) -> &Value {
+        self.inner.zero_object.get_or_init(|| {
+            let mut obj = Value::Object(serde_json::Map::new());
+            for (p, v) in self.zero_values() {
+                let mut cur = &mut obj;
+                let parts: Vec<&str> = p.split('.').collect();
+                for (i, part) in parts.iter().enumerate() {
+                    let Value::Object(m) = cur else { break };
+                    if i + 1 == parts.len() {
+                        m.entry(part.to_string()).or_insert_with(|| v.clone());
+                        break;
+                    }
+                    cur = m.entry(part.to_string()).or_insert_with(|| Value::Object(serde_json::Map::new()));
+                }
+            }
+            obj
+        })
     }
 }
 
@@ -412,6 +436,7 @@ fn build(api_version: &str, kind: &str) -> SchemaInner {
         known: true,
         rules: rules.into_iter().collect(),
         status_subresource,
+        zero_object: Default::default(),
         zero_values: zero.into_iter().map(|(p, v)| (p.to_string(), v)).collect(),
     }
 }

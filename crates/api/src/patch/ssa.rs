@@ -691,21 +691,7 @@ fn str_at<'a>(v: &'a Value, ptr: &str) -> &'a str {
 
 /// The object a freshly allocated typed object of the kind would be (baseline of creates).
 fn zero_object(schema: &PatchSchema, api_version: &str, kind: &str) -> Value {
-    let mut obj = Value::Object(Map::new());
-    for (p, v) in schema.zero_values() {
-        let mut cur = &mut obj;
-        let parts: Vec<&str> = p.split('.').collect();
-        for (i, part) in parts.iter().enumerate() {
-            let Value::Object(m) = cur else { break };
-            if i + 1 == parts.len() {
-                m.entry(part.to_string()).or_insert_with(|| v.clone());
-                break;
-            }
-            cur = m
-                .entry(part.to_string())
-                .or_insert_with(|| Value::Object(Map::new()));
-        }
-    }
+    let mut obj = schema.zero_object().clone();
     if let Value::Object(m) = &mut obj {
         m.insert("apiVersion".into(), Value::String(api_version.into()));
         m.insert("kind".into(), Value::String(kind.into()));
