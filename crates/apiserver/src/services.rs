@@ -94,6 +94,11 @@ impl Held {
         }
     }
 
+    /// Whether a listing has arrived.
+    fn synced(&self) -> bool {
+        self.state.read().expect("held").synced
+    }
+
     /// The number of listings so far, to pass to [`Held::relist_after`].
     fn generation(&self) -> u64 {
         self.state.read().expect("held").generation
@@ -237,7 +242,7 @@ impl Allocator {
     /// other API servers (or the repair pass) freed since the last listing still look held here.
     /// Returns whether the caller should search again (the copy was listed, not only asked).
     async fn relist_for_full(&self) -> Result<bool, StoreError> {
-        if matches!(self.held.get(""), Seen::Unknown) {
+        if !self.held.synced() {
             // Not listed yet: every pick was checked in the store already.
             return Ok(false);
         }
