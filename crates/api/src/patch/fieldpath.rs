@@ -42,12 +42,16 @@ pub(crate) fn canonical_json(v: &Value) -> String {
 impl PathElement {
     /// Encoding used as a key in `fieldsV1`.
     pub fn encode(&self) -> String {
-        match self {
-            PathElement::Field(f) => format!("f:{f}"),
-            PathElement::Key(k) => format!("k:{k}"),
-            PathElement::Value(v) => format!("v:{v}"),
-            PathElement::Index(i) => format!("i:{i}"),
-        }
+        let (tag, body) = match self {
+            PathElement::Field(f) => ("f:", f.as_str()),
+            PathElement::Key(k) => ("k:", k.as_str()),
+            PathElement::Value(v) => ("v:", v.as_str()),
+            PathElement::Index(i) => return format!("i:{i}"),
+        };
+        let mut s = String::with_capacity(2 + body.len());
+        s.push_str(tag);
+        s.push_str(body);
+        s
     }
 
     /// Parse a `fieldsV1` key (not `.`).
