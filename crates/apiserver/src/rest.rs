@@ -1061,24 +1061,6 @@ async fn update_object(state: &State, r: &'static Resource, ns: Option<&str>, ol
         }
         return Ok((new, false));
     }
-    let mut release = Vec::new();
-    let mut taken = Vec::new();
-    let generation = state.alloc.generation();
-    if r.kind == "Service" && sub.is_none() {
-        match state.alloc.prepare(Some(&old), &mut new).await {
-            Ok((t, rel)) => {
-                taken = t.0;
-                release = rel;
-            }
-            Err(Ok(errs)) => return Err(ApiError::invalid(r, &name, &errs)),
-            Err(Err(e)) => return Err(e.into()),
-        }
-        let errs = yard_api::validation::validate(r.plural, &new, Some(&old));
-        if !errs.is_empty() {
-            state.alloc.unreserve(&taken);
-            return Err(ApiError::invalid(r, &name, &errs));
-        }
-    }
     let key = r.key(ns, &name);
     // As upstream's ShouldDeleteDuringUpdate: only when no grace period is running. A pod in
     // graceful deletion stays (Terminating) through its node agent's status writes until the agent
@@ -1087,29 +1069,66 @@ async fn update_object(state: &State, r: &'static Resource, ns: Option<&str>, ol
         && deletion_grace(&old) == 0
         && objects::finalizers_of(&new).is_empty()
         && !(r.kind == "Namespace" && new["spec"]["finalizers"].as_array().is_some_and(|a| !a.is_empty()));
-    let op = if finished { Op::Delete { key: key.clone(), expect: Some(expect) } } else { Op::Update { key: key.clone(), value: encode(&new), expect: Some(expect) } };
-    // New allocations are created in the same transaction as the object.
-    let res = if taken.is_empty() {
-        state.store.write(op).await
-    } else {
+    // A Service's new allocations are created in the same transaction as the object. When another
+    // API server won a picked address or port meanwhile, pick again from a fresh listing, starting
+    // from the spec and status as they were (allocation changes only those).
+    let allocates = r.kind == "Service" && sub.is_none();
+    let before = allocates.then(|| (new.get("spec").cloned(), new.get("status").cloned()));
+    let mut attempts = 0;
+    let (res, release) = loop {
+        attempts += 1;
+        let mut release = Vec::new();
+        let mut taken = Vec::new();
+        let generation = state.alloc.generation();
+        if allocates {
+            match state.alloc.prepare(Some(&old), &mut new).await {
+                Ok((t, rel)) => {
+                    taken = t.0;
+                    release = rel;
+                }
+                Err(Ok(errs)) => return Err(ApiError::invalid(r, &name, &errs)),
+                Err(Err(e)) => return Err(e.into()),
+            }
+            let errs = yard_api::validation::validate(r.plural, &new, Some(&old));
+            if !errs.is_empty() {
+                state.alloc.unreserve(&taken);
+                return Err(ApiError::invalid(r, &name, &errs));
+            }
+        }
+        let op = if finished { Op::Delete { key: key.clone(), expect: Some(expect) } } else { Op::Update { key: key.clone(), value: encode(&new), expect: Some(expect) } };
+        if taken.is_empty() {
+            break (state.store.write(op).await, release);
+        }
         let mut ops = crate::services::Allocator::create_ops(&taken, &new);
         ops.push(op);
         let out = state.store.txn(ops).await.and_then(|mut kvs| kvs.pop().ok_or_else(|| StoreError::Backend("empty transaction result".into())));
         match out {
             Ok(kv) => {
                 state.alloc.committed(&taken);
-                Ok(kv)
+                break (Ok(kv), release);
             }
-            // Another API server won a picked address or port: the client retries, as on any
-            // conflict, and its retry picks from a fresh listing.
             Err(StoreError::AlreadyExists(k)) if crate::services::Allocator::is_allocation_key(&k) => {
                 state.alloc.unreserve(&taken);
                 state.alloc.lost(&k, generation).await?;
-                Err(StoreError::Conflict { key: k, current: None })
+                if attempts == 8 {
+                    break (Err(StoreError::Conflict { key: k, current: None }), release);
+                }
+                if let (Some((spec, status)), Some(o)) = (&before, new.as_object_mut()) {
+                    for (field, v) in [("spec", spec), ("status", status)] {
+                        match v {
+                            Some(v) => {
+                                o.insert(field.into(), v.clone());
+                            }
+                            None => {
+                                o.shift_remove(field);
+                            }
+                        }
+                    }
+                }
             }
             Err(e) => {
                 state.alloc.unreserve(&taken);
-                Err(e)
+                break (Err(e), release);
             }
         }
     };

@@ -318,7 +318,8 @@ impl Allocator {
             if pass == 1 && !self.relist_for_full().await? {
                 break;
             }
-            for attempt in 0..(span * 2) {
+            // 64 random picks in the upper part, then every port in turn.
+            for attempt in 0..(64 + span) {
                 let p = if attempt < 64 { lo + band + rand::random_range(0..(span - band).max(1)) } else { lo + (attempt - 64) % span };
                 if already.contains(&p) {
                     continue;

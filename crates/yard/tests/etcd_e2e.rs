@@ -172,6 +172,47 @@ async fn two_apiservers_racing_for_a_small_range_allocate_each_address_once() {
     assert_eq!(stored, ips);
 }
 
+/// Two API servers turning ClusterIP Services into NodePort ones at once, in a range of 10 ports.
+/// Neither watches the other's allocations, so many picks are already taken: the update picks
+/// again from a fresh listing instead of answering 409, every update succeeds, each port is given
+/// once (the lower ports too, which dynamic picks use last), and the eleventh finds the range full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_apiservers_changing_services_to_nodeport_in_a_small_range() {
+    let etcd = LocalEtcd::start(1).expect("start etcd");
+    let (da, db) = (TempDir::new("np-a"), TempDir::new("np-b"));
+    let range = ["--store", &etcd.url(), "--service-node-port-range", "30000-30009"];
+    let (a, b) = (ApiServer::start(&da.0, &range), ApiServer::start(&db.0, &range));
+    let (ca, cb) = (client(&a.kubeconfig).await, client(&b.kubeconfig).await);
+    let apis: [Api<Service>; 2] = [Api::namespaced(ca, "default"), Api::namespaced(cb, "default")];
+    for i in 0..11 {
+        let s: Service = obj(serde_json::json!({"metadata": {"name": format!("np{i}")}, "spec": {"ports": [{"port": 80}]}}));
+        apis[0].create(&PostParams::default(), &s).await.unwrap();
+    }
+    // A PUT of the whole object (as `kubectl replace` or `kubectl edit`), which the server does
+    // not retry on a conflict the way it retries a PATCH.
+    let to_nodeport = |api: Api<Service>, name: String| async move {
+        let mut s = api.get(&name).await?;
+        s.spec.as_mut().unwrap().type_ = Some("NodePort".into());
+        api.replace(&name, &PostParams::default(), &s).await.map(|s| s.spec.unwrap().ports.unwrap()[0].node_port.unwrap())
+    };
+    let all: Vec<_> = futures::stream::iter(0..10).map(|i| to_nodeport(apis[i % 2].clone(), format!("np{i}"))).buffer_unordered(10).collect().await;
+    let mut ports = BTreeSet::new();
+    for r in all {
+        let p = r.unwrap_or_else(|e| panic!("update to NodePort: {e}"));
+        assert!((30000..=30009).contains(&p), "{p}");
+        assert!(ports.insert(p), "{p} given twice");
+    }
+    assert_eq!(ports.len(), 10);
+    for api in &apis {
+        match to_nodeport(api.clone(), "np10".into()).await {
+            Err(kube::Error::Api(e)) => assert!(e.code == 422 && e.message.contains("range is full"), "{} {}", e.code, e.message),
+            other => panic!("an eleventh NodePort in a range of 10: {other:?}"),
+        }
+    }
+    let stored: BTreeSet<i32> = apis[1].list(&ListParams::default()).await.unwrap().items.into_iter().filter_map(|s| s.spec?.ports?.first()?.node_port).collect();
+    assert_eq!(stored, ports);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failures_of_etcd_member_apiserver_and_leader_lose_nothing() {
     let mut etcd = LocalEtcd::start(3).expect("start etcd");
