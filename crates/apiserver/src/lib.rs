@@ -19,6 +19,8 @@ pub mod server;
 pub mod services;
 pub mod status;
 pub mod tls;
+#[cfg(test)]
+mod testutil;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

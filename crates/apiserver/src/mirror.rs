@@ -94,36 +94,24 @@ async fn follow<T>(store: DynStore, prefix: String, summarize: fn(&KeyValue) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use yard_store::{Op, RedbStore};
-
-    async fn until<F: Fn() -> bool>(f: F) {
-        for _ in 0..200 {
-            if f() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("mirror did not catch up");
-    }
+    use crate::testutil::{until, TempStore};
+    use yard_store::Op;
 
     #[tokio::test]
     async fn follows_puts_and_deletes_under_its_prefix_only() {
-        let dir = std::env::temp_dir().join(format!("yard-mirror-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let store: DynStore = Arc::new(RedbStore::open(&dir.join("s.redb")).unwrap());
+        let t = TempStore::new("mirror");
+        let store = t.store.clone();
         store.write(Op::Create { key: "/p/a".into(), value: "1".into() }).await.unwrap();
         let m = Mirror::start(store.clone(), "/p/", |kv| kv.value.len());
-        until(|| m.synced()).await;
+        until("mirror did not list", || m.synced()).await;
         assert_eq!(m.get("/p/a"), Seen::Present(1));
         assert_eq!(m.get("/p/b"), Seen::Absent);
         store.write(Op::Create { key: "/p/b".into(), value: "22".into() }).await.unwrap();
         store.write(Op::Create { key: "/q/c".into(), value: "333".into() }).await.unwrap();
         store.write(Op::Delete { key: "/p/a".into(), expect: None }).await.unwrap();
-        until(|| m.get("/p/a") == Seen::Absent).await;
+        until("mirror did not catch up", || m.get("/p/a") == Seen::Absent).await;
         assert_eq!(m.get("/p/b"), Seen::Present(2));
         assert_eq!(m.get("/q/c"), Seen::Absent, "outside the prefix");
         drop(m);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -715,8 +715,7 @@ pub fn held_keys(svc: &Value) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
-    use yard_store::RedbStore;
+    use crate::testutil::{until, TempStore};
 
     /// What the API server's create does with the allocator: pick, write the Service and its
     /// allocation keys in one transaction, and on a lost pick list again and pick again.
@@ -746,29 +745,16 @@ mod tests {
         Err("conflict".into())
     }
 
-    async fn listed(a: &Allocator) {
-        for _ in 0..200 {
-            if a.generation() > 0 {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        panic!("the allocations were never listed");
-    }
-
     /// Two allocators on one store, neither watching it: each learns the other's picks only from
     /// lost transactions and listings. The 6 addresses of a /29 are each given once; addresses the
     /// other one freed are found again (a range that looks full is listed again before saying so).
     #[tokio::test]
     async fn two_allocators_without_a_watch_share_a_small_range() {
-        let dir = std::env::temp_dir().join(format!("yard-alloc-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let store: DynStore = Arc::new(RedbStore::open(&dir.join("s.redb")).unwrap());
+        let t = TempStore::new("alloc");
+        let store = t.store.clone();
         let cfg = AllocConfig { service_cidrs: vec!["10.97.0.0/29".parse().unwrap()], ..Default::default() };
         let (a, b) = (Allocator::new(store.clone(), cfg.clone()), Allocator::new(store.clone(), cfg));
-        listed(&a).await;
-        listed(&b).await;
+        until("the allocations were never listed", || a.generation() > 0 && b.generation() > 0).await;
         let mut ips = BTreeSet::new();
         for i in 0..6 {
             let (via, name) = if i % 2 == 0 { (&a, format!("a{i}")) } else { (&b, format!("b{i}")) };
@@ -796,6 +782,5 @@ mod tests {
         }
         assert_eq!(store.list(PREFIX, None, None).await.unwrap().items.len(), 6, "one key per address held");
         drop((a, b, store));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
