@@ -123,6 +123,32 @@ async fn two_apiservers_share_objects_watches_and_allocations() {
     eprintln!("1000 Services through 2 API servers on 3-member etcd: {created_in:?}");
 }
 
+/// Two API servers with the same extra flags on a one-member etcd (stopped in that order).
+struct TwoServers {
+    clients: [kube::Client; 2],
+    _servers: [ApiServer; 2],
+    _dirs: [TempDir; 2],
+    _etcd: LocalEtcd,
+}
+
+impl TwoServers {
+    async fn start(tag: &str, flags: &[&str]) -> Self {
+        let etcd = LocalEtcd::start(1).expect("start etcd");
+        let dirs = [TempDir::new(&format!("{tag}-a")), TempDir::new(&format!("{tag}-b"))];
+        let url = etcd.url();
+        let mut args = vec!["--store", url.as_str()];
+        args.extend(flags);
+        let servers = [ApiServer::start(&dirs[0].0, &args), ApiServer::start(&dirs[1].0, &args)];
+        let clients = [client(&servers[0].kubeconfig).await, client(&servers[1].kubeconfig).await];
+        Self { clients, _servers: servers, _dirs: dirs, _etcd: etcd }
+    }
+
+    /// Services of `default`, through each server.
+    fn services(&self) -> [Api<Service>; 2] {
+        [Api::namespaced(self.clients[0].clone(), "default"), Api::namespaced(self.clients[1].clone(), "default")]
+    }
+}
+
 /// Two API servers racing for the 29 free ClusterIPs of a /27 (.1 is the `kubernetes`
 /// Service's): each often picks an address the other is writing, so creates go through the retry
 /// that restores the Service's spec and picks again. No address is given twice, no failed attempt
@@ -130,12 +156,8 @@ async fn two_apiservers_share_objects_watches_and_allocations() {
 /// pick as a requested address.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_apiservers_racing_for_a_small_range_allocate_each_address_once() {
-    let etcd = LocalEtcd::start(1).expect("start etcd");
-    let (da, db) = (TempDir::new("race-a"), TempDir::new("race-b"));
-    let range = ["--store", &etcd.url(), "--service-cidr", "10.97.0.0/27"];
-    let (a, b) = (ApiServer::start(&da.0, &range), ApiServer::start(&db.0, &range));
-    let (ca, cb) = (client(&a.kubeconfig).await, client(&b.kubeconfig).await);
-    let apis: [Api<Service>; 2] = [Api::namespaced(ca, "default"), Api::namespaced(cb, "default")];
+    let two = TwoServers::start("race", &["--service-cidr", "10.97.0.0/27"]).await;
+    let apis = two.services();
     let create = |api: Api<Service>, name: String| async move {
         let s: Service = obj(serde_json::json!({"metadata": {"name": name}, "spec": {"ports": [{"port": 80}]}}));
         api.create(&PostParams::default(), &s).await.map(|c| c.spec.unwrap().cluster_ip.unwrap())
@@ -178,12 +200,8 @@ async fn two_apiservers_racing_for_a_small_range_allocate_each_address_once() {
 /// once (the lower ports too, which dynamic picks use last), and the eleventh finds the range full.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_apiservers_changing_services_to_nodeport_in_a_small_range() {
-    let etcd = LocalEtcd::start(1).expect("start etcd");
-    let (da, db) = (TempDir::new("np-a"), TempDir::new("np-b"));
-    let range = ["--store", &etcd.url(), "--service-node-port-range", "30000-30009"];
-    let (a, b) = (ApiServer::start(&da.0, &range), ApiServer::start(&db.0, &range));
-    let (ca, cb) = (client(&a.kubeconfig).await, client(&b.kubeconfig).await);
-    let apis: [Api<Service>; 2] = [Api::namespaced(ca, "default"), Api::namespaced(cb, "default")];
+    let two = TwoServers::start("np", &["--service-node-port-range", "30000-30009"]).await;
+    let apis = two.services();
     for i in 0..11 {
         let s: Service = obj(serde_json::json!({"metadata": {"name": format!("np{i}")}, "spec": {"ports": [{"port": 80}]}}));
         apis[0].create(&PostParams::default(), &s).await.unwrap();
