@@ -898,61 +898,74 @@ async fn create_object(state: &State, r: &'static Resource, ns: Option<&str>, ob
         return Ok(serde_json::to_vec(obj).expect("json"));
     }
     if r.kind == "Service" {
-        // The Service and the allocation keys it picked are written in one transaction; when
-        // another API server wins a picked key meanwhile, pick again.
-        // Allocation changes only `spec`: a retry starts from the spec as it was.
-        let spec_before = obj.get("spec").cloned();
-        for _attempt in 0..8 {
-            let generation = state.alloc.generation();
-            let taken = match state.alloc.prepare(None, obj).await {
-                Ok((t, _)) => t.0,
-                Err(Ok(errs)) => return Err(ApiError::invalid(r, &name, &errs)),
-                Err(Err(e)) => return Err(e.into()),
-            };
-            let errs = yard_api::validation::validate(r.plural, obj, None);
-            if !errs.is_empty() {
-                state.alloc.unreserve(&taken);
-                return Err(ApiError::invalid(r, &name, &errs));
-            }
-            let mut ops = crate::services::Allocator::create_ops(&taken, obj);
-            ops.push(Op::Create { key: key.clone(), value: encode(obj) });
-            let res = state.store.txn(ops).await;
-            match res {
-                Ok(mut kvs) => {
-                    state.alloc.committed(&taken);
-                    let kv = kvs.pop().ok_or_else(|| StoreError::Backend("empty transaction result".into()))?;
-                    return Ok(stored_with_revision(&kv));
-                }
-                Err(StoreError::AlreadyExists(k)) if crate::services::Allocator::is_allocation_key(&k) => {
-                    state.alloc.unreserve(&taken);
-                    state.alloc.lost(&k, generation).await?;
-                    match (&spec_before, obj.as_object_mut()) {
-                        (Some(spec), Some(o)) => {
-                            o.insert("spec".into(), spec.clone());
-                        }
-                        (None, Some(o)) => {
-                            o.shift_remove("spec");
-                        }
-                        _ => {}
-                    }
-                }
-                Err(StoreError::AlreadyExists(_)) => {
-                    state.alloc.unreserve(&taken);
-                    return Err(ApiError::already_exists(r, &name));
-                }
-                Err(e) => {
-                    state.alloc.unreserve(&taken);
-                    return Err(e.into());
-                }
-            }
-        }
-        return Err(ApiError::conflict(r, &name));
+        let (res, _) = write_service(state, r, &name, None, obj, |o| Op::Create { key: key.clone(), value: encode(o) }).await?;
+        return match res {
+            Ok(kv) => Ok(stored_with_revision(&kv)),
+            Err(StoreError::AlreadyExists(_)) => Err(ApiError::already_exists(r, &name)),
+            Err(StoreError::Conflict { .. }) => Err(ApiError::conflict(r, &name)),
+            Err(e) => Err(e.into()),
+        };
     }
     match state.store.write(Op::Create { key, value: encode(obj) }).await {
         Ok(kv) => Ok(stored_with_revision(&kv)),
         Err(StoreError::AlreadyExists(_)) => Err(ApiError::already_exists(r, &name)),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Write a Service (`op` makes the object's own write from it) with the allocations it needs,
+/// picked by the allocator and created in the same transaction, validating it once allocated
+/// (`old` is the stored object on update). When another API server wins a picked key meanwhile:
+/// record it, list the allocations again and pick again, from the spec and status as they were
+/// (allocation changes only those), up to 8 times; then the result is a Conflict. Returns the
+/// write's result and the keys to release once it succeeded.
+async fn write_service(state: &State, r: &'static Resource, name: &str, old: Option<&Value>, svc: &mut Value, op: impl Fn(&Value) -> Op) -> ApiResult<(Result<KeyValue, StoreError>, Vec<String>)> {
+    let before = (svc.get("spec").cloned(), svc.get("status").cloned());
+    for _attempt in 0..8 {
+        let generation = state.alloc.generation();
+        let (taken, release) = match state.alloc.prepare(old, svc).await {
+            Ok((t, rel)) => (t.0, rel),
+            Err(Ok(errs)) => return Err(ApiError::invalid(r, name, &errs)),
+            Err(Err(e)) => return Err(e.into()),
+        };
+        let errs = yard_api::validation::validate(r.plural, svc, old);
+        if !errs.is_empty() {
+            state.alloc.unreserve(&taken);
+            return Err(ApiError::invalid(r, name, &errs));
+        }
+        if taken.is_empty() {
+            return Ok((state.store.write(op(svc)).await, release));
+        }
+        let mut ops = crate::services::Allocator::create_ops(&taken, svc);
+        ops.push(op(svc));
+        match state.store.txn(ops).await.and_then(|mut kvs| kvs.pop().ok_or_else(|| StoreError::Backend("empty transaction result".into()))) {
+            Ok(kv) => {
+                state.alloc.committed(&taken);
+                return Ok((Ok(kv), release));
+            }
+            Err(StoreError::AlreadyExists(k)) if crate::services::Allocator::is_allocation_key(&k) => {
+                state.alloc.unreserve(&taken);
+                state.alloc.lost(&k, generation).await?;
+                if let Some(o) = svc.as_object_mut() {
+                    for (field, v) in [("spec", &before.0), ("status", &before.1)] {
+                        match v {
+                            Some(v) => {
+                                o.insert(field.into(), v.clone());
+                            }
+                            None => {
+                                o.shift_remove(field);
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                state.alloc.unreserve(&taken);
+                return Ok((Err(e), release));
+            }
+        }
+    }
+    Ok((Err(StoreError::Conflict { key: r.key(meta_str(svc, "namespace"), name), current: None }), Vec::new()))
 }
 
 /// Apply the rules of an update to `new` given the stored `old`, then CAS-write it.
@@ -1069,69 +1082,8 @@ async fn update_object(state: &State, r: &'static Resource, ns: Option<&str>, ol
         && deletion_grace(&old) == 0
         && objects::finalizers_of(&new).is_empty()
         && !(r.kind == "Namespace" && new["spec"]["finalizers"].as_array().is_some_and(|a| !a.is_empty()));
-    // A Service's new allocations are created in the same transaction as the object. When another
-    // API server won a picked address or port meanwhile, pick again from a fresh listing, starting
-    // from the spec and status as they were (allocation changes only those).
-    let allocates = r.kind == "Service" && sub.is_none();
-    let before = allocates.then(|| (new.get("spec").cloned(), new.get("status").cloned()));
-    let mut attempts = 0;
-    let (res, release) = loop {
-        attempts += 1;
-        let mut release = Vec::new();
-        let mut taken = Vec::new();
-        let generation = state.alloc.generation();
-        if allocates {
-            match state.alloc.prepare(Some(&old), &mut new).await {
-                Ok((t, rel)) => {
-                    taken = t.0;
-                    release = rel;
-                }
-                Err(Ok(errs)) => return Err(ApiError::invalid(r, &name, &errs)),
-                Err(Err(e)) => return Err(e.into()),
-            }
-            let errs = yard_api::validation::validate(r.plural, &new, Some(&old));
-            if !errs.is_empty() {
-                state.alloc.unreserve(&taken);
-                return Err(ApiError::invalid(r, &name, &errs));
-            }
-        }
-        let op = if finished { Op::Delete { key: key.clone(), expect: Some(expect) } } else { Op::Update { key: key.clone(), value: encode(&new), expect: Some(expect) } };
-        if taken.is_empty() {
-            break (state.store.write(op).await, release);
-        }
-        let mut ops = crate::services::Allocator::create_ops(&taken, &new);
-        ops.push(op);
-        let out = state.store.txn(ops).await.and_then(|mut kvs| kvs.pop().ok_or_else(|| StoreError::Backend("empty transaction result".into())));
-        match out {
-            Ok(kv) => {
-                state.alloc.committed(&taken);
-                break (Ok(kv), release);
-            }
-            Err(StoreError::AlreadyExists(k)) if crate::services::Allocator::is_allocation_key(&k) => {
-                state.alloc.unreserve(&taken);
-                state.alloc.lost(&k, generation).await?;
-                if attempts == 8 {
-                    break (Err(StoreError::Conflict { key: k, current: None }), release);
-                }
-                if let (Some((spec, status)), Some(o)) = (&before, new.as_object_mut()) {
-                    for (field, v) in [("spec", spec), ("status", status)] {
-                        match v {
-                            Some(v) => {
-                                o.insert(field.into(), v.clone());
-                            }
-                            None => {
-                                o.shift_remove(field);
-                            }
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                state.alloc.unreserve(&taken);
-                break (Err(e), release);
-            }
-        }
-    };
+    let op = |o: &Value| if finished { Op::Delete { key: key.clone(), expect: Some(expect) } } else { Op::Update { key: key.clone(), value: encode(o), expect: Some(expect) } };
+    let (res, release) = if r.kind == "Service" && sub.is_none() { write_service(state, r, &name, Some(&old), &mut new, op).await? } else { (state.store.write(op(&new)).await, Vec::new()) };
     match res {
         Ok(kv) => {
             state.alloc.release(&release).await;
