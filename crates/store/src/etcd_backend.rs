@@ -194,10 +194,18 @@ impl EtcdStore {
         let mut store = Self { kv: Arc::new(kv), client, prefix: cfg.prefix.clone(), compactor: None };
         // Fail fast when no member answers.
         store.revision().await?;
+        // Writes go to the leader from the first one.
+        store.kv.look_up_leader().await;
         if let Some(every) = cfg.compaction_interval {
             store.compactor = Some(tokio::spawn(compact_loop(store.clone_handle(), every)));
         }
         Ok(store)
+    }
+
+    /// The `host:port` of the member that writes are sent to: the raft leader as last looked up
+    /// (`None` while none is known; writes then go round-robin).
+    pub fn leader(&self) -> Option<String> {
+        self.kv.leader_addr().map(String::from)
     }
 
     fn clone_handle(&self) -> Self {
@@ -283,8 +291,11 @@ impl EtcdStore {
         // Set when a member failed while the request was in flight: it may have been applied.
         let mut uncertain: Option<CallError> = None;
         let resp = loop {
-            match self.kv.call::<_, PbTxnResponse>("/etcdserverpb.KV/Txn", &txn).await {
-                Ok(r) => break etcd_client::TxnResponse(r),
+            match self.kv.call_write::<_, PbTxnResponse>("/etcdserverpb.KV/Txn", &txn).await {
+                Ok(r) => {
+                    self.kv.saw_term(r.header.as_ref().map_or(0, |h| h.raft_term));
+                    break etcd_client::TxnResponse(r);
+                }
                 Err(e) if (not_sent(&e) || transient(&e)) && tokio::time::Instant::now() < deadline => {
                     if !not_sent(&e) && uncertain.is_none() {
                         uncertain = Some(e);
@@ -610,7 +621,7 @@ impl Store for EtcdStore {
 
     fn compact(&self, revision: i64) -> BoxFuture<'_, Result<()>> {
         async move {
-            match self.kv.call::<_, PbCompactionResponse>("/etcdserverpb.KV/Compact", &PbCompactionRequest { revision, physical: false }).await {
+            match self.kv.call_write::<_, PbCompactionResponse>("/etcdserverpb.KV/Compact", &PbCompactionRequest { revision, physical: false }).await {
                 Ok(_) => Ok(()),
                 Err(e) if is_compacted(&e) => Ok(()),
                 Err(e) => Err(backend(e)),

@@ -2,16 +2,20 @@
 //! connection per member with `h2`. Through tonic, every call went from the caller's task to a
 //! buffer task, through the balancer to hyper's dispatch task, then to the connection task, and
 //! its answer back the same way; here the caller queues its stream on the connection itself (one
-//! write of HEADERS plus the whole message) and the connection task wakes it with the answer. The
-//! calls go round-robin over the members; a member whose connection cannot be made is passed over
-//! for a second. Errors say whether the request can have reached etcd, which decides whether a
-//! write may be sent again. Watches stay on etcd-client's streams.
+//! write of HEADERS plus the whole message) and the connection task wakes it with the answer.
+//! Reads go round-robin over the members; writes go to the raft leader when it is known (raft
+//! commits every write through the leader, and a follower would forward it there: one more hop and
+//! copy). The leader is looked up with the Maintenance Status call, again when a write's answer
+//! shows a new raft term, when a write to it fails, and every 30 s. A member whose connection
+//! cannot be made is passed over for a second. Errors say whether the request can have reached
+//! etcd, which decides whether a write may be sent again. Watches stay on etcd-client's streams.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use etcd_client::proto::{PbStatusRequest, PbStatusResponse};
 use prost::Message;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -59,6 +63,17 @@ struct Member {
     down_until: Mutex<Option<Instant>>,
 }
 
+/// The raft leader as last looked up.
+#[derive(Default)]
+struct Leader {
+    /// The leading member's index, if one was found.
+    index: Option<usize>,
+    /// The highest raft term seen (in a lookup or a write's answer).
+    term: u64,
+    /// When the last lookup ended; `None` asks for one at the next write.
+    checked: Option<Instant>,
+}
+
 /// Unary KV calls over every member.
 pub(crate) struct UnaryKv {
     members: Vec<Member>,
@@ -66,6 +81,9 @@ pub(crate) struct UnaryKv {
     scheme: http::uri::Scheme,
     next: AtomicUsize,
     settings: Settings,
+    leader: Mutex<Leader>,
+    /// Set while a leader lookup runs (one at a time).
+    looking: AtomicBool,
 }
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -73,6 +91,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// How long a member that could not be reached is passed over.
 const PASS_OVER: Duration = Duration::from_secs(1);
+/// How often a known leader is looked up again (a change of leader also shows as a new term in
+/// a write's answer, which asks for a lookup at once).
+const LEADER_RECHECK: Duration = Duration::from_secs(30);
+/// How soon a lookup that found no leader is tried again.
+const LEADER_RETRY: Duration = Duration::from_secs(1);
+/// How long a lookup waits for each member's status.
+const STATUS_WAIT: Duration = Duration::from_secs(2);
 
 impl UnaryKv {
     /// Calls to `endpoints` (`host:port` each); connections are made on first use.
@@ -86,7 +111,7 @@ impl UnaryKv {
         if members.is_empty() {
             return Err("no etcd endpoints".into());
         }
-        Ok(Self { members, scheme, next: AtomicUsize::new(0), settings })
+        Ok(Self { members, scheme, next: AtomicUsize::new(0), settings, leader: Mutex::default(), looking: AtomicBool::new(false) })
     }
 
     /// The next member in turn that is not being passed over (the next in turn if all are).
@@ -100,9 +125,83 @@ impl UnaryKv {
             .unwrap_or(&self.members[start % n])
     }
 
-    /// Call `method` (e.g. `/etcdserverpb.KV/Txn`) with `req` on the next member.
+    /// Call `method` (e.g. `/etcdserverpb.KV/Range`) with `req` on the next member.
     pub(crate) async fn call<Req: Message, Resp: Message + Default>(&self, method: &'static str, req: &Req) -> Result<Resp, CallError> {
-        let m = self.pick();
+        self.call_on(self.pick(), method, req).await
+    }
+
+    /// Call a write (`method` a Txn that writes, or Compact) on the leader, or on the next member
+    /// while no reachable leader is known. A failure forgets the leader, so the next write looks
+    /// it up again.
+    pub(crate) async fn call_write<Req: Message, Resp: Message + Default>(self: &Arc<Self>, method: &'static str, req: &Req) -> Result<Resp, CallError> {
+        let leader = self.leader_for_write();
+        let r = self.call_on(leader.map_or_else(|| self.pick(), |i| &self.members[i]), method, req).await;
+        if r.is_err() && leader.is_some() {
+            let mut l = lock(&self.leader);
+            if l.index == leader {
+                *l = Leader { term: l.term, ..Leader::default() };
+            }
+        }
+        r
+    }
+
+    /// Note the raft term in an answer's header: a term above any seen means a new election, so
+    /// the next write looks the leader up again.
+    pub(crate) fn saw_term(&self, term: u64) {
+        let mut l = lock(&self.leader);
+        if term > l.term {
+            l.term = term;
+            l.checked = None;
+        }
+    }
+
+    /// The leader's `host:port`, as last looked up.
+    pub(crate) fn leader_addr(&self) -> Option<&str> {
+        lock(&self.leader).index.map(|i| self.members[i].addr.as_str())
+    }
+
+    /// The leader to send a write to, if known and not passed over; starts a lookup in the
+    /// background when one is due.
+    fn leader_for_write(self: &Arc<Self>) -> Option<usize> {
+        let now = Instant::now();
+        let (index, due) = {
+            let l = lock(&self.leader);
+            let every = if l.index.is_some() { LEADER_RECHECK } else { LEADER_RETRY };
+            (l.index, l.checked.is_none_or(|t| now.duration_since(t) >= every))
+        };
+        if due && !self.looking.swap(true, Ordering::AcqRel) {
+            let this = self.clone();
+            tokio::spawn(async move {
+                this.look_up_leader().await;
+                this.looking.store(false, Ordering::Release);
+            });
+        }
+        index.filter(|&i| lock(&self.members[i].down_until).is_none_or(|t| t <= now))
+    }
+
+    /// Ask every member for its status; the leader is the member that names itself, in the
+    /// highest term if (across a partition) more than one does.
+    pub(crate) async fn look_up_leader(&self) {
+        let asks = self.members.iter().enumerate().map(|(i, m)| async move {
+            let status = tokio::time::timeout(STATUS_WAIT, self.call_on::<_, PbStatusResponse>(m, "/etcdserverpb.Maintenance/Status", &PbStatusRequest {})).await;
+            let s = status.ok()?.ok()?;
+            let me = s.header.as_ref().map_or(0, |h| h.member_id);
+            (s.leader != 0 && s.leader == me).then_some((i, s.raft_term))
+        });
+        let found = futures::future::join_all(asks).await.into_iter().flatten().max_by_key(|&(_, term)| term);
+        let mut l = lock(&self.leader);
+        // A leader of an older term than one already seen has been deposed (it has not heard yet).
+        let found = found.filter(|&(_, term)| term >= l.term);
+        if let Some((i, term)) = found {
+            tracing::debug!("etcd leader: {} (term {term})", self.members[i].addr);
+            l.term = term;
+        }
+        l.index = found.map(|(i, _)| i);
+        l.checked = Some(Instant::now());
+    }
+
+    /// Call `method` with `req` on member `m`.
+    async fn call_on<Req: Message, Resp: Message + Default>(&self, m: &Member, method: &'static str, req: &Req) -> Result<Resp, CallError> {
         let conn = self.conn(m).await?;
         let not_sent = |e: h2::Error| CallError::NotSent(m.addr.clone(), e.to_string());
         let lost = |e: h2::Error| {
@@ -386,6 +485,57 @@ mod tests {
         for _ in 0..4 {
             kv.call::<_, PbCompactionResponse>("/etcdserverpb.KV/Compact", &PbCompactionRequest::default()).await.unwrap();
         }
+    }
+
+    /// A fake member `id` that answers Status naming `leader` in raft term `term`, and any other
+    /// call with its own ID in the answer's header.
+    fn member(id: u64, leader: u64, term: u64, path: &str) -> (Vec<(&'static str, &'static str)>, Bytes, Vec<(&'static str, &'static str)>) {
+        let header = Some(etcd_client::proto::PbResponseHeader { member_id: id, raft_term: term, ..Default::default() });
+        let body = if path.ends_with("/Status") { frame(&PbStatusResponse { header, leader, raft_term: term, ..Default::default() }) } else { frame(&PbCompactionResponse { header }) };
+        (vec![("content-type", "application/grpc")], body, vec![("grpc-status", "0")])
+    }
+
+    #[tokio::test]
+    async fn writes_go_to_the_member_that_leads_in_the_highest_term() {
+        let answers: [Answer; 3] = [
+            // Deposed: still names itself, in an older term.
+            |p, _| member(1, 1, 3, p),
+            |p, _| member(2, 2, 4, p),
+            |p, _| member(3, 2, 4, p),
+        ];
+        let mut addrs = Vec::new();
+        for answer in answers {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addrs.push(l.local_addr().unwrap().to_string());
+            tokio::spawn(serve(l, answer));
+        }
+        let kv = Arc::new(UnaryKv::new(&addrs, settings()).unwrap());
+        let req = PbCompactionRequest::default();
+        kv.look_up_leader().await;
+        assert_eq!(kv.leader_addr(), Some(addrs[1].as_str()));
+        for _ in 0..6 {
+            let r: PbCompactionResponse = kv.call_write("/etcdserverpb.KV/Compact", &req).await.unwrap();
+            assert_eq!(r.header.unwrap().member_id, 2);
+        }
+        // Reads still go round-robin.
+        let mut read_from = std::collections::BTreeSet::new();
+        for _ in 0..3 {
+            let r: PbCompactionResponse = kv.call("/etcdserverpb.KV/Compact", &req).await.unwrap();
+            read_from.insert(r.header.unwrap().member_id);
+        }
+        assert_eq!(read_from.into_iter().collect::<Vec<_>>(), [1, 2, 3]);
+        // An answer from a later term asks for a lookup at the next write; one that finds only
+        // leaders of older terms knows no leader, and writes go round-robin meanwhile.
+        kv.saw_term(5);
+        assert!(lock(&kv.leader).checked.is_none());
+        kv.look_up_leader().await;
+        assert_eq!(kv.leader_addr(), None);
+        let mut written_to = std::collections::BTreeSet::new();
+        for _ in 0..3 {
+            let r: PbCompactionResponse = kv.call_write("/etcdserverpb.KV/Compact", &req).await.unwrap();
+            written_to.insert(r.header.unwrap().member_id);
+        }
+        assert_eq!(written_to.len(), 3);
     }
 
     #[tokio::test]

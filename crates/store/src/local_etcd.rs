@@ -141,6 +141,27 @@ impl LocalEtcd {
         Ok(())
     }
 
+    /// Member `i`'s Prometheus metrics (`GET /metrics` on its plain-HTTP metrics listener).
+    pub fn metrics(&self, i: usize) -> std::io::Result<String> {
+        let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], self.members[i].metrics_port).into(), Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+        let mut body = String::new();
+        s.read_to_string(&mut body)?;
+        Ok(body)
+    }
+
+    /// How many calls of gRPC method `method` (`"Txn"`, `"Range"`...) member `i` has handled.
+    pub fn handled(&self, i: usize, method: &str) -> std::io::Result<u64> {
+        let want = format!("grpc_method=\"{method}\"");
+        Ok(self
+            .metrics(i)?
+            .lines()
+            .filter(|l| l.starts_with("grpc_server_handled_total{") && l.contains(&want))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64)
+    }
+
     fn healthy(port: u16) -> bool {
         let Ok(mut s) = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(300)) else { return false };
         let _ = s.set_read_timeout(Some(Duration::from_secs(2)));

@@ -85,6 +85,62 @@ async fn member_failure_loses_no_acknowledged_write_and_watches_resume() {
     assert_eq!(again.count("/k/").await.unwrap(), acked.len() as i64);
 }
 
+/// The member that etcd's own metrics call leader (`etcd_server_is_leader 1`), among the running ones.
+fn leader_by_metrics(cluster: &LocalEtcd, running: &[usize]) -> Option<usize> {
+    running.iter().copied().find(|&i| cluster.metrics(i).is_ok_and(|m| m.lines().any(|l| l == "etcd_server_is_leader 1")))
+}
+
+/// Each member's count of handled Txn calls.
+fn txns(cluster: &LocalEtcd, running: &[usize]) -> Vec<u64> {
+    running.iter().map(|&i| cluster.handled(i, "Txn").unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_go_to_the_leader_and_to_the_next_one_after_it_dies() {
+    let mut cluster = LocalEtcd::start(3).unwrap();
+    let eps = cluster.endpoints();
+    let s = store_on(&cluster, "").await;
+    let all = [0, 1, 2];
+    let leader = leader_by_metrics(&cluster, &all).expect("a leader");
+    assert_eq!(s.leader().as_deref(), Some(eps[leader].as_str()), "looked up on connect");
+    // Every write lands on the leader: its Txn count rises by 40, the followers' not at all.
+    let before = txns(&cluster, &all);
+    for i in 0..40 {
+        s.write(Op::Create { key: format!("/l/a{i:02}"), value: b("v") }).await.unwrap();
+    }
+    let after = txns(&cluster, &all);
+    let grew: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    let want: Vec<u64> = all.iter().map(|&i| if i == leader { 40 } else { 0 }).collect();
+    assert_eq!(grew, want, "Txn calls per member (leader {leader})");
+
+    // The leader dies: writes keep succeeding, and once a new leader is elected they go to it.
+    cluster.kill(leader);
+    let rest: Vec<usize> = all.iter().copied().filter(|&i| i != leader).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut acked = 40;
+    let new = loop {
+        assert!(tokio::time::Instant::now() < deadline, "no new leader found; store says {:?}", s.leader());
+        // The first may wait out etcd's request timeout (about 6 s here): a follower that has
+        // not yet noticed the death forwards it to the dead leader.
+        s.write(Op::Create { key: format!("/l/b{acked:04}"), value: b("v") }).await.unwrap();
+        acked += 1;
+        if let Some(n) = leader_by_metrics(&cluster, &rest) {
+            if s.leader().as_deref() == Some(eps[n].as_str()) {
+                break n;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let before = txns(&cluster, &rest);
+    for i in 0..20 {
+        s.write(Op::Create { key: format!("/l/c{i:02}"), value: b("v") }).await.unwrap();
+    }
+    let grew: Vec<u64> = txns(&cluster, &rest).iter().zip(&before).map(|(a, b)| a - b).collect();
+    let want: Vec<u64> = rest.iter().map(|&i| if i == new { 20 } else { 0 }).collect();
+    assert_eq!(grew, want, "Txn calls per live member (new leader {new})");
+    assert_eq!(s.count("/l/").await.unwrap(), acked + 20, "every acknowledged write is stored");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clients_share_revisions_and_scheduled_compaction_expires_old_watches() {
     let cluster = LocalEtcd::start(1).unwrap();
