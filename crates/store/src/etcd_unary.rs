@@ -392,8 +392,11 @@ mod tests {
         Settings { tls: None, connect_timeout: Duration::from_secs(2), keep_alive: (Duration::from_secs(5), Duration::from_secs(3)), max_message: 1 << 20 }
     }
 
-    /// How a test server answers a request (path, body): its headers, body and trailers.
-    type Answer = fn(&str, &[u8]) -> (Vec<(&'static str, &'static str)>, Bytes, Vec<(&'static str, &'static str)>);
+    /// A test server's answer: its headers, body and trailers.
+    type Reply = (Vec<(&'static str, &'static str)>, Bytes, Vec<(&'static str, &'static str)>);
+
+    /// How a test server answers a request (path, body).
+    type Answer = fn(&str, &[u8]) -> Reply;
 
     /// An HTTP/2 server that answers every request with `answer`.
     async fn serve(listener: tokio::net::TcpListener, answer: Answer) {
@@ -489,7 +492,7 @@ mod tests {
 
     /// A fake member `id` that answers Status naming `leader` in raft term `term`, and any other
     /// call with its own ID in the answer's header.
-    fn member(id: u64, leader: u64, term: u64, path: &str) -> (Vec<(&'static str, &'static str)>, Bytes, Vec<(&'static str, &'static str)>) {
+    fn member(id: u64, leader: u64, term: u64, path: &str) -> Reply {
         let header = Some(etcd_client::proto::PbResponseHeader { member_id: id, raft_term: term, ..Default::default() });
         let body = if path.ends_with("/Status") { frame(&PbStatusResponse { header, leader, raft_term: term, ..Default::default() }) } else { frame(&PbCompactionResponse { header }) };
         (vec![("content-type", "application/grpc")], body, vec![("grpc-status", "0")])
