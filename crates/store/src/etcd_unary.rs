@@ -131,12 +131,18 @@ impl UnaryKv {
     }
 
     /// Call a write (`method` a Txn that writes, or Compact) on the leader, or on the next member
-    /// while no reachable leader is known. A failure forgets the leader, so the next write looks
-    /// it up again.
+    /// while no reachable leader is known. A failure that can mean the leader is gone or has
+    /// changed (no connection, or etcd answering Unavailable: "no leader", "leader changed")
+    /// forgets it, so the next write looks it up again.
     pub(crate) async fn call_write<Req: Message, Resp: Message + Default>(self: &Arc<Self>, method: &'static str, req: &Req) -> Result<Resp, CallError> {
         let leader = self.leader_for_write();
         let r = self.call_on(leader.map_or_else(|| self.pick(), |i| &self.members[i]), method, req).await;
-        if r.is_err() && leader.is_some() {
+        let gone = match &r {
+            Ok(_) => false,
+            Err(CallError::Status(s)) => s.code() == tonic::Code::Unavailable,
+            Err(CallError::NotSent(..) | CallError::Lost(..)) => true,
+        };
+        if gone && leader.is_some() {
             let mut l = lock(&self.leader);
             if l.index == leader {
                 *l = Leader { term: l.term, ..Leader::default() };
@@ -539,6 +545,32 @@ mod tests {
             written_to.insert(r.header.unwrap().member_id);
         }
         assert_eq!(written_to.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn only_errors_that_can_mean_a_lost_leader_forget_it() {
+        // One member that leads; Compact at revision 1 fails as already compacted (routine), at
+        // revision 2 with "no leader".
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        tokio::spawn(serve(l, |path, body| {
+            if path.ends_with("/Status") {
+                return member(1, 1, 1, path);
+            }
+            let mut b = Bytes::copy_from_slice(body);
+            match PbCompactionRequest::decode(unframe(&mut b).unwrap()).unwrap().revision {
+                1 => (vec![("grpc-status", "11"), ("grpc-message", "etcdserver: mvcc: required revision has been compacted")], Bytes::new(), vec![]),
+                _ => (vec![("grpc-status", "14"), ("grpc-message", "etcdserver: no leader")], Bytes::new(), vec![]),
+            }
+        }));
+        let kv = Arc::new(UnaryKv::new(std::slice::from_ref(&addr), settings()).unwrap());
+        kv.look_up_leader().await;
+        assert_eq!(kv.leader_addr(), Some(addr.as_str()));
+        let compact = |revision| PbCompactionRequest { revision, physical: false };
+        assert!(kv.call_write::<_, PbCompactionResponse>("/etcdserverpb.KV/Compact", &compact(1)).await.is_err());
+        assert_eq!(kv.leader_addr(), Some(addr.as_str()), "kept after a compacted error");
+        assert!(kv.call_write::<_, PbCompactionResponse>("/etcdserverpb.KV/Compact", &compact(2)).await.is_err());
+        assert_eq!(kv.leader_addr(), None, "forgotten after no leader");
     }
 
     #[tokio::test]
