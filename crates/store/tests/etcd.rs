@@ -206,6 +206,8 @@ async fn mutual_tls() {
     let cluster = LocalEtcd::start_with(1, Some(tls.clone())).unwrap();
     let cfg = EtcdConfig { endpoints: cluster.endpoints(), ca_file: Some(tls.ca.clone()), cert_file: Some(client_cert), key_file: Some(client_key), ..Default::default() };
     let s = EtcdStore::connect(cfg.clone()).await.expect("connect with client certificate");
+    // The leader lookup (Maintenance Status) works over TLS too.
+    assert_eq!(s.leader(), Some(cluster.endpoints()[0].clone()));
     suite::cas_semantics(&s).await;
     // Without a client certificate the cluster refuses us.
     let anon = EtcdConfig { cert_file: None, key_file: None, ..cfg };
