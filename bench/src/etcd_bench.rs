@@ -241,6 +241,12 @@ where
     .await
 }
 
+/// Per-round ratios as printed (in round order), and their median.
+fn per_round_summary(ratios: &mut [f64]) -> (String, f64) {
+    let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+    (shown.join(", "), pct(ratios, 0.5))
+}
+
 /// One kind, in `rounds` rounds: each creates its share of `objs` through Yard and makes as many
 /// raw create-if-absent transactions (`keys` keys each) and plain puts of the stored size. The
 /// order flips every round (Yard first, then Yard last) so that drift in the machine's speed
@@ -280,16 +286,14 @@ where
     let count = mean_value_size(raw, stored).await?.1;
     anyhow::ensure!(count == per * rounds, "{count} {label} stored, want {}", per * rounds);
     let (vs_put, vs_txn, vs_led) = (yard.per_sec() / put.per_sec(), yard.per_sec() / txn.per_sec(), yard.per_sec() / led.per_sec());
-    let shown: Vec<String> = per_round.iter().map(|r| format!("{r:.2}")).collect();
-    let shown_led: Vec<String> = per_round_led.iter().map(|r| format!("{r:.2}")).collect();
-    let median = pct(&mut per_round, 0.5);
-    let median_led = pct(&mut per_round_led, 0.5);
+    let (shown, median) = per_round_summary(&mut per_round);
+    let (shown_led, median_led) = per_round_summary(&mut per_round_led);
     println!("{label} ({size} B stored each{}), {} creates in {rounds} rounds, {c} in flight:", if keys > 1 { ", plus an allocation key" } else { "" }, per * rounds);
     println!("  yard on etcd          : {yard}");
     println!("  raw etcd put          : {put}");
     println!("  raw etcd create txn   : {txn} ({keys} key{}, every member)", if keys > 1 { "s" } else { "" });
     println!("  raw create txn, leader: {led}");
-    println!("  per-round ratio vs create txn: {} (median {median:.2}); vs create txn to the leader: {} (median {median_led:.2})", shown.join(", "), shown_led.join(", "));
+    println!("  per-round ratio vs create txn: {shown} (median {median:.2}); vs create txn to the leader: {shown_led} (median {median_led:.2})");
     println!("  throughput ratio {vs_put:.2} vs put, {vs_txn:.2} vs create txn, {vs_led:.2} vs create txn to the leader (target >= 0.8)");
     Ok(([vs_put, vs_txn, median, vs_led, median_led], size))
 }
@@ -312,8 +316,7 @@ async fn run() -> anyhow::Result<()> {
     println!("placement: {placement}");
     println!("etcd: {members} member(s) of {} on loopback, data in {}", yard_store::local_etcd::etcd_binary().display(), cluster.dir().display());
     let mut raw = etcd_client::Client::connect(cluster.endpoints().iter().map(|e| format!("http://{e}")).collect::<Vec<_>>(), None).await?;
-    let leader = || (0..members).find(|&i| cluster.metrics(i).is_ok_and(|m| m.lines().any(|l| l == "etcd_server_is_leader 1")));
-    let first_leader = leader().ok_or_else(|| anyhow::anyhow!("no etcd member says it leads"))?;
+    let first_leader = cluster.leader().ok_or_else(|| anyhow::anyhow!("no etcd member says it leads"))?;
     let to_leader = etcd_client::Client::connect([format!("http://{}", cluster.endpoints()[first_leader])], None).await?;
 
     // Removed when main returns, error or not (after the API server, which is dropped first).
@@ -389,7 +392,7 @@ async fn run() -> anyhow::Result<()> {
     }
 
     // The leader-only baseline means what it says only if the leader stayed the same.
-    anyhow::ensure!(leader() == Some(first_leader), "the etcd leader changed during the run: the leader-only figures are not");
+    anyhow::ensure!(cluster.leader() == Some(first_leader), "the etcd leader changed during the run: the leader-only figures are not");
     drop(api);
     drop(cluster);
     for (kind, [vs_put, vs_txn, median, vs_led, median_led]) in ratios {

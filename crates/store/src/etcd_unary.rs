@@ -145,7 +145,8 @@ impl UnaryKv {
         if gone && leader.is_some() {
             let mut l = lock(&self.leader);
             if l.index == leader {
-                *l = Leader { term: l.term, ..Leader::default() };
+                l.index = None;
+                l.checked = None;
             }
         }
         r

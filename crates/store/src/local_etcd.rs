@@ -143,12 +143,7 @@ impl LocalEtcd {
 
     /// Member `i`'s Prometheus metrics (`GET /metrics` on its plain-HTTP metrics listener).
     pub fn metrics(&self, i: usize) -> std::io::Result<String> {
-        let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], self.members[i].metrics_port).into(), Duration::from_secs(2))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
-        let mut body = String::new();
-        s.read_to_string(&mut body)?;
-        Ok(body)
+        get(self.members[i].metrics_port, "/metrics", Duration::from_secs(2), Duration::from_secs(5))
     }
 
     /// How many calls of gRPC method `method` (`"Txn"`, `"Range"`...) member `i` has handled.
@@ -162,15 +157,13 @@ impl LocalEtcd {
             .sum::<f64>() as u64)
     }
 
+    /// The running member that etcd's own metrics call leader (`etcd_server_is_leader 1`).
+    pub fn leader(&self) -> Option<usize> {
+        (0..self.members.len()).filter(|&i| self.members[i].child.is_some()).find(|&i| self.metrics(i).is_ok_and(|m| m.lines().any(|l| l == "etcd_server_is_leader 1")))
+    }
+
     fn healthy(port: u16) -> bool {
-        let Ok(mut s) = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(300)) else { return false };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        if s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
-            return false;
-        }
-        let mut body = String::new();
-        let _ = s.read_to_string(&mut body);
-        body.contains("\"health\":\"true\"")
+        get(port, "/health", Duration::from_millis(300), Duration::from_secs(2)).is_ok_and(|body| body.contains("\"health\":\"true\""))
     }
 
     /// Wait until every running member reports healthy (it has a leader).
@@ -229,6 +222,16 @@ impl LocalEtcd {
     pub fn dir(&self) -> &std::path::Path {
         &self.dir
     }
+}
+
+/// `GET path` over HTTP/1.0 from a loopback listener on `port`: the whole answer, headers included.
+fn get(port: u16, path: &str, connect: Duration, read: Duration) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), connect)?;
+    s.set_read_timeout(Some(read))?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    Ok(body)
 }
 
 /// The lines of an etcd log that say why it stopped: the last error-level entries and the panic, if any.

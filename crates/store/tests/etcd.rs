@@ -85,11 +85,6 @@ async fn member_failure_loses_no_acknowledged_write_and_watches_resume() {
     assert_eq!(again.count("/k/").await.unwrap(), acked.len() as i64);
 }
 
-/// The member that etcd's own metrics call leader (`etcd_server_is_leader 1`), among the running ones.
-fn leader_by_metrics(cluster: &LocalEtcd, running: &[usize]) -> Option<usize> {
-    running.iter().copied().find(|&i| cluster.metrics(i).is_ok_and(|m| m.lines().any(|l| l == "etcd_server_is_leader 1")))
-}
-
 /// Each member's count of handled Txn calls.
 fn txns(cluster: &LocalEtcd, running: &[usize]) -> Vec<u64> {
     running.iter().map(|&i| cluster.handled(i, "Txn").unwrap()).collect()
@@ -101,7 +96,7 @@ async fn writes_go_to_the_leader_and_to_the_next_one_after_it_dies() {
     let eps = cluster.endpoints();
     let s = store_on(&cluster, "").await;
     let all = [0, 1, 2];
-    let leader = leader_by_metrics(&cluster, &all).expect("a leader");
+    let leader = cluster.leader().expect("a leader");
     assert_eq!(s.leader().as_deref(), Some(eps[leader].as_str()), "looked up on connect");
     // Every write lands on the leader: its Txn count rises by 40, the followers' not at all.
     let before = txns(&cluster, &all);
@@ -124,7 +119,7 @@ async fn writes_go_to_the_leader_and_to_the_next_one_after_it_dies() {
         // not yet noticed the death forwards it to the dead leader.
         s.write(Op::Create { key: format!("/l/b{acked:04}"), value: b("v") }).await.unwrap();
         acked += 1;
-        if let Some(n) = leader_by_metrics(&cluster, &rest) {
+        if let Some(n) = cluster.leader() {
             if s.leader().as_deref() == Some(eps[n].as_str()) {
                 break n;
             }
