@@ -55,10 +55,16 @@ async fn main() -> anyhow::Result<()> {
         .await;
     let total = started.elapsed().as_secs_f64();
     let mut l = lat.clone();
-    println!("create {n} Services: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms (target p99 < 5 ms)", n as f64 / total, pct(&mut l, 0.5), pct(&mut l, 0.99));
+    println!(
+        "create {n} Services: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms (target p99 < 5 ms)",
+        n as f64 / total,
+        pct(&mut l, 0.5),
+        pct(&mut l, 0.99)
+    );
 
     // kubectl get svc -A.
-    let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/kubectl").to_string());
+    let kubectl = std::env::var("KUBECTL")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/kubectl").to_string());
     // stdout to a file (as `kubectl get svc -A > out`), then to a pipe this process drains (as
     // `kubectl get svc -A | grep x`): kubectl writes its table a line at a time, so a pipe adds
     // ~10,000 writes that each wake the reader.
@@ -93,16 +99,25 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut tt = Vec::new();
     for _ in 0..3 {
-        let req = http::Request::get("/api/v1/services").header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io").body(Vec::new())?;
+        let req = http::Request::get("/api/v1/services")
+            .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+            .body(Vec::new())?;
         let t = Instant::now();
         let body = client.request_text(req).await?;
         tt.push(t.elapsed().as_secs_f64() * 1000.0);
         anyhow::ensure!(body.len() > 1000);
     }
-    println!("server Table response for all Services (bytes received, not decoded): median {:.0} ms", pct(&mut tt, 0.5));
+    println!(
+        "server Table response for all Services (bytes received, not decoded): median {:.0} ms",
+        pct(&mut tt, 0.5)
+    );
     let t = Instant::now();
     let list = svcs.list(&Default::default()).await?;
-    println!("API list of {} Services (kube-rs, JSON decode included): {:.0} ms", list.items.len(), t.elapsed().as_secs_f64() * 1000.0);
+    println!(
+        "API list of {} Services (kube-rs, JSON decode included): {:.0} ms",
+        list.items.len(),
+        t.elapsed().as_secs_f64() * 1000.0
+    );
 
     // Watch fan-out: 100 watchers on ConfigMaps, then one write at a time, 50 times.
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
@@ -122,7 +137,9 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut delivery = Vec::new();
     for i in 0..50 {
-        let cm: ConfigMap = serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("w{i}")}}))?;
+        let cm: ConfigMap = serde_json::from_value(
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("w{i}")}}),
+        )?;
         let t = Instant::now();
         cms.create(&PostParams::default(), &cm).await?;
         let mut got = 0;

@@ -17,10 +17,10 @@
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-#[path = "tempdir.rs"]
-mod tempdir;
 #[path = "procstat.rs"]
 mod procstat;
+#[path = "tempdir.rs"]
+mod tempdir;
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -122,13 +122,13 @@ async fn set_ready(pods: &Api<Pod>, name: &str, ip: &str, ready: bool) -> anyhow
     let st = if ready { "True" } else { "False" };
     let now = "2026-01-01T00:00:00Z";
     let patch = json!({"status": {
-        "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": "172.18.0.2",
-        "conditions": [
-            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
-            {"type": "Initialized", "status": "True", "lastTransitionTime": now},
-            {"type": "ContainersReady", "status": st, "lastTransitionTime": now},
-            {"type": "Ready", "status": st, "lastTransitionTime": now}
-        ]}});
+    "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": "172.18.0.2",
+    "conditions": [
+        {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+        {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+        {"type": "ContainersReady", "status": st, "lastTransitionTime": now},
+        {"type": "Ready", "status": st, "lastTransitionTime": now}
+    ]}});
     pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
     Ok(())
 }
@@ -154,9 +154,8 @@ async fn main() -> anyhow::Result<()> {
     if argv.get(1).map(String::as_str) == Some("--controllers-child") {
         return child(argv[2].clone()).await;
     }
-    let arg = |i: usize, d: usize| -> anyhow::Result<usize> {
-        Ok(argv.get(i).map(|s| s.parse()).transpose()?.unwrap_or(d))
-    };
+    let arg =
+        |i: usize, d: usize| -> anyhow::Result<usize> { Ok(argv.get(i).map(|s| s.parse()).transpose()?.unwrap_or(d)) };
     let (n_svc, per, samples, burst) = (arg(1, 10_000)?, arg(2, 10)?, arg(3, 1000)?, arg(4, 100)?);
     let n_pods = n_svc * per;
     let scratch = TempDir::new("yard-controllers-bench");
@@ -200,11 +199,17 @@ async fn main() -> anyhow::Result<()> {
     let t = Instant::now();
     let nss: Api<Namespace> = Api::all(client.clone());
     for i in 0..NAMESPACES {
-        nss.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": format!("bench-{i}")}}))?).await?;
+        nss.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": format!("bench-{i}")}}))?,
+        )
+        .await?;
     }
     let nodes: Api<Node> = Api::all(client.clone());
     for i in 0..NODES {
-        let n: Node = serde_json::from_value(json!({"metadata": {"name": format!("node-{i}"), "labels": {"kubernetes.io/hostname": format!("node-{i}"), "topology.kubernetes.io/zone": format!("zone-{}", i % 3)}}}))?;
+        let n: Node = serde_json::from_value(
+            json!({"metadata": {"name": format!("node-{i}"), "labels": {"kubernetes.io/hostname": format!("node-{i}"), "topology.kubernetes.io/zone": format!("zone-{}", i % 3)}}}),
+        )?;
         nodes.create(&PostParams::default(), &n).await?;
     }
     futures::stream::iter(0..n_svc)
@@ -219,7 +224,10 @@ async fn main() -> anyhow::Result<()> {
         .buffer_unordered(IN_FLIGHT)
         .try_collect::<Vec<()>>()
         .await?;
-    println!("created {n_svc} Services in {NAMESPACES} namespaces and {NODES} Nodes in {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "created {n_svc} Services in {NAMESPACES} namespaces and {NODES} Nodes in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
 
     // Pods: create (bound), then status through pods/status.
     let t = Instant::now();
@@ -240,10 +248,17 @@ async fn main() -> anyhow::Result<()> {
         .try_collect::<Vec<()>>()
         .await?;
     let created = t.elapsed().as_secs_f64();
-    println!("created {n_pods} Pods and wrote their status in {created:.1} s ({:.0} pods/s, 2 writes each)", n_pods as f64 / created);
+    println!(
+        "created {n_pods} Pods and wrote their status in {created:.1} s ({:.0} pods/s, 2 writes each)",
+        n_pods as f64 / created
+    );
     let t2 = Instant::now();
     while slice_seen.ready_count() < n_pods {
-        anyhow::ensure!(t2.elapsed() < Duration::from_secs(900), "EndpointSlices not converged: {} of {n_pods} ready", slice_seen.ready_count());
+        anyhow::ensure!(
+            t2.elapsed() < Duration::from_secs(900),
+            "EndpointSlices not converged: {} of {n_pods} ready",
+            slice_seen.ready_count()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     println!(
@@ -254,7 +269,12 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss = status_kib(ctl_pid, "VmRSS:");
     let hwm = status_kib(ctl_pid, "VmHWM:");
-    println!("controller process: RSS {:.0} MiB, peak RSS {:.0} MiB, CPU {:.1} s so far", rss as f64 / 1024.0, hwm as f64 / 1024.0, cpu_seconds(ctl_pid));
+    println!(
+        "controller process: RSS {:.0} MiB, peak RSS {:.0} MiB, CPU {:.1} s so far",
+        rss as f64 / 1024.0,
+        hwm as f64 / 1024.0,
+        cpu_seconds(ctl_pid)
+    );
 
     // Single flips, one at a time, in the watched namespace (bench-0 holds Services 0, 10, 20, ...).
     let pods0: Api<Pod> = Api::namespaced(client.clone(), "bench-0");
@@ -280,8 +300,12 @@ async fn main() -> anyhow::Result<()> {
         set_ready(&pods0, &name, &ip, want).await?;
         let acked = Instant::now();
         write.push(acked.duration_since(sent).as_secs_f64() * 1000.0);
-        let seen = slice_seen.wait(&ip, want, limit).await.ok_or_else(|| anyhow::anyhow!("slice for {name} not updated within {limit:?}"))?;
-        let pseen = pod_seen.wait(&name, want, limit).await.ok_or_else(|| anyhow::anyhow!("pod event for {name} not seen"))?;
+        let seen = slice_seen
+            .wait(&ip, want, limit)
+            .await
+            .ok_or_else(|| anyhow::anyhow!("slice for {name} not updated within {limit:?}"))?;
+        let pseen =
+            pod_seen.wait(&name, want, limit).await.ok_or_else(|| anyhow::anyhow!("pod event for {name} not seen"))?;
         lat.push(seen.saturating_duration_since(acked).as_secs_f64() * 1000.0);
         peer.push(pseen.saturating_duration_since(acked).as_secs_f64() * 1000.0);
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -297,15 +321,18 @@ async fn main() -> anyhow::Result<()> {
         p99 / q99.max(0.001)
     );
     // The controller's own EndpointSlice write costs about what this status write costs.
-    println!("the status write itself (PATCH round trip, durable): p50 {:.2} ms, p99 {:.2} ms", pct(&mut write, 0.5), pct(&mut write, 0.99));
+    println!(
+        "the status write itself (PATCH round trip, durable): p50 {:.2} ms, p99 {:.2} ms",
+        pct(&mut write, 0.5),
+        pct(&mut write, 0.99)
+    );
 
     // Burst: B pods of B different Services flipped at once.
     if burst > 0 {
         let mut lat = Vec::new();
         for round in 0..5 {
-            let picks: Vec<(usize, usize)> = (0..burst.min(n_svc / NAMESPACES))
-                .map(|k| (k * NAMESPACES, (round + k) % per))
-                .collect();
+            let picks: Vec<(usize, usize)> =
+                (0..burst.min(n_svc / NAMESPACES)).map(|k| (k * NAMESPACES, (round + k) % per)).collect();
             let done = futures::stream::iter(picks)
                 .map(|(svc, j)| {
                     let pods0 = pods0.clone();
@@ -315,7 +342,10 @@ async fn main() -> anyhow::Result<()> {
                     async move {
                         set_ready(&pods0, &format!("svc-{svc}-{j}"), &pod_ip(idx), want).await?;
                         let acked = Instant::now();
-                        let seen = slice_seen.wait(&pod_ip(idx), want, limit).await.ok_or_else(|| anyhow::anyhow!("burst: slice not updated"))?;
+                        let seen = slice_seen
+                            .wait(&pod_ip(idx), want, limit)
+                            .await
+                            .ok_or_else(|| anyhow::anyhow!("burst: slice not updated"))?;
                         anyhow::Ok((idx, want, seen.saturating_duration_since(acked).as_secs_f64() * 1000.0))
                     }
                 })
@@ -335,7 +365,11 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let rss = status_kib(ctl_pid, "VmRSS:");
-    println!("controller process after the flips: RSS {:.0} MiB, CPU {:.1} s total", rss as f64 / 1024.0, cpu_seconds(ctl_pid));
+    println!(
+        "controller process after the flips: RSS {:.0} MiB, CPU {:.1} s total",
+        rss as f64 / 1024.0,
+        cpu_seconds(ctl_pid)
+    );
     drop(ctl);
     Ok(())
 }

@@ -21,7 +21,18 @@ use serde_json::{json, Value};
 use yard_apiserver::objects;
 use yard_apiserver::resources;
 
-const STEPS: [&str; 10] = ["decode body", "typed round trip", "unknown fields", "create metadata", "defaults", "(ClusterIP)", "validate", "managedFields", "encode", "free"];
+const STEPS: [&str; 10] = [
+    "decode body",
+    "typed round trip",
+    "unknown fields",
+    "create metadata",
+    "defaults",
+    "(ClusterIP)",
+    "validate",
+    "managedFields",
+    "encode",
+    "free",
+];
 
 fn run(plural: &str, n: usize, body: impl Fn(usize) -> Vec<u8>) {
     let r = resources::find("", "v1", plural).expect("resource");

@@ -19,12 +19,12 @@
 //!        [--clients 8] [--outstanding 200] [--workers 1] [--server-cpu 1] [--client-cpu 0]
 //!        [--latency-qps 50000] [--legacy-yard]
 
-#[path = "tempdir.rs"]
-mod tempdir;
-#[path = "procstat.rs"]
-mod procstat;
 #[path = "dnsutil.rs"]
 mod dnsutil;
+#[path = "procstat.rs"]
+mod procstat;
+#[path = "tempdir.rs"]
+mod tempdir;
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -37,8 +37,8 @@ use dnsutil::{dig, free_port};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::api::{Api, ListParams, PostParams};
-use serde_json::json;
 use procstat::status_kib;
+use serde_json::json;
 use tempdir::TempDir;
 
 /// A child process ended by PID (SIGKILL) when dropped.
@@ -124,26 +124,15 @@ fn opts() -> anyhow::Result<Opts> {
 }
 
 /// Waits until every sample name answers its expected address at `port`.
-fn wait_answers(
-    p: &mut Proc,
-    port: u16,
-    sample: &[(String, String)],
-    limit: Duration,
-) -> anyhow::Result<()> {
+fn wait_answers(p: &mut Proc, port: u16, sample: &[(String, String)], limit: Duration) -> anyhow::Result<()> {
     let start = Instant::now();
     loop {
         p.alive()?;
-        let bad = sample
-            .iter()
-            .find(|(name, ip)| dig(port, name) != vec![ip.clone()]);
+        let bad = sample.iter().find(|(name, ip)| dig(port, name) != vec![ip.clone()]);
         match bad {
             None => return Ok(()),
             Some((name, ip)) if start.elapsed() > limit => {
-                bail!(
-                    "{}: {name} does not answer {ip} after {limit:?} (got {:?})",
-                    p.name,
-                    dig(port, name)
-                )
+                bail!("{}: {name} does not answer {ip} after {limit:?} (got {:?})", p.name, dig(port, name))
             }
             Some(_) => std::thread::sleep(Duration::from_millis(200)),
         }
@@ -160,15 +149,11 @@ struct PerfResult {
 }
 
 fn field<'a>(text: &'a str, label: &str) -> Option<&'a str> {
-    text.lines()
-        .find_map(|l| l.trim_start().strip_prefix(label))
-        .map(str::trim)
+    text.lines().find_map(|l| l.trim_start().strip_prefix(label)).map(str::trim)
 }
 
 fn first_number(s: &str) -> Option<f64> {
-    s.split(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .find(|t| !t.is_empty())
-        .and_then(|t| t.parse().ok())
+    s.split(|c: char| !(c.is_ascii_digit() || c == '.')).find(|t| !t.is_empty()).and_then(|t| t.parse().ok())
 }
 
 fn dnsperf(o: &Opts, port: u16, queries: &Path, extra: &[String]) -> anyhow::Result<String> {
@@ -179,36 +164,21 @@ fn dnsperf(o: &Opts, port: u16, queries: &Path, extra: &[String]) -> anyhow::Res
         .arg(queries)
         .args(extra);
     let out = cmd.output().context("run dnsperf (apt-get install dnsperf)")?;
-    ensure!(
-        out.status.success(),
-        "dnsperf failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ensure!(out.status.success(), "dnsperf failed: {}", String::from_utf8_lossy(&out.stderr));
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn throughput_flags(o: &Opts, seconds: u32) -> Vec<String> {
-    [
-        "-c",
-        &o.clients.to_string(),
-        "-T",
-        "1",
-        "-q",
-        &o.outstanding.to_string(),
-        "-l",
-        &seconds.to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    ["-c", &o.clients.to_string(), "-T", "1", "-q", &o.outstanding.to_string(), "-l", &seconds.to_string()]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 fn throughput(o: &Opts, port: u16, queries: &Path, seconds: u32) -> anyhow::Result<PerfResult> {
     let text = dnsperf(o, port, queries, &throughput_flags(o, seconds))?;
     let get = |label: &str| {
-        field(&text, label)
-            .and_then(first_number)
-            .with_context(|| format!("no {label:?} in dnsperf output:\n{text}"))
+        field(&text, label).and_then(first_number).with_context(|| format!("no {label:?} in dnsperf output:\n{text}"))
     };
     let noerror = field(&text, "Response codes:")
         .and_then(|s| s.split_once("NOERROR"))
@@ -239,9 +209,7 @@ fn latency(o: &Opts, port: u16, queries: &Path) -> anyhow::Result<(f64, f64, f64
     ensure!(lat.len() > 1000, "only {} latencies in dnsperf -v output", lat.len());
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let pct = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize];
-    let lost = field(&text, "Queries lost:")
-        .and_then(first_number)
-        .unwrap_or(0.0) as u64;
+    let lost = field(&text, "Queries lost:").and_then(first_number).unwrap_or(0.0) as u64;
     Ok((pct(0.5), pct(0.99), pct(0.999), lat[lat.len() - 1], lat.len(), lost))
 }
 
@@ -313,11 +281,7 @@ async fn main() -> anyhow::Result<()> {
     for r in created {
         r?;
     }
-    println!(
-        "created {} Services through the API in {:.1} s",
-        o.services,
-        t.elapsed().as_secs_f64()
-    );
+    println!("created {} Services through the API in {:.1} s", o.services, t.elapsed().as_secs_f64());
 
     // The records both servers serve, from the API's list.
     let list = Api::<Service>::all(client.clone()).list(&ListParams::default()).await?;
@@ -332,12 +296,7 @@ async fn main() -> anyhow::Result<()> {
         let Some(ip) = spec.cluster_ip.filter(|ip| ip != "None" && !ip.is_empty()) else {
             continue;
         };
-        let ports = spec
-            .ports
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|p| Some((p.name?, p.port)))
-            .collect();
+        let ports = spec.ports.unwrap_or_default().into_iter().filter_map(|p| Some((p.name?, p.port))).collect();
         records.push((format!("{name}.{ns}.svc"), ip, ports));
     }
     records.sort();
@@ -349,9 +308,7 @@ async fn main() -> anyhow::Result<()> {
     for (owner, ip, ports) in &records {
         zone.push_str(&format!("{owner} IN A {ip}\n"));
         for (pname, port) in ports {
-            zone.push_str(&format!(
-                "_{pname}._tcp.{owner} IN SRV 0 100 {port} {owner}.cluster.local.\n"
-            ));
+            zone.push_str(&format!("_{pname}._tcp.{owner} IN SRV 0 100 {port} {owner}.cluster.local.\n"));
         }
         queries.push_str(&format!("{owner}.cluster.local A\n"));
     }
@@ -401,11 +358,7 @@ async fn main() -> anyhow::Result<()> {
             .arg("--kubeconfig")
             .arg(&kubeconfig)
             .args(["--listen", &format!("127.0.0.1:{yard_port}")])
-            .args(if o.legacy_yard {
-                vec![]
-            } else {
-                vec!["--udp-workers".to_string(), o.workers.to_string()]
-            })
+            .args(if o.legacy_yard { vec![] } else { vec!["--udp-workers".to_string(), o.workers.to_string()] })
             // Nothing leaves the machine: forwarding goes to a closed loopback port.
             .args(["--upstream", "127.0.0.1:9"])
             .stdout(Stdio::null())
@@ -414,11 +367,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let t = Instant::now();
     wait_answers(&mut yard, yard_port, &sample, Duration::from_secs(60))?;
-    println!(
-        "yard dns synced {} Services and answers in {:.2} s",
-        records.len(),
-        t.elapsed().as_secs_f64()
-    );
+    println!("yard dns synced {} Services and answers in {:.2} s", records.len(), t.elapsed().as_secs_f64());
 
     println!(
         "dnsperf flags (both): -d <{} A queries> {} (dnsperf on CPU {}, servers on CPU {}, {} UDP worker(s) each)",

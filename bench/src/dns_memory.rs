@@ -10,12 +10,12 @@
 //!
 //! Usage: dns-memory --yard target/release/yard [--services 10000] [--endpoints 10]
 
-#[path = "tempdir.rs"]
-mod tempdir;
-#[path = "procstat.rs"]
-mod procstat;
 #[path = "dnsutil.rs"]
 mod dnsutil;
+#[path = "procstat.rs"]
+mod procstat;
+#[path = "tempdir.rs"]
+mod tempdir;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -27,8 +27,8 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use serde_json::json;
 use procstat::status_kib;
+use serde_json::json;
 use tempdir::TempDir;
 
 /// A child process ended by PID (SIGKILL) when dropped.
@@ -47,7 +47,11 @@ fn pod_ip(p: usize) -> String {
     format!("10.{}.{}.{}", 64 + p / 65536, (p / 256) % 256, p % 256)
 }
 
-async fn run_all<F: std::future::Future<Output = anyhow::Result<()>>>(what: &str, n: usize, f: impl Fn(usize) -> F) -> anyhow::Result<()> {
+async fn run_all<F: std::future::Future<Output = anyhow::Result<()>>>(
+    what: &str,
+    n: usize,
+    f: impl Fn(usize) -> F,
+) -> anyhow::Result<()> {
     let t = Instant::now();
     let results: Vec<anyhow::Result<()>> = futures::stream::iter(0..n).map(f).buffer_unordered(32).collect().await;
     for r in results {
@@ -118,7 +122,8 @@ async fn main() -> anyhow::Result<()> {
         let (client, ns) = (client.clone(), ns_of(p / per));
         async move {
             let name = format!("svc-{}-{}", p / per, p % per);
-            let pod: Pod = serde_json::from_value(json!({"metadata": {"name": name, "labels": {"app": format!("a{}", p / per)}},
+            let pod: Pod =
+                serde_json::from_value(json!({"metadata": {"name": name, "labels": {"app": format!("a{}", p / per)}},
                 "spec": {"containers": [{"name": "c", "image": "busybox"}]}}))?;
             let pods = Api::<Pod>::namespaced(client, &ns);
             pods.create(&PostParams::default(), &pod).await?;
@@ -153,12 +158,18 @@ async fn main() -> anyhow::Result<()> {
     let ip_of: std::collections::HashMap<String, String> = svcs
         .items
         .iter()
-        .filter_map(|s| Some((format!("{}.{}", s.metadata.name.clone()?, s.metadata.namespace.clone()?), s.spec.as_ref()?.cluster_ip.clone()?)))
+        .filter_map(|s| {
+            Some((
+                format!("{}.{}", s.metadata.name.clone()?, s.metadata.namespace.clone()?),
+                s.spec.as_ref()?.cluster_ip.clone()?,
+            ))
+        })
         .collect();
     let mut sample = Vec::new();
     for i in (0..services).step_by((services / 20).max(1)).chain([services - 1]) {
         let key = format!("svc-{i}.{}", ns_of(i));
-        let mut want: Vec<String> = if headless(i) { (0..per).map(|e| pod_ip(i * per + e)).collect() } else { vec![ip_of[&key].clone()] };
+        let mut want: Vec<String> =
+            if headless(i) { (0..per).map(|e| pod_ip(i * per + e)).collect() } else { vec![ip_of[&key].clone()] };
         want.sort();
         sample.push((format!("{key}.svc.cluster.local."), want));
     }
@@ -179,7 +190,11 @@ async fn main() -> anyhow::Result<()> {
                 .spawn()?,
         );
         loop {
-            ensure!(dns.0.try_wait()?.is_none(), "yard dns exited: {}", std::fs::read_to_string(dir.0.join("dns.log"))?);
+            ensure!(
+                dns.0.try_wait()?.is_none(),
+                "yard dns exited: {}",
+                std::fs::read_to_string(dir.0.join("dns.log"))?
+            );
             let bad = sample.iter().find(|(name, want)| {
                 let mut got = dig(port, name);
                 got.sort();
@@ -187,7 +202,9 @@ async fn main() -> anyhow::Result<()> {
             });
             match bad {
                 None => break,
-                Some((name, want)) if t.elapsed() > Duration::from_secs(120) => bail!("{name} does not answer {want:?}"),
+                Some((name, want)) if t.elapsed() > Duration::from_secs(120) => {
+                    bail!("{name} does not answer {want:?}")
+                }
                 Some(_) => std::thread::sleep(Duration::from_millis(200)),
             }
         }

@@ -28,10 +28,10 @@
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-#[path = "tempdir.rs"]
-mod tempdir;
 #[path = "procstat.rs"]
 mod procstat;
+#[path = "tempdir.rs"]
+mod tempdir;
 
 use std::time::Instant;
 
@@ -83,7 +83,11 @@ impl std::fmt::Display for Phase {
         let n = self.0.iter().map(|r| r.n).sum::<usize>() as f64;
         let mut lat: Vec<f64> = self.0.iter().flat_map(|r| r.lat.iter().copied()).collect();
         let per_op = |cpu: f64| cpu / n * 1e6;
-        let (etcd, api, me) = (per_op(self.0.iter().map(|r| r.cpu_etcd).sum()), per_op(self.0.iter().map(|r| r.cpu_api).sum()), per_op(self.0.iter().map(|r| r.cpu_self).sum()));
+        let (etcd, api, me) = (
+            per_op(self.0.iter().map(|r| r.cpu_etcd).sum()),
+            per_op(self.0.iter().map(|r| r.cpu_api).sum()),
+            per_op(self.0.iter().map(|r| r.cpu_self).sum()),
+        );
         write!(f, "{:.0}/s, p50 {:.2} ms, p99 {:.2} ms; CPU per op: etcd {etcd:.0} µs, API server {api:.0} µs, clients {me:.0} µs", self.per_sec(), pct(&mut lat, 0.5), pct(&mut lat, 0.99))
     }
 }
@@ -106,8 +110,14 @@ struct ApiServer {
 
 impl ApiServer {
     fn start(dir: &std::path::Path, store: &str) -> anyhow::Result<Self> {
-        let bin = std::env::var_os("YARD_BIN").map(std::path::PathBuf::from).unwrap_or(std::env::current_exe()?.with_file_name("yard"));
-        anyhow::ensure!(bin.exists(), "{} not found: build it with `cargo build --release -p yard` or set YARD_BIN", bin.display());
+        let bin = std::env::var_os("YARD_BIN")
+            .map(std::path::PathBuf::from)
+            .unwrap_or(std::env::current_exe()?.with_file_name("yard"));
+        anyhow::ensure!(
+            bin.exists(),
+            "{} not found: build it with `cargo build --release -p yard` or set YARD_BIN",
+            bin.display()
+        );
         let port = yard_store::local_etcd::pick_port()?.to_string();
         std::fs::create_dir_all(dir)?;
         let log = std::fs::File::create(dir.join("apiserver.log"))?;
@@ -123,7 +133,10 @@ impl ApiServer {
         let deadline = Instant::now() + std::time::Duration::from_secs(30);
         while kube::config::Kubeconfig::read_from(&api.kubeconfig).is_err() {
             if let Some(st) = api.child.try_wait()? {
-                anyhow::bail!("yard apiserver exited ({st}): {}", std::fs::read_to_string(dir.join("apiserver.log")).unwrap_or_default());
+                anyhow::bail!(
+                    "yard apiserver exited ({st}): {}",
+                    std::fs::read_to_string(dir.join("apiserver.log")).unwrap_or_default()
+                );
             }
             anyhow::ensure!(Instant::now() < deadline, "yard apiserver did not start within 30 s");
             std::thread::sleep(std::time::Duration::from_millis(50));
@@ -181,7 +194,14 @@ async fn mean_value_size(etcd: &mut etcd_client::Client, prefix: &str) -> anyhow
     Ok((r.kvs().iter().map(|kv| kv.value().len()).sum::<usize>() / n, count as usize))
 }
 
-async fn raw_puts(etcd: &etcd_client::Client, tag: &str, from: usize, n: usize, c: usize, size: usize) -> anyhow::Result<Run> {
+async fn raw_puts(
+    etcd: &etcd_client::Client,
+    tag: &str,
+    from: usize,
+    n: usize,
+    c: usize,
+    size: usize,
+) -> anyhow::Result<Run> {
     let value = vec![b'x'; size];
     timed(n, c, |i| {
         let i = from + i;
@@ -198,7 +218,15 @@ async fn raw_puts(etcd: &etcd_client::Client, tag: &str, from: usize, n: usize, 
 
 /// Raw create-if-absent transactions, the writes Yard's store makes for one create: `keys` keys
 /// (the object, plus an allocation key for a Service), each put only if absent (create revision 0).
-async fn raw_create_txns(etcd: &etcd_client::Client, tag: &str, from: usize, n: usize, c: usize, size: usize, keys: usize) -> anyhow::Result<Run> {
+async fn raw_create_txns(
+    etcd: &etcd_client::Client,
+    tag: &str,
+    from: usize,
+    n: usize,
+    c: usize,
+    size: usize,
+    keys: usize,
+) -> anyhow::Result<Run> {
     use etcd_client::{Compare, CompareOp, Txn, TxnOp};
     let value = vec![b'x'; size];
     timed(n, c, |i| {
@@ -209,7 +237,14 @@ async fn raw_create_txns(etcd: &etcd_client::Client, tag: &str, from: usize, n: 
             let ks: Vec<String> = (0..keys).map(|k| format!("/bench/rawtxn/{tag}/{k}/{i:08}")).collect();
             let txn = Txn::new()
                 .when(ks.iter().map(|k| Compare::create_revision(k.as_str(), CompareOp::Equal, 0)).collect::<Vec<_>>())
-                .and_then(ks.iter().enumerate().map(|(j, k)| TxnOp::put(k.as_str(), if j + 1 == keys { value.clone() } else { b"{}".to_vec() }, None)).collect::<Vec<_>>());
+                .and_then(
+                    ks.iter()
+                        .enumerate()
+                        .map(|(j, k)| {
+                            TxnOp::put(k.as_str(), if j + 1 == keys { value.clone() } else { b"{}".to_vec() }, None)
+                        })
+                        .collect::<Vec<_>>(),
+                );
             anyhow::ensure!(kv.txn(txn).await?.succeeded(), "key existed");
             Ok(())
         }
@@ -229,7 +264,11 @@ fn pin(pids: &[u32], cpus: &str) -> anyhow::Result<()> {
 /// Creates of `objs[from..from + n]` through Yard (`api`), `c` in flight.
 async fn yard_creates<K>(api: &Api<K>, objs: &[K], from: usize, n: usize, c: usize) -> anyhow::Result<Run>
 where
-    K: kube::Resource + Clone + k8s_openapi::serde::Serialize + k8s_openapi::serde::de::DeserializeOwned + std::fmt::Debug,
+    K: kube::Resource
+        + Clone
+        + k8s_openapi::serde::Serialize
+        + k8s_openapi::serde::de::DeserializeOwned
+        + std::fmt::Debug,
 {
     timed(n, c, |i| {
         let (api, o) = (api.clone(), &objs[from + i]);
@@ -254,12 +293,28 @@ fn per_round_summary(ratios: &mut [f64]) -> (String, f64) {
 /// leader over all rounds, the medians of the per-round Yard/transaction ratios (both kinds), and
 /// the mean stored size.
 #[allow(clippy::too_many_arguments)]
-async fn compare_kind<K>(label: &str, tag: &str, api: &Api<K>, objs: &[K], stored: &str, keys: usize, raw: &mut etcd_client::Client, to_leader: &etcd_client::Client, rounds: usize, c: usize) -> anyhow::Result<([f64; 5], usize)>
+async fn compare_kind<K>(
+    label: &str,
+    tag: &str,
+    api: &Api<K>,
+    objs: &[K],
+    stored: &str,
+    keys: usize,
+    raw: &mut etcd_client::Client,
+    to_leader: &etcd_client::Client,
+    rounds: usize,
+    c: usize,
+) -> anyhow::Result<([f64; 5], usize)>
 where
-    K: kube::Resource + Clone + k8s_openapi::serde::Serialize + k8s_openapi::serde::de::DeserializeOwned + std::fmt::Debug,
+    K: kube::Resource
+        + Clone
+        + k8s_openapi::serde::Serialize
+        + k8s_openapi::serde::de::DeserializeOwned
+        + std::fmt::Debug,
 {
     let per = objs.len() / rounds;
-    let (mut yard, mut txn, mut put, mut led) = (Phase::default(), Phase::default(), Phase::default(), Phase::default());
+    let (mut yard, mut txn, mut put, mut led) =
+        (Phase::default(), Phase::default(), Phase::default(), Phase::default());
     let mut size = 0;
     let (mut per_round, mut per_round_led) = (Vec::new(), Vec::new());
     let led_tag = format!("{tag}-leader");
@@ -285,10 +340,15 @@ where
     }
     let count = mean_value_size(raw, stored).await?.1;
     anyhow::ensure!(count == per * rounds, "{count} {label} stored, want {}", per * rounds);
-    let (vs_put, vs_txn, vs_led) = (yard.per_sec() / put.per_sec(), yard.per_sec() / txn.per_sec(), yard.per_sec() / led.per_sec());
+    let (vs_put, vs_txn, vs_led) =
+        (yard.per_sec() / put.per_sec(), yard.per_sec() / txn.per_sec(), yard.per_sec() / led.per_sec());
     let (shown, median) = per_round_summary(&mut per_round);
     let (shown_led, median_led) = per_round_summary(&mut per_round_led);
-    println!("{label} ({size} B stored each{}), {} creates in {rounds} rounds, {c} in flight:", if keys > 1 { ", plus an allocation key" } else { "" }, per * rounds);
+    println!(
+        "{label} ({size} B stored each{}), {} creates in {rounds} rounds, {c} in flight:",
+        if keys > 1 { ", plus an allocation key" } else { "" },
+        per * rounds
+    );
     println!("  yard on etcd          : {yard}");
     println!("  raw etcd put          : {put}");
     println!("  raw etcd create txn   : {txn} ({keys} key{}, every member)", if keys > 1 { "s" } else { "" });
@@ -306,7 +366,9 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let arg = |i: usize, d: usize| -> anyhow::Result<usize> { Ok(std::env::args().nth(i).map(|s| s.parse()).transpose()?.unwrap_or(d)) };
+    let arg = |i: usize, d: usize| -> anyhow::Result<usize> {
+        Ok(std::env::args().nth(i).map(|s| s.parse()).transpose()?.unwrap_or(d))
+    };
     let (n, members, c) = (arg(1, 6000)?, arg(2, 3)?, arg(3, 16)?);
     let kinds = std::env::args().nth(4).unwrap_or_else(|| "configmaps,services".into());
     let rounds = arg(5, 5)?.max(1);
@@ -314,10 +376,19 @@ async fn run() -> anyhow::Result<()> {
     let cluster = LocalEtcd::start(members)?;
     let _ = ETCD_PIDS.set(cluster.pids());
     println!("placement: {placement}");
-    println!("etcd: {members} member(s) of {} on loopback, data in {}", yard_store::local_etcd::etcd_binary().display(), cluster.dir().display());
-    let mut raw = etcd_client::Client::connect(cluster.endpoints().iter().map(|e| format!("http://{e}")).collect::<Vec<_>>(), None).await?;
+    println!(
+        "etcd: {members} member(s) of {} on loopback, data in {}",
+        yard_store::local_etcd::etcd_binary().display(),
+        cluster.dir().display()
+    );
+    let mut raw = etcd_client::Client::connect(
+        cluster.endpoints().iter().map(|e| format!("http://{e}")).collect::<Vec<_>>(),
+        None,
+    )
+    .await?;
     let first_leader = cluster.leader().ok_or_else(|| anyhow::anyhow!("no etcd member says it leads"))?;
-    let to_leader = etcd_client::Client::connect([format!("http://{}", cluster.endpoints()[first_leader])], None).await?;
+    let to_leader =
+        etcd_client::Client::connect([format!("http://{}", cluster.endpoints()[first_leader])], None).await?;
 
     // Removed when main returns, error or not (after the API server, which is dropped first).
     let scratch = TempDir::new("yard-etcd-bench");
@@ -348,7 +419,8 @@ async fn run() -> anyhow::Result<()> {
     // Warm-up (connections, first-use allocations) on both paths.
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-public");
     for i in 0..50 {
-        let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": format!("warm-{i}")}, "data": {"k": "v"}}))?;
+        let cm: ConfigMap =
+            serde_json::from_value(json!({"metadata": {"name": format!("warm-{i}")}, "data": {"k": "v"}}))?;
         cms.create(&PostParams::default(), &cm).await?;
     }
     raw_puts(&raw, "warm", 0, 200, c, 300).await?;
@@ -359,11 +431,29 @@ async fn run() -> anyhow::Result<()> {
         // the raw runs' values are.
         let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
         let objs = (0..n).map(|i| serde_json::from_value(json!({"metadata": {"name": format!("cm-{i}"), "labels": {"app": format!("a{i}")}}, "data": {"key": format!("value-{i}")}}))).collect::<Result<Vec<ConfigMap>, _>>()?;
-        let (r, cm_size) = compare_kind("ConfigMaps", "cm", &cms, &objs, "/registry/core/configmaps/default/", 1, &mut raw, &to_leader, rounds, c).await?;
+        let (r, cm_size) = compare_kind(
+            "ConfigMaps",
+            "cm",
+            &cms,
+            &objs,
+            "/registry/core/configmaps/default/",
+            1,
+            &mut raw,
+            &to_leader,
+            rounds,
+            c,
+        )
+        .await?;
         ratios.push(("ConfigMaps", r));
         // Where the gap is: the store calls of a ConfigMap create (namespace read, then the create
         // transaction) straight on `EtcdStore`, without HTTP/TLS/JSON, same sizes and concurrency.
-        let store = std::sync::Arc::new(yard_store::EtcdStore::connect(yard_store::EtcdConfig { endpoints: cluster.endpoints(), ..Default::default() }).await?);
+        let store = std::sync::Arc::new(
+            yard_store::EtcdStore::connect(yard_store::EtcdConfig {
+                endpoints: cluster.endpoints(),
+                ..Default::default()
+            })
+            .await?,
+        );
         let value = vec![b'x'; cm_size];
         for (label, read) in [("txn only", 0u8), ("linearizable ns get + txn", 1), ("stale ns get + txn", 2)] {
             let r = timed(n / rounds, c, |i| {
@@ -388,11 +478,30 @@ async fn run() -> anyhow::Result<()> {
         // stored beside them, hence the name prefix).
         let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
         let objs = (0..n).map(|i| serde_json::from_value(json!({"metadata": {"name": format!("svc-{i}")}, "spec": {"selector": {"app": format!("a{i}")}, "ports": [{"port": 80, "targetPort": 8080}]}}))).collect::<Result<Vec<Service>, _>>()?;
-        ratios.push(("Services", compare_kind("Services", "svc", &svcs, &objs, "/registry/core/services/default/svc-", 2, &mut raw, &to_leader, rounds, c).await?.0));
+        ratios.push((
+            "Services",
+            compare_kind(
+                "Services",
+                "svc",
+                &svcs,
+                &objs,
+                "/registry/core/services/default/svc-",
+                2,
+                &mut raw,
+                &to_leader,
+                rounds,
+                c,
+            )
+            .await?
+            .0,
+        ));
     }
 
     // The leader-only baseline means what it says only if the leader stayed the same.
-    anyhow::ensure!(cluster.leader() == Some(first_leader), "the etcd leader changed during the run: the leader-only figures are not");
+    anyhow::ensure!(
+        cluster.leader() == Some(first_leader),
+        "the etcd leader changed during the run: the leader-only figures are not"
+    );
     drop(api);
     drop(cluster);
     for (kind, [vs_put, vs_txn, median, vs_led, median_led]) in ratios {

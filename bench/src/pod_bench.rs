@@ -51,8 +51,15 @@ fn pod_processes(netns_prefix: &str) -> Vec<u32> {
 }
 
 fn host_state() -> String {
-    let run = |c: &str, a: &[&str]| String::from_utf8_lossy(&Command::new(c).args(a).output().map(|o| o.stdout).unwrap_or_default()).into_owned();
-    format!("{}{}{}", run("ip", &["netns", "list"]), run("ip", &["-o", "link", "show"]), run("nft", &["list", "ruleset"]))
+    let run = |c: &str, a: &[&str]| {
+        String::from_utf8_lossy(&Command::new(c).args(a).output().map(|o| o.stdout).unwrap_or_default()).into_owned()
+    };
+    format!(
+        "{}{}{}",
+        run("ip", &["netns", "list"]),
+        run("ip", &["-o", "link", "show"]),
+        run("nft", &["list", "ruleset"])
+    )
 }
 
 /// The `yard up` child, stopped with SIGINT (as Ctrl-C) when dropped.
@@ -133,7 +140,11 @@ async fn main() -> anyhow::Result<()> {
     let watch_task = tokio::spawn(async move {
         let mut s = std::pin::pin!(w.applied_objects());
         while let Ok(Some(p)) = s.try_next().await {
-            let is_ready = p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            let is_ready = p
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
             if is_ready {
                 let name = p.metadata.name.clone().unwrap_or_default();
                 r2.lock().unwrap().entry(name).or_insert_with(Instant::now);
@@ -152,7 +163,12 @@ async fn main() -> anyhow::Result<()> {
         let t = wait_ready(&ready, &name, Duration::from_secs(30)).await?;
         seq.push((t - t0).as_secs_f64() * 1000.0);
     }
-    println!("{n} pods one at a time, create -> Ready: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (target p99 < 100 ms)", pct(&seq, 0.5), pct(&seq, 0.99), pct(&seq, 1.0));
+    println!(
+        "{n} pods one at a time, create -> Ready: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (target p99 < 100 ms)",
+        pct(&seq, 0.5),
+        pct(&seq, 0.99),
+        pct(&seq, 1.0)
+    );
 
     // All at once.
     let started = Instant::now();
@@ -174,7 +190,12 @@ async fn main() -> anyhow::Result<()> {
         let t = wait_ready(&ready, name, Duration::from_secs(60)).await?;
         burst.push((t - *t0).as_secs_f64() * 1000.0);
     }
-    println!("{n} pods at once, create -> Ready: p50 {:.1} ms, p99 {:.1} ms, all Ready after {:.2} s", pct(&burst, 0.5), pct(&burst, 0.99), started.elapsed().as_secs_f64());
+    println!(
+        "{n} pods at once, create -> Ready: p50 {:.1} ms, p99 {:.1} ms, all Ready after {:.2} s",
+        pct(&burst, 0.5),
+        pct(&burst, 0.99),
+        started.elapsed().as_secs_f64()
+    );
 
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss = status_kib(cluster.child.id(), "VmRSS:");

@@ -89,7 +89,13 @@ impl Topo {
         )?;
         let mk = |i: usize, ip: String| -> Result<Pod> {
             let ns = TempNetns::new("ypb-pod")?;
-            sh(&node, &format!("ip link add vp{i} type veth peer name eth0 netns {} && ip link set vp{i} master cni0 up", ns.name()))?;
+            sh(
+                &node,
+                &format!(
+                    "ip link add vp{i} type veth peer name eth0 netns {} && ip link set vp{i} master cni0 up",
+                    ns.name()
+                ),
+            )?;
             sh(&ns, &format!("ip link set lo up && ip addr add {ip}/24 dev eth0 && ip link set eth0 up && ip route add default via 10.244.1.1"))?;
             Ok(Pod { ns, ip })
         };
@@ -277,7 +283,12 @@ fn cmd_sync(n: usize, eps: usize) -> Result<()> {
         b.cleanup()?;
     }
     let best = *times.iter().min().unwrap();
-    println!("nftables full sync {n}x{eps}: best {} median {}; target 1 s: ratio {:.2}", secs(best), secs(pct(&mut times, 0.5)), best.as_secs_f64());
+    println!(
+        "nftables full sync {n}x{eps}: best {} median {}; target 1 s: ratio {:.2}",
+        secs(best),
+        secs(pct(&mut times, 0.5)),
+        best.as_secs_f64()
+    );
     // A proxy restart: a new backend over the table a previous one left (one atomic nft batch).
     let mut b = nft_backend(&t);
     b.sync(&state)?;
@@ -305,7 +316,12 @@ fn cmd_sync(n: usize, eps: usize) -> Result<()> {
     b.sync(&small)?;
     let dn = t0.elapsed();
     b.cleanup()?;
-    println!("at {m}x{eps}: iptables {} vs nftables {} (nftables/iptables {:.3})", secs(d), secs(dn), dn.as_secs_f64() / d.as_secs_f64());
+    println!(
+        "at {m}x{eps}: iptables {} vs nftables {} (nftables/iptables {:.3})",
+        secs(d),
+        secs(dn),
+        dn.as_secs_f64() / d.as_secs_f64()
+    );
     Ok(())
 }
 
@@ -335,7 +351,10 @@ fn probe_http(ns: &Path, addr: SocketAddr, limit: Duration) -> Result<Duration> 
             if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(50)) {
                 let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
                 let mut b = [0u8; 12];
-                if s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").is_ok() && s.read_exact(&mut b).is_ok() && &b == b"HTTP/1.1 200" {
+                if s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").is_ok()
+                    && s.read_exact(&mut b).is_ok()
+                    && &b == b"HTTP/1.1 200"
+                {
                     return Ok(t0.elapsed());
                 }
             }
@@ -507,7 +526,8 @@ fn wrk(ns: &Path, url: &str, secs_each: u64) -> Result<f64> {
 
 fn cmd_userspace(secs_each: u64, rounds: usize) -> Result<()> {
     let mut t = Topo::new(2)?;
-    let mut b: Box<dyn Backend> = Box::new(yard_proxy::userspace::UserspaceBackend::new(t.node_netns(), vec!["10.244.0.0/16".parse()?])?);
+    let mut b: Box<dyn Backend> =
+        Box::new(yard_proxy::userspace::UserspaceBackend::new(t.node_netns(), vec!["10.244.0.0/16".parse()?])?);
     let vip: IpAddr = "10.96.0.80".parse()?;
     let eps: Vec<(IpAddr, u16)> = t.pods.iter().map(|p| (p.ip.parse().unwrap(), HTTP_PORT)).collect();
     let mut state = DesiredState::default();

@@ -351,7 +351,10 @@ mod tests {
 
     #[test]
     fn query_decoding() {
-        assert_eq!(parse_query("msg=hello%20world&x"), vec![("msg".into(), "hello world".into()), ("x".into(), String::new())]);
+        assert_eq!(
+            parse_query("msg=hello%20world&x"),
+            vec![("msg".into(), "hello world".into()), ("x".into(), String::new())]
+        );
         assert_eq!(percent_decode("a%2"), "a%2");
     }
 

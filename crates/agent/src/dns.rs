@@ -53,10 +53,12 @@ fn merge_options(base: &[String], extra: &[(String, Option<String>)]) -> Vec<Str
     for (n, v) in extra {
         put(n.clone(), v.clone());
     }
-    out.into_iter().map(|(n, v)| match v {
-        Some(v) => format!("{n}:{v}"),
-        None => n,
-    }).collect()
+    out.into_iter()
+        .map(|(n, v)| match v {
+            Some(v) => format!("{n}:{v}"),
+            None => n,
+        })
+        .collect()
 }
 
 fn dedup(v: Vec<String>) -> Vec<String> {
@@ -78,9 +80,21 @@ pub fn resolv_conf(pod: &Pod, s: &DnsSettings) -> String {
     let host = parse_resolv(&s.host_resolv_conf);
     let mut r = match policy.as_str() {
         "None" => ResolvConf::default(),
-        "Default" => ResolvConf { nameservers: host.nameservers.clone(), searches: host.searches.clone(), options: host.options.clone() },
-        "ClusterFirst" if host_network => ResolvConf { nameservers: host.nameservers.clone(), searches: host.searches.clone(), options: host.options.clone() },
-        _ if s.cluster_dns.is_empty() => ResolvConf { nameservers: host.nameservers.clone(), searches: host.searches.clone(), options: host.options.clone() },
+        "Default" => ResolvConf {
+            nameservers: host.nameservers.clone(),
+            searches: host.searches.clone(),
+            options: host.options.clone(),
+        },
+        "ClusterFirst" if host_network => ResolvConf {
+            nameservers: host.nameservers.clone(),
+            searches: host.searches.clone(),
+            options: host.options.clone(),
+        },
+        _ if s.cluster_dns.is_empty() => ResolvConf {
+            nameservers: host.nameservers.clone(),
+            searches: host.searches.clone(),
+            options: host.options.clone(),
+        },
         _ => {
             let d = &s.cluster_domain;
             let mut searches = vec![format!("{ns}.svc.{d}"), format!("svc.{d}"), d.clone()];
@@ -91,8 +105,13 @@ pub fn resolv_conf(pod: &Pod, s: &DnsSettings) -> String {
     if let Some(cfg) = spec.dns_config.as_ref() {
         r.nameservers.extend(cfg.nameservers.clone().unwrap_or_default());
         r.searches.extend(cfg.searches.clone().unwrap_or_default());
-        let extra: Vec<(String, Option<String>)> =
-            cfg.options.clone().unwrap_or_default().into_iter().map(|o| (o.name.unwrap_or_default(), o.value)).collect();
+        let extra: Vec<(String, Option<String>)> = cfg
+            .options
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|o| (o.name.unwrap_or_default(), o.value))
+            .collect();
         r.options = merge_options(&r.options, &extra);
     }
     r.nameservers = dedup(r.nameservers);
@@ -179,15 +198,19 @@ mod tests {
 
     #[test]
     fn default_policy_uses_node() {
-        let p = pod(serde_json::json!({"metadata":{"name":"a","namespace":"web"},"spec":{"dnsPolicy":"Default","containers":[]}}));
+        let p = pod(
+            serde_json::json!({"metadata":{"name":"a","namespace":"web"},"spec":{"dnsPolicy":"Default","containers":[]}}),
+        );
         assert_eq!(resolv_conf(&p, &settings()), "nameserver 192.0.2.53\nsearch example.org\noptions edns0\n");
     }
 
     #[test]
     fn none_with_dns_config() {
-        let p = pod(serde_json::json!({"metadata":{"name":"a","namespace":"web"},"spec":{"dnsPolicy":"None","containers":[],
+        let p = pod(
+            serde_json::json!({"metadata":{"name":"a","namespace":"web"},"spec":{"dnsPolicy":"None","containers":[],
             "dnsConfig":{"nameservers":["1.2.3.4"],"searches":["ns1.svc.cluster-domain.example","my.dns.search.suffix"],
-            "options":[{"name":"ndots","value":"2"},{"name":"edns0"}]}}}));
+            "options":[{"name":"ndots","value":"2"},{"name":"edns0"}]}}}),
+        );
         assert_eq!(
             resolv_conf(&p, &settings()),
             "nameserver 1.2.3.4\nsearch ns1.svc.cluster-domain.example my.dns.search.suffix\noptions ndots:2 edns0\n"
@@ -207,7 +230,9 @@ mod tests {
 
     #[test]
     fn hosts_has_pod_line() {
-        let p = pod(serde_json::json!({"metadata":{"name":"web-0","namespace":"x"},"spec":{"hostname":"h","subdomain":"sub","containers":[]}}));
+        let p = pod(
+            serde_json::json!({"metadata":{"name":"web-0","namespace":"x"},"spec":{"hostname":"h","subdomain":"sub","containers":[]}}),
+        );
         let h = hosts_file(&p, "10.244.1.5", "cluster.local");
         assert!(h.contains("10.244.1.5\th.sub.x.svc.cluster.local\th\n"), "{h}");
         assert!(h.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"));

@@ -172,9 +172,8 @@ pub fn field_ref(pod: &Pod, path: &str) -> Option<String> {
     let md = &pod.metadata;
     let spec = pod.spec.as_ref();
     let st = pod.status.as_ref();
-    let sub = |p: &str, prefix: &str| -> Option<String> {
-        p.strip_prefix(prefix)?.strip_suffix("']").map(str::to_string)
-    };
+    let sub =
+        |p: &str, prefix: &str| -> Option<String> { p.strip_prefix(prefix)?.strip_suffix("']").map(str::to_string) };
     Some(match path {
         "metadata.name" => md.name.clone().unwrap_or_default(),
         "metadata.namespace" => md.namespace.clone().unwrap_or_default(),
@@ -264,7 +263,12 @@ pub fn container_env(
                 let v = e.value.clone().unwrap_or_default();
                 let snapshot = tmp.clone();
                 expand(&v, &|n: &str| {
-                    snapshot.iter().rev().find(|(k, _)| k == n).map(|(_, v)| v.clone()).or_else(|| svc_env.get(n).cloned())
+                    snapshot
+                        .iter()
+                        .rev()
+                        .find(|(k, _)| k == n)
+                        .map(|(_, v)| v.clone())
+                        .or_else(|| svc_env.get(n).cloned())
                 })
             }
             Some(vf) if e.value.as_deref().is_some_and(|v| !v.is_empty()) && vf.field_ref.is_none() => {
@@ -314,9 +318,21 @@ fn resource_field(c: &Container, resource: &str, (cpu, mem): (&str, &str)) -> St
     let v = get(kind, name);
     match (name, v) {
         ("cpu", Some(q)) => cpu_cores_ceil(&q).to_string(),
-        ("cpu", None) => if kind == "limits" { cpu.to_string() } else { "0".into() },
+        ("cpu", None) => {
+            if kind == "limits" {
+                cpu.to_string()
+            } else {
+                "0".into()
+            }
+        }
         ("memory", Some(q)) => q,
-        ("memory", None) => if kind == "limits" { mem.to_string() } else { "0".into() },
+        ("memory", None) => {
+            if kind == "limits" {
+                mem.to_string()
+            } else {
+                "0".into()
+            }
+        }
         (_, Some(q)) => q,
         (_, None) => "0".into(),
     }
@@ -354,11 +370,20 @@ mod tests {
                 "spec":{"clusterIP":"10.96.0.1","ports":[{"name":"https","port":443,"protocol":"TCP","targetPort":6443}]}})),
             svc(serde_json::json!({"metadata":{"name":"my-svc","namespace":"web"},
                 "spec":{"clusterIP":"10.96.5.6","ports":[{"port":80,"targetPort":9376},{"name":"dns-udp","port":53,"protocol":"UDP"}]}})),
-            svc(serde_json::json!({"metadata":{"name":"headless","namespace":"web"},"spec":{"clusterIP":"None","ports":[{"port":80}]}})),
-            svc(serde_json::json!({"metadata":{"name":"ext","namespace":"web"},"spec":{"type":"ExternalName","externalName":"example.com"}})),
-            svc(serde_json::json!({"metadata":{"name":"other","namespace":"elsewhere"},"spec":{"clusterIP":"10.96.7.7","ports":[{"port":80}]}})),
+            svc(
+                serde_json::json!({"metadata":{"name":"headless","namespace":"web"},"spec":{"clusterIP":"None","ports":[{"port":80}]}}),
+            ),
+            svc(
+                serde_json::json!({"metadata":{"name":"ext","namespace":"web"},"spec":{"type":"ExternalName","externalName":"example.com"}}),
+            ),
+            svc(
+                serde_json::json!({"metadata":{"name":"other","namespace":"elsewhere"},"spec":{"clusterIP":"10.96.7.7","ports":[{"port":80}]}}),
+            ),
         ];
-        let pod: Pod = serde_json::from_value(serde_json::json!({"metadata":{"name":"p","namespace":"web"},"spec":{"containers":[]}})).unwrap();
+        let pod: Pod = serde_json::from_value(
+            serde_json::json!({"metadata":{"name":"p","namespace":"web"},"spec":{"containers":[]}}),
+        )
+        .unwrap();
         let got = service_env(&pod, &services);
         let want: BTreeMap<String, String> = [
             ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
@@ -389,7 +414,8 @@ mod tests {
 
         // enableServiceLinks: false keeps only the master service.
         let pod2: Pod = serde_json::from_value(serde_json::json!({"metadata":{"name":"p","namespace":"web"},
-            "spec":{"enableServiceLinks":false,"containers":[]}})).unwrap();
+            "spec":{"enableServiceLinks":false,"containers":[]}}))
+        .unwrap();
         let got2 = service_env(&pod2, &services);
         assert_eq!(got2.len(), 8);
         assert!(got2.keys().all(|k| k.starts_with("KUBERNETES_")));
@@ -410,7 +436,8 @@ mod tests {
                 {"name":"K","valueFrom":{"configMapKeyRef":{"name":"cm","key":"a"}}},
                 {"name":"S","valueFrom":{"secretKeyRef":{"name":"sec","key":"pw"}}}
               ]}]},
-            "status":{"podIP":"10.244.0.9"}})).unwrap();
+            "status":{"podIP":"10.244.0.9"}}))
+        .unwrap();
         let mut objs = Objects::default();
         objs.config_maps.insert("cm".into(), [("a".to_string(), "1".to_string()), ("1bad".into(), "x".into())].into());
         objs.secrets.insert("sec".into(), [("pw".to_string(), "s3cr3t".to_string())].into());

@@ -232,7 +232,13 @@ mod tests {
         let p = t.resolve("k8s.gcr.io/serve_hostname:1.1", &[], &[], "c", &pd).unwrap();
         assert_eq!(p.argv, vec!["/bin/yard", "builtin", "serve_hostname"]);
         let p = t
-            .resolve("registry.k8s.io/e2e-test-images/agnhost:2.40", &[], &["netexec".into(), "--http-port=8080".into()], "c", &pd)
+            .resolve(
+                "registry.k8s.io/e2e-test-images/agnhost:2.40",
+                &[],
+                &["netexec".into(), "--http-port=8080".into()],
+                "c",
+                &pd,
+            )
             .unwrap();
         assert_eq!(p.argv, vec!["/bin/yard", "builtin", "netexec", "--http-port=8080"]);
         let p = t.resolve("example.com/redis:7", &[], &[], "c", &pd).unwrap();

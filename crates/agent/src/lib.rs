@@ -86,7 +86,9 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let config = match &args.kubeconfig {
         Some(p) => {
             let kc = kube::config::Kubeconfig::read_from(p).map_err(|e| Error::Config(e.to_string()))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.map_err(|e| Error::Config(e.to_string()))?
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .map_err(|e| Error::Config(e.to_string()))?
         }
         None => kube::Config::infer().await.map_err(|e| Error::Config(e.to_string()))?,
     };

@@ -232,16 +232,21 @@ impl NodeNet {
             let pod_ns = fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
             node.add_veth(&veth, "eth0", pod_ns.as_fd(), Some(bridge))
                 .map_err(|e| nl_err(&format!("add veth {veth} into {BRIDGE}"), e))?;
-            let host_end = node.link_index(&veth).map_err(|e| nl_err("find the veth", e))?.ok_or_else(|| Error::Sandbox(format!("{veth} vanished")))?;
+            let host_end = node
+                .link_index(&veth)
+                .map_err(|e| nl_err("find the veth", e))?
+                .ok_or_else(|| Error::Sandbox(format!("{veth} vanished")))?;
             node.set_bridge_port_hairpin(host_end, true).map_err(|e| nl_err(&format!("hairpin on {veth}"), e))?;
             let mut pod = Rtnl::open_in(&path).map_err(|e| nl_err("netlink in the pod namespace", e))?;
             let eth0 = pod
                 .link_index("eth0")
                 .map_err(|e| nl_err("find eth0", e))?
                 .ok_or_else(|| Error::Sandbox("eth0 did not arrive in the pod namespace".into()))?;
-            pod.add_addr_v4(eth0, ip, sb.prefix_len).map_err(|e| nl_err(&format!("address {ip}/{} on eth0", sb.prefix_len), e))?;
+            pod.add_addr_v4(eth0, ip, sb.prefix_len)
+                .map_err(|e| nl_err(&format!("address {ip}/{} on eth0", sb.prefix_len), e))?;
             pod.set_up(eth0).map_err(|e| nl_err("set eth0 up", e))?;
-            pod.replace_default_route_v4(sb.gateway).map_err(|e| nl_err(&format!("default route via {}", sb.gateway), e))?;
+            pod.replace_default_route_v4(sb.gateway)
+                .map_err(|e| nl_err(&format!("default route via {}", sb.gateway), e))?;
             Ok::<_, Error>(())
         })();
         if let Err(e) = res {

@@ -196,12 +196,17 @@ impl Agent {
                 }
             }
             Some(_) => {
-                let patch = serde_json::json!({"metadata": {"labels": labels, "annotations": {ENDPOINT_ANNOTATION: endpoint}}});
+                let patch =
+                    serde_json::json!({"metadata": {"labels": labels, "annotations": {ENDPOINT_ANNOTATION: endpoint}}});
                 nodes.patch(&self.cfg.node_name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
             }
         }
         nodes
-            .patch_status(&self.cfg.node_name, &PatchParams::default(), &Patch::Merge(&serde_json::json!({"status": status})))
+            .patch_status(
+                &self.cfg.node_name,
+                &PatchParams::default(),
+                &Patch::Merge(&serde_json::json!({"status": status})),
+            )
             .await?;
         Ok(())
     }
@@ -250,7 +255,8 @@ impl Agent {
     /// Run until `shutdown` resolves.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
         let agent = Arc::new(self);
-        let listener = tokio::net::TcpListener::bind(agent.cfg.listen).await.map_err(|e| Error::Server(e.to_string()))?;
+        let listener =
+            tokio::net::TcpListener::bind(agent.cfg.listen).await.map_err(|e| Error::Server(e.to_string()))?;
         let port = listener.local_addr().map_err(|e| Error::Server(e.to_string()))?.port();
         let node_ns = agent.node_ns();
         let ip = match agent.cfg.node_ip {
@@ -296,7 +302,11 @@ impl Agent {
                         if n % 6 == 5 {
                             let st = a.node_status(ip, port, &since);
                             let _ = nodes
-                                .patch_status(&a.cfg.node_name, &PatchParams::default(), &Patch::Merge(&serde_json::json!({"status": st})))
+                                .patch_status(
+                                    &a.cfg.node_name,
+                                    &PatchParams::default(),
+                                    &Patch::Merge(&serde_json::json!({"status": st})),
+                                )
                                 .await;
                         }
                         n += 1;
@@ -316,7 +326,9 @@ impl Agent {
             };
             let net = NodeNet { netns: node_ns.clone(), cidr, ipam_dir: agent.cfg.state_dir.join("ipam") };
             let n2 = net.clone();
-            tokio::task::spawn_blocking(move || n2.ensure_bridge()).await.map_err(|e| Error::Sandbox(e.to_string()))??;
+            tokio::task::spawn_blocking(move || n2.ensure_bridge())
+                .await
+                .map_err(|e| Error::Sandbox(e.to_string()))??;
             let extra = match &agent.cfg.image_table {
                 Some(p) => parse_table(&std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?),
                 None => vec![],
@@ -364,9 +376,15 @@ impl Agent {
                                 if n.metadata.name.as_deref() == Some(a.cfg.node_name.as_str()) {
                                     continue;
                                 }
-                                let cidr = n.spec.as_ref().and_then(|s| s.pod_cidr.as_ref()).and_then(|c| c.parse::<Ipv4Net>().ok());
+                                let cidr = n
+                                    .spec
+                                    .as_ref()
+                                    .and_then(|s| s.pod_cidr.as_ref())
+                                    .and_then(|c| c.parse::<Ipv4Net>().ok());
                                 let nip = n.status.as_ref().and_then(|s| s.addresses.as_ref()).and_then(|a| {
-                                    a.iter().find(|x| x.type_ == "InternalIP").and_then(|x| x.address.parse::<Ipv4Addr>().ok())
+                                    a.iter()
+                                        .find(|x| x.type_ == "InternalIP")
+                                        .and_then(|x| x.address.parse::<Ipv4Addr>().ok())
                                 });
                                 if let (Some(c), Some(nip)) = (cidr, nip) {
                                     if nip != ip {
@@ -426,12 +444,29 @@ impl Agent {
                     match rt.get(&uid) {
                         Some(h) => h.update(pod),
                         None if terminal && pod.metadata.deletion_timestamp.is_none() => {}
-                        None if pod.metadata.deletion_timestamp.is_some() && !tracked.lock().expect("tracked").contains(&uid) => {
+                        None if pod.metadata.deletion_timestamp.is_some()
+                            && !tracked.lock().expect("tracked").contains(&uid) =>
+                        {
                             // Never ran here: nothing to stop, just finish the deletion.
-                            let api: Api<Pod> = Api::namespaced(agent.client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"));
+                            let api: Api<Pod> = Api::namespaced(
+                                agent.client.clone(),
+                                pod.metadata.namespace.as_deref().unwrap_or("default"),
+                            );
                             let name = pod.metadata.name.clone().unwrap_or_default();
                             tokio::spawn(async move {
-                                let _ = api.delete(&name, &DeleteParams { grace_period_seconds: Some(0), preconditions: Some(Preconditions { uid: Some(uid), resource_version: None }), ..Default::default() }).await;
+                                let _ = api
+                                    .delete(
+                                        &name,
+                                        &DeleteParams {
+                                            grace_period_seconds: Some(0),
+                                            preconditions: Some(Preconditions {
+                                                uid: Some(uid),
+                                                resource_version: None,
+                                            }),
+                                            ..Default::default()
+                                        },
+                                    )
+                                    .await;
                             });
                         }
                         None => {
@@ -584,7 +619,11 @@ async fn event_writer(client: kube::Client, node: String, mut rx: tokio::sync::m
         }
         let name = format!("{}.{:x}", ev.pod, jiff::Timestamp::now().as_nanosecond());
         let e = Event {
-            metadata: ObjectMeta { name: Some(name.clone()), namespace: Some(ev.namespace.clone()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(ev.namespace.clone()),
+                ..Default::default()
+            },
             involved_object: ObjectReference {
                 api_version: Some("v1".into()),
                 kind: Some("Pod".into()),

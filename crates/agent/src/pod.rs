@@ -239,7 +239,10 @@ impl Runtime {
             ctrs.push(Ctr {
                 spec: c,
                 init,
-                state: CState::Waiting { reason: if init { "PodInitializing".into() } else { "ContainerCreating".into() }, message: None },
+                state: CState::Waiting {
+                    reason: if init { "PodInitializing".into() } else { "ContainerCreating".into() },
+                    message: None,
+                },
                 last: None,
                 restart_count: 0,
                 ready: false,
@@ -386,15 +389,20 @@ impl Runtime {
                 let links = pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true);
                 if links {
                     let svc_api: kube::Api<Service> = kube::Api::namespaced(client.clone(), ns);
-                    let list = svc_api.list(&Default::default()).await.map_err(|e| format!("failed to list services: {e}"))?;
+                    let list =
+                        svc_api.list(&Default::default()).await.map_err(|e| format!("failed to list services: {e}"))?;
                     out.services = list.items;
                 }
                 if !links || ns != "default" {
                     let def: kube::Api<Service> = kube::Api::namespaced(client.clone(), "default");
-                    let master = def.get_opt("kubernetes").await.map_err(|e| format!("failed to get service default/kubernetes: {e}"))?;
+                    let master = def
+                        .get_opt("kubernetes")
+                        .await
+                        .map_err(|e| format!("failed to get service default/kubernetes: {e}"))?;
                     out.services.extend(master);
                 }
-                let cm_api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(client.clone(), ns);
+                let cm_api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+                    kube::Api::namespaced(client.clone(), ns);
                 for n in cms {
                     if let Ok(Some(cm)) = cm_api.get_opt(&n).await {
                         let mut m: BTreeMap<String, String> = cm.data.unwrap_or_default();
@@ -547,7 +555,9 @@ impl PodHandle {
             CState::Waiting { reason, .. } => match last_run {
                 Some(n) => Ok((file(n), false)),
                 None => Err(match reason.as_str() {
-                    "ErrImagePull" => format!("container \"{container}\" in pod \"{pod}\" is waiting to start: image can't be pulled"),
+                    "ErrImagePull" => {
+                        format!("container \"{container}\" in pod \"{pod}\" is waiting to start: image can't be pulled")
+                    }
                     "ImagePullBackOff" => {
                         format!("container \"{container}\" in pod \"{pod}\" is waiting to start: trying and failing to pull image")
                     }
@@ -583,7 +593,13 @@ fn publish(p: &PodInner) {
     });
 }
 
-fn cond(times: &mut HashMap<String, (bool, Time)>, t: &str, ok: bool, reason: Option<&str>, message: Option<String>) -> PodCondition {
+fn cond(
+    times: &mut HashMap<String, (bool, Time)>,
+    t: &str,
+    ok: bool,
+    reason: Option<&str>,
+    message: Option<String>,
+) -> PodCondition {
     let entry = times.entry(t.to_string()).or_insert((ok, ts_time(now())));
     if entry.0 != ok {
         *entry = (ok, ts_time(now()));
@@ -613,9 +629,10 @@ fn container_status(c: &Ctr) -> ContainerStatus {
             waiting: Some(ContainerStateWaiting { reason: Some(reason.clone()), message: message.clone() }),
             ..Default::default()
         },
-        CState::Running { started_at } => {
-            ContainerState { running: Some(ContainerStateRunning { started_at: Some(ts_time(*started_at)) }), ..Default::default() }
-        }
+        CState::Running { started_at } => ContainerState {
+            running: Some(ContainerStateRunning { started_at: Some(ts_time(*started_at)) }),
+            ..Default::default()
+        },
         CState::Terminated(t) => ContainerState { terminated: Some(term(t)), ..Default::default() },
     };
     let image = c.spec.image.clone().unwrap_or_default();
@@ -690,7 +707,8 @@ fn compute_status(st: &mut PodState, node_ip: Ipv4Addr) -> PodStatus {
     };
     let all_ready = !apps.is_empty() && apps.iter().all(|c| c.ready);
     let not_ready: Vec<String> = apps.iter().filter(|c| !c.ready).map(|c| c.spec.name.clone()).collect();
-    let unready_msg = (!not_ready.is_empty()).then(|| format!("containers with unready status: [{}]", not_ready.join(" ")));
+    let unready_msg =
+        (!not_ready.is_empty()).then(|| format!("containers with unready status: [{}]", not_ready.join(" ")));
     let init_pending: Vec<String> = inits
         .iter()
         .filter(|c| !matches!(&c.state, CState::Terminated(t) if t.exit_code == 0))
@@ -702,8 +720,20 @@ fn compute_status(st: &mut PodState, node_ip: Ipv4Addr) -> PodStatus {
     let mut conditions = vec![];
     conditions.push(cond(&mut st.cond_times, "PodReadyToStartContainers", sandbox_ready, None, None));
     let init_msg = (!init_ok).then(|| format!("containers with incomplete status: [{}]", init_pending.join(" ")));
-    conditions.push(cond(&mut st.cond_times, "Initialized", init_ok, (!init_ok).then_some("ContainersNotInitialized"), init_msg));
-    let cr_reason = if terminal && !all_ready { Some("PodCompleted") } else if !all_ready { Some("ContainersNotReady") } else { None };
+    conditions.push(cond(
+        &mut st.cond_times,
+        "Initialized",
+        init_ok,
+        (!init_ok).then_some("ContainersNotInitialized"),
+        init_msg,
+    ));
+    let cr_reason = if terminal && !all_ready {
+        Some("PodCompleted")
+    } else if !all_ready {
+        Some("ContainersNotReady")
+    } else {
+        None
+    };
     let ready_msg = if terminal { None } else { unready_msg.clone() };
     conditions.push(cond(&mut st.cond_times, "Ready", all_ready, cr_reason, ready_msg.clone()));
     conditions.push(cond(&mut st.cond_times, "ContainersReady", all_ready, cr_reason, ready_msg));
@@ -1034,12 +1064,15 @@ async fn run_container(p: Arc<PodInner>, idx: usize, adopt: Option<SavedContaine
         if p.stopping().is_some() {
             return false;
         }
-        let (pod, c, init, runs) = p.with(|st| (st.pod.clone(), st.ctrs[idx].spec.clone(), st.ctrs[idx].init, st.ctrs[idx].runs));
+        let (pod, c, init, runs) =
+            p.with(|st| (st.pod.clone(), st.ctrs[idx].spec.clone(), st.ctrs[idx].init, st.ctrs[idx].runs));
         let policy = pod.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_else(|| "Always".into());
         let field_path = Some(format!("spec.{}{{{}}}", if init { "initContainers" } else { "containers" }, c.name));
         let image = c.image.clone().unwrap_or_default();
 
-        let (mut procw, started_at, pid, log_path, run_no) = if let Some(a) = adopt.take().filter(|a| proc::alive(a.pid, a.proc_start)) {
+        let (mut procw, started_at, pid, log_path, run_no) = if let Some(a) =
+            adopt.take().filter(|a| proc::alive(a.pid, a.proc_start))
+        {
             let started_at: jiff::Timestamp = a.started_at.parse().unwrap_or_else(|_| now());
             let run_no = a.restart_count;
             let log_path = p.rt.log_dir(&p.namespace, &p.name, &p.uid).join(&c.name).join(format!("{run_no}.log"));
@@ -1070,10 +1103,18 @@ async fn run_container(p: Arc<PodInner>, idx: usize, adopt: Option<SavedContaine
         } else {
             // Environment.
             let cap = p.rt.cfg.capacity.clone();
-            let envv = match p.rt.fetch_objects(&pod, &c).await.and_then(|objs| env::container_env(&pod, &c, &objs, (&cap.0, &cap.1))) {
+            let envv = match p
+                .rt
+                .fetch_objects(&pod, &c)
+                .await
+                .and_then(|objs| env::container_env(&pod, &c, &objs, (&cap.0, &cap.1)))
+            {
                 Ok(e) => e,
                 Err(msg) => {
-                    p.set_state(idx, CState::Waiting { reason: "CreateContainerConfigError".into(), message: Some(msg.clone()) });
+                    p.set_state(
+                        idx,
+                        CState::Waiting { reason: "CreateContainerConfigError".into(), message: Some(msg.clone()) },
+                    );
                     p.rt.event(&p, true, "Failed", format!("Error: {msg}"), field_path.clone());
                     if !p.sleep_or_stop(Duration::from_secs(5)).await {
                         return false;
@@ -1086,7 +1127,13 @@ async fn run_container(p: Arc<PodInner>, idx: usize, adopt: Option<SavedContaine
                 Ok(prog) => prog,
                 Err(crate::image::Unmapped(msg)) => {
                     pull_failures += 1;
-                    p.rt.event(&p, true, "Failed", format!("Failed to pull image \"{image}\": {msg}"), field_path.clone());
+                    p.rt.event(
+                        &p,
+                        true,
+                        "Failed",
+                        format!("Failed to pull image \"{image}\": {msg}"),
+                        field_path.clone(),
+                    );
                     p.rt.event(&p, true, "Failed", "Error: ErrImagePull".into(), field_path.clone());
                     p.set_state(
                         idx,
@@ -1100,7 +1147,13 @@ async fn run_container(p: Arc<PodInner>, idx: usize, adopt: Option<SavedContaine
                         },
                     );
                     if pull_failures > 1 {
-                        p.rt.event(&p, false, "BackOff", format!("Back-off pulling image \"{image}\""), field_path.clone());
+                        p.rt.event(
+                            &p,
+                            false,
+                            "BackOff",
+                            format!("Back-off pulling image \"{image}\""),
+                            field_path.clone(),
+                        );
                     }
                     let d = Duration::from_secs((5u64 << pull_failures.min(6)).min(300));
                     if !p.sleep_or_stop(d).await {
@@ -1110,7 +1163,13 @@ async fn run_container(p: Arc<PodInner>, idx: usize, adopt: Option<SavedContaine
                 }
             };
             if pull_failures > 0 || runs == 0 {
-                p.rt.event(&p, false, "Pulled", format!("Container image \"{image}\" already present on machine"), field_path.clone());
+                p.rt.event(
+                    &p,
+                    false,
+                    "Pulled",
+                    format!("Container image \"{image}\" already present on machine"),
+                    field_path.clone(),
+                );
             }
             pull_failures = 0;
             let mut envv = envv;
@@ -1271,7 +1330,15 @@ async fn run_container(p: Arc<PodInner>, idx: usize, adopt: Option<SavedContaine
 }
 
 /// Decide about a restart after an exit; sleeps the back-off. Returns whether to run again.
-async fn after_exit(p: &Arc<PodInner>, idx: usize, policy: &str, code: i32, init: bool, crashes: &mut i32, _min: Duration) -> bool {
+async fn after_exit(
+    p: &Arc<PodInner>,
+    idx: usize,
+    policy: &str,
+    code: i32,
+    init: bool,
+    crashes: &mut i32,
+    _min: Duration,
+) -> bool {
     let restart = match policy {
         "Always" => !init || code != 0,
         "OnFailure" => code != 0,
@@ -1288,12 +1355,19 @@ async fn after_exit(p: &Arc<PodInner>, idx: usize, policy: &str, code: i32, init
             if let CState::Terminated(t) = &ct.state {
                 ct.last = Some(t.clone());
             }
-            let msg = format!("back-off {}s restarting failed container={} pod={}", d.as_secs(), ct.spec.name, pod_key(p));
+            let msg =
+                format!("back-off {}s restarting failed container={} pod={}", d.as_secs(), ct.spec.name, pod_key(p));
             ct.state = CState::Waiting { reason: "CrashLoopBackOff".into(), message: Some(msg) };
             ct.spec.name.clone()
         });
         publish(p);
-        p.rt.event(p, true, "BackOff", "Back-off restarting failed container".into(), Some(format!("spec.containers{{{name}}}")));
+        p.rt.event(
+            p,
+            true,
+            "BackOff",
+            "Back-off restarting failed container".into(),
+            Some(format!("spec.containers{{{name}}}")),
+        );
         if !p.sleep_or_stop(d).await {
             return false;
         }
@@ -1310,7 +1384,14 @@ async fn after_exit(p: &Arc<PodInner>, idx: usize, policy: &str, code: i32, init
 
 /// preStop, SIGTERM, SIGKILL after the grace period. `pod_stop` tells a pod termination (the grace
 /// covers preStop) from a liveness restart.
-async fn stop_process(p: &Arc<PodInner>, c: &Container, procw: &mut Proc, pid: i32, grace: i64, _pod_stop: bool) -> (i32, Option<i32>) {
+async fn stop_process(
+    p: &Arc<PodInner>,
+    c: &Container,
+    procw: &mut Proc,
+    pid: i32,
+    grace: i64,
+    _pod_stop: bool,
+) -> (i32, Option<i32>) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(grace.max(0) as u64);
     if grace > 0 {
         if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.clone()) {
@@ -1331,7 +1412,9 @@ async fn stop_process(p: &Arc<PodInner>, c: &Container, procw: &mut Proc, pid: i
         }
     }
     proc::signal(pid, Signal::SIGTERM);
-    let rest = deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_millis(if grace > 0 { 100 } else { 0 }));
+    let rest = deadline
+        .saturating_duration_since(tokio::time::Instant::now())
+        .max(Duration::from_millis(if grace > 0 { 100 } else { 0 }));
     match tokio::time::timeout(rest, procw.wait()).await {
         Ok(r) => {
             proc::signal(pid, Signal::SIGKILL);
@@ -1468,7 +1551,11 @@ fn resolve_port(c: &Container, port: &k8s_openapi::apimachinery::pkg::util::ints
     match port {
         IntOrString::Int(i) => u16::try_from(*i).ok(),
         IntOrString::String(s) => s.parse().ok().or_else(|| {
-            c.ports.iter().flatten().find(|cp| cp.name.as_deref() == Some(s.as_str())).and_then(|cp| u16::try_from(cp.container_port).ok())
+            c.ports
+                .iter()
+                .flatten()
+                .find(|cp| cp.name.as_deref() == Some(s.as_str()))
+                .and_then(|cp| u16::try_from(cp.container_port).ok())
         }),
     }
 }
@@ -1511,7 +1598,11 @@ pub async fn connect_in(ns: PathBuf, addr: SocketAddr) -> std::io::Result<tokio:
     let std_sock = tokio::task::spawn_blocking(move || {
         yard_netns::run_in(&ns, move || {
             let s = nix::sys::socket::socket(
-                if addr.is_ipv4() { nix::sys::socket::AddressFamily::Inet } else { nix::sys::socket::AddressFamily::Inet6 },
+                if addr.is_ipv4() {
+                    nix::sys::socket::AddressFamily::Inet
+                } else {
+                    nix::sys::socket::AddressFamily::Inet6
+                },
                 nix::sys::socket::SockType::Stream,
                 nix::sys::socket::SockFlag::SOCK_NONBLOCK | nix::sys::socket::SockFlag::SOCK_CLOEXEC,
                 None,
@@ -1552,7 +1643,9 @@ async fn http_probe(
         headers.push_str(&format!("Host: {addr}\r\n"));
     }
     let fut = async move {
-        let mut s = connect_in(ns, addr).await.map_err(|e| format!("Get \"http://{addr}{path}\": dial tcp {addr}: connect: {e}"))?;
+        let mut s = connect_in(ns, addr)
+            .await
+            .map_err(|e| format!("Get \"http://{addr}{path}\": dial tcp {addr}: connect: {e}"))?;
         let req = format!(
             "GET {path} HTTP/1.1\r\n{headers}User-Agent: kube-probe/1.37\r\nAccept: */*\r\nConnection: close\r\n\r\n"
         );
@@ -1567,7 +1660,10 @@ async fn http_probe(
             got += n;
         }
         let line = String::from_utf8_lossy(&buf[..got]).to_string();
-        line.split_whitespace().nth(1).and_then(|c| c.parse::<u16>().ok()).ok_or_else(|| format!("malformed HTTP response {line:?}"))
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse::<u16>().ok())
+            .ok_or_else(|| format!("malformed HTTP response {line:?}"))
     };
     match tokio::time::timeout(timeout, fut).await {
         Ok(r) => r,

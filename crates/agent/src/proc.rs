@@ -159,10 +159,7 @@ pub fn exec_command(t: &ExecTarget, argv: &[String], ctty: bool) -> io::Result<t
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
     }
     let prog = resolve_program(&argv[0], &t.env).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("exec: \"{}\": executable file not found in $PATH", argv[0]),
-        )
+        io::Error::new(io::ErrorKind::NotFound, format!("exec: \"{}\": executable file not found in $PATH", argv[0]))
     })?;
     let ns = open_ns(t.pid)?;
     let fds: Vec<(RawFd, CloneFlags)> = ns.iter().map(|(f, c)| (f.as_raw_fd(), *c)).collect();
@@ -307,7 +304,6 @@ pub fn dup_file(fd: RawFd) -> io::Result<File> {
     let d = nix::unistd::dup(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }).map_err(io::Error::from)?;
     Ok(File::from(d))
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -93,7 +93,11 @@ fn render(line: &[u8], timestamps: bool) -> Option<Vec<u8>> {
     Some(out)
 }
 
-async fn logs(State(rt): State<Arc<Runtime>>, Path((ns, name)): Path<(String, String)>, RawQuery(q): RawQuery) -> Response {
+async fn logs(
+    State(rt): State<Arc<Runtime>>,
+    Path((ns, name)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+) -> Response {
     let q = parse_query(q.as_deref().unwrap_or(""));
     let get = |k: &str| q.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let h = match find(&rt, &ns, &name) {
@@ -122,7 +126,10 @@ async fn logs(State(rt): State<Arc<Runtime>>, Path((ns, name)): Path<(String, St
     let mut lines: Vec<&[u8]> = data[..complete_len].split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
     if let Some(since) = since {
         lines.retain(|l| {
-            proc::parse_log_line(l).and_then(|p| p.time.parse::<jiff::Timestamp>().ok()).map(|t| t >= since).unwrap_or(true)
+            proc::parse_log_line(l)
+                .and_then(|p| p.time.parse::<jiff::Timestamp>().ok())
+                .map(|t| t >= since)
+                .unwrap_or(true)
         });
     }
     if let Some(t) = tail {
@@ -143,41 +150,42 @@ async fn logs(State(rt): State<Arc<Runtime>>, Path((ns, name)): Path<(String, St
     }
     let offset = complete_len as u64;
     let state = (Some(first), offset, h, container, path, Vec::<u8>::new());
-    let stream = futures::stream::unfold(state, move |(first, mut offset, h, container, path, mut partial)| async move {
-        if let Some(f) = first {
-            return Some((Ok::<_, std::io::Error>(f), (None, offset, h, container, path, partial)));
-        }
-        loop {
-            let mut chunk = vec![];
-            if let Ok(mut f) = std::fs::File::open(&path) {
-                if f.seek(SeekFrom::Start(offset)).is_ok() {
-                    let _ = f.read_to_end(&mut chunk);
+    let stream =
+        futures::stream::unfold(state, move |(first, mut offset, h, container, path, mut partial)| async move {
+            if let Some(f) = first {
+                return Some((Ok::<_, std::io::Error>(f), (None, offset, h, container, path, partial)));
+            }
+            loop {
+                let mut chunk = vec![];
+                if let Ok(mut f) = std::fs::File::open(&path) {
+                    if f.seek(SeekFrom::Start(offset)).is_ok() {
+                        let _ = f.read_to_end(&mut chunk);
+                    }
                 }
-            }
-            offset += chunk.len() as u64;
-            partial.extend_from_slice(&chunk);
-            let mut out = vec![];
-            while let Some(i) = partial.iter().position(|b| *b == b'\n') {
-                if let Some(r) = render(&partial[..i], timestamps) {
-                    out.extend_from_slice(&r);
+                offset += chunk.len() as u64;
+                partial.extend_from_slice(&chunk);
+                let mut out = vec![];
+                while let Some(i) = partial.iter().position(|b| *b == b'\n') {
+                    if let Some(r) = render(&partial[..i], timestamps) {
+                        out.extend_from_slice(&r);
+                    }
+                    partial.drain(..=i);
                 }
-                partial.drain(..=i);
-            }
-            if !out.is_empty() {
-                return Some((Ok(out), (None, offset, h, container, path, partial)));
-            }
-            if !h.run_is_live(&container, &path) {
-                // Drain what the pumps wrote last, then stop.
+                if !out.is_empty() {
+                    return Some((Ok(out), (None, offset, h, container, path, partial)));
+                }
+                if !h.run_is_live(&container, &path) {
+                    // Drain what the pumps wrote last, then stop.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                    if len <= offset {
+                        return None;
+                    }
+                    continue;
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                if len <= offset {
-                    return None;
-                }
-                continue;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
+        });
     ([("content-type", "text/plain"), ("transfer-encoding", "chunked")], Body::from_stream(stream)).into_response()
 }
 
@@ -191,7 +199,8 @@ async fn exec_post(
     status(
         400,
         "BadRequest",
-        "this node agent serves exec over WebSocket only (v5.channel.k8s.io, v4.channel.k8s.io); SPDY is not supported".into(),
+        "this node agent serves exec over WebSocket only (v5.channel.k8s.io, v4.channel.k8s.io); SPDY is not supported"
+            .into(),
     )
 }
 
@@ -281,7 +290,9 @@ fn exit_status_json(code: Option<i32>, argv: &[String], err: Option<String>) -> 
             "details": {"causes": [{"message": format!("error executing command in container: {e}")}]},
         })
         .to_string(),
-        (Some(0), None) => serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}).to_string(),
+        (Some(0), None) => {
+            serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}).to_string()
+        }
         (c, None) => {
             let c = c.unwrap_or(255);
             serde_json::json!({
@@ -322,7 +333,13 @@ async fn run_exec(socket: WebSocket, target: proc::ExecTarget, opts: ExecOpts, v
         let _ = sink.close().await;
     });
     // Tell the client the streams are up: an empty frame on the lowest writable channel.
-    let first = if opts.stdout { STDOUT } else if opts.stderr { STDERR } else { ERROR };
+    let first = if opts.stdout {
+        STDOUT
+    } else if opts.stderr {
+        STDERR
+    } else {
+        ERROR
+    };
     let _ = tx.send(frame(first, &[])).await;
 
     let mut pumps = vec![];
@@ -457,7 +474,9 @@ mod tests {
 
     #[test]
     fn exit_status_format() {
-        let s: serde_json::Value = serde_json::from_str(&exit_status_json(Some(3), &["sh".into(), "-c".into(), "exit 3".into()], None)).unwrap();
+        let s: serde_json::Value =
+            serde_json::from_str(&exit_status_json(Some(3), &["sh".into(), "-c".into(), "exit 3".into()], None))
+                .unwrap();
         assert_eq!(s["status"], "Failure");
         assert_eq!(s["reason"], "NonZeroExitCode");
         assert_eq!(s["details"]["causes"][0]["reason"], "ExitCode");

@@ -26,7 +26,12 @@ async fn until<T, F: std::future::Future<Output = Option<T>>>(what: &str, secs: 
 }
 
 fn ready(p: &Pod) -> bool {
-    p.status.as_ref().and_then(|s| s.conditions.as_ref()).into_iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True")
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 #[test]
@@ -49,7 +54,8 @@ async fn run(dir: PathBuf) {
         .await
         .expect("api server");
     let kc = kube::config::Kubeconfig::read_from(&api.kubeconfig).unwrap();
-    let client = kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap()).unwrap();
+    let client =
+        kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap()).unwrap();
 
     let node_ns = yard_netns::TempNetns::new("yat-api").expect("node netns (needs root)");
     let mut cfg = AgentConfig::new("node-a");
@@ -94,7 +100,11 @@ async fn run(dir: PathBuf) {
 
     // What node IPAM would do.
     nodes
-        .patch("node-a", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"podCIDR": "10.244.11.0/24", "podCIDRs": ["10.244.11.0/24"]}})))
+        .patch(
+            "node-a",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"podCIDR": "10.244.11.0/24", "podCIDRs": ["10.244.11.0/24"]}})),
+        )
         .await
         .unwrap();
 
@@ -128,7 +138,8 @@ async fn run(dir: PathBuf) {
     // Env vars (the pod was created after the Service) via exec through the API server.
     let mut ap = AttachParams::default().stderr(false);
     ap.container = Some("serve".into());
-    let mut proc = pods.exec("hostnames-x", ["sh", "-c", "env | grep WEB_SVC | sort; exit 7"], &ap).await.expect("exec");
+    let mut proc =
+        pods.exec("hostnames-x", ["sh", "-c", "env | grep WEB_SVC | sort; exit 7"], &ap).await.expect("exec");
     let mut out = String::new();
     proc.stdout().unwrap().read_to_string(&mut out).await.unwrap();
     let status = proc.take_status().unwrap().await.unwrap();
@@ -145,10 +156,20 @@ async fn run(dir: PathBuf) {
     // master Service default/kubernetes always; with enableServiceLinks false, only the latter.
     let kube_ip = svcs.get("kubernetes").await.unwrap().spec.unwrap().cluster_ip.unwrap();
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    namespaces.create(&PostParams::default(), &serde_json::from_value(serde_json::json!({"metadata": {"name": "other"}})).unwrap()).await.unwrap();
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": "other"}})).unwrap(),
+        )
+        .await
+        .unwrap();
     let other_svcs: Api<Service> = Api::namespaced(client.clone(), "other");
-    let other_svc: Service = serde_json::from_value(serde_json::json!({"metadata": {"name": "other-svc"}, "spec": {"ports": [{"port": 81}]}})).unwrap();
-    let other_ip = other_svcs.create(&PostParams::default(), &other_svc).await.unwrap().spec.unwrap().cluster_ip.unwrap();
+    let other_svc: Service = serde_json::from_value(
+        serde_json::json!({"metadata": {"name": "other-svc"}, "spec": {"ports": [{"port": 81}]}}),
+    )
+    .unwrap();
+    let other_ip =
+        other_svcs.create(&PostParams::default(), &other_svc).await.unwrap().spec.unwrap().cluster_ip.unwrap();
     let hosts_of = |ns: &'static str, name: &'static str, links: bool| {
         let client = client.clone();
         async move {
@@ -161,10 +182,16 @@ async fn run(dir: PathBuf) {
             .unwrap();
             api.create(&PostParams::default(), &p).await.unwrap();
             until("pod running", 30, || async {
-                api.get(name).await.ok().filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+                api.get(name)
+                    .await
+                    .ok()
+                    .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
             })
             .await;
-            let mut proc = api.exec(name, ["sh", "-c", "env | grep _SERVICE_HOST= | sort"], &AttachParams::default().stderr(false)).await.expect("exec");
+            let mut proc = api
+                .exec(name, ["sh", "-c", "env | grep _SERVICE_HOST= | sort"], &AttachParams::default().stderr(false))
+                .await
+                .expect("exec");
             let mut out = String::new();
             proc.stdout().unwrap().read_to_string(&mut out).await.unwrap();
             let _ = proc.join().await;
@@ -172,32 +199,42 @@ async fn run(dir: PathBuf) {
             out
         }
     };
-    assert_eq!(hosts_of("other", "in-other", true).await, format!("KUBERNETES_SERVICE_HOST={kube_ip}\nOTHER_SVC_SERVICE_HOST={other_ip}\n"));
+    assert_eq!(
+        hosts_of("other", "in-other", true).await,
+        format!("KUBERNETES_SERVICE_HOST={kube_ip}\nOTHER_SVC_SERVICE_HOST={other_ip}\n")
+    );
     assert_eq!(hosts_of("default", "no-links", false).await, format!("KUBERNETES_SERVICE_HOST={kube_ip}\n"));
 
     // Events.
     let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "default");
     let evs = until("events", 10, || async {
         let l = events.list(&Default::default()).await.ok()?;
-        l.items.iter().any(|e| e.reason.as_deref() == Some("Started") && e.involved_object.name.as_deref() == Some("hostnames-x")).then_some(l)
+        l.items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Started") && e.involved_object.name.as_deref() == Some("hostnames-x"))
+            .then_some(l)
     })
     .await;
     assert!(evs.items.iter().any(|e| e.reason.as_deref() == Some("Created")));
 
     // Logs through the API server.
-    let logs = pods.logs("hostnames-x", &LogParams { container: Some("serve".into()), ..Default::default() }).await.unwrap();
+    let logs =
+        pods.logs("hostnames-x", &LogParams { container: Some("serve".into()), ..Default::default() }).await.unwrap();
     assert!(logs.contains("Serving on port 9376."), "{logs:?}");
 
     // Graceful delete: the agent stops the pod and removes the object with grace 0.
     let sb_ns = format!("{prefix}-{}", &p.metadata.uid.clone().unwrap()[..8]);
     assert!(yard_netns::exists(&sb_ns));
     pods.delete("hostnames-x", &DeleteParams::default()).await.unwrap();
-    until("pod gone", 20, || async { pods.get_opt("hostnames-x").await.ok().and_then(|p| p.is_none().then_some(())) }).await;
+    until("pod gone", 20, || async { pods.get_opt("hostnames-x").await.ok().and_then(|p| p.is_none().then_some(())) })
+        .await;
     if yard_netns::exists(&sb_ns) {
         let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let lines: Vec<&str> = mi.lines().filter(|l| l.contains(&sb_ns)).collect();
-        panic!("netns {sb_ns} left after the pod was deleted; mounts: {lines:?}; dir: {:?}",
-            std::fs::read_dir("/run/netns").unwrap().flatten().map(|e| e.file_name()).collect::<Vec<_>>());
+        panic!(
+            "netns {sb_ns} left after the pod was deleted; mounts: {lines:?}; dir: {:?}",
+            std::fs::read_dir("/run/netns").unwrap().flatten().map(|e| e.file_name()).collect::<Vec<_>>()
+        );
     }
 
     let _ = stop_tx.send(());

@@ -53,9 +53,17 @@ fn setup(tag: &str, cidr: &str) -> Env {
         node_name: "node-1".into(),
         netns_prefix: format!("yat{}{tag}", std::process::id() % 10000),
         state_dir: state.clone(),
-        dns: DnsSettings { cluster_domain: "cluster.local".into(), cluster_dns: vec!["10.96.0.10".into()], host_resolv_conf: String::new() },
+        dns: DnsSettings {
+            cluster_domain: "cluster.local".into(),
+            cluster_dns: vec!["10.96.0.10".into()],
+            host_resolv_conf: String::new(),
+        },
         node_ip: net.gateway(),
-        images: ImageTable { exe: PathBuf::from(env!("CARGO_BIN_EXE_yard-agent-builtin")), state_dir: state.clone(), extra: vec![] },
+        images: ImageTable {
+            exe: PathBuf::from(env!("CARGO_BIN_EXE_yard-agent-builtin")),
+            state_dir: state.clone(),
+            extra: vec![],
+        },
         capacity: ("2".into(), "1Gi".into()),
     };
     let rt = Runtime::new(cfg, net, ObjectSource::Static(Default::default()));
@@ -144,10 +152,20 @@ async fn sandbox_lifecycle() {
 
     // DNS files and hostname as the container sees them (exec joins its namespaces).
     let t = a.exec_target("serve").unwrap();
-    let mut cmd = yard_agent::proc::exec_command(&t, &["sh".into(), "-c".into(), "hostname; cat /etc/resolv.conf; grep hostnames-a /etc/hosts".into()], false).unwrap();
+    let mut cmd = yard_agent::proc::exec_command(
+        &t,
+        &["sh".into(), "-c".into(), "hostname; cat /etc/resolv.conf; grep hostnames-a /etc/hosts".into()],
+        false,
+    )
+    .unwrap();
     let out = cmd.output().await.unwrap();
     let out = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.starts_with("hostnames-a\nnameserver 10.96.0.10\nsearch default.svc.cluster.local svc.cluster.local cluster.local"), "{out}");
+    assert!(
+        out.starts_with(
+            "hostnames-a\nnameserver 10.96.0.10\nsearch default.svc.cluster.local svc.cluster.local cluster.local"
+        ),
+        "{out}"
+    );
     assert!(out.contains(&format!("{ip_a}\thostnames-a")), "{out}");
 
     // SIGKILL: restarted, restartCount 1, serving again.
@@ -194,7 +212,10 @@ async fn sandbox_lifecycle() {
     assert!(rt.net.allocations().unwrap().is_empty(), "{:?}", rt.net.allocations());
     assert!(bridge_mac().contains(&mac), "bridge address moved: {}", bridge_mac());
     for p in pids {
-        assert!(!std::path::Path::new(&format!("/proc/{p}")).exists() || yard_agent::proc::start_time(p).is_none(), "process {p} left");
+        assert!(
+            !std::path::Path::new(&format!("/proc/{p}")).exists() || yard_agent::proc::start_time(p).is_none(),
+            "process {p} left"
+        );
     }
     assert!(rt.pods().is_empty());
 }
@@ -257,7 +278,8 @@ async fn exec_logs_and_images() {
     assert!(std::fs::read_dir("/run/netns").is_ok());
     let ms = wait_status(&missing, "ErrImagePull", 10, |s| {
         s.container_statuses.iter().flatten().any(|c| {
-            c.state.as_ref().and_then(|st| st.waiting.as_ref()).and_then(|w| w.reason.as_deref()) == Some("ErrImagePull")
+            c.state.as_ref().and_then(|st| st.waiting.as_ref()).and_then(|w| w.reason.as_deref())
+                == Some("ErrImagePull")
         })
     })
     .await;
@@ -283,7 +305,16 @@ async fn exec_logs_and_images() {
     })
     .await;
     let inits = s.init_container_statuses.clone().unwrap();
-    assert!(inits.iter().all(|c| c.state.as_ref().unwrap().terminated.as_ref().is_some_and(|t| t.exit_code == 0 && t.reason.as_deref() == Some("Completed"))), "{inits:?}");
+    assert!(
+        inits.iter().all(|c| c
+            .state
+            .as_ref()
+            .unwrap()
+            .terminated
+            .as_ref()
+            .is_some_and(|t| t.exit_code == 0 && t.reason.as_deref() == Some("Completed"))),
+        "{inits:?}"
+    );
     assert!(s.conditions.unwrap().iter().any(|c| c.type_ == "Initialized" && c.status == "True"));
     let mut unhealthy = false;
     while let Ok(e) = events.try_recv() {
@@ -299,9 +330,13 @@ async fn exec_logs_and_images() {
     let port = listener.local_addr().unwrap().port();
     let srv = tokio::spawn(yard_agent::server::serve(listener, rt.clone()));
     let logs = String::from_utf8(
-        yard_netns::output_in(std::path::Path::new("/proc/self/ns/net"), "curl", &["-sS", &format!("http://127.0.0.1:{port}/api/v1/namespaces/ns1/pods/web/log?timestamps=true")])
-            .unwrap()
-            .into_bytes(),
+        yard_netns::output_in(
+            std::path::Path::new("/proc/self/ns/net"),
+            "curl",
+            &["-sS", &format!("http://127.0.0.1:{port}/api/v1/namespaces/ns1/pods/web/log?timestamps=true")],
+        )
+        .unwrap()
+        .into_bytes(),
     )
     .unwrap();
     assert!(logs.contains(" Started HTTP server on port 8080\n"), "{logs:?}");
@@ -321,7 +356,9 @@ async fn exec_logs_and_images() {
     ws.send(Message::Binary(vec![255u8, 0].into())).await.unwrap();
     let (mut out, mut err, mut status) = (Vec::new(), Vec::new(), Vec::new());
     let deadline = Instant::now() + Duration::from_secs(10);
-    while let Ok(Some(Ok(m))) = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), ws.next()).await {
+    while let Ok(Some(Ok(m))) =
+        tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), ws.next()).await
+    {
         if let Message::Binary(b) = m {
             match b.first() {
                 Some(1) => out.extend_from_slice(&b[1..]),
@@ -409,7 +446,8 @@ fn restart_adopts_live_pods() {
         assert!(!yard_netns::exists(&stale_ns));
         assert_eq!(rt2.net.allocations().unwrap().len(), 1);
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let stale_alive = std::fs::read_to_string(format!("/proc/{stale_pid}/stat")).map(|s| !s.contains(") Z")).unwrap_or(false);
+        let stale_alive =
+            std::fs::read_to_string(format!("/proc/{stale_pid}/stat")).map(|s| !s.contains(") Z")).unwrap_or(false);
         assert!(!stale_alive, "stale process survived");
         // Killing the adopted process still restarts it (we cannot reap it, so exit code is unknown).
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();

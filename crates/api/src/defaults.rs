@@ -150,7 +150,8 @@ pub fn normalize_service_cluster_ips(new: &mut Value, old: Option<&Value>) {
             }
         }
         Some(old) => {
-            let old_ip = old.get("spec").and_then(|s| s.get("clusterIP")).and_then(Value::as_str).unwrap_or("").to_string();
+            let old_ip =
+                old.get("spec").and_then(|s| s.get("clusterIP")).and_then(Value::as_str).unwrap_or("").to_string();
             let old_ips = old.get("spec").and_then(|s| s.get("clusterIPs")).map(str_list_of).unwrap_or_default();
             if !old_ips.is_empty() && new_ips.is_empty() && old_ip == new_ip {
                 new_ips = old_ips.clone();
@@ -310,10 +311,36 @@ fn default_container(c: &mut Map<String, Value>, host_network_ports: bool) {
 
 fn default_volume(v: &mut Map<String, Value>) {
     const SOURCES: &[&str] = &[
-        "hostPath", "emptyDir", "gcePersistentDisk", "awsElasticBlockStore", "gitRepo", "secret", "nfs",
-        "iscsi", "glusterfs", "persistentVolumeClaim", "rbd", "flexVolume", "cinder", "cephfs", "flocker",
-        "downwardAPI", "fc", "azureFile", "configMap", "vsphereVolume", "quobyte", "azureDisk",
-        "photonPersistentDisk", "projected", "portworxVolume", "scaleIO", "storageos", "csi", "ephemeral", "image",
+        "hostPath",
+        "emptyDir",
+        "gcePersistentDisk",
+        "awsElasticBlockStore",
+        "gitRepo",
+        "secret",
+        "nfs",
+        "iscsi",
+        "glusterfs",
+        "persistentVolumeClaim",
+        "rbd",
+        "flexVolume",
+        "cinder",
+        "cephfs",
+        "flocker",
+        "downwardAPI",
+        "fc",
+        "azureFile",
+        "configMap",
+        "vsphereVolume",
+        "quobyte",
+        "azureDisk",
+        "photonPersistentDisk",
+        "projected",
+        "portworxVolume",
+        "scaleIO",
+        "storageos",
+        "csi",
+        "ephemeral",
+        "image",
     ];
     if !SOURCES.iter().any(|s| v.get(*s).is_some_and(|x| !x.is_null())) {
         v.insert("emptyDir".into(), json!({}));
@@ -568,12 +595,16 @@ mod tests {
 
         let mut en = json!({"spec": {"type": "ExternalName", "externalName": "example.com"}});
         apply_defaults("services", &mut en);
-        assert_eq!(en["spec"], json!({"type": "ExternalName", "externalName": "example.com", "sessionAffinity": "None"}));
+        assert_eq!(
+            en["spec"],
+            json!({"type": "ExternalName", "externalName": "example.com", "sessionAffinity": "None"})
+        );
 
         let mut v6 = json!({"spec": {"clusterIP": "fd00::10", "selector": {"a": "b"}, "ports": [{"port": 80}]}});
         apply_defaults("services", &mut v6);
         assert_eq!(v6["spec"]["ipFamilies"], json!(["IPv6"]));
-        let mut dual = json!({"spec": {"ipFamilyPolicy": "PreferDualStack", "selector": {"a": "b"}, "ports": [{"port": 80}]}});
+        let mut dual =
+            json!({"spec": {"ipFamilyPolicy": "PreferDualStack", "selector": {"a": "b"}, "ports": [{"port": 80}]}});
         set_service_ip_families(&mut dual, &["IPv4", "IPv6"]);
         assert_eq!(dual["spec"]["ipFamilies"], json!(["IPv4", "IPv6"]));
         let mut ext = json!({"spec": {"externalIPs": ["1.2.3.4"], "ports": [{"port": 80}]}});
@@ -623,7 +654,10 @@ mod tests {
         let mut d = json!({"spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "nginx:1.25"}]}}}});
         apply_defaults("deployments", &mut d);
         assert_eq!(d["spec"]["replicas"], 1);
-        assert_eq!(d["spec"]["strategy"], json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}));
+        assert_eq!(
+            d["spec"]["strategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})
+        );
         assert_eq!(d["spec"]["revisionHistoryLimit"], 10);
         assert_eq!(d["spec"]["progressDeadlineSeconds"], 600);
         assert_eq!(d["spec"]["template"]["spec"]["restartPolicy"], "Always");

@@ -71,11 +71,7 @@ pub fn unescape_value(s: &str) -> Result<String, FieldSelectorError> {
         if in_slash {
             match c {
                 '\\' | ',' | '=' => out.push(c),
-                _ => {
-                    return Err(FieldSelectorError(format!(
-                        "invalid field selector: invalid escape sequence: \\{c}"
-                    )))
-                }
+                _ => return Err(FieldSelectorError(format!("invalid field selector: invalid escape sequence: \\{c}"))),
             }
             in_slash = false;
             continue;
@@ -83,9 +79,7 @@ pub fn unescape_value(s: &str) -> Result<String, FieldSelectorError> {
         match c {
             '\\' => in_slash = true,
             ',' | '=' => {
-                return Err(FieldSelectorError(format!(
-                    "invalid field selector: unescaped character in value: {c}"
-                )))
+                return Err(FieldSelectorError(format!("invalid field selector: unescaped character in value: {c}")))
             }
             _ => out.push(c),
         }
@@ -300,7 +294,10 @@ pub fn field_value(resource: &str, obj: &Value, field: &str) -> Option<String> {
                 .to_string(),
             ("events", f) if f.starts_with("involvedObject.") => {
                 let sub = &f["involvedObject.".len()..];
-                if !matches!(sub, "kind" | "namespace" | "name" | "uid" | "apiVersion" | "resourceVersion" | "fieldPath") {
+                if !matches!(
+                    sub,
+                    "kind" | "namespace" | "name" | "uid" | "apiVersion" | "resourceVersion" | "fieldPath"
+                ) {
                     return None;
                 }
                 str_at(obj, &["involvedObject", sub]).to_string()
@@ -326,12 +323,9 @@ pub fn field_value(resource: &str, obj: &Value, field: &str) -> Option<String> {
             ("namespaces", "status.phase") => str_at(obj, &["status", "phase"]).to_string(),
             ("services", "spec.clusterIP") => str_at(obj, &["spec", "clusterIP"]).to_string(),
             ("services", "spec.type") => str_at(obj, &["spec", "type"]).to_string(),
-            ("replicasets", "status.replicas") => obj
-                .get("status")
-                .and_then(|s| s.get("replicas"))
-                .and_then(Value::as_i64)
-                .unwrap_or(0)
-                .to_string(),
+            ("replicasets", "status.replicas") => {
+                obj.get("status").and_then(|s| s.get("replicas")).and_then(Value::as_i64).unwrap_or(0).to_string()
+            }
             _ => return None,
         },
     };

@@ -40,22 +40,21 @@ pub fn regex_error(msg: &str, fmt: &str, examples: &[&str]) -> String {
 pub const DNS1123_LABEL_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
 pub const DNS1123_LABEL_ERR_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character";
 pub const DNS1123_LABEL_MAX_LENGTH: usize = 63;
-pub const DNS1123_SUBDOMAIN_FMT: &str =
-    "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
+pub const DNS1123_SUBDOMAIN_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
 pub const DNS1123_SUBDOMAIN_ERR_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
 pub const DNS1123_SUBDOMAIN_MAX_LENGTH: usize = 253;
 pub const DNS1035_LABEL_FMT: &str = "[a-z]([-a-z0-9]*[a-z0-9])?";
 pub const DNS1035_LABEL_ERR_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character";
 pub const DNS1035_LABEL_MAX_LENGTH: usize = 63;
 pub const LABEL_KEY_FMT: &str = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
-pub const LABEL_KEY_ERR_MSG: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
+pub const LABEL_KEY_ERR_MSG: &str =
+    "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
 pub const LABEL_KEY_MAX_LENGTH: usize = 63;
 pub const LABEL_VALUE_FMT: &str = "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?";
 pub const LABEL_VALUE_ERR_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
 pub const LABEL_VALUE_MAX_LENGTH: usize = 63;
 pub const CONFIG_MAP_KEY_FMT: &str = "[-._a-zA-Z0-9]+";
-pub const CONFIG_MAP_KEY_ERR_MSG: &str =
-    "a valid config key must consist of alphanumeric characters, '-', '_' or '.'";
+pub const CONFIG_MAP_KEY_ERR_MSG: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.'";
 
 fn lower_alnum(c: u8) -> bool {
     c.is_ascii_lowercase() || c.is_ascii_digit()
@@ -226,9 +225,7 @@ pub fn is_config_map_key(value: &str) -> Vec<String> {
     if value.len() > DNS1123_SUBDOMAIN_MAX_LENGTH {
         errs.push(max_len_error(DNS1123_SUBDOMAIN_MAX_LENGTH));
     }
-    if value.is_empty()
-        || !value.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.' || c == b'_')
-    {
+    if value.is_empty() || !value.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.' || c == b'_') {
         errs.push(regex_error(CONFIG_MAP_KEY_ERR_MSG, CONFIG_MAP_KEY_FMT, &["key.name", "KEY_NAME", "key-name"]));
     }
     if value == "." {
@@ -378,7 +375,8 @@ mod tests {
         );
         assert_eq!(is_qualified_name("a/b/c").len(), 1);
         assert!(is_qualified_name("a/b/c")[0].starts_with("a valid label key must consist"));
-        assert!(is_qualified_name("a/b/c")[0].ends_with("with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"));
+        assert!(is_qualified_name("a/b/c")[0]
+            .ends_with("with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"));
         assert!(is_qualified_name("Bad_Prefix/x")[0].starts_with("prefix part a lowercase RFC 1123 subdomain"));
         assert_eq!(is_qualified_name("").len(), 2);
         assert!(is_valid_label_value("").is_empty());

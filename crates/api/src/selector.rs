@@ -73,17 +73,29 @@ impl Requirement {
         match operator {
             Operator::In | Operator::NotIn => {
                 if values.is_empty() {
-                    errs.push(FieldError::invalid("values", vals, "for 'in', 'notin' operators, values set can't be empty"));
+                    errs.push(FieldError::invalid(
+                        "values",
+                        vals,
+                        "for 'in', 'notin' operators, values set can't be empty",
+                    ));
                 }
             }
             Operator::Equals | Operator::DoubleEquals | Operator::NotEquals => {
                 if values.len() != 1 {
-                    errs.push(FieldError::invalid("values", vals, "exact-match compatibility requires one single value"));
+                    errs.push(FieldError::invalid(
+                        "values",
+                        vals,
+                        "exact-match compatibility requires one single value",
+                    ));
                 }
             }
             Operator::Exists | Operator::DoesNotExist => {
                 if !values.is_empty() {
-                    errs.push(FieldError::invalid("values", vals, "values set must be empty for exists and does not exist"));
+                    errs.push(FieldError::invalid(
+                        "values",
+                        vals,
+                        "values set must be empty for exists and does not exist",
+                    ));
                 }
             }
             Operator::GreaterThan | Operator::LessThan => {
@@ -248,8 +260,7 @@ impl LabelSelector {
         if v.is_null() {
             return Ok(Self::nothing());
         }
-        let sel: metav1::LabelSelector =
-            serde_json::from_value(v.clone()).map_err(|e| SelectorError(e.to_string()))?;
+        let sel: metav1::LabelSelector = serde_json::from_value(v.clone()).map_err(|e| SelectorError(e.to_string()))?;
         Self::from_k8s(&sel)
     }
 
@@ -676,18 +687,46 @@ mod tests {
         let e = LabelSelector::parse("a b/c/d=x").unwrap_err();
         assert_eq!(e.to_string(), "unable to parse requirement: found 'b/c/d', expected: in, notin, =, ==, !=, gt, lt");
         let e = LabelSelector::parse("b/c/d=x").unwrap_err();
-        assert!(e.to_string().starts_with("unable to parse requirement: <nil>: Invalid value: \"b/c/d\": a valid label key must consist"));
+        assert!(e.to_string().starts_with(
+            "unable to parse requirement: <nil>: Invalid value: \"b/c/d\": a valid label key must consist"
+        ));
         let e = LabelSelector::parse("a=b c").unwrap_err();
         assert_eq!(e.to_string(), "found 'c', expected: ',' or 'end of string'");
         let e = LabelSelector::parse("a=b$").unwrap_err();
-        assert!(e.to_string().starts_with("unable to parse requirement: values[0][a]: Invalid value: \"b$\": a valid label must be"));
+        assert!(e
+            .to_string()
+            .starts_with("unable to parse requirement: values[0][a]: Invalid value: \"b$\": a valid label must be"));
     }
 
     #[test]
     fn matching() {
         let l = labels(&[("app", "nginx"), ("env", "prod"), ("n", "7")]);
-        let yes = ["app=nginx", "app==nginx", "app!=web", "env in (qa,prod)", "env notin (qa)", "app", "!canary", "n>5", "n<8", "", "x!=y", "x notin (a)"];
-        let no = ["app=web", "app!=nginx", "env in (qa)", "env notin (prod)", "canary", "!app", "n>7", "n<7", "x=y", "x in (a)"];
+        let yes = [
+            "app=nginx",
+            "app==nginx",
+            "app!=web",
+            "env in (qa,prod)",
+            "env notin (qa)",
+            "app",
+            "!canary",
+            "n>5",
+            "n<8",
+            "",
+            "x!=y",
+            "x notin (a)",
+        ];
+        let no = [
+            "app=web",
+            "app!=nginx",
+            "env in (qa)",
+            "env notin (prod)",
+            "canary",
+            "!app",
+            "n>7",
+            "n<7",
+            "x=y",
+            "x in (a)",
+        ];
         for s in yes {
             assert!(LabelSelector::parse(s).unwrap().matches(&l), "{s} should match");
         }
@@ -716,7 +755,10 @@ mod tests {
         assert!(!s.matches(&labels(&[("app", "web"), ("tier", "fe"), ("canary", "1")])));
         let bad: metav1::LabelSelector =
             serde_json::from_value(serde_json::json!({"matchExpressions": [{"key": "a", "operator": "Foo"}]})).unwrap();
-        assert_eq!(LabelSelector::from_k8s(&bad).unwrap_err().to_string(), "\"Foo\" is not a valid label selector operator");
+        assert_eq!(
+            LabelSelector::from_k8s(&bad).unwrap_err().to_string(),
+            "\"Foo\" is not a valid label selector operator"
+        );
         let empty_in: metav1::LabelSelector =
             serde_json::from_value(serde_json::json!({"matchExpressions": [{"key": "a", "operator": "In"}]})).unwrap();
         assert_eq!(

@@ -312,8 +312,12 @@ pub fn row_conditions(resource: &str, obj: &Value) -> Option<Vec<Value>> {
         return None;
     }
     match s(obj, &["status", "phase"]) {
-        "Succeeded" => Some(vec![json!({"type": "Completed", "status": "True", "reason": "Succeeded", "message": "The pod has completed successfully."})]),
-        "Failed" => Some(vec![json!({"type": "Completed", "status": "True", "reason": "Failed", "message": "The pod failed."})]),
+        "Succeeded" => Some(vec![
+            json!({"type": "Completed", "status": "True", "reason": "Succeeded", "message": "The pod has completed successfully."}),
+        ]),
+        "Failed" => {
+            Some(vec![json!({"type": "Completed", "status": "True", "reason": "Failed", "message": "The pod failed."})])
+        }
         _ => None,
     }
 }
@@ -619,11 +623,19 @@ fn event_cells(obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
     let target = if iname.is_empty() { kind } else { format!("{kind}/{iname}") };
     let component = {
         let c = s(obj, &["source", "component"]);
-        if c.is_empty() { s(obj, &["reportingComponent"]) } else { c }
+        if c.is_empty() {
+            s(obj, &["reportingComponent"])
+        } else {
+            c
+        }
     };
     let instance = {
         let h = s(obj, &["source", "host"]);
-        if h.is_empty() { s(obj, &["reportingInstance"]) } else { h }
+        if h.is_empty() {
+            s(obj, &["reportingInstance"])
+        } else {
+            h
+        }
     };
     let source = if instance.is_empty() { component.to_string() } else { format!("{component}, {instance}") };
     vec![
@@ -671,9 +683,8 @@ fn pod_summary(pod: &Value, _now: Option<jiff::Timestamp>) -> PodSummary {
         }
     }
     let init_specs = arr(pod, &["spec", "initContainers"]);
-    let restartable = |name: &str| {
-        init_specs.iter().any(|c| s(c, &["name"]) == name && s(c, &["restartPolicy"]) == "Always")
-    };
+    let restartable =
+        |name: &str| init_specs.iter().any(|c| s(c, &["name"]) == name && s(c, &["restartPolicy"]) == "Always");
     let mut total = arr(pod, &["spec", "containers"]).len() as i64;
     total += init_specs.iter().filter(|c| s(c, &["restartPolicy"]) == "Always").count() as i64;
     let mut ready = 0i64;
@@ -745,7 +756,9 @@ fn pod_summary(pod: &Value, _now: Option<jiff::Timestamp>) -> PodSummary {
             } else if let Some(t) = term {
                 let sig = i(t, &["signal"]);
                 reason = if sig != 0 { format!("Signal:{sig}") } else { format!("ExitCode:{}", i(t, &["exitCode"])) };
-            } else if get(cs, &["ready"]).and_then(Value::as_bool) == Some(true) && get(cs, &["state", "running"]).is_some() {
+            } else if get(cs, &["ready"]).and_then(Value::as_bool) == Some(true)
+                && get(cs, &["state", "running"]).is_some()
+            {
                 has_running = true;
                 ready += 1;
             }
@@ -770,7 +783,8 @@ fn pod_cells(pod: &Value, now: jiff::Timestamp) -> Vec<Value> {
     let mut restarts = sum.restarts.to_string();
     if sum.restarts != 0 {
         if let Some(t) = sum.last_restart {
-            restarts = format!("{} ({} ago)", sum.restarts, human_duration_nanos(now.as_nanosecond() - t.as_nanosecond()));
+            restarts =
+                format!("{} ({} ago)", sum.restarts, human_duration_nanos(now.as_nanosecond() - t.as_nanosecond()));
         }
     }
     let mut ip = arr(pod, &["status", "podIPs"]).first().map(|p| s(p, &["ip"]).to_string()).unwrap_or_default();
@@ -863,7 +877,15 @@ mod tests {
         });
         assert_eq!(
             row_cells("services", &svc, now()),
-            vec![json!("web"), json!("NodePort"), json!("10.96.0.12"), json!("<none>"), json!("80:30080/TCP,53/UDP"), json!("10m"), json!("app=web,tier=fe")]
+            vec![
+                json!("web"),
+                json!("NodePort"),
+                json!("10.96.0.12"),
+                json!("<none>"),
+                json!("80:30080/TCP,53/UDP"),
+                json!("10m"),
+                json!("app=web,tier=fe")
+            ]
         );
         let lb = json!({"metadata": {"name": "lb"}, "spec": {"type": "LoadBalancer", "clusterIPs": ["10.96.0.2"], "ports": []}});
         let cells = row_cells("services", &lb, now());
@@ -893,10 +915,18 @@ mod tests {
         let many = json!({"subsets": [{"addresses": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}, {"ip": "10.0.0.3"}, {"ip": "10.0.0.4"}, {"ip": "10.0.0.5"}], "ports": [{"port": 9376}]}]});
         assert_eq!(format_endpoints(&many), "10.0.0.1:9376,10.0.0.2:9376,10.0.0.3:9376 + 2 more...");
         assert_eq!(format_endpoints(&json!({})), "<none>");
-        assert_eq!(format_endpoints(&json!({"subsets": [{"notReadyAddresses": [{"ip": "10.0.0.1"}], "ports": [{"port": 80}]}]})), "");
+        assert_eq!(
+            format_endpoints(
+                &json!({"subsets": [{"notReadyAddresses": [{"ip": "10.0.0.1"}], "ports": [{"port": 80}]}]})
+            ),
+            ""
+        );
         let es = json!({"metadata": {"name": "web-abc"}, "addressType": "IPv4", "ports": [{"port": 80, "name": "http"}],
                         "endpoints": [{"addresses": ["10.0.0.1"]}, {"addresses": ["10.0.0.2"]}]});
-        assert_eq!(row_cells("endpointslices", &es, now())[1..4], [json!("IPv4"), json!("80"), json!("10.0.0.1,10.0.0.2")]);
+        assert_eq!(
+            row_cells("endpointslices", &es, now())[1..4],
+            [json!("IPv4"), json!("80"), json!("10.0.0.1,10.0.0.2")]
+        );
         let empty = json!({"metadata": {"name": "x"}, "addressType": "IPv4"});
         assert_eq!(row_cells("endpointslices", &empty, now())[2..4], [json!("<unset>"), json!("<unset>")]);
     }
@@ -907,30 +937,54 @@ mod tests {
 
     #[test]
     fn pod_rows() {
-        let running = pod(json!({"phase": "Running", "podIPs": [{"ip": "10.244.1.5"}], "conditions": [{"type": "Ready", "status": "True"}],
-                                 "containerStatuses": [{"name": "c", "ready": true, "restartCount": 0, "state": {"running": {}}}]}));
+        let running = pod(
+            json!({"phase": "Running", "podIPs": [{"ip": "10.244.1.5"}], "conditions": [{"type": "Ready", "status": "True"}],
+                                 "containerStatuses": [{"name": "c", "ready": true, "restartCount": 0, "state": {"running": {}}}]}),
+        );
         assert_eq!(
             row_cells("pods", &running, now()),
-            vec![json!("p"), json!("1/1"), json!("Running"), json!("0"), json!("30s"), json!("10.244.1.5"), json!("n1"), json!("<none>"), json!("<none>")]
+            vec![
+                json!("p"),
+                json!("1/1"),
+                json!("Running"),
+                json!("0"),
+                json!("30s"),
+                json!("10.244.1.5"),
+                json!("n1"),
+                json!("<none>"),
+                json!("<none>")
+            ]
         );
-        let crash = pod(json!({"phase": "Running", "containerStatuses": [{"name": "c", "ready": false, "restartCount": 5,
-            "state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"exitCode": 1, "finishedAt": ago(5)}}}]}));
+        let crash = pod(
+            json!({"phase": "Running", "containerStatuses": [{"name": "c", "ready": false, "restartCount": 5,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"exitCode": 1, "finishedAt": ago(5)}}}]}),
+        );
         let cells = row_cells("pods", &crash, now());
         assert_eq!(cells[1], "0/1");
         assert_eq!(cells[2], "CrashLoopBackOff");
         assert_eq!(cells[3], "5 (5s ago)");
         assert_eq!(cells[5], "<none>");
-        let pending = pod(json!({"phase": "Pending", "containerStatuses": [{"name": "c", "state": {"waiting": {"reason": "ContainerCreating"}}}]}));
+        let pending = pod(
+            json!({"phase": "Pending", "containerStatuses": [{"name": "c", "state": {"waiting": {"reason": "ContainerCreating"}}}]}),
+        );
         assert_eq!(pod_status_reason(&pending), "ContainerCreating");
-        let pull = pod(json!({"phase": "Pending", "containerStatuses": [{"name": "c", "state": {"waiting": {"reason": "ErrImagePull"}}}]}));
+        let pull = pod(
+            json!({"phase": "Pending", "containerStatuses": [{"name": "c", "state": {"waiting": {"reason": "ErrImagePull"}}}]}),
+        );
         assert_eq!(pod_status_reason(&pull), "ErrImagePull");
-        let done = pod(json!({"phase": "Succeeded", "containerStatuses": [{"name": "c", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]}));
+        let done = pod(
+            json!({"phase": "Succeeded", "containerStatuses": [{"name": "c", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]}),
+        );
         assert_eq!(pod_status_reason(&done), "Completed");
         assert!(row_conditions("pods", &done).is_some());
-        let exit = pod(json!({"phase": "Failed", "containerStatuses": [{"name": "c", "state": {"terminated": {"exitCode": 2}}}]}));
+        let exit = pod(
+            json!({"phase": "Failed", "containerStatuses": [{"name": "c", "state": {"terminated": {"exitCode": 2}}}]}),
+        );
         assert_eq!(pod_status_reason(&exit), "ExitCode:2");
-        let mut init = pod(json!({"phase": "Pending", "initContainerStatuses": [{"name": "i", "state": {"running": {}}}],
-                                  "containerStatuses": [{"name": "c", "state": {"waiting": {"reason": "PodInitializing"}}}]}));
+        let mut init = pod(
+            json!({"phase": "Pending", "initContainerStatuses": [{"name": "i", "state": {"running": {}}}],
+                                  "containerStatuses": [{"name": "c", "state": {"waiting": {"reason": "PodInitializing"}}}]}),
+        );
         init["spec"]["initContainers"] = json!([{"name": "i"}]);
         assert_eq!(pod_status_reason(&init), "Init:0/1");
         let mut term = running.clone();
@@ -949,12 +1003,30 @@ mod tests {
             "status": {"readyReplicas": 2, "updatedReplicas": 3, "availableReplicas": 2}});
         assert_eq!(
             row_cells("deployments", &d, now()),
-            vec![json!("nginx"), json!("2/3"), json!(3), json!(2), json!("3d"), json!("nginx,side"), json!("nginx:1.25,busybox"), json!("app=nginx")]
+            vec![
+                json!("nginx"),
+                json!("2/3"),
+                json!(3),
+                json!(2),
+                json!("3d"),
+                json!("nginx,side"),
+                json!("nginx:1.25,busybox"),
+                json!("app=nginx")
+            ]
         );
         let rs = json!({"metadata": {"name": "nginx-abc"}, "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "nginx", "pod-template-hash": "abc"}}, "template": {"spec": {"containers": [{"name": "nginx", "image": "nginx"}]}}}, "status": {"replicas": 3, "readyReplicas": 1}});
         assert_eq!(
             row_cells("replicasets", &rs, now()),
-            vec![json!("nginx-abc"), json!(3), json!(3), json!(1), json!("<unknown>"), json!("nginx"), json!("nginx"), json!("app=nginx,pod-template-hash=abc")]
+            vec![
+                json!("nginx-abc"),
+                json!(3),
+                json!(3),
+                json!(1),
+                json!("<unknown>"),
+                json!("nginx"),
+                json!("nginx"),
+                json!("app=nginx,pod-template-hash=abc")
+            ]
         );
         let ns = json!({"metadata": {"name": "demo", "creationTimestamp": ago(65)}, "status": {"phase": "Active"}});
         assert_eq!(row_cells("namespaces", &ns, now()), vec![json!("demo"), json!("Active"), json!("65s")]);
@@ -964,14 +1036,36 @@ mod tests {
                        "nodeInfo": {"kubeletVersion": "v1.37.0", "kernelVersion": "6.1"}}});
         assert_eq!(
             row_cells("nodes", &node, now()),
-            vec![json!("n1"), json!("Ready,SchedulingDisabled"), json!("control-plane"), json!("<unknown>"), json!("v1.37.0"), json!("172.18.0.2"), json!("<none>"), json!("<unknown>"), json!("6.1"), json!("<unknown>")]
+            vec![
+                json!("n1"),
+                json!("Ready,SchedulingDisabled"),
+                json!("control-plane"),
+                json!("<unknown>"),
+                json!("v1.37.0"),
+                json!("172.18.0.2"),
+                json!("<none>"),
+                json!("<unknown>"),
+                json!("6.1"),
+                json!("<unknown>")
+            ]
         );
         let ev = json!({"metadata": {"name": "e1"}, "type": "Normal", "reason": "Scaled", "message": " Scaled up ",
             "involvedObject": {"kind": "Deployment", "name": "nginx"}, "source": {"component": "deployment-controller"},
             "firstTimestamp": ago(120), "lastTimestamp": ago(60), "count": 2});
         assert_eq!(
             row_cells("events", &ev, now()),
-            vec![json!("60s"), json!("Normal"), json!("Scaled"), json!("deployment/nginx"), json!(""), json!("deployment-controller"), json!("Scaled up"), json!("2m"), json!(2), json!("e1")]
+            vec![
+                json!("60s"),
+                json!("Normal"),
+                json!("Scaled"),
+                json!("deployment/nginx"),
+                json!(""),
+                json!("deployment-controller"),
+                json!("Scaled up"),
+                json!("2m"),
+                json!(2),
+                json!("e1")
+            ]
         );
         let cm = json!({"metadata": {"name": "c"}, "data": {"a": "1", "b": "2"}});
         assert_eq!(row_cells("configmaps", &cm, now())[1], 2);
@@ -982,8 +1076,25 @@ mod tests {
         let other = json!({"metadata": {"name": "x", "creationTimestamp": "2025-01-01T00:00:00Z"}});
         assert_eq!(row_cells("widgets", &other, now()), vec![json!("x"), json!("2025-01-01T00:00:00Z")]);
         assert_eq!(column_definitions("widgets")[1]["name"], "Created At");
-        for r in ["pods", "services", "endpoints", "endpointslices", "deployments", "replicasets", "namespaces", "nodes", "events", "configmaps", "secrets", "leases"] {
-            assert_eq!(column_definitions(r).len(), row_cells(r, &json!({"metadata": {"name": "x"}}), now()).len(), "{r}");
+        for r in [
+            "pods",
+            "services",
+            "endpoints",
+            "endpointslices",
+            "deployments",
+            "replicasets",
+            "namespaces",
+            "nodes",
+            "events",
+            "configmaps",
+            "secrets",
+            "leases",
+        ] {
+            assert_eq!(
+                column_definitions(r).len(),
+                row_cells(r, &json!({"metadata": {"name": "x"}}), now()).len(),
+                "{r}"
+            );
         }
     }
 }

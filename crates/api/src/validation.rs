@@ -124,7 +124,12 @@ impl FieldError {
         }
     }
     pub fn type_invalid(field: impl Into<String>, value: impl Into<Value>, detail: impl Into<String>) -> Self {
-        FieldError { kind: ErrorKind::TypeInvalid, field: field.into(), value: Some(value.into()), detail: detail.into() }
+        FieldError {
+            kind: ErrorKind::TypeInvalid,
+            field: field.into(),
+            value: Some(value.into()),
+            detail: detail.into(),
+        }
     }
     pub fn internal(field: impl Into<String>, detail: impl Into<String>) -> Self {
         FieldError { kind: ErrorKind::Internal, field: field.into(), value: None, detail: detail.into() }
@@ -312,9 +317,7 @@ fn get_arr<'a>(v: &'a Value, path: &[&str]) -> &'a [Value] {
 fn get_str_map(v: &Value, path: &[&str]) -> Option<BTreeMap<String, String>> {
     let obj = get(v, path)?.as_object()?;
     Some(
-        obj.iter()
-            .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
-            .collect(),
+        obj.iter().map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))).collect(),
     )
 }
 
@@ -531,7 +534,10 @@ pub fn validate_object_meta(meta: &Value, requires_namespace: bool, name_fn: Nam
         }
     }
     errs.extend(validate_labels(&get_str_map(meta, &["labels"]).unwrap_or_default(), &child(path, "labels")));
-    errs.extend(validate_annotations(&get_str_map(meta, &["annotations"]).unwrap_or_default(), &child(path, "annotations")));
+    errs.extend(validate_annotations(
+        &get_str_map(meta, &["annotations"]).unwrap_or_default(),
+        &child(path, "annotations"),
+    ));
     errs.extend(validate_owner_references(get_arr(meta, &["ownerReferences"]), &child(path, "ownerReferences")));
     let fpath = child(path, "finalizers");
     let finalizers = str_list(get_arr(meta, &["finalizers"]));
@@ -652,7 +658,10 @@ pub fn validate_object_meta_update(new: &Value, old: &Value, path: &str) -> Vec<
         }
     }
     errs.extend(validate_labels(&get_str_map(new, &["labels"]).unwrap_or_default(), &child(path, "labels")));
-    errs.extend(validate_annotations(&get_str_map(new, &["annotations"]).unwrap_or_default(), &child(path, "annotations")));
+    errs.extend(validate_annotations(
+        &get_str_map(new, &["annotations"]).unwrap_or_default(),
+        &child(path, "annotations"),
+    ));
     errs.extend(validate_owner_references(get_arr(new, &["ownerReferences"]), &child(path, "ownerReferences")));
     errs
 }
@@ -692,8 +701,10 @@ pub fn validate_service(svc: &Value) -> Vec<FieldError> {
     let headless = is_headless(svc);
     let cluster_ips = str_list(get_arr(spec, &["clusterIPs"]));
 
-    let topo_mode = get(svc, &["metadata", "annotations", "service.kubernetes.io/topology-mode"]).and_then(Value::as_str);
-    let topo_hints = get(svc, &["metadata", "annotations", "service.kubernetes.io/topology-aware-hints"]).and_then(Value::as_str);
+    let topo_mode =
+        get(svc, &["metadata", "annotations", "service.kubernetes.io/topology-mode"]).and_then(Value::as_str);
+    let topo_hints =
+        get(svc, &["metadata", "annotations", "service.kubernetes.io/topology-aware-hints"]).and_then(Value::as_str);
     if let (Some(mode), Some(hints)) = (topo_mode, topo_hints) {
         if mode != hints {
             errs.push(FieldError::invalid(
@@ -707,22 +718,20 @@ pub fn validate_service(svc: &Value) -> Vec<FieldError> {
         errs.push(FieldError::required("spec.ports", ""));
     }
     match stype {
-        "LoadBalancer"
-            if headless => {
-                errs.push(FieldError::invalid(
-                    "spec.clusterIPs[0]",
-                    cluster_ips[0].as_str(),
-                    "may not be set to 'None' for LoadBalancer services",
-                ));
-            }
-        "NodePort"
-            if headless => {
-                errs.push(FieldError::invalid(
-                    "spec.clusterIPs[0]",
-                    cluster_ips[0].as_str(),
-                    "may not be set to 'None' for NodePort services",
-                ));
-            }
+        "LoadBalancer" if headless => {
+            errs.push(FieldError::invalid(
+                "spec.clusterIPs[0]",
+                cluster_ips[0].as_str(),
+                "may not be set to 'None' for LoadBalancer services",
+            ));
+        }
+        "NodePort" if headless => {
+            errs.push(FieldError::invalid(
+                "spec.clusterIPs[0]",
+                cluster_ips[0].as_str(),
+                "may not be set to 'None' for NodePort services",
+            ));
+        }
         "ExternalName" => {
             if !cluster_ips.is_empty() {
                 errs.push(FieldError::forbidden("spec.clusterIPs", "may not be set for ExternalName services"));
@@ -769,7 +778,9 @@ pub fn validate_service(svc: &Value) -> Vec<FieldError> {
             Some(cfg) => match get(cfg, &["clientIP"]) {
                 None => errs.push(FieldError::required(child(p, "clientIP"), detail)),
                 Some(cip) => match get(cip, &["timeoutSeconds"]) {
-                    None => errs.push(FieldError::required("spec.sessionAffinityConfig.clientIP.timeoutSeconds", detail)),
+                    None => {
+                        errs.push(FieldError::required("spec.sessionAffinityConfig.clientIP.timeoutSeconds", detail))
+                    }
                     Some(t) => {
                         let tv = t.as_i64().unwrap_or(0);
                         if tv <= 0 || tv > 86400 {
@@ -992,12 +1003,14 @@ pub fn validate_service_status(svc: &Value) -> Vec<FieldError> {
             }
         }
         match get(ing, &["ipMode"]).and_then(Value::as_str) {
-            None
-                if !ip.is_empty() => {
-                    errs.push(FieldError::required(child(&ip_path, "ipMode"), "must be specified when `ip` is set"));
-                }
+            None if !ip.is_empty() => {
+                errs.push(FieldError::required(child(&ip_path, "ipMode"), "must be specified when `ip` is set"));
+            }
             Some(_) if ip.is_empty() => {
-                errs.push(FieldError::forbidden(child(&ip_path, "ipMode"), "may not be specified when `ip` is not set"));
+                errs.push(FieldError::forbidden(
+                    child(&ip_path, "ipMode"),
+                    "may not be specified when `ip` is not set",
+                ));
             }
             Some(mode) if !matches!(mode, "Proxy" | "VIP") => {
                 errs.push(FieldError::not_supported(child(&ip_path, "ipMode"), mode, &["Proxy", "VIP"]));
@@ -1010,7 +1023,11 @@ pub fn validate_service_status(svc: &Value) -> Vec<FieldError> {
                 errs.push(FieldError::invalid(child(&ip_path, "hostname"), host, m));
             }
             if naming::parse_ip_sloppy(host).is_some() {
-                errs.push(FieldError::invalid(child(&ip_path, "hostname"), host, "must be a DNS name, not an IP address"));
+                errs.push(FieldError::invalid(
+                    child(&ip_path, "hostname"),
+                    host,
+                    "must be a DNS name, not an IP address",
+                ));
             }
         }
     }
@@ -1094,7 +1111,11 @@ fn validate_non_special_ip(ip: &str, path: &str) -> Vec<FieldError> {
         errs.push(FieldError::invalid(path, ip, "may not be in the link-local range (169.254.0.0/16, fe80::/10)"));
     }
     if ll_multicast {
-        errs.push(FieldError::invalid(path, ip, "may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)"));
+        errs.push(FieldError::invalid(
+            path,
+            ip,
+            "may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)",
+        ));
     }
     errs
 }
@@ -1146,7 +1167,11 @@ pub fn validate_service_cluster_ips_related_fields(svc: &Value) -> Vec<FieldErro
         if i == 0 && ip == "None" {
             if ips.len() > 1 {
                 has_invalid = true;
-                errs.push(FieldError::invalid("spec.clusterIPs", ips_value.clone(), "'None' must be the first and only value"));
+                errs.push(FieldError::invalid(
+                    "spec.clusterIPs",
+                    ips_value.clone(),
+                    "'None' must be the first and only value",
+                ));
             }
             continue;
         }
@@ -1212,12 +1237,20 @@ pub fn validate_service_update(svc: &Value, old: &Value) -> Vec<FieldError> {
             if old_ips.len() == new_ips.len() {
                 for (i, ip) in old_ips.iter().enumerate() {
                     if *ip != new_ips[i] {
-                        errs.push(FieldError::invalid(idx("spec.clusterIPs", i), nv.clone(), "may not change once set"));
+                        errs.push(FieldError::invalid(
+                            idx("spec.clusterIPs", i),
+                            nv.clone(),
+                            "may not change once set",
+                        ));
                     }
                 }
             } else if old_ips.len() > new_ips.len() {
                 if new_ips.is_empty() {
-                    errs.push(FieldError::invalid("spec.clusterIPs[0]", nv.clone(), "primary clusterIP can not be unset"));
+                    errs.push(FieldError::invalid(
+                        "spec.clusterIPs[0]",
+                        nv.clone(),
+                        "primary clusterIP can not be unset",
+                    ));
                 }
                 if !old_ips.is_empty() && !new_ips.is_empty() && new_ips[0] != old_ips[0] {
                     errs.push(FieldError::invalid("spec.clusterIPs[0]", nv.clone(), "may not change once set"));
@@ -1245,7 +1278,11 @@ pub fn validate_service_update(svc: &Value, old: &Value) -> Vec<FieldError> {
                 }
             } else if of.len() > nf.len() {
                 if get_arr(svc, &["spec", "clusterIPs"]).is_empty() {
-                    errs.push(FieldError::invalid("spec.ipFamilies[0]", nfv.clone(), "primary ipFamily can not be unset"));
+                    errs.push(FieldError::invalid(
+                        "spec.ipFamilies[0]",
+                        nfv.clone(),
+                        "primary ipFamily can not be unset",
+                    ));
                 }
                 if !nf.is_empty() && nf[0] != of[0] {
                     errs.push(FieldError::invalid("spec.ipFamilies[0]", nv.clone(), "may not change once set"));
@@ -1323,7 +1360,11 @@ pub fn validate_pod_spec(spec: &Value, path: &str) -> Vec<FieldError> {
     }
     if let Some(t) = get_i64(spec, &["activeDeadlineSeconds"]) {
         if t <= 0 {
-            errs.push(FieldError::invalid(child(path, "activeDeadlineSeconds"), t, "must be between 1 and 2147483647, inclusive"));
+            errs.push(FieldError::invalid(
+                child(path, "activeDeadlineSeconds"),
+                t,
+                "must be between 1 and 2147483647, inclusive",
+            ));
         }
     }
     let node = get_str(spec, &["nodeName"]);
@@ -1413,7 +1454,8 @@ fn validate_container(c: &Value, path: &str, names: &mut BTreeSet<String>) -> Ve
     for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
         if let Some(p) = get(c, &[probe]) {
             let pp = child(path, probe);
-            for f in ["initialDelaySeconds", "timeoutSeconds", "periodSeconds", "successThreshold", "failureThreshold"] {
+            for f in ["initialDelaySeconds", "timeoutSeconds", "periodSeconds", "successThreshold", "failureThreshold"]
+            {
                 if let Some(v) = get_i64(p, &[f]) {
                     if v < 0 {
                         errs.push(FieldError::invalid(child(&pp, f), v, IS_NEGATIVE));
@@ -1435,7 +1477,10 @@ fn validate_container(c: &Value, path: &str, names: &mut BTreeSet<String>) -> Ve
             }
             for h in ["httpGet", "tcpSocket"] {
                 if let Some(a) = get(p, &[h]) {
-                    errs.extend(validate_port_num_or_name(&int_or_string(get(a, &["port"])), &format!("{pp}.{h}.port")));
+                    errs.extend(validate_port_num_or_name(
+                        &int_or_string(get(a, &["port"])),
+                        &format!("{pp}.{h}.port"),
+                    ));
                 }
             }
         }
@@ -1546,7 +1591,11 @@ fn validate_positive_int_or_percent(v: &Value, path: &str) -> Vec<FieldError> {
                 errs.push(FieldError::invalid(
                     path,
                     s.as_str(),
-                    naming::regex_error("a valid percent string must be a numeric string followed by an ending '%'", "[0-9]+%", &["1%", "93%"]),
+                    naming::regex_error(
+                        "a valid percent string must be a numeric string followed by an ending '%'",
+                        "[0-9]+%",
+                        &["1%", "93%"],
+                    ),
                 ));
             }
         }
@@ -1598,7 +1647,9 @@ fn validate_workload_spec(resource: &str, spec: &Value, path: &str) -> Vec<Field
                 .map(|s| LabelSelector::from_k8s(&s))
             {
                 Some(Ok(s)) => selector = Some(s),
-                _ => errs.push(FieldError::invalid(child(path, "selector"), sorted_value(sel), "invalid label selector")),
+                _ => {
+                    errs.push(FieldError::invalid(child(path, "selector"), sorted_value(sel), "invalid label selector"))
+                }
             }
         }
     }
@@ -1660,10 +1711,18 @@ fn validate_workload_spec(resource: &str, spec: &Value, path: &str) -> Vec<Field
                     errs.extend(validate_positive_int_or_percent(&mu, &child(&rp, "maxUnavailable")));
                     errs.extend(validate_positive_int_or_percent(&ms, &child(&rp, "maxSurge")));
                     if mu_n == 0 && ms_n == 0 {
-                        errs.push(FieldError::invalid(child(&rp, "maxUnavailable"), mu.clone(), "may not be 0 when `maxSurge` is 0"));
+                        errs.push(FieldError::invalid(
+                            child(&rp, "maxUnavailable"),
+                            mu.clone(),
+                            "may not be 0 when `maxSurge` is 0",
+                        ));
                     }
                     if mu_pct && mu_n > 100 {
-                        errs.push(FieldError::invalid(child(&rp, "maxUnavailable"), mu, "must not be greater than 100%"));
+                        errs.push(FieldError::invalid(
+                            child(&rp, "maxUnavailable"),
+                            mu,
+                            "must not be greater than 100%",
+                        ));
                     }
                 }
             },
@@ -1686,7 +1745,11 @@ fn validate_workload_spec(resource: &str, spec: &Value, path: &str) -> Vec<Field
                 errs.push(FieldError::invalid(child(path, "progressDeadlineSeconds"), p, IS_NEGATIVE));
             }
             if p <= mrs {
-                errs.push(FieldError::invalid(child(path, "progressDeadlineSeconds"), p, "must be greater than minReadySeconds"));
+                errs.push(FieldError::invalid(
+                    child(path, "progressDeadlineSeconds"),
+                    p,
+                    "must be greater than minReadySeconds",
+                ));
             }
         }
     }
@@ -1750,26 +1813,23 @@ fn validate_secret(obj: &Value) -> Vec<FieldError> {
     }
     match get_str(obj, &["type"]) {
         "kubernetes.io/service-account-token"
-            if get_str(obj, &["metadata", "annotations", "kubernetes.io/service-account.name"]).is_empty() => {
-                errs.push(FieldError::required("metadata.annotations[kubernetes.io/service-account.name]", ""));
-            }
-        "kubernetes.io/dockercfg"
-            if !data.contains_key(".dockercfg") => {
-                errs.push(FieldError::required("data[.dockercfg]", ""));
-            }
-        "kubernetes.io/dockerconfigjson"
-            if !data.contains_key(".dockerconfigjson") => {
-                errs.push(FieldError::required("data[.dockerconfigjson]", ""));
-            }
-        "kubernetes.io/basic-auth"
-            if !data.contains_key("username") && !data.contains_key("password") => {
-                errs.push(FieldError::required("data[username]", ""));
-                errs.push(FieldError::required("data[password]", ""));
-            }
-        "kubernetes.io/ssh-auth"
-            if !data.contains_key("ssh-privatekey") => {
-                errs.push(FieldError::required("data[ssh-privatekey]", ""));
-            }
+            if get_str(obj, &["metadata", "annotations", "kubernetes.io/service-account.name"]).is_empty() =>
+        {
+            errs.push(FieldError::required("metadata.annotations[kubernetes.io/service-account.name]", ""));
+        }
+        "kubernetes.io/dockercfg" if !data.contains_key(".dockercfg") => {
+            errs.push(FieldError::required("data[.dockercfg]", ""));
+        }
+        "kubernetes.io/dockerconfigjson" if !data.contains_key(".dockerconfigjson") => {
+            errs.push(FieldError::required("data[.dockerconfigjson]", ""));
+        }
+        "kubernetes.io/basic-auth" if !data.contains_key("username") && !data.contains_key("password") => {
+            errs.push(FieldError::required("data[username]", ""));
+            errs.push(FieldError::required("data[password]", ""));
+        }
+        "kubernetes.io/ssh-auth" if !data.contains_key("ssh-privatekey") => {
+            errs.push(FieldError::required("data[ssh-privatekey]", ""));
+        }
         "kubernetes.io/tls" => {
             if !data.contains_key("tls.crt") {
                 errs.push(FieldError::required("data[tls.crt]", ""));
@@ -2063,14 +2123,23 @@ mod tests {
             FieldError::invalid("spec.ports[0].nodePort", 30080, "provided port is already allocated").to_string(),
             "spec.ports[0].nodePort: Invalid value: 30080: provided port is already allocated"
         );
-        assert_eq!(FieldError::duplicate("spec.ports[1].name", "http").to_string(), "spec.ports[1].name: Duplicate value: \"http\"");
+        assert_eq!(
+            FieldError::duplicate("spec.ports[1].name", "http").to_string(),
+            "spec.ports[1].name: Duplicate value: \"http\""
+        );
         assert_eq!(FieldError::required("spec.ports[0].name", "").to_string(), "spec.ports[0].name: Required value");
         assert_eq!(
             FieldError::not_supported("spec.type", "Foo", &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"]).to_string(),
             "spec.type: Unsupported value: \"Foo\": supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\""
         );
-        assert_eq!(FieldError::too_long("metadata.annotations", 262144).to_string(), "metadata.annotations: Too long: may not be more than 262144 bytes");
-        assert_eq!(FieldError::too_many("endpoints", 1001, 1000).to_string(), "endpoints: Too many: 1001: must have at most 1000 items");
+        assert_eq!(
+            FieldError::too_long("metadata.annotations", 262144).to_string(),
+            "metadata.annotations: Too long: may not be more than 262144 bytes"
+        );
+        assert_eq!(
+            FieldError::too_many("endpoints", 1001, 1000).to_string(),
+            "endpoints: Too many: 1001: must have at most 1000 items"
+        );
         let e = FieldError::invalid("x", json!({"b": "<", "a": 1}), "d");
         assert_eq!(e.to_string(), "x: Invalid value: {\"b\":\"\\u003c\",\"a\":1}: d");
         assert_eq!(e.reason(), "FieldValueInvalid");
@@ -2109,7 +2178,8 @@ mod tests {
 
     #[test]
     fn service_port_rules() {
-        let s = defaulted_svc(json!({"ports": [{"port": 80}, {"port": 0, "name": "http"}, {"port": 81, "name": "http"}]}));
+        let s =
+            defaulted_svc(json!({"ports": [{"port": 80}, {"port": 0, "name": "http"}, {"port": 81, "name": "http"}]}));
         assert_eq!(
             msgs(&validate("services", &s, None)),
             vec![
@@ -2171,7 +2241,8 @@ mod tests {
         assert!(m[0].starts_with("spec.externalName: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain"));
         let s = defaulted_svc(json!({"ports": [{"port": 80}], "selector": {"app": "a b"}}));
         assert_eq!(msgs(&validate("services", &s, None)).len(), 1);
-        assert!(msgs(&validate("services", &s, None))[0].starts_with("spec.selector: Invalid value: \"a b\": a valid label must be"));
+        assert!(msgs(&validate("services", &s, None))[0]
+            .starts_with("spec.selector: Invalid value: \"a b\": a valid label must be"));
     }
 
     #[test]
@@ -2203,7 +2274,9 @@ mod tests {
 
     #[test]
     fn service_load_balancer_rules() {
-        let mut s = defaulted_svc(json!({"type": "LoadBalancer", "ports": [{"port": 80, "nodePort": 30080}], "loadBalancerSourceRanges": ["10.0.0.0/8", "bad"]}));
+        let mut s = defaulted_svc(
+            json!({"type": "LoadBalancer", "ports": [{"port": 80, "nodePort": 30080}], "loadBalancerSourceRanges": ["10.0.0.0/8", "bad"]}),
+        );
         s["spec"].as_object_mut().unwrap().remove("allocateLoadBalancerNodePorts");
         assert_eq!(
             msgs(&validate("services", &s, None)),
@@ -2212,7 +2285,9 @@ mod tests {
                 "allocateLoadBalancerNodePorts: Required value",
             ]
         );
-        let s = defaulted_svc(json!({"ports": [{"port": 80}], "loadBalancerSourceRanges": ["10.0.0.0/8"], "externalTrafficPolicy": "Local"}));
+        let s = defaulted_svc(
+            json!({"ports": [{"port": 80}], "loadBalancerSourceRanges": ["10.0.0.0/8"], "externalTrafficPolicy": "Local"}),
+        );
         assert_eq!(
             msgs(&validate("services", &s, None)),
             vec![
@@ -2220,7 +2295,8 @@ mod tests {
                 "spec.externalTrafficPolicy: Invalid value: \"Local\": may only be set for externally-accessible services",
             ]
         );
-        let mut s = defaulted_svc(json!({"type": "LoadBalancer", "ports": [{"port": 80}], "externalTrafficPolicy": "Local"}));
+        let mut s =
+            defaulted_svc(json!({"type": "LoadBalancer", "ports": [{"port": 80}], "externalTrafficPolicy": "Local"}));
         assert_eq!(msgs(&validate("services", &s, None)), vec!["spec.healthCheckNodePort: Required value"]);
         s["spec"]["healthCheckNodePort"] = json!(31000);
         assert!(validate("services", &s, None).is_empty());
@@ -2283,10 +2359,17 @@ mod tests {
             vec!["metadata.name: Invalid value: \"Foo\": a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"]
         );
         s["metadata"]["name"] = json!("");
-        assert_eq!(msgs(&validate("services", &s, None)), vec!["metadata.name: Required value: name or generateName is required"]);
+        assert_eq!(
+            msgs(&validate("services", &s, None)),
+            vec!["metadata.name: Required value: name or generateName is required"]
+        );
         let ns = json!({"metadata": {"name": "a.b"}, "spec": {"finalizers": ["kubernetes"]}});
-        assert_eq!(msgs(&validate("namespaces", &ns, None)), vec!["metadata.name: Invalid value: \"a.b\": must not contain dots"]);
-        let cm = json!({"metadata": {"name": "c", "namespace": "default", "labels": {"-x": "y"}}, "data": {"a b": "1"}});
+        assert_eq!(
+            msgs(&validate("namespaces", &ns, None)),
+            vec!["metadata.name: Invalid value: \"a.b\": must not contain dots"]
+        );
+        let cm =
+            json!({"metadata": {"name": "c", "namespace": "default", "labels": {"-x": "y"}}, "data": {"a b": "1"}});
         let m = msgs(&validate("configmaps", &cm, None));
         assert_eq!(m.len(), 2);
         assert!(m[0].starts_with("metadata.labels: Invalid value: \"-x\": name part must consist"));
@@ -2314,7 +2397,10 @@ mod tests {
         );
         let mut d = deployment(json!({"matchLabels": {"app": "a"}}), json!({"app": "a"}));
         d["spec"]["replicas"] = json!(-1);
-        assert_eq!(msgs(&validate("deployments", &d, None)), vec!["spec.replicas: Invalid value: -1: must be greater than or equal to 0"]);
+        assert_eq!(
+            msgs(&validate("deployments", &d, None)),
+            vec!["spec.replicas: Invalid value: -1: must be greater than or equal to 0"]
+        );
         let old = deployment(json!({"matchLabels": {"app": "a"}}), json!({"app": "a", "x": "y"}));
         let new = deployment(json!({"matchLabels": {"app": "a", "x": "y"}}), json!({"app": "a", "x": "y"}));
         assert_eq!(
@@ -2325,7 +2411,10 @@ mod tests {
         d["spec"]["template"]["spec"]["containers"] = json!([{"name": "c"}, {"name": "c", "image": "x"}]);
         assert_eq!(
             msgs(&validate("deployments", &d, None)),
-            vec!["spec.template.spec.containers[0].image: Required value", "spec.template.spec.containers[1].name: Duplicate value: \"c\""]
+            vec![
+                "spec.template.spec.containers[0].image: Required value",
+                "spec.template.spec.containers[1].name: Duplicate value: \"c\""
+            ]
         );
     }
 
@@ -2347,7 +2436,10 @@ mod tests {
         let ev = json!({"metadata": {"name": "web.17a8b", "namespace": "default"}, "involvedObject": {"kind": "Node", "name": "n1"}, "reason": "x"});
         assert!(validate("events", &ev, None).is_empty());
         let ev = json!({"metadata": {"name": "e", "namespace": "demo"}, "involvedObject": {"kind": "Pod", "name": "p", "namespace": "other"}});
-        assert_eq!(msgs(&validate("events", &ev, None)), vec!["involvedObject.namespace: Invalid value: \"other\": does not match event.namespace"]);
+        assert_eq!(
+            msgs(&validate("events", &ev, None)),
+            vec!["involvedObject.namespace: Invalid value: \"other\": does not match event.namespace"]
+        );
         let ev = json!({"metadata": {"name": "e", "namespace": "demo"}, "eventTime": "2025-01-01T00:00:00.000000Z",
                         "involvedObject": {"kind": "Pod", "name": "p", "namespace": "demo"}, "reason": "Started"});
         assert_eq!(

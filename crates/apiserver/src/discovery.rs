@@ -8,7 +8,11 @@ use serde_json::{json, Value};
 use crate::resources::{self, Resource, RESOURCES};
 
 fn ok(v: &Value) -> Response {
-    Response::builder().status(200).header("content-type", "application/json").body(Body::from(serde_json::to_vec(v).unwrap_or_default())).expect("response")
+    Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(v).unwrap_or_default()))
+        .expect("response")
 }
 
 pub const GIT_VERSION: &str = "v1.37.0-yard";
@@ -30,7 +34,9 @@ pub fn version() -> Response {
 }
 
 pub fn api_versions() -> Response {
-    ok(&json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}))
+    ok(
+        &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}),
+    )
 }
 
 pub fn api_groups(_req: &Request) -> Response {
@@ -100,7 +106,9 @@ pub fn resource_list(path: &str) -> Option<Response> {
             [g] => {
                 let (_, v) = resources::groups().into_iter().find(|(gg, _)| gg == g)?;
                 let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
-                return Some(ok(&json!({"kind": "APIGroup", "apiVersion": "v1", "name": g, "versions": [gv.clone()], "preferredVersion": gv})));
+                return Some(ok(
+                    &json!({"kind": "APIGroup", "apiVersion": "v1", "name": g, "versions": [gv.clone()], "preferredVersion": gv}),
+                ));
             }
             [g, v] => format!("{g}/{v}"),
             _ => return None,

@@ -5,8 +5,8 @@
 //! Yard is a client of this API.
 
 mod discovery;
-pub mod metrics;
 mod managed;
+pub mod metrics;
 pub mod mirror;
 pub mod nodeproxy;
 pub mod objects;
@@ -18,9 +18,9 @@ pub mod rest;
 pub mod server;
 pub mod services;
 pub mod status;
-pub mod tls;
 #[cfg(test)]
 mod testutil;
+pub mod tls;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -178,10 +178,13 @@ pub async fn open_store(args: &Args) -> Result<DynStore, Error> {
             cfg.cert_file = args.etcd_certfile.clone();
             cfg.key_file = args.etcd_keyfile.clone();
             cfg.prefix = args.etcd_prefix.clone();
-            cfg.compaction_interval = (args.etcd_compaction_interval > 0).then(|| std::time::Duration::from_secs(args.etcd_compaction_interval));
+            cfg.compaction_interval = (args.etcd_compaction_interval > 0)
+                .then(|| std::time::Duration::from_secs(args.etcd_compaction_interval));
             Ok(Arc::new(yard_store::EtcdStore::connect(cfg).await?))
         }
-        Some(other) => Err(Error::Setup(format!("unsupported store {other}: use `embedded` or etcd://host:port[,host:port...]"))),
+        Some(other) => {
+            Err(Error::Setup(format!("unsupported store {other}: use `embedded` or etcd://host:port[,host:port...]")))
+        }
     }
 }
 
@@ -203,9 +206,21 @@ pub async fn start_with_store(args: Args, store: DynStore) -> Result<Running, Er
         sans.push(ip.clone());
     }
     let identity = tls::load_or_create(&args.data_dir, &sans)?;
-    let alloc = services::Allocator::new(store.clone(), services::AllocConfig { service_cidrs: args.service_cidr.clone(), node_ports: parse_range(&args.service_node_port_range)?, lb_cidr: Some(args.lb_cidr) });
-    let namespaces = mirror::Mirror::start(store.clone(), &resources::find("", "v1", "namespaces").expect("namespaces").prefix(), rest::namespace_terminating);
-    let state = Arc::new(State { store, tokens: vec![identity.token.clone()], alloc, metrics: Default::default(), namespaces });
+    let alloc = services::Allocator::new(
+        store.clone(),
+        services::AllocConfig {
+            service_cidrs: args.service_cidr.clone(),
+            node_ports: parse_range(&args.service_node_port_range)?,
+            lb_cidr: Some(args.lb_cidr),
+        },
+    );
+    let namespaces = mirror::Mirror::start(
+        store.clone(),
+        &resources::find("", "v1", "namespaces").expect("namespaces").prefix(),
+        rest::namespace_terminating,
+    );
+    let state =
+        Arc::new(State { store, tokens: vec![identity.token.clone()], alloc, metrics: Default::default(), namespaces });
     // Allocations of stored Services are recorded; leaks from a crash are freed.
     tracing::debug!("adopting allocations");
     state.alloc.adopt_existing().await?;
@@ -226,13 +241,23 @@ pub async fn start_with_store(args: Args, store: DynStore) -> Result<Running, Er
     let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
     let host = if host.contains(':') { format!("[{host}]") } else { host };
     let kubeconfig = args.data_dir.join("kubeconfig");
-    tls::write_kubeconfig(&kubeconfig, &tls::kubeconfig(&identity, &format!("https://{host}:{}", addr.port()), &args.cluster_name))?;
+    tls::write_kubeconfig(
+        &kubeconfig,
+        &tls::kubeconfig(&identity, &format!("https://{host}:{}", addr.port()), &args.cluster_name),
+    )?;
     Ok(Running { addr, kubeconfig, state, identity, stop: Some(stop_tx), task: Some(task) })
 }
 
 /// Create an object through the normal create path unless it exists.
-pub async fn ensure(state: &Arc<State>, api_version: &str, kind: &str, ns: Option<&str>, obj: Value) -> Result<(), Error> {
-    let r = resources::by_kind(api_version, kind).ok_or_else(|| Error::Setup(format!("unknown kind {api_version}/{kind}")))?;
+pub async fn ensure(
+    state: &Arc<State>,
+    api_version: &str,
+    kind: &str,
+    ns: Option<&str>,
+    obj: Value,
+) -> Result<(), Error> {
+    let r = resources::by_kind(api_version, kind)
+        .ok_or_else(|| Error::Setup(format!("unknown kind {api_version}/{kind}")))?;
     let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
     if state.store.get(&r.key(ns, &name)).await?.is_some() {
         return Ok(());
@@ -242,7 +267,8 @@ pub async fn ensure(state: &Arc<State>, api_version: &str, kind: &str, ns: Optio
     headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     headers.insert(http::header::USER_AGENT, http::HeaderValue::from_static("kube-apiserver"));
     let t = server::Target { resource: r, namespace: ns.map(String::from), name: None, sub: None };
-    let resp = rest::dispatch(state.clone(), http::Method::POST, t, rest::Params::default(), headers, body.into()).await;
+    let resp =
+        rest::dispatch(state.clone(), http::Method::POST, t, rest::Params::default(), headers, body.into()).await;
     if !resp.status().is_success() && resp.status() != http::StatusCode::CONFLICT {
         let b = http_body_util::BodyExt::collect(resp.into_body()).await.map(|c| c.to_bytes()).unwrap_or_default();
         return Err(Error::Setup(format!("bootstrap {kind} {name}: {}", String::from_utf8_lossy(&b))));
@@ -267,7 +293,11 @@ async fn bootstrap(state: &Arc<State>, args: &Args, addr: SocketAddr) -> Result<
                "spec": {"clusterIP": first, "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": addr.port()}], "sessionAffinity": "None", "type": "ClusterIP"}}),
     )
     .await?;
-    let ip = args.advertise_address.unwrap_or(if addr.ip().is_unspecified() { "127.0.0.1".parse().expect("ip") } else { addr.ip() });
+    let ip = args.advertise_address.unwrap_or(if addr.ip().is_unspecified() {
+        "127.0.0.1".parse().expect("ip")
+    } else {
+        addr.ip()
+    });
     tracing::debug!("endpoints");
     set_kubernetes_endpoints(state, ip, addr.port()).await
 }
@@ -279,7 +309,10 @@ pub async fn set_kubernetes_endpoints(state: &State, ip: IpAddr, port: u16) -> R
     let fam = if ip.is_ipv4() { "IPv4" } else { "IPv6" };
     let slice = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"kubernetes.io/service-name": "kubernetes", "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
                        "addressType": fam, "endpoints": [{"addresses": [ip.to_string()], "conditions": {"ready": true}}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]});
-    for (r, obj) in [(resources::find("", "v1", "endpoints"), eps), (resources::find("discovery.k8s.io", "v1", "endpointslices"), slice)] {
+    for (r, obj) in [
+        (resources::find("", "v1", "endpoints"), eps),
+        (resources::find("discovery.k8s.io", "v1", "endpointslices"), slice),
+    ] {
         let r = r.expect("known resource");
         let key = r.key(Some("default"), "kubernetes");
         match state.store.get(&key).await? {
@@ -291,8 +324,15 @@ pub async fn set_kubernetes_endpoints(state: &State, ip: IpAddr, port: u16) -> R
                     cur[field] = want_sub;
                     if r.kind == "EndpointSlice" {
                         cur["ports"] = obj["ports"].clone();
-                    } 
-                    let _ = state.store.write(yard_store::Op::Update { key, value: serde_json::to_vec(&cur).unwrap_or_default().into(), expect: Some(kv.mod_revision) }).await;
+                    }
+                    let _ = state
+                        .store
+                        .write(yard_store::Op::Update {
+                            key,
+                            value: serde_json::to_vec(&cur).unwrap_or_default().into(),
+                            expect: Some(kv.mod_revision),
+                        })
+                        .await;
                 }
             }
             None => {
@@ -301,7 +341,10 @@ pub async fn set_kubernetes_endpoints(state: &State, ip: IpAddr, port: u16) -> R
                 let mut obj = obj;
                 obj["metadata"]["uid"] = json!(crate::objects::new_uid());
                 obj["metadata"]["creationTimestamp"] = json!(objects::now_rfc3339());
-                let _ = state.store.write(yard_store::Op::Create { key, value: serde_json::to_vec(&obj).unwrap_or_default().into() }).await;
+                let _ = state
+                    .store
+                    .write(yard_store::Op::Create { key, value: serde_json::to_vec(&obj).unwrap_or_default().into() })
+                    .await;
             }
         }
     }

@@ -9,7 +9,8 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::response::Response;
 
-const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+const BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
 #[derive(Default)]
 struct Hist {
@@ -54,12 +55,26 @@ impl Metrics {
         out.push_str("# HELP apiserver_request_duration_seconds Response latency distribution in seconds for each verb and resource.\n# TYPE apiserver_request_duration_seconds histogram\n");
         for ((verb, res), h) in self.latency.lock().expect("metrics").iter() {
             for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(out, "apiserver_request_duration_seconds_bucket{{resource=\"{res}\",verb=\"{verb}\",le=\"{b}\"}} {}", h.counts[i]);
+                let _ = writeln!(
+                    out,
+                    "apiserver_request_duration_seconds_bucket{{resource=\"{res}\",verb=\"{verb}\",le=\"{b}\"}} {}",
+                    h.counts[i]
+                );
             }
-            let _ = writeln!(out, "apiserver_request_duration_seconds_bucket{{resource=\"{res}\",verb=\"{verb}\",le=\"+Inf\"}} {}", h.n);
-            let _ = writeln!(out, "apiserver_request_duration_seconds_sum{{resource=\"{res}\",verb=\"{verb}\"}} {}", h.sum);
-            let _ = writeln!(out, "apiserver_request_duration_seconds_count{{resource=\"{res}\",verb=\"{verb}\"}} {}", h.n);
+            let _ = writeln!(
+                out,
+                "apiserver_request_duration_seconds_bucket{{resource=\"{res}\",verb=\"{verb}\",le=\"+Inf\"}} {}",
+                h.n
+            );
+            let _ =
+                writeln!(out, "apiserver_request_duration_seconds_sum{{resource=\"{res}\",verb=\"{verb}\"}} {}", h.sum);
+            let _ =
+                writeln!(out, "apiserver_request_duration_seconds_count{{resource=\"{res}\",verb=\"{verb}\"}} {}", h.n);
         }
-        Response::builder().status(200).header("content-type", "text/plain; version=0.0.4").body(Body::from(out)).expect("response")
+        Response::builder()
+            .status(200)
+            .header("content-type", "text/plain; version=0.0.4")
+            .body(Body::from(out))
+            .expect("response")
     }
 }

@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 
-use crate::rest::get_obj;
 use crate::resources;
+use crate::rest::get_obj;
 use crate::server::Target;
 use crate::status::ApiError;
 use crate::State;
@@ -22,7 +22,10 @@ pub const AGENT_ENDPOINT_ANNOTATION: &str = "yard.dev/agent-endpoint";
 async fn agent_address(state: &State, t: &Target) -> Result<String, ApiError> {
     let name = t.name.as_deref().unwrap_or("");
     let pod = get_obj(state, t.resource, t.namespace.as_deref(), name).await?;
-    let node = pod["spec"]["nodeName"].as_str().filter(|s| !s.is_empty()).ok_or_else(|| ApiError::bad_request(format!("pod {name} does not have a host assigned")))?;
+    let node = pod["spec"]["nodeName"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::bad_request(format!("pod {name} does not have a host assigned")))?;
     let nodes = resources::find("", "v1", "nodes").expect("nodes");
     let n = get_obj(state, nodes, None, node).await?;
     if let Some(ep) = n["metadata"]["annotations"][AGENT_ENDPOINT_ANNOTATION].as_str() {
@@ -55,7 +58,9 @@ pub async fn forward(state: Arc<State>, t: &Target, mut req: Request) -> Respons
         let _ = conn.with_upgrades().await;
     });
     let client_upgrade = hyper::upgrade::on(&mut req);
-    let mut out = http::Request::builder().method(req.method()).uri(req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+    let mut out = http::Request::builder()
+        .method(req.method())
+        .uri(req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"));
     for (k, v) in req.headers() {
         if k == http::header::AUTHORIZATION || k == http::header::HOST {
             continue;

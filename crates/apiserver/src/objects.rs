@@ -20,7 +20,8 @@ pub fn decode_body(body: &[u8], content_type: &str) -> Result<(Value, Vec<String
     }
     let mut dups = Vec::new();
     let mut de = serde_json::Deserializer::from_slice(body);
-    let v = StrictSeed { path: &mut String::new(), dups: &mut dups }.deserialize(&mut de).map_err(|e| json_error(&e))?;
+    let v =
+        StrictSeed { path: &mut String::new(), dups: &mut dups }.deserialize(&mut de).map_err(|e| json_error(&e))?;
     de.end().map_err(|e| json_error(&e))?;
     Ok((v, dups))
 }
@@ -279,7 +280,10 @@ mod tests {
                 assert_eq!(r.key(ns, "x"), format!("{}x", r.ns_prefix(ns)));
             }
         }
-        assert_eq!(crate::resources::find("", "v1", "services").unwrap().key(Some("d"), "s"), "/registry/core/services/d/s");
+        assert_eq!(
+            crate::resources::find("", "v1", "services").unwrap().key(Some("d"), "s"),
+            "/registry/core/services/d/s"
+        );
     }
 
     #[test]

@@ -15,7 +15,11 @@ use serde_json::{json, Map, Value};
 use crate::resources::{Resource, RESOURCES};
 
 fn ok(v: &[u8]) -> Response {
-    Response::builder().status(200).header("content-type", "application/json").body(Body::from(v.to_vec())).expect("response")
+    Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .body(Body::from(v.to_vec()))
+        .expect("response")
 }
 
 fn gv_path(gv: &str) -> String {
@@ -56,14 +60,18 @@ pub(crate) fn fnv(b: &[u8]) -> u64 {
 }
 
 pub fn root() -> Response {
-    let paths: Map<String, Value> = docs().iter().map(|(p, (h, _))| (p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={h}")}))).collect();
+    let paths: Map<String, Value> = docs()
+        .iter()
+        .map(|(p, (h, _))| (p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={h}")})))
+        .collect();
     ok(&serde_json::to_vec(&json!({"paths": paths})).unwrap_or_default())
 }
 
 pub fn group_version(path: &str) -> Response {
     match docs().get(path.trim_end_matches('/')) {
         Some((_, d)) => ok(d),
-        None => crate::status::ApiError::new(404, "NotFound", "the server could not find the requested resource").into_response_owned(),
+        None => crate::status::ApiError::new(404, "NotFound", "the server could not find the requested resource")
+            .into_response_owned(),
     }
 }
 
@@ -102,7 +110,10 @@ pub(crate) fn collection_path(r: &Resource) -> String {
 /// The schemas of `resources`' kinds and of everything they reference (plus the types `extra`
 /// adds to the generator), in OpenAPI v3 form: each kind under its upstream name, with
 /// `x-kubernetes-group-version-kind`; a kind without a schema gets a bare object schema.
-pub(crate) fn kind_schemas<'a>(resources: impl IntoIterator<Item = &'a Resource>, extra: impl FnOnce(&mut schemars::SchemaGenerator)) -> Map<String, Value> {
+pub(crate) fn kind_schemas<'a>(
+    resources: impl IntoIterator<Item = &'a Resource>,
+    extra: impl FnOnce(&mut schemars::SchemaGenerator),
+) -> Map<String, Value> {
     let mut gen = SchemaSettings::openapi3().into_generator();
     let top: Vec<(&Resource, String)> = resources.into_iter().map(|r| (r, schema_of(r, &mut gen))).collect();
     extra(&mut gen);
@@ -121,10 +132,12 @@ fn build(gv: &str) -> Value {
         let base = collection_path(r);
         let reference = json!({"$ref": format!("#/components/schemas/{}", schema_name(r))});
         let body = |types: &[&str]| -> Value {
-            let content: Map<String, Value> = types.iter().map(|t| (t.to_string(), json!({"schema": reference.clone()}))).collect();
+            let content: Map<String, Value> =
+                types.iter().map(|t| (t.to_string(), json!({"schema": reference.clone()}))).collect();
             json!({"required": true, "content": content})
         };
-        let resp = json!({"200": {"description": "OK", "content": {"application/json": {"schema": reference.clone()}}}});
+        let resp =
+            json!({"200": {"description": "OK", "content": {"application/json": {"schema": reference.clone()}}}});
         let write_params = vec![
             qp("dryRun", "When present, indicates that modifications should not be persisted.", "string"),
             qp("fieldManager", "fieldManager is a name associated with the actor or entity that is making these changes.", "string"),

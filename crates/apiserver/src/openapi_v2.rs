@@ -80,9 +80,15 @@ fn wants_protobuf(headers: &HeaderMap) -> bool {
 /// `GET /openapi/v2`.
 pub fn document(headers: &HeaderMap) -> Response {
     let r: &'static Rendered = rendered();
-    let (ctype, body, etag): (&str, &'static [u8], &str) =
-        if wants_protobuf(headers) { (MIME_PB_DOT, r.pb.as_slice(), r.pb_etag.as_str()) } else { ("application/json", r.json.as_slice(), r.json_etag.as_str()) };
-    let matched = headers.get(http::header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let (ctype, body, etag): (&str, &'static [u8], &str) = if wants_protobuf(headers) {
+        (MIME_PB_DOT, r.pb.as_slice(), r.pb_etag.as_str())
+    } else {
+        ("application/json", r.json.as_slice(), r.json_etag.as_str())
+    };
+    let matched = headers
+        .get(http::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
     let b = Response::builder().header("etag", etag).header("vary", "Accept");
     if matched {
         return b.status(304).body(Body::empty()).expect("response");
@@ -134,7 +140,9 @@ fn to_v2_schema(v: &mut Value) {
     // `{"allOf": [{"$ref": X}], ...siblings}` -> `{"$ref": X, ...siblings}`.
     if !o.contains_key("$ref") {
         let single_ref = match o.get("allOf") {
-            Some(Value::Array(a)) if a.len() == 1 => a[0].as_object().filter(|r| r.len() == 1).and_then(|r| r.get("$ref")).cloned(),
+            Some(Value::Array(a)) if a.len() == 1 => {
+                a[0].as_object().filter(|r| r.len() == 1).and_then(|r| r.get("$ref")).cloned()
+            }
             _ => None,
         };
         if let Some(r) = single_ref {
@@ -227,9 +235,16 @@ fn resource_paths(r: &Resource, paths: &mut BTreeMap<String, Value>) {
     let ok_status = json!({"description": "OK", "schema": reference(STATUS)});
     let unauthorized = json!({"description": "Unauthorized"});
     let write_params = |b: Value| json!([b, dry_run.clone(), field_manager.clone(), field_validation.clone()]);
-    let patch_params = json!([body(json!({"type": "object"})), dry_run.clone(), field_manager.clone(), field_validation.clone(), force.clone()]);
+    let patch_params = json!([
+        body(json!({"type": "object"})),
+        dry_run.clone(),
+        field_manager.clone(),
+        field_validation.clone(),
+        force.clone()
+    ]);
     let delete_params = json!([{"name": "body", "in": "body", "schema": reference(DELETE_OPTIONS)}, dry_run.clone(), query("gracePeriodSeconds", "integer", "The duration in seconds before the object should be deleted."), query("propagationPolicy", "string", "Whether and how garbage collection will be performed.")]);
-    let patch_consumes = json!(["application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"]);
+    let patch_consumes =
+        json!(["application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"]);
     let op = |action: &str, id: String, desc: String, consumes: Value, params: Value, responses: Value| -> Value {
         let mut o = json!({
             "description": desc,
@@ -654,7 +669,10 @@ fn any(v: &Value) -> pb::Any {
 }
 
 fn extensions(o: &Map<String, Value>) -> Vec<pb::NamedAny> {
-    o.iter().filter(|(k, _)| k.starts_with("x-")).map(|(k, v)| pb::NamedAny { name: k.clone(), value: Some(any(v)) }).collect()
+    o.iter()
+        .filter(|(k, _)| k.starts_with("x-"))
+        .map(|(k, v)| pb::NamedAny { name: k.clone(), value: Some(any(v)) })
+        .collect()
 }
 
 fn s(o: &Map<String, Value>, k: &str) -> String {
@@ -662,7 +680,10 @@ fn s(o: &Map<String, Value>, k: &str) -> String {
 }
 
 fn strings(o: &Map<String, Value>, k: &str) -> Vec<String> {
-    o.get(k).and_then(Value::as_array).map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()).unwrap_or_default()
+    o.get(k)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
 }
 
 fn b(o: &Map<String, Value>, k: &str) -> bool {
@@ -680,12 +701,24 @@ fn i(o: &Map<String, Value>, k: &str) -> i64 {
 fn to_proto(doc: &Value) -> pb::Document {
     let empty = Map::new();
     let o = doc.as_object().unwrap_or(&empty);
-    let info = o.get("info").and_then(Value::as_object).map(|i| pb::Info { title: s(i, "title"), version: s(i, "version"), description: s(i, "description"), vendor_extension: extensions(i) });
+    let info = o.get("info").and_then(Value::as_object).map(|i| pb::Info {
+        title: s(i, "title"),
+        version: s(i, "version"),
+        description: s(i, "description"),
+        vendor_extension: extensions(i),
+    });
     let paths = o.get("paths").and_then(Value::as_object).map(|p| pb::Paths {
         vendor_extension: extensions(p),
-        path: p.iter().filter(|(k, _)| !k.starts_with("x-")).map(|(k, v)| pb::NamedPathItem { name: k.clone(), value: Some(path_item(v)) }).collect(),
+        path: p
+            .iter()
+            .filter(|(k, _)| !k.starts_with("x-"))
+            .map(|(k, v)| pb::NamedPathItem { name: k.clone(), value: Some(path_item(v)) })
+            .collect(),
     });
-    let definitions = o.get("definitions").and_then(Value::as_object).map(|d| pb::Definitions { additional_properties: named_schemas(d) });
+    let definitions = o
+        .get("definitions")
+        .and_then(Value::as_object)
+        .map(|d| pb::Definitions { additional_properties: named_schemas(d) });
     pb::Document { swagger: s(o, "swagger"), info, paths, definitions, vendor_extension: extensions(o) }
 }
 
@@ -698,7 +731,9 @@ fn schema(v: &Value) -> pb::Schema {
     let o = v.as_object().unwrap_or(&empty);
     let ty = match o.get("type") {
         Some(Value::String(t)) => Some(pb::TypeItem { value: vec![t.clone()] }),
-        Some(Value::Array(ts)) => Some(pb::TypeItem { value: ts.iter().filter_map(|t| t.as_str().map(str::to_string)).collect() }),
+        Some(Value::Array(ts)) => {
+            Some(pb::TypeItem { value: ts.iter().filter_map(|t| t.as_str().map(str::to_string)).collect() })
+        }
         _ => None,
     };
     let items = match o.get("items") {
@@ -707,7 +742,9 @@ fn schema(v: &Value) -> pb::Schema {
         _ => None,
     };
     let additional_properties = match o.get("additionalProperties") {
-        Some(x @ Value::Object(_)) => Some(pb::AdditionalPropertiesItem { schema: Some(Box::new(schema(x))), boolean: None }),
+        Some(x @ Value::Object(_)) => {
+            Some(pb::AdditionalPropertiesItem { schema: Some(Box::new(schema(x))), boolean: None })
+        }
         Some(Value::Bool(x)) => Some(pb::AdditionalPropertiesItem { schema: None, boolean: Some(*x) }),
         _ => None,
     };
@@ -736,7 +773,10 @@ fn schema(v: &Value) -> pb::Schema {
         ty,
         items,
         all_of: o.get("allOf").and_then(Value::as_array).map(|a| a.iter().map(schema).collect()).unwrap_or_default(),
-        properties: o.get("properties").and_then(Value::as_object).map(|p| pb::Properties { additional_properties: named_schemas(p) }),
+        properties: o
+            .get("properties")
+            .and_then(Value::as_object)
+            .map(|p| pb::Properties { additional_properties: named_schemas(p) }),
         discriminator: s(o, "discriminator"),
         read_only: b(o, "readOnly"),
         example: o.get("example").map(any),
@@ -772,10 +812,23 @@ fn operation(v: &Value) -> pb::Operation {
             .map(|(code, rv)| {
                 let ro = rv.as_object().unwrap_or(&empty);
                 let value = if ro.contains_key("$ref") {
-                    pb::ResponseValue { response: None, json_reference: Some(pb::JsonReference { xref: s(ro, "$ref"), description: s(ro, "description") }) }
+                    pb::ResponseValue {
+                        response: None,
+                        json_reference: Some(pb::JsonReference {
+                            xref: s(ro, "$ref"),
+                            description: s(ro, "description"),
+                        }),
+                    }
                 } else {
                     let schema = ro.get("schema").map(|x| pb::SchemaItem { schema: Some(schema(x)) });
-                    pb::ResponseValue { response: Some(pb::Response { description: s(ro, "description"), schema, vendor_extension: extensions(ro) }), json_reference: None }
+                    pb::ResponseValue {
+                        response: Some(pb::Response {
+                            description: s(ro, "description"),
+                            schema,
+                            vendor_extension: extensions(ro),
+                        }),
+                        json_reference: None,
+                    }
                 };
                 pb::NamedResponseValue { name: code.clone(), value: Some(value) }
             })
@@ -803,11 +856,21 @@ fn parameters(o: &Map<String, Value>) -> Vec<pb::ParametersItem> {
         .filter_map(Value::as_object)
         .filter_map(|p| {
             if p.contains_key("$ref") {
-                return Some(pb::ParametersItem { parameter: None, json_reference: Some(pb::JsonReference { xref: s(p, "$ref"), description: s(p, "description") }) });
+                return Some(pb::ParametersItem {
+                    parameter: None,
+                    json_reference: Some(pb::JsonReference { xref: s(p, "$ref"), description: s(p, "description") }),
+                });
             }
             let parameter = match p.get("in").and_then(Value::as_str)? {
                 "body" => pb::Parameter {
-                    body_parameter: Some(pb::BodyParameter { description: s(p, "description"), name: s(p, "name"), in_: "body".into(), required: b(p, "required"), schema: p.get("schema").map(schema), vendor_extension: extensions(p) }),
+                    body_parameter: Some(pb::BodyParameter {
+                        description: s(p, "description"),
+                        name: s(p, "name"),
+                        in_: "body".into(),
+                        required: b(p, "required"),
+                        schema: p.get("schema").map(schema),
+                        vendor_extension: extensions(p),
+                    }),
                     non_body_parameter: None,
                 },
                 "query" => pb::Parameter {
@@ -838,7 +901,11 @@ fn parameters(o: &Map<String, Value>) -> Vec<pb::ParametersItem> {
                         unique_items: b(p, "uniqueItems"),
                         vendor_extension: extensions(p),
                     };
-                    let nb = if place == "path" { pb::NonBodyParameter { path_parameter_sub_schema: Some(sp), ..Default::default() } } else { pb::NonBodyParameter { header_parameter_sub_schema: Some(sp), ..Default::default() } };
+                    let nb = if place == "path" {
+                        pb::NonBodyParameter { path_parameter_sub_schema: Some(sp), ..Default::default() }
+                    } else {
+                        pb::NonBodyParameter { header_parameter_sub_schema: Some(sp), ..Default::default() }
+                    };
                     pb::Parameter { body_parameter: None, non_body_parameter: Some(nb) }
                 }
                 _ => return None,
@@ -905,7 +972,12 @@ mod tests {
             check(d.value.as_ref().expect("schema"), &names, &d.name, &mut errs);
         }
         assert!(errs.is_empty(), "{errs:#?}");
-        for want in ["io.k8s.api.core.v1.ServiceSpec", "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", "io.k8s.apimachinery.pkg.util.intstr.IntOrString", STATUS] {
+        for want in [
+            "io.k8s.api.core.v1.ServiceSpec",
+            "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+            "io.k8s.apimachinery.pkg.util.intstr.IntOrString",
+            STATUS,
+        ] {
             assert!(names.contains(want), "missing {want}");
         }
     }
@@ -917,13 +989,26 @@ mod tests {
         for r in RESOURCES {
             let name = schema_name(r);
             let d = defs.iter().find(|d| d.name == name).unwrap_or_else(|| panic!("no definition {name}"));
-            let ext = d.value.as_ref().unwrap().vendor_extension.iter().find(|e| e.name == "x-kubernetes-group-version-kind").expect("gvk extension");
+            let ext = d
+                .value
+                .as_ref()
+                .unwrap()
+                .vendor_extension
+                .iter()
+                .find(|e| e.name == "x-kubernetes-group-version-kind")
+                .expect("gvk extension");
             let v: Value = serde_yaml::from_str(&ext.value.as_ref().unwrap().yaml).expect("yaml");
             assert_eq!(v, json!([{"group": r.group, "version": r.version, "kind": r.kind}]), "{name}");
         }
         // A nested type is no kind.
         let spec = defs.iter().find(|d| d.name == "io.k8s.api.core.v1.ServiceSpec").unwrap();
-        assert!(spec.value.as_ref().unwrap().vendor_extension.iter().all(|e| e.name != "x-kubernetes-group-version-kind"));
+        assert!(spec
+            .value
+            .as_ref()
+            .unwrap()
+            .vendor_extension
+            .iter()
+            .all(|e| e.name != "x-kubernetes-group-version-kind"));
     }
 
     #[test]
@@ -943,18 +1028,46 @@ mod tests {
     fn operations_declare_field_validation_and_no_strategic_merge() {
         let doc = decoded();
         let paths = &doc.paths.as_ref().unwrap().path;
-        let svc = paths.iter().find(|p| p.name == "/api/v1/namespaces/{namespace}/services").expect("services path").value.as_ref().unwrap();
+        let svc = paths
+            .iter()
+            .find(|p| p.name == "/api/v1/namespaces/{namespace}/services")
+            .expect("services path")
+            .value
+            .as_ref()
+            .unwrap();
         let post = svc.post.as_ref().unwrap();
         let gvk = post.vendor_extension.iter().find(|e| e.name == "x-kubernetes-group-version-kind").unwrap();
         let m: BTreeMap<String, String> = serde_yaml::from_str(&gvk.value.as_ref().unwrap().yaml).unwrap();
         assert_eq!((m["group"].as_str(), m["version"].as_str(), m["kind"].as_str()), ("", "v1", "Service"));
-        let names: Vec<String> = post.parameters.iter().filter_map(|p| p.parameter.as_ref()?.non_body_parameter.as_ref()?.query_parameter_sub_schema.as_ref().map(|q| q.name.clone())).collect();
+        let names: Vec<String> = post
+            .parameters
+            .iter()
+            .filter_map(|p| {
+                p.parameter
+                    .as_ref()?
+                    .non_body_parameter
+                    .as_ref()?
+                    .query_parameter_sub_schema
+                    .as_ref()
+                    .map(|q| q.name.clone())
+            })
+            .collect();
         assert!(names.contains(&"fieldValidation".to_string()), "{names:?}");
         let body = post.parameters.iter().find_map(|p| p.parameter.as_ref()?.body_parameter.as_ref()).unwrap();
         assert_eq!(body.schema.as_ref().unwrap().xref, "#/definitions/io.k8s.api.core.v1.Service");
-        let named = paths.iter().find(|p| p.name == "/api/v1/namespaces/{namespace}/services/{name}").unwrap().value.as_ref().unwrap();
+        let named = paths
+            .iter()
+            .find(|p| p.name == "/api/v1/namespaces/{namespace}/services/{name}")
+            .unwrap()
+            .value
+            .as_ref()
+            .unwrap();
         let consumes = &named.patch.as_ref().unwrap().consumes;
-        assert!(consumes.contains(&"application/merge-patch+json".to_string()) && !consumes.iter().any(|c| c.contains("strategic")), "{consumes:?}");
+        assert!(
+            consumes.contains(&"application/merge-patch+json".to_string())
+                && !consumes.iter().any(|c| c.contains("strategic")),
+            "{consumes:?}"
+        );
         assert!(paths.iter().any(|p| p.name == "/apis/apps/v1/namespaces/{namespace}/deployments/{name}/status"));
     }
 

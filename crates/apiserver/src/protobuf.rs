@@ -109,7 +109,8 @@ fn decode_at(body: &[u8], depth: usize) -> Result<Value, String> {
         return Err("protobuf: nesting too deep".into());
     }
     let inner = body.strip_prefix(MAGIC).ok_or("protobuf: body does not start with the k8s magic")?;
-    let (mut api_version, mut kind, mut raw, mut encoding, mut content_type) = (String::new(), String::new(), &[][..], String::new(), String::new());
+    let (mut api_version, mut kind, mut raw, mut encoding, mut content_type) =
+        (String::new(), String::new(), &[][..], String::new(), String::new());
     let mut r = Reader::new(inner);
     while let Some((tag, w)) = r.next()? {
         match tag {
@@ -148,7 +149,9 @@ fn decode_at(body: &[u8], depth: usize) -> Result<Value, String> {
     match obj {
         Value::Object(m) => {
             for (k, v) in m {
-                if (k == "apiVersion" || k == "kind") && out.get(&k).and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+                if (k == "apiVersion" || k == "kind")
+                    && out.get(&k).and_then(Value::as_str).is_some_and(|s| !s.is_empty())
+                {
                     continue;
                 }
                 out.insert(k, v);
@@ -349,8 +352,12 @@ fn decode_value(schema: &Schema, ty: &str, w: Wire<'_>, depth: usize) -> Result<
                 // Go writes the zero time as an empty message: JSON `null`.
                 return Ok(Decoded { value: Value::Null, zero: true });
             }
-            let nanos = i32::try_from(nanos).ok().filter(|n| (0..1_000_000_000).contains(n)).ok_or("protobuf: timestamp nanos out of range")?;
-            let ts = jiff::Timestamp::new(seconds, if ty == TIME { 0 } else { nanos / 1000 * 1000 }).map_err(|e| format!("protobuf: timestamp: {e}"))?;
+            let nanos = i32::try_from(nanos)
+                .ok()
+                .filter(|n| (0..1_000_000_000).contains(n))
+                .ok_or("protobuf: timestamp nanos out of range")?;
+            let ts = jiff::Timestamp::new(seconds, if ty == TIME { 0 } else { nanos / 1000 * 1000 })
+                .map_err(|e| format!("protobuf: timestamp: {e}"))?;
             let base = ts.strftime("%Y-%m-%dT%H:%M:%S").to_string();
             let s = if ty == TIME { format!("{base}Z") } else { format!("{base}.{:06}Z", nanos / 1000) };
             Ok(Decoded { value: Value::String(s), zero: false })
@@ -545,7 +552,10 @@ impl<'a> Reader<'a> {
             return Ok(None);
         }
         let key = self.varint()?;
-        let tag = u32::try_from(key >> 3).ok().filter(|t| *t > 0 && *t < (1 << 29)).ok_or("protobuf: invalid field number")?;
+        let tag = u32::try_from(key >> 3)
+            .ok()
+            .filter(|t| *t > 0 && *t < (1 << 29))
+            .ok_or("protobuf: invalid field number")?;
         let w = match key & 7 {
             0 => Wire::Varint(self.varint()?),
             1 => Wire::Fixed64(self.fixed64()?),
@@ -634,10 +644,24 @@ mod tests {
         let st = &s.messages["api.core.v1.PodStatus"];
         assert!(st.iter().any(|f| f.tag == 12 && f.name == "podIPs" && f.label == Label::Repeated));
         for (av, kind) in [
-            ("v1", "Namespace"), ("v1", "Pod"), ("v1", "Service"), ("v1", "Endpoints"), ("v1", "Event"), ("v1", "Node"),
-            ("v1", "ConfigMap"), ("v1", "Secret"), ("v1", "ServiceAccount"), ("v1", "Binding"), ("v1", "DeleteOptions"),
-            ("meta.k8s.io/v1", "DeleteOptions"), ("apps/v1", "DeleteOptions"), ("apps/v1", "Deployment"), ("apps/v1", "ReplicaSet"),
-            ("autoscaling/v1", "Scale"), ("discovery.k8s.io/v1", "EndpointSlice"), ("coordination.k8s.io/v1", "Lease"),
+            ("v1", "Namespace"),
+            ("v1", "Pod"),
+            ("v1", "Service"),
+            ("v1", "Endpoints"),
+            ("v1", "Event"),
+            ("v1", "Node"),
+            ("v1", "ConfigMap"),
+            ("v1", "Secret"),
+            ("v1", "ServiceAccount"),
+            ("v1", "Binding"),
+            ("v1", "DeleteOptions"),
+            ("meta.k8s.io/v1", "DeleteOptions"),
+            ("apps/v1", "DeleteOptions"),
+            ("apps/v1", "Deployment"),
+            ("apps/v1", "ReplicaSet"),
+            ("autoscaling/v1", "Scale"),
+            ("discovery.k8s.io/v1", "EndpointSlice"),
+            ("coordination.k8s.io/v1", "Lease"),
         ] {
             message_for(s, av, kind).unwrap_or_else(|e| panic!("{av} {kind}: {e}"));
         }
@@ -719,7 +743,10 @@ mod tests {
             w.0
         };
         let v = decode(&envelope("v1", "Secret", &raw)).expect("secret");
-        assert_eq!(v, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {"k": "dgD/"}, "type": "Opaque"}));
+        assert_eq!(
+            v,
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {"k": "dgD/"}, "type": "Opaque"})
+        );
 
         // Lease MicroTime, pointer zeros kept.
         let raw = {

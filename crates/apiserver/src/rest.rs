@@ -14,10 +14,10 @@ use serde_json::{json, Value};
 use yard_api::selector::LabelSelector;
 use yard_store::{EventKind, KeyValue, Op, StoreError};
 
+use crate::mirror::Seen;
 use crate::objects::{self, meta_mut, meta_str, name_of};
 use crate::resources::{self, Resource};
 use crate::server::Target;
-use crate::mirror::Seen;
 use crate::status::{ApiError, ApiResult};
 use crate::State;
 
@@ -111,11 +111,23 @@ fn pct_decode(s: &str) -> String {
 /// The verb name used in metrics (upstream's apiserver_request_total labels).
 pub fn verb_name(m: &Method, t: &Target, p: &Params) -> String {
     match *m {
-        Method::GET if t.name.is_none() => if p.watch { "WATCH" } else { "LIST" },
+        Method::GET if t.name.is_none() => {
+            if p.watch {
+                "WATCH"
+            } else {
+                "LIST"
+            }
+        }
         Method::GET => "GET",
         Method::POST => "POST",
         Method::PUT => "PUT",
-        Method::PATCH => if p.force || p.field_manager.is_some() { "APPLY" } else { "PATCH" },
+        Method::PATCH => {
+            if p.force || p.field_manager.is_some() {
+                "APPLY"
+            } else {
+                "PATCH"
+            }
+        }
         Method::DELETE if t.name.is_none() => "DELETECOLLECTION",
         Method::DELETE => "DELETE",
         _ => "OTHER",
@@ -128,7 +140,11 @@ fn json_response(code: StatusCode, v: &Value) -> Response {
 }
 
 fn json_bytes_response(code: StatusCode, body: Vec<u8>) -> Response {
-    Response::builder().status(code).header("content-type", "application/json").body(Body::from(body)).expect("response")
+    Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .expect("response")
 }
 
 fn wants_table(h: &HeaderMap) -> bool {
@@ -137,7 +153,8 @@ fn wants_table(h: &HeaderMap) -> bool {
 
 /// Decode a stored value and stamp its resourceVersion.
 pub fn from_kv(kv: &KeyValue) -> ApiResult<Value> {
-    let mut v: Value = serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(format!("stored object {}: {e}", kv.key)))?;
+    let mut v: Value =
+        serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(format!("stored object {}: {e}", kv.key)))?;
     meta_mut(&mut v).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
     Ok(v)
 }
@@ -233,7 +250,9 @@ fn from_kv_lean(kv: &KeyValue) -> ApiResult<Value> {
         }
     }
     let mut de = serde_json::Deserializer::from_slice(&kv.value);
-    let map = Obj { top: true }.deserialize(&mut de).map_err(|e| ApiError::internal(format!("stored object {}: {e}", kv.key)))?;
+    let map = Obj { top: true }
+        .deserialize(&mut de)
+        .map_err(|e| ApiError::internal(format!("stored object {}: {e}", kv.key)))?;
     let mut v = Value::Object(map);
     meta_mut(&mut v).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
     Ok(v)
@@ -254,7 +273,10 @@ fn into_revision(mut v: Value, revision: i64) -> Value {
 }
 
 fn encode(v: &Value) -> Bytes {
-    let stamped = v.get("metadata").and_then(Value::as_object).is_some_and(|m| m.contains_key("resourceVersion") || m.contains_key("selfLink"));
+    let stamped = v
+        .get("metadata")
+        .and_then(Value::as_object)
+        .is_some_and(|m| m.contains_key("resourceVersion") || m.contains_key("selfLink"));
     if !stamped {
         // Nothing to strip (a create's object): serialized as it is.
         return Bytes::from(serde_json::to_vec(v).expect("json"));
@@ -267,24 +289,43 @@ fn encode(v: &Value) -> Bytes {
     Bytes::from(serde_json::to_vec(&v).expect("json"))
 }
 
-pub async fn dispatch(state: Arc<State>, method: Method, t: Target, p: Params, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn dispatch(
+    state: Arc<State>,
+    method: Method,
+    t: Target,
+    p: Params,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let r = t.resource;
     let res: ApiResult<Response> = async {
         match (&method, t.name.as_deref(), t.sub.as_deref()) {
-            (&Method::GET, None, None) if p.watch => Ok(watch(state, r, t.namespace.clone(), p, wants_table(&headers)).await?),
+            (&Method::GET, None, None) if p.watch => {
+                Ok(watch(state, r, t.namespace.clone(), p, wants_table(&headers)).await?)
+            }
             (&Method::GET, None, None) => list(&state, r, t.namespace.as_deref(), &p, &headers).await,
-            (&Method::GET, Some(name), None | Some("status")) => get(&state, r, t.namespace.as_deref(), name, &headers).await,
+            (&Method::GET, Some(name), None | Some("status")) => {
+                get(&state, r, t.namespace.as_deref(), name, &headers).await
+            }
             (&Method::GET, Some(name), Some("scale")) => {
                 let obj = get_obj(&state, r, t.namespace.as_deref(), name).await?;
                 Ok(json_response(StatusCode::OK, &scale_of(&obj)))
             }
             (&Method::POST, None, None) => create(&state, r, t.namespace.as_deref(), &p, &headers, &body).await,
-            (&Method::POST, Some(name), Some("binding")) => binding(&state, r, t.namespace.as_deref(), name, &headers, &body).await,
-            (&Method::PUT, Some(name), sub) => update(&state, r, t.namespace.as_deref(), name, sub, &p, &headers, &body).await,
-            (&Method::PATCH, Some(name), sub) => patch(&state, r, t.namespace.as_deref(), name, sub, &p, &headers, &body).await,
+            (&Method::POST, Some(name), Some("binding")) => {
+                binding(&state, r, t.namespace.as_deref(), name, &headers, &body).await
+            }
+            (&Method::PUT, Some(name), sub) => {
+                update(&state, r, t.namespace.as_deref(), name, sub, &p, &headers, &body).await
+            }
+            (&Method::PATCH, Some(name), sub) => {
+                patch(&state, r, t.namespace.as_deref(), name, sub, &p, &headers, &body).await
+            }
             (&Method::DELETE, Some(name), None) => delete(&state, r, t.namespace.as_deref(), name, &p, &body).await,
             (&Method::DELETE, None, None) => delete_collection(&state, r, t.namespace.as_deref(), &p, &body).await,
-            _ => Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource".to_string())),
+            _ => Err(ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource".to_string(),
+            )),
         }
     }
     .await;
@@ -305,7 +346,13 @@ pub async fn get_obj(state: &State, r: &Resource, ns: Option<&str>, name: &str) 
     from_kv(&get_kv(state, r, ns, name).await?)
 }
 
-async fn get(state: &State, r: &'static Resource, ns: Option<&str>, name: &str, headers: &HeaderMap) -> ApiResult<Response> {
+async fn get(
+    state: &State,
+    r: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
     let obj = get_obj(state, r, ns, name).await?;
     if wants_table(headers) {
         let rv = obj["metadata"]["resourceVersion"].clone();
@@ -359,22 +406,46 @@ fn continue_token(rv: i64, key: &str) -> String {
 }
 
 fn parse_continue(tok: &str) -> ApiResult<String> {
-    let raw = base64::engine::general_purpose::URL_SAFE.decode(tok).map_err(|_| ApiError::bad_request("continue key is not valid: illegal base64 data"))?;
-    let v: Value = serde_json::from_slice(&raw).map_err(|_| ApiError::bad_request("continue key is not valid: invalid json"))?;
-    v["start"].as_str().map(String::from).ok_or_else(|| ApiError::bad_request("continue key is not valid: missing start"))
+    let raw = base64::engine::general_purpose::URL_SAFE
+        .decode(tok)
+        .map_err(|_| ApiError::bad_request("continue key is not valid: illegal base64 data"))?;
+    let v: Value =
+        serde_json::from_slice(&raw).map_err(|_| ApiError::bad_request("continue key is not valid: invalid json"))?;
+    v["start"]
+        .as_str()
+        .map(String::from)
+        .ok_or_else(|| ApiError::bad_request("continue key is not valid: missing start"))
 }
 
 /// List objects: returns items, list revision, continue token and remaining count.
-pub async fn list_objects(state: &State, r: &'static Resource, ns: Option<&str>, p: &Params) -> ApiResult<(Vec<Value>, i64, Option<String>, Option<i64>)> {
+pub async fn list_objects(
+    state: &State,
+    r: &'static Resource,
+    ns: Option<&str>,
+    p: &Params,
+) -> ApiResult<(Vec<Value>, i64, Option<String>, Option<i64>)> {
     list_objects_with(state, r, ns, p, from_kv).await
 }
 
-async fn list_objects_with(state: &State, r: &'static Resource, ns: Option<&str>, p: &Params, decode: fn(&KeyValue) -> ApiResult<Value>) -> ApiResult<(Vec<Value>, i64, Option<String>, Option<i64>)> {
+async fn list_objects_with(
+    state: &State,
+    r: &'static Resource,
+    ns: Option<&str>,
+    p: &Params,
+    decode: fn(&KeyValue) -> ApiResult<Value>,
+) -> ApiResult<(Vec<Value>, i64, Option<String>, Option<i64>)> {
     list_matching(state, r, ns, p, &Filter::new(r, p)?, decode).await
 }
 
 /// The objects under `r`/`ns` that `filter` matches, decoded by `decode`.
-async fn list_matching(state: &State, r: &'static Resource, ns: Option<&str>, p: &Params, filter: &Filter, decode: fn(&KeyValue) -> ApiResult<Value>) -> ApiResult<(Vec<Value>, i64, Option<String>, Option<i64>)> {
+async fn list_matching(
+    state: &State,
+    r: &'static Resource,
+    ns: Option<&str>,
+    p: &Params,
+    filter: &Filter,
+    decode: fn(&KeyValue) -> ApiResult<Value>,
+) -> ApiResult<(Vec<Value>, i64, Option<String>, Option<i64>)> {
     list_items(state, r, ns, p, filter, |kv| {
         let obj = decode(kv)?;
         Ok(filter.matches(&obj).then_some(obj))
@@ -384,7 +455,14 @@ async fn list_matching(state: &State, r: &'static Resource, ns: Option<&str>, p:
 
 /// One page (or all) of the objects under `r`/`ns` that `keep` keeps, as `keep` renders them,
 /// with the listing's revision and the continue token. `filter` only sizes the store's pages.
-async fn list_items<T>(state: &State, r: &'static Resource, ns: Option<&str>, p: &Params, filter: &Filter, keep: impl Fn(&KeyValue) -> ApiResult<Option<T>>) -> ApiResult<(Vec<T>, i64, Option<String>, Option<i64>)> {
+async fn list_items<T>(
+    state: &State,
+    r: &'static Resource,
+    ns: Option<&str>,
+    p: &Params,
+    filter: &Filter,
+    keep: impl Fn(&KeyValue) -> ApiResult<Option<T>>,
+) -> ApiResult<(Vec<T>, i64, Option<String>, Option<i64>)> {
     let prefix = r.ns_prefix(ns);
     let mut start = match &p.continue_token {
         Some(t) => Some(parse_continue(t)?),
@@ -394,7 +472,10 @@ async fn list_items<T>(state: &State, r: &'static Resource, ns: Option<&str>, p:
     let mut revision = None;
     loop {
         let want = p.limit.map(|l| l - items.len());
-        let page = state.store.list(&prefix, start.as_deref(), if filter.is_empty() { want } else { want.map(|w| w.max(500)) }).await?;
+        let page = state
+            .store
+            .list(&prefix, start.as_deref(), if filter.is_empty() { want } else { want.map(|w| w.max(500)) })
+            .await?;
         revision.get_or_insert(page.revision);
         let mut last_key = None;
         let mut cut = None;
@@ -423,7 +504,13 @@ async fn list_items<T>(state: &State, r: &'static Resource, ns: Option<&str>, p:
     }
 }
 
-async fn list(state: &State, r: &'static Resource, ns: Option<&str>, p: &Params, headers: &HeaderMap) -> ApiResult<Response> {
+async fn list(
+    state: &State,
+    r: &'static Resource,
+    ns: Option<&str>,
+    p: &Params,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
     let as_table = wants_table(headers);
     // A Table is for a person reading `kubectl get`: it is served whole. The API conventions let a
     // server not support `limit` ("will return all of the available results", no `continue`), as
@@ -441,12 +528,14 @@ async fn list(state: &State, r: &'static Resource, ns: Option<&str>, p: &Params,
     if !as_table && filter.is_empty() {
         // Nothing to match: each item is its stored bytes with the resourceVersion spliced into
         // its metadata, never parsed (the bulk of a large list's cost).
-        let (items, rev, cont, _) = list_items(state, r, ns, p, &filter, |kv| Ok(Some(stored_with_revision(kv)))).await?;
+        let (items, rev, cont, _) =
+            list_items(state, r, ns, p, &filter, |kv| Ok(Some(stored_with_revision(kv)))).await?;
         let mut meta = json!({"resourceVersion": rev.to_string()});
         if let Some(c) = cont {
             meta["continue"] = json!(c);
         }
-        let head = serde_json::to_vec(&json!({"kind": r.list_kind(), "apiVersion": r.api_version(), "metadata": meta})).unwrap_or_default();
+        let head = serde_json::to_vec(&json!({"kind": r.list_kind(), "apiVersion": r.api_version(), "metadata": meta}))
+            .unwrap_or_default();
         let mut body = Vec::with_capacity(head.len() + 12 + items.iter().map(|i| i.len() + 1).sum::<usize>());
         body.extend_from_slice(&head[..head.len() - 1]);
         body.extend_from_slice(b",\"items\":[");
@@ -470,7 +559,10 @@ async fn list(state: &State, r: &'static Resource, ns: Option<&str>, p: &Params,
     }
     let (items, rev, cont, remaining) = list_matching(state, r, ns, p, &filter, decode).await?;
     if as_table {
-        return Ok(json_response(StatusCode::OK, &table(r, &items, json!(rev.to_string()), cont, p.include_object.as_deref())));
+        return Ok(json_response(
+            StatusCode::OK,
+            &table(r, &items, json!(rev.to_string()), cont, p.include_object.as_deref()),
+        ));
     }
     let mut meta = json!({"resourceVersion": rev.to_string()});
     if let Some(c) = cont {
@@ -479,7 +571,10 @@ async fn list(state: &State, r: &'static Resource, ns: Option<&str>, p: &Params,
     if let Some(n) = remaining {
         meta["remainingItemCount"] = json!(n);
     }
-    Ok(json_response(StatusCode::OK, &json!({"kind": r.list_kind(), "apiVersion": r.api_version(), "metadata": meta, "items": items})))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"kind": r.list_kind(), "apiVersion": r.api_version(), "metadata": meta, "items": items}),
+    ))
 }
 
 /// The row of a Table for `o`, per `include` (`includeObject`: None, Object or Metadata).
@@ -502,7 +597,14 @@ fn table_row(r: &Resource, mut o: Value, include: Option<&str>, now: jiff::Times
 }
 
 /// The serialized rows of the `kvs` that `filter` keeps, comma-separated.
-fn table_rows_bytes(r: &Resource, kvs: &[KeyValue], filter: &Filter, decode: fn(&KeyValue) -> ApiResult<Value>, include: Option<&str>, now: jiff::Timestamp) -> ApiResult<Vec<u8>> {
+fn table_rows_bytes(
+    r: &Resource,
+    kvs: &[KeyValue],
+    filter: &Filter,
+    decode: fn(&KeyValue) -> ApiResult<Value>,
+    include: Option<&str>,
+    now: jiff::Timestamp,
+) -> ApiResult<Vec<u8>> {
     let mut out = Vec::with_capacity(kvs.iter().map(|kv| kv.value.len() / 2 + 64).sum());
     for kv in kvs {
         let obj = decode(kv)?;
@@ -512,26 +614,42 @@ fn table_rows_bytes(r: &Resource, kvs: &[KeyValue], filter: &Filter, decode: fn(
         if !out.is_empty() {
             out.push(b',');
         }
-        serde_json::to_writer(&mut out, &table_row(r, obj, include, now)).map_err(|e| ApiError::internal(e.to_string()))?;
+        serde_json::to_writer(&mut out, &table_row(r, obj, include, now))
+            .map_err(|e| ApiError::internal(e.to_string()))?;
     }
     Ok(out)
 }
 
 /// A whole meta.k8s.io/v1 Table of the stored `kvs` that `filter` keeps, as JSON bytes. Lists of
 /// more than a few thousand objects are rendered in chunks on several threads.
-fn table_bytes(r: &Resource, kvs: &[KeyValue], rev: i64, filter: &Filter, decode: fn(&KeyValue) -> ApiResult<Value>, include: Option<&str>) -> ApiResult<Vec<u8>> {
+fn table_bytes(
+    r: &Resource,
+    kvs: &[KeyValue],
+    rev: i64,
+    filter: &Filter,
+    decode: fn(&KeyValue) -> ApiResult<Value>,
+    include: Option<&str>,
+) -> ApiResult<Vec<u8>> {
     let now = jiff::Timestamp::now();
-    let threads = if kvs.len() >= 2000 { std::thread::available_parallelism().map_or(1, |n| n.get().min(4)) } else { 1 };
+    let threads =
+        if kvs.len() >= 2000 { std::thread::available_parallelism().map_or(1, |n| n.get().min(4)) } else { 1 };
     let chunks: Vec<ApiResult<Vec<u8>>> = if threads > 1 {
         let size = kvs.len().div_ceil(threads);
         std::thread::scope(|s| {
-            let handles: Vec<_> = kvs.chunks(size).map(|c| s.spawn(move || table_rows_bytes(r, c, filter, decode, include, now))).collect();
-            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(ApiError::internal("table rendering failed".to_string())))).collect()
+            let handles: Vec<_> = kvs
+                .chunks(size)
+                .map(|c| s.spawn(move || table_rows_bytes(r, c, filter, decode, include, now)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(ApiError::internal("table rendering failed".to_string()))))
+                .collect()
         })
     } else {
         vec![table_rows_bytes(r, kvs, filter, decode, include, now)]
     };
-    let head = serde_json::to_vec(&table_head(r, json!(rev.to_string()), None)).map_err(|e| ApiError::internal(e.to_string()))?;
+    let head = serde_json::to_vec(&table_head(r, json!(rev.to_string()), None))
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     let chunks = chunks.into_iter().collect::<ApiResult<Vec<_>>>()?;
     let mut body = Vec::with_capacity(head.len() + 12 + chunks.iter().map(|c| c.len() + 1).sum::<usize>());
     body.extend_from_slice(&head[..head.len() - 1]);
@@ -569,7 +687,13 @@ pub fn table(r: &Resource, items: &[Value], rv: Value, cont: Option<String>, inc
 // ---------------------------------------------------------------------------------------------
 // Watch
 
-async fn watch(state: Arc<State>, r: &'static Resource, ns: Option<String>, p: Params, as_table: bool) -> ApiResult<Response> {
+async fn watch(
+    state: Arc<State>,
+    r: &'static Resource,
+    ns: Option<String>,
+    p: Params,
+    as_table: bool,
+) -> ApiResult<Response> {
     let filter = Filter::new(r, &p)?;
     let prefix = r.ns_prefix(ns.as_deref());
     let rv = p.resource_version.clone().unwrap_or_default();
@@ -585,18 +709,25 @@ async fn watch(state: Arc<State>, r: &'static Resource, ns: Option<String>, p: P
                 // Upstream answers 200 and sends one ERROR event with a 410 Status.
                 let st = ApiError::gone(format!("too old resource version: {requested} ({oldest})")).to_status();
                 let line = format!("{}\n", json!({"type": "ERROR", "object": st}));
-                return Ok(stream_response(futures::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(line)) })));
+                return Ok(stream_response(futures::stream::once(async move {
+                    Ok::<_, std::io::Error>(Bytes::from(line))
+                })));
             }
             Err(e) => return Err(e.into()),
         }
     };
-    let timeout = p.timeout_seconds.map(Duration::from_secs).unwrap_or(Duration::from_secs(1800 + rand::random_range(0..1800)));
+    let timeout =
+        p.timeout_seconds.map(Duration::from_secs).unwrap_or(Duration::from_secs(1800 + rand::random_range(0..1800)));
     let bookmarks = p.allow_bookmarks;
     let initial_end = p.send_initial_events == Some(true);
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
     tokio::spawn(async move {
         let encode_ev = |ty: &str, obj: &Value| -> Bytes {
-            let obj = if as_table { table(r, std::slice::from_ref(obj), obj["metadata"]["resourceVersion"].clone(), None, None) } else { obj.clone() };
+            let obj = if as_table {
+                table(r, std::slice::from_ref(obj), obj["metadata"]["resourceVersion"].clone(), None, None)
+            } else {
+                obj.clone()
+            };
             let mut s = serde_json::to_vec(&json!({"type": ty, "object": obj})).unwrap_or_default();
             s.push(b'\n');
             Bytes::from(s)
@@ -655,7 +786,8 @@ async fn watch(state: Arc<State>, r: &'static Resource, ns: Option<String>, p: P
             }
         }
     });
-    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx)) });
+    let stream =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx)) });
     Ok(stream_response(stream))
 }
 
@@ -697,7 +829,9 @@ fn parse_input(r: &Resource, body: &[u8], headers: &HeaderMap) -> ApiResult<(Val
         let v = crate::protobuf::decode(body).map_err(ApiError::bad_request)?;
         return Ok((v, Vec::new()));
     }
-    if !media.is_empty() && !matches!(media, "application/json" | "application/yaml" | "application/x-yaml" | "text/yaml" | "*/*") {
+    if !media.is_empty()
+        && !matches!(media, "application/json" | "application/yaml" | "application/x-yaml" | "text/yaml" | "*/*")
+    {
         tracing::debug!(content_type = ct, "unsupported request media type");
         return Err(ApiError::new(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml".to_string()));
     }
@@ -714,12 +848,21 @@ fn check_kind(r: &Resource, v: &mut Value) -> ApiResult<()> {
     match v.get("apiVersion").and_then(Value::as_str) {
         None | Some("") => v["apiVersion"] = json!(av),
         Some(a) if a == av => {}
-        Some(a) => return Err(ApiError::bad_request(format!("the API version in the data ({a}) does not match the expected API version ({av})"))),
+        Some(a) => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({a}) does not match the expected API version ({av})"
+            )))
+        }
     }
     match v.get("kind").and_then(Value::as_str) {
         None | Some("") => v["kind"] = json!(r.kind),
         Some(k) if k == r.kind => {}
-        Some(k) => return Err(ApiError::bad_request(format!("the kind in the data ({k}) does not match the expected kind ({})", r.kind))),
+        Some(k) => {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                r.kind
+            )))
+        }
     }
     Ok(())
 }
@@ -773,7 +916,10 @@ async fn check_namespace(state: &State, r: &Resource, ns: Option<&str>, name: &s
         },
     };
     if terminating {
-        return Err(ApiError::forbidden(format!("{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated", r.qualified())));
+        return Err(ApiError::forbidden(format!(
+            "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+            r.qualified()
+        )));
     }
     Ok(())
 }
@@ -824,13 +970,22 @@ fn prepare_for_create(r: &Resource, v: &mut Value) {
         _ => {}
     }
     if let Some(o) = v.as_object_mut() {
-        if o.get("status").is_some_and(|s| s.as_object().is_some_and(|m| m.is_empty())) && matches!(r.kind, "Deployment" | "ReplicaSet") {
+        if o.get("status").is_some_and(|s| s.as_object().is_some_and(|m| m.is_empty()))
+            && matches!(r.kind, "Deployment" | "ReplicaSet")
+        {
             o.remove("status");
         }
     }
 }
 
-async fn create(state: &State, r: &'static Resource, ns: Option<&str>, p: &Params, headers: &HeaderMap, body: &[u8]) -> ApiResult<Response> {
+async fn create(
+    state: &State,
+    r: &'static Resource,
+    ns: Option<&str>,
+    p: &Params,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<Response> {
     let (mut input, dups) = parse_input(r, body, headers)?;
     check_kind(r, &mut input)?;
     let mut ctx = WriteCtx { p, manager: manager_of(p, headers), warnings: Vec::new() };
@@ -841,13 +996,21 @@ async fn create(state: &State, r: &'static Resource, ns: Option<&str>, p: &Param
 
 /// Create `obj`; returns the client's copy of the stored object, serialized (the stored bytes
 /// with the write's resourceVersion, as a read of the object prints them).
-async fn create_object(state: &State, r: &'static Resource, ns: Option<&str>, obj: &mut Value, ctx: &mut WriteCtx<'_>) -> ApiResult<Vec<u8>> {
+async fn create_object(
+    state: &State,
+    r: &'static Resource,
+    ns: Option<&str>,
+    obj: &mut Value,
+    ctx: &mut WriteCtx<'_>,
+) -> ApiResult<Vec<u8>> {
     if r.namespaced {
         let body_ns = meta_str(obj, "namespace").map(String::from);
         let ns = ns.ok_or_else(|| ApiError::bad_request("the server could not find the requested resource"))?;
         match body_ns.as_deref() {
             Some(b) if !b.is_empty() && b != ns => {
-                return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
             }
             _ => {
                 meta_mut(obj).insert("namespace".into(), json!(ns));
@@ -863,12 +1026,16 @@ async fn create_object(state: &State, r: &'static Resource, ns: Option<&str>, ob
                 meta_mut(obj).insert("name".into(), json!(n));
             }
             None => {
-                return Err(ApiError::invalid(r, "", &[yard_api::validation::FieldError {
-                    kind: yard_api::validation::ErrorKind::Required,
-                    field: "metadata.name".into(),
-                    value: None,
-                    detail: "name or generateName is required".into(),
-                }]))
+                return Err(ApiError::invalid(
+                    r,
+                    "",
+                    &[yard_api::validation::FieldError {
+                        kind: yard_api::validation::ErrorKind::Required,
+                        field: "metadata.name".into(),
+                        value: None,
+                        detail: "name or generateName is required".into(),
+                    }],
+                ))
             }
         }
     }
@@ -887,7 +1054,14 @@ async fn create_object(state: &State, r: &'static Resource, ns: Option<&str>, ob
     let key = r.key(ns, &name);
     if ctx.p.dry_run {
         if r.kind == "Service" {
-            let errs: Vec<_> = yard_api::validation::validate(r.plural, obj, None).into_iter().filter(|e| !e.field.starts_with("spec.clusterIP") && !e.field.ends_with("nodePort") && e.field != "spec.healthCheckNodePort").collect();
+            let errs: Vec<_> = yard_api::validation::validate(r.plural, obj, None)
+                .into_iter()
+                .filter(|e| {
+                    !e.field.starts_with("spec.clusterIP")
+                        && !e.field.ends_with("nodePort")
+                        && e.field != "spec.healthCheckNodePort"
+                })
+                .collect();
             if !errs.is_empty() {
                 return Err(ApiError::invalid(r, &name, &errs));
             }
@@ -898,7 +1072,8 @@ async fn create_object(state: &State, r: &'static Resource, ns: Option<&str>, ob
         return Ok(serde_json::to_vec(obj).expect("json"));
     }
     if r.kind == "Service" {
-        let (res, _) = write_service(state, r, &name, None, obj, |o| Op::Create { key: key.clone(), value: encode(o) }).await?;
+        let (res, _) =
+            write_service(state, r, &name, None, obj, |o| Op::Create { key: key.clone(), value: encode(o) }).await?;
         return match res {
             Ok(kv) => Ok(stored_with_revision(&kv)),
             Err(StoreError::AlreadyExists(_)) => Err(ApiError::already_exists(r, &name)),
@@ -919,7 +1094,14 @@ async fn create_object(state: &State, r: &'static Resource, ns: Option<&str>, ob
 /// record it, list the allocations again and pick again, from the spec and status as they were
 /// (allocation changes only those), up to 8 times; then the result is a Conflict. Returns the
 /// write's result and the keys to release once it succeeded.
-async fn write_service(state: &State, r: &'static Resource, name: &str, old: Option<&Value>, svc: &mut Value, op: impl Fn(&Value) -> Op) -> ApiResult<(Result<KeyValue, StoreError>, Vec<String>)> {
+async fn write_service(
+    state: &State,
+    r: &'static Resource,
+    name: &str,
+    old: Option<&Value>,
+    svc: &mut Value,
+    op: impl Fn(&Value) -> Op,
+) -> ApiResult<(Result<KeyValue, StoreError>, Vec<String>)> {
     let before = (svc.get("spec").cloned(), svc.get("status").cloned());
     for _attempt in 0..8 {
         let generation = state.alloc.generation();
@@ -938,7 +1120,12 @@ async fn write_service(state: &State, r: &'static Resource, name: &str, old: Opt
         }
         let mut ops = crate::services::Allocator::create_ops(&taken, svc);
         ops.push(op(svc));
-        match state.store.txn(ops).await.and_then(|mut kvs| kvs.pop().ok_or_else(|| StoreError::Backend("empty transaction result".into()))) {
+        match state
+            .store
+            .txn(ops)
+            .await
+            .and_then(|mut kvs| kvs.pop().ok_or_else(|| StoreError::Backend("empty transaction result".into())))
+        {
             Ok(kv) => {
                 state.alloc.committed(&taken);
                 return Ok((Ok(kv), release));
@@ -970,14 +1157,25 @@ async fn write_service(state: &State, r: &'static Resource, name: &str, old: Opt
 
 /// Apply the rules of an update to `new` given the stored `old`, then CAS-write it.
 #[allow(clippy::too_many_arguments)]
-async fn update_object(state: &State, r: &'static Resource, ns: Option<&str>, old_kv: &KeyValue, mut new: Value, sub: Option<&str>, ctx: &mut WriteCtx<'_>, precondition_rv: Option<i64>) -> ApiResult<(Value, bool)> {
+async fn update_object(
+    state: &State,
+    r: &'static Resource,
+    ns: Option<&str>,
+    old_kv: &KeyValue,
+    mut new: Value,
+    sub: Option<&str>,
+    ctx: &mut WriteCtx<'_>,
+    precondition_rv: Option<i64>,
+) -> ApiResult<(Value, bool)> {
     let old = from_kv(old_kv)?;
     let name = name_of(&old).to_string();
     // Immutable metadata.
     {
         let om = old["metadata"].clone();
         let m = meta_mut(&mut new);
-        for k in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace", "generation"] {
+        for k in
+            ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace", "generation"]
+        {
             match om.get(k) {
                 Some(v) => {
                     m.insert(k.into(), v.clone());
@@ -1049,18 +1247,29 @@ async fn update_object(state: &State, r: &'static Resource, ns: Option<&str>, ol
     // Finalizers may only shrink while deleting; when the last goes, the object goes.
     let deleting = old["metadata"].get("deletionTimestamp").is_some_and(|v| !v.is_null());
     if deleting {
-        let added: Vec<String> = objects::finalizers_of(&new).into_iter().filter(|f| !objects::finalizers_of(&old).contains(f)).collect();
+        let added: Vec<String> =
+            objects::finalizers_of(&new).into_iter().filter(|f| !objects::finalizers_of(&old).contains(f)).collect();
         if !added.is_empty() {
-            return Err(ApiError::invalid(r, &name, &[yard_api::validation::FieldError {
-                kind: yard_api::validation::ErrorKind::Forbidden,
-                field: "metadata.finalizers".into(),
-                value: None,
-                detail: format!("no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"),
-            }]));
+            return Err(ApiError::invalid(
+                r,
+                &name,
+                &[yard_api::validation::FieldError {
+                    kind: yard_api::validation::ErrorKind::Forbidden,
+                    field: "metadata.finalizers".into(),
+                    value: None,
+                    detail: format!(
+                        "no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"
+                    ),
+                }],
+            ));
         }
     }
     crate::managed::track(Some(&old), &mut new, &ctx.manager, "Update", sub);
-    if new == { let mut o = old.clone(); meta_mut(&mut o).remove("resourceVersion"); o } {
+    if new == {
+        let mut o = old.clone();
+        meta_mut(&mut o).remove("resourceVersion");
+        o
+    } {
         // No-op update: upstream does not write and keeps the resourceVersion.
         return Ok((old, false));
     }
@@ -1082,8 +1291,18 @@ async fn update_object(state: &State, r: &'static Resource, ns: Option<&str>, ol
         && deletion_grace(&old) == 0
         && objects::finalizers_of(&new).is_empty()
         && !(r.kind == "Namespace" && new["spec"]["finalizers"].as_array().is_some_and(|a| !a.is_empty()));
-    let op = |o: &Value| if finished { Op::Delete { key: key.clone(), expect: Some(expect) } } else { Op::Update { key: key.clone(), value: encode(o), expect: Some(expect) } };
-    let (res, release) = if r.kind == "Service" && sub.is_none() { write_service(state, r, &name, Some(&old), &mut new, op).await? } else { (state.store.write(op(&new)).await, Vec::new()) };
+    let op = |o: &Value| {
+        if finished {
+            Op::Delete { key: key.clone(), expect: Some(expect) }
+        } else {
+            Op::Update { key: key.clone(), value: encode(o), expect: Some(expect) }
+        }
+    };
+    let (res, release) = if r.kind == "Service" && sub.is_none() {
+        write_service(state, r, &name, Some(&old), &mut new, op).await?
+    } else {
+        (state.store.write(op(&new)).await, Vec::new())
+    };
     match res {
         Ok(kv) => {
             state.alloc.release(&release).await;
@@ -1099,7 +1318,16 @@ async fn update_object(state: &State, r: &'static Resource, ns: Option<&str>, ol
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn update(state: &State, r: &'static Resource, ns: Option<&str>, name: &str, sub: Option<&str>, p: &Params, headers: &HeaderMap, body: &[u8]) -> ApiResult<Response> {
+async fn update(
+    state: &State,
+    r: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    sub: Option<&str>,
+    p: &Params,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<Response> {
     if sub == Some("scale") {
         return update_scale(state, r, ns, name, p, headers, body).await;
     }
@@ -1108,9 +1336,16 @@ async fn update(state: &State, r: &'static Resource, ns: Option<&str>, name: &st
     let mut ctx = WriteCtx { p, manager: manager_of(p, headers), warnings: Vec::new() };
     let new = normalize_validated(r, &input, &dups, &mut ctx)?;
     if name_of(&new) != name {
-        return Err(ApiError::bad_request(format!("the name of the object ({}) does not match the name on the URL ({name})", name_of(&new))));
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({}) does not match the name on the URL ({name})",
+            name_of(&new)
+        )));
     }
-    let rv = meta_str(&new, "resourceVersion").filter(|s| !s.is_empty()).map(|s| s.parse::<i64>()).transpose().map_err(|_| ApiError::bad_request("invalid resourceVersion"))?;
+    let rv = meta_str(&new, "resourceVersion")
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<i64>())
+        .transpose()
+        .map_err(|_| ApiError::bad_request("invalid resourceVersion"))?;
     let old_kv = match state.store.get(&r.key(ns, name)).await? {
         Some(kv) => kv,
         None if sub.is_none() && matches!(r.kind, "Endpoints" | "Lease" | "Event") => {
@@ -1133,8 +1368,25 @@ async fn update(state: &State, r: &'static Resource, ns: Option<&str>, name: &st
 // Patch
 
 #[allow(clippy::too_many_arguments)]
-async fn patch(state: &State, r: &'static Resource, ns: Option<&str>, name: &str, sub: Option<&str>, p: &Params, headers: &HeaderMap, body: &[u8]) -> ApiResult<Response> {
-    let ct = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").split(';').next().unwrap_or("").trim().to_string();
+async fn patch(
+    state: &State,
+    r: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    sub: Option<&str>,
+    p: &Params,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<Response> {
+    let ct = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
     let kind = match ct.as_str() {
         "application/json-patch+json" => "json",
         "application/merge-patch+json" => "merge",
@@ -1143,9 +1395,13 @@ async fn patch(state: &State, r: &'static Resource, ns: Option<&str>, name: &str
         other => return Err(ApiError::unsupported_media(other)),
     };
     if kind == "apply" && p.field_manager.as_deref().unwrap_or("").is_empty() {
-        return Err(ApiError::bad_request("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"));
+        return Err(ApiError::bad_request(
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+        ));
     }
-    let (patch_doc, dups) = objects::decode_body(body, if kind == "apply" { "application/yaml" } else { "application/json" }).map_err(ApiError::bad_request)?;
+    let (patch_doc, dups) =
+        objects::decode_body(body, if kind == "apply" { "application/yaml" } else { "application/json" })
+            .map_err(ApiError::bad_request)?;
     let mut ctx = WriteCtx { p, manager: manager_of(p, headers), warnings: Vec::new() };
     if sub == Some("scale") {
         // Patch the Scale view, then write its replicas into the object.
@@ -1189,13 +1445,18 @@ async fn patch(state: &State, r: &'static Resource, ns: Option<&str>, name: &str
             patched = normalize_validated(r, &patched, &[], &mut ctx)?;
         }
         if name_of(&patched) != name {
-            return Err(ApiError::bad_request(format!("the name of the object ({}) does not match the name on the URL ({name})", name_of(&patched))));
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({}) does not match the name on the URL ({name})",
+                name_of(&patched)
+            )));
         }
         if kind == "apply" {
             // Ownership was recorded by apply itself.
             ctx.manager = String::new();
         }
-        let pre = meta_str(&patched, "resourceVersion").and_then(|s| s.parse::<i64>().ok()).filter(|rv| *rv != cur_kv.mod_revision);
+        let pre = meta_str(&patched, "resourceVersion")
+            .and_then(|s| s.parse::<i64>().ok())
+            .filter(|rv| *rv != cur_kv.mod_revision);
         if pre.is_some() {
             return Err(ApiError::conflict(r, name));
         }
@@ -1210,11 +1471,25 @@ async fn patch(state: &State, r: &'static Resource, ns: Option<&str>, name: &str
 
 /// Server-side apply of a (partial) configuration, with field validation on the merged result:
 /// apply configurations are not whole objects, so they are checked once merged.
-fn apply_validated(r: &'static Resource, live: Option<&Value>, doc: &Value, dups: &[String], sub: Option<&str>, ctx: &mut WriteCtx<'_>, name: &str) -> ApiResult<Value> {
+fn apply_validated(
+    r: &'static Resource,
+    live: Option<&Value>,
+    doc: &Value,
+    dups: &[String],
+    sub: Option<&str>,
+    ctx: &mut WriteCtx<'_>,
+    name: &str,
+) -> ApiResult<Value> {
     let mut input = doc.clone();
     check_kind(r, &mut input)?;
     let now = objects::now_rfc3339();
-    let opts = yard_api::patch::ApplyOptions { manager: &ctx.manager, force: ctx.p.force, now: &now, subresource: sub, schema: None };
+    let opts = yard_api::patch::ApplyOptions {
+        manager: &ctx.manager,
+        force: ctx.p.force,
+        now: &now,
+        subresource: sub,
+        schema: None,
+    };
     let merged = yard_api::patch::apply_with(live, &input, &opts).map_err(apply_err(r, name))?;
     let norm = objects::normalize(r, &merged).map_err(|e| ApiError::bad_request(format!("{} in body: {e}", r.kind)))?;
     check_fields(&input, &norm, dups, ctx)?;
@@ -1224,12 +1499,16 @@ fn apply_validated(r: &'static Resource, live: Option<&Value>, doc: &Value, dups
 fn apply_err<'a>(r: &'static Resource, name: &'a str) -> impl Fn(yard_api::patch::ApplyError) -> ApiError + 'a {
     move |e| match &e {
         yard_api::patch::ApplyError::Conflict { message, conflicts } => {
-            let causes: Vec<Value> = conflicts.iter().map(|c| json!({"reason": "FieldManagerConflict", "message": c.cause_message(), "field": c.field})).collect();
-            ApiError::new(409, "Conflict", message.clone()).with_details(json!({"name": name, "group": r.group, "kind": r.plural, "causes": causes}))
+            let causes: Vec<Value> = conflicts
+                .iter()
+                .map(|c| json!({"reason": "FieldManagerConflict", "message": c.cause_message(), "field": c.field}))
+                .collect();
+            ApiError::new(409, "Conflict", message.clone())
+                .with_details(json!({"name": name, "group": r.group, "kind": r.plural, "causes": causes}))
         }
         _ => match e.code() {
-        400 => ApiError::bad_request(e.to_string()),
-        _ => ApiError::internal(e.to_string()),
+            400 => ApiError::bad_request(e.to_string()),
+            _ => ApiError::internal(e.to_string()),
         },
     }
 }
@@ -1248,7 +1527,10 @@ fn patch_err(e: yard_api::patch::PatchError) -> ApiError {
 
 fn scale_of(obj: &Value) -> Value {
     let sel = obj["spec"]["selector"].clone();
-    let selector = serde_json::from_value::<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>(sel).ok().map(|s| LabelSelector::from_k8s(&s).map(|s| s.to_string()).unwrap_or_default()).unwrap_or_default();
+    let selector = serde_json::from_value::<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>(sel)
+        .ok()
+        .map(|s| LabelSelector::from_k8s(&s).map(|s| s.to_string()).unwrap_or_default())
+        .unwrap_or_default();
     json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
@@ -1264,7 +1546,15 @@ fn scale_of(obj: &Value) -> Value {
     })
 }
 
-async fn update_scale(state: &State, r: &'static Resource, ns: Option<&str>, name: &str, p: &Params, headers: &HeaderMap, body: &[u8]) -> ApiResult<Response> {
+async fn update_scale(
+    state: &State,
+    r: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    p: &Params,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<Response> {
     let (scale, _) = parse_input(r, body, headers)?;
     let replicas = scale["spec"]["replicas"].as_i64().unwrap_or(0);
     let mut ctx = WriteCtx { p, manager: manager_of(p, headers), warnings: Vec::new() };
@@ -1279,7 +1569,14 @@ async fn update_scale(state: &State, r: &'static Resource, ns: Option<&str>, nam
     Ok(json_response(StatusCode::OK, &scale_of(&out)))
 }
 
-async fn binding(state: &State, r: &'static Resource, ns: Option<&str>, name: &str, headers: &HeaderMap, body: &[u8]) -> ApiResult<Response> {
+async fn binding(
+    state: &State,
+    r: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<Response> {
     let (b, _) = parse_input(r, body, headers)?;
     let node = b["target"]["name"].as_str().unwrap_or("").to_string();
     if node.is_empty() {
@@ -1298,8 +1595,17 @@ async fn binding(state: &State, r: &'static Resource, ns: Option<&str>, name: &s
         conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}));
         pod["status"]["conditions"] = json!(conds);
         meta_mut(&mut pod).remove("resourceVersion");
-        match state.store.write(Op::Update { key: kv.key.clone(), value: encode(&pod), expect: Some(kv.mod_revision) }).await {
-            Ok(_) => return Ok(json_response(StatusCode::CREATED, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}))),
+        match state
+            .store
+            .write(Op::Update { key: kv.key.clone(), value: encode(&pod), expect: Some(kv.mod_revision) })
+            .await
+        {
+            Ok(_) => {
+                return Ok(json_response(
+                    StatusCode::CREATED,
+                    &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+                ))
+            }
             Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),
         }
@@ -1323,7 +1629,12 @@ struct DeleteOpts {
 }
 
 fn delete_opts(p: &Params, body: &[u8]) -> ApiResult<DeleteOpts> {
-    let mut o = DeleteOpts { grace: p.grace_period, policy: p.propagation_policy.clone(), dry_run: p.dry_run, ..Default::default() };
+    let mut o = DeleteOpts {
+        grace: p.grace_period,
+        policy: p.propagation_policy.clone(),
+        dry_run: p.dry_run,
+        ..Default::default()
+    };
     if p.orphan_dependents == Some(true) && o.policy.is_none() {
         o.policy = Some("Orphan".into());
     }
@@ -1364,19 +1675,39 @@ fn delete_opts(p: &Params, body: &[u8]) -> ApiResult<DeleteOpts> {
     Ok(o)
 }
 
-async fn delete(state: &State, r: &'static Resource, ns: Option<&str>, name: &str, p: &Params, body: &[u8]) -> ApiResult<Response> {
+async fn delete(
+    state: &State,
+    r: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    p: &Params,
+    body: &[u8],
+) -> ApiResult<Response> {
     let o = delete_opts(p, body)?;
     let (code, out) = delete_one(state, r, ns, name, &o).await?;
     Ok(json_response(code, &out))
 }
 
-async fn delete_one(state: &State, r: &'static Resource, ns: Option<&str>, name: &str, o: &DeleteOpts) -> ApiResult<(StatusCode, Value)> {
+async fn delete_one(
+    state: &State,
+    r: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    o: &DeleteOpts,
+) -> ApiResult<(StatusCode, Value)> {
     for _ in 0..8 {
         let kv = get_kv(state, r, ns, name).await?;
         let mut obj = from_kv(&kv)?;
         if let Some(u) = &o.uid {
             if meta_str(&obj, "uid") != Some(u.as_str()) {
-                return Err(ApiError::conflict_msg(r, name, format!("Precondition failed: UID in precondition: {u}, UID in object meta: {}", meta_str(&obj, "uid").unwrap_or(""))));
+                return Err(ApiError::conflict_msg(
+                    r,
+                    name,
+                    format!(
+                        "Precondition failed: UID in precondition: {u}, UID in object meta: {}",
+                        meta_str(&obj, "uid").unwrap_or("")
+                    ),
+                ));
             }
         }
         if let Some(rv) = o.rv {
@@ -1387,18 +1718,25 @@ async fn delete_one(state: &State, r: &'static Resource, ns: Option<&str>, name:
         let deleting = obj["metadata"].get("deletionTimestamp").is_some_and(|v| !v.is_null());
         let mut finalizers = objects::finalizers_of(&obj);
         match o.policy.as_deref() {
-            Some("Foreground") if !finalizers.iter().any(|f| f == "foregroundDeletion") => finalizers.push("foregroundDeletion".into()),
+            Some("Foreground") if !finalizers.iter().any(|f| f == "foregroundDeletion") => {
+                finalizers.push("foregroundDeletion".into())
+            }
             Some("Orphan") if !finalizers.iter().any(|f| f == "orphan") => finalizers.push("orphan".into()),
             _ => {}
         }
         // Graceful deletion of pods bound to a node: the node agent finishes it.
-        let pod_grace = if r.kind == "Pod" && obj["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty()) && obj["status"]["phase"] != "Succeeded" && obj["status"]["phase"] != "Failed" {
+        let pod_grace = if r.kind == "Pod"
+            && obj["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty())
+            && obj["status"]["phase"] != "Succeeded"
+            && obj["status"]["phase"] != "Failed"
+        {
             let g = o.grace.unwrap_or_else(|| obj["spec"]["terminationGracePeriodSeconds"].as_i64().unwrap_or(30));
             (g > 0).then_some(g)
         } else {
             None
         };
-        let ns_finalizers = r.kind == "Namespace" && obj["spec"]["finalizers"].as_array().is_some_and(|a| !a.is_empty());
+        let ns_finalizers =
+            r.kind == "Namespace" && obj["spec"]["finalizers"].as_array().is_some_and(|a| !a.is_empty());
         if finalizers.is_empty() && pod_grace.is_none() && !ns_finalizers {
             if o.dry_run {
                 return Ok((StatusCode::OK, obj));
@@ -1436,7 +1774,10 @@ async fn delete_one(state: &State, r: &'static Resource, ns: Option<&str>, name:
                 let g = pod_grace.unwrap_or(0);
                 let cur = m.get("deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(i64::MAX);
                 if g < cur {
-                    m.insert("deletionTimestamp".into(), json!(if g == 0 { now.clone() } else { objects::rfc3339_after(g) }));
+                    m.insert(
+                        "deletionTimestamp".into(),
+                        json!(if g == 0 { now.clone() } else { objects::rfc3339_after(g) }),
+                    );
                     m.insert("deletionGracePeriodSeconds".into(), json!(g));
                 }
             }
@@ -1451,7 +1792,11 @@ async fn delete_one(state: &State, r: &'static Resource, ns: Option<&str>, name:
         if o.dry_run {
             return Ok((StatusCode::OK, obj));
         }
-        match state.store.write(Op::Update { key: kv.key.clone(), value: encode(&obj), expect: Some(kv.mod_revision) }).await {
+        match state
+            .store
+            .write(Op::Update { key: kv.key.clone(), value: encode(&obj), expect: Some(kv.mod_revision) })
+            .await
+        {
             Ok(nkv) => return Ok((pending, with_revision(&obj, nkv.mod_revision))),
             Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),
@@ -1460,7 +1805,13 @@ async fn delete_one(state: &State, r: &'static Resource, ns: Option<&str>, name:
     Err(ApiError::conflict(r, name))
 }
 
-async fn delete_collection(state: &State, r: &'static Resource, ns: Option<&str>, p: &Params, body: &[u8]) -> ApiResult<Response> {
+async fn delete_collection(
+    state: &State,
+    r: &'static Resource,
+    ns: Option<&str>,
+    p: &Params,
+    body: &[u8],
+) -> ApiResult<Response> {
     let o = delete_opts(p, body)?;
     let lp = Params { limit: None, continue_token: None, ..p.clone() };
     let (items, rev, _, _) = list_objects(state, r, ns, &lp).await?;
@@ -1474,7 +1825,10 @@ async fn delete_collection(state: &State, r: &'static Resource, ns: Option<&str>
             Err(e) => return Err(e),
         }
     }
-    Ok(json_response(StatusCode::OK, &json!({"kind": r.list_kind(), "apiVersion": r.api_version(), "metadata": {"resourceVersion": rev.to_string()}, "items": out})))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"kind": r.list_kind(), "apiVersion": r.api_version(), "metadata": {"resourceVersion": rev.to_string()}, "items": out}),
+    ))
 }
 
 #[cfg(test)]
@@ -1494,16 +1848,33 @@ mod tests {
                 KeyValue { key: format!("/registry/services/default/s{i:04}"), value: Bytes::from(serde_json::to_vec(&v).unwrap()), create_revision: i + 2, mod_revision: i + 2 }
             })
             .collect();
-        for (selector, include, rows) in [(None, None, 2500), (Some("k=1"), None, 833), (Some("k=2"), Some("Object"), 833), (None, Some("None"), 2500)] {
+        for (selector, include, rows) in [
+            (None, None, 2500),
+            (Some("k=1"), None, 833),
+            (Some("k=2"), Some("Object"), 833),
+            (None, Some("None"), 2500),
+        ] {
             let p = Params { label_selector: selector.map(String::from), ..Default::default() };
             let filter = Filter::new(r, &p).unwrap();
             let decode = if include == Some("Object") { from_kv } else { from_kv_lean };
-            let got: Value = serde_json::from_slice(&table_bytes(r, &kvs, 9000, &filter, decode, include).unwrap()).unwrap();
+            let got: Value =
+                serde_json::from_slice(&table_bytes(r, &kvs, 9000, &filter, decode, include).unwrap()).unwrap();
             let items: Vec<Value> = kvs.iter().map(|kv| decode(kv).unwrap()).filter(|o| filter.matches(o)).collect();
             let want = table(r, &items, json!("9000"), None, include);
             assert_eq!(got["rows"].as_array().unwrap().len(), rows);
             // AGE (cell 5) is computed from the clock at each call.
-            let strip = |t: &Value| -> Vec<Value> { t["rows"].as_array().unwrap().iter().map(|row| { let mut row = row.clone(); row["cells"][5] = Value::Null; row }).collect() };
+            let strip = |t: &Value| -> Vec<Value> {
+                t["rows"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|row| {
+                        let mut row = row.clone();
+                        row["cells"][5] = Value::Null;
+                        row
+                    })
+                    .collect()
+            };
             assert_eq!(strip(&got), strip(&want), "{selector:?} {include:?}");
             assert_eq!(got["metadata"], want["metadata"]);
             assert_eq!(got["columnDefinitions"], want["columnDefinitions"]);
@@ -1525,12 +1896,21 @@ mod tests {
         ];
         for v in values {
             let kv = KeyValue { key: "/k".into(), value: Bytes::from(v), create_revision: 3, mod_revision: 42 };
-            let spliced: Value = serde_json::from_slice(&stored_with_revision(&kv)).unwrap_or_else(|e| panic!("{v}: {e}"));
+            let spliced: Value =
+                serde_json::from_slice(&stored_with_revision(&kv)).unwrap_or_else(|e| panic!("{v}: {e}"));
             assert_eq!(spliced, from_kv(&kv).unwrap(), "{v}");
             assert_eq!(spliced["metadata"]["resourceVersion"], "42");
         }
         // No metadata object: the slow path adds one, as from_kv does.
-        let kv = KeyValue { key: "/k".into(), value: Bytes::from(r#"{"kind":"X","metadata":null}"#), create_revision: 1, mod_revision: 7 };
-        assert_eq!(serde_json::from_slice::<Value>(&stored_with_revision(&kv)).unwrap()["metadata"]["resourceVersion"], "7");
+        let kv = KeyValue {
+            key: "/k".into(),
+            value: Bytes::from(r#"{"kind":"X","metadata":null}"#),
+            create_revision: 1,
+            mod_revision: 7,
+        };
+        assert_eq!(
+            serde_json::from_slice::<Value>(&stored_with_revision(&kv)).unwrap()["metadata"]["resourceVersion"],
+            "7"
+        );
     }
 }

@@ -69,7 +69,12 @@ pub fn parse_path(path: &str) -> Result<Option<Target>, ApiError> {
 }
 
 /// Serve HTTPS on `listener` until `shutdown` resolves.
-pub async fn serve(state: Arc<State>, listener: TcpListener, tls: Arc<rustls::ServerConfig>, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
+pub async fn serve(
+    state: Arc<State>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -131,7 +136,10 @@ pub async fn handle(state: Arc<State>, _peer: SocketAddr, req: Request) -> Respo
     let started = Instant::now();
     let path = req.uri().path().to_string();
     // Health endpoints are open, as upstream's default RBAC lets anyone read them.
-    let open = matches!(path.as_str(), "/healthz" | "/livez" | "/readyz" | "/version") || path.starts_with("/healthz/") || path.starts_with("/livez/") || path.starts_with("/readyz/");
+    let open = matches!(path.as_str(), "/healthz" | "/livez" | "/readyz" | "/version")
+        || path.starts_with("/healthz/")
+        || path.starts_with("/livez/")
+        || path.starts_with("/readyz/");
     if !open && !authorized(&state, &req) {
         return ApiError::unauthorized().into_response();
     }
@@ -166,7 +174,12 @@ async fn route(state: Arc<State>, req: Request) -> (Response, String, String) {
     }
     let target = match parse_path(&path) {
         Ok(Some(t)) => t,
-        Ok(None) => return simple("GET", ApiError::new(404, "NotFound", "the server could not find the requested resource").into_response()),
+        Ok(None) => {
+            return simple(
+                "GET",
+                ApiError::new(404, "NotFound", "the server could not find the requested resource").into_response(),
+            )
+        }
         Err(e) => return simple("GET", e.into_response()),
     };
     let resource = target.resource.plural.to_string();

@@ -33,7 +33,11 @@ pub struct AllocConfig {
 
 impl Default for AllocConfig {
     fn default() -> Self {
-        Self { service_cidrs: vec!["10.96.0.0/12".parse().expect("cidr")], node_ports: (30000, 32767), lb_cidr: Some("172.18.255.0/24".parse().expect("cidr")) }
+        Self {
+            service_cidrs: vec!["10.96.0.0/12".parse().expect("cidr")],
+            node_ports: (30000, 32767),
+            lb_cidr: Some("172.18.255.0/24".parse().expect("cidr")),
+        }
     }
 }
 
@@ -82,7 +86,16 @@ pub struct Held {
 
 impl Held {
     fn new(store: DynStore) -> Self {
-        Self { store, state: std::sync::RwLock::new(HeldKeys { synced: false, keys: Default::default(), added_meanwhile: None, generation: 0 }), listing: tokio::sync::Mutex::new(()) }
+        Self {
+            store,
+            state: std::sync::RwLock::new(HeldKeys {
+                synced: false,
+                keys: Default::default(),
+                added_meanwhile: None,
+                generation: 0,
+            }),
+            listing: tokio::sync::Mutex::new(()),
+        }
     }
 
     fn get(&self, key: &str) -> Seen<()> {
@@ -232,7 +245,10 @@ impl Allocator {
 
     pub async fn release(&self, keys: &[String]) {
         for k in keys {
-            if matches!(self.store.write(Op::Delete { key: k.clone(), expect: None }).await, Ok(_) | Err(StoreError::NotFound(_))) {
+            if matches!(
+                self.store.write(Op::Delete { key: k.clone(), expect: None }).await,
+                Ok(_) | Err(StoreError::NotFound(_))
+            ) {
                 self.held.remove(k);
             }
         }
@@ -261,17 +277,34 @@ impl Allocator {
     }
 
     /// Allocate a specific or a random ClusterIP from `net`.
-    async fn alloc_ip(&self, net: &IpNet, requested: Option<&str>, field: &str, taken: &mut Taken) -> Result<Result<String, FieldError>, StoreError> {
+    async fn alloc_ip(
+        &self,
+        net: &IpNet,
+        requested: Option<&str>,
+        field: &str,
+        taken: &mut Taken,
+    ) -> Result<Result<String, FieldError>, StoreError> {
         if let Some(req) = requested {
             let Ok(ip) = req.parse::<IpAddr>() else {
-                return Ok(Err(fe(ErrorKind::Invalid, field, json!(req), "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)")));
+                return Ok(Err(fe(
+                    ErrorKind::Invalid,
+                    field,
+                    json!(req),
+                    "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+                )));
             };
             let size = net_size(net);
-            if !net.contains(&ip) || ip == nth_ip(net, 0) || (net.max_prefix_len() == 32 && ip == nth_ip(net, size - 1)) {
+            if !net.contains(&ip) || ip == nth_ip(net, 0) || (net.max_prefix_len() == 32 && ip == nth_ip(net, size - 1))
+            {
                 return Ok(Err(fe(ErrorKind::Invalid, field, json!(req), &format!("failed to allocate IP {req}: the provided IP ({ip}) is not in the valid range. The range of valid IPs is {net}"))));
             }
             if !self.take(Self::ip_key(&ip), false, taken).await? {
-                return Ok(Err(fe(ErrorKind::Invalid, field, json!(req), &format!("failed to allocate IP {req}: provided IP is already allocated"))));
+                return Ok(Err(fe(
+                    ErrorKind::Invalid,
+                    field,
+                    json!(req),
+                    &format!("failed to allocate IP {req}: provided IP is already allocated"),
+                )));
             }
             return Ok(Ok(ip.to_string()));
         }
@@ -287,21 +320,41 @@ impl Allocator {
             }
             for attempt in 0..4096u128 {
                 let span = usable_hi.saturating_sub(dyn_lo).max(1);
-                let n = if attempt < 64 { dyn_lo + rand::random_range(0..span) } else { 1 + (attempt - 64) % (usable_hi - 1).max(1) };
+                let n = if attempt < 64 {
+                    dyn_lo + rand::random_range(0..span)
+                } else {
+                    1 + (attempt - 64) % (usable_hi - 1).max(1)
+                };
                 let ip = nth_ip(net, n);
                 if self.take(Self::ip_key(&ip), true, taken).await? {
                     return Ok(Ok(ip.to_string()));
                 }
             }
         }
-        Ok(Err(FieldError { kind: ErrorKind::Invalid, field: field.into(), value: None, detail: format!("range is full: {net}") }))
+        Ok(Err(FieldError {
+            kind: ErrorKind::Invalid,
+            field: field.into(),
+            value: None,
+            detail: format!("range is full: {net}"),
+        }))
     }
 
-    async fn alloc_port(&self, requested: Option<i64>, field: &str, taken: &mut Taken, already: &BTreeSet<i64>) -> Result<Result<i64, FieldError>, StoreError> {
+    async fn alloc_port(
+        &self,
+        requested: Option<i64>,
+        field: &str,
+        taken: &mut Taken,
+        already: &BTreeSet<i64>,
+    ) -> Result<Result<i64, FieldError>, StoreError> {
         let (lo, hi) = (self.cfg.node_ports.0 as i64, self.cfg.node_ports.1 as i64);
         if let Some(p) = requested {
             if p < lo || p > hi {
-                return Ok(Err(fe(ErrorKind::Invalid, field, json!(p), &format!("provided port is not in the valid range. The range of valid ports is {lo}-{hi}"))));
+                return Ok(Err(fe(
+                    ErrorKind::Invalid,
+                    field,
+                    json!(p),
+                    &format!("provided port is not in the valid range. The range of valid ports is {lo}-{hi}"),
+                )));
             }
             if already.contains(&p) {
                 return Ok(Ok(p));
@@ -320,7 +373,11 @@ impl Allocator {
             }
             // 64 random picks in the upper part, then every port in turn.
             for attempt in 0..(64 + span) {
-                let p = if attempt < 64 { lo + band + rand::random_range(0..(span - band).max(1)) } else { lo + (attempt - 64) % span };
+                let p = if attempt < 64 {
+                    lo + band + rand::random_range(0..(span - band).max(1))
+                } else {
+                    lo + (attempt - 64) % span
+                };
                 if already.contains(&p) {
                     continue;
                 }
@@ -329,13 +386,22 @@ impl Allocator {
                 }
             }
         }
-        Ok(Err(FieldError { kind: ErrorKind::Invalid, field: field.into(), value: None, detail: format!("range is full: {lo}-{hi}") }))
+        Ok(Err(FieldError {
+            kind: ErrorKind::Invalid,
+            field: field.into(),
+            value: None,
+            detail: format!("range is full: {lo}-{hi}"),
+        }))
     }
 
     /// Allocate what a new (or type-changed) Service needs. `old` is the stored object on update.
     /// Returns the keys taken (to release if the write fails) and the keys to release once the
     /// write succeeds (what the old object held and the new one no longer does).
-    pub async fn prepare(&self, old: Option<&Value>, svc: &mut Value) -> Result<(Taken, Vec<String>), Result<Vec<FieldError>, StoreError>> {
+    pub async fn prepare(
+        &self,
+        old: Option<&Value>,
+        svc: &mut Value,
+    ) -> Result<(Taken, Vec<String>), Result<Vec<FieldError>, StoreError>> {
         let mut taken = Taken::default();
         let mut errs = Vec::new();
         let res = self.prepare_inner(old, svc, &mut taken, &mut errs).await;
@@ -352,14 +418,27 @@ impl Allocator {
         }
     }
 
-    async fn prepare_inner(&self, old: Option<&Value>, svc: &mut Value, taken: &mut Taken, errs: &mut Vec<FieldError>) -> Result<Vec<String>, StoreError> {
+    async fn prepare_inner(
+        &self,
+        old: Option<&Value>,
+        svc: &mut Value,
+        taken: &mut Taken,
+        errs: &mut Vec<FieldError>,
+    ) -> Result<Vec<String>, StoreError> {
         let ty = svc["spec"]["type"].as_str().unwrap_or("ClusterIP").to_string();
         let old_held = old.map(held_keys).unwrap_or_default();
         // ClusterIPs.
         if ty == "ExternalName" {
             if let Some(spec) = svc["spec"].as_object_mut() {
-                if spec.get("clusterIP").and_then(Value::as_str).is_some_and(|s| !s.is_empty() && s != "None") && old.is_none() {
-                    errs.push(fe(ErrorKind::Forbidden, "spec.clusterIP", Value::Null, "may not be set for ExternalName services"));
+                if spec.get("clusterIP").and_then(Value::as_str).is_some_and(|s| !s.is_empty() && s != "None")
+                    && old.is_none()
+                {
+                    errs.push(fe(
+                        ErrorKind::Forbidden,
+                        "spec.clusterIP",
+                        Value::Null,
+                        "may not be set for ExternalName services",
+                    ));
                 }
                 spec.remove("clusterIP");
                 spec.remove("clusterIPs");
@@ -376,12 +455,21 @@ impl Allocator {
             let one = svc["spec"]["clusterIP"].as_str().unwrap_or("");
             let listed = svc["spec"]["clusterIPs"].as_array().cloned().unwrap_or_default();
             if !one.is_empty() && listed.first().and_then(Value::as_str).is_some_and(|first| first != one) {
-                errs.push(fe(ErrorKind::Invalid, "spec.clusterIPs", Value::Array(listed), "first value must match `clusterIP`"));
+                errs.push(fe(
+                    ErrorKind::Invalid,
+                    "spec.clusterIPs",
+                    Value::Array(listed),
+                    "first value must match `clusterIP`",
+                ));
                 return Ok(Vec::new());
             }
             let requested: Vec<String> = match svc["spec"]["clusterIPs"].as_array() {
                 Some(a) if !a.is_empty() => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
-                _ => svc["spec"]["clusterIP"].as_str().filter(|s| !s.is_empty()).map(|s| vec![s.to_string()]).unwrap_or_default(),
+                _ => svc["spec"]["clusterIP"]
+                    .as_str()
+                    .filter(|s| !s.is_empty())
+                    .map(|s| vec![s.to_string()])
+                    .unwrap_or_default(),
             };
             let ips: Vec<String> = if !old_ips.is_empty() {
                 // A changed request is left as asked: validation rejects it ("may not change once set").
@@ -396,7 +484,14 @@ impl Allocator {
                 let families = self.families_for(svc);
                 let mut out = Vec::new();
                 for (i, net) in families.iter().enumerate() {
-                    let field = if i == 0 && svc["spec"]["clusterIPs"].as_array().is_none_or(|a| a.is_empty()) && requested.len() <= 1 { "spec.clusterIPs[0]".to_string() } else { format!("spec.clusterIPs[{i}]") };
+                    let field = if i == 0
+                        && svc["spec"]["clusterIPs"].as_array().is_none_or(|a| a.is_empty())
+                        && requested.len() <= 1
+                    {
+                        "spec.clusterIPs[0]".to_string()
+                    } else {
+                        format!("spec.clusterIPs[{i}]")
+                    };
                     match self.alloc_ip(net, requested.get(i).map(String::as_str), &field, taken).await? {
                         Ok(ip) => out.push(ip),
                         Err(mut e) => {
@@ -412,7 +507,11 @@ impl Allocator {
                 }
                 out
             };
-            let fams: Vec<Value> = ips.iter().filter_map(|ip| ip.parse::<IpAddr>().ok()).map(|ip| json!(if ip.is_ipv4() { "IPv4" } else { "IPv6" })).collect();
+            let fams: Vec<Value> = ips
+                .iter()
+                .filter_map(|ip| ip.parse::<IpAddr>().ok())
+                .map(|ip| json!(if ip.is_ipv4() { "IPv4" } else { "IPv6" }))
+                .collect();
             svc["spec"]["clusterIP"] = json!(ips.first().cloned().unwrap_or_default());
             svc["spec"]["clusterIPs"] = json!(ips);
             if !fams.is_empty() {
@@ -425,9 +524,13 @@ impl Allocator {
             }
         }
         // NodePorts.
-        let wants_np = ty == "NodePort" || (ty == "LoadBalancer" && svc["spec"]["allocateLoadBalancerNodePorts"].as_bool() != Some(false));
+        let wants_np = ty == "NodePort"
+            || (ty == "LoadBalancer" && svc["spec"]["allocateLoadBalancerNodePorts"].as_bool() != Some(false));
         let mut kept_ports: BTreeSet<i64> = BTreeSet::new();
-        let old_ports: BTreeSet<i64> = old_held.iter().filter_map(|k| k.strip_prefix(&format!("{PREFIX}nodeport/")).and_then(|p| p.parse().ok())).collect();
+        let old_ports: BTreeSet<i64> = old_held
+            .iter()
+            .filter_map(|k| k.strip_prefix(&format!("{PREFIX}nodeport/")).and_then(|p| p.parse().ok()))
+            .collect();
         if let Some(ports) = svc["spec"]["ports"].as_array_mut() {
             let mut assigned_this: BTreeSet<i64> = BTreeSet::new();
             for (i, p) in ports.iter_mut().enumerate() {
@@ -472,7 +575,8 @@ impl Allocator {
         }
         // LoadBalancer ingress from the built-in pool.
         if ty == "LoadBalancer" {
-            let old_lb: Option<String> = old_held.iter().find_map(|k| k.strip_prefix(&format!("{PREFIX}lb/")).map(String::from));
+            let old_lb: Option<String> =
+                old_held.iter().find_map(|k| k.strip_prefix(&format!("{PREFIX}lb/")).map(String::from));
             let requested = svc["spec"]["loadBalancerIP"].as_str().filter(|s| !s.is_empty()).map(String::from);
             let ip = match (&old_lb, &requested) {
                 (Some(o), None) => Some(o.clone()),
@@ -481,7 +585,12 @@ impl Allocator {
                     if self.take(Self::lb_key(r), false, taken).await? {
                         Some(r.clone())
                     } else {
-                        errs.push(fe(ErrorKind::Invalid, "spec.loadBalancerIP", json!(r), "provided IP is already allocated"));
+                        errs.push(fe(
+                            ErrorKind::Invalid,
+                            "spec.loadBalancerIP",
+                            json!(r),
+                            "provided IP is already allocated",
+                        ));
                         None
                     }
                 }
@@ -507,7 +616,8 @@ impl Allocator {
             if let Some(ip) = ip {
                 svc["status"] = json!({"loadBalancer": {"ingress": [{"ip": ip, "ipMode": "VIP"}]}});
             }
-        } else if svc.get("status").is_some() && old.is_some_and(|o| o["spec"]["type"].as_str() == Some("LoadBalancer")) {
+        } else if svc.get("status").is_some() && old.is_some_and(|o| o["spec"]["type"].as_str() == Some("LoadBalancer"))
+        {
             svc["status"] = json!({"loadBalancer": {}});
         }
         // What the old object held and the new one does not: release after the write.
@@ -518,7 +628,10 @@ impl Allocator {
     fn families_for(&self, svc: &Value) -> Vec<IpNet> {
         let v4 = self.cfg.service_cidrs.iter().find(|n| matches!(n, IpNet::V4(_))).copied();
         let v6 = self.cfg.service_cidrs.iter().find(|n| matches!(n, IpNet::V6(_))).copied();
-        let fams: Vec<String> = svc["spec"]["ipFamilies"].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect()).unwrap_or_default();
+        let fams: Vec<String> = svc["spec"]["ipFamilies"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .unwrap_or_default();
         let policy = svc["spec"]["ipFamilyPolicy"].as_str().unwrap_or("SingleStack");
         let pick = |f: &str| if f == "IPv6" { v6 } else { v4 };
         let mut out: Vec<IpNet> = Vec::new();
@@ -591,7 +704,10 @@ impl Allocator {
         for kv in svcs.items {
             if let Ok(v) = serde_json::from_slice::<Value>(&kv.value) {
                 for k in held_keys(&v) {
-                    if matches!(self.store.write(Op::Create { key: k.clone(), value: Self::owner(&v) }).await, Ok(_) | Err(StoreError::AlreadyExists(_))) {
+                    if matches!(
+                        self.store.write(Op::Create { key: k.clone(), value: Self::owner(&v) }).await,
+                        Ok(_) | Err(StoreError::AlreadyExists(_))
+                    ) {
                         self.held.add([&k]);
                     }
                 }
@@ -606,12 +722,20 @@ fn svc_type(svc: &Value) -> &str {
 }
 
 fn node_ports(svc: &Value) -> BTreeSet<i64> {
-    svc["spec"]["ports"].as_array().into_iter().flatten().filter_map(|p| p["nodePort"].as_i64()).filter(|p| *p != 0).collect()
+    svc["spec"]["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["nodePort"].as_i64())
+        .filter(|p| *p != 0)
+        .collect()
 }
 
 fn externally_accessible(svc: &Value) -> bool {
     let t = svc_type(svc);
-    t == "LoadBalancer" || t == "NodePort" || (t == "ClusterIP" && svc["spec"]["externalIPs"].as_array().is_some_and(|a| !a.is_empty()))
+    t == "LoadBalancer"
+        || t == "NodePort"
+        || (t == "ClusterIP" && svc["spec"]["externalIPs"].as_array().is_some_and(|a| !a.is_empty()))
 }
 
 fn needs_hc_node_port(svc: &Value) -> bool {
@@ -729,7 +853,10 @@ mod tests {
                 Err(Err(e)) => panic!("prepare: {e}"),
             };
             let mut ops = Allocator::create_ops(&taken, &svc);
-            ops.push(Op::Create { key: format!("/registry/core/services/default/{name}"), value: svc.to_string().into() });
+            ops.push(Op::Create {
+                key: format!("/registry/core/services/default/{name}"),
+                value: svc.to_string().into(),
+            });
             match store.txn(ops).await {
                 Ok(_) => {
                     a.committed(&taken);

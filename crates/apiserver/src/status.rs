@@ -34,7 +34,8 @@ impl ApiError {
             .with_details(json!({"name": name, "group": r.group, "kind": r.plural}))
     }
     pub fn namespace_not_found(ns: &str) -> Self {
-        Self::new(404, "NotFound", format!("namespaces \"{ns}\" not found")).with_details(json!({"name": ns, "kind": "namespaces"}))
+        Self::new(404, "NotFound", format!("namespaces \"{ns}\" not found"))
+            .with_details(json!({"name": ns, "kind": "namespaces"}))
     }
     pub fn already_exists(r: &Resource, name: &str) -> Self {
         Self::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", r.qualified()))
@@ -57,7 +58,8 @@ impl ApiError {
             .iter()
             .map(|e| json!({"reason": e.reason(), "message": e.message_without_field(), "field": e.field}))
             .collect();
-        Self::new(422, "Invalid", message).with_details(json!({"name": name, "group": r.group, "kind": r.kind, "causes": causes}))
+        Self::new(422, "Invalid", message)
+            .with_details(json!({"name": name, "group": r.group, "kind": r.kind, "causes": causes}))
     }
     pub fn method_not_allowed(msg: impl Into<String>) -> Self {
         Self::new(405, "MethodNotAllowed", msg)

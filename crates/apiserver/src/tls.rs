@@ -31,9 +31,15 @@ fn read(path: &Path) -> Result<Option<String>, Error> {
 }
 
 fn write_private(path: &Path, data: &str) -> Result<(), Error> {
-    use std::os::unix::fs::OpenOptionsExt;
     use std::io::Write;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(|e| io_err(path, e))?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io_err(path, e))?;
     f.write_all(data.as_bytes()).map_err(|e| io_err(path, e))
 }
 
@@ -67,7 +73,14 @@ pub fn load_or_create(dir: &Path, sans: &[String]) -> Result<Identity, Error> {
             (c, k)
         }
     };
-    let mut want: Vec<String> = vec!["127.0.0.1".into(), "localhost".into(), "kubernetes".into(), "kubernetes.default".into(), "kubernetes.default.svc".into(), "kubernetes.default.svc.cluster.local".into()];
+    let mut want: Vec<String> = vec![
+        "127.0.0.1".into(),
+        "localhost".into(),
+        "kubernetes".into(),
+        "kubernetes.default".into(),
+        "kubernetes.default.svc".into(),
+        "kubernetes.default.svc.cluster.local".into(),
+    ];
     for s in sans {
         if !want.contains(s) {
             want.push(s.clone());
@@ -108,7 +121,9 @@ pub fn load_or_create(dir: &Path, sans: &[String]) -> Result<Identity, Error> {
 
 /// A rustls server config for the serving certificate, offering HTTP/2 and HTTP/1.1.
 pub fn server_config(id: &Identity) -> Result<Arc<rustls::ServerConfig>, Error> {
-    let certs: Vec<_> = rustls_pemfile::certs(&mut id.cert_pem.as_bytes()).collect::<Result<_, _>>().map_err(|e| Error::Setup(format!("serving cert: {e}")))?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut id.cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| Error::Setup(format!("serving cert: {e}")))?;
     let key = rustls_pemfile::private_key(&mut id.key_pem.as_bytes())
         .map_err(|e| Error::Setup(format!("serving key: {e}")))?
         .ok_or_else(|| Error::Setup("serving key: none in PEM".into()))?;

@@ -7,9 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{
-    Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
-};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -31,9 +29,7 @@ const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 /// rand.SafeEncodeString: every byte mapped into an alphabet without vowels (no bad words) and
 /// without look-alike characters.
 pub fn safe_encode_string(s: &str) -> String {
-    s.bytes()
-        .map(|b| ALPHANUMS[b as usize % ALPHANUMS.len()] as char)
-        .collect()
+    s.bytes().map(|b| ALPHANUMS[b as usize % ALPHANUMS.len()] as char).collect()
 }
 
 pub fn fnv32a(data: &[u8]) -> u32 {
@@ -54,9 +50,7 @@ pub fn deep_hash_print(v: &serde_json::Value, out: &mut Vec<u8>) {
         Value::Null => out.extend_from_slice(b"<nil>"),
         Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         Value::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
-        Value::String(s) => {
-            out.extend_from_slice(serde_json::to_string(s).unwrap_or_default().as_bytes())
-        }
+        Value::String(s) => out.extend_from_slice(serde_json::to_string(s).unwrap_or_default().as_bytes()),
         Value::Array(a) => {
             out.push(b'[');
             for (i, x) in a.iter().enumerate() {
@@ -102,10 +96,7 @@ pub fn deep_hash_print(v: &serde_json::Value, out: &mut Vec<u8>) {
 /// a name, so ReplicaSets written with an older hash keep being adopted.
 pub fn compute_hash(template: &PodTemplateSpec, collision_count: Option<i32>) -> String {
     let mut data = Vec::with_capacity(1024);
-    deep_hash_print(
-        &serde_json::to_value(template).unwrap_or_default(),
-        &mut data,
-    );
+    deep_hash_print(&serde_json::to_value(template).unwrap_or_default(), &mut data);
     if let Some(c) = collision_count {
         let mut b = [0u8; 8];
         b[..4].copy_from_slice(&(c as u32).to_le_bytes());
@@ -123,10 +114,7 @@ fn rs_replicas(rs: &ReplicaSet) -> i32 {
 }
 
 fn rs_available(rs: &ReplicaSet) -> i32 {
-    rs.status
-        .as_ref()
-        .and_then(|s| s.available_replicas)
-        .unwrap_or(0)
+    rs.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0)
 }
 
 fn is_recreate(d: &Deployment) -> bool {
@@ -151,19 +139,10 @@ pub fn scaled_value(v: Option<&IntOrString>, default_pct: i32, total: i32, round
 
 /// ResolveFenceposts: (maxSurge, maxUnavailable) in pods; both zero means one unavailable.
 pub fn resolve_fenceposts(d: &Deployment) -> (i32, i32) {
-    let ru = d
-        .spec
-        .strategy
-        .as_ref()
-        .and_then(|s| s.rolling_update.as_ref());
+    let ru = d.spec.strategy.as_ref().and_then(|s| s.rolling_update.as_ref());
     let desired = replicas(d);
     let surge = scaled_value(ru.and_then(|r| r.max_surge.as_ref()), 25, desired, true);
-    let mut unavail = scaled_value(
-        ru.and_then(|r| r.max_unavailable.as_ref()),
-        25,
-        desired,
-        false,
-    );
+    let mut unavail = scaled_value(ru.and_then(|r| r.max_unavailable.as_ref()), 25, desired, false);
     if surge == 0 && unavail == 0 {
         unavail = 1;
     }
@@ -201,17 +180,12 @@ pub fn new_rs_new_replicas(d: &Deployment, all: &[ReplicaSet], new_rs: &ReplicaS
 
 fn by_creation(a: &ReplicaSet, b: &ReplicaSet) -> std::cmp::Ordering {
     let t = |r: &ReplicaSet| r.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    t(a).cmp(&t(b))
-        .then_with(|| a.metadata.name.cmp(&b.metadata.name))
+    t(a).cmp(&t(b)).then_with(|| a.metadata.name.cmp(&b.metadata.name))
 }
 
 /// reconcileOldReplicaSets as a plan: new sizes for old ReplicaSets (cleanup of unhealthy replicas
 /// first, then scale down while keeping `replicas - maxUnavailable` available).
-pub fn plan_old_scale_down(
-    d: &Deployment,
-    old: &[ReplicaSet],
-    new_rs: &ReplicaSet,
-) -> Vec<(String, i32)> {
+pub fn plan_old_scale_down(d: &Deployment, old: &[ReplicaSet], new_rs: &ReplicaSet) -> Vec<(String, i32)> {
     let mut old: Vec<ReplicaSet> = old.iter().filter(|r| rs_replicas(r) > 0).cloned().collect();
     old.sort_by(by_creation);
     let old_count: i32 = old.iter().map(rs_replicas).sum();
@@ -268,25 +242,12 @@ fn annotation_i32(rs: &ReplicaSet, k: &str) -> Option<i32> {
 }
 
 fn revision(rs: &ReplicaSet) -> i64 {
-    rs.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(REVISION))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    rs.metadata.annotations.as_ref().and_then(|a| a.get(REVISION)).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 /// The scale step of `sync` (deployment resized): returns new sizes for the ReplicaSets.
-pub fn plan_scale(
-    d: &Deployment,
-    new_rs: Option<&ReplicaSet>,
-    old: &[ReplicaSet],
-) -> Vec<(String, i32)> {
-    let mut active: Vec<&ReplicaSet> = new_rs
-        .into_iter()
-        .chain(old.iter())
-        .filter(|r| rs_replicas(r) > 0)
-        .collect();
+pub fn plan_scale(d: &Deployment, new_rs: Option<&ReplicaSet>, old: &[ReplicaSet]) -> Vec<(String, i32)> {
+    let mut active: Vec<&ReplicaSet> = new_rs.into_iter().chain(old.iter()).filter(|r| rs_replicas(r) > 0).collect();
     let name = |r: &ReplicaSet| r.metadata.name.clone().unwrap_or_default();
     // One active (or none: the newest) takes the whole count.
     let single = if active.len() == 1 {
@@ -297,11 +258,7 @@ pub fn plan_scale(
         None
     };
     if let Some(rs) = single {
-        return if rs_replicas(rs) == replicas(d) {
-            vec![]
-        } else {
-            vec![(name(rs), replicas(d))]
-        };
+        return if rs_replicas(rs) == replicas(d) { vec![] } else { vec![(name(rs), replicas(d))] };
     }
     // New RS saturated: old ones go to zero.
     if let Some(n) = new_rs {
@@ -309,36 +266,20 @@ pub fn plan_scale(
             && annotation_i32(n, DESIRED_REPLICAS) == Some(replicas(d))
             && rs_available(n) >= replicas(d);
         if saturated {
-            return old
-                .iter()
-                .filter(|r| rs_replicas(r) > 0)
-                .map(|r| (name(r), 0))
-                .collect();
+            return old.iter().filter(|r| rs_replicas(r) > 0).map(|r| (name(r), 0)).collect();
         }
     }
     if is_recreate(d) {
         return vec![];
     }
     let current: i32 = active.iter().map(|r| rs_replicas(r)).sum();
-    let allowed = if replicas(d) > 0 {
-        replicas(d) + max_surge(d)
-    } else {
-        0
-    };
+    let allowed = if replicas(d) > 0 { replicas(d) + max_surge(d) } else { 0 };
     let to_add = allowed - current;
     if to_add > 0 {
         // Largest first, newer first on ties.
-        active.sort_by(|a, b| {
-            rs_replicas(b)
-                .cmp(&rs_replicas(a))
-                .then_with(|| by_creation(b, a))
-        });
+        active.sort_by(|a, b| rs_replicas(b).cmp(&rs_replicas(a)).then_with(|| by_creation(b, a)));
     } else if to_add < 0 {
-        active.sort_by(|a, b| {
-            rs_replicas(b)
-                .cmp(&rs_replicas(a))
-                .then_with(|| by_creation(a, b))
-        });
+        active.sort_by(|a, b| rs_replicas(b).cmp(&rs_replicas(a)).then_with(|| by_creation(a, b)));
     }
     let status_replicas = d.status.as_ref().and_then(|s| s.replicas).unwrap_or(0);
     let mut added = 0;
@@ -350,19 +291,12 @@ pub fn plan_scale(
             let fraction = if replicas(d) == 0 {
                 -r
             } else {
-                let annotated = annotation_i32(rs, MAX_REPLICAS)
-                    .unwrap_or(status_replicas)
-                    .max(1);
-                let new_size =
-                    f64::from(r) * f64::from(replicas(d) + max_surge(d)) / f64::from(annotated);
+                let annotated = annotation_i32(rs, MAX_REPLICAS).unwrap_or(status_replicas).max(1);
+                let new_size = f64::from(r) * f64::from(replicas(d) + max_surge(d)) / f64::from(annotated);
                 new_size.round() as i32 - r
             };
             let allowed_rest = to_add - added;
-            proportion = if to_add > 0 {
-                fraction.min(allowed_rest)
-            } else {
-                fraction.max(allowed_rest)
-            };
+            proportion = if to_add > 0 { fraction.min(allowed_rest) } else { fraction.max(allowed_rest) };
         }
         sizes.push(r + proportion);
         added += proportion;
@@ -375,9 +309,7 @@ pub fn plan_scale(
     active
         .iter()
         .zip(sizes)
-        .filter(|(rs, s)| {
-            rs_replicas(rs) != *s || annotation_i32(rs, DESIRED_REPLICAS) != Some(replicas(d))
-        })
+        .filter(|(rs, s)| rs_replicas(rs) != *s || annotation_i32(rs, DESIRED_REPLICAS) != Some(replicas(d)))
         .map(|(rs, s)| (name(rs), s))
         .collect()
 }
@@ -407,10 +339,7 @@ fn new_condition(type_: &str, status: &str, reason: &str, message: String) -> De
 }
 
 fn get_condition<'a>(st: &'a DeploymentStatus, type_: &str) -> Option<&'a DeploymentCondition> {
-    st.conditions
-        .iter()
-        .flatten()
-        .find(|c| c.type_.as_deref() == Some(type_))
+    st.conditions.iter().flatten().find(|c| c.type_.as_deref() == Some(type_))
 }
 
 /// SetDeploymentCondition: no-op when status and reason are unchanged; keeps lastTransitionTime
@@ -436,11 +365,7 @@ fn remove_condition(st: &mut DeploymentStatus, type_: &str) {
 }
 
 /// calculateStatus.
-pub fn calculate_status(
-    d: &Deployment,
-    all: &[ReplicaSet],
-    new_rs: Option<&ReplicaSet>,
-) -> DeploymentStatus {
+pub fn calculate_status(d: &Deployment, all: &[ReplicaSet], new_rs: Option<&ReplicaSet>) -> DeploymentStatus {
     let st = |r: &ReplicaSet| r.status.clone().unwrap_or_default();
     let available: i32 = all.iter().map(rs_available).sum();
     let total: i32 = all.iter().map(rs_replicas).sum();
@@ -505,8 +430,7 @@ fn deployment_timed_out(d: &Deployment, s: &DeploymentStatus) -> bool {
     let Some(c) = get_condition(s, "Progressing") else {
         return false;
     };
-    if c.reason.as_deref() == Some("NewReplicaSetAvailable")
-        || c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    if c.reason.as_deref() == Some("NewReplicaSetAvailable") || c.reason.as_deref() == Some("ProgressDeadlineExceeded")
     {
         return false;
     }
@@ -533,14 +457,7 @@ impl DeploymentController {
         pods: Arc<Cache<Pod>>,
     ) -> Arc<Self> {
         let recorder = Recorder::new(client.clone(), "deployment-controller");
-        Arc::new(DeploymentController {
-            client,
-            deployments,
-            rs,
-            pods,
-            queue: WorkQueue::new(),
-            recorder,
-        })
+        Arc::new(DeploymentController { client, deployments, rs, pods, queue: WorkQueue::new(), recorder })
     }
 
     fn enqueue_owner(&self, rs: &ReplicaSet) {
@@ -551,13 +468,9 @@ impl DeploymentController {
             None => {
                 for d in self.deployments.list_ns(ns) {
                     if !util::label_selector_is_empty(&d.spec.selector)
-                        && util::label_selector_matches(
-                            &d.spec.selector,
-                            rs.metadata.labels.as_ref(),
-                        )
+                        && util::label_selector_matches(&d.spec.selector, rs.metadata.labels.as_ref())
                     {
-                        self.queue
-                            .add(key(ns, d.metadata.name.as_deref().unwrap_or_default()));
+                        self.queue.add(key(ns, d.metadata.name.as_deref().unwrap_or_default()));
                     }
                 }
             }
@@ -625,21 +538,14 @@ impl DeploymentController {
         let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), ns);
         let mut out = Vec::new();
         for rs in self.rs.list_ns(ns) {
-            let matches =
-                util::label_selector_matches(&d.spec.selector, rs.metadata.labels.as_ref());
+            let matches = util::label_selector_matches(&d.spec.selector, rs.metadata.labels.as_ref());
             match util::controller_ref(&rs.metadata) {
                 Some(r) if r.uid == uid => {
                     if matches || d.metadata.deletion_timestamp.is_some() {
                         out.push((*rs).clone());
                     } else {
-                        let refs: Vec<_> = rs
-                            .metadata
-                            .owner_references
-                            .iter()
-                            .flatten()
-                            .filter(|o| o.uid != uid)
-                            .cloned()
-                            .collect();
+                        let refs: Vec<_> =
+                            rs.metadata.owner_references.iter().flatten().filter(|o| o.uid != uid).cloned().collect();
                         let patch = serde_json::json!({"metadata": {"ownerReferences": refs, "resourceVersion": rs.metadata.resource_version}});
                         match api
                             .patch(
@@ -716,19 +622,9 @@ impl DeploymentController {
                 && cur.as_deref() != Some("ProgressDeadlineExceeded")
                 && cur.as_deref() != Some("DeploymentPaused")
             {
-                Some(new_condition(
-                    "Progressing",
-                    "Unknown",
-                    "DeploymentPaused",
-                    "Deployment is paused".into(),
-                ))
+                Some(new_condition("Progressing", "Unknown", "DeploymentPaused", "Deployment is paused".into()))
             } else if !paused && cur.as_deref() == Some("DeploymentPaused") {
-                Some(new_condition(
-                    "Progressing",
-                    "Unknown",
-                    "DeploymentResumed",
-                    "Deployment is resumed".into(),
-                ))
+                Some(new_condition("Progressing", "Unknown", "DeploymentResumed", "Deployment is resumed".into()))
             } else {
                 None
             };
@@ -757,24 +653,12 @@ impl DeploymentController {
         }
     }
 
-    fn split_new_old(
-        &self,
-        d: &Deployment,
-        rs_list: &[ReplicaSet],
-    ) -> (Option<ReplicaSet>, Vec<ReplicaSet>) {
-        let new_idx = rs_list.iter().position(|r| {
-            r.spec
-                .template
-                .as_ref()
-                .is_some_and(|t| templates_equal_ignoring_hash(t, &d.spec.template))
-        });
-        let new_rs = new_idx.map(|i| rs_list[i].clone());
-        let old = rs_list
+    fn split_new_old(&self, d: &Deployment, rs_list: &[ReplicaSet]) -> (Option<ReplicaSet>, Vec<ReplicaSet>) {
+        let new_idx = rs_list
             .iter()
-            .enumerate()
-            .filter(|(i, _)| Some(*i) != new_idx)
-            .map(|(_, r)| r.clone())
-            .collect();
+            .position(|r| r.spec.template.as_ref().is_some_and(|t| templates_equal_ignoring_hash(t, &d.spec.template)));
+        let new_rs = new_idx.map(|i| rs_list[i].clone());
+        let old = rs_list.iter().enumerate().filter(|(i, _)| Some(*i) != new_idx).map(|(_, r)| r.clone()).collect();
         (new_rs, old)
     }
 
@@ -806,11 +690,7 @@ impl DeploymentController {
                 }
                 if changed {
                     rs = rs_api
-                        .replace(
-                            rs.metadata.name.as_deref().unwrap_or_default(),
-                            &PostParams::default(),
-                            &rs,
-                        )
+                        .replace(rs.metadata.name.as_deref().unwrap_or_default(), &PostParams::default(), &rs)
                         .await?;
                 }
                 let rev = rs
@@ -821,32 +701,19 @@ impl DeploymentController {
                     .cloned()
                     .unwrap_or(new_revision.clone());
                 let mut d_changed = false;
-                if d.metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(REVISION))
-                    != Some(&rev)
-                {
-                    d.metadata
-                        .annotations
-                        .get_or_insert_with(BTreeMap::new)
-                        .insert(REVISION.into(), rev);
+                if d.metadata.annotations.as_ref().and_then(|a| a.get(REVISION)) != Some(&rev) {
+                    d.metadata.annotations.get_or_insert_with(BTreeMap::new).insert(REVISION.into(), rev);
                     d_changed = true;
                 }
                 let mut st = d.status.clone().unwrap_or_default();
-                if d.spec.progress_deadline_seconds.is_some()
-                    && get_condition(&st, "Progressing").is_none()
-                {
+                if d.spec.progress_deadline_seconds.is_some() && get_condition(&st, "Progressing").is_none() {
                     set_condition(
                         &mut st,
                         new_condition(
                             "Progressing",
                             "True",
                             "FoundNewReplicaSet",
-                            format!(
-                                "Found new replica set \"{}\"",
-                                rs.metadata.name.as_deref().unwrap_or_default()
-                            ),
+                            format!("Found new replica set \"{}\"", rs.metadata.name.as_deref().unwrap_or_default()),
                         ),
                     );
                     d.status = Some(st);
@@ -869,10 +736,7 @@ impl DeploymentController {
                     .get_or_insert_with(BTreeMap::new)
                     .insert(HASH_LABEL.into(), hash.clone());
                 let mut selector = d.spec.selector.clone();
-                selector
-                    .match_labels
-                    .get_or_insert_with(BTreeMap::new)
-                    .insert(HASH_LABEL.into(), hash.clone());
+                selector.match_labels.get_or_insert_with(BTreeMap::new).insert(HASH_LABEL.into(), hash.clone());
                 let all_count: i32 = old.iter().map(rs_replicas).sum();
                 let mut rs = ReplicaSet {
                     metadata: ObjectMeta {
@@ -882,10 +746,7 @@ impl DeploymentController {
                         annotations: Some(BTreeMap::from([
                             (REVISION.to_string(), new_revision.clone()),
                             (DESIRED_REPLICAS.to_string(), replicas(d).to_string()),
-                            (
-                                MAX_REPLICAS.to_string(),
-                                (replicas(d) + max_surge(d)).to_string(),
-                            ),
+                            (MAX_REPLICAS.to_string(), (replicas(d) + max_surge(d)).to_string()),
                         ])),
                         owner_references: Some(vec![util::controller_owner_ref(d)]),
                         ..Default::default()
@@ -906,19 +767,12 @@ impl DeploymentController {
                         && k != MAX_REPLICAS
                         && k != "deployment.kubernetes.io/revision-history"
                     {
-                        rs.metadata
-                            .annotations
-                            .get_or_insert_with(BTreeMap::new)
-                            .insert(k.clone(), v.clone());
+                        rs.metadata.annotations.get_or_insert_with(BTreeMap::new).insert(k.clone(), v.clone());
                     }
                 }
                 let mut probe = rs.clone();
                 probe.spec.replicas = Some(0);
-                let all: Vec<ReplicaSet> = old
-                    .iter()
-                    .cloned()
-                    .chain(std::iter::once(probe.clone()))
-                    .collect();
+                let all: Vec<ReplicaSet> = old.iter().cloned().chain(std::iter::once(probe.clone())).collect();
                 rs.spec.replicas = Some(new_rs_new_replicas(d, &all, &probe));
                 let _ = all_count;
                 let created = match rs_api.create(&PostParams::default(), &rs).await {
@@ -954,15 +808,14 @@ impl DeploymentController {
                         c
                     }
                     Err(e) if util::is_already_exists(&e) => {
-                        let existing = rs_api
-                            .get(rs.metadata.name.as_deref().unwrap_or_default())
-                            .await?;
+                        let existing = rs_api.get(rs.metadata.name.as_deref().unwrap_or_default()).await?;
                         let ours = util::controller_ref(&existing.metadata)
                             .is_some_and(|r| Some(&r.uid) == d.metadata.uid.as_ref());
-                        let same =
-                            existing.spec.template.as_ref().is_some_and(|t| {
-                                templates_equal_ignoring_hash(t, &d.spec.template)
-                            });
+                        let same = existing
+                            .spec
+                            .template
+                            .as_ref()
+                            .is_some_and(|t| templates_equal_ignoring_hash(t, &d.spec.template));
                         if ours && same {
                             existing
                         } else {
@@ -986,16 +839,8 @@ impl DeploymentController {
                     .and_then(|a| a.get(REVISION))
                     .cloned()
                     .unwrap_or(new_revision);
-                if d.metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(REVISION))
-                    != Some(&rev)
-                {
-                    d.metadata
-                        .annotations
-                        .get_or_insert_with(BTreeMap::new)
-                        .insert(REVISION.into(), rev);
+                if d.metadata.annotations.as_ref().and_then(|a| a.get(REVISION)) != Some(&rev) {
+                    d.metadata.annotations.get_or_insert_with(BTreeMap::new).insert(REVISION.into(), rev);
                     self.write_deployment(d).await?;
                 }
                 Some(created)
@@ -1006,35 +851,21 @@ impl DeploymentController {
     }
 
     async fn write_deployment(&self, d: &mut Deployment) -> Result<(), crate::Error> {
-        let api: Api<Deployment> = Api::namespaced(
-            self.client.clone(),
-            d.metadata.namespace.as_deref().unwrap_or_default(),
-        );
+        let api: Api<Deployment> =
+            Api::namespaced(self.client.clone(), d.metadata.namespace.as_deref().unwrap_or_default());
         let status = d.status.clone();
-        let mut written = api
-            .replace(
-                d.metadata.name.as_deref().unwrap_or_default(),
-                &PostParams::default(),
-                d,
-            )
-            .await?;
+        let mut written =
+            api.replace(d.metadata.name.as_deref().unwrap_or_default(), &PostParams::default(), d).await?;
         written.status = status;
         *d = written;
         Ok(())
     }
 
     async fn write_status(&self, d: &mut Deployment) -> Result<(), crate::Error> {
-        let api: Api<Deployment> = Api::namespaced(
-            self.client.clone(),
-            d.metadata.namespace.as_deref().unwrap_or_default(),
-        );
-        let written = api
-            .replace_status(
-                d.metadata.name.as_deref().unwrap_or_default(),
-                &PostParams::default(),
-                d,
-            )
-            .await?;
+        let api: Api<Deployment> =
+            Api::namespaced(self.client.clone(), d.metadata.namespace.as_deref().unwrap_or_default());
+        let written =
+            api.replace_status(d.metadata.name.as_deref().unwrap_or_default(), &PostParams::default(), d).await?;
         d.metadata.resource_version = written.metadata.resource_version;
         Ok(())
     }
@@ -1053,8 +884,7 @@ impl DeploymentController {
             let target = if new_rs.as_ref().and_then(|r| r.metadata.name.as_ref()) == Some(&name) {
                 new_rs.as_mut()
             } else {
-                old.iter_mut()
-                    .find(|r| r.metadata.name.as_ref() == Some(&name))
+                old.iter_mut().find(|r| r.metadata.name.as_ref() == Some(&name))
             };
             let Some(rs) = target else { continue };
             *rs = self.scale_rs(d, rs, size).await?;
@@ -1062,20 +892,12 @@ impl DeploymentController {
         Ok((new_rs, old))
     }
 
-    async fn scale_rs(
-        &self,
-        d: &Deployment,
-        rs: &ReplicaSet,
-        size: i32,
-    ) -> Result<ReplicaSet, crate::Error> {
+    async fn scale_rs(&self, d: &Deployment, rs: &ReplicaSet, size: i32) -> Result<ReplicaSet, crate::Error> {
         let from = rs_replicas(rs);
         let desired = replicas(d).to_string();
         let maxr = (replicas(d) + max_surge(d)).to_string();
         let ann = rs.metadata.annotations.clone().unwrap_or_default();
-        if from == size
-            && ann.get(DESIRED_REPLICAS) == Some(&desired)
-            && ann.get(MAX_REPLICAS) == Some(&maxr)
-        {
+        if from == size && ann.get(DESIRED_REPLICAS) == Some(&desired) && ann.get(MAX_REPLICAS) == Some(&maxr) {
             return Ok(rs.clone());
         }
         let mut u = rs.clone();
@@ -1083,17 +905,9 @@ impl DeploymentController {
         let a = u.metadata.annotations.get_or_insert_with(BTreeMap::new);
         a.insert(DESIRED_REPLICAS.into(), desired);
         a.insert(MAX_REPLICAS.into(), maxr);
-        let api: Api<ReplicaSet> = Api::namespaced(
-            self.client.clone(),
-            rs.metadata.namespace.as_deref().unwrap_or_default(),
-        );
-        let written = api
-            .replace(
-                rs.metadata.name.as_deref().unwrap_or_default(),
-                &PostParams::default(),
-                &u,
-            )
-            .await?;
+        let api: Api<ReplicaSet> =
+            Api::namespaced(self.client.clone(), rs.metadata.namespace.as_deref().unwrap_or_default());
+        let written = api.replace(rs.metadata.name.as_deref().unwrap_or_default(), &PostParams::default(), &u).await?;
         if from != size {
             let op = if size > from { "up" } else { "down" };
             self.recorder.normal(
@@ -1108,26 +922,15 @@ impl DeploymentController {
         Ok(written)
     }
 
-    async fn rollout_rolling(
-        &self,
-        d: &mut Deployment,
-        rs_list: Vec<ReplicaSet>,
-    ) -> Result<(), crate::Error> {
+    async fn rollout_rolling(&self, d: &mut Deployment, rs_list: Vec<ReplicaSet>) -> Result<(), crate::Error> {
         let (new_rs, old) = self.sync_revision(d, rs_list, true).await?;
         let Some(mut new_rs) = new_rs else {
             return Ok(());
         };
         // Scale up the new ReplicaSet if we can.
-        let all: Vec<ReplicaSet> = old
-            .iter()
-            .cloned()
-            .chain(std::iter::once(new_rs.clone()))
-            .collect();
-        let target = if rs_replicas(&new_rs) > replicas(d) {
-            replicas(d)
-        } else {
-            new_rs_new_replicas(d, &all, &new_rs)
-        };
+        let all: Vec<ReplicaSet> = old.iter().cloned().chain(std::iter::once(new_rs.clone())).collect();
+        let target =
+            if rs_replicas(&new_rs) > replicas(d) { replicas(d) } else { new_rs_new_replicas(d, &all, &new_rs) };
         if target != rs_replicas(&new_rs) {
             new_rs = self.scale_rs(d, &new_rs, target).await?;
             return self.sync_status(d, Some(&new_rs), &old, true).await;
@@ -1145,11 +948,7 @@ impl DeploymentController {
         self.sync_status(d, Some(&new_rs), &old, true).await
     }
 
-    async fn rollout_recreate(
-        &self,
-        d: &mut Deployment,
-        rs_list: Vec<ReplicaSet>,
-    ) -> Result<(), crate::Error> {
+    async fn rollout_recreate(&self, d: &mut Deployment, rs_list: Vec<ReplicaSet>) -> Result<(), crate::Error> {
         let (new_rs, old) = self.sync_revision(d, rs_list.clone(), false).await?;
         let plan: Vec<(String, i32)> = old
             .iter()
@@ -1163,9 +962,7 @@ impl DeploymentController {
         // Wait until no pod of an old ReplicaSet is still running.
         let ns = d.metadata.namespace.as_deref().unwrap_or_default();
         let old_uids: Vec<String> = old.iter().filter_map(|r| r.metadata.uid.clone()).collect();
-        let old_running = old
-            .iter()
-            .any(|r| r.status.as_ref().is_some_and(|s| s.replicas > 0))
+        let old_running = old.iter().any(|r| r.status.as_ref().is_some_and(|s| s.replicas > 0))
             || self.pods.list_ns(ns).iter().any(|p| {
                 util::controller_ref(&p.metadata).is_some_and(|r| old_uids.contains(&r.uid))
                     && !util::is_pod_terminal(p)
@@ -1173,22 +970,14 @@ impl DeploymentController {
         if old_running {
             return self.sync_status(d, new_rs.as_ref(), &old, true).await;
         }
-        let (new_rs, old) = if new_rs.is_none() {
-            self.sync_revision(d, rs_list, true).await?
-        } else {
-            (new_rs, old)
-        };
+        let (new_rs, old) = if new_rs.is_none() { self.sync_revision(d, rs_list, true).await? } else { (new_rs, old) };
         let Some(mut new_rs) = new_rs else {
             return Ok(());
         };
         if rs_replicas(&new_rs) != replicas(d) {
             new_rs = self.scale_rs(d, &new_rs, replicas(d)).await?;
         }
-        let all: Vec<ReplicaSet> = old
-            .iter()
-            .cloned()
-            .chain(std::iter::once(new_rs.clone()))
-            .collect();
+        let all: Vec<ReplicaSet> = old.iter().cloned().chain(std::iter::once(new_rs.clone())).collect();
         if deployment_complete(d, &calculate_status(d, &all, Some(&new_rs))) {
             self.cleanup(d, &old).await?;
         }
@@ -1206,28 +995,16 @@ impl DeploymentController {
         if cleanable.len() <= limit {
             return Ok(());
         }
-        cleanable.sort_by(|a, b| {
-            revision(a)
-                .cmp(&revision(b))
-                .then_with(|| by_creation(a, b))
-        });
+        cleanable.sort_by(|a, b| revision(a).cmp(&revision(b)).then_with(|| by_creation(a, b)));
         let n = cleanable.len() - limit;
-        let api: Api<ReplicaSet> = Api::namespaced(
-            self.client.clone(),
-            d.metadata.namespace.as_deref().unwrap_or_default(),
-        );
+        let api: Api<ReplicaSet> =
+            Api::namespaced(self.client.clone(), d.metadata.namespace.as_deref().unwrap_or_default());
         for rs in cleanable.into_iter().take(n) {
             let dp = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: rs.metadata.uid.clone(),
-                    resource_version: None,
-                }),
+                preconditions: Some(Preconditions { uid: rs.metadata.uid.clone(), resource_version: None }),
                 ..Default::default()
             };
-            match api
-                .delete(rs.metadata.name.as_deref().unwrap_or_default(), &dp)
-                .await
-            {
+            match api.delete(rs.metadata.name.as_deref().unwrap_or_default(), &dp).await {
                 Ok(_) => {}
                 Err(e) if util::is_not_found(&e) => {}
                 Err(e) => return Err(e.into()),
@@ -1250,19 +1027,11 @@ impl DeploymentController {
             if d.spec.progress_deadline_seconds.is_none() {
                 remove_condition(&mut s, "Progressing");
             }
-            let cur = d
-                .status
-                .as_ref()
-                .and_then(|st| get_condition(st, "Progressing"))
-                .cloned();
+            let cur = d.status.as_ref().and_then(|st| get_condition(st, "Progressing")).cloned();
             let complete_already = s.replicas == s.updated_replicas
-                && cur
-                    .as_ref()
-                    .is_some_and(|c| c.reason.as_deref() == Some("NewReplicaSetAvailable"));
+                && cur.as_ref().is_some_and(|c| c.reason.as_deref() == Some("NewReplicaSetAvailable"));
             if d.spec.progress_deadline_seconds.is_some() && !complete_already {
-                let rs_name = new_rs
-                    .and_then(|r| r.metadata.name.clone())
-                    .unwrap_or_default();
+                let rs_name = new_rs.and_then(|r| r.metadata.name.clone()).unwrap_or_default();
                 if deployment_complete(d, &s) {
                     set_condition(
                         &mut s,
@@ -1277,10 +1046,7 @@ impl DeploymentController {
                     let msg = if new_rs.is_some() {
                         format!("ReplicaSet \"{rs_name}\" is progressing.")
                     } else {
-                        format!(
-                            "Deployment \"{}\" is progressing.",
-                            d.metadata.name.as_deref().unwrap_or_default()
-                        )
+                        format!("Deployment \"{}\" is progressing.", d.metadata.name.as_deref().unwrap_or_default())
                     };
                     let mut c = new_condition("Progressing", "True", "ReplicaSetUpdated", msg);
                     if let Some(cur) = &cur {
@@ -1327,26 +1093,17 @@ impl DeploymentController {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::apps::v1::{
-        DeploymentSpec, DeploymentStrategy, ReplicaSetStatus, RollingUpdateDeployment,
-    };
+    use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStrategy, ReplicaSetStatus, RollingUpdateDeployment};
     use k8s_openapi::api::core::v1::{Container, PodSpec};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 
     fn dep(replicas: i32, surge: IntOrString, unavail: IntOrString) -> Deployment {
         Deployment {
-            metadata: ObjectMeta {
-                name: Some("hostnames".into()),
-                generation: Some(2),
-                ..Default::default()
-            },
+            metadata: ObjectMeta { name: Some("hostnames".into()), generation: Some(2), ..Default::default() },
             spec: DeploymentSpec {
                 replicas: Some(replicas),
                 selector: LabelSelector {
-                    match_labels: Some(BTreeMap::from([(
-                        "app".to_string(),
-                        "hostnames".to_string(),
-                    )])),
+                    match_labels: Some(BTreeMap::from([("app".to_string(), "hostnames".to_string())])),
                     ..Default::default()
                 },
                 strategy: Some(DeploymentStrategy {
@@ -1358,10 +1115,7 @@ mod tests {
                 }),
                 template: PodTemplateSpec {
                     metadata: Some(ObjectMeta {
-                        labels: Some(BTreeMap::from([(
-                            "app".to_string(),
-                            "hostnames".to_string(),
-                        )])),
+                        labels: Some(BTreeMap::from([("app".to_string(), "hostnames".to_string())])),
                         ..Default::default()
                     }),
                     spec: Some(PodSpec {
@@ -1387,10 +1141,7 @@ mod tests {
                 creation_timestamp: Some(Time(jiff::Timestamp::from_second(created).unwrap())),
                 ..Default::default()
             },
-            spec: ReplicaSetSpec {
-                replicas: Some(replicas),
-                ..Default::default()
-            },
+            spec: ReplicaSetSpec { replicas: Some(replicas), ..Default::default() },
             status: Some(ReplicaSetStatus {
                 replicas,
                 available_replicas: Some(available),
@@ -1408,16 +1159,9 @@ mod tests {
         assert_eq!(fnv32a(b"foobar"), 0xbf9cf968);
         // Digits map to fixed letters of the alphabet: '0'=48 -> 48%27=21 -> '4'.
         assert_eq!(safe_encode_string("0123456789"), "456789bcdf");
-        let d = dep(
-            3,
-            IntOrString::String("25%".into()),
-            IntOrString::String("25%".into()),
-        );
+        let d = dep(3, IntOrString::String("25%".into()), IntOrString::String("25%".into()));
         let h = compute_hash(&d.spec.template, None);
-        assert!(
-            h.len() <= 10 && h.bytes().all(|b| ALPHANUMS.contains(&b)),
-            "{h}"
-        );
+        assert!(h.len() <= 10 && h.bytes().all(|b| ALPHANUMS.contains(&b)), "{h}");
         assert_ne!(h, compute_hash(&d.spec.template, Some(1)));
         assert_eq!(h, compute_hash(&d.spec.template, None));
     }
@@ -1484,20 +1228,12 @@ mod tests {
 
     #[test]
     fn fenceposts() {
-        let d = dep(
-            3,
-            IntOrString::String("25%".into()),
-            IntOrString::String("25%".into()),
-        );
+        let d = dep(3, IntOrString::String("25%".into()), IntOrString::String("25%".into()));
         assert_eq!(resolve_fenceposts(&d), (1, 0));
         assert_eq!(max_unavailable(&d), 0);
         let d = dep(10, IntOrString::Int(0), IntOrString::Int(0));
         assert_eq!(resolve_fenceposts(&d), (0, 1));
-        let d = dep(
-            10,
-            IntOrString::String("30%".into()),
-            IntOrString::String("30%".into()),
-        );
+        let d = dep(10, IntOrString::String("30%".into()), IntOrString::String("30%".into()));
         assert_eq!(resolve_fenceposts(&d), (3, 3));
     }
 
@@ -1507,48 +1243,26 @@ mod tests {
         let d = dep(3, IntOrString::Int(1), IntOrString::Int(0));
         let old = rs("old", 3, 3, 1);
         let new = rs("new", 0, 0, 2);
-        assert_eq!(
-            new_rs_new_replicas(&d, &[old.clone(), new.clone()], &new),
-            1
-        );
+        assert_eq!(new_rs_new_replicas(&d, &[old.clone(), new.clone()], &new), 1);
         let new = rs("new", 1, 0, 2);
-        assert_eq!(
-            new_rs_new_replicas(&d, &[old.clone(), new.clone()], &new),
-            1,
-            "at maxSurge"
-        );
-        assert!(
-            plan_old_scale_down(&d, std::slice::from_ref(&old), &new).is_empty(),
-            "new pod not available yet"
-        );
+        assert_eq!(new_rs_new_replicas(&d, &[old.clone(), new.clone()], &new), 1, "at maxSurge");
+        assert!(plan_old_scale_down(&d, std::slice::from_ref(&old), &new).is_empty(), "new pod not available yet");
         let new = rs("new", 1, 1, 2);
-        assert_eq!(
-            plan_old_scale_down(&d, std::slice::from_ref(&old), &new),
-            vec![("old".to_string(), 2)]
-        );
+        assert_eq!(plan_old_scale_down(&d, std::slice::from_ref(&old), &new), vec![("old".to_string(), 2)]);
         // With maxUnavailable 1 and unhealthy old replicas: only one may go (4 - 3 available).
         let d = dep(4, IntOrString::Int(0), IntOrString::Int(1));
         let old = rs("old", 4, 2, 1);
         let new = rs("new", 0, 0, 2);
-        assert_eq!(
-            plan_old_scale_down(&d, &[old], &new),
-            vec![("old".to_string(), 3)]
-        );
+        assert_eq!(plan_old_scale_down(&d, &[old], &new), vec![("old".to_string(), 3)]);
         // Healthy old replicas with maxUnavailable 1: one goes.
         let old = rs("old", 4, 4, 1);
-        assert_eq!(
-            plan_old_scale_down(&d, &[old], &new),
-            vec![("old".to_string(), 3)]
-        );
+        assert_eq!(plan_old_scale_down(&d, &[old], &new), vec![("old".to_string(), 3)]);
     }
 
     #[test]
     fn proportional_scale() {
         let mut d = dep(10, IntOrString::Int(3), IntOrString::Int(2));
-        d.status = Some(DeploymentStatus {
-            replicas: Some(13),
-            ..Default::default()
-        });
+        d.status = Some(DeploymentStatus { replicas: Some(13), ..Default::default() });
         let mut old = rs("old", 8, 8, 1);
         let mut new = rs("new", 5, 5, 2);
         for r in [&mut old, &mut new] {
@@ -1564,10 +1278,7 @@ mod tests {
         assert_eq!(total, 23);
         // Single active RS takes the whole count.
         let only = rs("only", 3, 3, 1);
-        assert_eq!(
-            plan_scale(&d, Some(&only), &[]),
-            vec![("only".to_string(), 20)]
-        );
+        assert_eq!(plan_scale(&d, Some(&only), &[]), vec![("only".to_string(), 20)]);
     }
 
     #[test]
@@ -1576,26 +1287,14 @@ mod tests {
         let new = rs("new", 3, 3, 2);
         let s = calculate_status(&d, std::slice::from_ref(&new), Some(&new));
         assert_eq!(
-            (
-                s.replicas,
-                s.updated_replicas,
-                s.ready_replicas,
-                s.available_replicas,
-                s.unavailable_replicas
-            ),
+            (s.replicas, s.updated_replicas, s.ready_replicas, s.available_replicas, s.unavailable_replicas),
             (Some(3), Some(3), Some(3), Some(3), Some(0))
         );
         let a = get_condition(&s, "Available").unwrap();
-        assert_eq!(
-            (a.status.as_deref(), a.reason.as_deref()),
-            (Some("True"), Some("MinimumReplicasAvailable"))
-        );
+        assert_eq!((a.status.as_deref(), a.reason.as_deref()), (Some("True"), Some("MinimumReplicasAvailable")));
         assert!(deployment_complete(&d, &s));
         d.spec.replicas = Some(5);
         let s = calculate_status(&d, std::slice::from_ref(&new), Some(&new));
-        assert_eq!(
-            get_condition(&s, "Available").unwrap().reason.as_deref(),
-            Some("MinimumReplicasUnavailable")
-        );
+        assert_eq!(get_condition(&s, "Available").unwrap().reason.as_deref(), Some("MinimumReplicasUnavailable"));
     }
 }

@@ -13,8 +13,8 @@ use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
 
 use crate::endpointslice::{
-    find_port, is_headless, pod_ip_for_family, service_address_types, should_pod_be_in_endpoints,
-    should_set_hostname, ANNOTATION_TRIGGER_TIME, LABEL_HEADLESS,
+    find_port, is_headless, pod_ip_for_family, service_address_types, should_pod_be_in_endpoints, should_set_hostname,
+    ANNOTATION_TRIGGER_TIME, LABEL_HEADLESS,
 };
 use crate::informer::{Cache, Informer};
 use crate::queue::WorkQueue;
@@ -25,17 +25,10 @@ pub const LABEL_MANAGED_BY: &str = "endpoints.kubernetes.io/managed-by";
 pub const CONTROLLER_NAME: &str = "endpoint-controller";
 
 fn pod_address(svc: &Service, pod: &Pod) -> Option<EndpointAddress> {
-    let family = service_address_types(svc)
-        .into_iter()
-        .next()
-        .unwrap_or_else(|| "IPv4".into());
+    let family = service_address_types(svc).into_iter().next().unwrap_or_else(|| "IPv4".into());
     // Headless Services without families take the pod's primary family.
     let ip = pod_ip_for_family(pod, &family).or_else(|| {
-        let fam_set = svc
-            .spec
-            .as_ref()
-            .and_then(|s| s.ip_families.as_ref())
-            .is_some_and(|f| !f.is_empty());
+        let fam_set = svc.spec.as_ref().and_then(|s| s.ip_families.as_ref()).is_some_and(|f| !f.is_empty());
         if is_headless(svc) && !fam_set {
             util::pod_ips(pod).into_iter().next()
         } else {
@@ -44,14 +37,8 @@ fn pod_address(svc: &Service, pod: &Pod) -> Option<EndpointAddress> {
     })?;
     Some(EndpointAddress {
         ip,
-        hostname: should_set_hostname(pod, svc)
-            .then(|| pod.spec.as_ref().and_then(|s| s.hostname.clone()))
-            .flatten(),
-        node_name: pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_name.clone())
-            .filter(|n| !n.is_empty()),
+        hostname: should_set_hostname(pod, svc).then(|| pod.spec.as_ref().and_then(|s| s.hostname.clone())).flatten(),
+        node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty()),
         target_ref: Some(ObjectReference {
             kind: Some("Pod".into()),
             namespace: pod.metadata.namespace.clone(),
@@ -63,21 +50,13 @@ fn pod_address(svc: &Service, pod: &Pod) -> Option<EndpointAddress> {
 }
 
 fn addr_key(a: &EndpointAddress) -> (String, String) {
-    (
-        a.ip.clone(),
-        a.target_ref
-            .as_ref()
-            .and_then(|r| r.uid.clone())
-            .unwrap_or_default(),
-    )
+    (a.ip.clone(), a.target_ref.as_ref().and_then(|r| r.uid.clone()).unwrap_or_default())
 }
 
 /// The subsets upstream's endpoints controller would write for these pods.
 pub fn desired_subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> {
     let spec = svc.spec.as_ref();
-    let pnra = spec
-        .and_then(|s| s.publish_not_ready_addresses)
-        .unwrap_or(false);
+    let pnra = spec.and_then(|s| s.publish_not_ready_addresses).unwrap_or(false);
     let svc_ports = spec.and_then(|s| s.ports.as_deref()).unwrap_or(&[]);
     // (address, ready, port or None) triples, then repacked.
     let mut entries: Vec<(EndpointAddress, bool, Option<EndpointPort>)> = Vec::new();
@@ -113,11 +92,7 @@ pub fn desired_subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> 
 
 fn port_sort_key(p: &Option<EndpointPort>) -> (String, i32, String) {
     match p {
-        Some(p) => (
-            p.name.clone().unwrap_or_default(),
-            p.port,
-            p.protocol.clone().unwrap_or_default(),
-        ),
+        Some(p) => (p.name.clone().unwrap_or_default(), p.port, p.protocol.clone().unwrap_or_default()),
         None => (String::new(), -1, String::new()),
     }
 }
@@ -129,14 +104,11 @@ type PortKey = (String, i32, String);
 /// then group ports by identical address sets; addresses sorted by IP then UID.
 fn repack(entries: Vec<(EndpointAddress, bool, Option<EndpointPort>)>) -> Vec<EndpointSubset> {
     let mut addrs: HashMap<(String, String), EndpointAddress> = HashMap::new();
-    let mut by_port: BTreeMap<PortKey, (Option<EndpointPort>, BTreeMap<AddrKey, bool>)> =
-        BTreeMap::new();
+    let mut by_port: BTreeMap<PortKey, (Option<EndpointPort>, BTreeMap<AddrKey, bool>)> = BTreeMap::new();
     for (a, ready, port) in entries {
         let k = addr_key(&a);
         addrs.entry(k.clone()).or_insert(a);
-        let e = by_port
-            .entry(port_sort_key(&port))
-            .or_insert_with(|| (port.clone(), BTreeMap::new()));
+        let e = by_port.entry(port_sort_key(&port)).or_insert_with(|| (port.clone(), BTreeMap::new()));
         let r = e.1.entry(k).or_insert(ready);
         *r = *r || ready;
     }
@@ -167,14 +139,8 @@ fn repack(entries: Vec<(EndpointAddress, bool, Option<EndpointPort>)>) -> Vec<En
         });
     }
     out.sort_by(|a, b| {
-        let first = |s: &EndpointSubset| {
-            s.addresses
-                .iter()
-                .chain(s.not_ready_addresses.iter())
-                .flatten()
-                .map(addr_key)
-                .min()
-        };
+        let first =
+            |s: &EndpointSubset| s.addresses.iter().chain(s.not_ready_addresses.iter()).flatten().map(addr_key).min();
         first(a).cmp(&first(b))
     });
     out
@@ -193,18 +159,10 @@ pub fn truncate_subsets(subsets: &mut [EndpointSubset]) -> bool {
         return false;
     }
     let truncate_ready = ready > MAX_CAPACITY;
-    let (max, total) = if truncate_ready {
-        (MAX_CAPACITY, ready)
-    } else {
-        (MAX_CAPACITY - ready, not_ready)
-    };
+    let (max, total) = if truncate_ready { (MAX_CAPACITY, ready) } else { (MAX_CAPACITY - ready, not_ready) };
     let mut room = max;
     for s in subsets.iter_mut() {
-        let n = if truncate_ready {
-            len(&s.addresses)
-        } else {
-            len(&s.not_ready_addresses)
-        };
+        let n = if truncate_ready { len(&s.addresses) } else { len(&s.not_ready_addresses) };
         let take = ((n as f64 / total as f64) * max as f64).ceil() as usize;
         let take = take.min(room);
         if truncate_ready {
@@ -278,23 +236,13 @@ impl EndpointsController {
             let mut cur = me.current.write().unwrap_or_else(|e| e.into_inner());
             match new {
                 Some(n) => {
-                    if me
-                        .deleted
-                        .read()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .contains(&k)
-                    {
+                    if me.deleted.read().unwrap_or_else(|e| e.into_inner()).contains(&k) {
                         return;
                     }
                     let c = cur.get(&k);
-                    let ours = c.is_some_and(|c| {
-                        c.metadata.resource_version == n.metadata.resource_version
-                    });
+                    let ours = c.is_some_and(|c| c.metadata.resource_version == n.metadata.resource_version);
                     let stale = c.is_some_and(|c| {
-                        util::rv_older(
-                            n.metadata.resource_version.as_ref(),
-                            c.metadata.resource_version.as_ref(),
-                        )
+                        util::rv_older(n.metadata.resource_version.as_ref(), c.metadata.resource_version.as_ref())
                     });
                     if !stale {
                         cur.insert(k.clone(), n.clone());
@@ -307,11 +255,7 @@ impl EndpointsController {
                 None => {
                     cur.remove(&k);
                     drop(cur);
-                    let ours = me
-                        .deleted
-                        .write()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&k);
+                    let ours = me.deleted.write().unwrap_or_else(|e| e.into_inner()).remove(&k);
                     if !ours {
                         me.queue.add(k);
                     }
@@ -325,21 +269,11 @@ impl EndpointsController {
         let (ns, name) = split_key(&svc_key);
         let trigger = self.triggers.take(&svc_key);
         let api: Api<Endpoints> = Api::namespaced(self.client.clone(), ns);
-        let current = self
-            .current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&svc_key)
-            .cloned();
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner()).get(&svc_key).cloned();
         let Some(svc) = self.services.get(ns, name) else {
             // Service gone: delete its Endpoints (only the ones this controller manages).
             if let Some(cur) = current {
-                let managed = cur
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(LABEL_MANAGED_BY))
-                    .map(String::as_str)
+                let managed = cur.metadata.labels.as_ref().and_then(|l| l.get(LABEL_MANAGED_BY)).map(String::as_str)
                     == Some(CONTROLLER_NAME);
                 if managed {
                     match api.delete(name, &DeleteParams::default()).await {
@@ -347,14 +281,8 @@ impl EndpointsController {
                         Err(e) if util::is_not_found(&e) => {}
                         Err(e) => return Err(e.into()),
                     }
-                    self.current
-                        .write()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&svc_key);
-                    self.deleted
-                        .write()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(svc_key.clone());
+                    self.current.write().unwrap_or_else(|e| e.into_inner()).remove(&svc_key);
+                    self.deleted.write().unwrap_or_else(|e| e.into_inner()).insert(svc_key.clone());
                 }
             }
             return Ok(());
@@ -374,15 +302,9 @@ impl EndpointsController {
         let labels = desired_labels(&svc);
         if let Some(cur) = &current {
             let cur_subsets = cur.subsets.clone().unwrap_or_default();
-            let cur_truncated = cur
-                .metadata
-                .annotations
-                .as_ref()
-                .is_some_and(|a| a.contains_key(ANNOTATION_OVER_CAPACITY));
-            if cur_subsets == subsets
-                && cur.metadata.labels.as_ref() == Some(&labels)
-                && cur_truncated == truncated
-            {
+            let cur_truncated =
+                cur.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(ANNOTATION_OVER_CAPACITY));
+            if cur_subsets == subsets && cur.metadata.labels.as_ref() == Some(&labels) && cur_truncated == truncated {
                 return Ok(());
             }
         }
@@ -407,29 +329,16 @@ impl EndpointsController {
         } else {
             ann.remove(ANNOTATION_OVER_CAPACITY);
         }
-        let pp = PostParams {
-            field_manager: Some("endpoint-controller".into()),
-            ..Default::default()
-        };
+        let pp = PostParams { field_manager: Some("endpoint-controller".into()), ..Default::default() };
         let computed = started.elapsed();
-        let res = if current.is_some() {
-            api.replace(name, &pp, &ep).await
-        } else {
-            api.create(&pp, &ep).await
-        };
+        let res = if current.is_some() { api.replace(name, &pp, &ep).await } else { api.create(&pp, &ep).await };
         tracing::debug!(service = %svc_key, compute_us = computed.as_micros() as u64, total_us = started.elapsed().as_micros() as u64, "endpoints synced");
         match res {
             Ok(written) => {
-                self.deleted
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&svc_key);
+                self.deleted.write().unwrap_or_else(|e| e.into_inner()).remove(&svc_key);
                 let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
                 let stale = cur.get(&svc_key).is_some_and(|c| {
-                    util::rv_older(
-                        written.metadata.resource_version.as_ref(),
-                        c.metadata.resource_version.as_ref(),
-                    )
+                    util::rv_older(written.metadata.resource_version.as_ref(), c.metadata.resource_version.as_ref())
                 });
                 if !stale {
                     cur.insert(svc_key.clone(), Arc::new(written));
@@ -440,10 +349,7 @@ impl EndpointsController {
                 if util::is_already_exists(&e) {
                     // Our view is stale; fetch so the retry updates instead of creating.
                     if let Ok(Some(got)) = api.get_opt(name).await {
-                        self.current
-                            .write()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .insert(svc_key.clone(), Arc::new(got));
+                        self.current.write().unwrap_or_else(|e| e.into_inner()).insert(svc_key.clone(), Arc::new(got));
                     }
                 }
                 self.triggers.record(&svc_key, t);
@@ -465,11 +371,7 @@ mod tests {
 
     #[test]
     fn ready_and_not_ready() {
-        let s = svc(
-            "hostnames",
-            &[("app", "web")],
-            vec![sport("", 80, IntOrString::Int(9376))],
-        );
+        let s = svc("hostnames", &[("app", "web")], vec![sport("", 80, IntOrString::Int(9376))]);
         let pods = vec![
             pod("p2", Some("10.244.1.3"), true, "node-1"),
             pod("p1", Some("10.244.1.2"), true, "node-1"),
@@ -483,46 +385,26 @@ mod tests {
         assert_eq!(ips(&ss.not_ready_addresses), vec!["10.244.1.4"]);
         assert_eq!(
             ss.ports.as_ref().unwrap(),
-            &vec![EndpointPort {
-                name: None,
-                port: 9376,
-                protocol: Some("TCP".into()),
-                app_protocol: None
-            }]
+            &vec![EndpointPort { name: None, port: 9376, protocol: Some("TCP".into()), app_protocol: None }]
         );
         let a = &ss.addresses.as_ref().unwrap()[0];
         assert_eq!(a.node_name.as_deref(), Some("node-1"));
         assert_eq!(a.target_ref.as_ref().unwrap().name.as_deref(), Some("p1"));
         let l = desired_labels(&s);
-        assert_eq!(
-            l.get(LABEL_MANAGED_BY).map(String::as_str),
-            Some(CONTROLLER_NAME)
-        );
+        assert_eq!(l.get(LABEL_MANAGED_BY).map(String::as_str), Some(CONTROLLER_NAME));
         // Terminating pods are left out unless publishNotReadyAddresses.
         let mut t = (*pod("p5", Some("10.244.1.9"), true, "node-1")).clone();
-        t.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            jiff::Timestamp::UNIX_EPOCH,
-        ));
+        t.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH));
         let subsets = desired_subsets(&s, &[Arc::new(t)]);
         assert!(subsets.is_empty());
     }
 
     #[test]
     fn over_capacity_truncated_ready_first() {
-        let s = svc(
-            "big",
-            &[("app", "web")],
-            vec![sport("", 80, IntOrString::Int(80))],
-        );
+        let s = svc("big", &[("app", "web")], vec![sport("", 80, IntOrString::Int(80))]);
         let pods: Vec<Arc<Pod>> = (0..1200)
-            .map(|i| {
-                pod(
-                    &format!("p{i:04}"),
-                    Some(&format!("10.244.{}.{}", i / 200, i % 200 + 2)),
-                    i < 900,
-                    "n",
-                )
-            })
+            .map(|i| pod(&format!("p{i:04}"), Some(&format!("10.244.{}.{}", i / 200, i % 200 + 2)), i < 900, "n"))
             .collect();
         let mut subsets = desired_subsets(&s, &pods);
         assert!(truncate_subsets(&mut subsets));
@@ -538,29 +420,18 @@ mod tests {
         let s = svc(
             "web",
             &[("app", "web")],
-            vec![
-                sport("http", 80, IntOrString::String("http".into())),
-                sport("metrics", 9100, IntOrString::Int(9100)),
-            ],
+            vec![sport("http", 80, IntOrString::String("http".into())), sport("metrics", 9100, IntOrString::Int(9100))],
         );
         let mut p2 = (*pod("p2", Some("10.244.1.3"), false, "node-1")).clone();
         p2.spec.as_mut().unwrap().containers[0].ports = None;
-        let subsets = desired_subsets(
-            &s,
-            &[pod("p1", Some("10.244.1.2"), true, "node-1"), Arc::new(p2)],
-        );
+        let subsets = desired_subsets(&s, &[pod("p1", Some("10.244.1.2"), true, "node-1"), Arc::new(p2)]);
         assert_eq!(subsets.len(), 2, "{subsets:?}");
         let both = subsets
             .iter()
-            .find(|s| {
-                s.ports.as_ref().unwrap().len() == 1 && s.ports.as_ref().unwrap()[0].port == 9376
-            })
+            .find(|s| s.ports.as_ref().unwrap().len() == 1 && s.ports.as_ref().unwrap()[0].port == 9376)
             .unwrap();
         assert_eq!(ips(&both.addresses), vec!["10.244.1.2"]);
-        let metrics = subsets
-            .iter()
-            .find(|s| s.ports.as_ref().unwrap()[0].port == 9100)
-            .unwrap();
+        let metrics = subsets.iter().find(|s| s.ports.as_ref().unwrap()[0].port == 9100).unwrap();
         assert_eq!(ips(&metrics.addresses), vec!["10.244.1.2"]);
         assert_eq!(ips(&metrics.not_ready_addresses), vec!["10.244.1.3"]);
     }

@@ -39,20 +39,12 @@ pub fn find_port(pod: &Pod, sp: &ServicePort) -> Option<i32> {
                 return Some(n);
             }
             let spec = pod.spec.as_ref()?;
-            let sidecars = spec
-                .init_containers
-                .iter()
-                .flatten()
-                .filter(|c| c.restart_policy.as_deref() == Some("Always"));
-            spec.containers
-                .iter()
-                .chain(sidecars)
-                .flat_map(|c| c.ports.iter().flatten())
-                .find_map(|p| {
-                    (p.name.as_deref() == Some(name.as_str())
-                        && p.protocol.as_deref().unwrap_or("TCP") == proto)
-                        .then_some(p.container_port)
-                })
+            let sidecars =
+                spec.init_containers.iter().flatten().filter(|c| c.restart_policy.as_deref() == Some("Always"));
+            spec.containers.iter().chain(sidecars).flat_map(|c| c.ports.iter().flatten()).find_map(|p| {
+                (p.name.as_deref() == Some(name.as_str()) && p.protocol.as_deref().unwrap_or("TCP") == proto)
+                    .then_some(p.container_port)
+            })
         }
     }
 }
@@ -88,10 +80,7 @@ fn is_ipv6(ip: &str) -> bool {
 /// Address types of a Service's families ("IPv4"/"IPv6").
 pub fn service_address_types(svc: &Service) -> Vec<String> {
     let spec = svc.spec.as_ref();
-    if let Some(f) = spec
-        .and_then(|s| s.ip_families.as_ref())
-        .filter(|f| !f.is_empty())
-    {
+    if let Some(f) = spec.and_then(|s| s.ip_families.as_ref()).filter(|f| !f.is_empty()) {
         return f.clone();
     }
     match spec.and_then(|s| s.cluster_ip.as_deref()) {
@@ -112,20 +101,12 @@ pub fn is_headless(svc: &Service) -> bool {
 }
 
 fn pod_to_endpoint(pod: &Pod, svc: &Service, ip: String, zone: Option<String>) -> Endpoint {
-    let pnra = svc
-        .spec
-        .as_ref()
-        .and_then(|s| s.publish_not_ready_addresses)
-        .unwrap_or(false);
+    let pnra = svc.spec.as_ref().and_then(|s| s.publish_not_ready_addresses).unwrap_or(false);
     let pod_ready = util::is_pod_ready(pod);
     let terminating = pod.metadata.deletion_timestamp.is_some();
     let ready = pnra || (pod_ready && !terminating);
     let serving = pnra || pod_ready;
-    let node = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_name.clone())
-        .filter(|n| !n.is_empty());
+    let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty());
     Endpoint {
         addresses: vec![ip],
         conditions: Some(EndpointConditions {
@@ -142,19 +123,14 @@ fn pod_to_endpoint(pod: &Pod, svc: &Service, ip: String, zone: Option<String>) -
         }),
         node_name: node,
         zone,
-        hostname: should_set_hostname(pod, svc)
-            .then(|| pod.spec.as_ref().and_then(|s| s.hostname.clone()))
-            .flatten(),
+        hostname: should_set_hostname(pod, svc).then(|| pod.spec.as_ref().and_then(|s| s.hostname.clone())).flatten(),
         ..Default::default()
     }
 }
 
 fn endpoint_key(ep: &Endpoint) -> String {
     match ep.target_ref.as_ref().and_then(|r| r.uid.as_deref()) {
-        Some(uid) => format!(
-            "{uid}/{}",
-            ep.addresses.first().map(String::as_str).unwrap_or("")
-        ),
+        Some(uid) => format!("{uid}/{}", ep.addresses.first().map(String::as_str).unwrap_or("")),
         None => ep.addresses.join(","),
     }
 }
@@ -180,11 +156,7 @@ pub fn desired_endpoint_groups(
     let mut pods: Vec<&Arc<Pod>> = pods.iter().collect();
     pods.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     let address_types = service_address_types(svc);
-    let svc_ports: &[ServicePort] = svc
-        .spec
-        .as_ref()
-        .and_then(|s| s.ports.as_deref())
-        .unwrap_or(&[]);
+    let svc_ports: &[ServicePort] = svc.spec.as_ref().and_then(|s| s.ports.as_deref()).unwrap_or(&[]);
     let mut groups: BTreeMap<(String, String), EndpointGroup> = BTreeMap::new();
     for pod in pods {
         if !should_pod_be_in_endpoints(pod, true) {
@@ -201,24 +173,17 @@ pub fn desired_endpoint_groups(
                 })
             })
             .collect();
-        let zone = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_name.as_deref())
-            .and_then(zone_of);
+        let zone = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).and_then(zone_of);
         for at in &address_types {
             let Some(ip) = pod_ip_for_family(pod, at) else {
                 continue;
             };
-            let g = groups
-                .entry((at.clone(), ports_key(&ports)))
-                .or_insert_with(|| EndpointGroup {
-                    address_type: at.clone(),
-                    ports: ports.clone(),
-                    endpoints: vec![],
-                });
-            g.endpoints
-                .push(pod_to_endpoint(pod, svc, ip, zone.clone()));
+            let g = groups.entry((at.clone(), ports_key(&ports))).or_insert_with(|| EndpointGroup {
+                address_type: at.clone(),
+                ports: ports.clone(),
+                endpoints: vec![],
+            });
+            g.endpoints.push(pod_to_endpoint(pod, svc, ip, zone.clone()));
         }
     }
     groups.into_values().collect()
@@ -230,18 +195,10 @@ pub fn desired_slice_labels(svc: &Service) -> BTreeMap<String, String> {
         .labels
         .iter()
         .flatten()
-        .filter(|(k, _)| {
-            !matches!(
-                k.as_str(),
-                LABEL_SERVICE_NAME | LABEL_MANAGED_BY | LABEL_HEADLESS
-            )
-        })
+        .filter(|(k, _)| !matches!(k.as_str(), LABEL_SERVICE_NAME | LABEL_MANAGED_BY | LABEL_HEADLESS))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    l.insert(
-        LABEL_SERVICE_NAME.into(),
-        svc.metadata.name.clone().unwrap_or_default(),
-    );
+    l.insert(LABEL_SERVICE_NAME.into(), svc.metadata.name.clone().unwrap_or_default());
     l.insert(LABEL_MANAGED_BY.into(), CONTROLLER_NAME.into());
     if is_headless(svc) {
         l.insert(LABEL_HEADLESS.into(), String::new());
@@ -278,8 +235,7 @@ fn new_slice(
             generate_name: Some(format!("{prefix}-")),
             namespace: svc.metadata.namespace.clone(),
             labels: Some(labels.clone()),
-            annotations: trigger
-                .map(|t| BTreeMap::from([(ANNOTATION_TRIGGER_TIME.to_string(), t.to_string())])),
+            annotations: trigger.map(|t| BTreeMap::from([(ANNOTATION_TRIGGER_TIME.to_string(), t.to_string())])),
             owner_references: Some(vec![util::controller_owner_ref(svc)]),
             ..Default::default()
         },
@@ -303,11 +259,7 @@ pub fn plan_slices(
     // Desired endpoints per group key, by endpoint key.
     let mut want: HashMap<(String, String), (usize, HashMap<String, Endpoint>)> = HashMap::new();
     for (i, g) in groups.iter().enumerate() {
-        let m = g
-            .endpoints
-            .iter()
-            .map(|e| (endpoint_key(e), e.clone()))
-            .collect();
+        let m = g.endpoints.iter().map(|e| (endpoint_key(e), e.clone())).collect();
         want.insert((g.address_type.clone(), ports_key(&g.ports)), (i, m));
     }
     let total: usize = groups.iter().map(|g| g.endpoints.len()).sum();
@@ -316,10 +268,7 @@ pub fn plan_slices(
 
     if total == 0 {
         // Exactly one placeholder slice (no ports, no endpoints) of the primary family.
-        let at = service_address_types(svc)
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| "IPv4".into());
+        let at = service_address_types(svc).into_iter().next().unwrap_or_else(|| "IPv4".into());
         let mut kept = false;
         for s in existing {
             let is_placeholder = !kept
@@ -338,8 +287,7 @@ pub fn plan_slices(
             }
         }
         if !kept {
-            plan.create
-                .push(new_slice(svc, &labels, &at, vec![], vec![], trigger));
+            plan.create.push(new_slice(svc, &labels, &at, vec![], vec![], trigger));
         }
         return plan;
     }
@@ -379,21 +327,13 @@ pub fn plan_slices(
         if slice.metadata.labels.as_ref() != Some(&labels) || !has_owner(&slice, &owner) {
             changed = true;
         }
-        work.push(Work {
-            slice,
-            group: Some(gk),
-            changed,
-        });
+        work.push(Work { slice, group: Some(gk), changed });
     }
     // Pass 2: place new endpoints, first into slices already being changed, then others with room.
     for g in groups {
         let gk = (g.address_type.clone(), ports_key(&g.ports));
-        let mut pending: Vec<Endpoint> = g
-            .endpoints
-            .iter()
-            .filter(|e| !placed.contains(&(gk.clone(), endpoint_key(e))))
-            .cloned()
-            .collect();
+        let mut pending: Vec<Endpoint> =
+            g.endpoints.iter().filter(|e| !placed.contains(&(gk.clone(), endpoint_key(e)))).cloned().collect();
         if pending.is_empty() {
             continue;
         }
@@ -414,14 +354,7 @@ pub fn plan_slices(
         while !pending.is_empty() {
             let n = pending.len().min(max_per_slice);
             let chunk: Vec<Endpoint> = (0..n).filter_map(|_| pending.pop()).collect();
-            plan.create.push(new_slice(
-                svc,
-                &labels,
-                &g.address_type,
-                g.ports.clone(),
-                chunk,
-                trigger,
-            ));
+            plan.create.push(new_slice(svc, &labels, &g.address_type, g.ports.clone(), chunk, trigger));
         }
     }
     for mut w in work {
@@ -435,15 +368,8 @@ pub fn plan_slices(
     plan
 }
 
-fn has_owner(
-    s: &EndpointSlice,
-    owner: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
-) -> bool {
-    s.metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.uid == owner.uid && o.controller == Some(true))
+fn has_owner(s: &EndpointSlice, owner: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference) -> bool {
+    s.metadata.owner_references.iter().flatten().any(|o| o.uid == owner.uid && o.controller == Some(true))
 }
 
 fn fix_meta(
@@ -459,10 +385,7 @@ fn fix_meta(
         refs.push(owner.clone());
     }
     if let Some(t) = trigger {
-        s.metadata
-            .annotations
-            .get_or_insert_with(BTreeMap::new)
-            .insert(ANNOTATION_TRIGGER_TIME.into(), t.into());
+        s.metadata.annotations.get_or_insert_with(BTreeMap::new).insert(ANNOTATION_TRIGGER_TIME.into(), t.into());
     }
 }
 
@@ -480,17 +403,11 @@ fn slice_service_key(s: &EndpointSlice) -> Option<String> {
         return None;
     }
     let svc = l.get(LABEL_SERVICE_NAME)?;
-    Some(key(
-        s.metadata.namespace.as_deref().unwrap_or_default(),
-        svc,
-    ))
+    Some(key(s.metadata.namespace.as_deref().unwrap_or_default(), svc))
 }
 
 fn slice_full_name(s: &EndpointSlice) -> String {
-    key(
-        s.metadata.namespace.as_deref().unwrap_or_default(),
-        s.metadata.name.as_deref().unwrap_or_default(),
-    )
+    key(s.metadata.namespace.as_deref().unwrap_or_default(), s.metadata.name.as_deref().unwrap_or_default())
 }
 
 pub struct EndpointSliceController {
@@ -552,9 +469,7 @@ impl EndpointSliceController {
                         if !st.tombstones.contains(&slice_full_name(n)) {
                             let m = st.by_svc.entry(sk.clone()).or_default();
                             let cur = m.get(&name);
-                            let ours = cur.is_some_and(|c| {
-                                c.metadata.resource_version == n.metadata.resource_version
-                            });
+                            let ours = cur.is_some_and(|c| c.metadata.resource_version == n.metadata.resource_version);
                             let stale = cur.is_some_and(|c| {
                                 util::rv_older(
                                     n.metadata.resource_version.as_ref(),
@@ -596,10 +511,7 @@ impl EndpointSliceController {
 
     fn existing(&self, svc_key: &str) -> Vec<Arc<EndpointSlice>> {
         let st = self.slices.read().unwrap_or_else(|e| e.into_inner());
-        st.by_svc
-            .get(svc_key)
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default()
+        st.by_svc.get(svc_key).map(|m| m.values().cloned().collect()).unwrap_or_default()
     }
 
     fn remember(&self, svc_key: &str, s: EndpointSlice) {
@@ -607,10 +519,7 @@ impl EndpointSliceController {
         let name = s.metadata.name.clone().unwrap_or_default();
         let m = st.by_svc.entry(svc_key.to_string()).or_default();
         let stale = m.get(&name).is_some_and(|c| {
-            util::rv_older(
-                s.metadata.resource_version.as_ref(),
-                c.metadata.resource_version.as_ref(),
-            )
+            util::rv_older(s.metadata.resource_version.as_ref(), c.metadata.resource_version.as_ref())
         });
         if !stale {
             m.insert(name, Arc::new(s));
@@ -626,13 +535,7 @@ impl EndpointSliceController {
     }
 
     fn zone_of(&self, node: &str) -> Option<String> {
-        self.nodes
-            .get("", node)?
-            .metadata
-            .labels
-            .as_ref()?
-            .get(ZONE_LABEL)
-            .cloned()
+        self.nodes.get("", node)?.metadata.labels.as_ref()?.get(ZONE_LABEL).cloned()
     }
 
     pub async fn sync(self: Arc<Self>, svc_key: String) -> Result<(), crate::Error> {
@@ -642,10 +545,7 @@ impl EndpointSliceController {
         let api: Api<EndpointSlice> = Api::namespaced(self.client.clone(), ns);
         let existing = self.existing(&svc_key);
         let plan = match self.services.get(ns, name) {
-            None => SlicePlan {
-                delete: existing.iter().map(|s| (**s).clone()).collect(),
-                ..Default::default()
-            },
+            None => SlicePlan { delete: existing.iter().map(|s| (**s).clone()).collect(), ..Default::default() },
             Some(svc) => {
                 let Some(sel) = service_selector(&svc) else {
                     return Ok(());
@@ -658,30 +558,18 @@ impl EndpointSliceController {
                     .filter(|p| util::map_selects(sel, p.metadata.labels.as_ref()))
                     .collect();
                 let groups = desired_endpoint_groups(&svc, &pods, &|n| self.zone_of(n));
-                plan_slices(
-                    &svc,
-                    &groups,
-                    &existing,
-                    MAX_ENDPOINTS_PER_SLICE,
-                    trigger.as_deref(),
-                )
+                plan_slices(&svc, &groups, &existing, MAX_ENDPOINTS_PER_SLICE, trigger.as_deref())
             }
         };
         if plan.is_empty() {
             return Ok(());
         }
         let computed = started.elapsed();
-        let pp = PostParams {
-            field_manager: Some("endpointslice-controller".into()),
-            ..Default::default()
-        };
+        let pp = PostParams { field_manager: Some("endpointslice-controller".into()), ..Default::default() };
         let mut errors = Vec::new();
         let creates = join_all(plan.create.iter().map(|s| api.create(&pp, s)));
-        let updates = join_all(
-            plan.update
-                .iter()
-                .map(|s| api.replace(s.metadata.name.as_deref().unwrap_or_default(), &pp, s)),
-        );
+        let updates =
+            join_all(plan.update.iter().map(|s| api.replace(s.metadata.name.as_deref().unwrap_or_default(), &pp, s)));
         let (created, updated) = futures::join!(creates, updates);
         for r in created.into_iter().chain(updated) {
             match r {
@@ -692,12 +580,7 @@ impl EndpointSliceController {
         let deletes = join_all(plan.delete.iter().map(|s| {
             let api = api.clone();
             async move {
-                let r = api
-                    .delete(
-                        s.metadata.name.as_deref().unwrap_or_default(),
-                        &DeleteParams::default(),
-                    )
-                    .await;
+                let r = api.delete(s.metadata.name.as_deref().unwrap_or_default(), &DeleteParams::default()).await;
                 (s, r)
             }
         }))

@@ -21,11 +21,7 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn new(client: Client, component: &'static str) -> Self {
-        Recorder {
-            client,
-            component,
-            seen: Arc::new(Mutex::new(HashMap::new())),
-        }
+        Recorder { client, component, seen: Arc::new(Mutex::new(HashMap::new())) }
     }
 
     pub fn normal(&self, obj: ObjectReference, reason: &str, message: impl Into<String>) {
@@ -37,11 +33,7 @@ impl Recorder {
     }
 
     fn record(&self, obj: ObjectReference, type_: &str, reason: &str, message: String) {
-        let ns = obj
-            .namespace
-            .clone()
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| "default".to_string());
+        let ns = obj.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "default".to_string());
         let agg_key = format!(
             "{}/{}/{}/{}/{}",
             obj.uid.as_deref().unwrap_or(""),
@@ -72,33 +64,18 @@ impl Recorder {
         tokio::spawn(async move {
             if let Some((_, name, count)) = existing {
                 let patch = serde_json::json!({"count": count, "lastTimestamp": now});
-                if api
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .is_ok()
-                {
+                if api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.is_ok() {
                     return;
                 }
             }
-            let name = format!(
-                "{}.{:x}",
-                obj.name.as_deref().unwrap_or("unknown"),
-                now.0.as_nanosecond()
-            );
+            let name = format!("{}.{:x}", obj.name.as_deref().unwrap_or("unknown"), now.0.as_nanosecond());
             let ev = Event {
-                metadata: ObjectMeta {
-                    name: Some(name.clone()),
-                    namespace: Some(ns.clone()),
-                    ..Default::default()
-                },
+                metadata: ObjectMeta { name: Some(name.clone()), namespace: Some(ns.clone()), ..Default::default() },
                 involved_object: obj,
                 reason: Some(reason),
                 message: Some(message),
                 type_: Some(type_),
-                source: Some(EventSource {
-                    component: Some(component.to_string()),
-                    host: None,
-                }),
+                source: Some(EventSource { component: Some(component.to_string()), host: None }),
                 first_timestamp: Some(now.clone()),
                 last_timestamp: Some(now),
                 count: Some(1),
@@ -108,9 +85,7 @@ impl Recorder {
             };
             match api.create(&PostParams::default(), &ev).await {
                 Ok(_) => {
-                    seen.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(agg_key, (ns, name, 1));
+                    seen.lock().unwrap_or_else(|e| e.into_inner()).insert(agg_key, (ns, name, 1));
                 }
                 Err(e) => tracing::debug!(error = %e, "writing event failed"),
             }

@@ -17,8 +17,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
-    PostParams, Preconditions, PropagationPolicy,
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+    Preconditions, PropagationPolicy,
 };
 use kube::{Api, Client};
 
@@ -47,43 +47,19 @@ const fn k(
     gc_watch: bool,
     ns_content: bool,
 ) -> KindInfo {
-    KindInfo {
-        group,
-        version,
-        kind,
-        plural,
-        namespaced,
-        gc_watch,
-        ns_content,
-    }
+    KindInfo { group, version, kind, plural, namespaced, gc_watch, ns_content }
 }
 
 pub const KINDS: &[KindInfo] = &[
     k("", "v1", "Pod", "pods", true, true, true),
     k("", "v1", "Service", "services", true, true, true),
     k("", "v1", "Endpoints", "endpoints", true, true, true),
-    k(
-        "discovery.k8s.io",
-        "v1",
-        "EndpointSlice",
-        "endpointslices",
-        true,
-        true,
-        true,
-    ),
+    k("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", true, true, true),
     k("", "v1", "ConfigMap", "configmaps", true, true, true),
     k("", "v1", "Secret", "secrets", true, true, true),
     k("apps", "v1", "Deployment", "deployments", true, true, true),
     k("apps", "v1", "ReplicaSet", "replicasets", true, true, true),
-    k(
-        "coordination.k8s.io",
-        "v1",
-        "Lease",
-        "leases",
-        true,
-        true,
-        true,
-    ),
+    k("coordination.k8s.io", "v1", "Lease", "leases", true, true, true),
     k("", "v1", "Event", "events", true, false, true),
     k("", "v1", "Node", "nodes", false, false, false),
     k("", "v1", "Namespace", "namespaces", false, false, false),
@@ -98,10 +74,7 @@ impl KindInfo {
         }
     }
     pub fn resource(&self) -> ApiResource {
-        ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk(self.group, self.version, self.kind),
-            self.plural,
-        )
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(self.group, self.version, self.kind), self.plural)
     }
     pub fn api(&self, client: &Client, ns: &str) -> Api<DynamicObject> {
         if self.namespaced {
@@ -113,9 +86,7 @@ impl KindInfo {
 }
 
 fn kind_of(api_version: &str, kind: &str) -> Option<&'static KindInfo> {
-    KINDS
-        .iter()
-        .find(|k| k.kind == kind && k.api_version() == api_version)
+    KINDS.iter().find(|k| k.kind == kind && k.api_version() == api_version)
 }
 
 #[derive(Clone, Debug)]
@@ -186,9 +157,7 @@ impl GarbageCollector {
                     o.metadata.annotations = None;
                 });
                 let me = self.clone();
-                inf.add_handler(move |old, new| {
-                    me.on_event(i, old.map(|a| a.as_ref()), new.map(|a| a.as_ref()))
-                });
+                inf.add_handler(move |old, new| me.on_event(i, old.map(|a| a.as_ref()), new.map(|a| a.as_ref())));
                 inf
             })
             .collect()
@@ -212,8 +181,7 @@ impl GarbageCollector {
                     finalizers: n.metadata.finalizers.clone().unwrap_or_default(),
                 };
                 let prev = g.nodes.insert(uid.clone(), node.clone());
-                let prev_owners: Vec<OwnerReference> =
-                    prev.as_ref().map(|p| p.owners.clone()).unwrap_or_default();
+                let prev_owners: Vec<OwnerReference> = prev.as_ref().map(|p| p.owners.clone()).unwrap_or_default();
                 for o in &prev_owners {
                     if let Some(s) = g.dependents.get_mut(&o.uid) {
                         s.remove(&uid);
@@ -223,10 +191,7 @@ impl GarbageCollector {
                     }
                 }
                 for o in &owners {
-                    g.dependents
-                        .entry(o.uid.clone())
-                        .or_default()
-                        .insert(uid.clone());
+                    g.dependents.entry(o.uid.clone()).or_default().insert(uid.clone());
                 }
                 let owners_changed = old.is_none() || prev.is_none() || prev_owners != owners;
                 if !owners.is_empty() && owners_changed {
@@ -243,10 +208,7 @@ impl GarbageCollector {
                 }
                 // A dependent that lost its blocking reference may unblock a foreground owner.
                 for o in prev_owners.iter().chain(owners.iter()) {
-                    if g.nodes
-                        .get(&o.uid)
-                        .is_some_and(|on| on.deleting && on.has_finalizer(FOREGROUND))
-                    {
+                    if g.nodes.get(&o.uid).is_some_and(|on| on.deleting && on.has_finalizer(FOREGROUND)) {
                         self.delete_queue.add(o.uid.clone());
                     }
                 }
@@ -268,10 +230,7 @@ impl GarbageCollector {
                                 g.dependents.remove(&ow.uid);
                             }
                         }
-                        if g.nodes
-                            .get(&ow.uid)
-                            .is_some_and(|on| on.deleting && on.has_finalizer(FOREGROUND))
-                        {
+                        if g.nodes.get(&ow.uid).is_some_and(|on| on.deleting && on.has_finalizer(FOREGROUND)) {
                             self.delete_queue.add(ow.uid.clone());
                         }
                     }
@@ -281,12 +240,7 @@ impl GarbageCollector {
     }
 
     fn node(&self, uid: &str) -> Option<Node> {
-        self.graph
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .nodes
-            .get(uid)
-            .cloned()
+        self.graph.read().unwrap_or_else(|e| e.into_inner()).nodes.get(uid).cloned()
     }
 
     fn dependents(&self, uid: &str) -> Vec<(String, Node)> {
@@ -303,38 +257,19 @@ impl GarbageCollector {
         KINDS[n.kind].api(&self.client, &n.ns)
     }
 
-    async fn owner_state(
-        &self,
-        dep: &Node,
-        r: &OwnerReference,
-    ) -> Result<OwnerState, crate::Error> {
+    async fn owner_state(&self, dep: &Node, r: &OwnerReference) -> Result<OwnerState, crate::Error> {
         if let Some(o) = self.node(&r.uid) {
-            return Ok(if o.deleting && o.has_finalizer(FOREGROUND) {
-                OwnerState::Waiting
-            } else {
-                OwnerState::Solid
-            });
+            return Ok(if o.deleting && o.has_finalizer(FOREGROUND) { OwnerState::Waiting } else { OwnerState::Solid });
         }
         let Some(kind) = kind_of(&r.api_version, &r.kind) else {
             return Ok(OwnerState::Solid);
         };
         match kind.api(&self.client, &dep.ns).get_opt(&r.name).await? {
             None => Ok(OwnerState::Dangling),
-            Some(o) if o.metadata.uid.as_deref() != Some(r.uid.as_str()) => {
-                Ok(OwnerState::Dangling)
-            }
+            Some(o) if o.metadata.uid.as_deref() != Some(r.uid.as_str()) => Ok(OwnerState::Dangling),
             Some(o) => {
-                let fg = o
-                    .metadata
-                    .finalizers
-                    .iter()
-                    .flatten()
-                    .any(|f| f == FOREGROUND);
-                Ok(if o.metadata.deletion_timestamp.is_some() && fg {
-                    OwnerState::Waiting
-                } else {
-                    OwnerState::Solid
-                })
+                let fg = o.metadata.finalizers.iter().flatten().any(|f| f == FOREGROUND);
+                Ok(if o.metadata.deletion_timestamp.is_some() && fg { OwnerState::Waiting } else { OwnerState::Solid })
             }
         }
     }
@@ -344,11 +279,7 @@ impl GarbageCollector {
         m["resourceVersion"] = serde_json::json!(n.rv);
         match self
             .api_for(n)
-            .patch(
-                &n.name,
-                &PatchParams::default(),
-                &Patch::Merge(&serde_json::json!({"metadata": m})),
-            )
+            .patch(&n.name, &PatchParams::default(), &Patch::Merge(&serde_json::json!({"metadata": m})))
             .await
         {
             Ok(_) => Ok(()),
@@ -357,18 +288,10 @@ impl GarbageCollector {
         }
     }
 
-    async fn delete(
-        &self,
-        uid: &str,
-        n: &Node,
-        policy: PropagationPolicy,
-    ) -> Result<(), crate::Error> {
+    async fn delete(&self, uid: &str, n: &Node, policy: PropagationPolicy) -> Result<(), crate::Error> {
         let dp = DeleteParams {
             propagation_policy: Some(policy),
-            preconditions: Some(Preconditions {
-                uid: Some(uid.to_string()),
-                resource_version: None,
-            }),
+            preconditions: Some(Preconditions { uid: Some(uid.to_string()), resource_version: None }),
             ..Default::default()
         };
         match self.api_for(n).delete(&n.name, &dp).await {
@@ -392,17 +315,11 @@ impl GarbageCollector {
             let deps = self.dependents(&uid);
             let blocking: Vec<&(String, Node)> = deps
                 .iter()
-                .filter(|(_, d)| {
-                    d.owners
-                        .iter()
-                        .any(|o| o.uid == uid && o.block_owner_deletion == Some(true))
-                })
+                .filter(|(_, d)| d.owners.iter().any(|o| o.uid == uid && o.block_owner_deletion == Some(true)))
                 .collect();
             if blocking.is_empty() {
                 let rest: Vec<&String> = n.finalizers.iter().filter(|f| *f != FOREGROUND).collect();
-                return self
-                    .patch_meta(&n, serde_json::json!({"finalizers": rest}))
-                    .await;
+                return self.patch_meta(&n, serde_json::json!({"finalizers": rest})).await;
             }
             for (d, dn) in &deps {
                 if !dn.deleting {
@@ -428,19 +345,9 @@ impl GarbageCollector {
             if dangling.is_empty() && waiting.is_empty() {
                 return Ok(());
             }
-            let gone: HashSet<&str> = dangling
-                .iter()
-                .chain(waiting.iter())
-                .map(|r| r.uid.as_str())
-                .collect();
-            let keep: Vec<&OwnerReference> = n
-                .owners
-                .iter()
-                .filter(|r| !gone.contains(r.uid.as_str()))
-                .collect();
-            return self
-                .patch_meta(&n, serde_json::json!({"ownerReferences": keep}))
-                .await;
+            let gone: HashSet<&str> = dangling.iter().chain(waiting.iter()).map(|r| r.uid.as_str()).collect();
+            let keep: Vec<&OwnerReference> = n.owners.iter().filter(|r| !gone.contains(r.uid.as_str())).collect();
+            return self.patch_meta(&n, serde_json::json!({"ownerReferences": keep})).await;
         }
         if !waiting.is_empty() && !self.dependents(&uid).is_empty() {
             // Unblock the waiting owners, then delete in the foreground so our own dependents go first.
@@ -457,8 +364,7 @@ impl GarbageCollector {
                 })
                 .collect();
             if refs != n.owners {
-                self.patch_meta(&n, serde_json::json!({"ownerReferences": refs}))
-                    .await?;
+                self.patch_meta(&n, serde_json::json!({"ownerReferences": refs})).await?;
             }
             return self.delete(&uid, &n, PropagationPolicy::Foreground).await;
         }
@@ -481,12 +387,10 @@ impl GarbageCollector {
         }
         for (_, d) in self.dependents(&uid) {
             let keep: Vec<&OwnerReference> = d.owners.iter().filter(|r| r.uid != uid).collect();
-            self.patch_meta(&d, serde_json::json!({"ownerReferences": keep}))
-                .await?;
+            self.patch_meta(&d, serde_json::json!({"ownerReferences": keep})).await?;
         }
         let rest: Vec<&String> = n.finalizers.iter().filter(|f| *f != ORPHAN).collect();
-        self.patch_meta(&n, serde_json::json!({"finalizers": rest}))
-            .await
+        self.patch_meta(&n, serde_json::json!({"finalizers": rest})).await
     }
 }
 
@@ -498,11 +402,7 @@ pub struct NamespaceController {
 
 impl NamespaceController {
     pub fn new(client: Client, namespaces: Arc<Cache<Namespace>>) -> Arc<Self> {
-        Arc::new(NamespaceController {
-            client,
-            namespaces,
-            queue: WorkQueue::new(),
-        })
+        Arc::new(NamespaceController { client, namespaces, queue: WorkQueue::new() })
     }
 
     pub fn attach(self: &Arc<Self>, ns: &Informer<Namespace>) {
@@ -536,14 +436,8 @@ impl NamespaceController {
                 if item.metadata.deletion_timestamp.is_some() {
                     continue;
                 }
-                let dp = DeleteParams {
-                    propagation_policy: Some(PropagationPolicy::Background),
-                    ..Default::default()
-                };
-                match api
-                    .delete(item.metadata.name.as_deref().unwrap_or_default(), &dp)
-                    .await
-                {
+                let dp = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
+                match api.delete(item.metadata.name.as_deref().unwrap_or_default(), &dp).await {
                     Ok(_) => {}
                     Err(e) if crate::util::is_not_found(&e) => {}
                     Err(e) => return Err(e.into()),
@@ -554,11 +448,8 @@ impl NamespaceController {
             self.queue.add_after(name, Duration::from_millis(500));
             return Ok(());
         }
-        let has_finalizer = ns
-            .spec
-            .as_ref()
-            .and_then(|s| s.finalizers.as_ref())
-            .is_some_and(|f| f.iter().any(|f| f == "kubernetes"));
+        let has_finalizer =
+            ns.spec.as_ref().and_then(|s| s.finalizers.as_ref()).is_some_and(|f| f.iter().any(|f| f == "kubernetes"));
         if !has_finalizer {
             return Ok(());
         }
@@ -567,10 +458,7 @@ impl NamespaceController {
             f.retain(|f| f != "kubernetes");
         }
         let api: Api<Namespace> = Api::all(self.client.clone());
-        match api
-            .replace_subresource("finalize", &name, &PostParams::default(), &u)
-            .await
-        {
+        match api.replace_subresource("finalize", &name, &PostParams::default(), &u).await {
             Ok(_) => Ok(()),
             Err(e) if crate::util::is_not_found(&e) => Ok(()),
             Err(e) => Err(e.into()),

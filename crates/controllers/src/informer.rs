@@ -19,28 +19,18 @@ pub struct Cache<K> {
 
 impl<K: Resource> Default for Cache<K> {
     fn default() -> Self {
-        Cache {
-            map: RwLock::new(HashMap::new()),
-        }
+        Cache { map: RwLock::new(HashMap::new()) }
     }
 }
 
 fn ns_name<K: Resource>(obj: &K) -> (String, String) {
     let m = obj.meta();
-    (
-        m.namespace.clone().unwrap_or_default(),
-        m.name.clone().unwrap_or_default(),
-    )
+    (m.namespace.clone().unwrap_or_default(), m.name.clone().unwrap_or_default())
 }
 
 impl<K: Resource> Cache<K> {
     pub fn get(&self, ns: &str, name: &str) -> Option<Arc<K>> {
-        self.map
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(ns)?
-            .get(name)
-            .cloned()
+        self.map.read().unwrap_or_else(|e| e.into_inner()).get(ns)?.get(name).cloned()
     }
 
     pub fn list_ns(&self, ns: &str) -> Vec<Arc<K>> {
@@ -53,21 +43,11 @@ impl<K: Resource> Cache<K> {
     }
 
     pub fn list(&self) -> Vec<Arc<K>> {
-        self.map
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .flat_map(|m| m.values().cloned())
-            .collect()
+        self.map.read().unwrap_or_else(|e| e.into_inner()).values().flat_map(|m| m.values().cloned()).collect()
     }
 
     pub fn len(&self) -> usize {
-        self.map
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .map(|m| m.len())
-            .sum()
+        self.map.read().unwrap_or_else(|e| e.into_inner()).values().map(|m| m.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -76,12 +56,7 @@ impl<K: Resource> Cache<K> {
 
     fn insert(&self, obj: Arc<K>) -> Option<Arc<K>> {
         let (ns, name) = ns_name(obj.as_ref());
-        self.map
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(ns)
-            .or_default()
-            .insert(name, obj)
+        self.map.write().unwrap_or_else(|e| e.into_inner()).entry(ns).or_default().insert(name, obj)
     }
 
     fn remove(&self, ns: &str, name: &str) -> Option<Arc<K>> {
@@ -145,14 +120,8 @@ where
         self.cache.clone()
     }
 
-    pub fn add_handler(
-        &self,
-        h: impl Fn(Option<&Arc<K>>, Option<&Arc<K>>) + Send + Sync + 'static,
-    ) {
-        self.handlers
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Box::new(h));
+    pub fn add_handler(&self, h: impl Fn(Option<&Arc<K>>, Option<&Arc<K>>) + Send + Sync + 'static) {
+        self.handlers.write().unwrap_or_else(|e| e.into_inner()).push(Box::new(h));
     }
 
     /// Resolves once the first full list has been loaded into the cache.
@@ -162,20 +131,14 @@ where
     }
 
     fn notify(&self, old: Option<&Arc<K>>, new: Option<&Arc<K>>) {
-        for h in self
-            .handlers
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
+        for h in self.handlers.read().unwrap_or_else(|e| e.into_inner()).iter() {
             h(old, new);
         }
     }
 
     /// Runs the watch loop forever (re-lists with backoff on errors).
     pub async fn run(self: Arc<Self>) {
-        let stream =
-            watcher::watcher(self.api.clone(), watcher::Config::default()).default_backoff();
+        let stream = watcher::watcher(self.api.clone(), watcher::Config::default()).default_backoff();
         futures::pin_mut!(stream);
         let mut init: Option<HashMap<(String, String), Arc<K>>> = None;
         while let Some(ev) = stream.next().await {
@@ -187,17 +150,13 @@ where
                 }
                 Ok(Event::Delete(obj)) => {
                     let (ns, name) = ns_name(&obj);
-                    let old = self
-                        .cache
-                        .remove(&ns, &name)
-                        .unwrap_or_else(|| Arc::new(self.trim(obj)));
+                    let old = self.cache.remove(&ns, &name).unwrap_or_else(|| Arc::new(self.trim(obj)));
                     self.notify(Some(&old), None);
                 }
                 Ok(Event::Init) => init = Some(HashMap::new()),
                 Ok(Event::InitApply(obj)) => {
                     let k = ns_name(&obj);
-                    init.get_or_insert_with(HashMap::new)
-                        .insert(k, Arc::new(self.trim(obj)));
+                    init.get_or_insert_with(HashMap::new).insert(k, Arc::new(self.trim(obj)));
                 }
                 Ok(Event::InitDone) => {
                     let listed = init.take().unwrap_or_default();

@@ -58,10 +58,7 @@ fn lease_expired(spec: &LeaseSpec, now: jiff::Timestamp) -> bool {
 }
 
 /// One try to acquire or renew (tryAcquireOrRenew).
-pub async fn try_acquire_or_renew(
-    client: &Client,
-    cfg: &LeaderConfig,
-) -> Result<Attempt, kube::Error> {
+pub async fn try_acquire_or_renew(client: &Client, cfg: &LeaderConfig) -> Result<Attempt, kube::Error> {
     let api: Api<Lease> = Api::namespaced(client.clone(), &cfg.namespace);
     let now = jiff::Timestamp::now();
     let micro = MicroTime(now);
@@ -101,8 +98,7 @@ pub async fn try_acquire_or_renew(
             new.renew_time = Some(micro);
             new.lease_duration_seconds = Some(lease_seconds(cfg));
             lease.spec = Some(new);
-            api.replace(&cfg.name, &PostParams::default(), &lease)
-                .await?;
+            api.replace(&cfg.name, &PostParams::default(), &lease).await?;
             Ok(Attempt::Held)
         }
     }
@@ -165,7 +161,12 @@ pub async fn release(client: &Client, cfg: &LeaderConfig) {
     spec.lease_duration_seconds = Some(1);
     spec.renew_time = Some(now.clone());
     spec.acquire_time = Some(now);
-    match tokio::time::timeout(cfg.retry_period.max(Duration::from_secs(1)), api.replace(&cfg.name, &PostParams::default(), &lease)).await {
+    match tokio::time::timeout(
+        cfg.retry_period.max(Duration::from_secs(1)),
+        api.replace(&cfg.name, &PostParams::default(), &lease),
+    )
+    .await
+    {
         Ok(Ok(_)) => tracing::info!(identity = %cfg.identity, "released leadership"),
         Ok(Err(e)) => tracing::debug!(error = %e, "releasing the lease"),
         Err(_) => tracing::debug!("releasing the lease timed out"),

@@ -132,12 +132,7 @@ impl Config {
             let n = if n == "endpoints" { "endpoint" } else { n };
             format!("{neg}{n}")
         };
-        let names: Vec<String> = self
-            .controllers
-            .iter()
-            .flat_map(|c| c.split(','))
-            .map(|c| alias(c.trim()))
-            .collect();
+        let names: Vec<String> = self.controllers.iter().flat_map(|c| c.split(',')).map(|c| alias(c.trim())).collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         if names.iter().any(|c| c.strip_prefix('-') == Some(name)) {
             return false;
@@ -152,10 +147,7 @@ mod tests {
 
     #[test]
     fn controller_selection() {
-        let c = |v: &[&str]| Config {
-            controllers: v.iter().map(|s| s.to_string()).collect(),
-            ..Default::default()
-        };
+        let c = |v: &[&str]| Config { controllers: v.iter().map(|s| s.to_string()).collect(), ..Default::default() };
         assert!(c(&["*"]).enabled("scheduler"));
         assert!(!c(&["*", "-scheduler"]).enabled("scheduler"));
         assert!(c(&["*,-scheduler"]).enabled("endpoint"));
@@ -171,9 +163,7 @@ fn default_identity() -> String {
     let suffix: String = {
         use rand::Rng;
         let mut r = rand::rng();
-        (0..8)
-            .map(|_| char::from(b"bcdfghjklmnpqrstvwxz2456789"[r.random_range(0..27)]))
-            .collect()
+        (0..8).map(|_| char::from(b"bcdfghjklmnpqrstvwxz2456789"[r.random_range(0..27)])).collect()
     };
     format!("{host}_{suffix}")
 }
@@ -195,11 +185,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let client = match &args.kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)?;
-            let cfg = kube::Config::from_custom_kubeconfig(
-                kc,
-                &kube::config::KubeConfigOptions::default(),
-            )
-            .await?;
+            let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
             Client::try_from(cfg)?
         }
         None => Client::try_from(kube::Config::infer().await?)?,
@@ -214,18 +200,11 @@ pub async fn run(args: Args) -> Result<(), Error> {
 /// Runs the controller manager with an existing client until `shutdown` resolves. With leader
 /// election the controllers only run while this instance holds the Lease; losing it stops them and
 /// the instance campaigns again.
-pub async fn run_with_client(
-    client: Client,
-    config: Config,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), Error> {
+pub async fn run_with_client(client: Client, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     for c in config.controllers.iter().flat_map(|c| c.split(',')) {
         let n = c.trim().trim_start_matches('-');
         if n != "*" && n != "endpoints" && !CONTROLLERS.contains(&n) {
-            return Err(Error::Invalid(format!(
-                "unknown controller {n:?}; known: {}",
-                CONTROLLERS.join(", ")
-            )));
+            return Err(Error::Invalid(format!("unknown controller {n:?}; known: {}", CONTROLLERS.join(", "))));
         }
     }
     let lcfg = leader_config(&config);
@@ -282,13 +261,7 @@ async fn manager(client: Client, config: Config) -> Result<(), Error> {
 
 fn informer<K>(client: &Client, name: &str) -> Arc<Informer<K>>
 where
-    K: kube::Resource
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default,
 {
     Informer::new(Api::<K>::all(client.clone()), name)
@@ -299,15 +272,7 @@ where
 pub async fn start_controllers(client: Client, config: Config) -> JoinSet<()> {
     let mut set = JoinSet::new();
     let on = |n: &str| config.enabled(n);
-    let need_pods = [
-        "endpointslice",
-        "endpoint",
-        "replicaset",
-        "deployment",
-        "scheduler",
-    ]
-    .iter()
-    .any(|n| on(n));
+    let need_pods = ["endpointslice", "endpoint", "replicaset", "deployment", "scheduler"].iter().any(|n| on(n));
     let pods = need_pods.then(|| {
         // Controllers only patch pods (never replace them from the cache), so managedFields, the
         // largest part of a stored pod, are dropped from the cache.
@@ -316,15 +281,12 @@ pub async fn start_controllers(client: Client, config: Config) -> JoinSet<()> {
         i
     });
     let mirroring = on("endpointslicemirroring");
-    let services = (on("endpointslice") || on("endpoint") || mirroring)
-        .then(|| informer::<Service>(&client, "services"));
-    let nodes = (on("endpointslice") || on("scheduler") || on("nodeipam"))
-        .then(|| informer::<Node>(&client, "nodes"));
-    let slices = (on("endpointslice") || mirroring)
-        .then(|| informer::<EndpointSlice>(&client, "endpointslices"));
+    let services =
+        (on("endpointslice") || on("endpoint") || mirroring).then(|| informer::<Service>(&client, "services"));
+    let nodes = (on("endpointslice") || on("scheduler") || on("nodeipam")).then(|| informer::<Node>(&client, "nodes"));
+    let slices = (on("endpointslice") || mirroring).then(|| informer::<EndpointSlice>(&client, "endpointslices"));
     let endpoints = (on("endpoint") || mirroring).then(|| informer::<Endpoints>(&client, "endpoints"));
-    let rs = (on("replicaset") || on("deployment"))
-        .then(|| informer::<ReplicaSet>(&client, "replicasets"));
+    let rs = (on("replicaset") || on("deployment")).then(|| informer::<ReplicaSet>(&client, "replicasets"));
     let deps = on("deployment").then(|| informer::<Deployment>(&client, "deployments"));
     let nss = on("namespace").then(|| informer::<Namespace>(&client, "namespaces"));
 
@@ -338,16 +300,10 @@ pub async fn start_controllers(client: Client, config: Config) -> JoinSet<()> {
         let ep_q = WorkQueue::new();
         let ep_t = Arc::new(svcindex::TriggerTimes::default());
         if on("endpointslice") {
-            consumers.push(svcindex::Consumer {
-                queue: es_q.clone(),
-                triggers: es_t.clone(),
-            });
+            consumers.push(svcindex::Consumer { queue: es_q.clone(), triggers: es_t.clone() });
         }
         if on("endpoint") {
-            consumers.push(svcindex::Consumer {
-                queue: ep_q.clone(),
-                triggers: ep_t.clone(),
-            });
+            consumers.push(svcindex::Consumer { queue: ep_q.clone(), triggers: ep_t.clone() });
         }
         let index = svcindex::ServiceIndex::new(pods.cache(), consumers);
         index.attach(services, pods);
@@ -364,9 +320,7 @@ pub async fn start_controllers(client: Client, config: Config) -> JoinSet<()> {
             );
             c.attach(slices);
             starts.push(Box::new(move |set| {
-                spawn_workers(set, c.queue.clone(), workers, "endpointslice", move |k| {
-                    c.clone().sync(k)
-                })
+                spawn_workers(set, c.queue.clone(), workers, "endpointslice", move |k| c.clone().sync(k))
             }));
         }
         if let (true, Some(endpoints)) = (on("endpoint"), &endpoints) {
@@ -380,73 +334,49 @@ pub async fn start_controllers(client: Client, config: Config) -> JoinSet<()> {
             );
             c.attach(endpoints);
             starts.push(Box::new(move |set| {
-                spawn_workers(set, c.queue.clone(), workers, "endpoint", move |k| {
-                    c.clone().sync(k)
-                })
+                spawn_workers(set, c.queue.clone(), workers, "endpoint", move |k| c.clone().sync(k))
             }));
         }
     }
-    if let (true, Some(eps), Some(services), Some(slices)) =
-        (mirroring, &endpoints, &services, &slices)
-    {
+    if let (true, Some(eps), Some(services), Some(slices)) = (mirroring, &endpoints, &services, &slices) {
         let c = mirroring::MirroringController::new(client.clone(), eps.cache(), services.cache());
         c.attach(eps, services, slices);
         let workers = config.endpoint_workers.max(1);
         starts.push(Box::new(move |set| {
-            spawn_workers(set, c.queue.clone(), workers, "endpointslicemirroring", move |k| {
-                c.clone().sync(k)
-            })
+            spawn_workers(set, c.queue.clone(), workers, "endpointslicemirroring", move |k| c.clone().sync(k))
         }));
     }
     if let (true, Some(rs), Some(pods)) = (on("replicaset"), &rs, &pods) {
         let c = replicaset::ReplicaSetController::new(client.clone(), rs.cache(), pods.cache());
         c.attach(rs, pods);
         starts.push(Box::new(move |set| {
-            spawn_workers(set, c.queue.clone(), 4, "replicaset", move |k| {
-                c.clone().sync(k)
-            })
+            spawn_workers(set, c.queue.clone(), 4, "replicaset", move |k| c.clone().sync(k))
         }));
     }
     if let (Some(d), Some(rs), Some(pods)) = (&deps, &rs, &pods) {
-        let c = deployment::DeploymentController::new(
-            client.clone(),
-            d.cache(),
-            rs.cache(),
-            pods.cache(),
-        );
+        let c = deployment::DeploymentController::new(client.clone(), d.cache(), rs.cache(), pods.cache());
         c.attach(d, rs, pods);
         starts.push(Box::new(move |set| {
-            spawn_workers(set, c.queue.clone(), 4, "deployment", move |k| {
-                c.clone().sync(k)
-            })
+            spawn_workers(set, c.queue.clone(), 4, "deployment", move |k| c.clone().sync(k))
         }));
     }
     if let (true, Some(pods), Some(nodes)) = (on("scheduler"), &pods, &nodes) {
         let c = scheduler::Scheduler::new(client.clone(), pods.cache(), nodes.cache());
         c.attach(pods, nodes);
-        starts.push(Box::new(move |set| {
-            spawn_workers(set, c.queue.clone(), 1, "scheduler", move |k| {
-                c.clone().sync(k)
-            })
-        }));
+        starts
+            .push(Box::new(move |set| spawn_workers(set, c.queue.clone(), 1, "scheduler", move |k| c.clone().sync(k))));
     }
     if let (true, Some(nodes)) = (on("nodeipam"), &nodes) {
         let c = nodeipam::NodeIpam::new(client.clone(), nodes.cache(), config.cluster_cidr);
         c.attach(nodes);
-        starts.push(Box::new(move |set| {
-            spawn_workers(set, c.queue.clone(), 1, "nodeipam", move |k| {
-                c.clone().sync(k)
-            })
-        }));
+        starts
+            .push(Box::new(move |set| spawn_workers(set, c.queue.clone(), 1, "nodeipam", move |k| c.clone().sync(k))));
     }
     if let Some(nss) = &nss {
         let c = gc::NamespaceController::new(client.clone(), nss.cache());
         c.attach(nss);
-        starts.push(Box::new(move |set| {
-            spawn_workers(set, c.queue.clone(), 2, "namespace", move |k| {
-                c.clone().sync(k)
-            })
-        }));
+        starts
+            .push(Box::new(move |set| spawn_workers(set, c.queue.clone(), 2, "namespace", move |k| c.clone().sync(k))));
     }
     let mut gc_informers = Vec::new();
     if on("garbagecollector") {
@@ -454,20 +384,10 @@ pub async fn start_controllers(client: Client, config: Config) -> JoinSet<()> {
         gc_informers = g.informers();
         let g2 = g.clone();
         starts.push(Box::new(move |set| {
-            spawn_workers(
-                set,
-                g.delete_queue.clone(),
-                4,
-                "garbagecollector",
-                move |k| g.clone().attempt_to_delete(k),
-            );
-            spawn_workers(
-                set,
-                g2.orphan_queue.clone(),
-                2,
-                "garbagecollector-orphan",
-                move |k| g2.clone().attempt_to_orphan(k),
-            );
+            spawn_workers(set, g.delete_queue.clone(), 4, "garbagecollector", move |k| g.clone().attempt_to_delete(k));
+            spawn_workers(set, g2.orphan_queue.clone(), 2, "garbagecollector-orphan", move |k| {
+                g2.clone().attempt_to_orphan(k)
+            });
         }));
     }
 
@@ -493,10 +413,7 @@ pub async fn start_controllers(client: Client, config: Config) -> JoinSet<()> {
         set.spawn(i.clone().run());
         waits.push(Box::pin(async move { i.wait_synced().await }));
     }
-    if tokio::time::timeout(Duration::from_secs(30), futures::future::join_all(waits))
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(Duration::from_secs(30), futures::future::join_all(waits)).await.is_err() {
         tracing::warn!("some caches did not sync within 30s; starting controllers anyway");
     }
     for s in starts {

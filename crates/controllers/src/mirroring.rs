@@ -40,17 +40,8 @@ pub const MAX_ENDPOINTS_PER_SUBSET: usize = 1000;
 
 /// shouldMirror: not labelled skip-mirror and not a leader-election lock.
 pub fn should_mirror(ep: &Endpoints) -> bool {
-    let skip = ep
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(LABEL_SKIP_MIRROR))
-        .is_some_and(|v| v == "true");
-    let leader = ep
-        .metadata
-        .annotations
-        .as_ref()
-        .is_some_and(|a| a.contains_key(ANNOTATION_LEADER));
+    let skip = ep.metadata.labels.as_ref().and_then(|l| l.get(LABEL_SKIP_MIRROR)).is_some_and(|v| v == "true");
+    let leader = ep.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(ANNOTATION_LEADER));
     !skip && !leader
 }
 
@@ -58,10 +49,7 @@ pub fn should_mirror(ep: &Endpoints) -> bool {
 /// here too: Yard's EndpointSlice controller ignores empty selectors, so without this such a
 /// Service would get slices from nobody.
 pub fn service_has_selector(svc: &Service) -> bool {
-    svc.spec
-        .as_ref()
-        .and_then(|s| s.selector.as_ref())
-        .is_some_and(|s| !s.is_empty())
+    svc.spec.as_ref().and_then(|s| s.selector.as_ref()).is_some_and(|s| !s.is_empty())
 }
 
 /// netutils.ParseIPSloppy + IP.String(): IPv4 parts may carry leading zeros; IPv4-mapped IPv6
@@ -72,9 +60,7 @@ pub fn parse_ip_sloppy(s: &str) -> Option<(String, &'static str)> {
         Err(_) => {
             let parts: Vec<&str> = s.split('.').collect();
             if parts.len() != 4
-                || parts
-                    .iter()
-                    .any(|p| p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()))
+                || parts.iter().any(|p| p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()))
             {
                 return None;
             }
@@ -99,10 +85,7 @@ fn address_to_endpoint(a: &EndpointAddress, ready: bool) -> Option<(Endpoint, &'
     Some((
         Endpoint {
             addresses: vec![ip],
-            conditions: Some(EndpointConditions {
-                ready: Some(ready),
-                ..Default::default()
-            }),
+            conditions: Some(EndpointConditions { ready: Some(ready), ..Default::default() }),
             target_ref: a.target_ref.clone(),
             node_name: a.node_name.clone(),
             hostname: a.hostname.clone().filter(|h| !h.is_empty()),
@@ -139,10 +122,7 @@ fn ports_of(p: &[k8s_openapi::api::core::v1::EndpointPort]) -> Vec<EndpointPort>
 
 /// addrTypePortMapKey: the address type plus the port set, independent of port order.
 fn group_key(address_type: &str, ports: &[EndpointPort]) -> String {
-    let mut ps: Vec<String> = ports
-        .iter()
-        .map(|p| serde_json::to_string(p).unwrap_or_default())
-        .collect();
+    let mut ps: Vec<String> = ports.iter().map(|p| serde_json::to_string(p).unwrap_or_default()).collect();
     ps.sort();
     format!("{address_type}-{}", ps.join(","))
 }
@@ -185,8 +165,8 @@ pub fn desired_groups(ep: &Endpoints, max_per_subset: usize) -> Desired {
     let mut pos: HashMap<String, usize> = HashMap::new();
     for subset in ep.subsets.iter().flatten() {
         let ports = ports_of(subset.ports.as_deref().unwrap_or(&[]));
-        let total = subset.addresses.as_ref().map_or(0, Vec::len)
-            + subset.not_ready_addresses.as_ref().map_or(0, Vec::len);
+        let total =
+            subset.addresses.as_ref().map_or(0, Vec::len) + subset.not_ready_addresses.as_ref().map_or(0, Vec::len);
         let mut added = 0;
         let ready = subset.addresses.iter().flatten().map(|a| (a, true));
         let not_ready = subset.not_ready_addresses.iter().flatten().map(|a| (a, false));
@@ -202,11 +182,7 @@ pub fn desired_groups(ep: &Endpoints, max_per_subset: usize) -> Desired {
             let i = *pos.entry(k.clone()).or_insert_with(|| {
                 d.groups.push((
                     k,
-                    MirrorGroup {
-                        address_type: at.to_string(),
-                        ports: ports.clone(),
-                        ..Default::default()
-                    },
+                    MirrorGroup { address_type: at.to_string(), ports: ports.clone(), ..Default::default() },
                 ));
                 d.groups.len() - 1
             });
@@ -218,44 +194,25 @@ pub fn desired_groups(ep: &Endpoints, max_per_subset: usize) -> Desired {
     d
 }
 
-fn without(
-    m: Option<&BTreeMap<String, String>>,
-    keys: &[&str],
-) -> BTreeMap<String, String> {
-    m.into_iter()
-        .flatten()
-        .filter(|(k, _)| !keys.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+fn without(m: Option<&BTreeMap<String, String>>, keys: &[&str]) -> BTreeMap<String, String> {
+    m.into_iter().flatten().filter(|(k, _)| !keys.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 fn slice_labels(ep: &Endpoints) -> BTreeMap<String, String> {
     let mut l = ep.metadata.labels.clone().unwrap_or_default();
-    l.insert(
-        LABEL_SERVICE_NAME.into(),
-        ep.metadata.name.clone().unwrap_or_default(),
-    );
+    l.insert(LABEL_SERVICE_NAME.into(), ep.metadata.name.clone().unwrap_or_default());
     l.insert(LABEL_MANAGED_BY.into(), CONTROLLER_NAME.into());
     l
 }
 
 fn slice_annotations(ep: &Endpoints) -> BTreeMap<String, String> {
-    without(
-        ep.metadata.annotations.as_ref(),
-        &[ANNOTATION_TRIGGER_TIME, ANNOTATION_LAST_APPLIED],
-    )
+    without(ep.metadata.annotations.as_ref(), &[ANNOTATION_TRIGGER_TIME, ANNOTATION_LAST_APPLIED])
 }
 
 fn new_slice(ep: &Endpoints, g: &MirrorGroup, name: Option<String>, max: usize) -> EndpointSlice {
     let svc = ep.metadata.name.clone().unwrap_or_default();
     // getEndpointSlicePrefix: "<name>-" unless that is no valid generateName prefix.
-    let generate_name = name.is_none().then(|| {
-        if svc.len() < 253 {
-            format!("{svc}-")
-        } else {
-            svc.clone()
-        }
-    });
+    let generate_name = name.is_none().then(|| if svc.len() < 253 { format!("{svc}-") } else { svc.clone() });
     EndpointSlice {
         metadata: ObjectMeta {
             name,
@@ -279,19 +236,10 @@ fn slice_matches(ep: &Endpoints, g: &MirrorGroup, s: &EndpointSlice, max: usize)
     if have.len() != want {
         return false;
     }
-    let wanted: HashMap<_, &Endpoint> = g
-        .endpoints
-        .iter()
-        .take(max)
-        .map(|e| (endpoint_identity(e), e))
-        .collect();
-    let content_ok = have
-        .iter()
-        .all(|e| wanted.get(&endpoint_identity(e)).is_some_and(|w| *w == e));
-    let labels_ok = without(
-        s.metadata.labels.as_ref(),
-        &[LABEL_MANAGED_BY, LABEL_SERVICE_NAME],
-    ) == ep.metadata.labels.clone().unwrap_or_default();
+    let wanted: HashMap<_, &Endpoint> = g.endpoints.iter().take(max).map(|e| (endpoint_identity(e), e)).collect();
+    let content_ok = have.iter().all(|e| wanted.get(&endpoint_identity(e)).is_some_and(|w| *w == e));
+    let labels_ok = without(s.metadata.labels.as_ref(), &[LABEL_MANAGED_BY, LABEL_SERVICE_NAME])
+        == ep.metadata.labels.clone().unwrap_or_default();
     let ann_ok = s.metadata.annotations.clone().unwrap_or_default() == slice_annotations(ep);
     content_ok && labels_ok && ann_ok && s.ports.as_deref().unwrap_or(&[]) == g.ports.as_slice()
 }
@@ -299,12 +247,7 @@ fn slice_matches(ep: &Endpoints, g: &MirrorGroup, s: &EndpointSlice, max: usize)
 /// The reconciler: per group keep the first existing slice (by name) and rewrite it when it
 /// differs, delete the others, create a slice for a group that has none, delete slices of groups
 /// no longer wanted; creates then reuse slices being deleted of the same address type.
-pub fn plan_mirror(
-    ep: &Endpoints,
-    desired: &Desired,
-    existing: &[Arc<EndpointSlice>],
-    max: usize,
-) -> SlicePlan {
+pub fn plan_mirror(ep: &Endpoints, desired: &Desired, existing: &[Arc<EndpointSlice>], max: usize) -> SlicePlan {
     let mut by_key: HashMap<String, Vec<&EndpointSlice>> = HashMap::new();
     let mut sorted: Vec<&Arc<EndpointSlice>> = existing.iter().collect();
     sorted.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
@@ -337,11 +280,7 @@ pub fn plan_mirror(
     let mut creates = std::mem::take(&mut plan.create);
     let mut kept = Vec::new();
     for mut c in creates.drain(..) {
-        match plan
-            .delete
-            .iter()
-            .position(|d| d.address_type == c.address_type)
-        {
+        match plan.delete.iter().position(|d| d.address_type == c.address_type) {
             Some(i) => {
                 let d = plan.delete.remove(i);
                 c.metadata.name = d.metadata.name.clone();
@@ -388,25 +327,15 @@ pub struct MirroringController {
 }
 
 fn full_name(s: &EndpointSlice) -> String {
-    key(
-        s.metadata.namespace.as_deref().unwrap_or_default(),
-        s.metadata.name.as_deref().unwrap_or_default(),
-    )
+    key(s.metadata.namespace.as_deref().unwrap_or_default(), s.metadata.name.as_deref().unwrap_or_default())
 }
 
 fn obj_key<K: kube::Resource>(o: &K) -> String {
-    key(
-        o.meta().namespace.as_deref().unwrap_or_default(),
-        o.meta().name.as_deref().unwrap_or_default(),
-    )
+    key(o.meta().namespace.as_deref().unwrap_or_default(), o.meta().name.as_deref().unwrap_or_default())
 }
 
 impl MirroringController {
-    pub fn new(
-        client: Client,
-        endpoints: Arc<Cache<Endpoints>>,
-        services: Arc<Cache<Service>>,
-    ) -> Arc<Self> {
+    pub fn new(client: Client, endpoints: Arc<Cache<Endpoints>>, services: Arc<Cache<Service>>) -> Arc<Self> {
         Arc::new(MirroringController {
             recorder: Recorder::new(client.clone(), "endpointslicemirroring-controller"),
             client,
@@ -473,14 +402,9 @@ impl MirroringController {
                         let name = n.metadata.name.clone().unwrap_or_default();
                         let m = st.by_key.entry(nk.clone()).or_default();
                         let cur = m.get(&name);
-                        let ours = cur.is_some_and(|c| {
-                            c.metadata.resource_version == n.metadata.resource_version
-                        });
+                        let ours = cur.is_some_and(|c| c.metadata.resource_version == n.metadata.resource_version);
                         let stale = cur.is_some_and(|c| {
-                            util::rv_older(
-                                n.metadata.resource_version.as_ref(),
-                                c.metadata.resource_version.as_ref(),
-                            )
+                            util::rv_older(n.metadata.resource_version.as_ref(), c.metadata.resource_version.as_ref())
                         });
                         if !stale {
                             m.insert(name, n.clone());
@@ -514,10 +438,7 @@ impl MirroringController {
 
     fn existing(&self, k: &str) -> Vec<Arc<EndpointSlice>> {
         let st = self.tracker.read().unwrap_or_else(|e| e.into_inner());
-        st.by_key
-            .get(k)
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default()
+        st.by_key.get(k).map(|m| m.values().cloned().collect()).unwrap_or_default()
     }
 
     fn remember(&self, k: &str, s: EndpointSlice) {
@@ -525,10 +446,7 @@ impl MirroringController {
         let name = s.metadata.name.clone().unwrap_or_default();
         let m = st.by_key.entry(k.to_string()).or_default();
         let stale = m.get(&name).is_some_and(|c| {
-            util::rv_older(
-                s.metadata.resource_version.as_ref(),
-                c.metadata.resource_version.as_ref(),
-            )
+            util::rv_older(s.metadata.resource_version.as_ref(), c.metadata.resource_version.as_ref())
         });
         if !stale {
             m.insert(name, Arc::new(s));
@@ -551,10 +469,7 @@ impl MirroringController {
         let existing = self.existing(&k);
         let ep = self.endpoints.get(ns, name);
         let mirror = ep.as_ref().is_some_and(|e| should_mirror(e))
-            && self
-                .services
-                .get(ns, name)
-                .is_some_and(|s| !service_has_selector(&s));
+            && self.services.get(ns, name).is_some_and(|s| !service_has_selector(&s));
         let plan = match (&ep, mirror) {
             (Some(ep), true) => {
                 let d = desired_groups(ep, self.max_per_subset);
@@ -562,10 +477,7 @@ impl MirroringController {
                     self.recorder.warning(
                         util::object_ref(ep.as_ref()),
                         "InvalidIPAddress",
-                        format!(
-                            "Skipped {} invalid IP addresses when mirroring to EndpointSlices",
-                            d.invalid
-                        ),
+                        format!("Skipped {} invalid IP addresses when mirroring to EndpointSlices", d.invalid),
                     );
                 }
                 if d.skipped > d.invalid {
@@ -580,19 +492,13 @@ impl MirroringController {
                 }
                 plan_mirror(ep, &d, &existing, self.max_per_subset)
             }
-            _ => SlicePlan {
-                delete: existing.iter().map(|s| (**s).clone()).collect(),
-                ..Default::default()
-            },
+            _ => SlicePlan { delete: existing.iter().map(|s| (**s).clone()).collect(), ..Default::default() },
         };
         if plan.is_empty() {
             return Ok(());
         }
         let api: Api<EndpointSlice> = Api::namespaced(self.client.clone(), ns);
-        let pp = PostParams {
-            field_manager: Some("endpointslicemirroring-controller".into()),
-            ..Default::default()
-        };
+        let pp = PostParams { field_manager: Some("endpointslicemirroring-controller".into()), ..Default::default() };
         let mut first_err: Option<kube::Error> = None;
         for s in &plan.create {
             match api.create(&pp, s).await {
@@ -637,10 +543,7 @@ mod tests {
     use k8s_openapi::api::core::v1::{EndpointSubset, ObjectReference};
 
     fn addr(ip: &str) -> EndpointAddress {
-        EndpointAddress {
-            ip: ip.into(),
-            ..Default::default()
-        }
+        EndpointAddress { ip: ip.into(), ..Default::default() }
     }
 
     fn port(name: &str, p: i32) -> k8s_openapi::api::core::v1::EndpointPort {
@@ -711,17 +614,9 @@ mod tests {
 
     #[test]
     fn mirrors_ready_not_ready_ports_and_metadata() {
-        let mut e = eps(vec![subset(
-            &["192.0.2.10", "192.0.2.11"],
-            &["192.0.2.12"],
-            vec![("mysql", 3306)],
-        )]);
+        let mut e = eps(vec![subset(&["192.0.2.10", "192.0.2.11"], &["192.0.2.12"], vec![("mysql", 3306)])]);
         e.subsets.as_mut().unwrap()[0].addresses.as_mut().unwrap()[0].target_ref =
-            Some(ObjectReference {
-                kind: Some("Pod".into()),
-                name: Some("ext".into()),
-                ..Default::default()
-            });
+            Some(ObjectReference { kind: Some("Pod".into()), name: Some("ext".into()), ..Default::default() });
         let d = desired_groups(&e, MAX_ENDPOINTS_PER_SUBSET);
         let plan = plan_mirror(&e, &d, &[], MAX_ENDPOINTS_PER_SUBSET);
         assert_eq!((plan.create.len(), plan.update.len(), plan.delete.len()), (1, 0, 0));
@@ -754,10 +649,7 @@ mod tests {
                 ("192.0.2.12".into(), Some(false))
             ]
         );
-        assert_eq!(
-            s.endpoints.as_ref().unwrap()[0].target_ref.as_ref().unwrap().name.as_deref(),
-            Some("ext")
-        );
+        assert_eq!(s.endpoints.as_ref().unwrap()[0].target_ref.as_ref().unwrap().name.as_deref(), Some("ext"));
         // Applying it converges: no further writes.
         let mut existing = Vec::new();
         let mut n = 0;
@@ -784,15 +676,9 @@ mod tests {
         assert_eq!(d.skipped, 1);
         let plan = plan_mirror(&e, &d, &[], MAX_ENDPOINTS_PER_SUBSET);
         assert_eq!(plan.create.len(), 3);
-        let sizes: Vec<(String, usize)> = plan
-            .create
-            .iter()
-            .map(|s| (s.address_type.clone(), s.endpoints.as_ref().unwrap().len()))
-            .collect();
-        assert_eq!(
-            sizes,
-            vec![("IPv4".into(), 2), ("IPv6".into(), 1), ("IPv4".into(), 1)]
-        );
+        let sizes: Vec<(String, usize)> =
+            plan.create.iter().map(|s| (s.address_type.clone(), s.endpoints.as_ref().unwrap().len())).collect();
+        assert_eq!(sizes, vec![("IPv4".into(), 2), ("IPv6".into(), 1), ("IPv4".into(), 1)]);
         let mut existing = Vec::new();
         let mut n = 0;
         apply(&mut existing, plan, &mut n);
@@ -822,12 +708,7 @@ mod tests {
         assert_eq!(plan.create.len(), 1);
         let eps = plan.create[0].endpoints.as_ref().unwrap();
         assert_eq!(eps.len(), 1000);
-        assert_eq!(
-            eps.iter()
-                .filter(|e| e.conditions.as_ref().unwrap().ready == Some(false))
-                .count(),
-            100
-        );
+        assert_eq!(eps.iter().filter(|e| e.conditions.as_ref().unwrap().ready == Some(false)).count(), 100);
     }
 
     #[test]

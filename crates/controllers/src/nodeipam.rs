@@ -25,23 +25,14 @@ pub fn node_mask(cidr: &IpNet) -> u8 {
 /// First subnet of `cidr` with prefix `mask` not in `used`.
 pub fn next_free(cidr: &IpNet, mask: u8, used: &[IpNet]) -> Option<IpNet> {
     let mask = mask.max(cidr.prefix_len());
-    cidr.subnets(mask).ok()?.find(|s| {
-        !used
-            .iter()
-            .any(|u| u.contains(&s.network()) || s.contains(&u.network()))
-    })
+    cidr.subnets(mask).ok()?.find(|s| !used.iter().any(|u| u.contains(&s.network()) || s.contains(&u.network())))
 }
 
 fn node_cidrs(n: &Node) -> Vec<IpNet> {
     let Some(spec) = n.spec.as_ref() else {
         return vec![];
     };
-    let mut v: Vec<IpNet> = spec
-        .pod_cidrs
-        .iter()
-        .flatten()
-        .filter_map(|c| c.parse().ok())
-        .collect();
+    let mut v: Vec<IpNet> = spec.pod_cidrs.iter().flatten().filter_map(|c| c.parse().ok()).collect();
     if let Some(c) = spec.pod_cidr.as_ref().and_then(|c| c.parse().ok()) {
         if !v.contains(&c) {
             v.push(c);
@@ -102,12 +93,7 @@ impl NodeIpam {
             match inflight.get(&name) {
                 Some(c) => Some(*c),
                 None => {
-                    let mut used: Vec<IpNet> = self
-                        .nodes
-                        .list()
-                        .iter()
-                        .flat_map(|n| node_cidrs(n))
-                        .collect();
+                    let mut used: Vec<IpNet> = self.nodes.list().iter().flat_map(|n| node_cidrs(n)).collect();
                     used.extend(inflight.values().copied());
                     let c = next_free(&self.cidr, self.mask, &used);
                     if let Some(c) = c {
@@ -123,26 +109,17 @@ impl NodeIpam {
                 "CIDRNotAvailable",
                 format!("Node {name} status is now: CIDRNotAvailable"),
             );
-            return Err(crate::Error::Invalid(format!(
-                "no free /{} left in {}",
-                self.mask, self.cidr
-            )));
+            return Err(crate::Error::Invalid(format!("no free /{} left in {}", self.mask, self.cidr)));
         };
         let api: Api<Node> = Api::all(self.client.clone());
         let patch = serde_json::json!({"spec": {"podCIDR": cidr.to_string(), "podCIDRs": [cidr.to_string()]}});
-        match api
-            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
+        match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
             Ok(_) => {
                 tracing::info!(node = %name, cidr = %cidr, "assigned pod CIDR");
                 Ok(())
             }
             Err(e) => {
-                self.in_flight
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&name);
+                self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
                 if util::is_not_found(&e) {
                     Ok(())
                 } else {
@@ -167,20 +144,11 @@ mod tests {
             used.push(c);
         }
         used.remove(1);
-        assert_eq!(
-            next_free(&cidr, 24, &used).unwrap().to_string(),
-            "10.244.1.0/24"
-        );
+        assert_eq!(next_free(&cidr, 24, &used).unwrap().to_string(), "10.244.1.0/24");
         let small: IpNet = "10.0.0.0/23".parse().unwrap();
-        let used: Vec<IpNet> = vec![
-            "10.0.0.0/24".parse().unwrap(),
-            "10.0.1.0/24".parse().unwrap(),
-        ];
+        let used: Vec<IpNet> = vec!["10.0.0.0/24".parse().unwrap(), "10.0.1.0/24".parse().unwrap()];
         assert_eq!(next_free(&small, 24, &used), None);
         let v6: IpNet = "fd00:10:244::/56".parse().unwrap();
-        assert_eq!(
-            next_free(&v6, 64, &[]).unwrap().to_string(),
-            "fd00:10:244::/64"
-        );
+        assert_eq!(next_free(&v6, 64, &[]).unwrap().to_string(), "fd00:10:244::/64");
     }
 }

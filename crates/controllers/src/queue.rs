@@ -68,8 +68,7 @@ impl WorkQueue {
             *n += 1;
             *n
         };
-        let delay = Duration::from_millis(5u64.saturating_mul(1u64 << n.min(14)))
-            .min(Duration::from_secs(60));
+        let delay = Duration::from_millis(5u64.saturating_mul(1u64 << n.min(14))).min(Duration::from_secs(60));
         self.add_after(key.to_string(), delay);
     }
 
@@ -117,13 +116,8 @@ impl WorkQueue {
 }
 
 /// Spawns `n` workers running `f(key)` for each queued key; errors are logged and retried with backoff.
-pub fn spawn_workers<F, Fut>(
-    set: &mut JoinSet<()>,
-    queue: Arc<WorkQueue>,
-    n: usize,
-    name: &'static str,
-    f: F,
-) where
+pub fn spawn_workers<F, Fut>(set: &mut JoinSet<()>, queue: Arc<WorkQueue>, n: usize, name: &'static str, f: F)
+where
     F: Fn(String) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<(), crate::Error>> + Send + 'static,
 {

@@ -46,25 +46,12 @@ impl Expectations {
         }
     }
     pub fn expect_creations(&self, key: &str, n: i64) {
-        self.lock().insert(
-            key.into(),
-            Exp {
-                add: n,
-                del: 0,
-                del_names: HashSet::new(),
-                at: Instant::now(),
-            },
-        );
+        self.lock().insert(key.into(), Exp { add: n, del: 0, del_names: HashSet::new(), at: Instant::now() });
     }
     pub fn expect_deletions(&self, key: &str, names: &[String]) {
         self.lock().insert(
             key.into(),
-            Exp {
-                add: 0,
-                del: names.len() as i64,
-                del_names: names.iter().cloned().collect(),
-                at: Instant::now(),
-            },
+            Exp { add: 0, del: names.len() as i64, del_names: names.iter().cloned().collect(), at: Instant::now() },
         );
     }
     pub fn creation_observed(&self, key: &str) {
@@ -149,31 +136,17 @@ fn newer_first(
 
 /// Upstream's ActivePodsWithRanks ordering: the first pods are the first to delete. `rank` counts
 /// related pods on the same node (doubled-up pods go first).
-pub fn rank_pods_for_deletion(
-    pods: &[Arc<Pod>],
-    related: &[Arc<Pod>],
-    now: jiff::Timestamp,
-) -> Vec<Arc<Pod>> {
+pub fn rank_pods_for_deletion(pods: &[Arc<Pod>], related: &[Arc<Pod>], now: jiff::Timestamp) -> Vec<Arc<Pod>> {
     use std::cmp::Ordering::*;
     let mut per_node: HashMap<&str, i32> = HashMap::new();
     for p in related {
-        if let Some(n) = p
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_name.as_deref())
-            .filter(|n| !n.is_empty())
-        {
+        if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()).filter(|n| !n.is_empty()) {
             if util::is_pod_active(p) {
                 *per_node.entry(n).or_default() += 1;
             }
         }
     }
-    let node = |p: &Pod| {
-        p.spec
-            .as_ref()
-            .and_then(|s| s.node_name.clone())
-            .unwrap_or_default()
-    };
+    let node = |p: &Pod| p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
     let rank = |p: &Pod| per_node.get(node(p).as_str()).copied().unwrap_or(0);
     let mut v: Vec<Arc<Pod>> = pods.to_vec();
     v.sort_by(|a, b| {
@@ -200,13 +173,7 @@ pub fn rank_pods_for_deletion(
         let ua = a.metadata.uid.as_deref().unwrap_or("");
         let ub = b.metadata.uid.as_deref().unwrap_or("");
         if ra && rb {
-            if let Some(o) = newer_first(
-                util::pod_ready_time(a),
-                util::pod_ready_time(b),
-                ua,
-                ub,
-                now,
-            ) {
+            if let Some(o) = newer_first(util::pod_ready_time(a), util::pod_ready_time(b), ua, ub, now) {
                 return o;
             }
         }
@@ -221,11 +188,7 @@ pub fn rank_pods_for_deletion(
 }
 
 /// Status computed from the pods a ReplicaSet owns.
-pub fn calculate_status(
-    rs: &ReplicaSet,
-    pods: &[Arc<Pod>],
-    now: jiff::Timestamp,
-) -> ReplicaSetStatus {
+pub fn calculate_status(rs: &ReplicaSet, pods: &[Arc<Pod>], now: jiff::Timestamp) -> ReplicaSetStatus {
     let spec = Some(&rs.spec);
     let template_labels = spec
         .and_then(|s| s.template.as_ref())
@@ -244,10 +207,7 @@ pub fn calculate_status(
     let mut avail = 0;
     for p in pods {
         let labels = p.metadata.labels.clone().unwrap_or_default();
-        if template_labels
-            .iter()
-            .all(|(k, v)| labels.get(k) == Some(v))
-        {
+        if template_labels.iter().all(|(k, v)| labels.get(k) == Some(v)) {
             fully += 1;
         }
         if util::is_pod_ready(p) {
@@ -264,9 +224,7 @@ pub fn calculate_status(
 }
 
 pub fn pod_from_template(rs: &ReplicaSet) -> Pod {
-    let tpl = Some(&rs.spec)
-        .and_then(|s| s.template.clone())
-        .unwrap_or_default();
+    let tpl = Some(&rs.spec).and_then(|s| s.template.clone()).unwrap_or_default();
     let tm = tpl.metadata.unwrap_or_default();
     Pod {
         metadata: ObjectMeta {
@@ -302,11 +260,7 @@ impl PodIndex {
         let name = |p: &Pod| p.metadata.name.clone().unwrap_or_default();
         if let Some(o) = old {
             let (owned, k) = Self::slot(o);
-            let m = if owned {
-                &mut self.by_owner
-            } else {
-                &mut self.orphans
-            };
+            let m = if owned { &mut self.by_owner } else { &mut self.orphans };
             if let Some(s) = m.get_mut(&k) {
                 s.remove(&name(o));
                 if s.is_empty() {
@@ -316,11 +270,7 @@ impl PodIndex {
         }
         if let Some(n) = new {
             let (owned, k) = Self::slot(n);
-            let m = if owned {
-                &mut self.by_owner
-            } else {
-                &mut self.orphans
-            };
+            let m = if owned { &mut self.by_owner } else { &mut self.orphans };
             m.entry(k).or_default().insert(name(n));
         }
     }
@@ -373,8 +323,7 @@ impl ReplicaSetController {
         let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
         for rs in self.rs.list_ns(ns) {
             if rs_selector_matches(&rs, pod) {
-                self.queue
-                    .add(key(ns, rs.metadata.name.as_deref().unwrap_or_default()));
+                self.queue.add(key(ns, rs.metadata.name.as_deref().unwrap_or_default()));
             }
         }
     }
@@ -394,20 +343,12 @@ impl ReplicaSetController {
             }
         });
         let me = self.clone();
-        pods.add_handler(move |old, new| {
-            me.on_pod(old.map(|a| a.as_ref()), new.map(|a| a.as_ref()))
-        });
+        pods.add_handler(move |old, new| me.on_pod(old.map(|a| a.as_ref()), new.map(|a| a.as_ref())));
     }
 
     fn on_pod(&self, old: Option<&Pod>, new: Option<&Pod>) {
-        self.index
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .update(old, new);
-        let name = new
-            .or(old)
-            .and_then(|p| p.metadata.name.clone())
-            .unwrap_or_default();
+        self.index.write().unwrap_or_else(|e| e.into_inner()).update(old, new);
+        let name = new.or(old).and_then(|p| p.metadata.name.clone()).unwrap_or_default();
         match (old, new) {
             (None, Some(p)) => match self.rs_key_for_ref(p) {
                 Some(k) => {
@@ -418,17 +359,13 @@ impl ReplicaSetController {
                     }
                     self.queue.add(k);
                 }
-                None if util::controller_ref(&p.metadata).is_none() => {
-                    self.enqueue_matching_orphan(p)
-                }
+                None if util::controller_ref(&p.metadata).is_none() => self.enqueue_matching_orphan(p),
                 None => {}
             },
             (Some(o), Some(n)) => {
                 let ok = self.rs_key_for_ref(o);
                 let nk = self.rs_key_for_ref(n);
-                if n.metadata.deletion_timestamp.is_some()
-                    && o.metadata.deletion_timestamp.is_none()
-                {
+                if n.metadata.deletion_timestamp.is_some() && o.metadata.deletion_timestamp.is_none() {
                     if let Some(k) = &nk {
                         self.exp.deletion_observed(k, &name);
                     }
@@ -447,16 +384,14 @@ impl ReplicaSetController {
                                 .and_then(|r| Some(&r.spec).and_then(|s| s.min_ready_seconds))
                                 .unwrap_or(0);
                             if mrs > 0 {
-                                self.queue
-                                    .add_after(k.clone(), Duration::from_secs(mrs as u64 + 1));
+                                self.queue.add_after(k.clone(), Duration::from_secs(mrs as u64 + 1));
                             }
                         }
                         self.queue.add(k);
                     }
                     None => {
                         if util::controller_ref(&n.metadata).is_none()
-                            && (o.metadata.labels != n.metadata.labels
-                                || util::controller_ref(&o.metadata).is_some())
+                            && (o.metadata.labels != n.metadata.labels || util::controller_ref(&o.metadata).is_some())
                         {
                             self.enqueue_matching_orphan(n);
                         }
@@ -501,14 +436,8 @@ impl ReplicaSetController {
                         owned.push(p.clone());
                     } else {
                         // Release: drop our ownerReference.
-                        let refs: Vec<_> = p
-                            .metadata
-                            .owner_references
-                            .iter()
-                            .flatten()
-                            .filter(|o| o.uid != uid)
-                            .cloned()
-                            .collect();
+                        let refs: Vec<_> =
+                            p.metadata.owner_references.iter().flatten().filter(|o| o.uid != uid).cloned().collect();
                         let patch = serde_json::json!({"metadata": {"ownerReferences": refs, "resourceVersion": p.metadata.resource_version}});
                         match pod_api
                             .patch(
@@ -556,21 +485,15 @@ impl ReplicaSetController {
             let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), ns);
             let mut updated = (*rs).clone();
             updated.status = Some(status.clone());
-            match api
-                .replace_status(name, &PostParams::default(), &updated)
-                .await
-            {
+            match api.replace_status(name, &PostParams::default(), &updated).await {
                 Ok(_) => {}
                 Err(e) if util::is_not_found(&e) => {}
                 Err(e) => return Err(e.into()),
             }
         }
-        let min_ready = Some(&rs.spec)
-            .and_then(|s| s.min_ready_seconds)
-            .unwrap_or(0);
+        let min_ready = Some(&rs.spec).and_then(|s| s.min_ready_seconds).unwrap_or(0);
         if min_ready > 0 && status.ready_replicas != status.available_replicas {
-            self.queue
-                .add_after(k.clone(), Duration::from_secs(min_ready as u64));
+            self.queue.add_after(k.clone(), Duration::from_secs(min_ready as u64));
         }
         match manage_err {
             Some(e) => Err(e),
@@ -578,12 +501,7 @@ impl ReplicaSetController {
         }
     }
 
-    async fn manage_replicas(
-        &self,
-        k: &str,
-        rs: &Arc<ReplicaSet>,
-        owned: &[Arc<Pod>],
-    ) -> Result<(), crate::Error> {
+    async fn manage_replicas(&self, k: &str, rs: &Arc<ReplicaSet>, owned: &[Arc<Pod>]) -> Result<(), crate::Error> {
         let (ns, _) = split_key(k);
         let want = Some(&rs.spec).and_then(|s| s.replicas).unwrap_or(1);
         let diff = owned.len() as i32 - want;
@@ -599,8 +517,7 @@ impl ReplicaSetController {
             let pp = PostParams::default();
             while remaining > 0 {
                 let n = batch.min(remaining);
-                let results =
-                    futures::future::join_all((0..n).map(|_| pod_api.create(&pp, &template))).await;
+                let results = futures::future::join_all((0..n).map(|_| pod_api.create(&pp, &template))).await;
                 let mut failed = 0;
                 for r in results {
                     match r {
@@ -612,11 +529,7 @@ impl ReplicaSetController {
                         Err(e) => {
                             failed += 1;
                             self.exp.creation_observed(k);
-                            self.recorder.warning(
-                                rs_ref.clone(),
-                                "FailedCreate",
-                                format!("Error creating: {e}"),
-                            );
+                            self.recorder.warning(rs_ref.clone(), "FailedCreate", format!("Error creating: {e}"));
                             first_err.get_or_insert(e);
                         }
                     }
@@ -639,42 +552,25 @@ impl ReplicaSetController {
             let related = self.related_pods(rs);
             let ranked = rank_pods_for_deletion(owned, &related, jiff::Timestamp::now());
             let victims: Vec<Arc<Pod>> = ranked.into_iter().take(n).collect();
-            let names: Vec<String> = victims
-                .iter()
-                .filter_map(|p| p.metadata.name.clone())
-                .collect();
+            let names: Vec<String> = victims.iter().filter_map(|p| p.metadata.name.clone()).collect();
             self.exp.expect_deletions(k, &names);
             let results = futures::future::join_all(victims.iter().map(|p| {
                 let dp = DeleteParams {
-                    preconditions: Some(Preconditions {
-                        uid: p.metadata.uid.clone(),
-                        resource_version: None,
-                    }),
+                    preconditions: Some(Preconditions { uid: p.metadata.uid.clone(), resource_version: None }),
                     ..Default::default()
                 };
                 let api = pod_api.clone();
-                async move {
-                    api.delete(p.metadata.name.as_deref().unwrap_or_default(), &dp)
-                        .await
-                }
+                async move { api.delete(p.metadata.name.as_deref().unwrap_or_default(), &dp).await }
             }))
             .await;
             let mut first_err = None;
             for (name, r) in names.iter().zip(results) {
                 match r {
-                    Ok(_) => self.recorder.normal(
-                        rs_ref.clone(),
-                        "SuccessfulDelete",
-                        format!("Deleted pod: {name}"),
-                    ),
+                    Ok(_) => self.recorder.normal(rs_ref.clone(), "SuccessfulDelete", format!("Deleted pod: {name}")),
                     Err(e) if util::is_not_found(&e) => self.exp.deletion_observed(k, name),
                     Err(e) => {
                         self.exp.deletion_observed(k, name);
-                        self.recorder.warning(
-                            rs_ref.clone(),
-                            "FailedDelete",
-                            format!("Error deleting: {e}"),
-                        );
+                        self.recorder.warning(rs_ref.clone(), "FailedDelete", format!("Error deleting: {e}"));
                         first_err.get_or_insert(e);
                     }
                 }
@@ -719,17 +615,13 @@ mod tests {
                 creation_timestamp: Some(Time(jiff::Timestamp::from_second(created).unwrap())),
                 ..Default::default()
             },
-            spec: Some(PodSpec {
-                node_name: (!node.is_empty()).then(|| node.to_string()),
-                ..Default::default()
-            }),
+            spec: Some(PodSpec { node_name: (!node.is_empty()).then(|| node.to_string()), ..Default::default() }),
             status: Some(PodStatus {
                 phase: Some(phase.into()),
                 conditions: Some(vec![PodCondition {
                     type_: "Ready".into(),
                     status: if ready.is_some() { "True" } else { "False" }.into(),
-                    last_transition_time: ready
-                        .map(|s| Time(jiff::Timestamp::from_second(s).unwrap())),
+                    last_transition_time: ready.map(|s| Time(jiff::Timestamp::from_second(s).unwrap())),
                     ..Default::default()
                 }]),
                 ..Default::default()
@@ -747,20 +639,9 @@ mod tests {
             p("running-notready", "n1", "Running", None, 1000),
             p("running-ready-new", "n2", "Running", Some(999_990), 999_980),
         ];
-        let order: Vec<String> = rank_pods_for_deletion(&pods, &pods, now)
-            .iter()
-            .map(|p| p.metadata.name.clone().unwrap())
-            .collect();
-        assert_eq!(
-            order,
-            vec![
-                "unscheduled",
-                "pending",
-                "running-notready",
-                "running-ready-new",
-                "running-ready-old"
-            ]
-        );
+        let order: Vec<String> =
+            rank_pods_for_deletion(&pods, &pods, now).iter().map(|p| p.metadata.name.clone().unwrap()).collect();
+        assert_eq!(order, vec!["unscheduled", "pending", "running-notready", "running-ready-new", "running-ready-old"]);
     }
 
     #[test]
@@ -769,11 +650,10 @@ mod tests {
         let a = p("a", "n1", "Running", Some(1000), 900);
         let b = p("b", "n1", "Running", Some(1000), 900);
         let c = p("c", "n2", "Running", Some(1000), 900);
-        let order: Vec<String> =
-            rank_pods_for_deletion(&[c.clone(), a.clone(), b.clone()], &[a, b, c], now)
-                .iter()
-                .map(|p| p.metadata.name.clone().unwrap())
-                .collect();
+        let order: Vec<String> = rank_pods_for_deletion(&[c.clone(), a.clone(), b.clone()], &[a, b, c], now)
+            .iter()
+            .map(|p| p.metadata.name.clone().unwrap())
+            .collect();
         assert_eq!(order[2], "c");
     }
 

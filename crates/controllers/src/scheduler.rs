@@ -8,9 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{
-    Binding, Node, NodeSelectorRequirement, ObjectReference, Pod, Taint, Toleration,
-};
+use k8s_openapi::api::core::v1::{Binding, Node, NodeSelectorRequirement, ObjectReference, Pod, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -31,12 +29,8 @@ fn node_ready(n: &Node) -> bool {
 
 fn tolerates(tols: &[Toleration], t: &Taint) -> bool {
     tols.iter().any(|tol| {
-        let effect_ok = tol
-            .effect
-            .as_deref()
-            .is_none_or(|e| e.is_empty() || e == t.effect);
-        let key_ok = tol.key.as_deref().is_none_or(|k| k.is_empty())
-            && tol.operator.as_deref() == Some("Exists")
+        let effect_ok = tol.effect.as_deref().is_none_or(|e| e.is_empty() || e == t.effect);
+        let key_ok = tol.key.as_deref().is_none_or(|k| k.is_empty()) && tol.operator.as_deref() == Some("Exists")
             || tol.key.as_deref() == Some(t.key.as_str());
         let value_ok = match tol.operator.as_deref() {
             Some("Exists") => true,
@@ -55,10 +49,9 @@ fn requirement_matches(r: &NodeSelectorRequirement, labels: &BTreeMap<String, St
         "Exists" => v.is_some(),
         "DoesNotExist" => v.is_none(),
         "Gt" | "Lt" => {
-            let (Some(v), Some(w)) = (
-                v.and_then(|v| v.parse::<i64>().ok()),
-                values.first().and_then(|w| w.parse::<i64>().ok()),
-            ) else {
+            let (Some(v), Some(w)) =
+                (v.and_then(|v| v.parse::<i64>().ok()), values.first().and_then(|w| w.parse::<i64>().ok()))
+            else {
                 return false;
             };
             if r.operator == "Gt" {
@@ -75,83 +68,49 @@ fn requirement_matches(r: &NodeSelectorRequirement, labels: &BTreeMap<String, St
 pub fn node_misfit(pod: &Pod, node: &Node) -> Option<String> {
     let spec = pod.spec.as_ref();
     let labels = node.metadata.labels.clone().unwrap_or_default();
-    if node
-        .spec
-        .as_ref()
-        .and_then(|s| s.unschedulable)
-        .unwrap_or(false)
-    {
-        let tolerated = spec
-            .and_then(|s| s.tolerations.as_deref())
-            .is_some_and(|t| {
-                tolerates(
-                    t,
-                    &Taint {
-                        key: "node.kubernetes.io/unschedulable".into(),
-                        effect: "NoSchedule".into(),
-                        ..Default::default()
-                    },
-                )
-            });
+    if node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false) {
+        let tolerated = spec.and_then(|s| s.tolerations.as_deref()).is_some_and(|t| {
+            tolerates(
+                t,
+                &Taint {
+                    key: "node.kubernetes.io/unschedulable".into(),
+                    effect: "NoSchedule".into(),
+                    ..Default::default()
+                },
+            )
+        });
         if !tolerated {
             return Some("node(s) were unschedulable".into());
         }
     }
     // Plugin order of the default profile: NodeUnschedulable, TaintToleration, NodeAffinity.
     let tols: &[Toleration] = spec.and_then(|s| s.tolerations.as_deref()).unwrap_or(&[]);
-    let mut taints: Vec<Taint> = node
-        .spec
-        .as_ref()
-        .and_then(|s| s.taints.clone())
-        .unwrap_or_default();
+    let mut taints: Vec<Taint> = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
     // Not-ready nodes carry the not-ready taint upstream (node lifecycle controller).
-    if !node_ready(node)
-        && !taints
-            .iter()
-            .any(|t| t.key == "node.kubernetes.io/not-ready")
-    {
+    if !node_ready(node) && !taints.iter().any(|t| t.key == "node.kubernetes.io/not-ready") {
         taints.push(Taint {
             key: "node.kubernetes.io/not-ready".into(),
             effect: "NoSchedule".into(),
             ..Default::default()
         });
     }
-    for t in taints
-        .iter()
-        .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
-    {
+    for t in taints.iter().filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute") {
         if !tolerates(tols, t) {
-            return Some(format!(
-                "node(s) had untolerated taint {{{}: {}}}",
-                t.key,
-                t.value.as_deref().unwrap_or("")
-            ));
+            return Some(format!("node(s) had untolerated taint {{{}: {}}}", t.key, t.value.as_deref().unwrap_or("")));
         }
     }
-    let sel_ok = spec
-        .and_then(|s| s.node_selector.as_ref())
-        .is_none_or(|sel| sel.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    let sel_ok =
+        spec.and_then(|s| s.node_selector.as_ref()).is_none_or(|sel| sel.iter().all(|(k, v)| labels.get(k) == Some(v)));
     let aff_ok = spec
         .and_then(|s| s.affinity.as_ref())
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|a| {
-            a.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        })
+        .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())
         .is_none_or(|ns| {
             ns.node_selector_terms.iter().any(|t| {
-                let exprs_ok = t
-                    .match_expressions
-                    .iter()
-                    .flatten()
-                    .all(|r| requirement_matches(r, &labels));
+                let exprs_ok = t.match_expressions.iter().flatten().all(|r| requirement_matches(r, &labels));
                 let name = node.metadata.name.clone().unwrap_or_default();
                 let fields = BTreeMap::from([("metadata.name".to_string(), name)]);
-                let fields_ok = t
-                    .match_fields
-                    .iter()
-                    .flatten()
-                    .all(|r| requirement_matches(r, &fields));
+                let fields_ok = t.match_fields.iter().flatten().all(|r| requirement_matches(r, &fields));
                 (t.match_expressions.as_ref().is_some_and(|e| !e.is_empty())
                     || t.match_fields.as_ref().is_some_and(|e| !e.is_empty()))
                     && exprs_ok
@@ -165,11 +124,7 @@ pub fn node_misfit(pod: &Pod, node: &Node) -> Option<String> {
 }
 
 /// Picks the fitting node with the fewest pods (ties by name), or returns upstream's FitError message.
-pub fn choose_node(
-    pod: &Pod,
-    nodes: &[Arc<Node>],
-    pod_counts: &HashMap<String, usize>,
-) -> Result<String, String> {
+pub fn choose_node(pod: &Pod, nodes: &[Arc<Node>], pod_counts: &HashMap<String, usize>) -> Result<String, String> {
     if nodes.is_empty() {
         return Err("no nodes available to schedule pods".into());
     }
@@ -181,10 +136,7 @@ pub fn choose_node(
             Some(r) => *reasons.entry(r).or_default() += 1,
             None => {
                 let c = pod_counts.get(&name).copied().unwrap_or(0);
-                if best
-                    .as_ref()
-                    .is_none_or(|(bc, bn)| c < *bc || (c == *bc && name < *bn))
-                {
+                if best.as_ref().is_none_or(|(bc, bn)| c < *bc || (c == *bc && name < *bn)) {
                     best = Some((c, name));
                 }
             }
@@ -205,11 +157,8 @@ pub fn choose_node(
 
 fn wants_scheduling(p: &Pod) -> bool {
     let spec = p.spec.as_ref();
-    spec.and_then(|s| s.node_name.as_deref())
-        .is_none_or(|n| n.is_empty())
-        && spec
-            .and_then(|s| s.scheduler_name.as_deref())
-            .is_none_or(|s| s.is_empty() || s == SCHEDULER_NAME)
+    spec.and_then(|s| s.node_name.as_deref()).is_none_or(|n| n.is_empty())
+        && spec.and_then(|s| s.scheduler_name.as_deref()).is_none_or(|s| s.is_empty() || s == SCHEDULER_NAME)
         && p.metadata.deletion_timestamp.is_none()
         && !util::is_pod_terminal(p)
 }
@@ -274,30 +223,19 @@ impl Scheduler {
                 }
             }
             let Some(p) = new else {
-                me.assumed
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&k);
+                me.assumed.lock().unwrap_or_else(|e| e.into_inner()).remove(&k);
                 return;
             };
             if wants_scheduling(p) {
                 me.queue.add(k);
             } else {
-                me.assumed
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&k);
+                me.assumed.lock().unwrap_or_else(|e| e.into_inner()).remove(&k);
             }
         });
         let me = self.clone();
         nodes.add_handler(move |_old, _new| {
-            let keys: Vec<String> = me
-                .unschedulable
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .drain()
-                .map(|(k, _)| k)
-                .collect();
+            let keys: Vec<String> =
+                me.unschedulable.lock().unwrap_or_else(|e| e.into_inner()).drain().map(|(k, _)| k).collect();
             for k in keys {
                 me.queue.add(k);
             }
@@ -305,18 +243,8 @@ impl Scheduler {
     }
 
     fn pod_counts(&self) -> HashMap<String, usize> {
-        let mut m: HashMap<String, usize> = self
-            .bound
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .1
-            .clone();
-        for n in self
-            .assumed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-        {
+        let mut m: HashMap<String, usize> = self.bound.lock().unwrap_or_else(|e| e.into_inner()).1.clone();
+        for n in self.assumed.lock().unwrap_or_else(|e| e.into_inner()).values() {
             *m.entry(n.clone()).or_default() += 1;
         }
         m
@@ -327,13 +255,7 @@ impl Scheduler {
         let Some(pod) = self.pods.get(ns, name) else {
             return Ok(());
         };
-        if !wants_scheduling(&pod)
-            || self
-                .assumed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains_key(&k)
-        {
+        if !wants_scheduling(&pod) || self.assumed.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&k) {
             return Ok(());
         }
         let nodes = self.nodes.list();
@@ -354,13 +276,9 @@ impl Scheduler {
                         ..Default::default()
                     },
                 };
-                self.assumed
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(k.clone(), node.clone());
-                let r: Result<serde_json::Value, kube::Error> = api
-                    .create_subresource("binding", name, &PostParams::default(), &binding)
-                    .await;
+                self.assumed.lock().unwrap_or_else(|e| e.into_inner()).insert(k.clone(), node.clone());
+                let r: Result<serde_json::Value, kube::Error> =
+                    api.create_subresource("binding", name, &PostParams::default(), &binding).await;
                 match r {
                     Ok(_) => {
                         self.recorder.normal(
@@ -373,18 +291,12 @@ impl Scheduler {
                         let kk = k.clone();
                         tokio::spawn(async move {
                             tokio::time::sleep(Duration::from_secs(30)).await;
-                            me.assumed
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .remove(&kk);
+                            me.assumed.lock().unwrap_or_else(|e| e.into_inner()).remove(&kk);
                         });
                         Ok(())
                     }
                     Err(e) => {
-                        self.assumed
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .remove(&k);
+                        self.assumed.lock().unwrap_or_else(|e| e.into_inner()).remove(&k);
                         if util::is_not_found(&e) {
                             return Ok(());
                         }
@@ -401,10 +313,7 @@ impl Scheduler {
                 }
             }
             Err(msg) => {
-                self.unschedulable
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(k.clone(), ());
+                self.unschedulable.lock().unwrap_or_else(|e| e.into_inner()).insert(k.clone(), ());
                 let cur = pod
                     .status
                     .as_ref()
@@ -416,11 +325,7 @@ impl Scheduler {
                         && c.message.as_deref() == Some(msg.as_str())
                 });
                 if !same {
-                    self.recorder.warning(
-                        util::object_ref(pod.as_ref()),
-                        "FailedScheduling",
-                        msg.clone(),
-                    );
+                    self.recorder.warning(util::object_ref(pod.as_ref()), "FailedScheduling", msg.clone());
                     let patch = serde_json::json!({"status": {"conditions": [{
                         "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg,
                         "lastProbeTime": null, "lastTransitionTime": util::now()
@@ -470,12 +375,7 @@ mod tests {
         Arc::new(Node {
             metadata: ObjectMeta {
                 name: Some(name.into()),
-                labels: Some(
-                    labels
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                ),
+                labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
                 ..Default::default()
             },
             spec: Some(NodeSpec::default()),
@@ -492,20 +392,12 @@ mod tests {
 
     #[test]
     fn spreads_and_filters() {
-        let pod = Pod {
-            spec: Some(PodSpec::default()),
-            ..Default::default()
-        };
-        let nodes = vec![
-            node("a", true, &[]),
-            node("b", true, &[]),
-            node("c", false, &[]),
-        ];
+        let pod = Pod { spec: Some(PodSpec::default()), ..Default::default() };
+        let nodes = vec![node("a", true, &[]), node("b", true, &[]), node("c", false, &[])];
         let counts = HashMap::from([("a".to_string(), 2usize), ("b".to_string(), 1)]);
         assert_eq!(choose_node(&pod, &nodes, &counts), Ok("b".into()));
         let mut sel = pod.clone();
-        sel.spec.as_mut().unwrap().node_selector =
-            Some(BTreeMap::from([("disk".to_string(), "ssd".to_string())]));
+        sel.spec.as_mut().unwrap().node_selector = Some(BTreeMap::from([("disk".to_string(), "ssd".to_string())]));
         let err = choose_node(&sel, &nodes, &counts).unwrap_err();
         assert_eq!(
             err,
@@ -516,16 +408,9 @@ mod tests {
         let mut cordoned = (*node("x", true, &[])).clone();
         cordoned.spec.as_mut().unwrap().unschedulable = Some(true);
         assert_eq!(
-            choose_node(&pod, &[Arc::new(cordoned)], &counts)
-                .unwrap_err()
-                .split('.')
-                .next()
-                .unwrap(),
+            choose_node(&pod, &[Arc::new(cordoned)], &counts).unwrap_err().split('.').next().unwrap(),
             "0/1 nodes are available: 1 node(s) were unschedulable"
         );
-        assert_eq!(
-            choose_node(&pod, &[], &counts),
-            Err("no nodes available to schedule pods".into())
-        );
+        assert_eq!(choose_node(&pod, &[], &counts), Err("no nodes available to schedule pods".into()));
     }
 }

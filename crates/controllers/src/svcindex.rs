@@ -27,10 +27,7 @@ impl TriggerTimes {
         }
     }
     pub fn take(&self, key: &str) -> Option<jiff::Timestamp> {
-        self.map
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key)
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).remove(key)
     }
 }
 
@@ -99,9 +96,7 @@ impl State {
             }
         }
         for (k, v) in new.into_iter().flatten() {
-            idx.entry((k.clone(), v.clone()))
-                .or_default()
-                .insert(pod.to_string());
+            idx.entry((k.clone(), v.clone())).or_default().insert(pod.to_string());
         }
         if idx.is_empty() {
             self.pods_by_label.remove(ns);
@@ -109,12 +104,7 @@ impl State {
     }
 
     /// Services of `ns` whose anchor pair is among `labels`.
-    fn candidates(
-        &self,
-        ns: &str,
-        labels: Option<&BTreeMap<String, String>>,
-        out: &mut HashSet<String>,
-    ) {
+    fn candidates(&self, ns: &str, labels: Option<&BTreeMap<String, String>>, out: &mut HashSet<String>) {
         let Some(idx) = self.svc_by_anchor.get(ns) else {
             return;
         };
@@ -144,14 +134,8 @@ pub fn service_selector(svc: &Service) -> Option<&BTreeMap<String, String>> {
 
 /// Did anything an endpoint is built from change between two versions of a pod?
 pub fn pod_endpoint_changed(old: &Pod, new: &Pod) -> bool {
-    let spec_ports = |p: &Pod| {
-        p.spec.as_ref().map(|s| {
-            s.containers
-                .iter()
-                .map(|c| c.ports.clone())
-                .collect::<Vec<_>>()
-        })
-    };
+    let spec_ports =
+        |p: &Pod| p.spec.as_ref().map(|s| s.containers.iter().map(|c| c.ports.clone()).collect::<Vec<_>>());
     let f = |p: &Pod| {
         let s = p.spec.as_ref();
         (
@@ -169,11 +153,7 @@ pub fn pod_endpoint_changed(old: &Pod, new: &Pod) -> bool {
 
 impl ServiceIndex {
     pub fn new(pods: Arc<Cache<Pod>>, consumers: Vec<Consumer>) -> Arc<Self> {
-        Arc::new(ServiceIndex {
-            pods,
-            state: RwLock::new(State::default()),
-            consumers,
-        })
+        Arc::new(ServiceIndex { pods, state: RwLock::new(State::default()), consumers })
     }
 
     fn enqueue(&self, k: &str, t: jiff::Timestamp) {
@@ -186,21 +166,14 @@ impl ServiceIndex {
     /// Names of pods currently selected by the Service `ns/name`.
     pub fn members(&self, svc_key: &str) -> Vec<String> {
         let st = self.state.read().unwrap_or_else(|e| e.into_inner());
-        st.members
-            .get(svc_key)
-            .map(|m| m.iter().cloned().collect())
-            .unwrap_or_default()
+        st.members.get(svc_key).map(|m| m.iter().cloned().collect()).unwrap_or_default()
     }
 
     pub fn attach(self: &Arc<Self>, services: &Informer<Service>, pods: &Informer<Pod>) {
         let me = self.clone();
-        services.add_handler(move |old, new| {
-            me.on_service(old.map(|a| a.as_ref()), new.map(|a| a.as_ref()))
-        });
+        services.add_handler(move |old, new| me.on_service(old.map(|a| a.as_ref()), new.map(|a| a.as_ref())));
         let me = self.clone();
-        pods.add_handler(move |old, new| {
-            me.on_pod(old.map(|a| a.as_ref()), new.map(|a| a.as_ref()))
-        });
+        pods.add_handler(move |old, new| me.on_pod(old.map(|a| a.as_ref()), new.map(|a| a.as_ref())));
     }
 
     fn on_service(&self, old: Option<&Service>, new: Option<&Service>) {
@@ -210,9 +183,7 @@ impl ServiceIndex {
         let k = key(&ns, &name);
         let now = jiff::Timestamp::now();
         if let (Some(o), Some(n)) = (old, new) {
-            if o.metadata.resource_version.is_some()
-                && o.metadata.resource_version == n.metadata.resource_version
-            {
+            if o.metadata.resource_version.is_some() && o.metadata.resource_version == n.metadata.resource_version {
                 return;
             }
         }
@@ -228,34 +199,20 @@ impl ServiceIndex {
                         let by_label = st.pods_by_label.get(&ns);
                         let rarest = sel
                             .iter()
-                            .map(|(k, v)| {
-                                by_label
-                                    .and_then(|m| m.get(&(k.clone(), v.clone())))
-                                    .unwrap_or(&empty)
-                            })
+                            .map(|(k, v)| by_label.and_then(|m| m.get(&(k.clone(), v.clone()))).unwrap_or(&empty))
                             .min_by_key(|s| s.len())
                             .unwrap_or(&empty);
                         let members: HashSet<String> = rarest
                             .iter()
                             .filter(|p| {
-                                self.pods
-                                    .get(&ns, p)
-                                    .is_some_and(|p| map_selects(sel, p.metadata.labels.as_ref()))
+                                self.pods.get(&ns, p).is_some_and(|p| map_selects(sel, p.metadata.labels.as_ref()))
                             })
                             .cloned()
                             .collect();
                         st.members.insert(k.clone(), members);
-                        st.selectors
-                            .entry(ns.clone())
-                            .or_default()
-                            .insert(name.clone(), sel.clone());
+                        st.selectors.entry(ns.clone()).or_default().insert(name.clone(), sel.clone());
                         if let Some(a) = anchor(sel) {
-                            st.svc_by_anchor
-                                .entry(ns.clone())
-                                .or_default()
-                                .entry(a)
-                                .or_default()
-                                .insert(name.clone());
+                            st.svc_by_anchor.entry(ns.clone()).or_default().entry(a).or_default().insert(name.clone());
                         }
                     }
                 }
@@ -328,11 +285,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn labels(kv: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
-        Some(
-            kv.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
+        Some(kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
     }
 
     fn pod(name: &str, app: &str) -> Pod {
@@ -356,10 +309,7 @@ mod tests {
                 resource_version: Some("1".into()),
                 ..Default::default()
             },
-            spec: Some(ServiceSpec {
-                selector: labels(sel),
-                ..Default::default()
-            }),
+            spec: Some(ServiceSpec { selector: labels(sel), ..Default::default() }),
             status: None,
         }
     }
@@ -373,10 +323,7 @@ mod tests {
         let q = WorkQueue::new();
         let idx = ServiceIndex::new(
             cache.clone(),
-            vec![Consumer {
-                queue: q.clone(),
-                triggers: Arc::new(TriggerTimes::default()),
-            }],
+            vec![Consumer { queue: q.clone(), triggers: Arc::new(TriggerTimes::default()) }],
         );
         let t = std::time::Instant::now();
         for s in 0..n_svc {
@@ -387,13 +334,7 @@ mod tests {
             }
         }
         for s in 0..n_svc {
-            idx.on_service(
-                None,
-                Some(&svc(
-                    &format!("s{s}"),
-                    &[("app", &format!("app{s}")), ("tier", "web")],
-                )),
-            );
+            idx.on_service(None, Some(&svc(&format!("s{s}"), &[("app", &format!("app{s}")), ("tier", "web")])));
         }
         let load = t.elapsed();
         assert_eq!(idx.members("default/s7").len(), per);
@@ -428,12 +369,7 @@ mod tests {
         }
         keys.sort();
         assert_eq!(keys, vec!["default/s5", "default/s6"]);
-        eprintln!(
-            "index: {n_svc} services x {per} pods loaded in {load:?}; {per_event:?} per pod event"
-        );
-        assert!(
-            per_event < std::time::Duration::from_millis(1),
-            "{per_event:?} per pod event"
-        );
+        eprintln!("index: {n_svc} services x {per} pods loaded in {load:?}; {per_event:?} per pod event");
+        assert!(per_event < std::time::Duration::from_millis(1), "{per_event:?} per pod event");
     }
 }

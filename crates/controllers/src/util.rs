@@ -34,10 +34,7 @@ pub fn rfc3339(t: jiff::Timestamp) -> String {
 
 /// Does a map selector (Service.spec.selector) select these labels? An empty selector selects nothing
 /// here: callers treat it as "no selector".
-pub fn map_selects(
-    selector: &BTreeMap<String, String>,
-    labels: Option<&BTreeMap<String, String>>,
-) -> bool {
+pub fn map_selects(selector: &BTreeMap<String, String>, labels: Option<&BTreeMap<String, String>>) -> bool {
     if selector.is_empty() {
         return false;
     }
@@ -47,10 +44,7 @@ pub fn map_selects(
 
 /// metav1.LabelSelector semantics: an empty selector matches everything; matchExpressions operators
 /// In, NotIn, Exists, DoesNotExist. An unknown operator matches nothing.
-pub fn label_selector_matches(
-    sel: &LabelSelector,
-    labels: Option<&BTreeMap<String, String>>,
-) -> bool {
+pub fn label_selector_matches(sel: &LabelSelector, labels: Option<&BTreeMap<String, String>>) -> bool {
     let empty = BTreeMap::new();
     let labels = labels.unwrap_or(&empty);
     if let Some(ml) = &sel.match_labels {
@@ -81,12 +75,7 @@ pub fn label_selector_is_empty(sel: &LabelSelector) -> bool {
 }
 
 pub fn pod_ready_condition(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::PodCondition> {
-    pod.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "Ready")
+    pod.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready")
 }
 
 /// podutil.IsPodReady: the Ready condition is True.
@@ -96,10 +85,7 @@ pub fn is_pod_ready(pod: &Pod) -> bool {
 
 /// When the pod became Ready (lastTransitionTime of a True Ready condition).
 pub fn pod_ready_time(pod: &Pod) -> Option<jiff::Timestamp> {
-    pod_ready_condition(pod)
-        .filter(|c| c.status == "True")
-        .and_then(|c| c.last_transition_time.as_ref())
-        .map(|t| t.0)
+    pod_ready_condition(pod).filter(|c| c.status == "True").and_then(|c| c.last_transition_time.as_ref()).map(|t| t.0)
 }
 
 /// podutil.IsPodAvailable: Ready for at least minReadySeconds.
@@ -117,10 +103,7 @@ pub fn is_pod_available(pod: &Pod, min_ready_seconds: i32, now: jiff::Timestamp)
 }
 
 pub fn pod_phase(pod: &Pod) -> &str {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("")
+    pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
 }
 
 /// Succeeded or Failed.
@@ -138,13 +121,7 @@ pub fn pod_ips(pod: &Pod) -> Vec<String> {
     let Some(st) = pod.status.as_ref() else {
         return vec![];
     };
-    let mut out: Vec<String> = st
-        .pod_ips
-        .iter()
-        .flatten()
-        .map(|p| p.ip.clone())
-        .filter(|s| !s.is_empty())
-        .collect();
+    let mut out: Vec<String> = st.pod_ips.iter().flatten().map(|p| p.ip.clone()).filter(|s| !s.is_empty()).collect();
     if out.is_empty() {
         if let Some(ip) = st.pod_ip.as_ref().filter(|s| !s.is_empty()) {
             out.push(ip.clone());
@@ -153,13 +130,8 @@ pub fn pod_ips(pod: &Pod) -> Vec<String> {
     out
 }
 
-pub fn controller_ref(
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> Option<&OwnerReference> {
-    meta.owner_references
-        .iter()
-        .flatten()
-        .find(|o| o.controller == Some(true))
+pub fn controller_ref(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<&OwnerReference> {
+    meta.owner_references.iter().flatten().find(|o| o.controller == Some(true))
 }
 
 /// An ownerReference with controller=true and blockOwnerDeletion=true pointing at `owner`.
@@ -215,9 +187,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     fn labels(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
-        kv.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -229,16 +199,8 @@ mod tests {
         let sel = LabelSelector {
             match_labels: Some(labels(&[("app", "web")])),
             match_expressions: Some(vec![
-                LabelSelectorRequirement {
-                    key: "tier".into(),
-                    operator: "In".into(),
-                    values: Some(vec!["fe".into()]),
-                },
-                LabelSelectorRequirement {
-                    key: "x".into(),
-                    operator: "DoesNotExist".into(),
-                    values: None,
-                },
+                LabelSelectorRequirement { key: "tier".into(), operator: "In".into(), values: Some(vec!["fe".into()]) },
+                LabelSelectorRequirement { key: "x".into(), operator: "DoesNotExist".into(), values: None },
             ]),
         };
         assert!(label_selector_matches(&sel, Some(&l)));

@@ -34,10 +34,7 @@ fn yard_binary() -> PathBuf {
     }
     // target/<profile>/deps/e2e-xxxx -> target/<profile>/yard
     let exe = std::env::current_exe().expect("test exe");
-    exe.parent()
-        .and_then(|p| p.parent())
-        .expect("target dir")
-        .join("yard")
+    exe.parent().and_then(|p| p.parent()).expect("target dir").join("yard")
 }
 
 async fn start_apiserver() -> (ApiServer, Client) {
@@ -51,43 +48,25 @@ async fn start_apiserver() -> (ApiServer, Client) {
         "{} not found: build it first with `cargo build -p yard` (same target dir) or set YARD_BIN",
         bin.display()
     );
-    let dir = std::env::temp_dir().join(format!(
-        "yard-controllers-e2e-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
+    let dir =
+        std::env::temp_dir().join(format!("yard-controllers-e2e-{}-{}", std::process::id(), rand::random::<u32>()));
     std::fs::create_dir_all(&dir).unwrap();
     let child = Command::new(&bin)
-        .args([
-            "apiserver",
-            "--data-dir",
-            dir.to_str().unwrap(),
-            "--port",
-            "0",
-        ])
+        .args(["apiserver", "--data-dir", dir.to_str().unwrap(), "--port", "0"])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn yard apiserver");
-    let guard = ApiServer {
-        child,
-        dir: dir.clone(),
-    };
+    let guard = ApiServer { child, dir: dir.clone() };
     let kc = dir.join("kubeconfig");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !kc.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "apiserver did not write {}",
-            kc.display()
-        );
+        assert!(Instant::now() < deadline, "apiserver did not write {}", kc.display());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     let kubeconfig = kube::config::Kubeconfig::read_from(&kc).unwrap();
-    let cfg = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
     let client = Client::try_from(cfg).unwrap();
     (guard, client)
 }
@@ -99,11 +78,7 @@ fn kubectl(server: &ApiServer, args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("kubectl is installed");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "kubectl {args:?} failed: {text}");
     text
 }
@@ -132,15 +107,8 @@ async fn set_pod_status(pods: &Api<Pod>, name: &str, ip: &str, ready: bool) {
     try_set_pod_status(pods, name, ip, ready).await.unwrap();
 }
 
-async fn try_set_pod_status(
-    pods: &Api<Pod>,
-    name: &str,
-    ip: &str,
-    ready: bool,
-) -> Result<Pod, kube::Error> {
-    let now = jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string();
+async fn try_set_pod_status(pods: &Api<Pod>, name: &str, ip: &str, ready: bool) -> Result<Pod, kube::Error> {
+    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
     let status = if ready { "True" } else { "False" };
     let patch = serde_json::json!({"status": {
     "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": "172.18.0.2",
@@ -150,8 +118,7 @@ async fn try_set_pod_status(
         {"type": "ContainersReady", "status": status, "lastTransitionTime": now},
         {"type": "Ready", "status": status, "lastTransitionTime": now}
     ]}});
-    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
+    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await
 }
 
 fn ready_ips(ep: &Endpoints) -> (Vec<String>, Vec<String>) {
@@ -171,17 +138,10 @@ async fn deployment_service_endpoints_follow_readiness() {
     let _serial = SERIAL.lock().await;
     let (server, client) = start_apiserver().await;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let config = yard_controllers::Config {
-        leader_elect: true,
-        ..Default::default()
-    };
-    let manager = tokio::spawn(yard_controllers::run_with_client(
-        client.clone(),
-        config,
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
+    let config = yard_controllers::Config { leader_elect: true, ..Default::default() };
+    let manager = tokio::spawn(yard_controllers::run_with_client(client.clone(), config, async move {
+        let _ = stop_rx.await;
+    }));
 
     let ns = "default";
     let nodes: Api<Node> = Api::all(client.clone());
@@ -196,9 +156,7 @@ async fn deployment_service_endpoints_follow_readiness() {
         serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1", "labels": {"kubernetes.io/hostname": "node-1", "topology.kubernetes.io/zone": "zone-a"}}}),
     );
     nodes.create(&PostParams::default(), &node).await.unwrap();
-    let now = jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string();
+    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
     nodes
         .patch_status("node-1", &PatchParams::default(), &Patch::Merge(&serde_json::json!({"status": {
             "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": now, "lastTransitionTime": now}],
@@ -207,25 +165,16 @@ async fn deployment_service_endpoints_follow_readiness() {
         .unwrap();
 
     // Leader election wrote its Lease.
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
-        Api::namespaced(client.clone(), "kube-system");
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), "kube-system");
     let lease = eventually(Duration::from_secs(10), "leader lease", || async {
-        leases
-            .get_opt("yard-controller-manager")
-            .await
-            .ok()
-            .flatten()
+        leases.get_opt("yard-controller-manager").await.ok().flatten()
     })
     .await;
     assert_eq!(lease.spec.unwrap().lease_duration_seconds, Some(15));
 
     // Node IPAM.
     let cidr = eventually(Duration::from_secs(10), "node podCIDR", || async {
-        nodes
-            .get("node-1")
-            .await
-            .ok()
-            .and_then(|n| n.spec.and_then(|s| s.pod_cidr))
+        nodes.get("node-1").await.ok().and_then(|n| n.spec.and_then(|s| s.pod_cidr))
     })
     .await;
     assert_eq!(cidr, "10.244.0.0/24");
@@ -257,23 +206,11 @@ async fn deployment_service_endpoints_follow_readiness() {
     for p in &pod_list {
         let name = p.metadata.name.clone().unwrap();
         assert!(name.starts_with("hostnames-"), "{name}");
-        let hash = p
-            .metadata
-            .labels
-            .as_ref()
-            .unwrap()
-            .get("pod-template-hash")
-            .cloned()
-            .expect("pod-template-hash label");
-        assert!(
-            name.starts_with(&format!("hostnames-{hash}-")),
-            "{name} vs {hash}"
-        );
+        let hash =
+            p.metadata.labels.as_ref().unwrap().get("pod-template-hash").cloned().expect("pod-template-hash label");
+        assert!(name.starts_with(&format!("hostnames-{hash}-")), "{name} vs {hash}");
         let or = &p.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!(
-            (or.kind.as_str(), or.controller),
-            ("ReplicaSet", Some(true))
-        );
+        assert_eq!((or.kind.as_str(), or.controller), ("ReplicaSet", Some(true)));
     }
     let mut ips = Vec::new();
     for (i, p) in pod_list.iter().enumerate() {
@@ -291,49 +228,27 @@ async fn deployment_service_endpoints_follow_readiness() {
     .await;
     let ports = ep.subsets.as_ref().unwrap()[0].ports.clone().unwrap();
     assert_eq!(
-        (
-            ports[0].port,
-            ports[0].name.as_deref(),
-            ports[0].protocol.as_deref()
-        ),
+        (ports[0].port, ports[0].name.as_deref(), ports[0].protocol.as_deref()),
         (9376, Some("default"), Some("TCP"))
     );
     assert_eq!(
-        ep.metadata
-            .labels
-            .as_ref()
-            .unwrap()
-            .get("endpoints.kubernetes.io/managed-by")
-            .map(String::as_str),
+        ep.metadata.labels.as_ref().unwrap().get("endpoints.kubernetes.io/managed-by").map(String::as_str),
         Some("endpoint-controller")
     );
 
     // EndpointSlice with the same endpoints.
     let slp = ListParams::default().labels("kubernetes.io/service-name=hostnames");
-    let sl = eventually(
-        Duration::from_secs(10),
-        "slice with 3 ready endpoints",
-        || async {
-            let l = slices.list(&slp).await.ok()?;
-            let s = l.items.into_iter().next()?;
-            let ready = s
-                .endpoints
-                .iter()
-                .flatten()
-                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
-                .count();
-            (ready == 3).then_some(s)
-        },
-    )
+    let sl = eventually(Duration::from_secs(10), "slice with 3 ready endpoints", || async {
+        let l = slices.list(&slp).await.ok()?;
+        let s = l.items.into_iter().next()?;
+        let ready =
+            s.endpoints.iter().flatten().filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true)).count();
+        (ready == 3).then_some(s)
+    })
     .await;
     assert_eq!(sl.address_type, "IPv4");
     assert_eq!(
-        sl.metadata
-            .labels
-            .as_ref()
-            .unwrap()
-            .get("endpointslice.kubernetes.io/managed-by")
-            .map(String::as_str),
+        sl.metadata.labels.as_ref().unwrap().get("endpointslice.kubernetes.io/managed-by").map(String::as_str),
         Some("endpointslice-controller.k8s.io")
     );
     let e0 = &sl.endpoints.as_ref().unwrap()[0];
@@ -345,30 +260,14 @@ async fn deployment_service_endpoints_follow_readiness() {
     let d = eventually(Duration::from_secs(10), "deployment available", || async {
         let d = deps.get("hostnames").await.ok()?;
         let s = d.status.clone()?;
-        (s.available_replicas == Some(3)
-            && s.updated_replicas == Some(3)
-            && s.ready_replicas == Some(3))
-        .then_some(d)
+        (s.available_replicas == Some(3) && s.updated_replicas == Some(3) && s.ready_replicas == Some(3)).then_some(d)
     })
     .await;
     let conds = d.status.as_ref().unwrap().conditions.clone().unwrap();
-    let reason = |t: &str| {
-        conds
-            .iter()
-            .find(|c| c.type_.as_deref() == Some(t))
-            .and_then(|c| c.reason.clone())
-    };
+    let reason = |t: &str| conds.iter().find(|c| c.type_.as_deref() == Some(t)).and_then(|c| c.reason.clone());
+    assert_eq!(reason("Available").as_deref(), Some("MinimumReplicasAvailable"));
     assert_eq!(
-        reason("Available").as_deref(),
-        Some("MinimumReplicasAvailable")
-    );
-    assert_eq!(
-        d.metadata
-            .annotations
-            .as_ref()
-            .unwrap()
-            .get("deployment.kubernetes.io/revision")
-            .map(String::as_str),
+        d.metadata.annotations.as_ref().unwrap().get("deployment.kubernetes.io/revision").map(String::as_str),
         Some("1")
     );
     let out = kubectl(&server, &["get", "ep", "hostnames"]);
@@ -378,10 +277,7 @@ async fn deployment_service_endpoints_follow_readiness() {
     let out = kubectl(&server, &["get", "deploy", "hostnames", "--no-headers"]);
     let cols: Vec<&str> = out.split_whitespace().collect();
     assert_eq!(&cols[..4], &["hostnames", "3/3", "3", "3"], "{out}");
-    let out = kubectl(
-        &server,
-        &["rollout", "status", "deployment/hostnames", "--timeout=10s"],
-    );
+    let out = kubectl(&server, &["rollout", "status", "deployment/hostnames", "--timeout=10s"]);
     assert!(out.contains("successfully rolled out"), "{out}");
 
     // A pod turning not-Ready moves to notReadyAddresses within 100 ms.
@@ -411,9 +307,7 @@ async fn deployment_service_endpoints_follow_readiness() {
                         .status
                         .as_ref()
                         .and_then(|s| s.conditions.as_ref())
-                        .is_some_and(|c| {
-                            c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                        });
+                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
                     if p.metadata.name.as_deref() == Some(victim.as_str()) && !ready {
                         *seen.lock().unwrap() = Some(Instant::now());
                         return;
@@ -447,10 +341,7 @@ async fn deployment_service_endpoints_follow_readiness() {
     let t0 = Instant::now();
     set_pod_status(&pods, &victim, &victim_ip, false).await;
     let patched = t0.elapsed();
-    tokio::time::timeout(Duration::from_secs(5), ep_watch)
-        .await
-        .expect("endpoints follow within 5 s")
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), ep_watch).await.expect("endpoints follow within 5 s").unwrap();
     pod_watch.abort();
     let ep_at = ep_seen.lock().unwrap().expect("endpoints event");
     let elapsed = ep_at - t0;
@@ -475,115 +366,69 @@ async fn deployment_service_endpoints_follow_readiness() {
     .await;
 
     // Scale 3 -> 2 leaves 2 endpoints.
-    deps.patch(
-        "hostnames",
-        &PatchParams::default(),
-        &Patch::Merge(&serde_json::json!({"spec": {"replicas": 2}})),
-    )
-    .await
-    .unwrap();
-    eventually(
-        Duration::from_secs(15),
-        "2 endpoints after scale down",
-        || async {
-            // Finish graceful deletions as the node agent would.
-            if let Ok(l) = pods.list(&lp).await {
-                for p in l
-                    .items
-                    .iter()
-                    .filter(|p| p.metadata.deletion_timestamp.is_some())
-                {
-                    let _ = pods
-                        .delete(
-                            p.metadata.name.as_deref().unwrap(),
-                            &DeleteParams {
-                                grace_period_seconds: Some(0),
-                                ..Default::default()
-                            },
-                        )
-                        .await;
-                }
+    deps.patch("hostnames", &PatchParams::default(), &Patch::Merge(&serde_json::json!({"spec": {"replicas": 2}})))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(15), "2 endpoints after scale down", || async {
+        // Finish graceful deletions as the node agent would.
+        if let Ok(l) = pods.list(&lp).await {
+            for p in l.items.iter().filter(|p| p.metadata.deletion_timestamp.is_some()) {
+                let _ = pods
+                    .delete(
+                        p.metadata.name.as_deref().unwrap(),
+                        &DeleteParams { grace_period_seconds: Some(0), ..Default::default() },
+                    )
+                    .await;
             }
-            let ep = eps.get_opt("hostnames").await.ok().flatten()?;
-            let (r, n) = ready_ips(&ep);
-            (r.len() == 2 && n.is_empty()).then_some(())
-        },
-    )
+        }
+        let ep = eps.get_opt("hostnames").await.ok().flatten()?;
+        let (r, n) = ready_ips(&ep);
+        (r.len() == 2 && n.is_empty()).then_some(())
+    })
     .await;
     let events: Api<Event> = Api::namespaced(client.clone(), ns);
-    let scaled = eventually(
-        Duration::from_secs(5),
-        "ScalingReplicaSet event",
-        || async {
-            let l = events.list(&ListParams::default()).await.ok()?;
-            let msgs: Vec<String> = l
-                .items
-                .into_iter()
-                .filter(|e| e.reason.as_deref() == Some("ScalingReplicaSet"))
-                .filter_map(|e| e.message)
-                .collect();
-            msgs.iter()
-                .any(|m| m.contains("from 3 to 2"))
-                .then_some(msgs)
-        },
-    )
+    let scaled = eventually(Duration::from_secs(5), "ScalingReplicaSet event", || async {
+        let l = events.list(&ListParams::default()).await.ok()?;
+        let msgs: Vec<String> = l
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("ScalingReplicaSet"))
+            .filter_map(|e| e.message)
+            .collect();
+        msgs.iter().any(|m| m.contains("from 3 to 2")).then_some(msgs)
+    })
     .await;
     assert!(
-        scaled.iter().any(
-            |m| m.starts_with("Scaled up replica set hostnames-") && m.ends_with("from 0 to 3")
-        ),
+        scaled.iter().any(|m| m.starts_with("Scaled up replica set hostnames-") && m.ends_with("from 0 to 3")),
         "{scaled:?}"
     );
 
     let created = events.list(&ListParams::default()).await.unwrap();
-    let created: Vec<&Event> = created
-        .items
-        .iter()
-        .filter(|e| e.reason.as_deref() == Some("SuccessfulCreate"))
-        .collect();
+    let created: Vec<&Event> =
+        created.items.iter().filter(|e| e.reason.as_deref() == Some("SuccessfulCreate")).collect();
     assert!(created.len() >= 3, "{created:?}");
-    assert!(created.iter().all(|e| e
-        .message
-        .as_deref()
-        .unwrap_or("")
-        .starts_with("Created pod: hostnames-")
-        && e.source.as_ref().and_then(|s| s.component.as_deref())
-            == Some("replicaset-controller")
+    assert!(created.iter().all(|e| e.message.as_deref().unwrap_or("").starts_with("Created pod: hostnames-")
+        && e.source.as_ref().and_then(|s| s.component.as_deref()) == Some("replicaset-controller")
         && e.involved_object.kind.as_deref() == Some("ReplicaSet")));
 
     // Deleting the Service deletes its Endpoints.
-    svcs.delete("hostnames", &DeleteParams::default())
-        .await
-        .unwrap();
+    svcs.delete("hostnames", &DeleteParams::default()).await.unwrap();
     eventually(Duration::from_secs(10), "endpoints deleted", || async {
-        eps.get_opt("hostnames")
-            .await
-            .ok()
-            .and_then(|e| e.is_none().then_some(()))
+        eps.get_opt("hostnames").await.ok().and_then(|e| e.is_none().then_some(()))
     })
     .await;
 
     let _ = stop_tx.send(());
-    let r = tokio::time::timeout(Duration::from_secs(5), manager)
-        .await
-        .expect("manager stops")
-        .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), manager).await.expect("manager stops").unwrap();
     assert!(r.is_ok(), "{r:?}");
 }
 
-async fn list_rs_with_revision(
-    rss: &Api<k8s_openapi::api::apps::v1::ReplicaSet>,
-    rev: &str,
-) -> String {
+async fn list_rs_with_revision(rss: &Api<k8s_openapi::api::apps::v1::ReplicaSet>, rev: &str) -> String {
     let l = rss.list(&ListParams::default()).await.unwrap();
     l.items
         .into_iter()
         .find(|r| {
-            r.metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get("deployment.kubernetes.io/revision"))
-                .map(String::as_str)
+            r.metadata.annotations.as_ref().and_then(|a| a.get("deployment.kubernetes.io/revision")).map(String::as_str)
                 == Some(rev)
         })
         .and_then(|r| r.metadata.name)
@@ -598,11 +443,7 @@ fn fake_agent(client: Client, ns: &'static str) -> tokio::sync::oneshot::Sender<
         let pods: Api<Pod> = Api::namespaced(client, ns);
         let mut next = 100u32;
         loop {
-            if rx.try_recv().is_ok()
-                || matches!(
-                    rx.try_recv(),
-                    Err(tokio::sync::oneshot::error::TryRecvError::Closed)
-                )
+            if rx.try_recv().is_ok() || matches!(rx.try_recv(), Err(tokio::sync::oneshot::error::TryRecvError::Closed))
             {
                 return;
             }
@@ -611,23 +452,10 @@ fn fake_agent(client: Client, ns: &'static str) -> tokio::sync::oneshot::Sender<
                     let name = p.metadata.name.clone().unwrap();
                     if p.metadata.deletion_timestamp.is_some() {
                         let _ = pods
-                            .delete(
-                                &name,
-                                &DeleteParams {
-                                    grace_period_seconds: Some(0),
-                                    ..Default::default()
-                                },
-                            )
+                            .delete(&name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() })
                             .await;
-                    } else if p
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.node_name.as_deref())
-                        .is_some()
-                        && p.status
-                            .as_ref()
-                            .and_then(|s| s.pod_ip.as_deref())
-                            .is_none()
+                    } else if p.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some()
+                        && p.status.as_ref().and_then(|s| s.pod_ip.as_deref()).is_none()
                     {
                         next += 1;
                         let _ = try_set_pod_status(
@@ -651,17 +479,10 @@ async fn rollout_gc_namespace_and_unschedulable() {
     let _serial = SERIAL.lock().await;
     let (server, client) = start_apiserver().await;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let config = yard_controllers::Config {
-        leader_elect: false,
-        ..Default::default()
-    };
-    let manager = tokio::spawn(yard_controllers::run_with_client(
-        client.clone(),
-        config,
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
+    let config = yard_controllers::Config { leader_elect: false, ..Default::default() };
+    let manager = tokio::spawn(yard_controllers::run_with_client(client.clone(), config, async move {
+        let _ = stop_rx.await;
+    }));
     let ns = "default";
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let deps: Api<Deployment> = Api::namespaced(client.clone(), ns);
@@ -675,59 +496,32 @@ async fn rollout_gc_namespace_and_unschedulable() {
     a.lease_duration = Duration::from_secs(1);
     let mut b = a.clone();
     b.identity = "b".into();
-    assert_eq!(
-        try_acquire_or_renew(&client, &a).await.unwrap(),
-        Attempt::Held
-    );
-    assert_eq!(
-        try_acquire_or_renew(&client, &b).await.unwrap(),
-        Attempt::Other("a".into())
-    );
-    assert_eq!(
-        try_acquire_or_renew(&client, &a).await.unwrap(),
-        Attempt::Held,
-        "renew"
-    );
+    assert_eq!(try_acquire_or_renew(&client, &a).await.unwrap(), Attempt::Held);
+    assert_eq!(try_acquire_or_renew(&client, &b).await.unwrap(), Attempt::Other("a".into()));
+    assert_eq!(try_acquire_or_renew(&client, &a).await.unwrap(), Attempt::Held, "renew");
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert_eq!(
-        try_acquire_or_renew(&client, &b).await.unwrap(),
-        Attempt::Held,
-        "takeover after expiry"
-    );
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
-        Api::namespaced(client.clone(), "kube-system");
+    assert_eq!(try_acquire_or_renew(&client, &b).await.unwrap(), Attempt::Held, "takeover after expiry");
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), "kube-system");
     let l = leases.get("election-test").await.unwrap().spec.unwrap();
-    assert_eq!(
-        (l.holder_identity.as_deref(), l.lease_transitions),
-        (Some("b"), Some(1))
-    );
+    assert_eq!((l.holder_identity.as_deref(), l.lease_transitions), (Some("b"), Some(1)));
 
     // No node yet: the pod stays Pending with upstream's reason.
-    let pod: Pod = json(
-        serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "lonely"},
-        "spec": {"containers": [{"name": "c", "image": "busybox"}]}}),
-    );
+    let pod: Pod = json(serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "lonely"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}}));
     pods.create(&PostParams::default(), &pod).await.unwrap();
     let cond = eventually(Duration::from_secs(10), "PodScheduled=False", || async {
         let p = pods.get("lonely").await.ok()?;
-        p.status?
-            .conditions?
-            .into_iter()
-            .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+        p.status?.conditions?.into_iter().find(|c| c.type_ == "PodScheduled" && c.status == "False")
     })
     .await;
     assert_eq!(cond.reason.as_deref(), Some("Unschedulable"));
-    assert_eq!(
-        cond.message.as_deref(),
-        Some("no nodes available to schedule pods")
-    );
+    assert_eq!(cond.message.as_deref(), Some("no nodes available to schedule pods"));
     eventually(Duration::from_secs(5), "FailedScheduling event", || async {
         let l = events.list(&ListParams::default()).await.ok()?;
         l.items
             .iter()
             .any(|e| {
-                e.reason.as_deref() == Some("FailedScheduling")
-                    && e.involved_object.name.as_deref() == Some("lonely")
+                e.reason.as_deref() == Some("FailedScheduling") && e.involved_object.name.as_deref() == Some("lonely")
             })
             .then_some(())
     })
@@ -735,22 +529,20 @@ async fn rollout_gc_namespace_and_unschedulable() {
 
     // A Ready node appears: the pod gets bound.
     let nodes: Api<Node> = Api::all(client.clone());
-    nodes.create(&PostParams::default(), &json(serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1"}}))).await.unwrap();
-    let now = jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string();
+    nodes
+        .create(
+            &PostParams::default(),
+            &json(serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1"}})),
+        )
+        .await
+        .unwrap();
+    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
     nodes
         .patch_status("node-1", &PatchParams::default(), &Patch::Merge(&serde_json::json!({"status": {"conditions": [{"type": "Ready", "status": "True", "lastHeartbeatTime": now, "lastTransitionTime": now}]}})))
         .await
         .unwrap();
     eventually(Duration::from_secs(10), "lonely bound", || async {
-        pods.get("lonely")
-            .await
-            .ok()?
-            .spec?
-            .node_name
-            .filter(|n| n == "node-1")
-            .map(|_| ())
+        pods.get("lonely").await.ok()?.spec?.node_name.filter(|n| n == "node-1").map(|_| ())
     })
     .await;
     let _agent = fake_agent(client.clone(), ns);
@@ -771,13 +563,8 @@ async fn rollout_gc_namespace_and_unschedulable() {
                 let d = deps.get("web").await.ok()?;
                 let s = d.status.clone()?;
                 let img = d.spec.template.spec.as_ref()?.containers[0].image.clone();
-                let progressing = s
-                    .conditions
-                    .iter()
-                    .flatten()
-                    .find(|c| c.type_.as_deref() == Some("Progressing"))?
-                    .reason
-                    .clone();
+                let progressing =
+                    s.conditions.iter().flatten().find(|c| c.type_.as_deref() == Some("Progressing"))?.reason.clone();
                 (img.as_deref() == Some(image)
                     && s.observed_generation >= d.metadata.generation
                     && s.updated_replicas == Some(3)
@@ -788,52 +575,31 @@ async fn rollout_gc_namespace_and_unschedulable() {
             }
         }
     };
-    eventually(
-        Duration::from_secs(20),
-        "first rollout complete",
-        complete("web:1"),
+    eventually(Duration::from_secs(20), "first rollout complete", complete("web:1")).await;
+    deps.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(
+            &serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "web:2"}]}}}}),
+        ),
     )
-    .await;
-    deps.patch("web", &PatchParams::default(), &Patch::Merge(&serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "web:2"}]}}}})))
-        .await
-        .unwrap();
-    let out = kubectl(
-        &server,
-        &["rollout", "status", "deployment/web", "--timeout=30s"],
-    );
+    .await
+    .unwrap();
+    let out = kubectl(&server, &["rollout", "status", "deployment/web", "--timeout=30s"]);
     assert!(out.contains("successfully rolled out"), "{out}");
-    let d = eventually(
-        Duration::from_secs(30),
-        "second rollout complete",
-        complete("web:2"),
-    )
-    .await;
+    let d = eventually(Duration::from_secs(30), "second rollout complete", complete("web:2")).await;
     assert_eq!(
-        d.metadata
-            .annotations
-            .as_ref()
-            .unwrap()
-            .get("deployment.kubernetes.io/revision")
-            .map(String::as_str),
+        d.metadata.annotations.as_ref().unwrap().get("deployment.kubernetes.io/revision").map(String::as_str),
         Some("2")
     );
-    let list = rss
-        .list(&ListParams::default().labels("app=web"))
-        .await
-        .unwrap();
+    let list = rss.list(&ListParams::default().labels("app=web")).await.unwrap();
     assert_eq!(list.items.len(), 2);
     let mut sizes: Vec<(String, i32)> = list
         .items
         .iter()
         .map(|r| {
             (
-                r.metadata
-                    .annotations
-                    .as_ref()
-                    .unwrap()
-                    .get("deployment.kubernetes.io/revision")
-                    .cloned()
-                    .unwrap(),
+                r.metadata.annotations.as_ref().unwrap().get("deployment.kubernetes.io/revision").cloned().unwrap(),
                 r.spec.replicas.unwrap(),
             )
         })
@@ -855,26 +621,14 @@ async fn rollout_gc_namespace_and_unschedulable() {
     deps.patch(
         "web",
         &PatchParams::default(),
-        &Patch::Merge(
-            &serde_json::json!({"spec": {"strategy": {"type": "Recreate", "rollingUpdate": null},
-            "template": {"spec": {"containers": [{"name": "web", "image": "web:3"}]}}}}),
-        ),
+        &Patch::Merge(&serde_json::json!({"spec": {"strategy": {"type": "Recreate", "rollingUpdate": null},
+            "template": {"spec": {"containers": [{"name": "web", "image": "web:3"}]}}}})),
     )
     .await
     .unwrap();
-    let d = eventually(
-        Duration::from_secs(30),
-        "recreate rollout complete",
-        complete("web:3"),
-    )
-    .await;
+    let d = eventually(Duration::from_secs(30), "recreate rollout complete", complete("web:3")).await;
     assert_eq!(
-        d.metadata
-            .annotations
-            .as_ref()
-            .unwrap()
-            .get("deployment.kubernetes.io/revision")
-            .map(String::as_str),
+        d.metadata.annotations.as_ref().unwrap().get("deployment.kubernetes.io/revision").map(String::as_str),
         Some("3")
     );
     let l = events.list(&ListParams::default()).await.unwrap();
@@ -885,29 +639,15 @@ async fn rollout_gc_namespace_and_unschedulable() {
         .filter_map(|e| e.message)
         .collect();
     let new3 = list_rs_with_revision(&rss, "3").await;
-    assert!(
-        msgs.iter()
-            .any(|m| m == &format!("Scaled up replica set {new3} from 0 to 3")),
-        "{msgs:?}"
-    );
+    assert!(msgs.iter().any(|m| m == &format!("Scaled up replica set {new3} from 0 to 3")), "{msgs:?}");
 
     // Background GC: deleting the Deployment removes its ReplicaSets and their pods.
     deps.delete("web", &DeleteParams::default()).await.unwrap();
-    eventually(
-        Duration::from_secs(20),
-        "replica sets and pods collected",
-        || async {
-            let r = rss
-                .list(&ListParams::default().labels("app=web"))
-                .await
-                .ok()?;
-            let p = pods
-                .list(&ListParams::default().labels("app=web"))
-                .await
-                .ok()?;
-            (r.items.is_empty() && p.items.is_empty()).then_some(())
-        },
-    )
+    eventually(Duration::from_secs(20), "replica sets and pods collected", || async {
+        let r = rss.list(&ListParams::default().labels("app=web")).await.ok()?;
+        let p = pods.list(&ListParams::default().labels("app=web")).await.ok()?;
+        (r.items.is_empty() && p.items.is_empty()).then_some(())
+    })
     .await;
 
     // Foreground: the Deployment waits for its ReplicaSet and pods, then goes.
@@ -921,19 +661,13 @@ async fn rollout_gc_namespace_and_unschedulable() {
         (pods.list(&flp).await.ok()?.items.len() == 2).then_some(())
     })
     .await;
-    deps.delete("fg", &DeleteParams::foreground())
-        .await
-        .unwrap();
-    eventually(
-        Duration::from_secs(20),
-        "foreground deletion done",
-        || async {
-            let d = deps.get_opt("fg").await.ok()?;
-            let r = rss.list(&flp).await.ok()?;
-            let p = pods.list(&flp).await.ok()?;
-            (d.is_none() && r.items.is_empty() && p.items.is_empty()).then_some(())
-        },
-    )
+    deps.delete("fg", &DeleteParams::foreground()).await.unwrap();
+    eventually(Duration::from_secs(20), "foreground deletion done", || async {
+        let d = deps.get_opt("fg").await.ok()?;
+        let r = rss.list(&flp).await.ok()?;
+        let p = pods.list(&flp).await.ok()?;
+        (d.is_none() && r.items.is_empty() && p.items.is_empty()).then_some(())
+    })
     .await;
 
     // Orphan: the ReplicaSet is deleted, its pods stay without the ownerReference.
@@ -949,10 +683,7 @@ async fn rollout_gc_namespace_and_unschedulable() {
     .await;
     rss.delete(
         "keep",
-        &DeleteParams {
-            propagation_policy: Some(kube::api::PropagationPolicy::Orphan),
-            ..Default::default()
-        },
+        &DeleteParams { propagation_policy: Some(kube::api::PropagationPolicy::Orphan), ..Default::default() },
     )
     .await
     .unwrap();
@@ -961,43 +692,39 @@ async fn rollout_gc_namespace_and_unschedulable() {
         let l = pods.list(&klp).await.ok()?;
         (gone
             && l.items.len() == 2
-            && l.items.iter().all(|p| {
-                p.metadata
-                    .owner_references
-                    .as_ref()
-                    .is_none_or(|o| o.is_empty())
-            }))
+            && l.items.iter().all(|p| p.metadata.owner_references.as_ref().is_none_or(|o| o.is_empty())))
         .then_some(())
     })
     .await;
 
     // Namespace deletion empties it and removes the `kubernetes` finalizer.
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    namespaces.create(&PostParams::default(), &json(serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "scratch"}}))).await.unwrap();
-    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
-        Api::namespaced(client.clone(), "scratch");
-    cms.create(&PostParams::default(), &json(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "b"}}))).await.unwrap();
-    let svcs: Api<Service> = Api::namespaced(client.clone(), "scratch");
-    svcs.create(&PostParams::default(), &json(serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"selector": {"a": "b"}, "ports": [{"port": 80}]}}))).await.unwrap();
     namespaces
-        .delete("scratch", &DeleteParams::default())
+        .create(
+            &PostParams::default(),
+            &json(serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "scratch"}})),
+        )
         .await
         .unwrap();
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), "scratch");
+    cms.create(
+        &PostParams::default(),
+        &json(
+            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "b"}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "scratch");
+    svcs.create(&PostParams::default(), &json(serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"selector": {"a": "b"}, "ports": [{"port": 80}]}}))).await.unwrap();
+    namespaces.delete("scratch", &DeleteParams::default()).await.unwrap();
     eventually(Duration::from_secs(20), "namespace gone", || async {
-        namespaces
-            .get_opt("scratch")
-            .await
-            .ok()?
-            .is_none()
-            .then_some(())
+        namespaces.get_opt("scratch").await.ok()?.is_none().then_some(())
     })
     .await;
 
     let _ = stop_tx.send(());
-    let r = tokio::time::timeout(Duration::from_secs(5), manager)
-        .await
-        .expect("manager stops")
-        .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), manager).await.expect("manager stops").unwrap();
     assert!(r.is_ok(), "{r:?}");
 }
 
@@ -1008,10 +735,7 @@ fn mirrored_selector(svc: &str) -> ListParams {
 }
 
 /// (ip, ready) pairs and port numbers of the slices selected by `lp`, when there are `n` of them.
-async fn mirrored(
-    slices: &Api<EndpointSlice>,
-    lp: &ListParams,
-) -> (Vec<EndpointSlice>, Vec<(String, bool)>, Vec<i32>) {
+async fn mirrored(slices: &Api<EndpointSlice>, lp: &ListParams) -> (Vec<EndpointSlice>, Vec<(String, bool)>, Vec<i32>) {
     let items = slices.list(lp).await.unwrap().items;
     let mut eps = Vec::new();
     let mut ports = Vec::new();
@@ -1035,17 +759,10 @@ async fn selectorless_service_endpoints_are_mirrored() {
     let _serial = SERIAL.lock().await;
     let (server, client) = start_apiserver().await;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let config = yard_controllers::Config {
-        leader_elect: false,
-        ..Default::default()
-    };
-    let manager = tokio::spawn(yard_controllers::run_with_client(
-        client.clone(),
-        config,
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
+    let config = yard_controllers::Config { leader_elect: false, ..Default::default() };
+    let manager = tokio::spawn(yard_controllers::run_with_client(client.clone(), config, async move {
+        let _ = stop_rx.await;
+    }));
     let ns = "default";
     let svcs: Api<Service> = Api::namespaced(client.clone(), ns);
     let eps: Api<Endpoints> = Api::namespaced(client.clone(), ns);
@@ -1090,10 +807,7 @@ subsets:
         (r.1.len() == 2).then_some(r)
     })
     .await;
-    assert_eq!(
-        got,
-        vec![("192.0.2.10".into(), true), ("192.0.2.11".into(), false)]
-    );
+    assert_eq!(got, vec![("192.0.2.10".into(), true), ("192.0.2.11".into(), false)]);
     assert_eq!(ports, vec![3306]);
     assert_eq!(items.len(), 1);
     let first = items[0].clone();
@@ -1104,10 +818,7 @@ subsets:
     assert_eq!(labels.get("tier").map(String::as_str), Some("data"));
     let owner = &first.metadata.owner_references.clone().unwrap()[0];
     assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("Endpoints", "mysql"));
-    let out = kubectl(
-        &server,
-        &["get", "endpointslices", "-l", "kubernetes.io/service-name=mysql"],
-    );
+    let out = kubectl(&server, &["get", "endpointslices", "-l", "kubernetes.io/service-name=mysql"]);
     assert!(out.contains("192.0.2.10") && out.contains("3306"), "{out}");
 
     // A user-managed slice for the same Service is never touched.
@@ -1138,10 +849,7 @@ subsets:
     // Someone edits the mirrored slice: the controller puts it back.
     let mut tampered = items[0].clone();
     tampered.endpoints = Some(vec![json(serde_json::json!({"addresses": ["192.0.2.66"]}))]);
-    slices
-        .replace(&first_name, &PostParams::default(), &tampered)
-        .await
-        .unwrap();
+    slices.replace(&first_name, &PostParams::default(), &tampered).await.unwrap();
     eventually(limit, "tampered slice restored", || async {
         let r = mirrored(&slices, &lp).await;
         (r.1 == vec![("192.0.2.20".into(), true), ("192.0.2.21".into(), true)]).then_some(())
@@ -1149,22 +857,13 @@ subsets:
     .await;
 
     // skip-mirror: the mirrored slices go away; removing the label brings them back.
-    kubectl(
-        &server,
-        &["label", "endpoints", "mysql", "endpointslice.kubernetes.io/skip-mirror=true"],
-    );
+    kubectl(&server, &["label", "endpoints", "mysql", "endpointslice.kubernetes.io/skip-mirror=true"]);
     eventually(limit, "mirrored slices deleted on skip-mirror", || async {
         mirrored(&slices, &lp).await.0.is_empty().then_some(())
     })
     .await;
-    kubectl(
-        &server,
-        &["label", "endpoints", "mysql", "endpointslice.kubernetes.io/skip-mirror-"],
-    );
-    eventually(limit, "mirrored again", || async {
-        (mirrored(&slices, &lp).await.1.len() == 2).then_some(())
-    })
-    .await;
+    kubectl(&server, &["label", "endpoints", "mysql", "endpointslice.kubernetes.io/skip-mirror-"]);
+    eventually(limit, "mirrored again", || async { (mirrored(&slices, &lp).await.1.len() == 2).then_some(()) }).await;
 
     // Deleting the Endpoints deletes the mirrored slices.
     eps.delete("mysql", &DeleteParams::default()).await.unwrap();
@@ -1198,9 +897,6 @@ subsets:
     assert!(mirrored(&slices, &mirrored_selector("kubernetes")).await.0.is_empty());
 
     let _ = stop_tx.send(());
-    let r = tokio::time::timeout(Duration::from_secs(5), manager)
-        .await
-        .expect("manager stops")
-        .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), manager).await.expect("manager stops").unwrap();
     assert!(r.is_ok(), "{r:?}");
 }

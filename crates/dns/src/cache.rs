@@ -79,26 +79,16 @@ impl AnswerCache {
         self.clock += 1;
         let clock = self.clock;
         let range = self.set(hash);
-        let e = self.slots[range].iter_mut().flatten().find(|e| {
-            e.hash == hash && e.generation == generation && &e.bytes[..e.key_len] == key
-        })?;
+        let e = self.slots[range]
+            .iter_mut()
+            .flatten()
+            .find(|e| e.hash == hash && e.generation == generation && &e.bytes[..e.key_len] == key)?;
         e.last_use = clock;
-        Some(Hit {
-            reply: &e.bytes[e.key_len..],
-            metric: e.metric,
-            truncated: e.truncated,
-        })
+        Some(Hit { reply: &e.bytes[e.key_len..], metric: e.metric, truncated: e.truncated })
     }
 
     /// Stores `reply` for `query`, both computed at index generation `generation`.
-    pub(crate) fn put(
-        &mut self,
-        query: &[u8],
-        generation: u64,
-        reply: &[u8],
-        metric: usize,
-        truncated: bool,
-    ) {
+    pub(crate) fn put(&mut self, query: &[u8], generation: u64, reply: &[u8], metric: usize, truncated: bool) {
         let Some(key) = Self::key(query) else {
             return;
         };
@@ -112,18 +102,13 @@ impl AnswerCache {
         // The same key (an older generation), else an empty way, else the least recently used.
         let way = set
             .iter()
-            .position(|e| {
-                e.as_ref()
-                    .is_some_and(|e| e.hash == hash && &e.bytes[..e.key_len] == key)
-            })
+            .position(|e| e.as_ref().is_some_and(|e| e.hash == hash && &e.bytes[..e.key_len] == key))
             .or_else(|| set.iter().position(Option::is_none))
             .or_else(|| {
                 set.iter()
                     .enumerate()
                     .min_by_key(|(_, e)| {
-                        e.as_ref()
-                            .map(|e| (e.generation == generation, e.last_use))
-                            .unwrap_or((false, 0))
+                        e.as_ref().map(|e| (e.generation == generation, e.last_use)).unwrap_or((false, 0))
                     })
                     .map(|(i, _)| i)
             })

@@ -49,20 +49,13 @@ pub fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
 
 /// Upstreams from /etc/resolv.conf.
 pub fn system_upstreams() -> Vec<SocketAddr> {
-    std::fs::read_to_string("/etc/resolv.conf")
-        .map(|t| parse_resolv_conf(&t))
-        .unwrap_or_default()
+    std::fs::read_to_string("/etc/resolv.conf").map(|t| parse_resolv_conf(&t)).unwrap_or_default()
 }
 
 impl Forwarder {
     /// A forwarder asking `upstreams` in order, caching for at most `max_ttl` seconds.
     pub fn new(upstreams: Vec<SocketAddr>, max_ttl: u32) -> Self {
-        Forwarder {
-            upstreams,
-            timeout: Duration::from_secs(2),
-            max_ttl,
-            cache: Mutex::new(FastMap::default()),
-        }
+        Forwarder { upstreams, timeout: Duration::from_secs(2), max_ttl, cache: Mutex::new(FastMap::default()) }
     }
 
     /// The upstream resolvers.
@@ -73,11 +66,7 @@ impl Forwarder {
     /// A cached answer for `query` (whose name key is `key`), TTLs lowered by the time spent in
     /// the cache.
     pub(crate) fn cache_get(&self, key: &[u8], query: &Query) -> Option<Message> {
-        let k = (
-            Box::<[u8]>::from(key),
-            u16::from(query.query_type()),
-            u16::from(query.query_class()),
-        );
+        let k = (Box::<[u8]>::from(key), u16::from(query.query_type()), u16::from(query.query_class()));
         let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         let e = cache.get(&k)?;
         let now = Instant::now();
@@ -87,12 +76,7 @@ impl Forwarder {
         let age = now.duration_since(e.stored).as_secs() as u32;
         let remaining = (e.expires.duration_since(now).as_secs() as u32).max(1);
         let mut msg = e.msg.clone();
-        for r in msg
-            .answers
-            .iter_mut()
-            .chain(msg.authorities.iter_mut())
-            .chain(msg.additionals.iter_mut())
-        {
+        for r in msg.answers.iter_mut().chain(msg.authorities.iter_mut()).chain(msg.additionals.iter_mut()) {
             r.ttl = r.ttl.saturating_sub(age).min(remaining);
         }
         Some(msg)
@@ -134,16 +118,8 @@ impl Forwarder {
         let mut msg = msg.clone();
         msg.edns = None;
         cache.insert(
-            (
-                key.into_boxed_slice(),
-                u16::from(query.query_type()),
-                u16::from(query.query_class()),
-            ),
-            Entry {
-                msg,
-                stored: now,
-                expires: now + Duration::from_secs(u64::from(ttl)),
-            },
+            (key.into_boxed_slice(), u16::from(query.query_type()), u16::from(query.query_class())),
+            Entry { msg, stored: now, expires: now + Duration::from_secs(u64::from(ttl)) },
         );
     }
 
@@ -233,8 +209,7 @@ pub fn without_self(upstreams: Vec<SocketAddr>, listen: &[SocketAddr]) -> Vec<So
         .into_iter()
         .filter(|u| {
             !listen.iter().any(|l| {
-                l.port() == u.port()
-                    && (l.ip() == u.ip() || (l.ip().is_unspecified() && u.ip().is_loopback()))
+                l.port() == u.port() && (l.ip() == u.ip() || (l.ip().is_unspecified() && u.ip().is_loopback()))
             })
         })
         .collect()

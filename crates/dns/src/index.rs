@@ -124,11 +124,7 @@ enum CData {
 
 impl CRec {
     fn full(r: Record) -> Self {
-        CRec {
-            owner: key_of(&r.name),
-            ttl: r.ttl,
-            data: CData::Full(Box::new(r)),
-        }
+        CRec { owner: key_of(&r.name), ttl: r.ttl, data: CData::Full(Box::new(r)) }
     }
 
     fn record_type(&self) -> RecordType {
@@ -150,11 +146,7 @@ impl CRec {
             CData::Aaaa(ip) => RData::AAAA(AAAA(*ip)),
             CData::Ptr(n) => RData::PTR(PTR(key_to_name(n))),
             CData::Cname(n) => RData::CNAME(CNAME(key_to_name(n))),
-            CData::Srv {
-                weight,
-                port,
-                target,
-            } => RData::SRV(SRV::new(0, *weight, *port, key_to_name(target))),
+            CData::Srv { weight, port, target } => RData::SRV(SRV::new(0, *weight, *port, key_to_name(target))),
             CData::Full(r) => return (**r).clone(),
         };
         Record::from_rdata(owner, self.ttl, data)
@@ -179,11 +171,7 @@ impl BinEncodable for CRec {
                 let mut e = encoder.with_rdata_behavior(RDataEncoding::StandardRecord);
                 key_to_name(n).emit(&mut e)?;
             }
-            CData::Srv {
-                weight,
-                port,
-                target,
-            } => {
+            CData::Srv { weight, port, target } => {
                 let mut e = encoder.with_rdata_behavior(RDataEncoding::Canonical);
                 e.emit_u16(0)?;
                 e.emit_u16(*weight)?;
@@ -235,11 +223,7 @@ impl RrsBuilder {
         records.extend(self.aaaa);
         records.extend(self.other);
         let has_cname = records.iter().any(|r| r.record_type() == RecordType::CNAME);
-        Rrs {
-            has_cname,
-            records: records.into_boxed_slice(),
-            srv_extra: self.srv_extra.into_boxed_slice(),
-        }
+        Rrs { has_cname, records: records.into_boxed_slice(), srv_extra: self.srv_extra.into_boxed_slice() }
     }
 }
 
@@ -362,10 +346,7 @@ impl Rec<'_> {
     /// The target of a CNAME record.
     pub(crate) fn cname_target(&self) -> Option<Name> {
         match self {
-            Rec::C(CRec {
-                data: CData::Cname(n),
-                ..
-            }) => Some(key_to_name(n)),
+            Rec::C(CRec { data: CData::Cname(n), .. }) => Some(key_to_name(n)),
             Rec::B(r) => match &r.data {
                 RData::CNAME(c) => Some(c.0.clone()),
                 _ => None,
@@ -406,11 +387,7 @@ impl hickory_proto::serialize::binary::BinEncodable for Rec<'_> {
 pub(crate) enum Lookup<'a> {
     /// The name is ours (cluster zone, or a reverse name we hold): answer authoritatively.
     /// `answers` empty with `nxdomain == false` means NODATA.
-    Authoritative {
-        nxdomain: bool,
-        answers: Vec<Rec<'a>>,
-        additionals: Vec<Rec<'a>>,
-    },
+    Authoritative { nxdomain: bool, answers: Vec<Rec<'a>>, additionals: Vec<Rec<'a>> },
     /// Not ours: forward upstream.
     NotOurs,
 }
@@ -439,11 +416,7 @@ fn addr_crec(name: &KeyName, ttl: u32, ip: IpAddr) -> CRec {
         IpAddr::V4(v4) => CData::A(v4),
         IpAddr::V6(v6) => CData::Aaaa(v6),
     };
-    CRec {
-        owner: name.clone(),
-        ttl,
-        data,
-    }
+    CRec { owner: name.clone(), ttl, data }
 }
 
 fn addr_record(name: &Name, ttl: u32, ip: IpAddr) -> Record {
@@ -473,10 +446,7 @@ struct Builder {
 
 impl Builder {
     fn new() -> Self {
-        Builder {
-            names: FastMap::default(),
-            srv: FastMap::default(),
-        }
+        Builder { names: FastMap::default(), srv: FastMap::default() }
     }
 
     /// The shared key of `key`: one allocation per name, whoever refers to it.
@@ -499,11 +469,7 @@ impl Builder {
     }
 
     fn srv(&mut self, name: &KeyName, port: u16, target: KeyName) {
-        self.srv
-            .entry(name.clone())
-            .or_insert_with(|| (name.clone(), Vec::new()))
-            .1
-            .push((port, target));
+        self.srv.entry(name.clone()).or_insert_with(|| (name.clone(), Vec::new())).1.push((port, target));
     }
 
     /// Turns SRV specs into records (priority 0, weight split evenly like CoreDNS), with the
@@ -524,36 +490,21 @@ impl Builder {
                         extra.extend(t.a.iter().chain(t.aaaa.iter()).cloned());
                     }
                 }
-                recs.push(CRec {
-                    owner: name.clone(),
-                    ttl,
-                    data: CData::Srv {
-                        weight,
-                        port,
-                        target,
-                    },
-                });
+                recs.push(CRec { owner: name.clone(), ttl, data: CData::Srv { weight, port, target } });
             }
             let rrs = self.names.entry(key).or_default();
             rrs.other.extend(recs);
             rrs.srv_extra = extra;
         }
-        self.names
-            .into_iter()
-            .map(|(k, v)| (k, v.build()))
-            .collect()
+        self.names.into_iter().map(|(k, v)| (k, v.build())).collect()
     }
 }
 
-fn parse_ports(
-    ports: impl Iterator<Item = (Option<String>, Option<String>, Option<i32>)>,
-) -> Vec<PortSpec> {
+fn parse_ports(ports: impl Iterator<Item = (Option<String>, Option<String>, Option<i32>)>) -> Vec<PortSpec> {
     ports
         .filter_map(|(name, proto, port)| {
             let name = name.filter(|n| !n.is_empty())?.to_ascii_lowercase();
-            let proto = proto
-                .unwrap_or_else(|| "TCP".to_string())
-                .to_ascii_lowercase();
+            let proto = proto.unwrap_or_else(|| "TCP".to_string()).to_ascii_lowercase();
             let port = u16::try_from(port?).ok()?;
             Some(PortSpec { name, proto, port })
         })
@@ -574,32 +525,18 @@ impl Index {
         let mut zone_key = Vec::new();
         name_key(&zone, &mut zone_key);
         let sub = |s: &str| -> Result<Name, Error> {
-            Name::from_ascii(format!("{s}.{zone_str}."))
-                .map_err(|e| Error::Config(format!("bad cluster domain: {e}")))
+            Name::from_ascii(format!("{s}.{zone_str}.")).map_err(|e| Error::Config(format!("bad cluster domain: {e}")))
         };
-        let serial = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as u32)
-            .unwrap_or(1);
+        let serial =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(1);
         let mname = sub("ns.dns")?;
         let soa = Record::from_rdata(
             zone.clone(),
             ttl,
-            RData::SOA(SOA::new(
-                mname.clone(),
-                sub("hostmaster")?,
-                serial,
-                7200,
-                1800,
-                86400,
-                ttl,
-            )),
+            RData::SOA(SOA::new(mname.clone(), sub("hostmaster")?, serial, 7200, 1800, 86400, ttl)),
         );
         let index = Index {
-            inner: RwLock::new(Inner {
-                next_id: 1,
-                ..Default::default()
-            }),
+            inner: RwLock::new(Inner { next_id: 1, ..Default::default() }),
             synced: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             zone: zone.clone(),
@@ -612,19 +549,13 @@ impl Index {
         {
             let apex = b.at_name(&zone);
             apex.other.push(CRec::full(soa));
-            apex.other.push(CRec::full(Record::from_rdata(
-                zone.clone(),
-                ttl,
-                RData::NS(NS(mname.clone())),
-            )));
+            apex.other.push(CRec::full(Record::from_rdata(zone.clone(), ttl, RData::NS(NS(mname.clone())))));
         }
-        b.at_name(&sub("dns-version")?)
-            .other
-            .push(CRec::full(Record::from_rdata(
-                sub("dns-version")?,
-                ttl,
-                RData::TXT(TXT::new(vec![SCHEMA_VERSION.to_string()])),
-            )));
+        b.at_name(&sub("dns-version")?).other.push(CRec::full(Record::from_rdata(
+            sub("dns-version")?,
+            ttl,
+            RData::TXT(TXT::new(vec![SCHEMA_VERSION.to_string()])),
+        )));
         for s in ["svc", "pod", "dns", "ns.dns"] {
             b.at_name(&sub(s)?);
         }
@@ -648,9 +579,7 @@ impl Index {
     /// Whether `key` (a [`name_key`]) has the shape of a search-list expansion of a pod's first
     /// search domain: `X.<ns>.svc.<zone>` with at least one label in X.
     pub(crate) fn search_shaped(&self, key: &[u8]) -> bool {
-        key.strip_prefix(&*self.zone_key)
-            .and_then(key_labels)
-            .is_some_and(|l| l.len() >= 3 && l[0] == b"svc")
+        key.strip_prefix(&*self.zone_key).and_then(key_labels).is_some_and(|l| l.len() >= 3 && l[0] == b"svc")
     }
 
     /// The TTL of every record served from the index.
@@ -697,18 +626,12 @@ impl Index {
     }
 
     fn write(&self) -> WriteGuard<'_> {
-        WriteGuard {
-            inner: self.inner.write().unwrap_or_else(|e| e.into_inner()),
-            generation: &self.generation,
-        }
+        WriteGuard { inner: self.inner.write().unwrap_or_else(|e| e.into_inner()), generation: &self.generation }
     }
 
     /// Adds or replaces a Service.
     pub fn upsert_service(&self, svc: &Service) {
-        let (Some(ns), Some(name)) = (
-            svc.metadata.namespace.as_deref(),
-            svc.metadata.name.as_deref(),
-        ) else {
+        let (Some(ns), Some(name)) = (svc.metadata.namespace.as_deref(), svc.metadata.name.as_deref()) else {
             return;
         };
         let key = (ns.to_ascii_lowercase(), name.to_ascii_lowercase());
@@ -721,13 +644,8 @@ impl Index {
         } else if spec.cluster_ip.as_deref() == Some("None") {
             Kind::Headless
         } else {
-            let mut ips: Vec<IpAddr> = spec
-                .cluster_ips
-                .clone()
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|s| s.parse().ok())
-                .collect();
+            let mut ips: Vec<IpAddr> =
+                spec.cluster_ips.clone().unwrap_or_default().iter().filter_map(|s| s.parse().ok()).collect();
             if ips.is_empty() {
                 if let Some(ip) = spec.cluster_ip.as_deref().and_then(|s| s.parse().ok()) {
                     ips.push(ip);
@@ -735,21 +653,12 @@ impl Index {
             }
             Kind::ClusterIp(ips)
         };
-        let ports = parse_ports(
-            spec.ports
-                .unwrap_or_default()
-                .into_iter()
-                .map(|p| (p.name, p.protocol, Some(p.port))),
-        );
+        let ports = parse_ports(spec.ports.unwrap_or_default().into_iter().map(|p| (p.name, p.protocol, Some(p.port))));
         let publish_not_ready = spec.publish_not_ready_addresses.unwrap_or(false);
         let mut inner = self.write();
         let inner = &mut *inner;
         let id = match inner.services.get(&key) {
-            Some(s)
-                if s.kind == kind
-                    && s.ports == ports
-                    && s.publish_not_ready == publish_not_ready =>
-            {
+            Some(s) if s.kind == kind && s.ports == ports && s.publish_not_ready == publish_not_ready => {
                 return;
             }
             Some(s) => s.id,
@@ -759,15 +668,7 @@ impl Index {
             }
         };
         let headless = kind == Kind::Headless;
-        inner.services.insert(
-            key.clone(),
-            SvcState {
-                id,
-                kind,
-                ports,
-                publish_not_ready,
-            },
-        );
+        inner.services.insert(key.clone(), SvcState { id, kind, ports, publish_not_ready });
         if let Some(slices) = inner.slices.get_mut(&key) {
             if !headless {
                 slices.0.iter_mut().for_each(|(_, i)| i.strip());
@@ -801,10 +702,7 @@ impl Index {
 
     /// Removes a Service (by namespace and name).
     pub fn delete_service(&self, svc: &Service) {
-        if let (Some(ns), Some(name)) = (
-            svc.metadata.namespace.as_deref(),
-            svc.metadata.name.as_deref(),
-        ) {
+        if let (Some(ns), Some(name)) = (svc.metadata.namespace.as_deref(), svc.metadata.name.as_deref()) {
             self.delete_service_named(ns, name);
         }
     }
@@ -820,20 +718,13 @@ impl Index {
 
     /// Adds or replaces an EndpointSlice.
     pub fn upsert_endpoint_slice(&self, slice: &EndpointSlice) {
-        let (Some(ns), Some(name)) = (
-            slice.metadata.namespace.as_deref(),
-            slice.metadata.name.as_deref(),
-        ) else {
+        let (Some(ns), Some(name)) = (slice.metadata.namespace.as_deref(), slice.metadata.name.as_deref()) else {
             return;
         };
         let ns = ns.to_ascii_lowercase();
         let slice_id = (ns.clone(), name.to_string());
-        let svc_name = slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SERVICE_NAME_LABEL))
-            .map(|s| s.to_ascii_lowercase());
+        let svc_name =
+            slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)).map(|s| s.to_ascii_lowercase());
         let info = match slice.address_type.as_str() {
             "IPv4" | "IPv6" => {
                 let mut endpoints = Vec::new();
@@ -846,32 +737,15 @@ impl Index {
                         .map(|h| h.to_ascii_lowercase().into_boxed_str());
                     for a in &ep.addresses {
                         if let Ok(ip) = a.parse::<IpAddr>() {
-                            endpoints.push(EndpointInfo {
-                                ip,
-                                hostname: hostname.clone(),
-                                ready,
-                            });
+                            endpoints.push(EndpointInfo { ip, hostname: hostname.clone(), ready });
                         }
                     }
                 }
-                let ports = parse_ports(
-                    slice
-                        .ports
-                        .iter()
-                        .flatten()
-                        .map(|p| (p.name.clone(), p.protocol.clone(), p.port)),
-                );
-                SliceInfo {
-                    endpoints: endpoints.into_boxed_slice(),
-                    ports,
-                    stripped: false,
-                }
+                let ports =
+                    parse_ports(slice.ports.iter().flatten().map(|p| (p.name.clone(), p.protocol.clone(), p.port)));
+                SliceInfo { endpoints: endpoints.into_boxed_slice(), ports, stripped: false }
             }
-            _ => SliceInfo {
-                endpoints: Box::new([]),
-                ports: Vec::new(),
-                stripped: false,
-            },
+            _ => SliceInfo { endpoints: Box::new([]), ports: Vec::new(), stripped: false },
         };
         let mut info = info;
         let mut inner = self.write();
@@ -880,11 +754,7 @@ impl Index {
         let new_owner = svc_name.map(|s| (ns.clone(), s));
         // Endpoints only make records for headless Services: keep them for those (and for
         // slices whose Service is not known yet), not for the ClusterIP majority.
-        if new_owner
-            .as_ref()
-            .and_then(|o| inner.services.get(o))
-            .is_some_and(|s| s.kind != Kind::Headless)
-        {
+        if new_owner.as_ref().and_then(|o| inner.services.get(o)).is_some_and(|s| s.kind != Kind::Headless) {
             info.strip();
         }
         if old_owner == new_owner {
@@ -903,21 +773,14 @@ impl Index {
         inner.slice_owner.remove(&slice_id);
         if let Some(owner) = new_owner {
             inner.slice_owner.insert(slice_id, owner.clone());
-            inner
-                .slices
-                .entry(owner.clone())
-                .or_default()
-                .insert(name.to_string(), info);
+            inner.slices.entry(owner.clone()).or_default().insert(name.to_string(), info);
             self.rebuild(inner, &owner);
         }
     }
 
     /// Removes an EndpointSlice.
     pub fn delete_endpoint_slice(&self, slice: &EndpointSlice) {
-        let (Some(ns), Some(name)) = (
-            slice.metadata.namespace.as_deref(),
-            slice.metadata.name.as_deref(),
-        ) else {
+        let (Some(ns), Some(name)) = (slice.metadata.namespace.as_deref(), slice.metadata.name.as_deref()) else {
             return;
         };
         let slice_id = (ns.to_ascii_lowercase(), name.to_string());
@@ -940,13 +803,7 @@ impl Index {
 
     /// Removes every Service whose (namespace, name) is not in `keep` (see [`service_key`]).
     pub fn retain_services(&self, keep: &HashSet<(String, String)>) {
-        let gone: Vec<SvcKey> = self
-            .read()
-            .services
-            .keys()
-            .filter(|k| !keep.contains(*k))
-            .cloned()
-            .collect();
+        let gone: Vec<SvcKey> = self.read().services.keys().filter(|k| !keep.contains(*k)).cloned().collect();
         for (ns, name) in gone {
             self.delete_service_named(&ns, &name);
         }
@@ -964,13 +821,7 @@ impl Index {
     /// Removes every EndpointSlice whose (namespace, name) is not in `keep` (see
     /// [`endpoint_slice_key`]).
     pub fn retain_endpoint_slices(&self, keep: &HashSet<(String, String)>) {
-        let gone: Vec<SvcKey> = self
-            .read()
-            .slice_owner
-            .keys()
-            .filter(|k| !keep.contains(*k))
-            .cloned()
-            .collect();
+        let gone: Vec<SvcKey> = self.read().slice_owner.keys().filter(|k| !keep.contains(*k)).cloned().collect();
         for (ns, name) in gone {
             let mut inner = self.write();
             let inner = &mut *inner;
@@ -994,12 +845,7 @@ impl Index {
         }
     }
 
-    fn build(
-        &self,
-        (ns, name): &SvcKey,
-        state: &SvcState,
-        slices: Option<&SliceMap>,
-    ) -> Option<FastMap<KeyName, Rrs>> {
+    fn build(&self, (ns, name): &SvcKey, state: &SvcState, slices: Option<&SliceMap>) -> Option<FastMap<KeyName, Rrs>> {
         let ttl = self.ttl;
         // Keys are built by appending labels to the zone's key (root first).
         let child = |parent: &[u8], label: &str| -> Option<Vec<u8>> {
@@ -1029,11 +875,7 @@ impl Index {
                 }
                 for ip in ips {
                     let rev = b.intern(&key_of(&Name::from(*ip)));
-                    b.at(&rev).other.push(CRec {
-                        owner: rev.clone(),
-                        ttl,
-                        data: CData::Ptr(svc_name.clone()),
-                    });
+                    b.at(&rev).other.push(CRec { owner: rev.clone(), ttl, data: CData::Ptr(svc_name.clone()) });
                 }
                 for p in &state.ports {
                     let Some(k) = srv_key(&mut b, p) else {
@@ -1047,11 +889,7 @@ impl Index {
                     return None;
                 };
                 let rrs = b.at(&svc_name);
-                rrs.other.push(CRec {
-                    owner: svc_name.clone(),
-                    ttl,
-                    data: CData::Cname(key_of(&t)),
-                });
+                rrs.other.push(CRec { owner: svc_name.clone(), ttl, data: CData::Cname(key_of(&t)) });
             }
             Kind::Headless => {
                 let mut any = false;
@@ -1062,11 +900,7 @@ impl Index {
                         if !(ep.ready || state.publish_not_ready) {
                             continue;
                         }
-                        let label = ep
-                            .hostname
-                            .as_deref()
-                            .map(str::to_string)
-                            .unwrap_or_else(|| ip_dashed(&ep.ip));
+                        let label = ep.hostname.as_deref().map(str::to_string).unwrap_or_else(|| ip_dashed(&ep.ip));
                         let Some(host) = child(&svc_key, &label) else {
                             continue;
                         };
@@ -1078,11 +912,7 @@ impl Index {
                         if seen_hosts.insert((ep.ip, label)) {
                             push_addr(b.at(&host), addr_crec(&host, ttl, ep.ip));
                             let rev = b.intern(&key_of(&Name::from(ep.ip)));
-                            let prec = CRec {
-                                owner: rev.clone(),
-                                ttl,
-                                data: CData::Ptr(host.clone()),
-                            };
+                            let prec = CRec { owner: rev.clone(), ttl, data: CData::Ptr(host.clone()) };
                             b.at(&rev).other.push(prec);
                         }
                         for p in &slice.ports {
@@ -1118,10 +948,7 @@ impl Index {
             let mut node = node;
             let mut depth = 0;
             loop {
-                let cname = node
-                    .contribs
-                    .iter()
-                    .find_map(|(_, r)| r.cname().map(|c| (c, r)));
+                let cname = node.contribs.iter().find_map(|(_, r)| r.cname().map(|c| (c, r)));
                 match cname {
                     Some((c, _)) if qtype != RecordType::CNAME => {
                         answers.push(Rec::C(c));
@@ -1144,37 +971,21 @@ impl Index {
                     }
                 }
             }
-            return Lookup::Authoritative {
-                nxdomain: false,
-                answers,
-                additionals,
-            };
+            return Lookup::Authoritative { nxdomain: false, answers, additionals };
         }
         if !in_zone {
             return Lookup::NotOurs;
         }
         let Some(labels) = key_labels(&key[self.zone_key.len()..]) else {
-            return Lookup::Authoritative {
-                nxdomain: true,
-                answers,
-                additionals,
-            };
+            return Lookup::Authoritative { nxdomain: true, answers, additionals };
         };
-        let nodata = Lookup::Authoritative {
-            nxdomain: false,
-            answers: Vec::new(),
-            additionals: Vec::new(),
-        };
+        let nodata = Lookup::Authoritative { nxdomain: false, answers: Vec::new(), additionals: Vec::new() };
         match labels.as_slice() {
             // <ns>.svc.<zone>, <ns>.pod.<zone>: namespace-only names exist (NODATA).
             [b"svc", _] | [b"pod", _] => nodata,
             [b"pod", _ns, ip] => {
                 let Some(ip) = pod_ip(ip) else {
-                    return Lookup::Authoritative {
-                        nxdomain: true,
-                        answers,
-                        additionals,
-                    };
+                    return Lookup::Authoritative { nxdomain: true, answers, additionals };
                 };
                 let want = match ip {
                     IpAddr::V4(_) => RecordType::A,
@@ -1183,17 +994,9 @@ impl Index {
                 if qtype == want || qtype == RecordType::ANY {
                     answers.push(Rec::O(Box::new(addr_record(qname, self.ttl, ip))));
                 }
-                Lookup::Authoritative {
-                    nxdomain: false,
-                    answers,
-                    additionals,
-                }
+                Lookup::Authoritative { nxdomain: false, answers, additionals }
             }
-            _ => Lookup::Authoritative {
-                nxdomain: true,
-                answers,
-                additionals,
-            },
+            _ => Lookup::Authoritative { nxdomain: true, answers, additionals },
         }
     }
 
@@ -1211,11 +1014,7 @@ impl Index {
         let guard = self.guard();
         match self.lookup(&guard, &qname, &key, qtype) {
             Lookup::NotOurs => None,
-            Lookup::Authoritative {
-                nxdomain,
-                answers,
-                additionals,
-            } => {
+            Lookup::Authoritative { nxdomain, answers, additionals } => {
                 let own = |v: Vec<Rec<'_>>| {
                     v.into_iter()
                         .map(|r| match r {
@@ -1263,18 +1062,12 @@ impl std::ops::DerefMut for WriteGuard<'_> {
 
 /// The key under which [`Index::retain_services`] knows a Service.
 pub fn service_key(s: &Service) -> Option<(String, String)> {
-    Some((
-        s.metadata.namespace.as_deref()?.to_ascii_lowercase(),
-        s.metadata.name.as_deref()?.to_ascii_lowercase(),
-    ))
+    Some((s.metadata.namespace.as_deref()?.to_ascii_lowercase(), s.metadata.name.as_deref()?.to_ascii_lowercase()))
 }
 
 /// The key under which [`Index::retain_endpoint_slices`] knows an EndpointSlice.
 pub fn endpoint_slice_key(s: &EndpointSlice) -> Option<(String, String)> {
-    Some((
-        s.metadata.namespace.as_deref()?.to_ascii_lowercase(),
-        s.metadata.name.clone()?,
-    ))
+    Some((s.metadata.namespace.as_deref()?.to_ascii_lowercase(), s.metadata.name.clone()?))
 }
 
 fn pod_ip(label: &[u8]) -> Option<IpAddr> {
@@ -1288,12 +1081,7 @@ fn pod_ip(label: &[u8]) -> Option<IpAddr> {
     s.replace('-', ":").parse::<Ipv6Addr>().ok().map(IpAddr::V6)
 }
 
-fn collect<'a>(
-    node: &'a Node,
-    qtype: RecordType,
-    answers: &mut Vec<Rec<'a>>,
-    additionals: &mut Vec<Rec<'a>>,
-) {
+fn collect<'a>(node: &'a Node, qtype: RecordType, answers: &mut Vec<Rec<'a>>, additionals: &mut Vec<Rec<'a>>) {
     for (_, rrs) in &node.contribs {
         if qtype == RecordType::ANY {
             answers.extend(rrs.records.iter().map(Rec::C));
@@ -1354,10 +1142,7 @@ mod crec_tests {
         let mut out = Vec::new();
         let mut e = BinEncoder::new(&mut out);
         // A name written first, so compression pointers are exercised as well.
-        Name::from_ascii("x.default.svc.cluster.local.")
-            .unwrap()
-            .emit(&mut e)
-            .unwrap();
+        Name::from_ascii("x.default.svc.cluster.local.").unwrap().emit(&mut e).unwrap();
         f(&mut e);
         out
     }
@@ -1366,45 +1151,14 @@ mod crec_tests {
     fn compact_records_encode_like_hickory_records() {
         let owner = key_of(&Name::from_ascii("web.default.svc.cluster.local.").unwrap());
         let target = key_of(&Name::from_ascii("db-0.db.default.svc.cluster.local.").unwrap());
-        assert_eq!(
-            key_to_name(&owner),
-            Name::from_ascii("web.default.svc.cluster.local.").unwrap()
-        );
+        assert_eq!(key_to_name(&owner), Name::from_ascii("web.default.svc.cluster.local.").unwrap());
         let recs = [
-            CRec {
-                owner: owner.clone(),
-                ttl: 5,
-                data: CData::A("10.0.0.1".parse().unwrap()),
-            },
-            CRec {
-                owner: owner.clone(),
-                ttl: 5,
-                data: CData::Aaaa("fd00::1".parse().unwrap()),
-            },
-            CRec {
-                owner: owner.clone(),
-                ttl: 7,
-                data: CData::Ptr(target.clone()),
-            },
-            CRec {
-                owner: owner.clone(),
-                ttl: 7,
-                data: CData::Cname(target.clone()),
-            },
-            CRec {
-                owner: owner.clone(),
-                ttl: 9,
-                data: CData::Srv {
-                    weight: 50,
-                    port: 5432,
-                    target: target.clone(),
-                },
-            },
-            CRec::full(Record::from_rdata(
-                key_to_name(&owner),
-                3,
-                RData::TXT(TXT::new(vec!["1.1.0".into()])),
-            )),
+            CRec { owner: owner.clone(), ttl: 5, data: CData::A("10.0.0.1".parse().unwrap()) },
+            CRec { owner: owner.clone(), ttl: 5, data: CData::Aaaa("fd00::1".parse().unwrap()) },
+            CRec { owner: owner.clone(), ttl: 7, data: CData::Ptr(target.clone()) },
+            CRec { owner: owner.clone(), ttl: 7, data: CData::Cname(target.clone()) },
+            CRec { owner: owner.clone(), ttl: 9, data: CData::Srv { weight: 50, port: 5432, target: target.clone() } },
+            CRec::full(Record::from_rdata(key_to_name(&owner), 3, RData::TXT(TXT::new(vec!["1.1.0".into()])))),
         ];
         for r in &recs {
             let ours = bytes(|e| r.emit(e).unwrap());

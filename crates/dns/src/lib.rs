@@ -92,9 +92,7 @@ fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(a);
     }
-    s.parse::<IpAddr>()
-        .map(|ip| SocketAddr::new(ip, 53))
-        .map_err(|e| format!("{s:?} is not an IP or IP:PORT: {e}"))
+    s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)).map_err(|e| format!("{s:?} is not an IP or IP:PORT: {e}"))
 }
 
 /// Server configuration.
@@ -122,10 +120,19 @@ pub struct Config {
 
 /// Loopback and the private address ranges: where cluster clients live.
 pub fn private_networks() -> Vec<ipnet::IpNet> {
-    ["127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "::1/128", "fc00::/7", "fe80::/10"]
-        .iter()
-        .filter_map(|n| n.parse().ok())
-        .collect()
+    [
+        "127.0.0.0/8",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "::1/128",
+        "fc00::/7",
+        "fe80::/10",
+    ]
+    .iter()
+    .filter_map(|n| n.parse().ok())
+    .collect()
 }
 
 impl Default for Config {
@@ -135,10 +142,7 @@ impl Default for Config {
             ttl: 5,
             upstreams: None,
             metrics_addr: None,
-            udp_workers: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2)
-                .clamp(2, 8),
+            udp_workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 8),
             cache_max_ttl: 30,
             autopath: false,
             recursion_from: private_networks(),
@@ -149,13 +153,9 @@ impl Default for Config {
 /// Builds the query handler for `index` (forwarder and metrics included). The listen addresses
 /// are only used to drop upstreams that would point back at us.
 pub fn handler(index: Arc<Index>, config: &Config, listen: &[SocketAddr]) -> Handler {
-    let upstreams = config
-        .upstreams
-        .clone()
-        .unwrap_or_else(forward::system_upstreams);
+    let upstreams = config.upstreams.clone().unwrap_or_else(forward::system_upstreams);
     let upstreams = forward::without_self(upstreams, listen);
-    let forwarder =
-        (!upstreams.is_empty()).then(|| Arc::new(Forwarder::new(upstreams, config.cache_max_ttl)));
+    let forwarder = (!upstreams.is_empty()).then(|| Arc::new(Forwarder::new(upstreams, config.cache_max_ttl)));
     Handler::new(index, forwarder, Arc::new(Metrics::default())).with_recursion_from(config.recursion_from.clone())
 }
 
@@ -223,10 +223,7 @@ pub async fn serve(
     let mut _pod_watch = None;
     if config.autopath {
         let pods = Arc::new(PodIps::default());
-        _pod_watch = Some(AbortOnDrop(tokio::spawn(watch::watch_pods(
-            client.clone(),
-            pods.clone(),
-        ))));
+        _pod_watch = Some(AbortOnDrop(tokio::spawn(watch::watch_pods(client.clone(), pods.clone()))));
         h = h.with_autopath(pods);
     }
     let mut watcher = AbortOnDrop(tokio::spawn(watch(client, index.clone())));
@@ -276,8 +273,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let kconfig = match &args.kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await?
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?
         }
         None => kube::Config::infer().await?,
     };
@@ -288,7 +284,11 @@ pub async fn run(args: Args) -> Result<(), Error> {
         upstreams: (!args.upstream.is_empty()).then(|| args.upstream.clone()),
         metrics_addr: args.metrics_addr,
         autopath: args.autopath,
-        recursion_from: if args.allow_recursion_from.is_empty() { private_networks() } else { args.allow_recursion_from.clone() },
+        recursion_from: if args.allow_recursion_from.is_empty() {
+            private_networks()
+        } else {
+            args.allow_recursion_from.clone()
+        },
         ..Config::default()
     };
     let workers = args.udp_workers.unwrap_or(config.udp_workers).max(1);
@@ -299,22 +299,10 @@ pub async fn run(args: Args) -> Result<(), Error> {
         let socks = bind_udp(*addr, workers)?;
         let port = socks[0].local_addr()?.port();
         udp.extend(socks);
-        tcp.push(std::net::TcpListener::bind(SocketAddr::new(
-            addr.ip(),
-            port,
-        ))?);
+        tcp.push(std::net::TcpListener::bind(SocketAddr::new(addr.ip(), port))?);
     }
     tracing::info!("dns listening on {:?}", args.listen);
-    serve(
-        client,
-        Config {
-            udp_workers: 1,
-            ..config
-        },
-        udp,
-        tcp,
-    )
-    .await
+    serve(client, Config { udp_workers: 1, ..config }, udp, tcp).await
 }
 
 #[cfg(test)]

@@ -38,10 +38,8 @@ const RCODES: [(&str, Option<ResponseCode>); 7] = [
 ];
 
 /// Histogram bucket upper bounds, seconds.
-const BUCKETS: [f64; 14] = [
-    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
-    0.1, 0.5, 2.0,
-];
+const BUCKETS: [f64; 14] =
+    [0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1, 0.5, 2.0];
 
 /// Process-wide DNS counters (lock-free).
 #[derive(Debug)]
@@ -65,9 +63,7 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
-            by_type_rcode: (0..QTYPES.len() * RCODES.len())
-                .map(|_| AtomicU64::new(0))
-                .collect(),
+            by_type_rcode: (0..QTYPES.len() * RCODES.len()).map(|_| AtomicU64::new(0)).collect(),
             buckets: Default::default(),
             latency_count: AtomicU64::new(0),
             latency_sum_ns: AtomicU64::new(0),
@@ -81,17 +77,11 @@ impl Default for Metrics {
 }
 
 fn qtype_index(t: RecordType) -> usize {
-    QTYPES
-        .iter()
-        .position(|(_, q)| *q == Some(t))
-        .unwrap_or(QTYPES.len() - 1)
+    QTYPES.iter().position(|(_, q)| *q == Some(t)).unwrap_or(QTYPES.len() - 1)
 }
 
 fn rcode_index(r: ResponseCode) -> usize {
-    RCODES
-        .iter()
-        .position(|(_, c)| *c == Some(r))
-        .unwrap_or(RCODES.len() - 1)
+    RCODES.iter().position(|(_, c)| *c == Some(r)).unwrap_or(RCODES.len() - 1)
 }
 
 /// The slot of (query type, response code) in the counters.
@@ -153,8 +143,7 @@ impl Metrics {
             self.buckets[b].fetch_add(1, Ordering::Relaxed);
         }
         self.latency_count.fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_ns
-            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        self.latency_sum_ns.fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
     }
 
     /// Adds a worker's counters and resets them.
@@ -172,10 +161,8 @@ impl Metrics {
                 shared.fetch_add(std::mem::take(v), Ordering::Relaxed);
             }
         }
-        self.latency_count
-            .fetch_add(std::mem::take(&mut l.count), Ordering::Relaxed);
-        self.latency_sum_ns
-            .fetch_add(std::mem::take(&mut l.sum_ns), Ordering::Relaxed);
+        self.latency_count.fetch_add(std::mem::take(&mut l.count), Ordering::Relaxed);
+        self.latency_sum_ns.fetch_add(std::mem::take(&mut l.sum_ns), Ordering::Relaxed);
         let t = std::mem::take(&mut l.truncated);
         if t > 0 {
             self.truncated.fetch_add(t, Ordering::Relaxed);
@@ -184,8 +171,7 @@ impl Metrics {
 
     /// Count of queries of `qtype` answered with `rcode`.
     pub fn count(&self, qtype: RecordType, rcode: ResponseCode) -> u64 {
-        self.by_type_rcode[qtype_index(qtype) * RCODES.len() + rcode_index(rcode)]
-            .load(Ordering::Relaxed)
+        self.by_type_rcode[qtype_index(qtype) * RCODES.len() + rcode_index(rcode)].load(Ordering::Relaxed)
     }
 
     /// Prometheus text exposition.
@@ -197,10 +183,7 @@ impl Metrics {
             for (ri, (rname, _)) in RCODES.iter().enumerate() {
                 let v = self.by_type_rcode[ti * RCODES.len() + ri].load(Ordering::Relaxed);
                 if v > 0 {
-                    let _ = writeln!(
-                        s,
-                        "yard_dns_requests_total{{type=\"{tname}\",rcode=\"{rname}\"}} {v}"
-                    );
+                    let _ = writeln!(s, "yard_dns_requests_total{{type=\"{tname}\",rcode=\"{rname}\"}} {v}");
                 }
             }
         }
@@ -209,51 +192,25 @@ impl Metrics {
         let mut cum = 0;
         for (b, bound) in self.buckets.iter().zip(BUCKETS.iter()) {
             cum += b.load(Ordering::Relaxed);
-            let _ = writeln!(
-                s,
-                "yard_dns_request_duration_seconds_bucket{{le=\"{bound}\"}} {cum}"
-            );
+            let _ = writeln!(s, "yard_dns_request_duration_seconds_bucket{{le=\"{bound}\"}} {cum}");
         }
         let count = self.latency_count.load(Ordering::Relaxed);
-        let _ = writeln!(
-            s,
-            "yard_dns_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
-        );
+        let _ = writeln!(s, "yard_dns_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}");
         let sum = self.latency_sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
         let _ = writeln!(s, "yard_dns_request_duration_seconds_sum {sum}");
         let _ = writeln!(s, "yard_dns_request_duration_seconds_count {count}");
         for (name, help, v) in [
-            (
-                "yard_dns_forward_requests_total",
-                "Queries forwarded upstream.",
-                &self.forwarded,
-            ),
-            (
-                "yard_dns_cache_hits_total",
-                "Forwarded queries answered from the cache.",
-                &self.cache_hits,
-            ),
-            (
-                "yard_dns_truncated_responses_total",
-                "Replies sent with the TC bit.",
-                &self.truncated,
-            ),
-            (
-                "yard_dns_dropped_total",
-                "Packets dropped without a reply.",
-                &self.dropped,
-            ),
+            ("yard_dns_forward_requests_total", "Queries forwarded upstream.", &self.forwarded),
+            ("yard_dns_cache_hits_total", "Forwarded queries answered from the cache.", &self.cache_hits),
+            ("yard_dns_truncated_responses_total", "Replies sent with the TC bit.", &self.truncated),
+            ("yard_dns_dropped_total", "Packets dropped without a reply.", &self.dropped),
             (
                 "yard_dns_autopath_total",
                 "Search-path queries answered with the first existing expansion.",
                 &self.autopath,
             ),
         ] {
-            let _ = writeln!(
-                s,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                v.load(Ordering::Relaxed)
-            );
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Ordering::Relaxed));
         }
         if let Some(index) = index {
             let _ = writeln!(
@@ -272,11 +229,7 @@ impl Metrics {
 }
 
 /// Serves `/metrics`, `/health` and `/ready` on `addr` until the task is dropped.
-pub async fn serve_http(
-    addr: SocketAddr,
-    metrics: Arc<Metrics>,
-    index: Arc<Index>,
-) -> Result<(), Error> {
+pub async fn serve_http(addr: SocketAddr, metrics: Arc<Metrics>, index: Arc<Index>) -> Result<(), Error> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     serve_http_on(listener, metrics, index).await
 }
@@ -298,15 +251,7 @@ pub async fn serve_http_on(
             get(move || {
                 let m = m.clone();
                 let i = i1.clone();
-                async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4",
-                        )],
-                        m.render(Some(&i)),
-                    )
-                }
+                async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render(Some(&i))) }
             }),
         )
         .route("/health", get(|| async { "OK" }))

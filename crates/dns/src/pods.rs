@@ -83,24 +83,15 @@ fn summary(pod: &Pod, tags: &foldhash::fast::FixedState) -> Option<(String, u32,
     let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
     let policy = spec.and_then(|s| s.dns_policy.as_deref()).unwrap_or("ClusterFirst");
     let status = pod.status.as_ref();
-    let finished = matches!(
-        status.and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    );
-    let mut ips: Vec<IpAddr> = status
-        .and_then(|s| s.pod_ips.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p.ip.parse().ok())
-        .collect();
+    let finished = matches!(status.and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"));
+    let mut ips: Vec<IpAddr> =
+        status.and_then(|s| s.pod_ips.as_ref()).into_iter().flatten().filter_map(|p| p.ip.parse().ok()).collect();
     if let Some(ip) = status.and_then(|s| s.pod_ip.as_deref()).and_then(|s| s.parse().ok()) {
         if !ips.contains(&ip) {
             ips.push(ip);
         }
     }
-    let eligible = !host_network
-        && !finished
-        && matches!(policy, "ClusterFirst" | "ClusterFirstWithHostNet");
+    let eligible = !host_network && !finished && matches!(policy, "ClusterFirst" | "ClusterFirstWithHostNet");
     Some((ns, tag, ips, eligible))
 }
 

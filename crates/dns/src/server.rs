@@ -17,8 +17,8 @@ use tokio::sync::Semaphore;
 use crate::cache::AnswerCache;
 use crate::forward::Forwarder;
 use crate::index::{key_labels, name_key_fast, Index, InnerGuard, Lookup, Rec};
-use crate::pods::PodIps;
 use crate::metrics::{self, LocalStats, Metrics};
+use crate::pods::PodIps;
 
 /// Our advertised EDNS UDP payload size.
 const OUR_PAYLOAD: u16 = 1232;
@@ -139,22 +139,10 @@ pub(crate) fn encode(
     edns: Option<&Edns>,
     max: u16,
 ) -> bool {
-    let first = emit(
-        out,
-        meta,
-        query,
-        answers,
-        authorities,
-        additionals,
-        edns,
-        max,
-    );
+    let first = emit(out, meta, query, answers, authorities, additionals, edns, max);
     match first {
         Ok(h) if !h.metadata.truncation => return false,
-        Ok(h)
-            if h.counts.answers as usize == answers.len()
-                && h.counts.authorities as usize == authorities.len() =>
-        {
+        Ok(h) if h.counts.answers as usize == answers.len() && h.counts.authorities as usize == authorities.len() => {
             if let Ok(h) = emit(out, meta, query, answers, authorities, &[], edns, max) {
                 if !h.metadata.truncation {
                     return false;
@@ -176,11 +164,7 @@ pub(crate) fn encode(
 
 impl Handler {
     /// A handler answering from `index`, forwarding other names through `forwarder`.
-    pub fn new(
-        index: Arc<Index>,
-        forwarder: Option<Arc<Forwarder>>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(index: Arc<Index>, forwarder: Option<Arc<Forwarder>>, metrics: Arc<Metrics>) -> Self {
         Handler {
             index,
             forwarder,
@@ -226,14 +210,7 @@ impl Handler {
         &self.metrics
     }
 
-    fn finish(
-        &self,
-        s: &mut Scratch,
-        qtype: RecordType,
-        rcode: ResponseCode,
-        truncated: bool,
-        start: Instant,
-    ) {
+    fn finish(&self, s: &mut Scratch, qtype: RecordType, rcode: ResponseCode, truncated: bool, start: Instant) {
         self.finish_slot(s, metrics::slot(qtype, rcode), truncated, start);
     }
 
@@ -262,13 +239,7 @@ impl Handler {
     }
 
     /// Handles one DNS message from `peer` (the source address matters for autopath only).
-    pub fn handle_from(
-        &self,
-        req: &[u8],
-        tcp: bool,
-        peer: Option<IpAddr>,
-        s: &mut Scratch,
-    ) -> Action {
+    pub fn handle_from(&self, req: &[u8], tcp: bool, peer: Option<IpAddr>, s: &mut Scratch) -> Action {
         let start = Instant::now();
         // Fast path: the same query bytes were answered from the same index generation.
         if !tcp {
@@ -319,9 +290,7 @@ impl Handler {
             }
         };
         let query = msg.queries.first();
-        let qtype = query
-            .map(|q| q.query_type())
-            .unwrap_or(RecordType::Unknown(0));
+        let qtype = query.map(|q| q.query_type()).unwrap_or(RecordType::Unknown(0));
         let fail = |s: &mut Scratch, meta: &mut Metadata, rcode: ResponseCode, with_q: bool| {
             meta.response_code = rcode;
             let q = if with_q { query } else { None };
@@ -352,11 +321,7 @@ impl Handler {
             // Read under the guard: the answer below belongs to this generation.
             let generation = self.index.generation();
             match self.index.lookup(&guard, qname, &s.key, qtype) {
-                Lookup::Authoritative {
-                    nxdomain,
-                    answers,
-                    additionals,
-                } => {
+                Lookup::Authoritative { nxdomain, answers, additionals } => {
                     if !self.index.is_synced() {
                         drop(guard);
                         return fail(s, &mut meta, ResponseCode::ServFail, true);
@@ -407,9 +372,7 @@ impl Handler {
                         }
                     }
                     if nxdomain {
-                        if let Some((answers, additionals)) =
-                            self.autopath(&guard, qname, &s.key, qtype, peer)
-                        {
+                        if let Some((answers, additionals)) = self.autopath(&guard, qname, &s.key, qtype, peer) {
                             // Never cached: the answer depends on who asks.
                             meta.response_code = ResponseCode::NoError;
                             let tc = encode(
@@ -427,23 +390,11 @@ impl Handler {
                             return Action::Reply;
                         }
                     }
-                    meta.response_code = if nxdomain {
-                        ResponseCode::NXDomain
-                    } else {
-                        ResponseCode::NoError
-                    };
+                    meta.response_code = if nxdomain { ResponseCode::NXDomain } else { ResponseCode::NoError };
                     let soa = [Rec::B(self.index.soa())];
                     let auth: &[Rec<'_>] = if answers.is_empty() { &soa } else { &[] };
-                    let tc = encode(
-                        &mut s.out,
-                        &meta,
-                        Some(query),
-                        &answers,
-                        auth,
-                        &additionals,
-                        edns.as_ref(),
-                        max_size,
-                    );
+                    let tc =
+                        encode(&mut s.out, &meta, Some(query), &answers, auth, &additionals, edns.as_ref(), max_size);
                     drop(answers);
                     drop(additionals);
                     drop(guard);
@@ -474,19 +425,11 @@ impl Handler {
         if let Some(cached) = fwd.cache_get(&s.key, query) {
             self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
             let rcode = cached.metadata.response_code;
-            let tc =
-                self.reply_from_upstream(s, &meta, query, &[], &cached, edns.as_ref(), max_size);
+            let tc = self.reply_from_upstream(s, &meta, query, &[], &cached, edns.as_ref(), max_size);
             self.finish(s, qtype, rcode, tc, start);
             return Action::Reply;
         }
-        Action::Forward(Box::new(Pending {
-            meta,
-            query: query.clone(),
-            edns,
-            max_size,
-            start,
-            chase: None,
-        }))
+        Action::Forward(Box::new(Pending { meta, query: query.clone(), edns, max_size, start, chase: None }))
     }
 
     /// Server-side search-path completion for a query that is NXDOMAIN. A pod whose resolv.conf
@@ -531,11 +474,7 @@ impl Handler {
             name_key_fast(&target, &mut tkey);
             match self.index.lookup(guard, &target, &tkey, qtype) {
                 Lookup::Authoritative { nxdomain: true, .. } => continue,
-                Lookup::Authoritative {
-                    nxdomain: false,
-                    answers,
-                    additionals,
-                } => {
+                Lookup::Authoritative { nxdomain: false, answers, additionals } => {
                     // A CNAME leaving the zone would need an upstream: leave it to the client.
                     let leaves = answers.iter().filter_map(Rec::cname_target).any(|t| {
                         name_key_fast(&t, &mut tkey);
@@ -544,11 +483,7 @@ impl Handler {
                     if leaves {
                         return None;
                     }
-                    let cname = Record::from_rdata(
-                        qname.clone(),
-                        self.index.ttl(),
-                        RData::CNAME(CNAME(target)),
-                    );
+                    let cname = Record::from_rdata(qname.clone(), self.index.ttl(), RData::CNAME(CNAME(target)));
                     let mut all = vec![Rec::O(Box::new(cname))];
                     all.extend(answers);
                     return Some((all, additionals));
@@ -578,16 +513,7 @@ impl Handler {
         }
         let mut answers = conv(prefix);
         answers.extend(up.answers.iter().map(Rec::B));
-        encode(
-            &mut s.out,
-            &m,
-            Some(query),
-            &answers,
-            &conv(&up.authorities),
-            &conv(&up.additionals),
-            edns,
-            max_size,
-        )
+        encode(&mut s.out, &m, Some(query), &answers, &conv(&up.authorities), &conv(&up.additionals), edns, max_size)
     }
 
     /// Resolves a forwarded query and writes the reply into `s.out`.
@@ -600,8 +526,7 @@ impl Handler {
         let result = match permit {
             Ok(_permit) => {
                 self.metrics.forwarded.fetch_add(1, Ordering::Relaxed);
-                fwd.resolve(p.chase.as_ref().map(|(_, q)| q).unwrap_or(&p.query))
-                    .await
+                fwd.resolve(p.chase.as_ref().map(|(_, q)| q).unwrap_or(&p.query)).await
             }
             Err(_) => None,
         };
@@ -622,16 +547,7 @@ impl Handler {
             None => {
                 let mut m = p.meta;
                 m.response_code = ResponseCode::ServFail;
-                encode(
-                    &mut s.out,
-                    &m,
-                    Some(&p.query),
-                    &[],
-                    &[],
-                    &[],
-                    p.edns.as_ref(),
-                    p.max_size,
-                );
+                encode(&mut s.out, &m, Some(&p.query), &[], &[], &[], p.edns.as_ref(), p.max_size);
                 self.finish(s, qtype, ResponseCode::ServFail, false, p.start);
             }
         }
@@ -652,10 +568,7 @@ impl Handler {
 }
 
 /// Accepts TCP connections (2-byte length framing) until an unrecoverable error.
-pub(crate) async fn serve_tcp(
-    listener: std::net::TcpListener,
-    handler: Arc<Handler>,
-) -> std::io::Result<()> {
+pub(crate) async fn serve_tcp(listener: std::net::TcpListener, handler: Arc<Handler>) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let conns = Arc::new(Semaphore::new(MAX_TCP_CONNS));
@@ -682,11 +595,7 @@ pub(crate) async fn serve_tcp(
     }
 }
 
-async fn tcp_conn(
-    mut stream: tokio::net::TcpStream,
-    peer: IpAddr,
-    handler: &Handler,
-) -> std::io::Result<()> {
+async fn tcp_conn(mut stream: tokio::net::TcpStream, peer: IpAddr, handler: &Handler) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
     let mut s = Scratch::default();
     let mut buf = Vec::new();

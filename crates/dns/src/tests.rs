@@ -21,19 +21,11 @@ pub(crate) fn svc(ns: &str, name: &str, spec: serde_json::Value) -> Service {
 }
 
 pub(crate) fn cluster_ip(ns: &str, name: &str, ips: &[&str], ports: serde_json::Value) -> Service {
-    svc(
-        ns,
-        name,
-        json!({"clusterIP": ips[0], "clusterIPs": ips, "ports": ports}),
-    )
+    svc(ns, name, json!({"clusterIP": ips[0], "clusterIPs": ips, "ports": ports}))
 }
 
 pub(crate) fn headless(ns: &str, name: &str, ports: serde_json::Value) -> Service {
-    svc(
-        ns,
-        name,
-        json!({"clusterIP": "None", "clusterIPs": ["None"], "ports": ports}),
-    )
+    svc(ns, name, json!({"clusterIP": "None", "clusterIPs": ["None"], "ports": ports}))
 }
 
 /// endpoints: (ip, ready, hostname)
@@ -75,8 +67,7 @@ fn index() -> Index {
 
 /// (nxdomain, answers, additionals); panics when the name would be forwarded.
 fn q(i: &Index, name: &str, t: RecordType) -> (bool, Vec<Record>, Vec<Record>) {
-    i.query(name, t)
-        .unwrap_or_else(|| panic!("{name} not authoritative"))
+    i.query(name, t).unwrap_or_else(|| panic!("{name} not authoritative"))
 }
 
 fn datas(v: &[Record]) -> Vec<String> {
@@ -100,12 +91,7 @@ fn nxdomain(i: &Index, name: &str, t: RecordType) {
 #[test]
 fn cluster_ip_a_and_aaaa() {
     let i = index();
-    i.upsert_service(&cluster_ip(
-        "default",
-        "web",
-        &["10.96.0.10", "fd00::10"],
-        json!([{"port": 80}]),
-    ));
+    i.upsert_service(&cluster_ip("default", "web", &["10.96.0.10", "fd00::10"], json!([{"port": 80}])));
     let (nx, a, _) = q(&i, "web.default.svc.cluster.local.", RecordType::A);
     assert!(!nx);
     assert_eq!(datas(&a), vec!["10.96.0.10"]);
@@ -134,9 +120,7 @@ fn ttl_is_configurable() {
     i.upsert_service(&cluster_ip("default", "web", &["10.96.0.10"], json!([])));
     let (_, a, _) = q(&i, "web.default.svc.cluster.local.", RecordType::A);
     assert_eq!(a[0].ttl, 30);
-    let Some((_, _, _)) = i.query("x.default.svc.cluster.local.", RecordType::A) else {
-        panic!()
-    };
+    let Some((_, _, _)) = i.query("x.default.svc.cluster.local.", RecordType::A) else { panic!() };
     assert_eq!(i.soa().ttl, 30);
 }
 
@@ -158,49 +142,24 @@ fn srv_for_named_cluster_ip_ports() {
         &["10.96.0.10"],
         json!([{"name": "http", "port": 80, "protocol": "TCP"}, {"name": "dns", "port": 53, "protocol": "UDP"}, {"port": 9000}]),
     ));
-    let (_, a, extra) = q(
-        &i,
-        "_http._tcp.web.default.svc.cluster.local.",
-        RecordType::SRV,
-    );
+    let (_, a, extra) = q(&i, "_http._tcp.web.default.svc.cluster.local.", RecordType::SRV);
     assert_eq!(datas(&a), vec!["0 100 80 web.default.svc.cluster.local."]);
     assert_eq!(datas(&extra), vec!["10.96.0.10"]);
-    let (_, a, _) = q(
-        &i,
-        "_dns._udp.web.default.svc.cluster.local.",
-        RecordType::SRV,
-    );
+    let (_, a, _) = q(&i, "_dns._udp.web.default.svc.cluster.local.", RecordType::SRV);
     assert_eq!(datas(&a), vec!["0 100 53 web.default.svc.cluster.local."]);
     // Wrong protocol / unknown port name => NXDOMAIN.
-    nxdomain(
-        &i,
-        "_dns._tcp.web.default.svc.cluster.local.",
-        RecordType::SRV,
-    );
-    nxdomain(
-        &i,
-        "_nope._tcp.web.default.svc.cluster.local.",
-        RecordType::SRV,
-    );
+    nxdomain(&i, "_dns._tcp.web.default.svc.cluster.local.", RecordType::SRV);
+    nxdomain(&i, "_nope._tcp.web.default.svc.cluster.local.", RecordType::SRV);
     // Empty non-terminal `_tcp.<svc>` exists.
     nodata(&i, "_tcp.web.default.svc.cluster.local.", RecordType::SRV);
     // SRV name asked for A => NODATA.
-    nodata(
-        &i,
-        "_http._tcp.web.default.svc.cluster.local.",
-        RecordType::A,
-    );
+    nodata(&i, "_http._tcp.web.default.svc.cluster.local.", RecordType::A);
 }
 
 #[test]
 fn ptr_for_cluster_ips() {
     let i = index();
-    i.upsert_service(&cluster_ip(
-        "default",
-        "web",
-        &["10.96.0.10", "fd00::10"],
-        json!([]),
-    ));
+    i.upsert_service(&cluster_ip("default", "web", &["10.96.0.10", "fd00::10"], json!([])));
     let (nx, a, _) = q(&i, "10.0.96.10.in-addr.arpa.", RecordType::PTR);
     assert!(!nx);
     assert_eq!(datas(&a), vec!["web.default.svc.cluster.local."]);
@@ -208,21 +167,13 @@ fn ptr_for_cluster_ips() {
     let (_, a, _) = q(&i, &rev6, RecordType::PTR);
     assert_eq!(datas(&a), vec!["web.default.svc.cluster.local."]);
     // Unknown reverse names are not ours (forwarded).
-    assert!(i
-        .query("11.0.96.10.in-addr.arpa.", RecordType::PTR)
-        .is_none());
+    assert!(i.query("11.0.96.10.in-addr.arpa.", RecordType::PTR).is_none());
     i.delete_service_named("default", "web");
-    assert!(i
-        .query("10.0.96.10.in-addr.arpa.", RecordType::PTR)
-        .is_none());
+    assert!(i.query("10.0.96.10.in-addr.arpa.", RecordType::PTR).is_none());
 }
 
 fn headless_fixture(i: &Index) {
-    i.upsert_service(&headless(
-        "ns1",
-        "db",
-        json!([{"name": "pg", "port": 5432}]),
-    ));
+    i.upsert_service(&headless("ns1", "db", json!([{"name": "pg", "port": 5432}])));
     i.upsert_endpoint_slice(&slice(
         "ns1",
         "db-abc",
@@ -242,11 +193,7 @@ fn headless_fixture(i: &Index) {
 #[test]
 fn endpoints_dropped_for_cluster_ip_services_and_refetched_when_headless() {
     let i = index();
-    i.upsert_service(&svc(
-        "ns1",
-        "db",
-        json!({"type": "ExternalName", "externalName": "db.example.com"}),
-    ));
+    i.upsert_service(&svc("ns1", "db", json!({"type": "ExternalName", "externalName": "db.example.com"})));
     let the_slice = slice(
         "ns1",
         "db-abc",
@@ -266,14 +213,7 @@ fn endpoints_dropped_for_cluster_ip_services_and_refetched_when_headless() {
     let (_, a, _) = q(&i, "db-0.db.ns1.svc.cluster.local.", RecordType::A);
     assert_eq!(datas(&a), vec!["10.244.1.5"]);
     // A slice that arrives before its Service keeps its endpoints (the kind is not known yet).
-    i.upsert_endpoint_slice(&slice(
-        "ns1",
-        "web-abc",
-        "web",
-        "IPv4",
-        &[("10.244.1.9", Some(true), None)],
-        json!([]),
-    ));
+    i.upsert_endpoint_slice(&slice("ns1", "web-abc", "web", "IPv4", &[("10.244.1.9", Some(true), None)], json!([])));
     i.upsert_service(&headless("ns1", "web", json!([])));
     assert!(i.take_refetch().is_empty());
     let (_, a, _) = q(&i, "web.ns1.svc.cluster.local.", RecordType::A);
@@ -285,11 +225,7 @@ fn headless_records() {
     let i = index();
     headless_fixture(&i);
     let (_, a, _) = q(&i, "db.ns1.svc.cluster.local.", RecordType::A);
-    assert_eq!(
-        datas(&a),
-        vec!["10.244.1.5", "10.244.2.6"],
-        "only ready endpoints"
-    );
+    assert_eq!(datas(&a), vec!["10.244.1.5", "10.244.2.6"], "only ready endpoints");
     let (_, a, _) = q(&i, "db-0.db.ns1.svc.cluster.local.", RecordType::A);
     assert_eq!(datas(&a), vec!["10.244.1.5"]);
     // No hostname => dashed IP form, as CoreDNS.
@@ -301,10 +237,7 @@ fn headless_records() {
     let (_, a, extra) = q(&i, "_pg._tcp.db.ns1.svc.cluster.local.", RecordType::SRV);
     assert_eq!(
         datas(&a),
-        vec![
-            "0 50 5433 10-244-2-6.db.ns1.svc.cluster.local.",
-            "0 50 5433 db-0.db.ns1.svc.cluster.local."
-        ]
+        vec!["0 50 5433 10-244-2-6.db.ns1.svc.cluster.local.", "0 50 5433 db-0.db.ns1.svc.cluster.local."]
     );
     assert_eq!(datas(&extra), vec!["10.244.1.5", "10.244.2.6"]);
     // PTR per endpoint IP.
@@ -312,23 +245,14 @@ fn headless_records() {
     assert_eq!(datas(&a), vec!["db-0.db.ns1.svc.cluster.local."]);
     let (_, a, _) = q(&i, "6.2.244.10.in-addr.arpa.", RecordType::PTR);
     assert_eq!(datas(&a), vec!["10-244-2-6.db.ns1.svc.cluster.local."]);
-    assert!(i
-        .query("7.3.244.10.in-addr.arpa.", RecordType::PTR)
-        .is_none());
+    assert!(i.query("7.3.244.10.in-addr.arpa.", RecordType::PTR).is_none());
 }
 
 #[test]
 fn headless_ipv6_endpoints() {
     let i = index();
     i.upsert_service(&headless("ns1", "six", json!([])));
-    i.upsert_endpoint_slice(&slice(
-        "ns1",
-        "six-1",
-        "six",
-        "IPv6",
-        &[("fd00::5", Some(true), None)],
-        json!([]),
-    ));
+    i.upsert_endpoint_slice(&slice("ns1", "six-1", "six", "IPv6", &[("fd00::5", Some(true), None)], json!([])));
     let (_, a, _) = q(&i, "six.ns1.svc.cluster.local.", RecordType::AAAA);
     assert_eq!(datas(&a), vec!["fd00::5"]);
     nodata(&i, "six.ns1.svc.cluster.local.", RecordType::A);
@@ -341,23 +265,9 @@ fn headless_without_ready_endpoints_is_nxdomain() {
     let i = index();
     i.upsert_service(&headless("ns1", "empty", json!([])));
     nxdomain(&i, "empty.ns1.svc.cluster.local.", RecordType::A);
-    i.upsert_endpoint_slice(&slice(
-        "ns1",
-        "empty-1",
-        "empty",
-        "IPv4",
-        &[("10.244.1.9", Some(false), None)],
-        json!([]),
-    ));
+    i.upsert_endpoint_slice(&slice("ns1", "empty-1", "empty", "IPv4", &[("10.244.1.9", Some(false), None)], json!([])));
     nxdomain(&i, "empty.ns1.svc.cluster.local.", RecordType::A);
-    i.upsert_endpoint_slice(&slice(
-        "ns1",
-        "empty-1",
-        "empty",
-        "IPv4",
-        &[("10.244.1.9", Some(true), None)],
-        json!([]),
-    ));
+    i.upsert_endpoint_slice(&slice("ns1", "empty-1", "empty", "IPv4", &[("10.244.1.9", Some(true), None)], json!([])));
     let (_, a, _) = q(&i, "empty.ns1.svc.cluster.local.", RecordType::A);
     assert_eq!(datas(&a), vec!["10.244.1.9"]);
     i.delete_endpoint_slice(&slice("ns1", "empty-1", "empty", "IPv4", &[], json!([])));
@@ -367,19 +277,8 @@ fn headless_without_ready_endpoints_is_nxdomain() {
 #[test]
 fn publish_not_ready_addresses() {
     let i = index();
-    i.upsert_service(&svc(
-        "ns1",
-        "pnr",
-        json!({"clusterIP": "None", "publishNotReadyAddresses": true}),
-    ));
-    i.upsert_endpoint_slice(&slice(
-        "ns1",
-        "pnr-1",
-        "pnr",
-        "IPv4",
-        &[("10.244.1.9", Some(false), None)],
-        json!([]),
-    ));
+    i.upsert_service(&svc("ns1", "pnr", json!({"clusterIP": "None", "publishNotReadyAddresses": true})));
+    i.upsert_endpoint_slice(&slice("ns1", "pnr-1", "pnr", "IPv4", &[("10.244.1.9", Some(false), None)], json!([])));
     let (_, a, _) = q(&i, "pnr.ns1.svc.cluster.local.", RecordType::A);
     assert_eq!(datas(&a), vec!["10.244.1.9"]);
 }
@@ -387,36 +286,15 @@ fn publish_not_ready_addresses() {
 #[test]
 fn slices_before_service_and_multiple_slices() {
     let i = index();
-    i.upsert_endpoint_slice(&slice(
-        "ns1",
-        "h-1",
-        "h",
-        "IPv4",
-        &[("10.244.1.1", Some(true), None)],
-        json!([]),
-    ));
-    i.upsert_endpoint_slice(&slice(
-        "ns1",
-        "h-2",
-        "h",
-        "IPv4",
-        &[("10.244.1.2", Some(true), None)],
-        json!([]),
-    ));
+    i.upsert_endpoint_slice(&slice("ns1", "h-1", "h", "IPv4", &[("10.244.1.1", Some(true), None)], json!([])));
+    i.upsert_endpoint_slice(&slice("ns1", "h-2", "h", "IPv4", &[("10.244.1.2", Some(true), None)], json!([])));
     nxdomain(&i, "h.ns1.svc.cluster.local.", RecordType::A);
     i.upsert_service(&headless("ns1", "h", json!([])));
     let (_, a, _) = q(&i, "h.ns1.svc.cluster.local.", RecordType::A);
     assert_eq!(datas(&a), vec!["10.244.1.1", "10.244.1.2"]);
     // A slice relabelled to another service moves its endpoints.
     i.upsert_service(&headless("ns1", "g", json!([])));
-    i.upsert_endpoint_slice(&slice(
-        "ns1",
-        "h-2",
-        "g",
-        "IPv4",
-        &[("10.244.1.2", Some(true), None)],
-        json!([]),
-    ));
+    i.upsert_endpoint_slice(&slice("ns1", "h-2", "g", "IPv4", &[("10.244.1.2", Some(true), None)], json!([])));
     let (_, a, _) = q(&i, "h.ns1.svc.cluster.local.", RecordType::A);
     assert_eq!(datas(&a), vec!["10.244.1.1"]);
     let (_, a, _) = q(&i, "g.ns1.svc.cluster.local.", RecordType::A);
@@ -437,22 +315,14 @@ fn pods_with_hostname_and_subdomain() {
         &[("10.244.1.20", Some(true), Some("busybox-1"))],
         json!([]),
     ));
-    let (_, a, _) = q(
-        &i,
-        "busybox-1.sub.default.svc.cluster.local.",
-        RecordType::A,
-    );
+    let (_, a, _) = q(&i, "busybox-1.sub.default.svc.cluster.local.", RecordType::A);
     assert_eq!(datas(&a), vec!["10.244.1.20"]);
 }
 
 #[test]
 fn external_name() {
     let i = index();
-    i.upsert_service(&svc(
-        "default",
-        "ext",
-        json!({"type": "ExternalName", "externalName": "example.com"}),
-    ));
+    i.upsert_service(&svc("default", "ext", json!({"type": "ExternalName", "externalName": "example.com"})));
     let (nx, a, _) = q(&i, "ext.default.svc.cluster.local.", RecordType::A);
     assert!(!nx);
     assert_eq!(datas(&a), vec!["example.com."]);
@@ -519,29 +389,15 @@ fn namespace_names_are_nodata_and_unknown_names_nxdomain() {
     nxdomain(&i, "nope.cluster.local.", RecordType::A);
     nxdomain(&i, "x.web.default.svc.cluster.local.", RecordType::A);
     // ndots:5 search-path expansions.
-    nxdomain(
-        &i,
-        "web.default.svc.cluster.local.default.svc.cluster.local.",
-        RecordType::A,
-    );
-    nxdomain(
-        &i,
-        "web.default.svc.cluster.local.svc.cluster.local.",
-        RecordType::A,
-    );
-    nxdomain(
-        &i,
-        "web.default.svc.cluster.local.cluster.local.",
-        RecordType::A,
-    );
+    nxdomain(&i, "web.default.svc.cluster.local.default.svc.cluster.local.", RecordType::A);
+    nxdomain(&i, "web.default.svc.cluster.local.svc.cluster.local.", RecordType::A);
+    nxdomain(&i, "web.default.svc.cluster.local.cluster.local.", RecordType::A);
     // The short name + search path finds it.
     let (_, a, _) = q(&i, "web.default.svc.cluster.local.", RecordType::A);
     assert_eq!(a.len(), 1);
     // Outside the zone: not ours.
     assert!(i.query("example.com.", RecordType::A).is_none());
-    assert!(i
-        .query("web.default.svc.cluster.localx.", RecordType::A)
-        .is_none());
+    assert!(i.query("web.default.svc.cluster.localx.", RecordType::A).is_none());
     assert!(i.query("local.", RecordType::A).is_none());
 }
 
@@ -551,15 +407,8 @@ fn pod_records() {
     let (nx, a, _) = q(&i, "10-244-1-5.default.pod.cluster.local.", RecordType::A);
     assert!(!nx);
     assert_eq!(datas(&a), vec!["10.244.1.5"]);
-    assert_eq!(
-        a[0].name.to_ascii(),
-        "10-244-1-5.default.pod.cluster.local."
-    );
-    nodata(
-        &i,
-        "10-244-1-5.default.pod.cluster.local.",
-        RecordType::AAAA,
-    );
+    assert_eq!(a[0].name.to_ascii(), "10-244-1-5.default.pod.cluster.local.");
+    nodata(&i, "10-244-1-5.default.pod.cluster.local.", RecordType::AAAA);
     let (_, a, _) = q(&i, "fd00--1.default.pod.cluster.local.", RecordType::AAAA);
     assert_eq!(datas(&a), vec!["fd00::1"]);
     nxdomain(&i, "10-244-1.default.pod.cluster.local.", RecordType::A);
@@ -570,23 +419,12 @@ fn pod_records() {
 #[test]
 fn updates_and_deletes() {
     let i = index();
-    i.upsert_service(&cluster_ip(
-        "default",
-        "web",
-        &["10.96.0.10"],
-        json!([{"name": "http", "port": 80}]),
-    ));
+    i.upsert_service(&cluster_ip("default", "web", &["10.96.0.10"], json!([{"name": "http", "port": 80}])));
     i.upsert_service(&cluster_ip("default", "web", &["10.96.0.20"], json!([])));
     let (_, a, _) = q(&i, "web.default.svc.cluster.local.", RecordType::A);
     assert_eq!(datas(&a), vec!["10.96.0.20"]);
-    nxdomain(
-        &i,
-        "_http._tcp.web.default.svc.cluster.local.",
-        RecordType::SRV,
-    );
-    assert!(i
-        .query("10.0.96.10.in-addr.arpa.", RecordType::PTR)
-        .is_none());
+    nxdomain(&i, "_http._tcp.web.default.svc.cluster.local.", RecordType::SRV);
+    assert!(i.query("10.0.96.10.in-addr.arpa.", RecordType::PTR).is_none());
     // ClusterIP -> headless.
     i.upsert_service(&headless("default", "web", json!([])));
     nxdomain(&i, "web.default.svc.cluster.local.", RecordType::A);
@@ -607,14 +445,7 @@ fn replace_after_relist() {
     let (_, a, _) = q(&i, "b.default.svc.cluster.local.", RecordType::A);
     assert_eq!(datas(&a), vec!["10.96.0.3"]);
     i.upsert_service(&headless("default", "h", json!([])));
-    i.upsert_endpoint_slice(&slice(
-        "default",
-        "h-1",
-        "h",
-        "IPv4",
-        &[("10.244.0.1", None, None)],
-        json!([]),
-    ));
+    i.upsert_endpoint_slice(&slice("default", "h-1", "h", "IPv4", &[("10.244.0.1", None, None)], json!([])));
     i.replace_endpoint_slices(&[]);
     nxdomain(&i, "h.default.svc.cluster.local.", RecordType::A);
     assert_eq!(i.service_count(), 2);
@@ -635,13 +466,7 @@ fn shared_endpoint_ip_has_two_ptrs() {
         ));
     }
     let (_, a, _) = q(&i, "7.0.244.10.in-addr.arpa.", RecordType::PTR);
-    assert_eq!(
-        datas(&a),
-        vec![
-            "p.h1.default.svc.cluster.local.",
-            "p.h2.default.svc.cluster.local."
-        ]
-    );
+    assert_eq!(datas(&a), vec!["p.h1.default.svc.cluster.local.", "p.h2.default.svc.cluster.local."]);
     i.delete_service_named("default", "h1");
     let (_, a, _) = q(&i, "7.0.244.10.in-addr.arpa.", RecordType::PTR);
     assert_eq!(datas(&a), vec!["p.h2.default.svc.cluster.local."]);
@@ -668,10 +493,7 @@ fn query_bytes(name: &str, t: RecordType, edns: Option<u16>) -> Vec<u8> {
 fn ask(h: &Handler, req: &[u8], tcp: bool) -> Option<(Message, usize)> {
     let mut s = Scratch::default();
     match h.handle(req, tcp, &mut s) {
-        Action::Reply => Some((
-            Message::from_vec(&s.out).expect("reply decodes"),
-            s.out.len(),
-        )),
+        Action::Reply => Some((Message::from_vec(&s.out).expect("reply decodes"), s.out.len())),
         Action::Drop => None,
         Action::Forward(_) => panic!("unexpected forward"),
     }
@@ -682,20 +504,10 @@ fn servfail_until_synced() {
     let i = Index::new("cluster.local", 5).unwrap();
     i.upsert_service(&cluster_ip("default", "web", &["10.96.0.10"], json!([])));
     let h = handler(i);
-    let (m, _) = ask(
-        &h,
-        &query_bytes("web.default.svc.cluster.local.", RecordType::A, None),
-        false,
-    )
-    .unwrap();
+    let (m, _) = ask(&h, &query_bytes("web.default.svc.cluster.local.", RecordType::A, None), false).unwrap();
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
     h.index().set_synced(true);
-    let (m, _) = ask(
-        &h,
-        &query_bytes("web.default.svc.cluster.local.", RecordType::A, None),
-        false,
-    )
-    .unwrap();
+    let (m, _) = ask(&h, &query_bytes("web.default.svc.cluster.local.", RecordType::A, None), false).unwrap();
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     assert!(m.metadata.authoritative);
     assert_eq!(m.metadata.id, 0x1234);
@@ -710,37 +522,19 @@ fn negative_answers_carry_soa() {
     let i = index();
     i.upsert_service(&cluster_ip("default", "web", &["10.96.0.10"], json!([])));
     let h = handler(i);
-    let (m, _) = ask(
-        &h,
-        &query_bytes("nope.default.svc.cluster.local.", RecordType::A, None),
-        false,
-    )
-    .unwrap();
+    let (m, _) = ask(&h, &query_bytes("nope.default.svc.cluster.local.", RecordType::A, None), false).unwrap();
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
     assert!(m.metadata.authoritative);
     assert!(m.answers.is_empty());
     assert_eq!(m.authorities.len(), 1);
     assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
-    let (m, _) = ask(
-        &h,
-        &query_bytes("web.default.svc.cluster.local.", RecordType::AAAA, None),
-        false,
-    )
-    .unwrap();
+    let (m, _) = ask(&h, &query_bytes("web.default.svc.cluster.local.", RecordType::AAAA, None), false).unwrap();
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     assert!(m.answers.is_empty());
     assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
     // The question's case is echoed.
-    let (m, _) = ask(
-        &h,
-        &query_bytes("WEB.default.svc.cluster.local.", RecordType::A, None),
-        false,
-    )
-    .unwrap();
-    assert_eq!(
-        m.queries[0].name().to_ascii(),
-        "WEB.default.svc.cluster.local."
-    );
+    let (m, _) = ask(&h, &query_bytes("WEB.default.svc.cluster.local.", RecordType::A, None), false).unwrap();
+    assert_eq!(m.queries[0].name().to_ascii(), "WEB.default.svc.cluster.local.");
     assert_eq!(m.answers.len(), 1);
 }
 
@@ -769,38 +563,21 @@ fn malformed_input() {
     assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
     // Two questions.
     let mut two = Message::new(7, MessageType::Query, OpCode::Query);
-    two.add_query(Query::query(
-        Name::from_ascii("a.cluster.local.").unwrap(),
-        RecordType::A,
-    ));
-    two.add_query(Query::query(
-        Name::from_ascii("b.cluster.local.").unwrap(),
-        RecordType::A,
-    ));
+    two.add_query(Query::query(Name::from_ascii("a.cluster.local.").unwrap(), RecordType::A));
+    two.add_query(Query::query(Name::from_ascii("b.cluster.local.").unwrap(), RecordType::A));
     let (m, _) = ask(&h, &two.to_vec().unwrap(), false).unwrap();
     assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
     // Responses are ignored.
     let mut resp = Message::new(7, MessageType::Response, OpCode::Query);
-    resp.add_query(Query::query(
-        Name::from_ascii("a.cluster.local.").unwrap(),
-        RecordType::A,
-    ));
+    resp.add_query(Query::query(Name::from_ascii("a.cluster.local.").unwrap(), RecordType::A));
     assert!(ask(&h, &resp.to_vec().unwrap(), false).is_none());
     // Other opcodes: NOTIMP.
     let mut upd = Message::new(8, MessageType::Query, OpCode::Update);
-    upd.add_query(Query::query(
-        Name::from_ascii("cluster.local.").unwrap(),
-        RecordType::SOA,
-    ));
+    upd.add_query(Query::query(Name::from_ascii("cluster.local.").unwrap(), RecordType::SOA));
     let (m, _) = ask(&h, &upd.to_vec().unwrap(), false).unwrap();
     assert_eq!(m.metadata.response_code, ResponseCode::NotImp);
     // Zone transfers refused.
-    let (m, _) = ask(
-        &h,
-        &query_bytes("cluster.local.", RecordType::AXFR, None),
-        true,
-    )
-    .unwrap();
+    let (m, _) = ask(&h, &query_bytes("cluster.local.", RecordType::AXFR, None), true).unwrap();
     assert_eq!(m.metadata.response_code, ResponseCode::Refused);
     // Chaos class in the zone: refused.
     let mut ch = Message::new(9, MessageType::Query, OpCode::Query);
@@ -815,10 +592,7 @@ fn malformed_input() {
 fn edns_version_and_payload() {
     let h = handler(index());
     let mut m = Message::new(1, MessageType::Query, OpCode::Query);
-    m.add_query(Query::query(
-        Name::from_ascii("cluster.local.").unwrap(),
-        RecordType::SOA,
-    ));
+    m.add_query(Query::query(Name::from_ascii("cluster.local.").unwrap(), RecordType::SOA));
     let mut e = Edns::new();
     e.set_version(1);
     m.set_edns(e);
@@ -826,45 +600,19 @@ fn edns_version_and_payload() {
     // BADVERS (16) shares its code with BADSIG in hickory's decoder.
     assert_eq!(u16::from(r.metadata.response_code), 16);
     assert!(r.edns.is_some());
-    let (r, _) = ask(
-        &h,
-        &query_bytes("cluster.local.", RecordType::SOA, Some(4096)),
-        false,
-    )
-    .unwrap();
+    let (r, _) = ask(&h, &query_bytes("cluster.local.", RecordType::SOA, Some(4096)), false).unwrap();
     assert_eq!(r.metadata.response_code, ResponseCode::NoError);
     assert_eq!(r.edns.as_ref().map(|e| e.max_payload()), Some(1232));
-    let (r, _) = ask(
-        &h,
-        &query_bytes("cluster.local.", RecordType::SOA, None),
-        false,
-    )
-    .unwrap();
+    let (r, _) = ask(&h, &query_bytes("cluster.local.", RecordType::SOA, None), false).unwrap();
     assert!(r.edns.is_none());
 }
 
 fn big_headless(n: usize) -> Index {
     let i = index();
-    i.upsert_service(&headless(
-        "default",
-        "big",
-        json!([{"name": "http", "port": 80}]),
-    ));
-    let ips: Vec<String> = (0..n)
-        .map(|k| format!("10.244.{}.{}", k / 250, k % 250 + 1))
-        .collect();
-    let eps: Vec<(&str, Option<bool>, Option<&str>)> = ips
-        .iter()
-        .map(|ip| (ip.as_str(), Some(true), None))
-        .collect();
-    i.upsert_endpoint_slice(&slice(
-        "default",
-        "big-1",
-        "big",
-        "IPv4",
-        &eps,
-        json!([{"name": "http", "port": 8080}]),
-    ));
+    i.upsert_service(&headless("default", "big", json!([{"name": "http", "port": 80}])));
+    let ips: Vec<String> = (0..n).map(|k| format!("10.244.{}.{}", k / 250, k % 250 + 1)).collect();
+    let eps: Vec<(&str, Option<bool>, Option<&str>)> = ips.iter().map(|ip| (ip.as_str(), Some(true), None)).collect();
+    i.upsert_endpoint_slice(&slice("default", "big-1", "big", "IPv4", &eps, json!([{"name": "http", "port": 8080}])));
     i
 }
 
@@ -894,34 +642,15 @@ fn truncation_and_sizes() {
     // SRV answers whose additional section does not fit drop the additionals, not TC.
     // (SRV targets are never compressed: 6 SRV records fit in 512 bytes, their 6 A records don't.)
     let h = handler(big_headless(6));
-    let (m, len) = ask(
-        &h,
-        &query_bytes(
-            "_http._tcp.big.default.svc.cluster.local.",
-            RecordType::SRV,
-            None,
-        ),
-        false,
-    )
-    .unwrap();
+    let (m, len) =
+        ask(&h, &query_bytes("_http._tcp.big.default.svc.cluster.local.", RecordType::SRV, None), false).unwrap();
     assert!(len <= 512);
     assert_eq!(m.answers.len(), 6);
     assert!(m.additionals.len() < 6);
     assert!(!m.metadata.truncation);
-    let (m, _) = ask(
-        &h,
-        &query_bytes(
-            "_http._tcp.big.default.svc.cluster.local.",
-            RecordType::SRV,
-            None,
-        ),
-        true,
-    )
-    .unwrap();
-    let (_, _, extra) = h
-        .index()
-        .query("_http._tcp.big.default.svc.cluster.local.", RecordType::SRV)
-        .unwrap();
+    let (m, _) =
+        ask(&h, &query_bytes("_http._tcp.big.default.svc.cluster.local.", RecordType::SRV, None), true).unwrap();
+    let (_, _, extra) = h.index().query("_http._tcp.big.default.svc.cluster.local.", RecordType::SRV).unwrap();
     assert_eq!(extra.len(), 6);
     assert_eq!(m.additionals.len(), 6, "{m:?}");
 }
@@ -1061,9 +790,7 @@ fn autopath_handler() -> (Handler, Arc<crate::PodIps>) {
 fn ask_from(h: &Handler, name: &str, t: RecordType, from: &str) -> Message {
     let mut s = Scratch::with_cache();
     let req = query_bytes(name, t, None);
-    let Action::Reply = h.handle_from(&req, false, Some(from.parse().unwrap()), &mut s) else {
-        panic!("no reply")
-    };
+    let Action::Reply = h.handle_from(&req, false, Some(from.parse().unwrap()), &mut s) else { panic!("no reply") };
     Message::from_vec(&s.out).unwrap()
 }
 

@@ -32,11 +32,7 @@ impl Drop for StopOnDrop {
 
 /// Serves UDP on `sock` with `workers` threads until a worker fails; dropping the future stops
 /// the threads (within [`STOP_POLL`]), which then close the socket.
-pub(crate) async fn serve_udp(
-    sock: std::net::UdpSocket,
-    handler: Arc<Handler>,
-    workers: usize,
-) -> io::Result<()> {
+pub(crate) async fn serve_udp(sock: std::net::UdpSocket, handler: Arc<Handler>, workers: usize) -> io::Result<()> {
     sock.set_nonblocking(false)?;
     sock.set_read_timeout(Some(STOP_POLL))?;
     let sock = Arc::new(sock);
@@ -45,20 +41,12 @@ pub(crate) async fn serve_udp(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<io::Error>(workers.max(1));
     let rt = tokio::runtime::Handle::current();
     for i in 0..workers.max(1) {
-        let (sock, handler, stop, tx, rt) = (
-            sock.clone(),
-            handler.clone(),
-            stop.clone(),
-            tx.clone(),
-            rt.clone(),
-        );
-        std::thread::Builder::new()
-            .name(format!("dns-udp-{i}"))
-            .spawn(move || {
-                if let Err(e) = worker(&sock, &handler, &stop, &rt) {
-                    let _ = tx.blocking_send(e);
-                }
-            })?;
+        let (sock, handler, stop, tx, rt) = (sock.clone(), handler.clone(), stop.clone(), tx.clone(), rt.clone());
+        std::thread::Builder::new().name(format!("dns-udp-{i}")).spawn(move || {
+            if let Err(e) = worker(&sock, &handler, &stop, &rt) {
+                let _ = tx.blocking_send(e);
+            }
+        })?;
     }
     drop(tx);
     match rx.recv().await {
@@ -93,12 +81,7 @@ impl Batch {
             iov_in: Vec::with_capacity(BATCH),
             hdr_in: (0..BATCH).map(|_| zeroed_hdr()).collect(),
             outs: (0..BATCH).map(|_| Vec::with_capacity(512)).collect(),
-            iov_out: (0..BATCH)
-                .map(|_| libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0,
-                })
-                .collect(),
+            iov_out: (0..BATCH).map(|_| libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }).collect(),
             hdr_out: (0..BATCH).map(|_| zeroed_hdr()).collect(),
         };
         let base = b.bufs.as_mut_ptr();
@@ -134,8 +117,7 @@ fn peer_addr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
         }
         libc::AF_INET6 => {
             // SAFETY: the family says this storage holds a sockaddr_in6.
-            let a =
-                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let a = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
             Some(SocketAddr::V6(SocketAddrV6::new(
                 Ipv6Addr::from(a.sin6_addr.s6_addr),
                 u16::from_be(a.sin6_port),
@@ -165,20 +147,11 @@ fn worker(
         }
         // SAFETY: the headers point at live buffers of the lengths they state (see Batch::new).
         let n = unsafe {
-            libc::recvmmsg(
-                fd,
-                b.hdr_in.as_mut_ptr(),
-                BATCH as _,
-                libc::MSG_WAITFORONE as _,
-                std::ptr::null_mut(),
-            )
+            libc::recvmmsg(fd, b.hdr_in.as_mut_ptr(), BATCH as _, libc::MSG_WAITFORONE as _, std::ptr::null_mut())
         };
         if n < 0 {
             let e = io::Error::last_os_error();
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
-            ) {
+            if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) {
                 continue;
             }
             // ICMP-induced errors (ECONNREFUSED etc.) are per packet; keep going.
@@ -194,10 +167,7 @@ fn worker(
         for i in 0..n as usize {
             let h = &b.hdr_in[i];
             if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-                handler
-                    .metrics()
-                    .dropped
-                    .fetch_add(1, Ordering::Relaxed);
+                handler.metrics().dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
             let namelen = h.msg_hdr.msg_namelen;
@@ -238,9 +208,7 @@ fn worker(
         let mut off = 0;
         while off < nout {
             // SAFETY: headers off..nout point at the replies and peer addresses set above.
-            let r = unsafe {
-                libc::sendmmsg(fd, b.hdr_out.as_mut_ptr().add(off), (nout - off) as _, 0)
-            };
+            let r = unsafe { libc::sendmmsg(fd, b.hdr_out.as_mut_ptr().add(off), (nout - off) as _, 0) };
             if r > 0 {
                 off += r as usize;
                 continue;

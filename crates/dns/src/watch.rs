@@ -24,10 +24,7 @@ struct Kind {
 
 impl Kind {
     fn new() -> Self {
-        Kind {
-            seen: HashSet::new(),
-            listed: false,
-        }
+        Kind { seen: HashSet::new(), listed: false }
     }
 
     fn on<K>(
@@ -61,26 +58,17 @@ impl Kind {
 /// current; marks it synced once both initial lists went in. Runs until the streams end (never,
 /// in practice: errors are retried with backoff).
 pub async fn watch(client: Client, index: Arc<Index>) -> Result<(), Error> {
-    let services = watcher::watcher(
-        Api::<Service>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .boxed();
-    let slices = watcher::watcher(
-        Api::<EndpointSlice>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .boxed();
+    let services =
+        watcher::watcher(Api::<Service>::all(client.clone()), watcher::Config::default()).default_backoff().boxed();
+    let slices = watcher::watcher(Api::<EndpointSlice>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .boxed();
     enum Ev {
         Svc(Box<Result<Event<Service>, watcher::Error>>),
         Eps(Box<Result<Event<EndpointSlice>, watcher::Error>>),
     }
-    let mut merged = futures::stream::select(
-        services.map(|e| Ev::Svc(Box::new(e))),
-        slices.map(|e| Ev::Eps(Box::new(e))),
-    );
+    let mut merged =
+        futures::stream::select(services.map(|e| Ev::Svc(Box::new(e))), slices.map(|e| Ev::Eps(Box::new(e))));
     let mut svc = Kind::new();
     let mut eps = Kind::new();
     while let Some(ev) = merged.next().await {
@@ -144,9 +132,7 @@ async fn refetch_slices(client: &Client, index: &Index, ns: &str, name: &str) {
 /// Watches Pods in every namespace and keeps `pods` (addresses -> namespace, for autopath)
 /// current. Runs until dropped; errors are retried with backoff.
 pub async fn watch_pods(client: Client, pods: Arc<PodIps>) {
-    let mut stream = watcher::watcher(Api::<Pod>::all(client), watcher::Config::default())
-        .default_backoff()
-        .boxed();
+    let mut stream = watcher::watcher(Api::<Pod>::all(client), watcher::Config::default()).default_backoff().boxed();
     while let Some(ev) = stream.next().await {
         match ev {
             Ok(Event::Apply(p)) | Ok(Event::InitApply(p)) => pods.upsert_pod(&p),

@@ -69,21 +69,12 @@ fn build(dir: &Path, compiler: &str, extra: &[&str], out: &str) -> PathBuf {
 
 /// Runs `bin name` in the namespace with `conf` as its /etc/resolv.conf.
 fn resolve(ns: &yard_netns::TempNetns, conf: &Path, bin: &Path, name: &str) -> String {
-    let script = format!(
-        "mount --bind {} /etc/resolv.conf && exec {} {name}",
-        conf.display(),
-        bin.display()
-    );
+    let script = format!("mount --bind {} /etc/resolv.conf && exec {} {name}", conf.display(), bin.display());
     let out = yard_netns::command_in(ns.path(), "unshare")
         .args(["--mount", "--propagation", "private", "sh", "-c", &script])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        bin.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}: {}", bin.display(), String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -91,10 +82,7 @@ fn queries(h: &yard_dns::Handler) -> u64 {
     let m = h.metrics();
     [RecordType::A, RecordType::AAAA]
         .iter()
-        .flat_map(|t| {
-            [ResponseCode::NoError, ResponseCode::NXDomain, ResponseCode::Refused]
-                .map(|r| m.count(*t, r))
-        })
+        .flat_map(|t| [ResponseCode::NoError, ResponseCode::NXDomain, ResponseCode::Refused].map(|r| m.count(*t, r)))
         .sum()
 }
 
@@ -112,8 +100,7 @@ async fn glibc_and_musl_resolve_the_same_in_one_round_trip() {
     .unwrap();
 
     let ns = yard_netns::TempNetns::new("yard-dnsap").expect("create netns (needs root)");
-    ns.sh(&format!("ip link set lo up && ip addr add {POD_IP}/32 dev lo"))
-        .unwrap();
+    ns.sh(&format!("ip link set lo up && ip addr add {POD_IP}/32 dev lo")).unwrap();
     let addr: SocketAddr = format!("{POD_IP}:53").parse().unwrap();
     let udp = yard_netns::udp_socket_in(ns.path(), addr).unwrap();
     let tcp = yard_netns::tcp_listener_in(ns.path(), addr).unwrap();
@@ -125,11 +112,7 @@ async fn glibc_and_musl_resolve_the_same_in_one_round_trip() {
     index.upsert_service(&svc);
     index.set_synced(true);
     let pods = Arc::new(PodIps::default());
-    let config = Config {
-        upstreams: Some(vec![]),
-        udp_workers: 1,
-        ..Config::default()
-    };
+    let config = Config { upstreams: Some(vec![]), udp_workers: 1, ..Config::default() };
     let h = Arc::new(yard_dns::handler(index, &config, &[addr]).with_autopath(pods.clone()));
     let server = tokio::spawn(yard_dns::serve_handler(h.clone(), config, vec![udp], vec![tcp]));
 

@@ -9,15 +9,14 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::dig;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::json;
-use common::dig;
 use yard_dns::{Config, Index};
 
 fn svc(ns: &str, name: &str, spec: serde_json::Value) -> Service {
-    serde_json::from_value(json!({"metadata": {"namespace": ns, "name": name}, "spec": spec}))
-        .unwrap()
+    serde_json::from_value(json!({"metadata": {"namespace": ns, "name": name}, "spec": spec})).unwrap()
 }
 
 fn slice(
@@ -72,23 +71,10 @@ impl Drop for Server {
 
 fn start(index: Arc<Index>, upstreams: Vec<SocketAddr>) -> Server {
     let (udp, tcp, addr) = bind_pair();
-    let config = Config {
-        upstreams: Some(upstreams),
-        udp_workers: 2,
-        ..Config::default()
-    };
+    let config = Config { upstreams: Some(upstreams), udp_workers: 2, ..Config::default() };
     let handler = Arc::new(yard_dns::handler(index, &config, &[addr]));
-    let task = tokio::spawn(yard_dns::serve_handler(
-        handler.clone(),
-        config,
-        vec![udp],
-        vec![tcp],
-    ));
-    Server {
-        addr,
-        handler,
-        task,
-    }
+    let task = tokio::spawn(yard_dns::serve_handler(handler.clone(), config, vec![udp], vec![tcp]));
+    Server { addr, handler, task }
 }
 
 fn fill(index: &Index) {
@@ -111,26 +97,18 @@ fn fill(index: &Index) {
         "default",
         "nginx-1",
         "nginx",
-        &[
-            ("10.244.1.10".into(), Some("web-0")),
-            ("10.244.2.11".into(), None),
-        ],
+        &[("10.244.1.10".into(), Some("web-0")), ("10.244.2.11".into(), None)],
         json!([{"name": "web", "port": 8080, "protocol": "TCP"}]),
     ));
-    index.upsert_service(&svc(
-        "default",
-        "ext",
-        json!({"type": "ExternalName", "externalName": "www.example.com"}),
-    ));
+    index.upsert_service(&svc("default", "ext", json!({"type": "ExternalName", "externalName": "www.example.com"})));
     index.upsert_service(&svc(
         "default",
         "alias",
         json!({"type": "ExternalName", "externalName": "hostnames.default.svc.cluster.local"}),
     ));
     index.upsert_service(&svc("default", "big", json!({"clusterIP": "None"})));
-    let eps: Vec<(String, Option<&str>)> = (0..300)
-        .map(|k| (format!("10.245.{}.{}", k / 200, k % 200 + 1), None))
-        .collect();
+    let eps: Vec<(String, Option<&str>)> =
+        (0..300).map(|k| (format!("10.245.{}.{}", k / 200, k % 200 + 1), None)).collect();
     index.upsert_endpoint_slice(&slice("default", "big-1", "big", &eps, json!([])));
 }
 
@@ -159,20 +137,9 @@ async fn dig_checks_every_record_kind() {
     assert_eq!(d.answers(), vec!["A 10.96.0.21"]);
 
     // SRV (ClusterIP) with the address in the additional section.
-    let d = dig(
-        s,
-        &["_http._tcp.hostnames.default.svc.cluster.local", "SRV"],
-    )
-    .await;
-    assert_eq!(
-        d.answers(),
-        vec!["SRV 0 100 80 hostnames.default.svc.cluster.local."]
-    );
-    assert!(
-        d.additional.iter().any(|l| l.contains("10.96.0.20")),
-        "{}",
-        d.raw
-    );
+    let d = dig(s, &["_http._tcp.hostnames.default.svc.cluster.local", "SRV"]).await;
+    assert_eq!(d.answers(), vec!["SRV 0 100 80 hostnames.default.svc.cluster.local."]);
+    assert!(d.additional.iter().any(|l| l.contains("10.96.0.20")), "{}", d.raw);
 
     // Headless: one A per ready endpoint, hostname records, SRV per endpoint, PTR per endpoint.
     let d = dig(s, &["nginx.default.svc.cluster.local", "A"]).await;
@@ -190,25 +157,16 @@ async fn dig_checks_every_record_kind() {
         ]
     );
     let d = dig(s, &["-x", "10.244.1.10"]).await;
-    assert_eq!(
-        d.answers(),
-        vec!["PTR web-0.nginx.default.svc.cluster.local."]
-    );
+    assert_eq!(d.answers(), vec!["PTR web-0.nginx.default.svc.cluster.local."]);
     assert!(d.has_flag("aa"));
     let d = dig(s, &["-x", "10.96.0.20"]).await;
-    assert_eq!(
-        d.answers(),
-        vec!["PTR hostnames.default.svc.cluster.local."]
-    );
+    assert_eq!(d.answers(), vec!["PTR hostnames.default.svc.cluster.local."]);
 
     // ExternalName: CNAME; in-cluster target followed.
     let d = dig(s, &["ext.default.svc.cluster.local", "CNAME"]).await;
     assert_eq!(d.answers(), vec!["CNAME www.example.com."]);
     let d = dig(s, &["alias.default.svc.cluster.local", "A"]).await;
-    assert_eq!(
-        d.answers(),
-        vec!["A 10.96.0.20", "CNAME hostnames.default.svc.cluster.local."]
-    );
+    assert_eq!(d.answers(), vec!["A 10.96.0.20", "CNAME hostnames.default.svc.cluster.local."]);
 
     // TXT schema version.
     let d = dig(s, &["dns-version.cluster.local", "TXT"]).await;
@@ -224,10 +182,7 @@ async fn dig_checks_every_record_kind() {
     assert!(d.has_flag("aa"));
     assert!(d.answer.is_empty());
     assert!(
-        d.authority
-            .iter()
-            .any(|l| l.contains("SOA")
-                && l.contains("ns.dns.cluster.local. hostmaster.cluster.local.")),
+        d.authority.iter().any(|l| l.contains("SOA") && l.contains("ns.dns.cluster.local. hostmaster.cluster.local.")),
         "{}",
         d.raw
     );
@@ -240,14 +195,7 @@ async fn dig_checks_every_record_kind() {
         assert_eq!(d.status, "NOERROR", "{name}: {}", d.raw);
         assert!(d.answer.is_empty());
     }
-    let d = dig(
-        s,
-        &[
-            "hostnames.default.svc.cluster.local.default.svc.cluster.local",
-            "A",
-        ],
-    )
-    .await;
+    let d = dig(s, &["hostnames.default.svc.cluster.local.default.svc.cluster.local", "A"]).await;
     assert_eq!(d.status, "NXDOMAIN");
 
     // Not an open resolver: no upstreams => REFUSED outside the zone.
@@ -255,11 +203,7 @@ async fn dig_checks_every_record_kind() {
     assert_eq!(d.status, "REFUSED");
 
     // TC bit on plain UDP for 300 endpoints, complete answer over TCP.
-    let d = dig(
-        s,
-        &["+noedns", "+ignore", "big.default.svc.cluster.local", "A"],
-    )
-    .await;
+    let d = dig(s, &["+noedns", "+ignore", "big.default.svc.cluster.local", "A"]).await;
     assert!(d.has_flag("tc"), "{}", d.raw);
     let d = dig(s, &["+ignore", "big.default.svc.cluster.local", "A"]).await;
     assert!(d.has_flag("tc"), "EDNS 1232 is still too small: {}", d.raw);
@@ -269,16 +213,7 @@ async fn dig_checks_every_record_kind() {
     assert!(!d.has_flag("tc"));
     assert_eq!(d.answer.len(), 300);
     // A larger EDNS buffer is respected (300 * 16 bytes + header < 8 KiB is capped to 4096).
-    let d = dig(
-        s,
-        &[
-            "+bufsize=4096",
-            "+ignore",
-            "big.default.svc.cluster.local",
-            "A",
-        ],
-    )
-    .await;
+    let d = dig(s, &["+bufsize=4096", "+ignore", "big.default.svc.cluster.local", "A"]).await;
     assert!(d.has_flag("tc"));
 
     // Changes are visible immediately (no cache inside the zone).
@@ -287,14 +222,8 @@ async fn dig_checks_every_record_kind() {
     assert_eq!(d.status, "NXDOMAIN");
 
     let m = server.handler.metrics().render(Some(&index));
-    assert!(
-        m.contains("yard_dns_requests_total{type=\"A\",rcode=\"NOERROR\"}"),
-        "{m}"
-    );
-    assert!(
-        m.contains("yard_dns_requests_total{type=\"A\",rcode=\"NXDOMAIN\"}"),
-        "{m}"
-    );
+    assert!(m.contains("yard_dns_requests_total{type=\"A\",rcode=\"NOERROR\"}"), "{m}");
+    assert!(m.contains("yard_dns_requests_total{type=\"A\",rcode=\"NXDOMAIN\"}"), "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,11 +231,7 @@ async fn forwards_outside_the_zone_with_cache() {
     // The upstream is a second server, authoritative for `example.test` and for its own
     // `cluster.local` (which must never be asked for our cluster names).
     let up_index = Arc::new(Index::new("example.test", 60).unwrap());
-    up_index.upsert_service(&svc(
-        "ns",
-        "far",
-        json!({"clusterIP": "10.0.0.1", "clusterIPs": ["10.0.0.1"]}),
-    ));
+    up_index.upsert_service(&svc("ns", "far", json!({"clusterIP": "10.0.0.1", "clusterIPs": ["10.0.0.1"]})));
     up_index.set_synced(true);
     let upstream = start(up_index, vec![]);
 
@@ -323,26 +248,14 @@ async fn forwards_outside_the_zone_with_cache() {
     ));
     let d = dig(s, &["ext.default.svc.cluster.local", "A"]).await;
     assert_eq!(d.status, "NOERROR", "{}", d.raw);
-    assert_eq!(
-        d.answers(),
-        vec!["A 10.0.0.1", "CNAME far.ns.svc.example.test."],
-        "{}",
-        d.raw
-    );
+    assert_eq!(d.answers(), vec!["A 10.0.0.1", "CNAME far.ns.svc.example.test."], "{}", d.raw);
     assert!(d.has_flag("aa"));
     let d = dig(s, &["ext.default.svc.cluster.local", "CNAME"]).await;
     assert_eq!(d.answers(), vec!["CNAME far.ns.svc.example.test."]);
     // (That A lookup of far.ns.svc.example.test is now cached.)
     let d = dig(s, &["+rec", "far.ns.svc.example.test", "A"]).await;
     assert_eq!(d.answers(), vec!["A 10.0.0.1"]);
-    assert_eq!(
-        server
-            .handler
-            .metrics()
-            .cache_hits
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
+    assert_eq!(server.handler.metrics().cache_hits.load(std::sync::atomic::Ordering::Relaxed), 1);
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
     let d = dig(s, &["+rec", "far.ns.svc.example.test", "A"]).await;
@@ -351,38 +264,20 @@ async fn forwards_outside_the_zone_with_cache() {
     assert!(!d.has_flag("aa"), "forwarded answers are not authoritative");
     assert!(d.has_flag("ra"));
     assert_eq!(
-        upstream.handler.metrics().count(
-            hickory_proto::rr::RecordType::A,
-            hickory_proto::op::ResponseCode::NoError
-        ),
+        upstream.handler.metrics().count(hickory_proto::rr::RecordType::A, hickory_proto::op::ResponseCode::NoError),
         1
     );
     // Second time from the cache: the upstream is not asked again, TTL counts down.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let d = dig(s, &["far.ns.svc.example.test", "A"]).await;
     assert_eq!(d.answers(), vec!["A 10.0.0.1"]);
-    let ttl: u32 = d.answer[0]
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let ttl: u32 = d.answer[0].split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!(ttl < 30, "cached TTL capped at 30 and decreasing: {ttl}");
     assert_eq!(
-        upstream.handler.metrics().count(
-            hickory_proto::rr::RecordType::A,
-            hickory_proto::op::ResponseCode::NoError
-        ),
+        upstream.handler.metrics().count(hickory_proto::rr::RecordType::A, hickory_proto::op::ResponseCode::NoError),
         1
     );
-    assert_eq!(
-        server
-            .handler
-            .metrics()
-            .cache_hits
-            .load(std::sync::atomic::Ordering::Relaxed),
-        3
-    );
+    assert_eq!(server.handler.metrics().cache_hits.load(std::sync::atomic::Ordering::Relaxed), 3);
     // Negative answers are forwarded with their rcode.
     let d = dig(s, &["nope.ns.svc.example.test", "A"]).await;
     assert_eq!(d.status, "NXDOMAIN");
@@ -413,22 +308,12 @@ async fn http_endpoints() {
     let server = start(index.clone(), vec![]);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let http = tokio::spawn(yard_dns::metrics::serve_http_on(
-        listener,
-        server.handler.metrics().clone(),
-        index.clone(),
-    ));
+    let http =
+        tokio::spawn(yard_dns::metrics::serve_http_on(listener, server.handler.metrics().clone(), index.clone()));
     let curl = |path: &'static str| async move {
         let out = tokio::task::spawn_blocking(move || {
             Command::new("curl")
-                .args([
-                    "-s",
-                    "-o",
-                    "-",
-                    "-w",
-                    "\n%{http_code}",
-                    &format!("http://{addr}{path}"),
-                ])
+                .args(["-s", "-o", "-", "-w", "\n%{http_code}", &format!("http://{addr}{path}")])
                 .output()
         })
         .await
@@ -442,13 +327,7 @@ async fn http_endpoints() {
     assert!(curl("/ready").await.ends_with("200"));
     dig(server.addr, &["dns-version.cluster.local", "TXT"]).await;
     let m = curl("/metrics").await;
-    assert!(
-        m.contains("yard_dns_requests_total{type=\"TXT\",rcode=\"NOERROR\"} 1"),
-        "{m}"
-    );
-    assert!(
-        m.contains("yard_dns_request_duration_seconds_count 1"),
-        "{m}"
-    );
+    assert!(m.contains("yard_dns_requests_total{type=\"TXT\",rcode=\"NOERROR\"} 1"), "{m}");
+    assert!(m.contains("yard_dns_request_duration_seconds_count 1"), "{m}");
     http.abort();
 }

@@ -30,10 +30,7 @@ async fn poll(s: SocketAddr, name: &str, t: RecordType, done: impl Fn(&Message) 
                 return start.elapsed();
             }
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "{name} {t}: no fresh answer after 5 s"
-        );
+        assert!(start.elapsed() < Duration::from_secs(5), "{name} {t}: no fresh answer after 5 s");
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
@@ -56,11 +53,9 @@ async fn new_and_deleted_services_are_visible_within_100ms() {
             assert_eq!(ask(s, &fqdn, RecordType::A).await.0, ResponseCode::NXDomain);
             assert_eq!(ask(s, &srv, RecordType::SRV).await.0, ResponseCode::NXDomain);
         }
-        let created: Service = create(
-            &services,
-            json!({"metadata": {"name": name}, "spec": {"ports": [{"name": "http", "port": 80}]}}),
-        )
-        .await;
+        let created: Service =
+            create(&services, json!({"metadata": {"name": name}, "spec": {"ports": [{"name": "http", "port": 80}]}}))
+                .await;
         let ip = created.spec.unwrap().cluster_ip.unwrap();
         let took = poll(s, &fqdn, RecordType::A, |m| {
             m.metadata.response_code == ResponseCode::NoError
@@ -74,10 +69,7 @@ async fn new_and_deleted_services_are_visible_within_100ms() {
         for _ in 0..8 {
             assert_eq!(ask(s, &fqdn, RecordType::A).await.1, vec![ip.clone()]);
         }
-        services
-            .delete(&name, &DeleteParams::default())
-            .await
-            .unwrap();
+        services.delete(&name, &DeleteParams::default()).await.unwrap();
         let gone = poll(s, &fqdn, RecordType::A, |m| {
             m.metadata.response_code == ResponseCode::NXDomain && m.answers.is_empty()
         })

@@ -24,14 +24,7 @@ fn seeds() -> Vec<Vec<u8>> {
         "cluster.local.",
         "example.com.",
     ];
-    let types = [
-        RecordType::A,
-        RecordType::AAAA,
-        RecordType::SRV,
-        RecordType::PTR,
-        RecordType::TXT,
-        RecordType::ANY,
-    ];
+    let types = [RecordType::A, RecordType::AAAA, RecordType::SRV, RecordType::PTR, RecordType::TXT, RecordType::ANY];
     let mut out = Vec::new();
     for (i, n) in names.iter().enumerate() {
         for (j, t) in types.iter().enumerate() {
@@ -57,22 +50,20 @@ fn random_and_mutated_packets_never_panic() {
         .unwrap(),
     );
     index.upsert_service(
-        &serde_json::from_value(json!({"metadata": {"namespace": "default", "name": "big"}, "spec": {"clusterIP": "None"}}))
-            .unwrap(),
+        &serde_json::from_value(
+            json!({"metadata": {"namespace": "default", "name": "big"}, "spec": {"clusterIP": "None"}}),
+        )
+        .unwrap(),
     );
-    let eps: Vec<serde_json::Value> = (0..200)
-        .map(|k| json!({"addresses": [format!("10.244.{}.{}", k / 100, k % 100 + 1)]}))
-        .collect();
+    let eps: Vec<serde_json::Value> =
+        (0..200).map(|k| json!({"addresses": [format!("10.244.{}.{}", k / 100, k % 100 + 1)]})).collect();
     index.upsert_endpoint_slice(
         &serde_json::from_value(json!({"metadata": {"namespace": "default", "name": "big-1",
             "labels": {"kubernetes.io/service-name": "big"}}, "addressType": "IPv4", "endpoints": eps}))
         .unwrap(),
     );
     index.set_synced(true);
-    let config = Config {
-        upstreams: Some(vec![]),
-        ..Config::default()
-    };
+    let config = Config { upstreams: Some(vec![]), ..Config::default() };
     let handler = yard_dns::handler(index, &config, &[]);
     let seeds = seeds();
     let mut rng = StdRng::seed_from_u64(0x5eed);
@@ -84,9 +75,7 @@ fn random_and_mutated_packets_never_panic() {
     while Instant::now() < deadline && n < 2_000_000 {
         n += 1;
         let mut pkt: Vec<u8> = match rng.random_range(0..4) {
-            0 => (0..rng.random_range(0..600))
-                .map(|_| rng.random())
-                .collect(),
+            0 => (0..rng.random_range(0..600)).map(|_| rng.random()).collect(),
             _ => seeds[rng.random_range(0..seeds.len())].clone(),
         };
         // Mutations: flips, truncation, insertions, header count games.
@@ -132,20 +121,12 @@ fn random_and_mutated_packets_never_panic() {
             Action::Reply => {
                 let s = if via_cache { &cached } else { &s };
                 replies += 1;
-                assert!(
-                    tcp || s.out.len() <= 4096,
-                    "UDP reply of {} bytes",
-                    s.out.len()
-                );
-                let m = Message::from_vec(&s.out)
-                    .unwrap_or_else(|e| panic!("reply does not decode: {e}: {pkt:?}"));
+                assert!(tcp || s.out.len() <= 4096, "UDP reply of {} bytes", s.out.len());
+                let m = Message::from_vec(&s.out).unwrap_or_else(|e| panic!("reply does not decode: {e}: {pkt:?}"));
                 assert_eq!(m.metadata.id, u16::from_be_bytes([pkt[0], pkt[1]]));
                 assert_eq!(m.metadata.message_type, MessageType::Response);
             }
-            Action::Drop => assert!(
-                pkt.len() < 12 || pkt[2] & 0x80 != 0,
-                "dropped a query: {pkt:?}"
-            ),
+            Action::Drop => assert!(pkt.len() < 12 || pkt[2] & 0x80 != 0, "dropped a query: {pkt:?}"),
             Action::Forward(_) => panic!("forwarded without upstreams"),
         }
     }

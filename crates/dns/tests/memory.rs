@@ -91,10 +91,7 @@ fn ten_thousand_services_hundred_thousand_endpoints() {
     eprintln!("untrimmed {:.1} MB", (untrimmed - before) as f64 / 1e6);
     let mb = (after.saturating_sub(before)) as f64 / 1e6;
     let live_index = (live_bytes() - live_before) as f64 / 1e6;
-    eprintln!(
-        "index with {} names: {mb:.1} MB resident, {live_index:.1} MB live heap",
-        index.name_count()
-    );
+    eprintln!("index with {} names: {mb:.1} MB resident, {live_index:.1} MB live heap", index.name_count());
     let pods = PodIps::default();
     for n in 0..100_000u32 {
         let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
@@ -113,12 +110,7 @@ fn ten_thousand_services_hundred_thousand_endpoints() {
         pods.len()
     );
     assert_eq!(pods.len(), 100_000);
-    assert!(index
-        .query(
-            "svc-1.ns-1.svc.cluster.local.",
-            hickory_proto::rr::RecordType::A
-        )
-        .is_some());
+    assert!(index.query("svc-1.ns-1.svc.cluster.local.", hickory_proto::rr::RecordType::A).is_some());
     // The bound is on what the index holds: the resident figure also carries this test's own
     // allocator fragmentation from building 200,000 JSON objects in the same process.
     assert!(live_index < 60.0, "index holds {live_index:.1} MB");

@@ -64,25 +64,10 @@ async fn records_of_objects_created_through_the_api() {
     assert_eq!(d.answers(), vec![format!("AAAA {ip6}")], "{}", d.raw);
     assert_eq!(d.answer_ttls(), vec![5], "{}", d.raw);
     let d = dig(s, &["_http._tcp.web.default.svc.cluster.local", "SRV"]).await;
-    assert_eq!(
-        d.answers(),
-        vec!["SRV 0 100 80 web.default.svc.cluster.local."],
-        "{}",
-        d.raw
-    );
-    assert_eq!(
-        d.additionals(),
-        vec![format!("A {ip4}"), format!("AAAA {ip6}")],
-        "{}",
-        d.raw
-    );
+    assert_eq!(d.answers(), vec!["SRV 0 100 80 web.default.svc.cluster.local."], "{}", d.raw);
+    assert_eq!(d.additionals(), vec![format!("A {ip4}"), format!("AAAA {ip6}")], "{}", d.raw);
     let d = dig(s, &["_dns._udp.web.default.svc.cluster.local", "SRV"]).await;
-    assert_eq!(
-        d.answers(),
-        vec!["SRV 0 100 53 web.default.svc.cluster.local."],
-        "{}",
-        d.raw
-    );
+    assert_eq!(d.answers(), vec!["SRV 0 100 53 web.default.svc.cluster.local."], "{}", d.raw);
     // The protocol is part of the name.
     let d = dig(s, &["_dns._tcp.web.default.svc.cluster.local", "SRV"]).await;
     assert_eq!(d.status, "NXDOMAIN", "{}", d.raw);
@@ -90,12 +75,7 @@ async fn records_of_objects_created_through_the_api() {
         let d = dig(s, &["-x", rev]).await;
         assert_eq!(d.status, "NOERROR", "{rev}: {}", d.raw);
         assert!(d.has_flag("aa"), "{}", d.raw);
-        assert_eq!(
-            d.answers(),
-            vec!["PTR web.default.svc.cluster.local."],
-            "{rev}: {}",
-            d.raw
-        );
+        assert_eq!(d.answers(), vec!["PTR web.default.svc.cluster.local."], "{rev}: {}", d.raw);
     }
 
     // ---- 2. Headless: NXDOMAIN without ready endpoints, then records per ready endpoint.
@@ -133,12 +113,7 @@ async fn records_of_objects_created_through_the_api() {
     .await;
     let d = dig(s, &["db.default.svc.cluster.local", "A"]).await;
     assert!(d.has_flag("aa"), "{}", d.raw);
-    assert_eq!(
-        d.answers(),
-        vec!["A 10.244.1.5", "A 10.244.2.6"],
-        "ready endpoints only: {}",
-        d.raw
-    );
+    assert_eq!(d.answers(), vec!["A 10.244.1.5", "A 10.244.2.6"], "ready endpoints only: {}", d.raw);
     for (name, t, want) in [
         ("db-0.db.default.svc.cluster.local", "A", "A 10.244.1.5"),
         ("10-244-2-6.db.default.svc.cluster.local", "A", "A 10.244.2.6"),
@@ -160,12 +135,7 @@ async fn records_of_objects_created_through_the_api() {
         "{}",
         d.raw
     );
-    assert_eq!(
-        d.additionals(),
-        vec!["A 10.244.1.5", "A 10.244.2.6", "AAAA fd00:244::8"],
-        "{}",
-        d.raw
-    );
+    assert_eq!(d.additionals(), vec!["A 10.244.1.5", "A 10.244.2.6", "AAAA fd00:244::8"], "{}", d.raw);
     for (rev, want) in [
         ("10.244.1.5", "PTR db-0.db.default.svc.cluster.local."),
         ("10.244.2.6", "PTR 10-244-2-6.db.default.svc.cluster.local."),
@@ -175,18 +145,12 @@ async fn records_of_objects_created_through_the_api() {
         assert_eq!(d.answers(), vec![want], "{rev}: {}", d.raw);
     }
     // No ready endpoint left: NXDOMAIN again, hostname and reverse records gone too.
-    slices
-        .delete("db-v6", &DeleteParams::default())
-        .await
-        .unwrap();
+    slices.delete("db-v6", &DeleteParams::default()).await.unwrap();
     let mut v4 = slices.get("db-v4").await.unwrap();
     for ep in v4.endpoints.iter_mut().flatten() {
         ep.conditions.get_or_insert_with(Default::default).ready = Some(false);
     }
-    slices
-        .replace("db-v4", &PostParams::default(), &v4)
-        .await
-        .unwrap();
+    slices.replace("db-v4", &PostParams::default(), &v4).await.unwrap();
     until(Duration::from_secs(5), "db without ready endpoints", || async {
         ask(s, "db.default.svc.cluster.local.", RecordType::A).await.0 == ResponseCode::NXDomain
     })
@@ -226,32 +190,12 @@ async fn records_of_objects_created_through_the_api() {
     assert_eq!(d.answers(), vec!["CNAME www.example.test."], "{}", d.raw);
     assert!(d.has_flag("aa"), "{}", d.raw);
     let d = dig(s, &["alias.default.svc.cluster.local", "A"]).await;
-    assert_eq!(
-        d.answers(),
-        vec![
-            format!("A {ip4}"),
-            "CNAME web.default.svc.cluster.local.".to_string()
-        ],
-        "{}",
-        d.raw
-    );
+    assert_eq!(d.answers(), vec![format!("A {ip4}"), "CNAME web.default.svc.cluster.local.".to_string()], "{}", d.raw);
     assert!(d.has_flag("aa"), "{}", d.raw);
-    assert_eq!(
-        upstream.asked("web.default.svc.cluster.local."),
-        0,
-        "in-cluster targets are not forwarded"
-    );
+    assert_eq!(upstream.asked("web.default.svc.cluster.local."), 0, "in-cluster targets are not forwarded");
     // Out-of-cluster target: CNAME plus the target's records from the upstream.
     let d = dig(s, &["ext.default.svc.cluster.local", "A"]).await;
-    assert_eq!(
-        d.answers(),
-        vec![
-            format!("A {UPSTREAM_IP}"),
-            "CNAME www.example.test.".to_string()
-        ],
-        "{}",
-        d.raw
-    );
+    assert_eq!(d.answers(), vec![format!("A {UPSTREAM_IP}"), "CNAME www.example.test.".to_string()], "{}", d.raw);
 
     // ---- 4. TXT dns-version; names are case-insensitive.
     let d = dig(s, &["dns-version.cluster.local", "TXT"]).await;
@@ -262,12 +206,7 @@ async fn records_of_objects_created_through_the_api() {
     let d = dig(s, &["WEB.Default.SVC.Cluster.LOCAL", "A"]).await;
     assert_eq!(d.answers(), vec![format!("A {ip4}")], "{}", d.raw);
     let d = dig(s, &["_HTTP._Tcp.Web.default.svc.cluster.local", "SRV"]).await;
-    assert_eq!(
-        d.answers(),
-        vec!["SRV 0 100 80 web.default.svc.cluster.local."],
-        "{}",
-        d.raw
-    );
+    assert_eq!(d.answers(), vec!["SRV 0 100 80 web.default.svc.cluster.local."], "{}", d.raw);
 
     // ---- 5. NXDOMAIN vs NODATA, authoritative, SOA in every negative answer.
     for (name, t) in [
@@ -341,19 +280,13 @@ async fn records_of_objects_created_through_the_api() {
     )
     .await;
     until(Duration::from_secs(5), "busybox-1.sub", || async {
-        ask(s, "busybox-1.sub.default.svc.cluster.local.", RecordType::A).await.1
-            == vec!["10.244.1.20"]
+        ask(s, "busybox-1.sub.default.svc.cluster.local.", RecordType::A).await.1 == vec!["10.244.1.20"]
     })
     .await;
     let d = dig(s, &["busybox-1.sub.default.svc.cluster.local", "A"]).await;
     assert_eq!(d.answers(), vec!["A 10.244.1.20"], "{}", d.raw);
     let d = dig(s, &["-x", "10.244.1.20"]).await;
-    assert_eq!(
-        d.answers(),
-        vec!["PTR busybox-1.sub.default.svc.cluster.local."],
-        "{}",
-        d.raw
-    );
+    assert_eq!(d.answers(), vec!["PTR busybox-1.sub.default.svc.cluster.local."], "{}", d.raw);
 
     // ---- 9. TCP, EDNS0, TC bit and TCP fallback for a headless Service of 300 endpoints.
     let d = dig(s, &["+tcp", "web.default.svc.cluster.local", "A"]).await;
@@ -364,11 +297,7 @@ async fn records_of_objects_created_through_the_api() {
     d.assert_soa("cluster.local");
     // EDNS0: dig sends OPT (1232); the reply carries an OPT of version 0, our size 1232.
     let d = dig(s, &["+bufsize=4096", "web.default.svc.cluster.local", "A"]).await;
-    assert!(
-        d.raw.contains("; EDNS: version: 0") && d.raw.contains("udp: 1232"),
-        "{}",
-        d.raw
-    );
+    assert!(d.raw.contains("; EDNS: version: 0") && d.raw.contains("udp: 1232"), "{}", d.raw);
     let d = dig(s, &["+noedns", "web.default.svc.cluster.local", "A"]).await;
     assert!(!d.raw.contains("EDNS:"), "no OPT without one in the query: {}", d.raw);
     assert_eq!(d.answers(), vec![format!("A {ip4}")], "{}", d.raw);
@@ -402,11 +331,7 @@ async fn records_of_objects_created_through_the_api() {
     assert!(d.answer.is_empty(), "{}", d.raw);
     let d = dig(s, &["+ignore", "big.default.svc.cluster.local", "A"]).await;
     assert!(d.has_flag("tc"), "EDNS 1232: {}", d.raw);
-    let d = dig(
-        s,
-        &["+bufsize=4096", "+ignore", "big.default.svc.cluster.local", "A"],
-    )
-    .await;
+    let d = dig(s, &["+bufsize=4096", "+ignore", "big.default.svc.cluster.local", "A"]).await;
     assert!(d.has_flag("tc"), "4800 bytes do not fit 4096: {}", d.raw);
     // dig retries over TCP after TC and gets all 300.
     let d = dig(s, &["big.default.svc.cluster.local", "A"]).await;
@@ -433,11 +358,8 @@ async fn servfail_until_the_first_sync_then_answers() {
     let text = std::fs::read_to_string(&running.kubeconfig).unwrap();
     let server_line = format!("server: https://127.0.0.1:{}", running.addr.port());
     assert!(text.contains(&server_line), "{text}");
-    std::fs::write(
-        &kubeconfig,
-        text.replace(&server_line, &format!("server: https://127.0.0.1:{}", gate.addr.port())),
-    )
-    .unwrap();
+    std::fs::write(&kubeconfig, text.replace(&server_line, &format!("server: https://127.0.0.1:{}", gate.addr.port())))
+        .unwrap();
     let metrics_port = free_port();
     let metrics: SocketAddr = format!("127.0.0.1:{metrics_port}").parse().unwrap();
     let upstream = FakeUpstream::start().await;
@@ -454,11 +376,8 @@ async fn servfail_until_the_first_sync_then_answers() {
     .await;
     let s = dns.addr;
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
-    let early: Service = create(
-        &services,
-        json!({"metadata": {"name": "early"}, "spec": {"ports": [{"port": 80}]}}),
-    )
-    .await;
+    let early: Service =
+        create(&services, json!({"metadata": {"name": "early"}, "spec": {"ports": [{"port": 80}]}})).await;
     let early_ip = early.spec.unwrap().cluster_ip.unwrap();
 
     // Not synced: every cluster name (and cluster reverse name) is SERVFAIL, on UDP and TCP.
@@ -480,10 +399,7 @@ async fn servfail_until_the_first_sync_then_answers() {
     assert_eq!((code, body.as_str()), (200, "OK"));
     let (_, page) = curl(metrics, "/metrics").await;
     assert!(page.lines().any(|l| l == "yard_dns_synced 0"), "{page}");
-    assert!(
-        metric(&page, "yard_dns_requests_total{type=\"A\",rcode=\"SERVFAIL\"}") >= 3,
-        "{page}"
-    );
+    assert!(metric(&page, "yard_dns_requests_total{type=\"A\",rcode=\"SERVFAIL\"}") >= 3, "{page}");
 
     gate.open();
     let took = until(Duration::from_secs(20), "answers after sync", || async {
@@ -495,12 +411,7 @@ async fn servfail_until_the_first_sync_then_answers() {
     assert_eq!(d.answers(), vec![format!("A {early_ip}")], "{}", d.raw);
     assert_eq!(d.answer_ttls(), vec![30], "--ttl 30: {}", d.raw);
     let d = dig(s, &["-x", &early_ip]).await;
-    assert_eq!(
-        d.answers(),
-        vec!["PTR early.default.svc.cluster.local."],
-        "{}",
-        d.raw
-    );
+    assert_eq!(d.answers(), vec!["PTR early.default.svc.cluster.local."], "{}", d.raw);
     assert_eq!(d.answer_ttls(), vec![30], "{}", d.raw);
     let d = dig(s, &["nope.default.svc.cluster.local", "A"]).await;
     assert_eq!(d.status, "NXDOMAIN", "{}", d.raw);
@@ -548,11 +459,7 @@ impl GatedProxy {
                 });
             }
         });
-        GatedProxy {
-            addr,
-            open: Arc::new(tx),
-            task,
-        }
+        GatedProxy { addr, open: Arc::new(tx), task }
     }
 
     fn open(&self) {
@@ -576,14 +483,12 @@ async fn forwarding_bad_input_listen_addresses_and_metrics() {
     let (running, client) = api_server(&dir).await;
     let upstream = FakeUpstream::start().await;
     let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let dns = synced_dns(&running, &upstream, &["--listen", "127.0.0.3:{port}", "--metrics-addr", &metrics.to_string()]).await;
+    let dns =
+        synced_dns(&running, &upstream, &["--listen", "127.0.0.3:{port}", "--metrics-addr", &metrics.to_string()])
+            .await;
     let s = dns.addr;
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
-    let web: Service = create(
-        &services,
-        json!({"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}}),
-    )
-    .await;
+    let web: Service = create(&services, json!({"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}})).await;
     let web_ip = web.spec.unwrap().cluster_ip.unwrap();
     until(Duration::from_secs(5), "web", || async {
         ask(s, "web.default.svc.cluster.local.", RecordType::A).await.1 == vec![web_ip.clone()]
@@ -598,11 +503,7 @@ async fn forwarding_bad_input_listen_addresses_and_metrics() {
     assert!(d.has_flag("ra"), "{}", d.raw);
     assert_eq!(upstream.asked("www.example.test."), 1);
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    for args in [
-        &["www.example.test", "A"][..],
-        &["WWW.Example.TEST", "A"],
-        &["+tcp", "www.example.test", "A"],
-    ] {
+    for args in [&["www.example.test", "A"][..], &["WWW.Example.TEST", "A"], &["+tcp", "www.example.test", "A"]] {
         let d = dig(s, args).await;
         assert_eq!(d.answers(), vec![format!("A {UPSTREAM_IP}")], "{args:?}: {}", d.raw);
         let ttl = d.answer_ttls()[0];
@@ -625,10 +526,7 @@ async fn forwarding_bad_input_listen_addresses_and_metrics() {
         dig(s, &[name, "A"]).await;
     }
     let log = upstream.log.lock().unwrap().clone();
-    assert!(
-        log.iter().all(|l| !l.contains("cluster.local")),
-        "cluster names went upstream: {log:?}"
-    );
+    assert!(log.iter().all(|l| !l.contains("cluster.local")), "cluster names went upstream: {log:?}");
 
     // ---- 12. Answers on every --listen address and nowhere else.
     let other: SocketAddr = format!("127.0.0.3:{}", s.port()).parse().unwrap();
@@ -639,30 +537,17 @@ async fn forwarding_bad_input_listen_addresses_and_metrics() {
     let not_told: SocketAddr = format!("127.0.0.2:{}", s.port()).parse().unwrap();
     let q = query_bytes(0x4242, "web.default.svc.cluster.local.", RecordType::A);
     assert!(
-        exchange_bytes(not_told, &q, Duration::from_millis(500))
-            .await
-            .is_none(),
+        exchange_bytes(not_told, &q, Duration::from_millis(500)).await.is_none(),
         "answered on {not_told}, which it was not told to listen on"
     );
-    assert!(
-        tokio::net::TcpStream::connect(not_told).await.is_err(),
-        "TCP open on {not_told}"
-    );
-    assert!(
-        exchange_bytes(s, &q, Duration::from_secs(2)).await.is_some(),
-        "no answer on {s}"
-    );
+    assert!(tokio::net::TcpStream::connect(not_told).await.is_err(), "TCP open on {not_told}");
+    assert!(exchange_bytes(s, &q, Duration::from_secs(2)).await.is_some(), "no answer on {s}");
 
     // ---- 12. Malformed, truncated and oversized packets over the wire: FORMERR or dropped.
     let (_, before) = curl(metrics, "/metrics").await;
     // Shorter than a header: dropped.
     for bad in [&[][..], &[0x12][..], &[0x12, 0x34, 0x01, 0x00, 0, 1][..]] {
-        assert!(
-            exchange_bytes(s, bad, Duration::from_millis(300))
-                .await
-                .is_none(),
-            "reply to {bad:?}"
-        );
+        assert!(exchange_bytes(s, bad, Duration::from_millis(300)).await.is_none(), "reply to {bad:?}");
     }
     // A header promising a question that is not there, and a cut-off question: FORMERR, same id.
     let header_only = [0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
@@ -670,9 +555,8 @@ async fn forwarding_bad_input_listen_addresses_and_metrics() {
     cut.truncate(q.len() - 7);
     cut[..2].copy_from_slice(&[0xab, 0xce]);
     for bad in [&header_only[..], &cut[..]] {
-        let r = exchange_bytes(s, bad, Duration::from_secs(2))
-            .await
-            .unwrap_or_else(|| panic!("no FORMERR for {bad:?}"));
+        let r =
+            exchange_bytes(s, bad, Duration::from_secs(2)).await.unwrap_or_else(|| panic!("no FORMERR for {bad:?}"));
         let m = hickory_proto::op::Message::from_vec(&r).unwrap();
         assert_eq!(m.metadata.response_code, ResponseCode::FormErr, "{bad:?}");
         assert_eq!(&r[..2], &bad[..2]);
@@ -681,16 +565,12 @@ async fn forwarding_bad_input_listen_addresses_and_metrics() {
     // A response is never answered (no reflection loops).
     let mut resp = q.clone();
     resp[2] |= 0x80;
-    assert!(exchange_bytes(s, &resp, Duration::from_millis(300))
-        .await
-        .is_none());
+    assert!(exchange_bytes(s, &resp, Duration::from_millis(300)).await.is_none());
     // Oversized: a query padded past the 4096-byte receive buffer is dropped.
     let mut big = q.clone();
     big[..2].copy_from_slice(&[0x55, 0x66]);
     big.resize(6000, 0);
-    assert!(exchange_bytes(s, &big, Duration::from_millis(500))
-        .await
-        .is_none());
+    assert!(exchange_bytes(s, &big, Duration::from_millis(500)).await.is_none());
     // Over TCP: a header without its question, and a 64 KiB frame whose question name is a
     // compression pointer to itself: FORMERR with the id; the server stays up.
     for len in [12usize, 65535] {
@@ -699,9 +579,7 @@ async fn forwarding_bad_input_listen_addresses_and_metrics() {
         if len > 14 {
             frame[12..14].copy_from_slice(&[0xc0, 0x0c]);
         }
-        let r = tcp_exchange(s, &frame)
-            .await
-            .unwrap_or_else(|| panic!("no FORMERR over TCP for {len} bytes"));
+        let r = tcp_exchange(s, &frame).await.unwrap_or_else(|| panic!("no FORMERR over TCP for {len} bytes"));
         let m = hickory_proto::op::Message::from_vec(&r).unwrap();
         assert_eq!(m.metadata.response_code, ResponseCode::FormErr, "{len}");
         assert_eq!(m.metadata.id, 0xabcd);
@@ -720,38 +598,17 @@ async fn forwarding_bad_input_listen_addresses_and_metrics() {
     let (code, after) = curl(metrics, "/metrics").await;
     assert_eq!(code, 200);
     let delta = |sample: &str| metric(&after, sample) - metric(&before, sample);
-    assert_eq!(
-        delta("yard_dns_requests_total{type=\"SRV\",rcode=\"NXDOMAIN\"}"),
-        3,
-        "{after}"
-    );
-    assert_eq!(
-        delta("yard_dns_requests_total{type=\"TXT\",rcode=\"NOERROR\"}"),
-        1,
-        "{after}"
-    );
-    assert!(
-        delta("yard_dns_requests_total{type=\"other\",rcode=\"FORMERR\"}") >= 2,
-        "{after}"
-    );
+    assert_eq!(delta("yard_dns_requests_total{type=\"SRV\",rcode=\"NXDOMAIN\"}"), 3, "{after}");
+    assert_eq!(delta("yard_dns_requests_total{type=\"TXT\",rcode=\"NOERROR\"}"), 1, "{after}");
+    assert!(delta("yard_dns_requests_total{type=\"other\",rcode=\"FORMERR\"}") >= 2, "{after}");
     assert!(delta("yard_dns_dropped_total") >= 4, "{after}");
-    assert!(
-        metric(&after, "yard_dns_requests_total{type=\"A\",rcode=\"NOERROR\"}") >= 5,
-        "{after}"
-    );
+    assert!(metric(&after, "yard_dns_requests_total{type=\"A\",rcode=\"NOERROR\"}") >= 5, "{after}");
     assert!(metric(&after, "yard_dns_cache_hits_total") >= 3, "{after}");
     assert!(metric(&after, "yard_dns_forward_requests_total") >= 2, "{after}");
     let count = metric(&after, "yard_dns_request_duration_seconds_count");
     assert!(delta("yard_dns_request_duration_seconds_count") >= 4, "{after}");
-    assert_eq!(
-        metric(&after, "yard_dns_request_duration_seconds_bucket{le=\"+Inf\"}"),
-        count,
-        "{after}"
-    );
-    assert!(
-        metric(&after, "yard_dns_request_duration_seconds_bucket{le=\"0.1\"}") > 0,
-        "{after}"
-    );
+    assert_eq!(metric(&after, "yard_dns_request_duration_seconds_bucket{le=\"+Inf\"}"), count, "{after}");
+    assert!(metric(&after, "yard_dns_request_duration_seconds_bucket{le=\"0.1\"}") > 0, "{after}");
     assert!(after.contains("# TYPE yard_dns_request_duration_seconds histogram"));
     assert_eq!(curl(metrics, "/health").await, (200, "OK".to_string()));
     assert_eq!(curl(metrics, "/ready").await, (200, "OK".to_string()));
@@ -812,23 +669,10 @@ async fn autopath_for_a_pod_created_through_the_api() {
     .await
     .unwrap();
     let expansion = "web.other.default.svc.cluster.local";
-    let from = |src: &'static str| async move {
-        dig(s, &["-b", src, expansion, "A"]).await
-    };
-    until(Duration::from_secs(10), "autopath answer", || async {
-        from("127.0.0.5").await.status == "NOERROR"
-    })
-    .await;
+    let from = |src: &'static str| async move { dig(s, &["-b", src, expansion, "A"]).await };
+    until(Duration::from_secs(10), "autopath answer", || async { from("127.0.0.5").await.status == "NOERROR" }).await;
     let d = from("127.0.0.5").await;
-    assert_eq!(
-        d.answers(),
-        vec![
-            format!("A {web_ip}"),
-            "CNAME web.other.svc.cluster.local.".to_string()
-        ],
-        "{}",
-        d.raw
-    );
+    assert_eq!(d.answers(), vec![format!("A {web_ip}"), "CNAME web.other.svc.cluster.local.".to_string()], "{}", d.raw);
     assert!(d.has_flag("aa"), "{}", d.raw);
     // Another client (not a pod): the plain answer, the client walks its search list itself.
     let d = from("127.0.0.6").await;
@@ -838,13 +682,8 @@ async fn autopath_for_a_pod_created_through_the_api() {
     let d = dig(s, &["-b", "127.0.0.5", "nothing.here.default.svc.cluster.local", "A"]).await;
     assert_eq!(d.status, "NXDOMAIN", "{}", d.raw);
     // The pod deleted through the API: no more completion for its address.
-    pods.delete("client", &DeleteParams::default().grace_period(0))
-        .await
-        .unwrap();
-    until(Duration::from_secs(10), "pod gone", || async {
-        from("127.0.0.5").await.status == "NXDOMAIN"
-    })
-    .await;
+    pods.delete("client", &DeleteParams::default().grace_period(0)).await.unwrap();
+    until(Duration::from_secs(10), "pod gone", || async { from("127.0.0.5").await.status == "NXDOMAIN" }).await;
 
     drop(dns);
     running.shutdown().await;
@@ -859,11 +698,20 @@ async fn recursion_only_for_allowed_clients() {
     let dir = TempDir::new("spec-acl");
     let (running, client) = api_server(&dir).await;
     let upstream = FakeUpstream::start().await;
-    let dns = synced_dns(&running, &upstream, &["--listen", "127.0.0.3:{port}", "--allow-recursion-from", "127.0.0.7/32"]).await;
+    let dns =
+        synced_dns(&running, &upstream, &["--listen", "127.0.0.3:{port}", "--allow-recursion-from", "127.0.0.7/32"])
+            .await;
     let s = dns.addr;
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
-    create(&services, json!({"metadata": {"name": "out"}, "spec": {"type": "ExternalName", "externalName": "www.example.test"}})).await;
-    until(Duration::from_secs(5), "out", || async { dig(s, &["out.default.svc.cluster.local", "CNAME"]).await.status == "NOERROR" }).await;
+    create(
+        &services,
+        json!({"metadata": {"name": "out"}, "spec": {"type": "ExternalName", "externalName": "www.example.test"}}),
+    )
+    .await;
+    until(Duration::from_secs(5), "out", || async {
+        dig(s, &["out.default.svc.cluster.local", "CNAME"]).await.status == "NOERROR"
+    })
+    .await;
 
     // From 127.0.0.1 (not allowed): REFUSED, no recursion offered, nothing sent upstream.
     let d = dig(s, &["-b", "127.0.0.1", "www.example.test", "A"]).await;

@@ -17,17 +17,10 @@ use serde_json::json;
 use yard_dns::{Config, Index};
 
 async fn api_server(dir: &TempDir) -> (yard_apiserver::Running, kube::Client) {
-    let args = yard_apiserver::Args {
-        data_dir: dir.0.clone(),
-        port: 0,
-        ..Default::default()
-    };
+    let args = yard_apiserver::Args { data_dir: dir.0.clone(), port: 0, ..Default::default() };
     let running = yard_apiserver::start(args).await.expect("start api server");
     let kc = kube::config::Kubeconfig::read_from(&running.kubeconfig).unwrap();
-    let config =
-        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-            .await
-            .unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await.unwrap();
     let client = kube::Client::try_from(config).unwrap();
     (running, client)
 }
@@ -36,10 +29,7 @@ async fn api_server(dir: &TempDir) -> (yard_apiserver::Running, kube::Client) {
 async fn until(limit: Duration, what: &str, f: impl Fn() -> bool) -> Duration {
     let start = Instant::now();
     while !f() {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     start.elapsed()
@@ -60,10 +50,8 @@ fn service(name: &str, spec: serde_json::Value) -> Service {
 }
 
 fn endpoint_slice(name: &str, svc: &str, ips: &[&str]) -> EndpointSlice {
-    let eps: Vec<serde_json::Value> = ips
-        .iter()
-        .map(|ip| json!({"addresses": [ip], "conditions": {"ready": true}}))
-        .collect();
+    let eps: Vec<serde_json::Value> =
+        ips.iter().map(|ip| json!({"addresses": [ip], "conditions": {"ready": true}})).collect();
     serde_json::from_value(json!({
         "metadata": {"name": name, "labels": {"kubernetes.io/service-name": svc}},
         "addressType": "IPv4",
@@ -86,10 +74,7 @@ async fn watchers_keep_the_index_current() {
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
     let created = services
-        .create(
-            &PostParams::default(),
-            &service("web", json!({"ports": [{"name": "http", "port": 80}]})),
-        )
+        .create(&PostParams::default(), &service("web", json!({"ports": [{"name": "http", "port": 80}]})))
         .await
         .unwrap();
     let ip = created.spec.unwrap().cluster_ip.unwrap();
@@ -99,32 +84,17 @@ async fn watchers_keep_the_index_current() {
     .await;
     eprintln!("new service visible after {took:?}");
     // Its slice: the index drops the endpoints of a ClusterIP Service (they make no records).
-    slices
-        .create(
-            &PostParams::default(),
-            &endpoint_slice("web-1", "web", &["10.244.2.8"]),
-        )
-        .await
-        .unwrap();
+    slices.create(&PostParams::default(), &endpoint_slice("web-1", "web", &["10.244.2.8"])).await.unwrap();
 
     // Headless service + slice; slice update; slice delete => NXDOMAIN.
     services
         .create(
             &PostParams::default(),
-            &service(
-                "db",
-                json!({"clusterIP": "None", "ports": [{"name": "http", "port": 80}]}),
-            ),
+            &service("db", json!({"clusterIP": "None", "ports": [{"name": "http", "port": 80}]})),
         )
         .await
         .unwrap();
-    slices
-        .create(
-            &PostParams::default(),
-            &endpoint_slice("db-1", "db", &["10.244.1.5", "10.244.1.6"]),
-        )
-        .await
-        .unwrap();
+    slices.create(&PostParams::default(), &endpoint_slice("db-1", "db", &["10.244.1.5", "10.244.1.6"])).await.unwrap();
     until(Duration::from_secs(5), "headless records", || {
         a_records(&index, "db.default.svc.cluster.local.")
             == Some(vec!["10.244.1.5".to_string(), "10.244.1.6".to_string()])
@@ -132,28 +102,17 @@ async fn watchers_keep_the_index_current() {
     .await;
     let mut s = slices.get("db-1").await.unwrap();
     s.endpoints = endpoint_slice("x", "db", &["10.244.1.7"]).endpoints;
-    slices
-        .replace("db-1", &PostParams::default(), &s)
-        .await
-        .unwrap();
+    slices.replace("db-1", &PostParams::default(), &s).await.unwrap();
     until(Duration::from_secs(5), "slice update", || {
         a_records(&index, "db.default.svc.cluster.local.") == Some(vec!["10.244.1.7".to_string()])
     })
     .await;
-    slices
-        .delete("db-1", &DeleteParams::default())
-        .await
-        .unwrap();
-    until(Duration::from_secs(5), "slice delete", || {
-        a_records(&index, "db.default.svc.cluster.local.").is_none()
-    })
-    .await;
+    slices.delete("db-1", &DeleteParams::default()).await.unwrap();
+    until(Duration::from_secs(5), "slice delete", || a_records(&index, "db.default.svc.cluster.local.").is_none())
+        .await;
 
     // Deleted service is gone as fast.
-    services
-        .delete("web", &DeleteParams::default())
-        .await
-        .unwrap();
+    services.delete("web", &DeleteParams::default()).await.unwrap();
     let took = until(Duration::from_secs(5), "service delete", || {
         a_records(&index, "web.default.svc.cluster.local.").is_none()
     })
@@ -163,10 +122,7 @@ async fn watchers_keep_the_index_current() {
     services
         .create(
             &PostParams::default(),
-            &service(
-                "web",
-                json!({"clusterIP": "None", "ports": [{"name": "http", "port": 80}]}),
-            ),
+            &service("web", json!({"clusterIP": "None", "ports": [{"name": "http", "port": 80}]})),
         )
         .await
         .unwrap();
@@ -190,63 +146,31 @@ async fn serve_answers_dig_after_sync() {
             break (udp, tcp, addr);
         }
     };
-    let config = Config {
-        upstreams: Some(vec![]),
-        ..Config::default()
-    };
-    let server = tokio::spawn(yard_dns::serve(
-        client.clone(),
-        config,
-        vec![udp],
-        vec![tcp],
-    ));
+    let config = Config { upstreams: Some(vec![]), ..Config::default() };
+    let server = tokio::spawn(yard_dns::serve(client.clone(), config, vec![udp], vec![tcp]));
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
-    let created = services
-        .create(
-            &PostParams::default(),
-            &service("hostnames", json!({"ports": [{"port": 80}]})),
-        )
-        .await
-        .unwrap();
+    let created =
+        services.create(&PostParams::default(), &service("hostnames", json!({"ports": [{"port": 80}]}))).await.unwrap();
     let ip = created.spec.unwrap().cluster_ip.unwrap();
     let dig = move |tcp: bool| {
         let mut c = Command::new("dig");
-        c.args([
-            &format!("@{}", addr.ip()),
-            "-p",
-            &addr.port().to_string(),
-            "+short",
-            "+time=2",
-            "+tries=1",
-        ]);
+        c.args([&format!("@{}", addr.ip()), "-p", &addr.port().to_string(), "+short", "+time=2", "+tries=1"]);
         if tcp {
             c.arg("+tcp");
         }
         c.arg("hostnames.default.svc.cluster.local");
-        String::from_utf8_lossy(&c.output().expect("dig").stdout)
-            .trim()
-            .to_string()
+        String::from_utf8_lossy(&c.output().expect("dig").stdout).trim().to_string()
     };
     let start = Instant::now();
     loop {
-        let out = tokio::task::spawn_blocking(move || dig(false))
-            .await
-            .unwrap();
+        let out = tokio::task::spawn_blocking(move || dig(false)).await.unwrap();
         if out == ip {
             break;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "no answer: {out:?}"
-        );
+        assert!(start.elapsed() < Duration::from_secs(20), "no answer: {out:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(
-        tokio::task::spawn_blocking(move || dig(true))
-            .await
-            .unwrap(),
-        ip
-    );
+    assert_eq!(tokio::task::spawn_blocking(move || dig(true)).await.unwrap(), ip);
     server.abort();
     running.shutdown().await;
 }

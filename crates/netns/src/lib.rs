@@ -61,10 +61,12 @@ pub fn create_once_shared(name: &str) -> Result<PathBuf> {
     }
     let run = Path::new(NETNS_RUN_DIR);
     std::fs::create_dir_all(run).map_err(|source| Error::Io { path: run.into(), source })?;
-    let shared = || mount(None::<&str>, NETNS_RUN_DIR, None::<&str>, MsFlags::MS_SHARED | MsFlags::MS_REC, None::<&str>);
+    let shared =
+        || mount(None::<&str>, NETNS_RUN_DIR, None::<&str>, MsFlags::MS_SHARED | MsFlags::MS_REC, None::<&str>);
     if let Err(nix::errno::Errno::EINVAL) = shared() {
         // Not a mount point yet: bind it onto itself once, then make it shared.
-        let _ = mount(Some(NETNS_RUN_DIR), NETNS_RUN_DIR, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>);
+        let _ =
+            mount(Some(NETNS_RUN_DIR), NETNS_RUN_DIR, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>);
         let _ = shared();
     }
     File::create(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
@@ -74,9 +76,10 @@ pub fn create_once_shared(name: &str) -> Result<PathBuf> {
         mount(Some("/proc/thread-self/ns/net"), &p, None::<&str>, MsFlags::MS_BIND, None::<&str>)
             .map_err(|errno| Error::Sys { path: p.clone(), op: "bind mount", errno })?;
         // Loopback up, from inside (a new namespace's `lo` is always index 1, and down).
-        rtnl::Rtnl::current()
-            .and_then(|mut nl| nl.set_up(1))
-            .map_err(|source| Error::Io { path: p.clone(), source: io::Error::new(source.kind(), format!("set lo up: {source}")) })?;
+        rtnl::Rtnl::current().and_then(|mut nl| nl.set_up(1)).map_err(|source| Error::Io {
+            path: p.clone(),
+            source: io::Error::new(source.kind(), format!("set lo up: {source}")),
+        })?;
         Ok(())
     })
     .join()
@@ -151,7 +154,8 @@ pub fn command_in(path: &Path, program: &str) -> Command {
 /// Run `program args...` inside the namespace at `path` and return its stdout; a non-zero exit is an
 /// error carrying stderr.
 pub fn output_in(path: &Path, program: &str, args: &[&str]) -> Result<String> {
-    let out = command_in(path, program).args(args).output().map_err(|source| Error::Io { path: path.into(), source })?;
+    let out =
+        command_in(path, program).args(args).output().map_err(|source| Error::Io { path: path.into(), source })?;
     if !out.status.success() {
         return Err(Error::Io {
             path: path.into(),

@@ -16,7 +16,9 @@ use netlink_packet_route::link::{
     InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
     LinkMessage,
 };
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
@@ -134,7 +136,13 @@ impl Rtnl {
 
     /// Create the veth pair `name` (here, up, enslaved to `master` when given) and `peer` (moved
     /// into the namespace `peer_netns`).
-    pub fn add_veth(&mut self, name: &str, peer: &str, peer_netns: BorrowedFd<'_>, master: Option<u32>) -> io::Result<()> {
+    pub fn add_veth(
+        &mut self,
+        name: &str,
+        peer: &str,
+        peer_netns: BorrowedFd<'_>,
+        master: Option<u32>,
+    ) -> io::Result<()> {
         let mut p = LinkMessage::default();
         p.attributes.push(LinkAttribute::IfName(peer.to_string()));
         p.attributes.push(LinkAttribute::NetNsFd(peer_netns.as_raw_fd()));

@@ -167,7 +167,10 @@ mod tests {
     fn first_endpoint_and_restart() {
         let d = stale(Some(&sp(&[])), Some(&sp(&["10.244.0.2"])));
         let s: Vec<String> = d.iter().map(|d| d.args.join(" ")).collect();
-        assert!(s.contains(&"-D -p udp --orig-dst 10.96.0.10 --orig-port-dst 53 --reply-src 10.96.0.10".to_string()), "{s:?}");
+        assert!(
+            s.contains(&"-D -p udp --orig-dst 10.96.0.10 --orig-port-dst 53 --reply-src 10.96.0.10".to_string()),
+            "{s:?}"
+        );
         // After a restart (old unknown) only un-NATed entries are touched, never --reply-src of an endpoint.
         let d = stale(None, Some(&sp(&["10.244.0.2"])));
         assert!(d.iter().all(|d| !d.args.join(" ").contains("10.244.0.2")));

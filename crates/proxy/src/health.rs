@@ -39,7 +39,10 @@ async fn hc_handler(State(s): State<Arc<HcState>>) -> impl IntoResponse {
     let code = if n > 0 { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (
         code,
-        [(header::CONTENT_TYPE, "application/json"), (header::HeaderName::from_static("x-content-type-options"), "nosniff")],
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::HeaderName::from_static("x-content-type-options"), "nosniff"),
+        ],
         health_body(&s.namespace, &s.name, n),
     )
 }
@@ -126,9 +129,8 @@ struct Histogram {
     count: u64,
 }
 
-const BUCKETS: [f64; 15] = [
-    0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096, 8.192, 16.384,
-];
+const BUCKETS: [f64; 15] =
+    [0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096, 8.192, 16.384];
 
 impl Histogram {
     fn observe(&mut self, v: f64) {
@@ -220,7 +222,11 @@ async fn healthz(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
         "currentTime": jiff::Timestamp::from_second(now as i64).map(|t| t.to_string()).unwrap_or_default(),
     })
     .to_string();
-    (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, [(header::CONTENT_TYPE, "application/json")], body)
+    (
+        if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE },
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
 }
 
 async fn metrics(State(m): State<Arc<Metrics>>) -> impl IntoResponse {

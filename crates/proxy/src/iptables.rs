@@ -194,7 +194,12 @@ pub fn render(sp: &ServicePort, cluster_cidrs: &[IpNet]) -> Rendered {
                     sp.port
                 );
             }
-            let _ = writeln!(r.nat_services, "-A KUBE-SERVICES -d {} -p {p} {c} -m {p} --dport {} -j {target}", host(cip), sp.port);
+            let _ = writeln!(
+                r.nat_services,
+                "-A KUBE-SERVICES -d {} -p {p} {c} -m {p} --dport {} -j {target}",
+                host(cip),
+                sp.port
+            );
         } else {
             let (why, verdict) =
                 if usable.is_empty() { ("has no endpoints", reject) } else { ("has no local endpoints", "DROP") };
@@ -227,7 +232,8 @@ pub fn render(sp: &ServicePort, cluster_cidrs: &[IpNet]) -> Rendered {
             r.chains.insert(ext.clone(), s);
         }
         let ext_ok = !sp.external_endpoints().is_empty();
-        let (why, verdict) = if usable.is_empty() { ("has no endpoints", reject) } else { ("has no local endpoints", "DROP") };
+        let (why, verdict) =
+            if usable.is_empty() { ("has no endpoints", reject) } else { ("has no local endpoints", "DROP") };
         for (ip, kind) in sp
             .external_ips
             .iter()
@@ -253,7 +259,10 @@ pub fn render(sp: &ServicePort, cluster_cidrs: &[IpNet]) -> Rendered {
         }
         if let Some(np) = sp.node_port {
             if !usable.is_empty() {
-                let _ = writeln!(r.nat_nodeports, "-A KUBE-NODEPORTS -p {p} -m comment --comment \"{name}\" -m {p} --dport {np} -j {ext}");
+                let _ = writeln!(
+                    r.nat_nodeports,
+                    "-A KUBE-NODEPORTS -p {p} -m comment --comment \"{name}\" -m {p} --dport {np} -j {ext}"
+                );
             }
             if !ext_ok {
                 let _ = writeln!(
@@ -467,7 +476,9 @@ impl crate::Backend for IptablesBackend {
         let mut fams: BTreeSet<Family> = changed.keys().copied().collect();
         fams.extend(removed.keys().copied());
         for f in fams {
-            if let Err(e) = self.write(f, &next, changed.get(&f).unwrap_or(&empty_c), removed.get(&f).unwrap_or(&empty_r)) {
+            if let Err(e) =
+                self.write(f, &next, changed.get(&f).unwrap_or(&empty_c), removed.get(&f).unwrap_or(&empty_r))
+            {
                 tracing::warn!("partial iptables sync failed, doing a full sync: {e}");
                 self.programmed = None;
                 return self.full_sync(desired);
@@ -490,7 +501,23 @@ impl crate::Backend for IptablesBackend {
             Err(_) => false,
         } && self
             .netns
-            .run_raw("iptables", &["-w", "-t", "nat", "-C", "PREROUTING", "-m", "comment", "--comment", "kubernetes service portals", "-j", "KUBE-SERVICES"], None)
+            .run_raw(
+                "iptables",
+                &[
+                    "-w",
+                    "-t",
+                    "nat",
+                    "-C",
+                    "PREROUTING",
+                    "-m",
+                    "comment",
+                    "--comment",
+                    "kubernetes service portals",
+                    "-j",
+                    "KUBE-SERVICES",
+                ],
+                None,
+            )
             .map(|o| o.status.success())
             .unwrap_or(false);
         if !ok {
@@ -608,7 +635,12 @@ mod tests {
         sp.node_port = Some(30053);
         let r = render(&sp, &[]);
         assert!(r.nat_services.is_empty() && r.chains.is_empty());
-        assert!(r.filter_services.contains("has no endpoints\" -m udp --dport 80 -j REJECT --reject-with icmp-port-unreachable"), "{}", r.filter_services);
+        assert!(
+            r.filter_services
+                .contains("has no endpoints\" -m udp --dport 80 -j REJECT --reject-with icmp-port-unreachable"),
+            "{}",
+            r.filter_services
+        );
         assert!(r.filter_external.contains("--dst-type LOCAL -p udp"), "{}", r.filter_external);
         let mut sp = hostnames(&["10.1.0.1", "10.1.0.2"]);
         sp.affinity_timeout = Some(600);

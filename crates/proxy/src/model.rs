@@ -500,7 +500,11 @@ mod tests {
             "endpoints": [{"addresses": ["10.244.0.5"]}]
         }));
         let st = build(&[s], &[sl], "n");
-        let ports: Vec<_> = st.services.values().map(|p| (p.name.port.clone(), p.protocol, p.endpoints.len(), p.endpoints.first().map(|e| e.port))).collect();
+        let ports: Vec<_> = st
+            .services
+            .values()
+            .map(|p| (p.name.port.clone(), p.protocol, p.endpoints.len(), p.endpoints.first().map(|e| e.port)))
+            .collect();
         assert!(ports.contains(&("dns".into(), Protocol::Udp, 1, Some(5300))), "{ports:?}");
         assert!(ports.contains(&("dns-tcp".into(), Protocol::Tcp, 1, Some(5353))), "{ports:?}");
         // No slice port named "metrics": no endpoints for it.
@@ -602,15 +606,21 @@ mod tests {
                      "sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}},
                      "ports": [{"name": "u", "port": 53, "protocol": "UDP"}, {"name": "s", "port": 99, "protocol": "SCTP"}]}
         }));
-        let s4 = slice(json!({"metadata": {"namespace": "d", "name": "ds-4", "labels": {"kubernetes.io/service-name": "ds"}},
+        let s4 = slice(
+            json!({"metadata": {"namespace": "d", "name": "ds-4", "labels": {"kubernetes.io/service-name": "ds"}},
             "addressType": "IPv4", "ports": [{"name": "u", "port": 5353, "protocol": "UDP"}],
-            "endpoints": [{"addresses": ["10.244.0.9"]}, {"addresses": ["10.244.0.9"], "conditions": {"ready": false}}]}));
-        let s6 = slice(json!({"metadata": {"namespace": "d", "name": "ds-6", "labels": {"kubernetes.io/service-name": "ds"}},
+            "endpoints": [{"addresses": ["10.244.0.9"]}, {"addresses": ["10.244.0.9"], "conditions": {"ready": false}}]}),
+        );
+        let s6 = slice(
+            json!({"metadata": {"namespace": "d", "name": "ds-6", "labels": {"kubernetes.io/service-name": "ds"}},
             "addressType": "IPv6", "ports": [{"name": "u", "port": 5353, "protocol": "UDP"}],
-            "endpoints": [{"addresses": ["fd00:244::9"]}]}));
-        let fqdn = slice(json!({"metadata": {"namespace": "d", "name": "ds-f", "labels": {"kubernetes.io/service-name": "ds"}},
+            "endpoints": [{"addresses": ["fd00:244::9"]}]}),
+        );
+        let fqdn = slice(
+            json!({"metadata": {"namespace": "d", "name": "ds-f", "labels": {"kubernetes.io/service-name": "ds"}},
             "addressType": "FQDN", "ports": [{"name": "u", "port": 5353, "protocol": "UDP"}],
-            "endpoints": [{"addresses": ["example.com"]}]}));
+            "endpoints": [{"addresses": ["example.com"]}]}),
+        );
         let headless = svc(json!({"metadata": {"namespace": "d", "name": "h"},
             "spec": {"clusterIP": "None", "ports": [{"port": 80}]}}));
         let ext = svc(json!({"metadata": {"namespace": "d", "name": "e"},

@@ -438,7 +438,8 @@ pub fn render(
         };
         let _ = ne_map;
         for vip in sp.external_ips.iter().chain(sp.load_balancer_ips.iter()) {
-            r.elements.insert((map_name(svc_map, sp.family), format!("{vip} . {proto} . {}", sp.port)), verdict.clone());
+            r.elements
+                .insert((map_name(svc_map, sp.family), format!("{vip} . {proto} . {}", sp.port)), verdict.clone());
         }
         if let Some(np) = sp.node_port {
             let m = if usable.is_empty() { "no-endpoint-nodeports" } else { "service-nodeports" };
@@ -690,7 +691,12 @@ impl Groups {
 }
 
 /// Render `sp`, keeping the group ids `old` had for the same roles.
-fn render_with(sp: &ServicePort, cidrs: &[IpNet], old: Option<&Rendered>, groups: &mut Groups) -> Result<Rendered, Error> {
+fn render_with(
+    sp: &ServicePort,
+    cidrs: &[IpNet],
+    old: Option<&Rendered>,
+    groups: &mut Groups,
+) -> Result<Rendered, Error> {
     let mut taken: Vec<u32> = Vec::new();
     let r = render(sp, cidrs, &mut |role| {
         if let Some(g) = old.and_then(|o| o.groups.iter().find(|(r, _)| *r == role)).map(|(_, g)| *g) {
@@ -1028,7 +1034,8 @@ impl crate::Backend for NftBackend {
         }
         // The dispatch chain must still hold its rules. Asked over netlink: `nft list chain`
         // would fetch every map element of the table (seconds at 10,000 Services).
-        let expected = skeleton(&self.cluster_cidrs).lines().filter(|l| l.starts_with(&format!("add rule {T} services "))).count();
+        let expected =
+            skeleton(&self.cluster_cidrs).lines().filter(|l| l.starts_with(&format!("add rule {T} services "))).count();
         let ok = match self.sock().map(|s| s.rule_count(TABLE, "services")) {
             Some(Ok(n)) => n == expected,
             Some(Err(_)) => false,
@@ -1100,11 +1107,13 @@ mod tests {
 
     /// Render with group ids 7 (Svc), 8 (Cluster), 9 (Local).
     fn rend(sp: &ServicePort, cidrs: &[IpNet]) -> Rendered {
-        render(sp, cidrs, &mut |role| Some(match role {
-            Role::Svc => 7,
-            Role::Cluster => 8,
-            Role::Local => 9,
-        }))
+        render(sp, cidrs, &mut |role| {
+            Some(match role {
+                Role::Svc => 7,
+                Role::Cluster => 8,
+                Role::Local => 9,
+            })
+        })
         .unwrap()
     }
 
@@ -1126,10 +1135,10 @@ mod tests {
         assert_eq!(r.elements.len(), 4);
         assert_eq!(r.groups, vec![(Role::Svc, 7)]);
         assert_eq!(r.picks, vec![(Family::V4, 2)]);
-        assert_eq!(plain_rules(Family::V4, 2, &cidrs()), vec![
-            "ip saddr != 10.244.0.0/16 jump mark-for-masquerade".to_string(),
-            "goto pick-2".to_string(),
-        ]);
+        assert_eq!(
+            plain_rules(Family::V4, 2, &cidrs()),
+            vec!["ip saddr != 10.244.0.0/16 jump mark-for-masquerade".to_string(), "goto pick-2".to_string(),]
+        );
         assert_eq!(plain_rules(Family::V6, 3, &cidrs()), vec!["goto pick6-3".to_string()]);
         assert_eq!(pick_rules(Family::V4, 2), vec!["meta l4proto { tcp, udp, sctp } dnat ip to meta mark & 0xffff8000 . numgen random mod 2 map @endpoints".to_string()]);
         assert_eq!(pick_rules(Family::V6, 3), vec!["meta l4proto { tcp, udp, sctp } dnat ip6 to meta mark & 0xffff8000 . numgen random mod 3 map @endpoints6".to_string()]);
@@ -1152,10 +1161,13 @@ mod tests {
         // svc-* masquerades off-cluster sources, puts group 7 into the mark (keeping the
         // masquerade bit), then the shared pick chain for two endpoints; no per-endpoint chains.
         assert_eq!(r.chains.len(), 2, "{:?}", r.chains);
-        assert_eq!(r.chains[&n.svc], vec![
-            "ip saddr != 10.244.0.0/16 jump mark-for-masquerade".to_string(),
-            "meta mark set meta mark & 0x00007fff | 0x00038000 goto pick-2".to_string(),
-        ]);
+        assert_eq!(
+            r.chains[&n.svc],
+            vec![
+                "ip saddr != 10.244.0.0/16 jump mark-for-masquerade".to_string(),
+                "meta mark set meta mark & 0x00007fff | 0x00038000 goto pick-2".to_string(),
+            ]
+        );
         assert_eq!(r.chains[&n.ext], vec!["jump mark-for-masquerade".to_string(), format!("goto {}", n.svc)]);
         assert_eq!(r.elements[&("endpoints", "0x00038000 . 1".to_string())], "10.244.2.2 . 9376");
         assert_eq!(r.elements[&("service-ips", "10.96.0.50 . tcp . 80".to_string())], format!("goto {}", n.svc));
@@ -1215,7 +1227,11 @@ mod tests {
         s3.affinity_timeout = None;
         let r3 = rend(&s3, &cidrs());
         assert_eq!(r3.chains[&n.svc].last().unwrap(), &format!("goto {}", n.local));
-        assert_eq!(r3.chains[&n.cluster][0], "meta mark set meta mark & 0x00007fff | 0x00040000 goto pick-2", "{:?}", r3.chains);
+        assert_eq!(
+            r3.chains[&n.cluster][0], "meta mark set meta mark & 0x00007fff | 0x00040000 goto pick-2",
+            "{:?}",
+            r3.chains
+        );
         assert_eq!(r3.groups, vec![(Role::Cluster, 8)]);
         assert_eq!(r3.chains[&n.ext][0], format!("ip saddr 10.244.0.0/16 goto {}", n.cluster));
     }
@@ -1264,14 +1280,21 @@ mod tests {
         let batch = p.into_batch();
         let lines: Vec<&str> = batch.lines().collect();
         // Map elements only: slot 1 goes, the dispatch moves to plain-1; no chain is touched.
-        assert_eq!(lines, vec![
-            "delete element inet yard-proxy endpoints { 0x00038000 . 1 }",
-            "delete element inet yard-proxy service-ips { 10.96.0.50 . tcp . 80 }",
-            "add element inet yard-proxy service-ips { 10.96.0.50 . tcp . 80 : goto plain-1 }",
-        ], "{batch}");
+        assert_eq!(
+            lines,
+            vec![
+                "delete element inet yard-proxy endpoints { 0x00038000 . 1 }",
+                "delete element inet yard-proxy service-ips { 10.96.0.50 . tcp . 80 }",
+                "add element inet yard-proxy service-ips { 10.96.0.50 . tcp . 80 : goto plain-1 }",
+            ],
+            "{batch}"
+        );
         // Three endpoints to two (the middle one gone): slot 1 is rewritten, slot 2 deleted;
         // slot 0 and the group are untouched.
-        let a3 = rend(&sp(&[("10.244.1.2", true, false), ("10.244.2.2", true, false), ("10.244.3.2", true, false)]), &cidrs());
+        let a3 = rend(
+            &sp(&[("10.244.1.2", true, false), ("10.244.2.2", true, false), ("10.244.3.2", true, false)]),
+            &cidrs(),
+        );
         let a2 = rend(&sp(&[("10.244.1.2", true, false), ("10.244.3.2", true, false)]), &cidrs());
         let mut p = Phases::default();
         p.diff(Some(&a3), Some(&a2));
@@ -1281,7 +1304,10 @@ mod tests {
         let add1 = batch.find("add element inet yard-proxy endpoints { 0x00038000 . 1 : 10.244.3.2 . 9376 }").unwrap();
         assert!(del1 < add1, "{batch}");
         assert!(batch.contains("delete element inet yard-proxy endpoints { 0x00038000 . 2 }"), "{batch}");
-        assert!(batch.contains("add element inet yard-proxy service-ips { 10.96.0.50 . tcp . 80 : goto plain-2 }"), "{batch}");
+        assert!(
+            batch.contains("add element inet yard-proxy service-ips { 10.96.0.50 . tcp . 80 : goto plain-2 }"),
+            "{batch}"
+        );
         // A port with a chain (NodePort), one endpoint to none: its elements move to the
         // no-endpoint maps before its chains go.
         let mut one = sp(&[("10.244.1.2", true, false)]);
@@ -1293,12 +1319,13 @@ mod tests {
         p.diff(Some(&b), Some(&c));
         let batch = p.into_batch();
         let del_el = batch.find("delete element inet yard-proxy service-ips { 10.96.0.50 . tcp . 80 }").unwrap();
-        let add_el = batch.find("add element inet yard-proxy no-endpoint-services { 10.96.0.50 . tcp . 80 : goto reject-chain }").unwrap();
+        let add_el = batch
+            .find("add element inet yard-proxy no-endpoint-services { 10.96.0.50 . tcp . 80 : goto reject-chain }")
+            .unwrap();
         let del_chain = batch.find("delete chain inet yard-proxy svc-").unwrap();
         assert!(del_el < del_chain && add_el < del_chain, "{batch}");
         let mut p = Phases::default();
         p.diff(Some(&c), Some(&c));
         assert!(p.is_empty());
     }
-
 }

@@ -83,7 +83,15 @@ pub struct Batch {
 
 impl Batch {
     pub fn new(table: &str) -> Batch {
-        let mut b = Batch { buf: Vec::with_capacity(1 << 16), seq: 1, msgs: Vec::new(), open: None, table: table.into(), set: String::new(), kind: 0 };
+        let mut b = Batch {
+            buf: Vec::with_capacity(1 << 16),
+            seq: 1,
+            msgs: Vec::new(),
+            open: None,
+            table: table.into(),
+            set: String::new(),
+            kind: 0,
+        };
         b.header(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0, NFNL_SUBSYS_NFTABLES);
         b.finish_msg(0);
         b
@@ -138,7 +146,11 @@ impl Batch {
     fn open_msg(&mut self, set: &str, kind: u16) {
         self.close();
         let seq = self.seq;
-        let flags = if kind == NFT_MSG_NEWSETELEM { NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK } else { NLM_F_REQUEST | NLM_F_ACK };
+        let flags = if kind == NFT_MSG_NEWSETELEM {
+            NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK
+        } else {
+            NLM_F_REQUEST | NLM_F_ACK
+        };
         let start = self.header((NFNL_SUBSYS_NFTABLES << 8) | kind, flags, NFPROTO_INET, 0);
         self.kind = kind;
         let cstr = |s: &str| {
@@ -162,7 +174,9 @@ impl Batch {
             None => None,
             Some(d) => Some(encode_data(d).ok_or_else(|| err("element data", format!("{set}: cannot encode {d:?}")))?),
         };
-        let need = 8 + 8 + k.len()
+        let need = 8
+            + 8
+            + k.len()
             + match &d {
                 None => 0,
                 Some(Data::Value(v)) => 8 + v.len() + 8,
@@ -199,7 +213,8 @@ impl Batch {
 
     fn ensure(&mut self, set: &str, kind: u16, need: usize) {
         match self.open {
-            Some((_, nest)) if self.set == set && self.kind == kind && self.buf.len() - nest + need <= MAX_ELEMENTS_BYTES => {}
+            Some((_, nest))
+                if self.set == set && self.kind == kind && self.buf.len() - nest + need <= MAX_ELEMENTS_BYTES => {}
             _ => self.open_msg(set, kind),
         }
     }
@@ -397,7 +412,8 @@ impl Socket {
                     if let Some(i) = want.iter().position(|(s, _)| *s == seq) {
                         let (_, set) = want.swap_remove(i);
                         if code != 0 && first_err.is_none() {
-                            first_err = Some(err(&format!("add elements to {set}"), std::io::Error::from_raw_os_error(-code)));
+                            first_err =
+                                Some(err(&format!("add elements to {set}"), std::io::Error::from_raw_os_error(-code)));
                         }
                     } else if code != 0 && first_err.is_none() {
                         first_err = Some(err("batch", std::io::Error::from_raw_os_error(-code)));
@@ -426,8 +442,17 @@ impl Socket {
 
     /// Number of rules in chain `chain` of inet table `table` (error when either is missing).
     pub fn rule_count(&self, table: &str, chain: &str) -> Result<usize, Error> {
-        let mut b = Batch { buf: Vec::new(), seq: 0x7ffe_0000, msgs: Vec::new(), open: None, table: String::new(), set: String::new(), kind: 0 };
-        let start = b.header((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE, NLM_F_REQUEST | NLM_F_DUMP, NFPROTO_INET, 0);
+        let mut b = Batch {
+            buf: Vec::new(),
+            seq: 0x7ffe_0000,
+            msgs: Vec::new(),
+            open: None,
+            table: String::new(),
+            set: String::new(),
+            kind: 0,
+        };
+        let start =
+            b.header((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE, NLM_F_REQUEST | NLM_F_DUMP, NFPROTO_INET, 0);
         for (ty, v) in [(NFTA_RULE_TABLE, table), (NFTA_RULE_CHAIN, chain)] {
             let mut n = v.as_bytes().to_vec();
             n.push(0);
@@ -465,8 +490,17 @@ impl Socket {
 
     /// Whether table `name` of family inet exists.
     pub fn table_exists(&self, name: &str) -> Result<bool, Error> {
-        let mut b = Batch { buf: Vec::new(), seq: 0x7fff_0000, msgs: Vec::new(), open: None, table: String::new(), set: String::new(), kind: 0 };
-        let start = b.header((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE, NLM_F_REQUEST | NLM_F_ACK, NFPROTO_INET, 0);
+        let mut b = Batch {
+            buf: Vec::new(),
+            seq: 0x7fff_0000,
+            msgs: Vec::new(),
+            open: None,
+            table: String::new(),
+            set: String::new(),
+            kind: 0,
+        };
+        let start =
+            b.header((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE, NLM_F_REQUEST | NLM_F_ACK, NFPROTO_INET, 0);
         let mut n = name.as_bytes().to_vec();
         n.push(0);
         b.attr(NFTA_TABLE_NAME, &n);

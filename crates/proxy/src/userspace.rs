@@ -141,7 +141,12 @@ impl Workers {
 
     /// Start `task(socket)` on the first worker; `open` runs there, inside the namespace, and
     /// its error is returned here.
-    fn spawn_listener<S, Fut>(&self, open: fn(SocketAddr) -> io::Result<S>, addr: SocketAddr, task: impl FnOnce(S) -> Fut + Send + 'static) -> Result<JoinHandle<()>, Error>
+    fn spawn_listener<S, Fut>(
+        &self,
+        open: fn(SocketAddr) -> io::Result<S>,
+        addr: SocketAddr,
+        task: impl FnOnce(S) -> Fut + Send + 'static,
+    ) -> Result<JoinHandle<()>, Error>
     where
         S: Send + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -226,7 +231,13 @@ impl Pool {
     }
 }
 
-async fn serve_conn(mut client: tokio::net::TcpStream, from: Option<IpAddr>, ep: SocketAddr, load: Arc<Vec<AtomicUsize>>, worker: usize) {
+async fn serve_conn(
+    mut client: tokio::net::TcpStream,
+    from: Option<IpAddr>,
+    ep: SocketAddr,
+    load: Arc<Vec<AtomicUsize>>,
+    worker: usize,
+) {
     let _ = client.set_nodelay(true);
     match tcp_connect(from, ep).await {
         Ok(mut up) => {
@@ -268,10 +279,19 @@ async fn tcp_connect(from: Option<IpAddr>, ep: SocketAddr) -> io::Result<tokio::
     let _ = sock.set_nodelay(true);
     if let Some(ip) = from.filter(|ip| ip.is_ipv4() == ep.is_ipv4()) {
         use std::os::fd::AsRawFd;
-        let (level, opt) = if ip.is_ipv4() { (libc::SOL_IP, libc::IP_TRANSPARENT) } else { (libc::SOL_IPV6, libc::IPV6_TRANSPARENT) };
+        let (level, opt) =
+            if ip.is_ipv4() { (libc::SOL_IP, libc::IP_TRANSPARENT) } else { (libc::SOL_IPV6, libc::IPV6_TRANSPARENT) };
         let one: libc::c_int = 1;
         // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int and its size.
-        let rc = unsafe { libc::setsockopt(sock.as_raw_fd(), level, opt, (&one as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t) };
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                level,
+                opt,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
@@ -283,7 +303,8 @@ async fn tcp_connect(from: Option<IpAddr>, ep: SocketAddr) -> io::Result<tokio::
 }
 
 async fn udp_upstream(ep: SocketAddr) -> io::Result<UdpSocket> {
-    let any: SocketAddr = if ep.is_ipv6() { (Ipv6Addr::UNSPECIFIED, 0).into() } else { (Ipv4Addr::UNSPECIFIED, 0).into() };
+    let any: SocketAddr =
+        if ep.is_ipv6() { (Ipv6Addr::UNSPECIFIED, 0).into() } else { (Ipv4Addr::UNSPECIFIED, 0).into() };
     let s = bind_udp(any)?;
     s.connect(ep).await?;
     Ok(s)
@@ -326,7 +347,14 @@ impl UserspaceBackend {
     /// Starts the worker threads in `netns`; they end when the backend is dropped.
     pub fn new(netns: Netns, cluster_cidrs: Vec<ipnet::IpNet>) -> Result<Self, Error> {
         let workers = Workers::start(&netns)?;
-        Ok(UserspaceBackend { netns, workers, cluster_cidrs: Arc::new(cluster_cidrs), diverting: false, listeners: BTreeMap::new(), vips: None })
+        Ok(UserspaceBackend {
+            netns,
+            workers,
+            cluster_cidrs: Arc::new(cluster_cidrs),
+            diverting: false,
+            listeners: BTreeMap::new(),
+            vips: None,
+        })
     }
 
     /// The divert rule and policy route that bring replies to transparent sockets home.
@@ -338,7 +366,8 @@ impl UserspaceBackend {
             "table inet {DIVERT_TABLE} {{\n  chain divert {{\n    type filter hook prerouting priority mangle; policy accept;\n    \
              meta l4proto tcp socket transparent 1 meta mark set meta mark | {DIVERT_MARK:#x} accept\n  }}\n}}\n"
         );
-        self.netns.run("nft", &["-f", "-"], Some(&format!("destroy table inet {DIVERT_TABLE}\n{rules}")))
+        self.netns
+            .run("nft", &["-f", "-"], Some(&format!("destroy table inet {DIVERT_TABLE}\n{rules}")))
             .or_else(|_| self.netns.run("nft", &["-f", "-"], Some(&rules)))?;
         for fam in ["-4", "-6"] {
             let mark = format!("{DIVERT_MARK:#x}/{DIVERT_MARK:#x}");
@@ -401,7 +430,9 @@ impl UserspaceBackend {
                 let pool = self.workers.pool(transparent.then(|| self.cluster_cidrs.clone()));
                 Ok(vec![self.workers.spawn_listener(listen_tcp, key.addr, move |l| tcp_loop(l, balancer, pool))?])
             }
-            Protocol::Udp => Ok(vec![self.workers.spawn_listener(bind_udp, key.addr, move |s| udp_loop(Arc::new(s), balancer))?]),
+            Protocol::Udp => {
+                Ok(vec![self.workers.spawn_listener(bind_udp, key.addr, move |s| udp_loop(Arc::new(s), balancer))?])
+            }
             Protocol::Sctp => Err(Error::Other("userspace mode does not proxy SCTP".into())),
         }
     }
@@ -501,13 +532,19 @@ impl crate::Backend for UserspaceBackend {
             for ip in &sp.cluster_ips {
                 vips.insert(*ip);
                 if !cluster.is_empty() {
-                    want.insert(ListenKey { addr: SocketAddr::new(*ip, sp.port), protocol: sp.protocol }, (cluster.clone(), aff, false));
+                    want.insert(
+                        ListenKey { addr: SocketAddr::new(*ip, sp.port), protocol: sp.protocol },
+                        (cluster.clone(), aff, false),
+                    );
                 }
             }
             for ip in sp.external_ips.iter().chain(sp.load_balancer_ips.iter()) {
                 vips.insert(*ip);
                 if !external.is_empty() {
-                    want.insert(ListenKey { addr: SocketAddr::new(*ip, sp.port), protocol: sp.protocol }, (external.clone(), aff, local));
+                    want.insert(
+                        ListenKey { addr: SocketAddr::new(*ip, sp.port), protocol: sp.protocol },
+                        (external.clone(), aff, local),
+                    );
                 }
             }
             if let (Some(np), false) = (sp.node_port, external.is_empty()) {
@@ -515,7 +552,10 @@ impl crate::Backend for UserspaceBackend {
                     crate::model::Family::V4 => Ipv4Addr::UNSPECIFIED.into(),
                     crate::model::Family::V6 => Ipv6Addr::UNSPECIFIED.into(),
                 };
-                want.insert(ListenKey { addr: SocketAddr::new(any, np), protocol: sp.protocol }, (external.clone(), aff, local));
+                want.insert(
+                    ListenKey { addr: SocketAddr::new(any, np), protocol: sp.protocol },
+                    (external.clone(), aff, local),
+                );
             }
         }
         self.sync_vips(&vips)?;
@@ -533,7 +573,9 @@ impl crate::Backend for UserspaceBackend {
         let mut errors = Vec::new();
         for (k, (eps, aff, transparent)) in want {
             match self.listeners.get(&k) {
-                Some(l) if l.transparent == transparent && !l.tasks.iter().any(|t| t.is_finished()) => l.balancer.update(eps, aff),
+                Some(l) if l.transparent == transparent && !l.tasks.iter().any(|t| t.is_finished()) => {
+                    l.balancer.update(eps, aff)
+                }
                 _ => {
                     if let Some(old) = self.listeners.remove(&k) {
                         old.stop();
@@ -561,7 +603,12 @@ impl crate::Backend for UserspaceBackend {
         if !ok {
             self.vips = None;
         }
-        let divert_ok = !self.diverting || self.netns.run_raw("nft", &["list", "table", "inet", DIVERT_TABLE], None).map(|o| o.status.success()).unwrap_or(false);
+        let divert_ok = !self.diverting
+            || self
+                .netns
+                .run_raw("nft", &["list", "table", "inet", DIVERT_TABLE], None)
+                .map(|o| o.status.success())
+                .unwrap_or(false);
         if !divert_ok {
             self.diverting = false;
         }

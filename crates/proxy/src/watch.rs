@@ -81,7 +81,8 @@ impl Index {
         {
             self.pending_triggers.push(t);
         }
-        let owner = s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)).map(|n| (sk.0.clone(), n.clone()));
+        let owner =
+            s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)).map(|n| (sk.0.clone(), n.clone()));
         if let Some(prev) = self.slice_owner.get(&sk).cloned() {
             if Some(&prev) != owner.as_ref() {
                 self.delete_slice(&sk);
@@ -273,7 +274,6 @@ pub async fn sync_loop(
         .map_err(|e| Error::Other(format!("cleanup task: {e}")))?
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,7 +283,8 @@ mod tests {
     fn index_tracks_services_and_slices() {
         let mut idx = Index::new("n1");
         let svc: Service = serde_json::from_value(json!({"metadata": {"namespace": "d", "name": "a"},
-            "spec": {"clusterIP": "10.96.0.9", "ports": [{"port": 80}]}})).unwrap();
+            "spec": {"clusterIP": "10.96.0.9", "ports": [{"port": 80}]}}))
+        .unwrap();
         let sl = |name: &str, ip: &str| -> EndpointSlice {
             serde_json::from_value(json!({"metadata": {"namespace": "d", "name": name, "labels": {SERVICE_NAME_LABEL: "a"},
                 "annotations": {TRIGGER_TIME_ANNOTATION: "2026-01-01T00:00:00Z"}},

@@ -28,12 +28,7 @@ fn hostnames(extra: Value) -> Value {
 
 /// The whole scenario against one backend. `sabotage` wipes the backend's kernel state the way an
 /// admin might; `programmed` says whether anything of the backend is left in the node.
-fn scenario(
-    tag: &str,
-    mk: impl FnOnce(Netns) -> Box<dyn Backend>,
-    sabotage: &str,
-    programmed: impl Fn(&Topo) -> bool,
-) {
+fn scenario(tag: &str, mk: impl FnOnce(Netns) -> Box<dyn Backend>, sabotage: &str, programmed: impl Fn(&Topo) -> bool) {
     let t = Topo::new(tag, 3);
     let mut backend = mk(Netns::new(Some(t.node.path().to_path_buf())));
     let b = Cleanup(backend.as_mut());
@@ -44,7 +39,13 @@ fn scenario(
             service("self", "10.96.0.51", 80, "TCP", json!({})),
             service("empty", "10.96.0.52", 80, "TCP", json!({})),
             service("dns", "10.96.0.53", 53, "UDP", json!({})),
-            service("local", "10.96.0.54", 80, "TCP", json!({"type": "NodePort", "nodePort": 30081, "externalTrafficPolicy": "Local"})),
+            service(
+                "local",
+                "10.96.0.54",
+                80,
+                "TCP",
+                json!({"type": "NodePort", "nodePort": 30081, "externalTrafficPolicy": "Local"}),
+            ),
         ]
     };
     let base_slices = |eps: &[(&str, &str)], dns: &str| -> Vec<Value> {
@@ -101,7 +102,8 @@ fn scenario(
     );
 
     // ClientIP affinity pins one endpoint.
-    let s3 = state(&base_services(hostnames(json!({"sessionAffinity": "ClientIP"}))), &base_slices(&all, "10.244.1.11"));
+    let s3 =
+        state(&base_services(hostnames(json!({"sessionAffinity": "ClientIP"}))), &base_slices(&all, "10.244.1.11"));
     assert_eq!(b.0.sync(&s3).unwrap(), 1);
     let answers = tcp_many(&t.client.ns, VIP, 80, 20);
     assert_eq!(names(&answers).len(), 1, "{answers:?}");
@@ -163,9 +165,11 @@ fn iptables_save_looks_like_kube_proxy() {
     let s = state(
         &[json!({"metadata": {"namespace": "default", "name": "hostnames"},
             "spec": {"clusterIP": "10.0.91.192", "ports": [{"name": "default", "port": 80, "protocol": "TCP", "targetPort": 9376}]}})],
-        &[json!({"metadata": {"namespace": "default", "name": "hostnames-a", "labels": {"kubernetes.io/service-name": "hostnames"}},
+        &[
+            json!({"metadata": {"namespace": "default", "name": "hostnames-a", "labels": {"kubernetes.io/service-name": "hostnames"}},
             "addressType": "IPv4", "ports": [{"name": "default", "port": 9376, "protocol": "TCP"}],
-            "endpoints": [{"addresses": ["10.1.161.47"]}, {"addresses": ["10.1.166.146"]}, {"addresses": ["10.1.166.166"]}]})],
+            "endpoints": [{"addresses": ["10.1.161.47"]}, {"addresses": ["10.1.166.146"]}, {"addresses": ["10.1.166.166"]}]}),
+        ],
     );
     g.0.sync(&s).unwrap();
     let save = t.node.sh("iptables-save").unwrap();
@@ -188,17 +192,30 @@ fn iptables_save_looks_like_kube_proxy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn userspace_backend() {
     let t = Topo::new("usr", 3);
-    let mut backend = yard_proxy::userspace::UserspaceBackend::new(Netns::new(Some(t.node.path().to_path_buf())), vec!["10.244.0.0/16".parse().unwrap()]).unwrap();
+    let mut backend = yard_proxy::userspace::UserspaceBackend::new(
+        Netns::new(Some(t.node.path().to_path_buf())),
+        vec!["10.244.0.0/16".parse().unwrap()],
+    )
+    .unwrap();
     let b = Cleanup(&mut backend);
     let all = [("10.244.1.10", NODE), ("10.244.1.11", NODE), ("10.244.1.12", NODE)];
     let services = vec![
         service("hostnames", VIP, 80, "TCP", json!({"type": "NodePort", "nodePort": 30080})),
         service("dns", "10.96.0.53", 53, "UDP", json!({})),
         service("empty", "10.96.0.52", 80, "TCP", json!({})),
-        service("local", "10.96.0.54", 80, "TCP", json!({"type": "NodePort", "nodePort": 30081, "externalTrafficPolicy": "Local"})),
+        service(
+            "local",
+            "10.96.0.54",
+            80,
+            "TCP",
+            json!({"type": "NodePort", "nodePort": 30081, "externalTrafficPolicy": "Local"}),
+        ),
     ];
     let local = slice("local", "TCP", &[("10.244.1.11", NODE), ("10.244.2.5", "node-b")]);
-    let s1 = state(&services, &[slice("hostnames", "TCP", &all), slice("dns", "UDP", &[("10.244.1.10", NODE)]), local.clone()]);
+    let s1 = state(
+        &services,
+        &[slice("hostnames", "TCP", &all), slice("dns", "UDP", &[("10.244.1.10", NODE)]), local.clone()],
+    );
     tokio::task::block_in_place(|| b.0.sync(&s1)).unwrap();
     let ns = &t.client.ns;
     let answers = tokio::task::block_in_place(|| tcp_many(ns, VIP, 80, 30));
@@ -241,8 +258,14 @@ async fn health_check_node_port() {
             &[slice("lb", "TCP", eps)],
         )
     };
-    tokio::task::block_in_place(|| hc.update(&lb(&[("10.244.1.10", NODE), ("10.244.1.11", NODE), ("10.244.2.9", "node-b")])));
-    let curl = |t: &Topo| t.ext.sh(&format!("curl -s -m 3 -w ' %{{http_code}}' http://{NODE_EXT_IP}:32000/healthz; true")).unwrap_or_default();
+    tokio::task::block_in_place(|| {
+        hc.update(&lb(&[("10.244.1.10", NODE), ("10.244.1.11", NODE), ("10.244.2.9", "node-b")]))
+    });
+    let curl = |t: &Topo| {
+        t.ext
+            .sh(&format!("curl -s -m 3 -w ' %{{http_code}}' http://{NODE_EXT_IP}:32000/healthz; true"))
+            .unwrap_or_default()
+    };
     let out = tokio::task::block_in_place(|| curl(&t));
     assert!(out.ends_with(" 200"), "{out}");
     let body: serde_json::Value = serde_json::from_str(out.trim_end_matches(" 200")).unwrap();

@@ -27,7 +27,14 @@ fn big(n: usize, eps: usize) -> DesiredState {
             health_check_node_port: None,
             endpoints: (0..eps)
                 .map(|j| Endpoint {
-                    ip: format!("10.{}.{}.{}", 100 + (i * eps + j) / 65536, ((i * eps + j) / 256) % 256, (i * eps + j) % 256).parse().unwrap(),
+                    ip: format!(
+                        "10.{}.{}.{}",
+                        100 + (i * eps + j) / 65536,
+                        ((i * eps + j) / 256) % 256,
+                        (i * eps + j) % 256
+                    )
+                    .parse()
+                    .unwrap(),
                     port: 8080,
                     ready: true,
                     serving: true,
@@ -61,7 +68,14 @@ fn run(name: &str, n: usize, mut b: Box<dyn Backend>) {
 #[ignore]
 fn scale_10k_nftables() {
     let ns = common::TempNetns::new("scale").unwrap();
-    run("nftables", 10_000, Box::new(yard_proxy::nft::NftBackend::new(Netns::new(Some(ns.path().to_path_buf())), vec!["10.244.0.0/16".parse().unwrap()])));
+    run(
+        "nftables",
+        10_000,
+        Box::new(yard_proxy::nft::NftBackend::new(
+            Netns::new(Some(ns.path().to_path_buf())),
+            vec!["10.244.0.0/16".parse().unwrap()],
+        )),
+    );
 }
 
 /// iptables-nft restores 100k chains very slowly (minutes); 1,000 Services show the trend.
@@ -69,5 +83,12 @@ fn scale_10k_nftables() {
 #[ignore]
 fn scale_1k_iptables() {
     let ns = common::TempNetns::new("scale").unwrap();
-    run("iptables", 1_000, Box::new(yard_proxy::iptables::IptablesBackend::new(Netns::new(Some(ns.path().to_path_buf())), vec!["10.244.0.0/16".parse().unwrap()])));
+    run(
+        "iptables",
+        1_000,
+        Box::new(yard_proxy::iptables::IptablesBackend::new(
+            Netns::new(Some(ns.path().to_path_buf())),
+            vec!["10.244.0.0/16".parse().unwrap()],
+        )),
+    );
 }

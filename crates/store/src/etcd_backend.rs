@@ -14,8 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use etcd_client::proto::{PbCompactionRequest, PbCompactionResponse, PbRangeRequest, PbRangeResponse, PbTxnRequest, PbTxnResponse};
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, DeleteOptions, PutOptions, TxnOp, TxnOpResponse, WatchOptions};
+use etcd_client::proto::{
+    PbCompactionRequest, PbCompactionResponse, PbRangeRequest, PbRangeResponse, PbTxnRequest, PbTxnResponse,
+};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, PutOptions, TxnOp, TxnOpResponse, WatchOptions,
+};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
@@ -49,7 +53,8 @@ impl EtcdConfig {
         } else {
             return Err(StoreError::Backend(format!("not an etcd URL: {url} (want etcd://host:port[,host:port...])")));
         };
-        let endpoints: Vec<String> = rest.trim_end_matches('/').split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        let endpoints: Vec<String> =
+            rest.trim_end_matches('/').split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
         if endpoints.is_empty() {
             return Err(StoreError::Backend(format!("no etcd endpoints in {url}")));
         }
@@ -90,9 +95,14 @@ const READ_RETRY: Duration = Duration::from_secs(10);
 
 /// A rustls client configuration trusting the certificates in `ca` (PEM; required) and
 /// presenting `identity` (certificate and key PEM) when given.
-fn client_tls(ca: Option<&[u8]>, identity: Option<&(Vec<u8>, Vec<u8>)>) -> std::result::Result<rustls::ClientConfig, String> {
+fn client_tls(
+    ca: Option<&[u8]>,
+    identity: Option<&(Vec<u8>, Vec<u8>)>,
+) -> std::result::Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
-    let certs = rustls_pemfile::certs(&mut ca.ok_or("TLS to etcd needs a CA file")?).collect::<std::result::Result<Vec<_>, _>>().map_err(|e| format!("CA file: {e}"))?;
+    let certs = rustls_pemfile::certs(&mut ca.ok_or("TLS to etcd needs a CA file")?)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| format!("CA file: {e}"))?;
     // A system bundle (`etcds://`) may hold certificates rustls cannot use; those are skipped.
     let (added, _skipped) = roots.add_parsable_certificates(certs);
     if added == 0 {
@@ -104,8 +114,12 @@ fn client_tls(ca: Option<&[u8]>, identity: Option<&(Vec<u8>, Vec<u8>)>) -> std::
         .with_root_certificates(roots);
     let mut config = match identity {
         Some((cert, key)) => {
-            let chain = rustls_pemfile::certs(&mut cert.as_slice()).collect::<std::result::Result<Vec<_>, _>>().map_err(|e| format!("client certificate: {e}"))?;
-            let key = rustls_pemfile::private_key(&mut key.as_slice()).map_err(|e| format!("client key: {e}"))?.ok_or("client key file holds no key")?;
+            let chain = rustls_pemfile::certs(&mut cert.as_slice())
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| format!("client certificate: {e}"))?;
+            let key = rustls_pemfile::private_key(&mut key.as_slice())
+                .map_err(|e| format!("client key: {e}"))?
+                .ok_or("client key file holds no key")?;
             builder.with_client_auth_cert(chain, key).map_err(|e| format!("client certificate: {e}"))?
         }
         None => builder.with_no_client_auth(),
@@ -131,8 +145,13 @@ fn prefix_end(p: &[u8]) -> Vec<u8> {
 fn transient(e: &CallError) -> bool {
     match e {
         CallError::Status(s) => {
-            matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled)
-                && !s.message().contains("compacted")
+            matches!(
+                s.code(),
+                tonic::Code::Unavailable
+                    | tonic::Code::Unknown
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Cancelled
+            ) && !s.message().contains("compacted")
                 && !s.message().contains("future revision")
         }
         CallError::NotSent(..) | CallError::Lost(..) => true,
@@ -189,7 +208,11 @@ impl EtcdStore {
             opts = opts.with_tls(t);
             rustls_config = Some(Arc::new(client_tls(ca.as_deref(), identity.as_ref()).map_err(backend)?));
         }
-        let kv = UnaryKv::new(&cfg.endpoints, crate::etcd_unary::Settings { tls: rustls_config, connect_timeout, keep_alive, max_message: MAX_MESSAGE }).map_err(backend)?;
+        let kv = UnaryKv::new(
+            &cfg.endpoints,
+            crate::etcd_unary::Settings { tls: rustls_config, connect_timeout, keep_alive, max_message: MAX_MESSAGE },
+        )
+        .map_err(backend)?;
         let client = Client::connect(&endpoints, Some(opts)).await.map_err(backend)?;
         let mut store = Self { kv: Arc::new(kv), client, prefix: cfg.prefix.clone(), compactor: None };
         // Fail fast when no member answers.
@@ -230,7 +253,11 @@ impl EtcdStore {
     }
 
     /// A read (`method` is Range, or Txn with reads only), retried on other members while they fail.
-    async fn read<Req: prost::Message, Resp: prost::Message + Default>(&self, method: &'static str, req: &Req) -> Result<Resp> {
+    async fn read<Req: prost::Message, Resp: prost::Message + Default>(
+        &self,
+        method: &'static str,
+        req: &Req,
+    ) -> Result<Resp> {
         let deadline = tokio::time::Instant::now() + READ_RETRY;
         let mut pause = Duration::from_millis(50);
         loop {
@@ -263,13 +290,19 @@ impl EtcdStore {
             let k = self.full(op.key());
             compares.push(match op {
                 Op::Create { .. } => Compare::create_revision(k.clone(), CompareOp::Equal, 0),
-                Op::Update { expect: Some(e), .. } | Op::Delete { expect: Some(e), .. } => Compare::mod_revision(k.clone(), CompareOp::Equal, *e),
-                Op::Update { expect: None, .. } | Op::Delete { expect: None, .. } => Compare::mod_revision(k.clone(), CompareOp::Greater, 0),
+                Op::Update { expect: Some(e), .. } | Op::Delete { expect: Some(e), .. } => {
+                    Compare::mod_revision(k.clone(), CompareOp::Equal, *e)
+                }
+                Op::Update { expect: None, .. } | Op::Delete { expect: None, .. } => {
+                    Compare::mod_revision(k.clone(), CompareOp::Greater, 0)
+                }
             });
             then.push(match op {
                 // A create has no previous value to read back; an update needs its create revision.
                 Op::Create { value, .. } => TxnOp::put(k.clone(), value.to_vec(), None),
-                Op::Update { value, .. } => TxnOp::put(k.clone(), value.to_vec(), Some(PutOptions::new().with_prev_key())),
+                Op::Update { value, .. } => {
+                    TxnOp::put(k.clone(), value.to_vec(), Some(PutOptions::new().with_prev_key()))
+                }
                 Op::Delete { .. } => TxnOp::delete(k.clone(), Some(DeleteOptions::new().with_prev_key())),
             });
             otherwise.push(TxnOp::get(k, None));
@@ -350,7 +383,9 @@ impl EtcdStore {
                 (Op::Create { .. }, Some(_)) => return Err(StoreError::AlreadyExists(key)),
                 (Op::Create { .. }, None) => {}
                 (_, None) => return Err(StoreError::NotFound(key)),
-                (Op::Update { expect: Some(e), .. } | Op::Delete { expect: Some(e), .. }, Some(c)) if *e != c.mod_revision => {
+                (Op::Update { expect: Some(e), .. } | Op::Delete { expect: Some(e), .. }, Some(c))
+                    if *e != c.mod_revision =>
+                {
                     return Err(StoreError::Conflict { key, current: Some(Box::new(c)) })
                 }
                 _ => {}
@@ -390,7 +425,12 @@ impl EtcdStore {
         let probe = PbRangeRequest { count_only: true, revision: start, ..range_request(key, end) };
         match self.kv.call::<_, PbRangeResponse>("/etcdserverpb.KV/Range", &probe).await {
             Ok(_) => {}
-            Err(e) if is_compacted(&e) => return Err(StoreError::Expired { requested: after, oldest: self.compacted_revision().await.unwrap_or(start) }),
+            Err(e) if is_compacted(&e) => {
+                return Err(StoreError::Expired {
+                    requested: after,
+                    oldest: self.compacted_revision().await.unwrap_or(start),
+                })
+            }
             Err(e) if e.to_string().contains("future revision") => {}
             Err(e) if transient(&e) => {}
             Err(e) => return Err(backend(e)),
@@ -581,7 +621,8 @@ impl Store for EtcdStore {
     fn count(&self, prefix: &str) -> BoxFuture<'_, Result<i64>> {
         let k = self.full(prefix);
         let end = prefix_end(&k);
-        async move { Ok(self.range(PbRangeRequest { count_only: true, ..range_request(k, end) }).await?.count()) }.boxed()
+        async move { Ok(self.range(PbRangeRequest { count_only: true, ..range_request(k, end) }).await?.count()) }
+            .boxed()
     }
 
     fn write(&self, op: Op) -> BoxFuture<'_, Result<KeyValue>> {
@@ -621,7 +662,14 @@ impl Store for EtcdStore {
 
     fn compact(&self, revision: i64) -> BoxFuture<'_, Result<()>> {
         async move {
-            match self.kv.call_write::<_, PbCompactionResponse>("/etcdserverpb.KV/Compact", &PbCompactionRequest { revision, physical: false }).await {
+            match self
+                .kv
+                .call_write::<_, PbCompactionResponse>(
+                    "/etcdserverpb.KV/Compact",
+                    &PbCompactionRequest { revision, physical: false },
+                )
+                .await
+            {
                 Ok(_) => Ok(()),
                 Err(e) if is_compacted(&e) => Ok(()),
                 Err(e) => Err(backend(e)),

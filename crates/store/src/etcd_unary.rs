@@ -106,12 +106,25 @@ impl UnaryKv {
         let mut members = Vec::with_capacity(endpoints.len());
         for a in endpoints {
             let authority = a.parse().map_err(|e| format!("etcd endpoint {a}: {e}"))?;
-            members.push(Member { addr: a.clone(), authority, conn: Mutex::new(None), connecting: tokio::sync::Mutex::new(()), down_until: Mutex::new(None) });
+            members.push(Member {
+                addr: a.clone(),
+                authority,
+                conn: Mutex::new(None),
+                connecting: tokio::sync::Mutex::new(()),
+                down_until: Mutex::new(None),
+            });
         }
         if members.is_empty() {
             return Err("no etcd endpoints".into());
         }
-        Ok(Self { members, scheme, next: AtomicUsize::new(0), settings, leader: Mutex::default(), looking: AtomicBool::new(false) })
+        Ok(Self {
+            members,
+            scheme,
+            next: AtomicUsize::new(0),
+            settings,
+            leader: Mutex::default(),
+            looking: AtomicBool::new(false),
+        })
     }
 
     /// The next member in turn that is not being passed over (the next in turn if all are).
@@ -126,7 +139,11 @@ impl UnaryKv {
     }
 
     /// Call `method` (e.g. `/etcdserverpb.KV/Range`) with `req` on the next member.
-    pub(crate) async fn call<Req: Message, Resp: Message + Default>(&self, method: &'static str, req: &Req) -> Result<Resp, CallError> {
+    pub(crate) async fn call<Req: Message, Resp: Message + Default>(
+        &self,
+        method: &'static str,
+        req: &Req,
+    ) -> Result<Resp, CallError> {
         self.call_on(self.pick(), method, req).await
     }
 
@@ -134,7 +151,11 @@ impl UnaryKv {
     /// while no reachable leader is known. A failure that can mean the leader is gone or has
     /// changed (no connection, or etcd answering Unavailable: "no leader", "leader changed")
     /// forgets it, so the next write looks it up again.
-    pub(crate) async fn call_write<Req: Message, Resp: Message + Default>(self: &Arc<Self>, method: &'static str, req: &Req) -> Result<Resp, CallError> {
+    pub(crate) async fn call_write<Req: Message, Resp: Message + Default>(
+        self: &Arc<Self>,
+        method: &'static str,
+        req: &Req,
+    ) -> Result<Resp, CallError> {
         let leader = self.leader_for_write();
         let r = self.call_on(leader.map_or_else(|| self.pick(), |i| &self.members[i]), method, req).await;
         let gone = match &r {
@@ -190,7 +211,11 @@ impl UnaryKv {
     /// highest term if (across a partition) more than one does.
     pub(crate) async fn look_up_leader(&self) {
         let asks = self.members.iter().enumerate().map(|(i, m)| async move {
-            let status = tokio::time::timeout(STATUS_WAIT, self.call_on::<_, PbStatusResponse>(m, "/etcdserverpb.Maintenance/Status", &PbStatusRequest {})).await;
+            let status = tokio::time::timeout(
+                STATUS_WAIT,
+                self.call_on::<_, PbStatusResponse>(m, "/etcdserverpb.Maintenance/Status", &PbStatusRequest {}),
+            )
+            .await;
             let s = status.ok()?.ok()?;
             let me = s.header.as_ref().map_or(0, |h| h.member_id);
             (s.leader != 0 && s.leader == me).then_some((i, s.raft_term))
@@ -208,7 +233,12 @@ impl UnaryKv {
     }
 
     /// Call `method` with `req` on member `m`.
-    async fn call_on<Req: Message, Resp: Message + Default>(&self, m: &Member, method: &'static str, req: &Req) -> Result<Resp, CallError> {
+    async fn call_on<Req: Message, Resp: Message + Default>(
+        &self,
+        m: &Member,
+        method: &'static str,
+        req: &Req,
+    ) -> Result<Resp, CallError> {
         let conn = self.conn(m).await?;
         let not_sent = |e: h2::Error| CallError::NotSent(m.addr.clone(), e.to_string());
         let lost = |e: h2::Error| {
@@ -229,7 +259,8 @@ impl UnaryKv {
         uri.authority = Some(m.authority.clone());
         uri.path_and_query = Some(http::uri::PathAndQuery::from_static(method));
         let uri = http::Uri::from_parts(uri).map_err(|e| CallError::NotSent(m.addr.clone(), e.to_string()))?;
-        let mut request = http::Request::post(uri).body(()).map_err(|e| CallError::NotSent(m.addr.clone(), e.to_string()))?;
+        let mut request =
+            http::Request::post(uri).body(()).map_err(|e| CallError::NotSent(m.addr.clone(), e.to_string()))?;
         let h = request.headers_mut();
         h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
         h.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
@@ -239,7 +270,10 @@ impl UnaryKv {
         stream.send_data(frame(req), true).map_err(lost)?;
         let (parts, mut body) = answer.await.map_err(lost)?.into_parts();
         if parts.status != http::StatusCode::OK {
-            return Err(CallError::Status(tonic::Status::unknown(format!("etcd member {}: HTTP status {}", m.addr, parts.status))));
+            return Err(CallError::Status(tonic::Status::unknown(format!(
+                "etcd member {}: HTTP status {}",
+                m.addr, parts.status
+            ))));
         }
         // A trailers-only answer carries its status in the headers.
         if let Some(s) = failed(&parts.headers) {
@@ -258,7 +292,10 @@ impl UnaryKv {
                     }
                     rest.extend_from_slice(&chunk);
                     if rest.len() > self.settings.max_message + 5 {
-                        return Err(CallError::Status(tonic::Status::out_of_range(format!("etcd answer larger than {} bytes", self.settings.max_message))));
+                        return Err(CallError::Status(tonic::Status::out_of_range(format!(
+                            "etcd answer larger than {} bytes",
+                            self.settings.max_message
+                        ))));
                     }
                 }
             }
@@ -271,7 +308,9 @@ impl UnaryKv {
             return Err(CallError::Lost(m.addr.clone(), "answer ended without a gRPC status".into()));
         }
         let mut whole = if rest.is_empty() { first.unwrap_or_default() } else { rest.freeze() };
-        unframe(&mut whole).and_then(|msg| Resp::decode(msg).map_err(|e| e.to_string())).map_err(|e| CallError::Status(tonic::Status::internal(format!("etcd member {}: {e}", m.addr))))
+        unframe(&mut whole)
+            .and_then(|msg| Resp::decode(msg).map_err(|e| e.to_string()))
+            .map_err(|e| CallError::Status(tonic::Status::internal(format!("etcd member {}: {e}", m.addr))))
     }
 
     /// The member's open connection, or a new one.
@@ -312,12 +351,17 @@ impl UnaryKv {
         let io: Box<dyn Io> = match &s.tls {
             None => Box::new(tcp),
             Some(cfg) => {
-                let host = m.addr.rsplit_once(':').map_or(m.addr.as_str(), |(h, _)| h).trim_matches(|c| c == '[' || c == ']');
-                let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| format!("server name {host}: {e}"))?;
-                let tls = tokio::time::timeout(s.connect_timeout, tokio_rustls::TlsConnector::from(cfg.clone()).connect(name, tcp))
-                    .await
-                    .map_err(|_| "TLS handshake timed out".to_string())?
-                    .map_err(|e| format!("TLS handshake: {e}"))?;
+                let host =
+                    m.addr.rsplit_once(':').map_or(m.addr.as_str(), |(h, _)| h).trim_matches(|c| c == '[' || c == ']');
+                let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                    .map_err(|e| format!("server name {host}: {e}"))?;
+                let tls = tokio::time::timeout(
+                    s.connect_timeout,
+                    tokio_rustls::TlsConnector::from(cfg.clone()).connect(name, tcp),
+                )
+                .await
+                .map_err(|_| "TLS handshake timed out".to_string())?
+                .map_err(|e| format!("TLS handshake: {e}"))?;
                 Box::new(tls)
             }
         };
@@ -396,7 +440,12 @@ mod tests {
     use etcd_client::proto::{PbCompactionRequest, PbCompactionResponse};
 
     fn settings() -> Settings {
-        Settings { tls: None, connect_timeout: Duration::from_secs(2), keep_alive: (Duration::from_secs(5), Duration::from_secs(3)), max_message: 1 << 20 }
+        Settings {
+            tls: None,
+            connect_timeout: Duration::from_secs(2),
+            keep_alive: (Duration::from_secs(5), Duration::from_secs(3)),
+            max_message: 1 << 20,
+        }
     }
 
     /// A test server's answer: its headers, body and trailers.
@@ -455,12 +504,17 @@ mod tests {
             let mut b = Bytes::copy_from_slice(body);
             let req = PbCompactionRequest::decode(unframe(&mut b).unwrap()).unwrap();
             assert_eq!(req.revision, 42);
-            let resp = PbCompactionResponse { header: Some(etcd_client::proto::PbResponseHeader { revision: 43, ..Default::default() }) };
+            let resp = PbCompactionResponse {
+                header: Some(etcd_client::proto::PbResponseHeader { revision: 43, ..Default::default() }),
+            };
             (vec![("content-type", "application/grpc")], frame(&resp), vec![("grpc-status", "0")])
         })
         .await;
         for _ in 0..3 {
-            let r: PbCompactionResponse = kv.call("/etcdserverpb.KV/Compact", &PbCompactionRequest { revision: 42, physical: false }).await.unwrap();
+            let r: PbCompactionResponse = kv
+                .call("/etcdserverpb.KV/Compact", &PbCompactionRequest { revision: 42, physical: false })
+                .await
+                .unwrap();
             assert_eq!(r.header.unwrap().revision, 43);
         }
     }
@@ -469,13 +523,26 @@ mod tests {
     async fn grpc_errors_keep_their_code_and_message() {
         // In the trailers, and trailers-only (in the headers).
         for answer in [
-            (|_: &str, _: &[u8]| (vec![], Bytes::from_static(b""), vec![("grpc-status", "11"), ("grpc-message", "etcdserver: mvcc: required revision has been compacted")]))
-                as Answer,
+            (|_: &str, _: &[u8]| {
+                (
+                    vec![],
+                    Bytes::from_static(b""),
+                    vec![
+                        ("grpc-status", "11"),
+                        ("grpc-message", "etcdserver: mvcc: required revision has been compacted"),
+                    ],
+                )
+            }) as Answer,
             |_, _| (vec![("grpc-status", "14"), ("grpc-message", "etcdserver: no leader")], Bytes::new(), vec![]),
         ] {
             let kv = client(answer).await;
-            match kv.call::<_, PbCompactionResponse>("/etcdserverpb.KV/Compact", &PbCompactionRequest::default()).await {
-                Err(CallError::Status(s)) => assert!(matches!(s.code(), tonic::Code::OutOfRange | tonic::Code::Unavailable) && s.message().starts_with("etcdserver: "), "{s:?}"),
+            match kv.call::<_, PbCompactionResponse>("/etcdserverpb.KV/Compact", &PbCompactionRequest::default()).await
+            {
+                Err(CallError::Status(s)) => assert!(
+                    matches!(s.code(), tonic::Code::OutOfRange | tonic::Code::Unavailable)
+                        && s.message().starts_with("etcdserver: "),
+                    "{s:?}"
+                ),
                 other => panic!("want a gRPC status, got {other:?}"),
             }
         }
@@ -489,19 +556,30 @@ mod tests {
         let live_addr = live.local_addr().unwrap().to_string();
         tokio::spawn(serve(live, |_, _| (vec![], frame(&PbCompactionResponse::default()), vec![("grpc-status", "0")])));
         let kv = UnaryKv::new(&[dead.clone(), live_addr], settings()).unwrap();
-        let first = kv.call::<_, PbCompactionResponse>("/etcdserverpb.KV/Compact", &PbCompactionRequest::default()).await;
-        assert!(matches!(&first, Err(CallError::NotSent(a, e)) if *a == dead && e.contains("tcp connect error")), "{first:?}");
+        let first =
+            kv.call::<_, PbCompactionResponse>("/etcdserverpb.KV/Compact", &PbCompactionRequest::default()).await;
+        assert!(
+            matches!(&first, Err(CallError::NotSent(a, e)) if *a == dead && e.contains("tcp connect error")),
+            "{first:?}"
+        );
         // While it is passed over, every call goes to the live member.
         for _ in 0..4 {
-            kv.call::<_, PbCompactionResponse>("/etcdserverpb.KV/Compact", &PbCompactionRequest::default()).await.unwrap();
+            kv.call::<_, PbCompactionResponse>("/etcdserverpb.KV/Compact", &PbCompactionRequest::default())
+                .await
+                .unwrap();
         }
     }
 
     /// A fake member `id` that answers Status naming `leader` in raft term `term`, and any other
     /// call with its own ID in the answer's header.
     fn member(id: u64, leader: u64, term: u64, path: &str) -> Reply {
-        let header = Some(etcd_client::proto::PbResponseHeader { member_id: id, raft_term: term, ..Default::default() });
-        let body = if path.ends_with("/Status") { frame(&PbStatusResponse { header, leader, raft_term: term, ..Default::default() }) } else { frame(&PbCompactionResponse { header }) };
+        let header =
+            Some(etcd_client::proto::PbResponseHeader { member_id: id, raft_term: term, ..Default::default() });
+        let body = if path.ends_with("/Status") {
+            frame(&PbStatusResponse { header, leader, raft_term: term, ..Default::default() })
+        } else {
+            frame(&PbCompactionResponse { header })
+        };
         (vec![("content-type", "application/grpc")], body, vec![("grpc-status", "0")])
     }
 
@@ -560,7 +638,14 @@ mod tests {
             }
             let mut b = Bytes::copy_from_slice(body);
             match PbCompactionRequest::decode(unframe(&mut b).unwrap()).unwrap().revision {
-                1 => (vec![("grpc-status", "11"), ("grpc-message", "etcdserver: mvcc: required revision has been compacted")], Bytes::new(), vec![]),
+                1 => (
+                    vec![
+                        ("grpc-status", "11"),
+                        ("grpc-message", "etcdserver: mvcc: required revision has been compacted"),
+                    ],
+                    Bytes::new(),
+                    vec![],
+                ),
                 _ => (vec![("grpc-status", "14"), ("grpc-message", "etcdserver: no leader")], Bytes::new(), vec![]),
             }
         }));
@@ -580,7 +665,8 @@ mod tests {
         let kv = UnaryKv::new(std::slice::from_ref(&dead), settings()).unwrap();
         let req = PbCompactionRequest::default();
         let calls = (0..8).map(|_| kv.call::<_, PbCompactionResponse>("/etcdserverpb.KV/Compact", &req));
-        let errs: Vec<String> = futures::future::join_all(calls).await.into_iter().map(|r| r.unwrap_err().to_string()).collect();
+        let errs: Vec<String> =
+            futures::future::join_all(calls).await.into_iter().map(|r| r.unwrap_err().to_string()).collect();
         assert_eq!(errs.iter().filter(|e| e.contains("tcp connect error")).count(), 1, "{errs:?}");
         assert!(errs.iter().all(|e| e.contains("not sent")), "{errs:?}");
     }

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
-pub use memwatch::{WatchHub, Watcher};
 pub use etcd_backend::{EtcdConfig, EtcdStore};
+pub use memwatch::{WatchHub, Watcher};
 pub use redb_backend::RedbStore;
 
 /// One stored key with its revisions, as etcd reports it.

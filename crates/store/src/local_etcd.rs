@@ -79,12 +79,22 @@ impl LocalEtcd {
     pub fn start_with(n: usize, tls: Option<ServerTls>) -> std::io::Result<Self> {
         use std::sync::atomic::{AtomicU32, Ordering};
         static SEQ: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!("yard-etcd-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed)));
+        let dir = std::env::temp_dir().join(format!(
+            "yard-etcd-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         let mut members = Vec::with_capacity(n);
         for i in 0..n {
-            members.push(Member { name: format!("m{i}"), client_port: pick_port()?, peer_port: pick_port()?, metrics_port: pick_port()?, child: None });
+            members.push(Member {
+                name: format!("m{i}"),
+                client_port: pick_port()?,
+                peer_port: pick_port()?,
+                metrics_port: pick_port()?,
+                child: None,
+            });
         }
         let mut cluster = LocalEtcd { dir, members, tls };
         for i in 0..n {
@@ -95,7 +105,11 @@ impl LocalEtcd {
     }
 
     fn initial_cluster(&self) -> String {
-        self.members.iter().map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port)).collect::<Vec<_>>().join(",")
+        self.members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     fn spawn(&mut self, i: usize, new: bool) -> std::io::Result<()> {
@@ -112,7 +126,8 @@ impl LocalEtcd {
         }
         let m = &mut self.members[i];
         let data = self.dir.join(&m.name);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("{}.log", m.name)))?;
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("{}.log", m.name)))?;
         let child = Command::new(etcd_binary())
             .arg("--name")
             .arg(&m.name)
@@ -159,11 +174,14 @@ impl LocalEtcd {
 
     /// The running member that etcd's own metrics call leader (`etcd_server_is_leader 1`).
     pub fn leader(&self) -> Option<usize> {
-        (0..self.members.len()).filter(|&i| self.members[i].child.is_some()).find(|&i| self.metrics(i).is_ok_and(|m| m.lines().any(|l| l == "etcd_server_is_leader 1")))
+        (0..self.members.len())
+            .filter(|&i| self.members[i].child.is_some())
+            .find(|&i| self.metrics(i).is_ok_and(|m| m.lines().any(|l| l == "etcd_server_is_leader 1")))
     }
 
     fn healthy(port: u16) -> bool {
-        get(port, "/health", Duration::from_millis(300), Duration::from_secs(2)).is_ok_and(|body| body.contains("\"health\":\"true\""))
+        get(port, "/health", Duration::from_millis(300), Duration::from_secs(2))
+            .is_ok_and(|body| body.contains("\"health\":\"true\""))
     }
 
     /// Wait until every running member reports healthy (it has a leader).
@@ -175,7 +193,11 @@ impl LocalEtcd {
                 let Some(c) = m.child.as_mut() else { continue };
                 if let Ok(Some(status)) = c.try_wait() {
                     let log = std::fs::read_to_string(self.dir.join(format!("{}.log", m.name))).unwrap_or_default();
-                    return Err(std::io::Error::other(format!("etcd member {} exited: {status}; its log ends:\n{}", m.name, log_tail(&log))));
+                    return Err(std::io::Error::other(format!(
+                        "etcd member {} exited: {status}; its log ends:\n{}",
+                        m.name,
+                        log_tail(&log)
+                    )));
                 }
                 all &= Self::healthy(m.metrics_port);
             }
@@ -238,7 +260,15 @@ fn get(port: u16, path: &str, connect: Duration, read: Duration) -> std::io::Res
 fn log_tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     let panic_at = lines.iter().position(|l| l.starts_with("panic:")).unwrap_or(lines.len());
-    let mut out: Vec<&str> = lines[..panic_at].iter().rev().filter(|l| l.contains("\"level\":\"error\"") || l.contains("\"level\":\"panic\"") || l.contains("\"level\":\"fatal\"")).take(3).copied().collect();
+    let mut out: Vec<&str> = lines[..panic_at]
+        .iter()
+        .rev()
+        .filter(|l| {
+            l.contains("\"level\":\"error\"") || l.contains("\"level\":\"panic\"") || l.contains("\"level\":\"fatal\"")
+        })
+        .take(3)
+        .copied()
+        .collect();
     out.reverse();
     if out.is_empty() {
         out = lines[panic_at.saturating_sub(5)..panic_at].to_vec();
@@ -264,7 +294,13 @@ mod tests {
         let ports: Vec<u16> = (0..200).map(|_| super::pick_port().unwrap()).collect();
         let distinct: std::collections::HashSet<_> = ports.iter().collect();
         assert_eq!(distinct.len(), ports.len());
-        let lo: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap().split_whitespace().next().unwrap().parse().unwrap();
+        let lo: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!(ports.iter().all(|p| *p < lo), "{ports:?}");
     }
 

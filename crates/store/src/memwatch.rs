@@ -74,7 +74,10 @@ impl WatchFeed {
         let (tx, rx) = mpsc::unbounded_channel();
         let pending = Arc::new(AtomicUsize::new(0));
         let overflowed = Arc::new(AtomicBool::new(false));
-        (WatchFeed { tx, pending: pending.clone(), overflowed: overflowed.clone() }, Watcher { rx, pending, overflowed })
+        (
+            WatchFeed { tx, pending: pending.clone(), overflowed: overflowed.clone() },
+            Watcher { rx, pending, overflowed },
+        )
     }
 
     /// Queue one event; false when the watch is over (watcher dropped, or it fell too far behind).
@@ -96,7 +99,10 @@ impl WatchFeed {
 impl WatchHub {
     /// A hub whose history starts empty at `revision` and keeps the last `capacity` events.
     pub fn new(revision: i64, capacity: usize) -> Self {
-        Self { inner: Mutex::new(Inner { history: VecDeque::new(), floor: revision, subs: Vec::new() }), capacity: capacity.max(1) }
+        Self {
+            inner: Mutex::new(Inner { history: VecDeque::new(), floor: revision, subs: Vec::new() }),
+            capacity: capacity.max(1),
+        }
     }
 
     /// Deliver events (already durable, in revision order) to history and subscribers.
@@ -135,7 +141,12 @@ impl WatchHub {
             pending.fetch_add(1, Ordering::Relaxed);
             let _ = tx.send(ev.clone());
         }
-        inner.subs.push(Sub { prefix: prefix.to_string(), tx, pending: pending.clone(), overflowed: overflowed.clone() });
+        inner.subs.push(Sub {
+            prefix: prefix.to_string(),
+            tx,
+            pending: pending.clone(),
+            overflowed: overflowed.clone(),
+        });
         Ok(Watcher { rx, pending, overflowed })
     }
 

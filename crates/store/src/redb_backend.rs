@@ -81,7 +81,12 @@ fn encode(create: i64, modrev: i64, value: &[u8]) -> Vec<u8> {
 fn decode(key: &str, raw: &[u8]) -> KeyValue {
     let create = i64::from_be_bytes(raw[0..8].try_into().expect("8 bytes"));
     let modrev = i64::from_be_bytes(raw[8..16].try_into().expect("8 bytes"));
-    KeyValue { key: key.to_string(), value: Bytes::copy_from_slice(&raw[16..]), create_revision: create, mod_revision: modrev }
+    KeyValue {
+        key: key.to_string(),
+        value: Bytes::copy_from_slice(&raw[16..]),
+        create_revision: create,
+        mod_revision: modrev,
+    }
 }
 
 impl RedbStore {
@@ -197,14 +202,22 @@ fn check_op(kv: &redb::Table<&str, &[u8]>, op: &Op) -> Result<Option<KeyValue>> 
         (Op::Create { .. }, None) => Ok(None),
         (Op::Update { .. } | Op::Delete { .. }, None) => Err(StoreError::NotFound(key.to_string())),
         (Op::Update { expect, .. } | Op::Delete { expect, .. }, Some(cur)) => match expect {
-            Some(e) if *e != cur.mod_revision => Err(StoreError::Conflict { key: key.to_string(), current: Some(Box::new(cur)) }),
+            Some(e) if *e != cur.mod_revision => {
+                Err(StoreError::Conflict { key: key.to_string(), current: Some(Box::new(cur)) })
+            }
             _ => Ok(Some(cur)),
         },
     }
 }
 
 /// Apply a checked `op` at revision `rev`, recording its event.
-fn put_op(kv: &mut redb::Table<&str, &[u8]>, op: &Op, cur: Option<KeyValue>, rev: i64, events: &mut Vec<Event>) -> Result<KeyValue> {
+fn put_op(
+    kv: &mut redb::Table<&str, &[u8]>,
+    op: &Op,
+    cur: Option<KeyValue>,
+    rev: i64,
+    events: &mut Vec<Event>,
+) -> Result<KeyValue> {
     match op {
         Op::Create { key, value } | Op::Update { key, value, .. } => {
             let create = cur.as_ref().map(|c| c.create_revision).unwrap_or(rev);
@@ -225,7 +238,12 @@ fn put_op(kv: &mut redb::Table<&str, &[u8]>, op: &Op, cur: Option<KeyValue>, rev
 
 /// One job of a batch: all of its ops at one new revision, or none of them. The outer error is a
 /// table failure after some ops were written: the whole batch must then be aborted.
-fn apply_job(kv: &mut redb::Table<&str, &[u8]>, ops: &[Op], revision: &mut i64, events: &mut Vec<Event>) -> Result<Result<Vec<KeyValue>>> {
+fn apply_job(
+    kv: &mut redb::Table<&str, &[u8]>,
+    ops: &[Op],
+    revision: &mut i64,
+    events: &mut Vec<Event>,
+) -> Result<Result<Vec<KeyValue>>> {
     if ops.is_empty() {
         return Ok(Ok(Vec::new()));
     }

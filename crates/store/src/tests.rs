@@ -11,7 +11,11 @@ mod tempdir {
         pub fn new() -> Self {
             use std::sync::atomic::{AtomicU32, Ordering};
             static N: AtomicU32 = AtomicU32::new(0);
-            let path = std::env::temp_dir().join(format!("yard-store-test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+            let path = std::env::temp_dir().join(format!(
+                "yard-store-test-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
             std::fs::create_dir_all(&path).unwrap();
             Self { path }
         }

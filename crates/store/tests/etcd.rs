@@ -73,7 +73,8 @@ async fn member_failure_loses_no_acknowledged_write_and_watches_resume() {
     // The watch (which may have been on the killed member) delivers every acknowledged write, in order.
     let mut seen = vec![];
     while seen.len() < acked.len() {
-        let ev = tokio::time::timeout(Duration::from_secs(15), w.next()).await.expect("watch stalled").expect("watch ended");
+        let ev =
+            tokio::time::timeout(Duration::from_secs(15), w.next()).await.expect("watch stalled").expect("watch ended");
         seen.push(ev.kv.mod_revision);
     }
     let want: Vec<i64> = acked.iter().map(|k| k.mod_revision).collect();
@@ -139,12 +140,20 @@ async fn writes_go_to_the_leader_and_to_the_next_one_after_it_dies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clients_share_revisions_and_scheduled_compaction_expires_old_watches() {
     let cluster = LocalEtcd::start(1).unwrap();
-    let cfg = EtcdConfig { endpoints: cluster.endpoints(), compaction_interval: Some(Duration::from_millis(300)), ..Default::default() };
+    let cfg = EtcdConfig {
+        endpoints: cluster.endpoints(),
+        compaction_interval: Some(Duration::from_millis(300)),
+        ..Default::default()
+    };
     let a = EtcdStore::connect(cfg).await.unwrap();
     let b_ = store_on(&cluster, "").await;
     let first = a.write(Op::Create { key: "/x/1".into(), value: b("1") }).await.unwrap();
-    let second = b_.write(Op::Update { key: "/x/1".into(), value: b("2"), expect: Some(first.mod_revision) }).await.unwrap();
-    assert!(matches!(a.write(Op::Update { key: "/x/1".into(), value: b("3"), expect: Some(first.mod_revision) }).await, Err(StoreError::Conflict { .. })));
+    let second =
+        b_.write(Op::Update { key: "/x/1".into(), value: b("2"), expect: Some(first.mod_revision) }).await.unwrap();
+    assert!(matches!(
+        a.write(Op::Update { key: "/x/1".into(), value: b("3"), expect: Some(first.mod_revision) }).await,
+        Err(StoreError::Conflict { .. })
+    ));
     assert_eq!(a.get("/x/1").await.unwrap().unwrap().mod_revision, second.mod_revision);
     for i in 0..5 {
         a.write(Op::Create { key: format!("/x/n{i}"), value: b("v") }).await.unwrap();
@@ -186,7 +195,8 @@ fn write_certs(dir: &std::path::Path) -> (yard_store::local_etcd::ServerTls, std
         std::fs::write(&k, key.serialize_pem()).unwrap();
         (c, k)
     };
-    let (server_cert, server_key) = leaf(vec!["127.0.0.1".into(), "localhost".into()], ExtendedKeyUsagePurpose::ServerAuth, "server");
+    let (server_cert, server_key) =
+        leaf(vec!["127.0.0.1".into(), "localhost".into()], ExtendedKeyUsagePurpose::ServerAuth, "server");
     let (client_cert, client_key) = leaf(vec![], ExtendedKeyUsagePurpose::ClientAuth, "client");
     let ca_path = dir.join("ca.crt");
     std::fs::write(&ca_path, ca_cert.pem()).unwrap();
@@ -199,14 +209,23 @@ async fn mutual_tls() {
     std::fs::create_dir_all(&dir).unwrap();
     let (tls, client_cert, client_key) = write_certs(&dir);
     let cluster = LocalEtcd::start_with(1, Some(tls.clone())).unwrap();
-    let cfg = EtcdConfig { endpoints: cluster.endpoints(), ca_file: Some(tls.ca.clone()), cert_file: Some(client_cert), key_file: Some(client_key), ..Default::default() };
+    let cfg = EtcdConfig {
+        endpoints: cluster.endpoints(),
+        ca_file: Some(tls.ca.clone()),
+        cert_file: Some(client_cert),
+        key_file: Some(client_key),
+        ..Default::default()
+    };
     let s = EtcdStore::connect(cfg.clone()).await.expect("connect with client certificate");
     // The leader lookup (Maintenance Status) works over TLS too.
     assert_eq!(s.leader(), Some(cluster.endpoints()[0].clone()));
     suite::cas_semantics(&s).await;
     // Without a client certificate the cluster refuses us.
     let anon = EtcdConfig { cert_file: None, key_file: None, ..cfg };
-    assert!(tokio::time::timeout(Duration::from_secs(20), EtcdStore::connect(anon)).await.map(|r| r.is_err()).unwrap_or(true));
+    assert!(tokio::time::timeout(Duration::from_secs(20), EtcdStore::connect(anon))
+        .await
+        .map(|r| r.is_err())
+        .unwrap_or(true));
     drop(cluster);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -18,7 +18,13 @@ fn jemalloc_release() {
     let name = b"arena.4096.purge\0";
     // SAFETY: a NUL-terminated control name; purge reads and writes nothing through the pointers.
     unsafe {
-        tikv_jemalloc_sys::mallctl(name.as_ptr().cast(), std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut(), 0);
+        tikv_jemalloc_sys::mallctl(
+            name.as_ptr().cast(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        );
     }
 }
 
@@ -120,7 +126,10 @@ fn main() -> anyhow::Result<()> {
     }
     yard_dns::watch::set_heap_release(jemalloc_release);
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("YARD_LOG").unwrap_or_else(|_| "warn,yard_controllers::queue=error".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("YARD_LOG")
+                .unwrap_or_else(|_| "warn,yard_controllers::queue=error".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -140,7 +140,10 @@ impl HostNet {
 impl Drop for HostNet {
     fn drop(&mut self) {
         if !self.had_bridge {
-            let _ = std::process::Command::new("ip").args(["link", "del", yard_agent_bridge()]).stderr(std::process::Stdio::null()).status();
+            let _ = std::process::Command::new("ip")
+                .args(["link", "del", yard_agent_bridge()])
+                .stderr(std::process::Stdio::null())
+                .status();
         }
         for (p, v) in &self.sysctls {
             if std::fs::read_to_string(p).map(|now| now.trim() != v).unwrap_or(false) {
@@ -181,7 +184,10 @@ fn host_node(a: &UpArgs) -> anyhow::Result<(HostNet, NodeInfo)> {
         Some(n) => n.clone(),
         None => std::fs::read_to_string("/proc/sys/kernel/hostname")?.trim().to_lowercase(),
     };
-    if name.is_empty() || name.len() > 253 || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.') {
+    if name.is_empty()
+        || name.len() > 253
+        || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+    {
         bail!("node name {name:?} is not a DNS subdomain: pass --node-name");
     }
     let ip = match a.node_ip {
@@ -232,7 +238,21 @@ fn setup_network(cluster: &str, nodes: usize) -> anyhow::Result<(Network, Vec<No
         net.names.push(ns.clone());
         let ip: Ipv4Addr = format!("{NODE_NET}.{}", i + 1).parse()?;
         let host_end = format!("vn{i}");
-        ip_in(&hub_path, &["link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns", path.to_str().unwrap_or_default()])?;
+        ip_in(
+            &hub_path,
+            &[
+                "link",
+                "add",
+                &host_end,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                path.to_str().unwrap_or_default(),
+            ],
+        )?;
         ip_in(&hub_path, &["link", "set", &host_end, "master", BRIDGE, "up"])?;
         ip_in(&path, &["addr", "add", &format!("{ip}/16"), "dev", "eth0"])?;
         ip_in(&path, &["link", "set", "eth0", "up"])?;
@@ -252,16 +272,28 @@ async fn client_from(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
 
 async fn ensure_kube_dns(client: &kube::Client, nodes: &[NodeInfo]) -> anyhow::Result<()> {
     let pp = PatchParams::apply("yard-up").force();
-    let svcs: Api<DynamicObject> = Api::namespaced_with(client.clone(), "kube-system", &kube::api::ApiResource::erase::<k8s_openapi::api::core::v1::Service>(&()));
+    let svcs: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "kube-system",
+        &kube::api::ApiResource::erase::<k8s_openapi::api::core::v1::Service>(&()),
+    );
     let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS"}},
         "spec": {"clusterIP": DNS_IP, "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53}, {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]}});
     svcs.patch("kube-dns", &pp, &Patch::Apply(svc)).await.context("kube-dns Service")?;
     let addrs: Vec<Value> = nodes.iter().map(|n| json!({"ip": n.ip.to_string(), "nodeName": n.name})).collect();
-    let eps: Api<DynamicObject> = Api::namespaced_with(client.clone(), "kube-system", &kube::api::ApiResource::erase::<k8s_openapi::api::core::v1::Endpoints>(&()));
+    let eps: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "kube-system",
+        &kube::api::ApiResource::erase::<k8s_openapi::api::core::v1::Endpoints>(&()),
+    );
     let ep = json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": {"k8s-app": "kube-dns"}},
         "subsets": [{"addresses": addrs, "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}, {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]}]});
     eps.patch("kube-dns", &pp, &Patch::Apply(ep)).await.context("kube-dns Endpoints")?;
-    let slices: Api<DynamicObject> = Api::namespaced_with(client.clone(), "kube-system", &kube::api::ApiResource::erase::<k8s_openapi::api::discovery::v1::EndpointSlice>(&()));
+    let slices: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "kube-system",
+        &kube::api::ApiResource::erase::<k8s_openapi::api::discovery::v1::EndpointSlice>(&()),
+    );
     let endpoints: Vec<Value> = nodes.iter().map(|n| json!({"addresses": [n.ip.to_string()], "conditions": {"ready": true, "serving": true, "terminating": false}, "nodeName": n.name})).collect();
     let slice = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": {"name": "kube-dns-yard", "namespace": "kube-system", "labels": {"kubernetes.io/service-name": "kube-dns", "endpointslice.kubernetes.io/managed-by": "yard-up"}},
         "addressType": "IPv4", "endpoints": endpoints, "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}, {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]});
@@ -274,7 +306,10 @@ fn read_manifests(paths: &[PathBuf]) -> anyhow::Result<Vec<Value>> {
     let mut files = Vec::new();
     for p in paths {
         if p.is_dir() {
-            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))).collect();
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")))
+                .collect();
             entries.sort();
             files.extend(entries);
         } else {
@@ -312,21 +347,36 @@ async fn apply_all(client: &kube::Client, objs: &[Value]) -> anyhow::Result<Vec<
         let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
         let (group, version) = av.split_once('/').unwrap_or(("", av));
         let gvk = GroupVersionKind::gvk(group, version, kind);
-        let (ar, caps) = kube::discovery::pinned_kind(client, &gvk).await.with_context(|| format!("unknown kind {av}/{kind}"))?;
+        let (ar, caps) =
+            kube::discovery::pinned_kind(client, &gvk).await.with_context(|| format!("unknown kind {av}/{kind}"))?;
         let ns = obj["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
-        let api: Api<DynamicObject> = if caps.scope == kube::discovery::Scope::Namespaced { Api::namespaced_with(client.clone(), &ns, &ar) } else { Api::all_with(client.clone(), &ar) };
+        let api: Api<DynamicObject> = if caps.scope == kube::discovery::Scope::Namespaced {
+            Api::namespaced_with(client.clone(), &ns, &ar)
+        } else {
+            Api::all_with(client.clone(), &ar)
+        };
         let existed = api.get_opt(&name).await?.is_some();
-        api.patch(&name, &PatchParams::apply("kubectl").force(), &Patch::Apply(obj)).await.with_context(|| format!("applying {kind} {name}"))?;
+        api.patch(&name, &PatchParams::apply("kubectl").force(), &Patch::Apply(obj))
+            .await
+            .with_context(|| format!("applying {kind} {name}"))?;
         let qual = if group.is_empty() { ar.plural.clone() } else { format!("{}.{group}", ar.plural) };
         let what = if qual == ar.plural { kind.to_lowercase() } else { format!("{}.{group}", kind.to_lowercase()) };
         println!("{what}/{name} {}", if existed { "configured" } else { "created" });
-        applied.push((if caps.scope == kube::discovery::Scope::Namespaced { ns } else { String::new() }, kind.to_string(), name));
+        applied.push((
+            if caps.scope == kube::discovery::Scope::Namespaced { ns } else { String::new() },
+            kind.to_string(),
+            name,
+        ));
     }
     Ok(applied)
 }
 
 /// Wait until applied Deployments and Pods are Ready, printing progress when it changes.
-async fn wait_ready(client: &kube::Client, applied: &[(String, String, String)], timeout: Duration) -> anyhow::Result<()> {
+async fn wait_ready(
+    client: &kube::Client,
+    applied: &[(String, String, String)],
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     let mut last = String::new();
     loop {
@@ -347,7 +397,11 @@ async fn wait_ready(client: &kube::Client, applied: &[(String, String, String)],
                 }
                 "Pod" => {
                     let p: Pod = Api::namespaced(client.clone(), ns).get(name).await?;
-                    let ready = p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                    let ready = p
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
                     status.push(format!("pod/{name} {}", if ready { "Ready" } else { "not ready" }));
                     if !ready {
                         pending.push(name.clone());
@@ -373,10 +427,17 @@ async fn wait_ready(client: &kube::Client, applied: &[(String, String, String)],
 
 /// Print the server's Table for a resource list, like `kubectl get -o wide`.
 async fn print_table(client: &kube::Client, path: &str, title: &str) -> anyhow::Result<()> {
-    let req = http::Request::get(path).header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io").body(Vec::new())?;
+    let req =
+        http::Request::get(path).header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io").body(Vec::new())?;
     let t: Value = client.request(req).await?;
-    let cols: Vec<(usize, String)> = t["columnDefinitions"].as_array().map(|a| a.iter().enumerate().map(|(i, c)| (i, c["name"].as_str().unwrap_or_default().to_uppercase())).collect()).unwrap_or_default();
-    let mut rows: Vec<Vec<String>> = vec![std::iter::once("NAMESPACE".to_string()).chain(cols.iter().map(|(_, n)| n.clone())).collect()];
+    let cols: Vec<(usize, String)> = t["columnDefinitions"]
+        .as_array()
+        .map(|a| {
+            a.iter().enumerate().map(|(i, c)| (i, c["name"].as_str().unwrap_or_default().to_uppercase())).collect()
+        })
+        .unwrap_or_default();
+    let mut rows: Vec<Vec<String>> =
+        vec![std::iter::once("NAMESPACE".to_string()).chain(cols.iter().map(|(_, n)| n.clone())).collect()];
     for r in t["rows"].as_array().into_iter().flatten() {
         let ns = r["object"]["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
         let cells = r["cells"].as_array().cloned().unwrap_or_default();
@@ -431,12 +492,18 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let api = yard_apiserver::start(api_args).await?;
-    let in_node = yard_netns::tcp_listener_in(&node1.netns_path(), SocketAddr::new(IpAddr::V4(node1.ip), 6443)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let in_node = yard_netns::tcp_listener_in(&node1.netns_path(), SocketAddr::new(IpAddr::V4(node1.ip), 6443))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     api.serve_also(in_node)?;
     yard_apiserver::set_kubernetes_endpoints(&api.state, IpAddr::V4(node1.ip), 6443).await?;
     let kubeconfig = data_dir.join("kubeconfig");
     std::fs::copy(&api.kubeconfig, &kubeconfig)?;
-    let info = ClusterInfo { name: a.name.clone(), pid: std::process::id(), kubeconfig: kubeconfig.clone(), nodes: nodes.clone() };
+    let info = ClusterInfo {
+        name: a.name.clone(),
+        pid: std::process::id(),
+        kubeconfig: kubeconfig.clone(),
+        nodes: nodes.clone(),
+    };
     std::fs::write(data_dir.join("cluster.json"), serde_json::to_vec_pretty(&info)?)?;
     println!("API server: https://{} ({:?})", api.addr, started.elapsed());
     println!("export KUBECONFIG={}", kubeconfig.display());
@@ -454,11 +521,14 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     // Controllers.
     let ccfg = yard_controllers::Config { leader_elect: false, ..Default::default() };
     let (c2, s) = (client.clone(), stopped());
-    tasks.push(("controllers".into(), tokio::spawn(async move {
-        if let Err(e) = yard_controllers::run_with_client(c2, ccfg, s).await {
-            eprintln!("controllers: {e}");
-        }
-    })));
+    tasks.push((
+        "controllers".into(),
+        tokio::spawn(async move {
+            if let Err(e) = yard_controllers::run_with_client(c2, ccfg, s).await {
+                eprintln!("controllers: {e}");
+            }
+        }),
+    ));
 
     // DNS: on every node's IP:53 inside its namespace, and on the host's loopback.
     ensure_kube_dns(&client, &nodes).await?;
@@ -492,24 +562,31 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         acfg.state_dir = data_dir.join("nodes").join(&n.name);
         acfg.node_ip = Some(n.ip);
         acfg.cluster_dns = DNS_IP.parse()?;
-        acfg.netns_prefix = if a.host_network { format!("yard-{}-{}-p", a.name, n.name) } else { format!("{}-p", n.netns) };
+        acfg.netns_prefix =
+            if a.host_network { format!("yard-{}-{}-p", a.name, n.name) } else { format!("{}-p", n.netns) };
         acfg.kill_pods_on_exit = true;
         acfg.exe = std::env::current_exe()?;
         let (c2, s, name) = (client.clone(), stopped(), n.name.clone());
-        tasks.push((format!("agent {name}"), tokio::spawn(async move {
-            if let Err(e) = yard_agent::Agent::new(c2, acfg).run(s).await {
-                eprintln!("agent {name}: {e}");
-            }
-        })));
+        tasks.push((
+            format!("agent {name}"),
+            tokio::spawn(async move {
+                if let Err(e) = yard_agent::Agent::new(c2, acfg).run(s).await {
+                    eprintln!("agent {name}: {e}");
+                }
+            }),
+        ));
         let mut pcfg = yard_proxy::ProxyConfig::new(n.name.clone());
         pcfg.netns = Some(n.netns_path());
         pcfg.mode = a.proxy_mode;
         let (c2, s, name) = (client.clone(), stopped(), n.name.clone());
-        tasks.push((format!("proxy {name}"), tokio::spawn(async move {
-            if let Err(e) = yard_proxy::Proxy::new(c2, pcfg).run(s).await {
-                eprintln!("proxy {name}: {e}");
-            }
-        })));
+        tasks.push((
+            format!("proxy {name}"),
+            tokio::spawn(async move {
+                if let Err(e) = yard_proxy::Proxy::new(c2, pcfg).run(s).await {
+                    eprintln!("proxy {name}: {e}");
+                }
+            }),
+        ));
     }
 
     // Nodes Ready.
@@ -517,7 +594,17 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let list = nodes_api.list(&Default::default()).await?;
-        let ready = list.items.iter().filter(|n| n.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")) && n.spec.as_ref().and_then(|s| s.pod_cidr.as_ref()).is_some()).count();
+        let ready = list
+            .items
+            .iter()
+            .filter(|n| {
+                n.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                    && n.spec.as_ref().and_then(|s| s.pod_cidr.as_ref()).is_some()
+            })
+            .count();
         if ready == nodes.len() {
             break;
         }
@@ -538,7 +625,11 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
             print_table(&client, "/api/v1/endpoints", "").await?;
             print_table(&client, "/api/v1/pods", "").await?;
         }
-        println!("cluster {:?} is up; `yard shell --data-dir {} -- CMD` runs CMD on a node; Ctrl-C stops it", a.name, data_dir.display());
+        println!(
+            "cluster {:?} is up; `yard shell --data-dir {} -- CMD` runs CMD on a node; Ctrl-C stops it",
+            a.name,
+            data_dir.display()
+        );
         Ok(())
     }
     .await;
@@ -573,9 +664,14 @@ fn is_root() -> bool {
 }
 
 pub fn shell(a: ShellArgs) -> anyhow::Result<()> {
-    let info: ClusterInfo = serde_json::from_slice(&std::fs::read(a.data_dir.join("cluster.json")).with_context(|| format!("no running cluster in {}", a.data_dir.display()))?)?;
+    let info: ClusterInfo = serde_json::from_slice(
+        &std::fs::read(a.data_dir.join("cluster.json"))
+            .with_context(|| format!("no running cluster in {}", a.data_dir.display()))?,
+    )?;
     let node = match &a.node {
-        Some(n) => info.nodes.iter().find(|x| &x.name == n).with_context(|| format!("no node {n}; nodes: {}", info.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")))?,
+        Some(n) => info.nodes.iter().find(|x| &x.name == n).with_context(|| {
+            format!("no node {n}; nodes: {}", info.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", "))
+        })?,
         None => &info.nodes[0],
     };
     let path = node.netns_path();
@@ -585,6 +681,10 @@ pub fn shell(a: ShellArgs) -> anyhow::Result<()> {
     };
     let mut envs = BTreeMap::new();
     envs.insert("KUBECONFIG", info.kubeconfig.display().to_string());
-    let st = yard_netns::command_in(&path, &prog).args(&args).envs(envs).status().with_context(|| format!("running {prog}"))?;
+    let st = yard_netns::command_in(&path, &prog)
+        .args(&args)
+        .envs(envs)
+        .status()
+        .with_context(|| format!("running {prog}"))?;
     std::process::exit(st.code().unwrap_or(1));
 }

@@ -55,14 +55,26 @@ fn kubectl_session(mut api: ApiServer) {
     assert!(out.contains("deployment.apps/hostnames created"), "{out}");
     assert!(out.contains("service/hostnames created"), "{out}");
     let out = api.k(&["apply", "-f", hostnames.to_str().unwrap()]);
-    assert!(out.contains("deployment.apps/hostnames unchanged") && out.contains("service/hostnames unchanged"), "{out}");
+    assert!(
+        out.contains("deployment.apps/hostnames unchanged") && out.contains("service/hostnames unchanged"),
+        "{out}"
+    );
     let out = api.k_stdin(&["apply", "-f", "-"], EDITED_HOSTNAMES);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("deployment.apps/hostnames configured"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("deployment.apps/hostnames configured"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert_eq!(api.k(&["get", "deploy", "hostnames", "-o", "jsonpath={.spec.replicas}"]), "2");
 
     let out = api.k(&["apply", "-f", demo.to_str().unwrap()]);
-    for want in ["namespace/demo created", "deployment.apps/nginx-prod-deploy created", "service/nginx-prod-svc-demo created", "service/nginx-prod-demo-headless-svc created"] {
+    for want in [
+        "namespace/demo created",
+        "deployment.apps/nginx-prod-deploy created",
+        "service/nginx-prod-svc-demo created",
+        "service/nginx-prod-demo-headless-svc created",
+    ] {
         assert!(out.contains(want), "missing {want:?} in {out}");
     }
 
@@ -97,7 +109,10 @@ fn kubectl_session(mut api: ApiServer) {
     let out = api.k(&["get", "svc", "-n", "demo", "my-nodeport-service"]);
     assert!(out.contains("80:30000/TCP") && out.contains("NodePort"), "{out}");
     let out = api.k(&["get", "svc", "hostnames", "-o", "yaml"]);
-    assert!(out.contains("kind: Service") && out.contains("targetPort: 9376") && out.contains("clusterIP: 10."), "{out}");
+    assert!(
+        out.contains("kind: Service") && out.contains("targetPort: 9376") && out.contains("clusterIP: 10."),
+        "{out}"
+    );
     let out = api.k(&["get", "svc", "hostnames", "-o", "json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["spec"]["sessionAffinity"], "None");
@@ -107,7 +122,10 @@ fn kubectl_session(mut api: ApiServer) {
     let out = api.kubectl(&["get", "pods", "-o", "wide"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("No resources found in default namespace."), "{out:?}");
     let out = api.k(&["get", "deploy", "-n", "demo"]);
-    assert_eq!(out.lines().next().unwrap().split_whitespace().collect::<Vec<_>>(), ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]);
+    assert_eq!(
+        out.lines().next().unwrap().split_whitespace().collect::<Vec<_>>(),
+        ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
+    );
 
     // get -w shows a change.
     let mut watch = std::process::Command::new(kubectl_bin())
@@ -126,7 +144,23 @@ fn kubectl_session(mut api: ApiServer) {
 
     // describe.
     let out = api.k(&["describe", "svc", "-n", "demo", "nginx-prod-svc-demo"]);
-    for want in ["Name:", "nginx-prod-svc-demo", "Namespace:", "demo", "Selector:", "app=nginx,env=prod", "Type:", "ClusterIP", "IP:", "Port:", "http  80/TCP", "TargetPort:", "80/TCP", "Session Affinity:", "None"] {
+    for want in [
+        "Name:",
+        "nginx-prod-svc-demo",
+        "Namespace:",
+        "demo",
+        "Selector:",
+        "app=nginx,env=prod",
+        "Type:",
+        "ClusterIP",
+        "IP:",
+        "Port:",
+        "http  80/TCP",
+        "TargetPort:",
+        "80/TCP",
+        "Session Affinity:",
+        "None",
+    ] {
         assert!(out.contains(want), "describe lacks {want:?}: {out}");
     }
 
@@ -143,15 +177,24 @@ fn kubectl_session(mut api: ApiServer) {
     // Errors as kubectl prints them for upstream.
     let out = api.kubectl(&["get", "svc", "nope"]);
     assert!(!out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "Error from server (NotFound): services \"nope\" not found");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "Error from server (NotFound): services \"nope\" not found"
+    );
     let out = api.kubectl(&["create", "-f", hostnames.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("Error from server (AlreadyExists): error when creating") && err.contains("services \"hostnames\" already exists"), "{err}");
-    let bad = "apiVersion: v1\nkind: Service\nmetadata:\n  name: bad\nspec:\n  ports:\n  - port: 0\n    targetPort: 80\n";
+    assert!(
+        err.contains("Error from server (AlreadyExists): error when creating")
+            && err.contains("services \"hostnames\" already exists"),
+        "{err}"
+    );
+    let bad =
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: bad\nspec:\n  ports:\n  - port: 0\n    targetPort: 80\n";
     let out = api.k_stdin(&["apply", "-f", "-"], bad);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("The Service \"bad\" is invalid: spec.ports[0].port: Invalid value: 0: must be between 1 and 65535, inclusive"), "{err}");
-    let unknown = "apiVersion: v1\nkind: Service\nmetadata:\n  name: strict\nspec:\n  bogus: 1\n  ports:\n  - port: 80\n";
+    let unknown =
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: strict\nspec:\n  bogus: 1\n  ports:\n  - port: 80\n";
     let out = api.k_stdin(&["apply", "-f", "-"], unknown);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("strict decoding error: unknown field \"spec.bogus\""), "{err}");
@@ -163,14 +206,26 @@ fn kubectl_session(mut api: ApiServer) {
     let out = api.k_stdin(&["create", "-f", "-"], nsdoc);
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("configmap/held created"), "{out:?}");
     let out = api.kubectl(&["create", "configmap", "c", "-n", "nowhere"]);
-    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "error: failed to create configmap: namespaces \"nowhere\" not found");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "error: failed to create configmap: namespaces \"nowhere\" not found"
+    );
     api.k(&["delete", "ns", "lifecycle", "--wait=false"]);
     let out = api.kubectl(&["create", "configmap", "late", "-n", "lifecycle"]);
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
         "error: failed to create configmap: configmaps \"late\" is forbidden: unable to create new content in namespace lifecycle because it is being terminated"
     );
-    api.k(&["patch", "configmap", "held", "-n", "lifecycle", "--type=merge", "-p", "{\"metadata\":{\"finalizers\":null}}"]);
+    api.k(&[
+        "patch",
+        "configmap",
+        "held",
+        "-n",
+        "lifecycle",
+        "--type=merge",
+        "-p",
+        "{\"metadata\":{\"finalizers\":null}}",
+    ]);
 
     // Graceful deletion of a pod bound to a node: it stays, Terminating, through status writes
     // (its node agent reports the containers stopping) until a grace-0 delete; a finalizer holds
@@ -182,7 +237,15 @@ fn kubectl_session(mut api: ApiServer) {
     let grace = |name: &str| api.k(&["get", "pod", name, "-o", "jsonpath={.metadata.deletionGracePeriodSeconds}"]);
     api.k(&["delete", "pod", "grace-a", "grace-b", "--wait=false"]);
     assert_eq!(grace("grace-a"), "30");
-    api.k(&["patch", "pod", "grace-a", "--subresource=status", "--type=merge", "-p", "{\"status\":{\"phase\":\"Running\"}}"]);
+    api.k(&[
+        "patch",
+        "pod",
+        "grace-a",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        "{\"status\":{\"phase\":\"Running\"}}",
+    ]);
     assert_eq!(api.k(&["get", "pod", "grace-a", "-o", "jsonpath={.status.phase}"]), "Running");
     assert!(api.k(&["get", "pod", "grace-a"]).contains("Terminating"));
     api.k(&["delete", "pod", "grace-a", "--grace-period=0", "--force"]);
@@ -197,9 +260,17 @@ fn kubectl_session(mut api: ApiServer) {
     // A delete that does not remove the object at once answers 200, or 202 when the client set
     // orphanDependents=false (upstream's rule).
     api.k(&["create", "configmap", "held2"]);
-    api.k(&["patch", "configmap", "held2", "--type=merge", "-p", "{\"metadata\":{\"finalizers\":[\"example.com/hold\"]}}"]);
+    api.k(&[
+        "patch",
+        "configmap",
+        "held2",
+        "--type=merge",
+        "-p",
+        "{\"metadata\":{\"finalizers\":[\"example.com/hold\"]}}",
+    ]);
     let code = |query: &str| {
-        let out = api.kubectl(&["delete", "--raw", &format!("/api/v1/namespaces/default/configmaps/held2{query}"), "-v=6"]);
+        let out =
+            api.kubectl(&["delete", "--raw", &format!("/api/v1/namespaces/default/configmaps/held2{query}"), "-v=6"]);
         let log = String::from_utf8_lossy(&out.stderr).into_owned();
         // kubectl's -v=6 line: `"Response" verb="DELETE" url="..." status="202 Accepted" ...`.
         let line = log.lines().find(|l| l.contains("verb=\"DELETE\"")).unwrap_or_else(|| panic!("{log}")).to_string();
@@ -221,9 +292,21 @@ fn kubectl_session(mut api: ApiServer) {
     assert!(t.elapsed() < Duration::from_secs(5), "delete took {:?}", t.elapsed());
 
     // Survives kill -9 with the same resourceVersions.
-    let before = api.k(&["get", "svc,deploy", "-A", "-o", "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}={.metadata.resourceVersion}{\"\\n\"}{end}"]);
+    let before = api.k(&[
+        "get",
+        "svc,deploy",
+        "-A",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}={.metadata.resourceVersion}{\"\\n\"}{end}",
+    ]);
     api.restart();
-    let after = api.k(&["get", "svc,deploy", "-A", "-o", "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}={.metadata.resourceVersion}{\"\\n\"}{end}"]);
+    let after = api.k(&[
+        "get",
+        "svc,deploy",
+        "-A",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}={.metadata.resourceVersion}{\"\\n\"}{end}",
+    ]);
     assert_eq!(before, after);
     assert!(before.contains("demo/nginx-prod-svc-demo="), "{before}");
 }
@@ -234,8 +317,17 @@ fn kubectl_session(mut api: ApiServer) {
 fn kubectl_list_files_validate_against_openapi_v2() {
     let dir = TempDir::new("openapi-v2");
     let api = ApiServer::start(&dir.0, &[]);
-    let svc = |name: &str, extra: &str| format!(r#"{{"apiVersion":"v1","kind":"Service","metadata":{{"name":"{name}"}},"spec":{{{extra}"ports":[{{"port":80,"targetPort":8080}}],"selector":{{"app":"{name}"}}}}}}"#);
-    let list = |items: &[String]| format!(r#"{{"apiVersion":"v1","kind":"List","metadata":{{"resourceVersion":""}},"items":[{}]}}"#, items.join(","));
+    let svc = |name: &str, extra: &str| {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"Service","metadata":{{"name":"{name}"}},"spec":{{{extra}"ports":[{{"port":80,"targetPort":8080}}],"selector":{{"app":"{name}"}}}}}}"#
+        )
+    };
+    let list = |items: &[String]| {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"List","metadata":{{"resourceVersion":""}},"items":[{}]}}"#,
+            items.join(",")
+        )
+    };
     let write = |name: &str, body: String| {
         let p = dir.0.join(name);
         std::fs::write(&p, body).unwrap();
@@ -247,7 +339,10 @@ fn kubectl_list_files_validate_against_openapi_v2() {
     let out = api.kubectl(&["create", "-f", &f, "-v=6"]);
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.lines().any(|l| l.contains("verb=\"GET\"") && l.contains("/openapi/v2?") && l.contains("200 OK")), "{stderr}");
+    assert!(
+        stderr.lines().any(|l| l.contains("verb=\"GET\"") && l.contains("/openapi/v2?") && l.contains("200 OK")),
+        "{stderr}"
+    );
     assert!(stdout.contains("service/list-a created") && stdout.contains("service/list-b created"), "{stdout}");
     assert_eq!(api.k(&["get", "svc", "list-a", "list-b", "-o", "name"]), "service/list-a\nservice/list-b\n");
 
@@ -276,7 +371,10 @@ fn kubectl_list_files_validate_against_openapi_v2() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains(&format!("error validating \"{f}\": error validating data: ")), "{err}");
-    assert!(err.contains("ValidationError(Service.spec): unknown field \"bogus\" in io.k8s.api.core.v1.ServiceSpec"), "{err}");
+    assert!(
+        err.contains("ValidationError(Service.spec): unknown field \"bogus\" in io.k8s.api.core.v1.ServiceSpec"),
+        "{err}"
+    );
     eprintln!("kubectl create -f bad.json: {}", err.trim());
     assert!(err.contains("if you choose to ignore these errors, turn validation off with --validate=false"), "{err}");
     assert!(!api.kubectl(&["get", "svc", "list-ok"]).status.success());
@@ -298,7 +396,10 @@ fn kubectl_list_files_validate_against_openapi_v2() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("OpenAPI v2 JSON");
     assert_eq!(v["swagger"], "2.0");
-    assert_eq!(v["definitions"]["io.k8s.api.core.v1.Service"]["x-kubernetes-group-version-kind"], serde_json::json!([{"group": "", "version": "v1", "kind": "Service"}]));
+    assert_eq!(
+        v["definitions"]["io.k8s.api.core.v1.Service"]["x-kubernetes-group-version-kind"],
+        serde_json::json!([{"group": "", "version": "v1", "kind": "Service"}])
+    );
     assert!(v["definitions"]["io.k8s.api.core.v1.ServiceSpec"]["properties"]["ports"].is_object());
     assert_eq!(v["paths"]["/api/v1/namespaces/{namespace}/services"]["post"]["x-kubernetes-action"], "post");
 }
@@ -307,7 +408,10 @@ fn kubectl_list_files_validate_against_openapi_v2() {
 fn unauthenticated_requests_get_401_status() {
     let dir = TempDir::new("auth");
     let api = ApiServer::start(&dir.0, &[]);
-    let out = std::process::Command::new("curl").args(["-sk", &format!("https://127.0.0.1:{}/api/v1/namespaces", api.port)]).output().unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-sk", &format!("https://127.0.0.1:{}/api/v1/namespaces", api.port)])
+        .output()
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("Status JSON");
     assert_eq!(v["kind"], "Status");
     assert_eq!(v["code"], 401);
@@ -329,7 +433,13 @@ fn python_client_crud_conflict_and_watch_on_etcd() {
 
 fn python_client(api: ApiServer) {
     let script = repo_root().join("tests/python/client_test.py");
-    let out = std::process::Command::new(python_bin()).arg(&script).env("KUBECONFIG", &api.kubeconfig).output().unwrap();
-    assert!(out.status.success(), "python client test failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out =
+        std::process::Command::new(python_bin()).arg(&script).env("KUBECONFIG", &api.kubeconfig).output().unwrap();
+    assert!(
+        out.status.success(),
+        "python client test failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("python client: ok"));
 }

@@ -38,7 +38,14 @@ impl Controllers {
             .args(["controllers", "--kubeconfig"])
             .arg(kubeconfig)
             .args(["--controllers", "endpoint,endpointslice", "--leader-elect-identity", identity])
-            .args(["--leader-elect-lease-duration", "2", "--leader-elect-renew-deadline", "1.5", "--leader-elect-retry-period", "0.25"])
+            .args([
+                "--leader-elect-lease-duration",
+                "2",
+                "--leader-elect-renew-deadline",
+                "1.5",
+                "--leader-elect-retry-period",
+                "0.25",
+            ])
             .env("YARD_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log).unwrap())
@@ -60,7 +67,11 @@ impl Drop for Controllers {
     }
 }
 
-async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(what: &str, within: Duration, mut f: impl FnMut() -> F) -> T {
+async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    within: Duration,
+    mut f: impl FnMut() -> F,
+) -> T {
     let deadline = Instant::now() + within;
     loop {
         if let Some(v) = f().await {
@@ -91,7 +102,8 @@ async fn two_apiservers_share_objects_watches_and_allocations() {
     let (ca, cb) = (client(&a.kubeconfig).await, client(&b.kubeconfig).await);
     let cms_b: Api<ConfigMap> = Api::namespaced(cb.clone(), "default");
     let list = cms_b.list(&ListParams::default()).await.unwrap();
-    let mut w = cms_b.watch(&WatchParams::default(), list.metadata.resource_version.as_deref().unwrap()).await.unwrap().boxed();
+    let mut w =
+        cms_b.watch(&WatchParams::default(), list.metadata.resource_version.as_deref().unwrap()).await.unwrap().boxed();
     let cms_a: Api<ConfigMap> = Api::namespaced(ca.clone(), "default");
     cms_a.create(&PostParams::default(), &obj(serde_json::json!({"metadata": {"name": "via-a"}}))).await.unwrap();
     let ev = tokio::time::timeout(Duration::from_secs(10), w.try_next()).await.unwrap().unwrap().unwrap();
@@ -105,8 +117,10 @@ async fn two_apiservers_share_objects_watches_and_allocations() {
         .map(|i| {
             let api = if i % 2 == 0 { svc_a.clone() } else { svc_b.clone() };
             async move {
-                let s: Service = obj(serde_json::json!({"metadata": {"name": format!("s{i}")}, "spec": {"ports": [{"port": 80}]}}));
-                let created = api.create(&PostParams::default(), &s).await.unwrap_or_else(|e| panic!("create s{i}: {e}"));
+                let s: Service =
+                    obj(serde_json::json!({"metadata": {"name": format!("s{i}")}, "spec": {"ports": [{"port": 80}]}}));
+                let created =
+                    api.create(&PostParams::default(), &s).await.unwrap_or_else(|e| panic!("create s{i}: {e}"));
                 created.spec.unwrap().cluster_ip.unwrap()
             }
         })
@@ -117,7 +131,15 @@ async fn two_apiservers_share_objects_watches_and_allocations() {
     let distinct: BTreeSet<&String> = ips.iter().collect();
     assert_eq!(distinct.len(), 1000, "duplicate ClusterIPs");
     // And what is stored agrees, seen through either server.
-    let stored: BTreeSet<String> = svc_a.list(&ListParams::default()).await.unwrap().items.into_iter().filter(|s| s.metadata.name.as_deref() != Some("kubernetes")).map(|s| s.spec.unwrap().cluster_ip.unwrap()).collect();
+    let stored: BTreeSet<String> = svc_a
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|s| s.metadata.name.as_deref() != Some("kubernetes"))
+        .map(|s| s.spec.unwrap().cluster_ip.unwrap())
+        .collect();
     assert_eq!(stored.len(), 1000);
     assert_eq!(stored, ips.iter().cloned().collect::<BTreeSet<_>>());
     eprintln!("1000 Services through 2 API servers on 3-member etcd: {created_in:?}");
@@ -162,7 +184,11 @@ async fn two_apiservers_racing_for_a_small_range_allocate_each_address_once() {
         let s: Service = obj(serde_json::json!({"metadata": {"name": name}, "spec": {"ports": [{"port": 80}]}}));
         api.create(&PostParams::default(), &s).await.map(|c| c.spec.unwrap().cluster_ip.unwrap())
     };
-    let burst: Vec<_> = futures::stream::iter(0..40).map(|i| create(apis[i % 2].clone(), format!("r{i}"))).buffer_unordered(40).collect().await;
+    let burst: Vec<_> = futures::stream::iter(0..40)
+        .map(|i| create(apis[i % 2].clone(), format!("r{i}")))
+        .buffer_unordered(40)
+        .collect()
+        .await;
     let mut ips = BTreeSet::new();
     let mut failed = 0;
     for r in burst {
@@ -170,7 +196,12 @@ async fn two_apiservers_racing_for_a_small_range_allocate_each_address_once() {
             Ok(ip) => assert!(ips.insert(ip.clone()), "{ip} given twice"),
             Err(kube::Error::Api(e)) => {
                 assert!(!e.message.contains("already allocated"), "a retry kept its earlier pick: {}", e.message);
-                assert!((e.code == 422 && e.message.contains("range is full")) || e.code == 409, "{} {}", e.code, e.message);
+                assert!(
+                    (e.code == 422 && e.message.contains("range is full")) || e.code == 409,
+                    "{} {}",
+                    e.code,
+                    e.message
+                );
                 failed += 1;
             }
             Err(e) => panic!("create: {e}"),
@@ -189,8 +220,20 @@ async fn two_apiservers_racing_for_a_small_range_allocate_each_address_once() {
     }
     assert_eq!(ips.len(), 29, "{ips:?}");
     // Hosts of 10.97.0.0/27 other than the `kubernetes` Service's .1: .2 to .30.
-    assert!(ips.iter().all(|ip| ip.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| matches!(ip.octets(), [10, 97, 0, 2..=30]))), "{ips:?}");
-    let stored: BTreeSet<String> = apis[1].list(&ListParams::default()).await.unwrap().items.into_iter().filter(|s| s.metadata.name.as_deref() != Some("kubernetes")).map(|s| s.spec.unwrap().cluster_ip.unwrap()).collect();
+    assert!(
+        ips.iter()
+            .all(|ip| ip.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| matches!(ip.octets(), [10, 97, 0, 2..=30]))),
+        "{ips:?}"
+    );
+    let stored: BTreeSet<String> = apis[1]
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|s| s.metadata.name.as_deref() != Some("kubernetes"))
+        .map(|s| s.spec.unwrap().cluster_ip.unwrap())
+        .collect();
     assert_eq!(stored, ips);
 }
 
@@ -203,7 +246,8 @@ async fn two_apiservers_changing_services_to_nodeport_in_a_small_range() {
     let two = TwoServers::start("np", &["--service-node-port-range", "30000-30009"]).await;
     let apis = two.services();
     for i in 0..11 {
-        let s: Service = obj(serde_json::json!({"metadata": {"name": format!("np{i}")}, "spec": {"ports": [{"port": 80}]}}));
+        let s: Service =
+            obj(serde_json::json!({"metadata": {"name": format!("np{i}")}, "spec": {"ports": [{"port": 80}]}}));
         apis[0].create(&PostParams::default(), &s).await.unwrap();
     }
     // A PUT of the whole object (as `kubectl replace` or `kubectl edit`), which the server does
@@ -211,9 +255,15 @@ async fn two_apiservers_changing_services_to_nodeport_in_a_small_range() {
     let to_nodeport = |api: Api<Service>, name: String| async move {
         let mut s = api.get(&name).await?;
         s.spec.as_mut().unwrap().type_ = Some("NodePort".into());
-        api.replace(&name, &PostParams::default(), &s).await.map(|s| s.spec.unwrap().ports.unwrap()[0].node_port.unwrap())
+        api.replace(&name, &PostParams::default(), &s)
+            .await
+            .map(|s| s.spec.unwrap().ports.unwrap()[0].node_port.unwrap())
     };
-    let all: Vec<_> = futures::stream::iter(0..10).map(|i| to_nodeport(apis[i % 2].clone(), format!("np{i}"))).buffer_unordered(10).collect().await;
+    let all: Vec<_> = futures::stream::iter(0..10)
+        .map(|i| to_nodeport(apis[i % 2].clone(), format!("np{i}")))
+        .buffer_unordered(10)
+        .collect()
+        .await;
     let mut ports = BTreeSet::new();
     for r in all {
         let p = r.unwrap_or_else(|e| panic!("update to NodePort: {e}"));
@@ -223,11 +273,20 @@ async fn two_apiservers_changing_services_to_nodeport_in_a_small_range() {
     assert_eq!(ports.len(), 10);
     for api in &apis {
         match to_nodeport(api.clone(), "np10".into()).await {
-            Err(kube::Error::Api(e)) => assert!(e.code == 422 && e.message.contains("range is full"), "{} {}", e.code, e.message),
+            Err(kube::Error::Api(e)) => {
+                assert!(e.code == 422 && e.message.contains("range is full"), "{} {}", e.code, e.message)
+            }
             other => panic!("an eleventh NodePort in a range of 10: {other:?}"),
         }
     }
-    let stored: BTreeSet<i32> = apis[1].list(&ListParams::default()).await.unwrap().items.into_iter().filter_map(|s| s.spec?.ports?.first()?.node_port).collect();
+    let stored: BTreeSet<i32> = apis[1]
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|s| s.spec?.ports?.first()?.node_port)
+        .collect();
     assert_eq!(stored, ports);
 }
 
@@ -237,7 +296,14 @@ async fn failures_of_etcd_member_apiserver_and_leader_lose_nothing() {
     let (da, db) = (TempDir::new("fo-a"), TempDir::new("fo-b"));
     // Server A also runs the controllers in-process (`yard apiserver --controllers`); it starts
     // first, so they lead. Standalone managers "x" and "y" wait on server B.
-    let lease_flags = ["--leader-elect-lease-duration", "2", "--leader-elect-renew-deadline", "1.5", "--leader-elect-retry-period", "0.25"];
+    let lease_flags = [
+        "--leader-elect-lease-duration",
+        "2",
+        "--leader-elect-renew-deadline",
+        "1.5",
+        "--leader-elect-retry-period",
+        "0.25",
+    ];
     let url = etcd.url();
     let mut a_args = vec!["--store", url.as_str(), "--controllers"];
     a_args.extend(lease_flags);
@@ -245,13 +311,18 @@ async fn failures_of_etcd_member_apiserver_and_leader_lose_nothing() {
     let b = ApiServer::start(&db.0, &["--store", &etcd.url()]);
     let (ca, cb) = (client(&a.kubeconfig).await, client(&b.kubeconfig).await);
     let leases: Api<Lease> = Api::namespaced(cb.clone(), "kube-system");
-    let holder = |leases: Api<Lease>| async move { leases.get_opt("yard-controller-manager").await.ok().flatten().and_then(|l| l.spec?.holder_identity) };
+    let holder = |leases: Api<Lease>| async move {
+        leases.get_opt("yard-controller-manager").await.ok().flatten().and_then(|l| l.spec?.holder_identity)
+    };
     let first = wait_for("server A's controllers to lead", Duration::from_secs(20), || {
         let l = leases.clone();
         async move { holder(l).await }
     })
     .await;
-    let mut cms = [Controllers::start(&b.kubeconfig, "x", &db.0.join("cm-x.log")), Controllers::start(&b.kubeconfig, "y", &db.0.join("cm-y.log"))];
+    let mut cms = [
+        Controllers::start(&b.kubeconfig, "x", &db.0.join("cm-x.log")),
+        Controllers::start(&b.kubeconfig, "y", &db.0.join("cm-y.log")),
+    ];
 
     // A node, a Service and three pods whose status a node agent would write.
     let nodes: Api<Node> = Api::all(cb.clone());
@@ -275,12 +346,20 @@ async fn failures_of_etcd_member_apiserver_and_leader_lose_nothing() {
     let eps: Api<Endpoints> = Api::namespaced(cb.clone(), "default");
     let ready_ips = |eps: Api<Endpoints>| async move {
         let ep = eps.get_opt("web").await.ok().flatten()?;
-        let mut ips: Vec<String> = ep.subsets.iter().flatten().flat_map(|s| s.addresses.iter().flatten().map(|a| a.ip.clone())).collect();
+        let mut ips: Vec<String> =
+            ep.subsets.iter().flatten().flat_map(|s| s.addresses.iter().flatten().map(|a| a.ip.clone())).collect();
         ips.sort();
         Some(ips)
     };
     let expect = |want: &[usize]| want.iter().map(|i| format!("10.244.0.{}", 10 + i)).collect::<Vec<_>>();
-    async fn follow(what: &str, eps: &Api<Endpoints>, want: Vec<String>, ready_ips: impl Fn(Api<Endpoints>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Vec<String>>> + Send>>) {
+    async fn follow(
+        what: &str,
+        eps: &Api<Endpoints>,
+        want: Vec<String>,
+        ready_ips: impl Fn(
+            Api<Endpoints>,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Vec<String>>> + Send>>,
+    ) {
         let t = Instant::now();
         wait_for(what, Duration::from_secs(20), || {
             let f = ready_ips(eps.clone());
@@ -290,7 +369,10 @@ async fn failures_of_etcd_member_apiserver_and_leader_lose_nothing() {
         .await;
         eprintln!("{what}: endpoints followed in {:?}", t.elapsed());
     }
-    let ready_ips = move |e: Api<Endpoints>| -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Vec<String>>> + Send>> { Box::pin(ready_ips(e)) };
+    let ready_ips =
+        move |e: Api<Endpoints>| -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Vec<String>>> + Send>> {
+            Box::pin(ready_ips(e))
+        };
     for i in 0..3 {
         set_ready(pods_b.clone(), i, true).await.unwrap();
     }
@@ -307,7 +389,14 @@ async fn failures_of_etcd_member_apiserver_and_leader_lose_nothing() {
             let mut i = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let name = format!("w-{i}");
-                let r = tokio::time::timeout(Duration::from_secs(5), apis[i % 2].create(&PostParams::default(), &obj(serde_json::json!({"metadata": {"name": name}, "data": {"i": i.to_string()}})))).await;
+                let r = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    apis[i % 2].create(
+                        &PostParams::default(),
+                        &obj(serde_json::json!({"metadata": {"name": name}, "data": {"i": i.to_string()}})),
+                    ),
+                )
+                .await;
                 match r {
                     Ok(Ok(cm)) => acked.push((name, cm.metadata.resource_version.unwrap())),
                     Ok(Err(e)) if i % 2 == 1 => failed_on_b.push(format!("{name}: {e}")),
@@ -357,12 +446,21 @@ async fn failures_of_etcd_member_apiserver_and_leader_lose_nothing() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (acked, tried, failed_on_b) = writer.await.unwrap();
     let cms_b: Api<ConfigMap> = Api::namespaced(cb.clone(), "default");
-    let stored: std::collections::BTreeMap<String, String> =
-        cms_b.list(&ListParams::default()).await.unwrap().items.into_iter().map(|c| (c.metadata.name.unwrap(), c.metadata.resource_version.unwrap())).collect();
+    let stored: std::collections::BTreeMap<String, String> = cms_b
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|c| (c.metadata.name.unwrap(), c.metadata.resource_version.unwrap()))
+        .collect();
     for (name, rv) in &acked {
         assert_eq!(stored.get(name), Some(rv), "acknowledged write {name} lost or changed");
     }
-    eprintln!("{} of {tried} writes acknowledged, all present; failed through the surviving server B: {failed_on_b:?}", acked.len());
+    eprintln!(
+        "{} of {tried} writes acknowledged, all present; failed through the surviving server B: {failed_on_b:?}",
+        acked.len()
+    );
     assert!(acked.len() > tried / 3, "too few writes succeeded: {} of {tried}", acked.len());
 }
 
@@ -376,11 +474,17 @@ async fn watch_across_compaction_gets_410_and_relists() {
     cms.create(&PostParams::default(), &obj(serde_json::json!({"metadata": {"name": "before"}}))).await.unwrap();
     let old_rv = cms.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
     for i in 0..5 {
-        cms.create(&PostParams::default(), &obj(serde_json::json!({"metadata": {"name": format!("c{i}")}}))).await.unwrap();
+        cms.create(&PostParams::default(), &obj(serde_json::json!({"metadata": {"name": format!("c{i}")}})))
+            .await
+            .unwrap();
     }
     // Compact etcd with its own tool, to the current revision.
     let head = cms.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
-    let out = Command::new("etcdctl").env("ETCDCTL_API", "3").args(["--endpoints", &etcd.endpoints().join(","), "compact", &head]).output().unwrap();
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &etcd.endpoints().join(","), "compact", &head])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "etcdctl compact: {}", String::from_utf8_lossy(&out.stderr));
 
     // Resuming the watch from before the compaction: 410 Gone.
@@ -396,7 +500,8 @@ async fn watch_across_compaction_gets_410_and_relists() {
     // The client re-lists and watches on from the new list's revision.
     let list = cms.list(&ListParams::default()).await.unwrap();
     assert_eq!(list.items.len(), 6);
-    let mut w = cms.watch(&WatchParams::default(), list.metadata.resource_version.as_deref().unwrap()).await.unwrap().boxed();
+    let mut w =
+        cms.watch(&WatchParams::default(), list.metadata.resource_version.as_deref().unwrap()).await.unwrap().boxed();
     cms.create(&PostParams::default(), &obj(serde_json::json!({"metadata": {"name": "after"}}))).await.unwrap();
     let ev = tokio::time::timeout(Duration::from_secs(10), w.try_next()).await.unwrap().unwrap().unwrap();
     assert!(matches!(&ev, WatchEvent::Added(cm) if cm.metadata.name.as_deref() == Some("after")), "{ev:?}");

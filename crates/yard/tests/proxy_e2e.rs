@@ -136,7 +136,10 @@ fn counts(answers: &[String]) -> BTreeMap<String, usize> {
 }
 
 fn pods_of(up: &Up, selector: &str) -> BTreeSet<String> {
-    up.k(&["get", "pods", "-l", selector, "-o", "jsonpath={.items[*].metadata.name}"]).split_whitespace().map(String::from).collect()
+    up.k(&["get", "pods", "-l", selector, "-o", "jsonpath={.items[*].metadata.name}"])
+        .split_whitespace()
+        .map(String::from)
+        .collect()
 }
 
 fn scenario(mode: &str) {
@@ -146,7 +149,8 @@ fn scenario(mode: &str) {
     let unready = dir.0.join("unready");
     std::fs::create_dir_all(&unready).unwrap();
     let name = format!("px{}", &mode[..3]);
-    let mut up = Up::start(&name, &data, &["--proxy-mode", mode, "-f", examples_dir().join("hostnames.yaml").to_str().unwrap()]);
+    let mut up =
+        Up::start(&name, &data, &["--proxy-mode", mode, "-f", examples_dir().join("hostnames.yaml").to_str().unwrap()]);
     let applied = kubectl_in(None, &up.kubeconfig, &["apply", "-f", "-"], Some(&manifest(unready.to_str().unwrap())));
     assert!(applied.status.success(), "{applied:?}");
     up.k(&["wait", "--for=condition=Ready", "pod", "--all", "--timeout=60s"]);
@@ -167,7 +171,8 @@ fn scenario(mode: &str) {
 
     // A pod reaches itself through its own Service (hairpin).
     let selfie = cluster_ip(&up, "selfie");
-    let out = up.kubectl(&["exec", "selfie", "--", "timeout", "3", "wget", "-qO-", &format!("http://{selfie}/hostname")]);
+    let out =
+        up.kubectl(&["exec", "selfie", "--", "timeout", "3", "wget", "-qO-", &format!("http://{selfie}/hostname")]);
     assert_eq!(stdout_of(&out).trim(), "selfie", "{mode}: hairpin {out:?}");
 
     // A Service without endpoints refuses at once.
@@ -186,7 +191,10 @@ fn scenario(mode: &str) {
     // The NodePort (externalTrafficPolicy Local) answers on the node's IP from another
     // namespace, and the pod sees the real client address (the hub's 172.18.0.1).
     let hub = format!("yard-{name}-net");
-    let np = std::process::Command::new("ip").args(["netns", "exec", &hub, "curl", "-s", "-m", "3", "http://172.18.0.2:30090/clientip"]).output().unwrap();
+    let np = std::process::Command::new("ip")
+        .args(["netns", "exec", &hub, "curl", "-s", "-m", "3", "http://172.18.0.2:30090/clientip"])
+        .output()
+        .unwrap();
     assert!(stdout_of(&np).starts_with("172.18.0.1:"), "{mode}: /clientip through the Local NodePort: {np:?}");
 
     // UDP follows an endpoint change at once, for the same client flow.
@@ -200,7 +208,11 @@ fn scenario(mode: &str) {
     up.k(&["label", "pod", &flaky[1], "udp=active"]);
     let t = Instant::now();
     let moved = eventually(Duration::from_secs(5), || Some(udp_hostname(&up, &udp)).filter(|a| a == &flaky[1]));
-    assert!(moved.is_some() && t.elapsed() < Duration::from_secs(2), "{mode}: UDP flow did not follow the endpoint change ({:?})", t.elapsed());
+    assert!(
+        moved.is_some() && t.elapsed() < Duration::from_secs(2),
+        "{mode}: UDP flow did not follow the endpoint change ({:?})",
+        t.elapsed()
+    );
 
     // A pod whose readiness fails stops receiving traffic.
     let flaky_ip = cluster_ip(&up, "flaky");
@@ -211,7 +223,11 @@ fn scenario(mode: &str) {
         let ep = up.k(&["get", "ep", "flaky", "-o", "jsonpath={.subsets[*].addresses[*].targetRef.name}"]);
         (ep.split_whitespace().count() == 1).then_some(ep)
     });
-    assert_eq!(one.as_deref().map(str::trim), Some(flaky[1].as_str()), "{mode}: readiness failure did not leave one endpoint");
+    assert_eq!(
+        one.as_deref().map(str::trim),
+        Some(flaky[1].as_str()),
+        "{mode}: readiness failure did not leave one endpoint"
+    );
     let after = http_from_client(&up, &format!("http://{flaky_ip}/hostname"), 20);
     assert!(after.iter().all(|a| a == &flaky[1]), "{mode}: the unready pod still gets traffic: {after:?}");
 
@@ -228,7 +244,11 @@ fn scenario(mode: &str) {
         failed += answers.iter().filter(|a| *a == "FAIL").count();
         batches.push((at, answers.into_iter().filter(|a| a != "FAIL").collect()));
         let left = pods_of(&up, "app=hostnames");
-        let live: BTreeSet<String> = up.k(&["get", "ep", "hostnames", "-o", "jsonpath={.subsets[*].addresses[*].targetRef.name}"]).split_whitespace().map(String::from).collect();
+        let live: BTreeSet<String> = up
+            .k(&["get", "ep", "hostnames", "-o", "jsonpath={.subsets[*].addresses[*].targetRef.name}"])
+            .split_whitespace()
+            .map(String::from)
+            .collect();
         let clean = batches.iter().rev().take_while(|(_, names)| names.is_subset(&live)).count();
         if live.len() == 2 && left.is_superset(&live) && clean >= 3 {
             break live;
@@ -237,7 +257,10 @@ fn scenario(mode: &str) {
     };
     let first_clean = batches.iter().rposition(|(_, names)| !names.is_subset(&survivors)).map(|i| i + 1).unwrap_or(0);
     let when = batches[first_clean].0;
-    assert!(when < Duration::from_secs(1), "{mode}: the removed pod answered until {when:?} after the scale: {batches:?}");
+    assert!(
+        when < Duration::from_secs(1),
+        "{mode}: the removed pod answered until {when:?} after the scale: {batches:?}"
+    );
     assert!(failed <= 1, "{mode}: {failed} requests failed while the Service went from 3 endpoints to 2: {batches:?}");
 
     let stopped = up.stop();

@@ -65,7 +65,10 @@ fn allocations_conflict_follow_type_changes_and_survive_kill9() {
     let mut api = ApiServer::start(&dir.0, &[]);
     // A requested ClusterIP and NodePort, then the same again.
     create_ok(&api, &svc("np", "  type: NodePort\n  clusterIP: 10.96.0.77\n  selector: {app: a}\n  ports:\n  - {port: 80, nodePort: 30080}\n"));
-    let err = create_err(&api, &svc("np2", "  type: NodePort\n  selector: {app: a}\n  ports:\n  - {port: 80, nodePort: 30080}\n"));
+    let err = create_err(
+        &api,
+        &svc("np2", "  type: NodePort\n  selector: {app: a}\n  ports:\n  - {port: 80, nodePort: 30080}\n"),
+    );
     assert!(err.contains(r#"The Service "np2" is invalid: spec.ports[0].nodePort: Invalid value: 30080: provided port is already allocated"#), "{err}");
     let err = create_err(&api, &svc("ip2", &format!("  clusterIP: 10.96.0.77\n{PORT80}")));
     assert!(err.contains(r#"spec.clusterIPs: Invalid value: ["10.96.0.77"]: failed to allocate IP 10.96.0.77: provided IP is already allocated"#), "{err}");
@@ -84,25 +87,50 @@ fn allocations_conflict_follow_type_changes_and_survive_kill9() {
         let out = api.kubectl(args);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let log = String::from_utf8_lossy(&out.stderr).into_owned();
-        (String::from_utf8_lossy(&out.stdout).into_owned(), log.lines().filter(|l| l.contains("verb=\"GET\"") && l.contains("/api/v1/namespaces/default/services?")).count())
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            log.lines()
+                .filter(|l| l.contains("verb=\"GET\"") && l.contains("/api/v1/namespaces/default/services?"))
+                .count(),
+        )
     };
     let (table, n) = requests(&["get", "svc", "--chunk-size=5", "-v=6"]);
     assert_eq!((table.lines().count(), n), (1 + 22, 1), "{table}");
     let (json, n) = requests(&["get", "svc", "--chunk-size=5", "-o", "name", "-v=6"]);
     assert_eq!((json.lines().count(), n), (22, 5), "{json}");
     // Immutable once set.
-    let out = api.kubectl(&["patch", "svc", "auto0", "-p", r#"{"spec":{"clusterIP":"10.96.0.99","clusterIPs":["10.96.0.99"]}}"#]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("may not change once set"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = api.kubectl(&[
+        "patch",
+        "svc",
+        "auto0",
+        "-p",
+        r#"{"spec":{"clusterIP":"10.96.0.99","clusterIPs":["10.96.0.99"]}}"#,
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("may not change once set"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // kill -9 and restart: the allocations are still held.
     api.restart();
-    let err = create_err(&api, &svc("np3", "  type: NodePort\n  selector: {app: a}\n  ports:\n  - {port: 80, nodePort: 30080}\n"));
+    let err = create_err(
+        &api,
+        &svc("np3", "  type: NodePort\n  selector: {app: a}\n  ports:\n  - {port: 80, nodePort: 30080}\n"),
+    );
     assert!(err.contains("provided port is already allocated"), "after kill -9: {err}");
     let err = create_err(&api, &svc("ip3", &format!("  clusterIP: 10.96.0.77\n{PORT80}")));
     assert!(err.contains("provided IP is already allocated"), "after kill -9: {err}");
 
     // NodePort -> ClusterIP releases the port; the port can then be taken by another Service.
-    api.k(&["patch", "svc", "np", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/type","value":"ClusterIP"},{"op":"remove","path":"/spec/ports/0/nodePort"}]"#]);
+    api.k(&[
+        "patch",
+        "svc",
+        "np",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/type","value":"ClusterIP"},{"op":"remove","path":"/spec/ports/0/nodePort"}]"#,
+    ]);
     create_ok(&api, &svc("np4", "  type: NodePort\n  selector: {app: a}\n  ports:\n  - {port: 80, nodePort: 30080}\n"));
     // ClusterIP -> ExternalName releases the address; delete releases too.
     api.k(&["patch", "svc", "np", "--type=merge", "-p", r#"{"spec":{"type":"ExternalName","externalName":"db.example.com","clusterIP":"","clusterIPs":null,"selector":null}}"#]);
@@ -111,7 +139,14 @@ fn allocations_conflict_follow_type_changes_and_survive_kill9() {
     api.k(&["delete", "svc", "ip4"]);
     create_ok(&api, &svc("ip5", &format!("  clusterIP: 10.96.0.77\n{PORT80}")));
     // ExternalName -> NodePort allocates again.
-    api.k(&["patch", "svc", "np", "--type=merge", "-p", r#"{"spec":{"type":"NodePort","externalName":null,"selector":{"app":"a"}}}"#]);
+    api.k(&[
+        "patch",
+        "svc",
+        "np",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"type":"NodePort","externalName":null,"selector":{"app":"a"}}}"#,
+    ]);
     let np = api.k(&["get", "svc", "np", "-o", "jsonpath={.spec.clusterIP} {.spec.ports[0].nodePort}"]);
     let (ip, port) = np.split_once(' ').unwrap();
     assert!(ip.starts_with("10.") && !ips.contains(ip), "{np}");

@@ -47,7 +47,11 @@ fn seed_walkthrough_nftables() {
 
     // curl the ClusterIP from a node: the hostnames rotate over all 3 pods.
     let got: BTreeSet<String> = names_via(&up, None, &ip, 30).into_iter().collect();
-    let pod_names: BTreeSet<String> = up.k(&["get", "pods", "-l", "app=hostnames", "-o", "jsonpath={.items[*].metadata.name}"]).split_whitespace().map(String::from).collect();
+    let pod_names: BTreeSet<String> = up
+        .k(&["get", "pods", "-l", "app=hostnames", "-o", "jsonpath={.items[*].metadata.name}"])
+        .split_whitespace()
+        .map(String::from)
+        .collect();
     assert_eq!(got, pod_names, "30 requests should reach all 3 pods");
 
     // scale to 2: endpoints follow.
@@ -62,7 +66,20 @@ fn seed_walkthrough_nftables() {
 
     // describe svc.
     let d = up.k(&["describe", "svc", "hostnames"]);
-    for want in ["Selector:", "app=hostnames", "Type:", "ClusterIP", "IP:", "Port:", "TargetPort:", "9376/TCP", "Endpoints:", ":9376", "Session Affinity:", "Events:"] {
+    for want in [
+        "Selector:",
+        "app=hostnames",
+        "Type:",
+        "ClusterIP",
+        "IP:",
+        "Port:",
+        "TargetPort:",
+        "9376/TCP",
+        "Endpoints:",
+        ":9376",
+        "Session Affinity:",
+        "Events:",
+    ] {
         assert!(d.contains(want), "describe lacks {want}: {d}");
     }
 
@@ -71,24 +88,72 @@ fn seed_walkthrough_nftables() {
     up.k(&["apply", "-f", examples_dir().join("externalname.yaml").to_str().unwrap()]);
     up.k(&["wait", "--for=condition=Ready", "pod", "--all", "-n", "demo", "--timeout=60s"]);
     let svc_ip = up.k(&["get", "svc", "-n", "demo", "nginx-prod-svc-demo", "-o", "jsonpath={.spec.clusterIP}"]);
-    let ns_out = stdout_of(&up.kubectl(&["exec", "-n", "demo", "headless-svc-test-pod", "--", "nslookup", "nginx-prod-svc-demo"]));
+    let ns_out = stdout_of(&up.kubectl(&[
+        "exec",
+        "-n",
+        "demo",
+        "headless-svc-test-pod",
+        "--",
+        "nslookup",
+        "nginx-prod-svc-demo",
+    ]));
     assert!(ns_out.contains(&svc_ip), "nslookup of the ClusterIP service: {ns_out}");
-    let pod_ips: Vec<String> = up.k(&["get", "pods", "-n", "demo", "-l", "app=nginx", "-o", "jsonpath={.items[*].status.podIP}"]).split_whitespace().map(String::from).collect();
-    let hl = stdout_of(&up.kubectl(&["exec", "-n", "demo", "headless-svc-test-pod", "--", "nslookup", "nginx-prod-demo-headless-svc"]));
+    let pod_ips: Vec<String> = up
+        .k(&["get", "pods", "-n", "demo", "-l", "app=nginx", "-o", "jsonpath={.items[*].status.podIP}"])
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let hl = stdout_of(&up.kubectl(&[
+        "exec",
+        "-n",
+        "demo",
+        "headless-svc-test-pod",
+        "--",
+        "nslookup",
+        "nginx-prod-demo-headless-svc",
+    ]));
     for ip in &pod_ips {
         assert!(hl.contains(ip.as_str()), "headless lookup lacks {ip}: {hl}");
     }
-    let cname = stdout_of(&up.kubectl(&["exec", "-n", "demo", "headless-svc-test-pod", "--", "nslookup", "-type=CNAME", "backend-alias.demo.svc.cluster.local"]));
+    let cname = stdout_of(&up.kubectl(&[
+        "exec",
+        "-n",
+        "demo",
+        "headless-svc-test-pod",
+        "--",
+        "nslookup",
+        "-type=CNAME",
+        "backend-alias.demo.svc.cluster.local",
+    ]));
     assert!(cname.contains("nginx-prod-svc-demo.demo.svc.cluster.local"), "ExternalName CNAME: {cname}");
     let env = up.k(&["exec", "-n", "demo", "headless-svc-test-pod", "--", "env"]);
-    for want in [format!("NGINX_PROD_SVC_DEMO_SERVICE_HOST={svc_ip}"), "NGINX_PROD_SVC_DEMO_SERVICE_PORT=80".into(), "NGINX_PROD_SVC_DEMO_SERVICE_PORT_HTTP=80".into(), format!("NGINX_PROD_SVC_DEMO_PORT=tcp://{svc_ip}:80"), "KUBERNETES_SERVICE_HOST=10.96.0.1".into()] {
+    for want in [
+        format!("NGINX_PROD_SVC_DEMO_SERVICE_HOST={svc_ip}"),
+        "NGINX_PROD_SVC_DEMO_SERVICE_PORT=80".into(),
+        "NGINX_PROD_SVC_DEMO_SERVICE_PORT_HTTP=80".into(),
+        format!("NGINX_PROD_SVC_DEMO_PORT=tcp://{svc_ip}:80"),
+        "KUBERNETES_SERVICE_HOST=10.96.0.1".into(),
+    ] {
         assert!(env.contains(&want), "env lacks {want}: {env}");
     }
-    let page = stdout_of(&up.kubectl(&["exec", "-n", "demo", "headless-svc-test-pod", "--", "wget", "-q", "-O-", "http://nginx-prod-svc-demo"]));
+    let page = stdout_of(&up.kubectl(&[
+        "exec",
+        "-n",
+        "demo",
+        "headless-svc-test-pod",
+        "--",
+        "wget",
+        "-q",
+        "-O-",
+        "http://nginx-prod-svc-demo",
+    ]));
     assert!(page.to_lowercase().contains("nginx"), "{page}");
     // NodePort from outside the node: from the cluster's network namespace, on the node's IP.
     let hub = format!("yard-{}-net", up.name);
-    let np = std::process::Command::new("ip").args(["netns", "exec", &hub, "curl", "-s", "-m", "3", "http://172.18.0.2:30000/"]).output().unwrap();
+    let np = std::process::Command::new("ip")
+        .args(["netns", "exec", &hub, "curl", "-s", "-m", "3", "http://172.18.0.2:30000/"])
+        .output()
+        .unwrap();
     assert!(stdout_of(&np).to_lowercase().contains("nginx"), "NodePort: {:?}", np);
 
     let stopped = up.stop();
@@ -108,16 +173,29 @@ fn seed_example_app_pod_ip_then_service() {
     let mut up = Up::start("e2eexample", &data, &["-f", examples_dir().join("example-app.yaml").to_str().unwrap()]);
     up.k(&["wait", "--for=condition=Ready", "pod", "--all", "-n", "example", "--timeout=60s"]);
     let backends = |up: &Up| -> Vec<(String, String)> {
-        let out = up.k(&["get", "pods", "--selector=app=backend", "-n", "example", "-o", "jsonpath={range .items[*]}{.metadata.name} {.status.podIP} {.metadata.deletionTimestamp}{\"\\n\"}{end}"]);
-        out.lines().filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() == 2).then(|| (f[0].to_string(), f[1].to_string()))
-        }).collect()
+        let out = up.k(&[
+            "get",
+            "pods",
+            "--selector=app=backend",
+            "-n",
+            "example",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.status.podIP} {.metadata.deletionTimestamp}{\"\\n\"}{end}",
+        ]);
+        out.lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() == 2).then(|| (f[0].to_string(), f[1].to_string()))
+            })
+            .collect()
     };
     let first = backends(&up);
     assert_eq!(first.len(), 2, "{first:?}");
-    let frontend = up.k(&["get", "pods", "--selector=app=frontend", "-n", "example", "-o", "jsonpath={.items[0].metadata.name}"]);
-    let wget = |up: &Up, url: &str| stdout_of(&up.kubectl(&["exec", &frontend, "-n", "example", "--", "wget", "-q", "-O", "-", url]));
+    let frontend =
+        up.k(&["get", "pods", "--selector=app=frontend", "-n", "example", "-o", "jsonpath={.items[0].metadata.name}"]);
+    let wget = |up: &Up, url: &str| {
+        stdout_of(&up.kubectl(&["exec", &frontend, "-n", "example", "--", "wget", "-q", "-O", "-", url]))
+    };
 
     // The frontend reaches the first backend pod by its IP.
     let (gone_name, gone_ip) = first[0].clone();
@@ -136,12 +214,20 @@ fn seed_example_app_pod_ip_then_service() {
     let mut want: Vec<String> = now.iter().map(|(_, ip)| format!("{ip}:5000")).collect();
     want.sort();
     let eps = eventually(Duration::from_secs(20), || {
-        let line = up.k(&["get", "endpoints", "-n", "example"]).lines().find(|l| l.starts_with("backend-service ")).map(String::from)?;
+        let line = up
+            .k(&["get", "endpoints", "-n", "example"])
+            .lines()
+            .find(|l| l.starts_with("backend-service "))
+            .map(String::from)?;
         let mut got: Vec<String> = line.split_whitespace().nth(1)?.split(',').map(String::from).collect();
         got.sort();
         (got == want).then_some(got)
     });
-    assert!(eps.is_some(), "backend-service endpoints never became {want:?}: {}", up.k(&["get", "endpoints", "-n", "example"]));
+    assert!(
+        eps.is_some(),
+        "backend-service endpoints never became {want:?}: {}",
+        up.k(&["get", "endpoints", "-n", "example"])
+    );
 
     // The Service IP balances over both backends, and so does its DNS name.
     let svc_ip = up.k(&["get", "service", "backend-service", "-n", "example", "-o", "jsonpath={.spec.clusterIP}"]);
@@ -168,7 +254,11 @@ fn iptables_mode_rules_look_like_kube_proxy() {
     let _serial = serial();
     let dir = TempDir::new("upipt");
     let data = dir.0.join("data");
-    let up = Up::start("e2eipt", &data, &["--proxy-mode", "iptables", "-f", examples_dir().join("hostnames.yaml").to_str().unwrap()]);
+    let up = Up::start(
+        "e2eipt",
+        &data,
+        &["--proxy-mode", "iptables", "-f", examples_dir().join("hostnames.yaml").to_str().unwrap()],
+    );
     let ip = up.k(&["get", "svc", "hostnames", "-o", "jsonpath={.spec.clusterIP}"]);
     let rules = stdout_of(&up.shell(None, &["sh", "-c", "iptables-save | grep hostnames"]));
     assert!(rules.contains(&format!("-d {ip}/32 -p tcp -m comment --comment \"default/hostnames:default cluster IP\" -m tcp --dport 80 -j KUBE-SVC-")), "{rules}");
@@ -184,8 +274,13 @@ fn three_nodes_spread_and_reach_from_every_node() {
     let _serial = serial();
     let dir = TempDir::new("up3");
     let data = dir.0.join("data");
-    let up = Up::start("e2e3n", &data, &["--nodes", "3", "-f", examples_dir().join("hostnames.yaml").to_str().unwrap()]);
-    let nodes: BTreeSet<String> = up.k(&["get", "pods", "-l", "app=hostnames", "-o", "jsonpath={.items[*].spec.nodeName}"]).split_whitespace().map(String::from).collect();
+    let up =
+        Up::start("e2e3n", &data, &["--nodes", "3", "-f", examples_dir().join("hostnames.yaml").to_str().unwrap()]);
+    let nodes: BTreeSet<String> = up
+        .k(&["get", "pods", "-l", "app=hostnames", "-o", "jsonpath={.items[*].spec.nodeName}"])
+        .split_whitespace()
+        .map(String::from)
+        .collect();
     assert!(nodes.len() >= 2, "pods not spread: {nodes:?}");
     let ip = up.k(&["get", "svc", "hostnames", "-o", "jsonpath={.spec.clusterIP}"]);
     for node in ["node-1", "node-2", "node-3"] {
@@ -256,7 +351,14 @@ impl TwoHosts {
     /// What `yard up --host-network` may touch in the host namespace.
     fn host_state(&self) -> String {
         let o = std::process::Command::new("ip")
-            .args(["netns", "exec", &self.host, "sh", "-c", "ip -o link; ip -o -4 addr; ip route; nft list ruleset; sysctl net.ipv4.ip_forward; ls /run/netns"])
+            .args([
+                "netns",
+                "exec",
+                &self.host,
+                "sh",
+                "-c",
+                "ip -o link; ip -o -4 addr; ip route; nft list ruleset; sysctl net.ipv4.ip_forward; ls /run/netns",
+            ])
             .output()
             .unwrap();
         String::from_utf8_lossy(&o.stdout).into_owned()
@@ -279,20 +381,37 @@ fn host_network_makes_this_namespace_the_node() {
     let data = dir.0.join("data");
     let machine_before = host_snapshot();
     let host_before = hosts.host_state();
-    let mut up = Up::start_in(Some(&hosts.host), "e2ehn", &data, &["--host-network", "--node-name", "yt-node", "-f", examples_dir().join("hostnames.yaml").to_str().unwrap()]);
+    let mut up = Up::start_in(
+        Some(&hosts.host),
+        "e2ehn",
+        &data,
+        &["--host-network", "--node-name", "yt-node", "-f", examples_dir().join("hostnames.yaml").to_str().unwrap()],
+    );
 
     // The node is this namespace: its name, and the address found on eth0.
     assert_eq!(up.k(&["get", "nodes", "-o", "jsonpath={.items[*].metadata.name}"]), "yt-node");
-    let addr = up.k(&["get", "node", "yt-node", "-o", "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}"]);
+    let addr =
+        up.k(&["get", "node", "yt-node", "-o", "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}"]);
     assert_eq!(addr, "192.168.240.2");
     let pods = up.k(&["get", "pods", "-o", "wide"]);
-    assert_eq!(pods.lines().filter(|l| l.contains("Running") && l.contains("1/1") && l.contains("yt-node")).count(), 3, "{pods}");
+    assert_eq!(
+        pods.lines().filter(|l| l.contains("Running") && l.contains("1/1") && l.contains("yt-node")).count(),
+        3,
+        "{pods}"
+    );
 
     // The ClusterIP answers from the host namespace itself and through `yard shell`.
     let ip = up.k(&["get", "svc", "hostnames", "-o", "jsonpath={.spec.clusterIP}"]);
-    let pod_names: BTreeSet<String> = up.k(&["get", "pods", "-l", "app=hostnames", "-o", "jsonpath={.items[*].metadata.name}"]).split_whitespace().map(String::from).collect();
+    let pod_names: BTreeSet<String> = up
+        .k(&["get", "pods", "-l", "app=hostnames", "-o", "jsonpath={.items[*].metadata.name}"])
+        .split_whitespace()
+        .map(String::from)
+        .collect();
     let curl_in = |ns: &str, url: &str| {
-        let o = std::process::Command::new("ip").args(["netns", "exec", ns, "curl", "-s", "-m", "2", url]).output().unwrap();
+        let o = std::process::Command::new("ip")
+            .args(["netns", "exec", ns, "curl", "-s", "-m", "2", url])
+            .output()
+            .unwrap();
         stdout_of(&o).trim().to_string()
     };
     let got: BTreeSet<String> = (0..30).map(|_| curl_in(&hosts.host, &ip)).collect();
@@ -307,7 +426,19 @@ fn host_network_makes_this_namespace_the_node() {
     assert!(ns_out.contains(&ip), "nslookup from a pod: {ns_out}");
 
     // A NodePort answers on the node's address from the other machine.
-    up.k(&["expose", "deploy", "hostnames", "--name", "hn-np", "--type", "NodePort", "--port", "80", "--target-port", "9376"]);
+    up.k(&[
+        "expose",
+        "deploy",
+        "hostnames",
+        "--name",
+        "hn-np",
+        "--type",
+        "NodePort",
+        "--port",
+        "80",
+        "--target-port",
+        "9376",
+    ]);
     let np = up.k(&["get", "svc", "hn-np", "-o", "jsonpath={.spec.ports[0].nodePort}"]);
     let url = format!("http://192.168.240.2:{np}/");
     let answered = eventually(Duration::from_secs(5), || {

@@ -81,10 +81,7 @@ impl fmt::Display for PathElement {
             PathElement::Key(k) => {
                 let v: Value = serde_json::from_str(k).unwrap_or(Value::Null);
                 let parts: Vec<String> = match v {
-                    Value::Object(m) => m
-                        .iter()
-                        .map(|(k, v)| format!("{k}={}", canonical_json(v)))
-                        .collect(),
+                    Value::Object(m) => m.iter().map(|(k, v)| format!("{k}={}", canonical_json(v))).collect(),
                     _ => Vec::new(),
                 };
                 write!(f, "[{}]", parts.join(","))
@@ -195,10 +192,7 @@ impl FieldSet {
 
     /// Set intersection.
     pub fn intersection(&self, other: &FieldSet) -> FieldSet {
-        let mut out = FieldSet {
-            member: self.member && other.member,
-            children: BTreeMap::new(),
-        };
+        let mut out = FieldSet { member: self.member && other.member, children: BTreeMap::new() };
         for (pe, c) in &self.children {
             if let Some(o) = other.children.get(pe) {
                 let i = c.intersection(o);
@@ -314,10 +308,7 @@ impl FieldSet {
         let Value::Object(m) = v else {
             return Err(format!("expected an object in fieldsV1, got {v}"));
         };
-        let mut out = FieldSet {
-            member: !root && m.is_empty(),
-            children: BTreeMap::new(),
-        };
+        let mut out = FieldSet { member: !root && m.is_empty(), children: BTreeMap::new() };
         for (k, c) in m {
             if k == "." {
                 out.member = true;

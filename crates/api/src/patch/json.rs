@@ -41,14 +41,9 @@ fn parse_pointer(path: &str) -> Result<Vec<String>, PatchError> {
         return Ok(Vec::new());
     }
     let Some(rest) = path.strip_prefix('/') else {
-        return Err(PatchError::Unprocessable(format!(
-            "JSON pointer must be empty or start with a \"/\": {path:?}"
-        )));
+        return Err(PatchError::Unprocessable(format!("JSON pointer must be empty or start with a \"/\": {path:?}")));
     };
-    Ok(rest
-        .split('/')
-        .map(|t| t.replace("~1", "/").replace("~0", "~"))
-        .collect())
+    Ok(rest.split('/').map(|t| t.replace("~1", "/").replace("~0", "~")).collect())
 }
 
 fn get_path<'a>(doc: &'a Value, tokens: &[String]) -> Option<&'a Value> {
@@ -79,17 +74,14 @@ fn get_path_mut<'a>(doc: &'a mut Value, tokens: &[String]) -> Option<&'a mut Val
 }
 
 fn parse_index(t: &str) -> Option<usize> {
-    if t.is_empty() || (t.len() > 1 && t.starts_with('0')) || !t.bytes().all(|b| b.is_ascii_digit())
-    {
+    if t.is_empty() || (t.len() > 1 && t.starts_with('0')) || !t.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     t.parse().ok()
 }
 
 fn invalid_index(t: &str) -> PatchError {
-    PatchError::Unprocessable(format!(
-        "Unable to access invalid index: {t}: invalid index referenced"
-    ))
+    PatchError::Unprocessable(format!("Unable to access invalid index: {t}: invalid index referenced"))
 }
 
 fn wrap(op: &str, path: &str, e: PatchError) -> PatchError {
@@ -103,9 +95,7 @@ fn op_add(doc: &mut Value, path: &str, value: Value) -> Result<(), PatchError> {
         return Ok(());
     };
     let Some(con) = get_path_mut(doc, parent) else {
-        return Err(missing(format!(
-            "add operation does not apply: doc is missing path: {path:?}"
-        )));
+        return Err(missing(format!("add operation does not apply: doc is missing path: {path:?}")));
     };
     match con {
         Value::Object(m) => {
@@ -124,9 +114,7 @@ fn op_add(doc: &mut Value, path: &str, value: Value) -> Result<(), PatchError> {
             a.insert(i, value);
             Ok(())
         }
-        _ => Err(missing(format!(
-            "add operation does not apply: doc is missing path: {path:?}"
-        ))),
+        _ => Err(missing(format!("add operation does not apply: doc is missing path: {path:?}"))),
     }
 }
 
@@ -136,18 +124,12 @@ fn op_remove(doc: &mut Value, path: &str) -> Result<Value, PatchError> {
         return Ok(std::mem::take(doc));
     };
     let Some(con) = get_path_mut(doc, parent) else {
-        return Err(missing(format!(
-            "remove operation does not apply: doc is missing path: {path:?}"
-        )));
+        return Err(missing(format!("remove operation does not apply: doc is missing path: {path:?}")));
     };
     match con {
-        Value::Object(m) => m.shift_remove(last).ok_or_else(|| {
-            wrap(
-                "remove",
-                path,
-                missing(format!("Unable to remove nonexistent key: {last}")),
-            )
-        }),
+        Value::Object(m) => m
+            .shift_remove(last)
+            .ok_or_else(|| wrap("remove", path, missing(format!("Unable to remove nonexistent key: {last}")))),
         Value::Array(a) => {
             let i = parse_index(last).ok_or_else(|| wrap("remove", path, invalid_index(last)))?;
             if i >= a.len() {
@@ -155,9 +137,7 @@ fn op_remove(doc: &mut Value, path: &str) -> Result<Value, PatchError> {
             }
             Ok(a.remove(i))
         }
-        _ => Err(missing(format!(
-            "remove operation does not apply: doc is missing path: {path:?}"
-        ))),
+        _ => Err(missing(format!("remove operation does not apply: doc is missing path: {path:?}"))),
     }
 }
 
@@ -168,9 +148,7 @@ fn op_replace(doc: &mut Value, path: &str, value: Value) -> Result<(), PatchErro
         return Ok(());
     };
     let Some(con) = get_path_mut(doc, parent) else {
-        return Err(missing(format!(
-            "replace operation does not apply: doc is missing path: {path}"
-        )));
+        return Err(missing(format!("replace operation does not apply: doc is missing path: {path}")));
     };
     match con {
         Value::Object(m) => match m.get_mut(last) {
@@ -178,9 +156,7 @@ fn op_replace(doc: &mut Value, path: &str, value: Value) -> Result<(), PatchErro
                 *slot = value;
                 Ok(())
             }
-            None => Err(missing(format!(
-                "replace operation does not apply: doc is missing key: {path}"
-            ))),
+            None => Err(missing(format!("replace operation does not apply: doc is missing key: {path}"))),
         },
         Value::Array(a) => {
             let i = parse_index(last).ok_or_else(|| invalid_index(last))?;
@@ -192,29 +168,19 @@ fn op_replace(doc: &mut Value, path: &str, value: Value) -> Result<(), PatchErro
                 None => Err(invalid_index(last)),
             }
         }
-        _ => Err(missing(format!(
-            "replace operation does not apply: doc is missing path: {path}"
-        ))),
+        _ => Err(missing(format!("replace operation does not apply: doc is missing path: {path}"))),
     }
 }
 
-fn str_field<'a>(
-    op: &'a Map<String, Value>,
-    name: &str,
-    kind: &str,
-) -> Result<&'a str, PatchError> {
+fn str_field<'a>(op: &'a Map<String, Value>, name: &str, kind: &str) -> Result<&'a str, PatchError> {
     match op.get(name) {
         Some(Value::String(s)) => Ok(s),
-        _ => Err(PatchError::Unprocessable(format!(
-            "{kind} operation missing {name} field"
-        ))),
+        _ => Err(PatchError::Unprocessable(format!("{kind} operation missing {name} field"))),
     }
 }
 
 fn value_field(op: &Map<String, Value>, kind: &str) -> Result<Value, PatchError> {
-    op.get("value")
-        .cloned()
-        .ok_or_else(|| PatchError::Unprocessable(format!("{kind} operation missing value field")))
+    op.get("value").cloned().ok_or_else(|| PatchError::Unprocessable(format!("{kind} operation missing value field")))
 }
 
 /// Apply an RFC 6902 JSON patch (`ops` is the decoded patch document).
@@ -260,29 +226,21 @@ pub fn json_patch(original: &Value, ops: &Value) -> Result<Value, PatchError> {
                 let from = str_field(op, "from", kind)?;
                 let path = str_field(op, "path", kind)?;
                 if get_path(&doc, &parse_pointer(from)?).is_none() {
-                    return Err(missing(format!(
-                        "move operation does not apply: doc is missing from path: {from}"
-                    )));
+                    return Err(missing(format!("move operation does not apply: doc is missing from path: {from}")));
                 }
                 let v = op_remove(&mut doc, from)?;
                 op_add(&mut doc, path, v).map_err(|_| {
-                    missing(format!(
-                        "move operation does not apply: doc is missing destination path: {path}"
-                    ))
+                    missing(format!("move operation does not apply: doc is missing destination path: {path}"))
                 })?;
             }
             "copy" => {
                 let from = str_field(op, "from", kind)?;
                 let path = str_field(op, "path", kind)?;
                 let Some(v) = get_path(&doc, &parse_pointer(from)?).cloned() else {
-                    return Err(missing(format!(
-                        "copy operation does not apply: doc is missing from path: {from}"
-                    )));
+                    return Err(missing(format!("copy operation does not apply: doc is missing from path: {from}")));
                 };
                 op_add(&mut doc, path, v).map_err(|_| {
-                    missing(format!(
-                        "copy operation does not apply: doc is missing destination path: {path}"
-                    ))
+                    missing(format!("copy operation does not apply: doc is missing destination path: {path}"))
                 })?;
             }
             "test" => {
@@ -291,9 +249,7 @@ pub fn json_patch(original: &Value, ops: &Value) -> Result<Value, PatchError> {
                 let tokens = parse_pointer(path)?;
                 if let Some((_, parent)) = tokens.split_last() {
                     if get_path(&doc, parent).is_none_or(|p| !p.is_object() && !p.is_array()) {
-                        return Err(missing(format!(
-                            "test operation does not apply: is missing path: {path}"
-                        )));
+                        return Err(missing(format!("test operation does not apply: is missing path: {path}")));
                     }
                 }
                 let actual = get_path(&doc, &tokens);
@@ -302,15 +258,11 @@ pub fn json_patch(original: &Value, ops: &Value) -> Result<Value, PatchError> {
                     None => expected.is_null(),
                 };
                 if !ok {
-                    return Err(PatchError::Unprocessable(format!(
-                        "testing value {path} failed: test failed"
-                    )));
+                    return Err(PatchError::Unprocessable(format!("testing value {path} failed: test failed")));
                 }
             }
             other => {
-                return Err(PatchError::Unprocessable(format!(
-                    "Unexpected kind: {other}"
-                )));
+                return Err(PatchError::Unprocessable(format!("Unexpected kind: {other}")));
             }
         }
     }

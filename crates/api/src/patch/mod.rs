@@ -36,9 +36,8 @@ pub use json::{json_merge_patch, json_patch, MAX_JSON_PATCH_OPERATIONS};
 pub use schema::{schema_for, FieldRule, PatchSchema, SmpList, SsaType};
 pub use smp::strategic_merge;
 pub use ssa::{
-    apply, apply_with, decode_managed_fields, default_manager, encode_managed_fields, track_update,
-    track_update_with, ApplyOptions, Conflict, ManagedFieldsEntry, LAST_APPLIED_ANNOTATION,
-    MAX_UPDATE_MANAGERS,
+    apply, apply_with, decode_managed_fields, default_manager, encode_managed_fields, track_update, track_update_with,
+    ApplyOptions, Conflict, ManagedFieldsEntry, LAST_APPLIED_ANNOTATION, MAX_UPDATE_MANAGERS,
 };
 
 /// The patch kinds of `PATCH` requests, by `Content-Type`.
@@ -57,12 +56,7 @@ pub enum PatchType {
 impl PatchType {
     /// The patch type of a `Content-Type` header value (parameters such as `charset` ignored).
     pub fn from_content_type(content_type: &str) -> Option<PatchType> {
-        let media = content_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+        let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         match media.as_str() {
             "application/json-patch+json" => Some(PatchType::Json),
             "application/merge-patch+json" => Some(PatchType::Merge),

@@ -26,10 +26,7 @@ pub enum SmpList {
 pub enum SsaType {
     /// `+listType=map` with `+listMapKey`s; `defaults` are key values used when an item omits
     /// the key (upstream `+default`, e.g. `protocol: TCP`).
-    ListMap {
-        keys: Vec<String>,
-        defaults: Vec<(String, Value)>,
-    },
+    ListMap { keys: Vec<String>, defaults: Vec<(String, Value)> },
     /// `+listType=set`: items are identified by their value.
     ListSet,
     /// `+listType=atomic`, `+mapType=atomic` or `+structType=atomic`: owned as one leaf.
@@ -55,29 +52,18 @@ impl FieldRule {
         FieldRule {
             smp: SmpList::MergeByKey(key.to_string()),
             retain_keys: false,
-            ssa: SsaType::ListMap {
-                keys: vec![key.to_string()],
-                defaults: Vec::new(),
-            },
+            ssa: SsaType::ListMap { keys: vec![key.to_string()], defaults: Vec::new() },
         }
     }
 
     /// A list of scalars merged as a set.
     pub fn set() -> Self {
-        FieldRule {
-            smp: SmpList::MergePrimitive,
-            retain_keys: false,
-            ssa: SsaType::ListSet,
-        }
+        FieldRule { smp: SmpList::MergePrimitive, retain_keys: false, ssa: SsaType::ListSet }
     }
 
     /// An atomic list or map (replaced whole by both patch kinds).
     pub fn atomic() -> Self {
-        FieldRule {
-            smp: SmpList::Replace,
-            retain_keys: false,
-            ssa: SsaType::Atomic,
-        }
+        FieldRule { smp: SmpList::Replace, retain_keys: false, ssa: SsaType::Atomic }
     }
 }
 
@@ -107,9 +93,7 @@ impl PatchSchema {
     /// The schema of a kind we know nothing about: strategic merge patch falls back to JSON
     /// merge patch, apply treats maps as granular and lists as atomic.
     pub fn unknown() -> Self {
-        PatchSchema {
-            inner: Arc::new(SchemaInner::default()),
-        }
+        PatchSchema { inner: Arc::new(SchemaInner::default()) }
     }
 
     /// A known kind with the given field rules (paths as described in the module docs).
@@ -197,10 +181,7 @@ fn keyed_multi(merge_key: &str, keys: &[&str], defaults: &[(&str, &str)]) -> Fie
         retain_keys: false,
         ssa: SsaType::ListMap {
             keys: keys.iter().map(|k| k.to_string()).collect(),
-            defaults: defaults
-                .iter()
-                .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
-                .collect(),
+            defaults: defaults.iter().map(|(k, v)| (k.to_string(), Value::String(v.to_string()))).collect(),
         },
     }
 }
@@ -213,41 +194,25 @@ fn retain(mut r: FieldRule) -> FieldRule {
 /// Rules of `ObjectMeta` under `prefix` (e.g. `metadata`).
 fn object_meta(rules: &mut Vec<(String, FieldRule)>, prefix: &str) {
     rules.push((child_path(prefix, "finalizers"), FieldRule::set()));
-    rules.push((
-        child_path(prefix, "ownerReferences"),
-        FieldRule::keyed("uid"),
-    ));
+    rules.push((child_path(prefix, "ownerReferences"), FieldRule::keyed("uid")));
 }
 
 /// Rules of one container type (`Container`, `EphemeralContainer`) under `c`.
 fn container(rules: &mut Vec<(String, FieldRule)>, c: &str) {
     rules.push((
         child_path(c, "ports"),
-        keyed_multi(
-            "containerPort",
-            &["containerPort", "protocol"],
-            &[("protocol", "TCP")],
-        ),
+        keyed_multi("containerPort", &["containerPort", "protocol"], &[("protocol", "TCP")]),
     ));
     rules.push((child_path(c, "env"), FieldRule::keyed("name")));
     rules.push((child_path(c, "volumeMounts"), FieldRule::keyed("mountPath")));
-    rules.push((
-        child_path(c, "volumeDevices"),
-        FieldRule::keyed("devicePath"),
-    ));
-    rules.push((
-        child_path(c, "volumeMounts.bindMountOptions"),
-        FieldRule::set(),
-    ));
+    rules.push((child_path(c, "volumeDevices"), FieldRule::keyed("devicePath")));
+    rules.push((child_path(c, "volumeMounts.bindMountOptions"), FieldRule::set()));
     rules.push((
         child_path(c, "resources.claims"),
         FieldRule {
             smp: SmpList::Replace,
             retain_keys: false,
-            ssa: SsaType::ListMap {
-                keys: vec!["name".into()],
-                defaults: Vec::new(),
-            },
+            ssa: SsaType::ListMap { keys: vec!["name".into()], defaults: Vec::new() },
         },
     ));
 }
@@ -266,19 +231,10 @@ fn pod_spec(rules: &mut Vec<(String, FieldRule)>, p: &str) {
         child_path(p, "topologySpreadConstraints"),
         keyed_multi("topologyKey", &["topologyKey", "whenUnsatisfiable"], &[]),
     ));
-    rules.push((
-        child_path(p, "topologySpreadConstraints.labelSelector"),
-        FieldRule::atomic(),
-    ));
-    rules.push((
-        child_path(p, "resourceClaims"),
-        retain(FieldRule::keyed("name")),
-    ));
+    rules.push((child_path(p, "topologySpreadConstraints.labelSelector"), FieldRule::atomic()));
+    rules.push((child_path(p, "resourceClaims"), retain(FieldRule::keyed("name"))));
     rules.push((child_path(p, "schedulingGates"), FieldRule::keyed("name")));
-    rules.push((
-        child_path(p, "evictionResponders"),
-        FieldRule::keyed("name"),
-    ));
+    rules.push((child_path(p, "evictionResponders"), FieldRule::keyed("name")));
     rules.push((child_path(p, "tolerations"), FieldRule::atomic()));
     rules.push((child_path(p, "readinessGates"), FieldRule::atomic()));
     rules.push((child_path(p, "nodeSelector"), FieldRule::atomic()));
@@ -305,42 +261,20 @@ fn build(api_version: &str, kind: &str) -> SchemaInner {
             rules.push(("status.podIPs".into(), FieldRule::keyed("ip")));
             rules.push((
                 "status.hostIPs".into(),
-                FieldRule {
-                    smp: SmpList::MergeByKey("ip".into()),
-                    retain_keys: false,
-                    ssa: SsaType::Atomic,
-                },
+                FieldRule { smp: SmpList::MergeByKey("ip".into()), retain_keys: false, ssa: SsaType::Atomic },
             ));
-            rules.push((
-                "status.resourceClaimStatuses".into(),
-                retain(FieldRule::keyed("name")),
-            ));
+            rules.push(("status.resourceClaimStatuses".into(), retain(FieldRule::keyed("name"))));
             rules.push(("status.volumeHealth".into(), FieldRule::keyed("name")));
-            rules.push((
-                "status.nodeAllocatableResourceClaimStatuses".into(),
-                FieldRule::keyed("resourceClaimName"),
-            ));
-            for s in [
-                "containerStatuses",
-                "initContainerStatuses",
-                "ephemeralContainerStatuses",
-            ] {
+            rules.push(("status.nodeAllocatableResourceClaimStatuses".into(), FieldRule::keyed("resourceClaimName")));
+            for s in ["containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses"] {
                 rules.push((format!("status.{s}"), FieldRule::atomic()));
             }
             status_subresource = true;
-            zero.extend([
-                ("spec", empty()),
-                ("spec.containers", Value::Null),
-                ("status", empty()),
-            ]);
+            zero.extend([("spec", empty()), ("spec.containers", Value::Null), ("status", empty())]);
         }
         ("v1", "PodTemplate") => {
             pod_template(&mut rules, "template");
-            zero.extend([
-                ("template", empty()),
-                ("template.metadata", empty()),
-                ("template.spec", empty()),
-            ]);
+            zero.extend([("template", empty()), ("template.metadata", empty()), ("template.spec", empty())]);
         }
         ("apps/v1", "Deployment")
         | ("apps/v1", "ReplicaSet")
@@ -363,17 +297,9 @@ fn build(api_version: &str, kind: &str) -> SchemaInner {
             }
         }
         ("v1", "Service") => {
-            rules.push((
-                "spec.ports".into(),
-                keyed_multi("port", &["port", "protocol"], &[("protocol", "TCP")]),
-            ));
+            rules.push(("spec.ports".into(), keyed_multi("port", &["port", "protocol"], &[("protocol", "TCP")])));
             rules.push(("spec.selector".into(), FieldRule::atomic()));
-            for l in [
-                "clusterIPs",
-                "externalIPs",
-                "loadBalancerSourceRanges",
-                "ipFamilies",
-            ] {
+            for l in ["clusterIPs", "externalIPs", "loadBalancerSourceRanges", "ipFamilies"] {
                 rules.push((format!("spec.{l}"), FieldRule::atomic()));
             }
             conditions(&mut rules, "status");
@@ -384,11 +310,7 @@ fn build(api_version: &str, kind: &str) -> SchemaInner {
         ("v1", "Node") => {
             rules.push((
                 "spec.podCIDRs".into(),
-                FieldRule {
-                    smp: SmpList::MergePrimitive,
-                    retain_keys: false,
-                    ssa: SsaType::ListSet,
-                },
+                FieldRule { smp: SmpList::MergePrimitive, retain_keys: false, ssa: SsaType::ListSet },
             ));
             rules.push(("spec.taints".into(), FieldRule::atomic()));
             conditions(&mut rules, "status");
@@ -454,14 +376,10 @@ pub fn schema_for(api_version: &str, kind: &str) -> PatchSchema {
             return s.clone();
         }
     }
-    let schema = PatchSchema {
-        inner: Arc::new(build(api_version, kind)),
-    };
+    let schema = PatchSchema { inner: Arc::new(build(api_version, kind)) };
     if schema.is_known() {
         if let Ok(mut map) = cache.lock() {
-            map.entry(api_version.to_string())
-                .or_default()
-                .insert(kind.to_string(), schema.clone());
+            map.entry(api_version.to_string()).or_default().insert(kind.to_string(), schema.clone());
         }
     }
     schema

@@ -22,23 +22,13 @@ fn bad_set_order() -> PatchError {
     PatchError::BadRequest("invalid patch format of setElementOrder list".into())
 }
 fn no_merge_key(m: &Value, key: &str) -> PatchError {
-    PatchError::Internal(format!(
-        "map: {} does not contain declared merge key: {key}",
-        go_fmt(m)
-    ))
+    PatchError::Internal(format!("map: {} does not contain declared merge key: {key}", go_fmt(m)))
 }
 fn bad_patch_type(t: &Value, m: &Map<String, Value>) -> PatchError {
-    PatchError::Internal(format!(
-        "unknown patch type: {} in map: {}",
-        go_fmt(t),
-        go_fmt(&Value::Object(m.clone()))
-    ))
+    PatchError::Internal(format!("unknown patch type: {} in map: {}", go_fmt(t), go_fmt(&Value::Object(m.clone()))))
 }
 fn bad_arg_type(expected: &str, actual: &Value) -> PatchError {
-    PatchError::Internal(format!(
-        "expected a {expected}, but received a {}",
-        go_type(actual)
-    ))
+    PatchError::Internal(format!("expected a {expected}, but received a {}", go_type(actual)))
 }
 
 /// Go's reflect type name of a decoded JSON value (for error messages).
@@ -67,10 +57,7 @@ pub(crate) fn go_fmt(v: &Value) -> String {
         Value::Object(m) => {
             let mut keys: Vec<&String> = m.keys().collect();
             keys.sort();
-            let items: Vec<String> = keys
-                .iter()
-                .map(|k| format!("{k}:{}", go_fmt(&m[*k])))
-                .collect();
+            let items: Vec<String> = keys.iter().map(|k| format!("{k}:{}", go_fmt(&m[*k]))).collect();
             format!("map[{}]", items.join(" "))
         }
     }
@@ -88,13 +75,9 @@ pub(crate) fn json_eq(a: &Value, b: &Value) -> bool {
                 _ => false,
             }
         }
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q))
-        }
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q)),
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
         }
         _ => a == b,
     }
@@ -115,11 +98,7 @@ fn same_kind(a: &Value, b: &Value) -> bool {
 /// Apply a strategic merge patch to `original` using the patch metadata of its kind.
 ///
 /// Kinds the schema does not know fall back to JSON merge patch (RFC 7386).
-pub fn strategic_merge(
-    original: &Value,
-    patch: &Value,
-    schema: &PatchSchema,
-) -> Result<Value, PatchError> {
+pub fn strategic_merge(original: &Value, patch: &Value, schema: &PatchSchema) -> Result<Value, PatchError> {
     let Value::Object(patch_map) = patch else {
         return Err(PatchError::BadRequest(format!(
             "json: cannot unmarshal {} into Go value of type map[string]interface {{}}",
@@ -154,28 +133,16 @@ fn clean(patch: Value, path: &str, schema: &PatchSchema) -> Result<Value, PatchE
     match patch {
         Value::Object(p) => Ok(Value::Object(merge_map(Map::new(), p, path, schema)?)),
         Value::Array(items) => {
-            let strategy = schema
-                .rule(path)
-                .map(|r| r.smp.clone())
-                .unwrap_or(SmpList::Replace);
+            let strategy = schema.rule(path).map(|r| r.smp.clone()).unwrap_or(SmpList::Replace);
             match strategy {
                 SmpList::Replace => Ok(Value::Array(items)),
                 // Items without their merge key are taken as they are (validation reports
                 // them later), as upstream takes a list absent from the original verbatim.
-                SmpList::MergeByKey(k) => {
-                    match merge_slice(Vec::new(), items.clone(), &k, false, path, schema) {
-                        Ok(merged) => Ok(Value::Array(merged)),
-                        Err(_) => Ok(Value::Array(items)),
-                    }
-                }
-                SmpList::MergePrimitive => Ok(Value::Array(merge_slice(
-                    Vec::new(),
-                    items,
-                    "",
-                    false,
-                    path,
-                    schema,
-                )?)),
+                SmpList::MergeByKey(k) => match merge_slice(Vec::new(), items.clone(), &k, false, path, schema) {
+                    Ok(merged) => Ok(Value::Array(merged)),
+                    Err(_) => Ok(Value::Array(items)),
+                },
+                SmpList::MergePrimitive => Ok(Value::Array(merge_slice(Vec::new(), items, "", false, path, schema)?)),
             }
         }
         other => Ok(other),
@@ -232,18 +199,11 @@ fn merge_map(
                 original.insert(key, Value::Object(merged));
             }
             (Value::Array(o), Value::Array(p)) => {
-                let strategy = schema
-                    .rule(&cpath)
-                    .map(|r| r.smp.clone())
-                    .unwrap_or(SmpList::Replace);
+                let strategy = schema.rule(&cpath).map(|r| r.smp.clone()).unwrap_or(SmpList::Replace);
                 let merged = match strategy {
                     SmpList::Replace => p,
-                    SmpList::MergeByKey(mk) => {
-                        merge_slice(std::mem::take(o), p, &mk, is_delete_list, &cpath, schema)?
-                    }
-                    SmpList::MergePrimitive => {
-                        merge_slice(std::mem::take(o), p, "", is_delete_list, &cpath, schema)?
-                    }
+                    SmpList::MergeByKey(mk) => merge_slice(std::mem::take(o), p, &mk, is_delete_list, &cpath, schema)?,
+                    SmpList::MergePrimitive => merge_slice(std::mem::take(o), p, "", is_delete_list, &cpath, schema)?,
                 };
                 original.insert(key, Value::Array(merged));
             }
@@ -260,18 +220,11 @@ fn merge_map(
 fn extract_key(s: &str, prefix: &str) -> Result<String, PatchError> {
     match s.split_once('/') {
         Some((p, rest)) if p == prefix => Ok(rest.to_string()),
-        _ => Err(if prefix == DELETE_PRIMITIVE_PREFIX {
-            bad_primitive_list()
-        } else {
-            bad_set_order()
-        }),
+        _ => Err(if prefix == DELETE_PRIMITIVE_PREFIX { bad_primitive_list() } else { bad_set_order() }),
     }
 }
 
-fn apply_retain_keys(
-    original: &mut Map<String, Value>,
-    patch: &mut Map<String, Value>,
-) -> Result<(), PatchError> {
+fn apply_retain_keys(original: &mut Map<String, Value>, patch: &mut Map<String, Value>) -> Result<(), PatchError> {
     let Some(retain) = patch.remove(RETAIN_KEYS) else {
         return Ok(());
     };
@@ -280,8 +233,7 @@ fn apply_retain_keys(
     };
     let keep: Vec<&str> = list.iter().filter_map(|v| v.as_str()).collect();
     for (k, v) in patch.iter() {
-        if v.is_null() || k.starts_with(DELETE_PRIMITIVE_PREFIX) || k.starts_with(SET_ORDER_PREFIX)
-        {
+        if v.is_null() || k.starts_with(DELETE_PRIMITIVE_PREFIX) || k.starts_with(SET_ORDER_PREFIX) {
             continue;
         }
         if !keep.contains(&k.as_str()) {
@@ -315,11 +267,7 @@ fn contains_directive(v: &Value) -> bool {
     v.as_object().is_some_and(|m| m.contains_key(DIRECTIVE))
 }
 
-fn validate_patch_with_set_order(
-    patch_list: &[Value],
-    order: &[Value],
-    mk: &str,
-) -> Result<(), PatchError> {
+fn validate_patch_with_set_order(patch_list: &[Value], order: &[Value], mk: &str) -> Result<(), PatchError> {
     if order.is_empty() || patch_list.is_empty() {
         return Ok(());
     }
@@ -350,10 +298,7 @@ fn validate_patch_with_set_order(
 }
 
 fn is_delete_item(v: &Value) -> bool {
-    v.as_object()
-        .and_then(|m| m.get(DIRECTIVE))
-        .and_then(|d| d.as_str())
-        == Some("delete")
+    v.as_object().and_then(|m| m.get(DIRECTIVE)).and_then(|d| d.as_str()) == Some("delete")
 }
 
 fn merge_set_element_order(
@@ -362,11 +307,7 @@ fn merge_set_element_order(
     path: &str,
     schema: &PatchSchema,
 ) -> Result<(), PatchError> {
-    let keys: Vec<String> = patch
-        .keys()
-        .filter(|k| k.starts_with(SET_ORDER_PREFIX))
-        .cloned()
-        .collect();
+    let keys: Vec<String> = patch.keys().filter(|k| k.starts_with(SET_ORDER_PREFIX)).cloned().collect();
     for key in keys {
         let Some(order_v) = patch.remove(&key) else {
             continue;
@@ -386,10 +327,7 @@ fn merge_set_element_order(
             Some(other) => return Err(bad_arg_type("[]interface {}", other)),
         };
         let cpath = child_path(path, &okey);
-        let strategy = schema
-            .rule(&cpath)
-            .map(|r| r.smp.clone())
-            .unwrap_or(SmpList::Replace);
+        let strategy = schema.rule(&cpath).map(|r| r.smp.clone()).unwrap_or(SmpList::Replace);
         let mk = match &strategy {
             SmpList::MergeByKey(k) => k.clone(),
             _ => String::new(),
@@ -403,16 +341,11 @@ fn merge_set_element_order(
             },
             (Some(o), Some(p)) => match strategy {
                 SmpList::Replace => p,
-                SmpList::MergeByKey(_) | SmpList::MergePrimitive => {
-                    merge_slice(o, p, &mk, false, &cpath, schema)?
-                }
+                SmpList::MergeByKey(_) | SmpList::MergePrimitive => merge_slice(o, p, &mk, false, &cpath, schema)?,
             },
             (None, None) => continue,
         };
-        let is_map = merged
-            .iter()
-            .chain(orig_list.iter().flatten())
-            .any(|v| v.is_object());
+        let is_map = merged.iter().chain(orig_list.iter().flatten()).any(|v| v.is_object());
         let (patch_items, server_only) = partition(&merged, &order, &mk, is_map)?;
         let both = normalize_element_order(
             patch_items,
@@ -431,9 +364,7 @@ fn merge_set_element_order(
 fn find_by_key(list: &[Value], mk: &str, value: &Value) -> Result<Option<usize>, PatchError> {
     for (i, v) in list.iter().enumerate() {
         let Some(m) = v.as_object() else {
-            return Err(PatchError::Internal(format!(
-                "value for key {i} is not a map."
-            )));
+            return Err(PatchError::Internal(format!("value for key {i} is not a map.")));
         };
         if m.get(mk).is_some_and(|x| json_eq(x, value)) {
             return Ok(Some(i));
@@ -442,12 +373,7 @@ fn find_by_key(list: &[Value], mk: &str, value: &Value) -> Result<Option<usize>,
     Ok(None)
 }
 
-fn partition(
-    merged: &[Value],
-    by: &[Value],
-    mk: &str,
-    is_map: bool,
-) -> Result<(Vec<Value>, Vec<Value>), PatchError> {
+fn partition(merged: &[Value], by: &[Value], mk: &str, is_map: bool) -> Result<(Vec<Value>, Vec<Value>), PatchError> {
     let mut in_patch = Vec::new();
     let mut server_only = Vec::new();
     for v in merged {
@@ -469,8 +395,7 @@ fn partition(
 fn index_of(list: &[Value], item: &Value, mk: &str, is_map: bool) -> Option<usize> {
     if is_map && !mk.is_empty() {
         let kv = merge_key_of(item, mk)?;
-        list.iter()
-            .position(|v| merge_key_of(v, mk).is_some_and(|x| json_eq(x, kv)))
+        list.iter().position(|v| merge_key_of(v, mk).is_some_and(|x| json_eq(x, kv)))
     } else {
         list.iter().position(|v| json_eq(v, item))
     }
@@ -541,9 +466,7 @@ fn slice_element_kind(lists: &[&[Value]]) -> Result<Option<&'static str>, PatchE
             match prev {
                 None => {
                     if k == "array" {
-                        return Err(PatchError::Unprocessable(
-                            "lists of lists are not supported".into(),
-                        ));
+                        return Err(PatchError::Unprocessable("lists of lists are not supported".into()));
                     }
                     prev = Some(k);
                 }
@@ -579,10 +502,7 @@ fn merge_slice(
     let (server_order, patch_items_order, merged);
     if !is_map {
         if is_delete_list {
-            return Ok(original
-                .into_iter()
-                .filter(|v| !patch.iter().any(|d| json_eq(d, v)))
-                .collect());
+            return Ok(original.into_iter().filter(|v| !patch.iter().any(|d| json_eq(d, v))).collect());
         }
         let mut both: Vec<Value> = Vec::with_capacity(original.len() + patch.len());
         for v in original.iter().chain(patch.iter()) {
@@ -595,9 +515,7 @@ fn merge_slice(
         patch_items_order = patch;
     } else {
         if mk.is_empty() {
-            return Err(PatchError::Internal(format!(
-                "cannot merge lists without merge key for {path}"
-            )));
+            return Err(PatchError::Internal(format!("cannot merge lists without merge key for {path}")));
         }
         let (orig, p) = merge_slice_special(original, patch, mk)?;
         server_order = orig.clone();
@@ -605,14 +523,7 @@ fn merge_slice(
         patch_items_order = p;
     }
     let (patch_items, server_only) = partition(&merged, &patch_items_order, mk, is_map)?;
-    normalize_element_order(
-        patch_items,
-        server_only,
-        &patch_items_order,
-        &server_order,
-        mk,
-        is_map,
-    )
+    normalize_element_order(patch_items, server_only, &patch_items_order, &server_order, mk, is_map)
 }
 
 fn merge_slice_special(
@@ -642,9 +553,7 @@ fn merge_slice_special(
             }
             Some("replace") => replace = true,
             Some("merge") => {
-                return Err(PatchError::Internal(
-                    "merging lists cannot yet be specified in the patch".into(),
-                ))
+                return Err(PatchError::Internal("merging lists cannot yet be specified in the patch".into()))
             }
             _ => return Err(bad_patch_type(d, m)),
         }

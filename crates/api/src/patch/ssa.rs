@@ -65,10 +65,7 @@ impl ManagedFieldsEntry {
         m.insert("fieldsType".into(), Value::String("FieldsV1".into()));
         m.insert("fieldsV1".into(), self.fields.to_fields_v1());
         if !self.subresource.is_empty() {
-            m.insert(
-                "subresource".into(),
-                Value::String(self.subresource.clone()),
-            );
+            m.insert("subresource".into(), Value::String(self.subresource.clone()));
         }
         Value::Object(m)
     }
@@ -119,8 +116,7 @@ pub fn decode_managed_fields(obj: &Value) -> Result<Vec<ManagedFieldsEntry>, Str
 /// Encode entries the way upstream sorts them: Apply before Update, then by time, manager,
 /// apiVersion, subresource. Empty sets are dropped.
 pub fn encode_managed_fields(entries: &[ManagedFieldsEntry]) -> Value {
-    let mut sorted: Vec<&ManagedFieldsEntry> =
-        entries.iter().filter(|e| !e.fields.is_empty()).collect();
+    let mut sorted: Vec<&ManagedFieldsEntry> = entries.iter().filter(|e| !e.fields.is_empty()).collect();
     sorted.sort_by(|p, q| {
         p.operation
             .cmp(&q.operation)
@@ -129,12 +125,7 @@ pub fn encode_managed_fields(entries: &[ManagedFieldsEntry]) -> Value {
             .then_with(|| p.api_version.cmp(&q.api_version))
             .then_with(|| p.subresource.cmp(&q.subresource))
     });
-    Value::Array(
-        sorted
-            .into_iter()
-            .map(ManagedFieldsEntry::to_json)
-            .collect(),
-    )
+    Value::Array(sorted.into_iter().map(ManagedFieldsEntry::to_json).collect())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -151,13 +142,7 @@ fn is_granular_list(t: &SsaType) -> bool {
 
 /// The path element of a list item. `strict` makes a missing key an error (apply configs);
 /// otherwise items fall back to their index.
-fn item_pe(
-    item: &Value,
-    idx: usize,
-    t: &SsaType,
-    strict: bool,
-    where_: &str,
-) -> Result<PathElement, String> {
+fn item_pe(item: &Value, idx: usize, t: &SsaType, strict: bool, where_: &str) -> Result<PathElement, String> {
     match t {
         SsaType::ListMap { keys, defaults } => {
             let Some(m) = item.as_object() else {
@@ -190,9 +175,7 @@ fn item_pe(
         SsaType::ListSet => {
             if item.is_object() || item.is_array() {
                 if strict {
-                    return Err(format!(
-                        "{where_}: element {idx}: expected a scalar in a set"
-                    ));
+                    return Err(format!("{where_}: element {idx}: expected a scalar in a set"));
                 }
                 return Ok(PathElement::Index(idx));
             }
@@ -207,11 +190,7 @@ fn display_path(path: &[PathElement]) -> String {
 }
 
 /// Upstream `TypedValue.ToFieldSet()`.
-pub(crate) fn to_field_set(
-    v: &Value,
-    schema: &PatchSchema,
-    strict: bool,
-) -> Result<FieldSet, String> {
+pub(crate) fn to_field_set(v: &Value, schema: &PatchSchema, strict: bool) -> Result<FieldSet, String> {
     let mut set = FieldSet::new();
     let mut path = Vec::new();
     to_set(v, "", schema, strict, &mut path, &mut set)?;
@@ -245,10 +224,7 @@ fn to_set(
             for (i, item) in items.iter().enumerate() {
                 let pe = item_pe(item, i, t, strict, &display_path(path))?;
                 if strict && node.children.get(&pe).is_some_and(|c| c.member) {
-                    return Err(format!(
-                        "{}: duplicate entries for key {pe}",
-                        display_path(path)
-                    ));
+                    return Err(format!("{}: duplicate entries for key {pe}", display_path(path)));
                 }
                 path.push(pe.clone());
                 let cn = node.child_mut(pe);
@@ -308,16 +284,7 @@ fn cmp_leaf(l: Option<&Value>, r: Option<&Value>, path: &[PathElement], out: &mu
 }
 
 fn index_items<'a>(items: &'a [Value], t: &SsaType) -> Vec<(PathElement, &'a Value)> {
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            (
-                item_pe(v, i, t, false, "").unwrap_or(PathElement::Index(i)),
-                v,
-            )
-        })
-        .collect()
+    items.iter().enumerate().map(|(i, v)| (item_pe(v, i, t, false, "").unwrap_or(PathElement::Index(i)), v)).collect()
 }
 
 fn cmp(
@@ -358,14 +325,7 @@ fn cmp(
             }
             for (k, lv) in lm {
                 path.push(PathElement::Field(k.clone()));
-                cmp(
-                    Some(lv),
-                    rm.get(k),
-                    &child_path(spath, k),
-                    schema,
-                    path,
-                    out,
-                );
+                cmp(Some(lv), rm.get(k), &child_path(spath, k), schema, path, out);
                 path.pop();
             }
             for (k, rv) in rm {
@@ -396,32 +356,16 @@ fn cmp(
                     continue;
                 }
                 seen.push(pe);
-                let lv: Vec<&Value> = li
-                    .iter()
-                    .filter(|(p, _)| p == pe)
-                    .map(|(_, v)| *v)
-                    .collect();
-                let rv: Vec<&Value> = ri
-                    .iter()
-                    .filter(|(p, _)| p == pe)
-                    .map(|(_, v)| *v)
-                    .collect();
+                let lv: Vec<&Value> = li.iter().filter(|(p, _)| p == pe).map(|(_, v)| *v).collect();
+                let rv: Vec<&Value> = ri.iter().filter(|(p, _)| p == pe).map(|(_, v)| *v).collect();
                 path.push(pe.clone());
                 if lv.len() > 1 || rv.len() > 1 {
-                    let same =
-                        lv.len() == rv.len() && lv.iter().zip(&rv).all(|(a, b)| json_eq(a, b));
+                    let same = lv.len() == rv.len() && lv.iter().zip(&rv).all(|(a, b)| json_eq(a, b));
                     if !same {
                         out.modified.insert(path);
                     }
                 } else {
-                    cmp(
-                        lv.first().copied(),
-                        rv.first().copied(),
-                        spath,
-                        schema,
-                        path,
-                        out,
-                    );
+                    cmp(lv.first().copied(), rv.first().copied(), spath, schema, path, out);
                 }
                 path.pop();
             }
@@ -580,10 +524,7 @@ fn remove_paths(v: &mut Value, spath: &str, set: &FieldSet, schema: &PatchSchema
             if items.is_empty() {
                 return false;
             }
-            let pes: Vec<PathElement> = index_items(items, t)
-                .into_iter()
-                .map(|(pe, _)| pe)
-                .collect();
+            let pes: Vec<PathElement> = index_items(items, t).into_iter().map(|(pe, _)| pe).collect();
             let old = std::mem::take(items);
             let total = old.len();
             let mut removed = 0;
@@ -673,9 +614,7 @@ fn without_managed_fields(v: &Value) -> Value {
 fn set_managed_fields(v: &mut Value, entries: &[ManagedFieldsEntry]) {
     let encoded = encode_managed_fields(entries);
     let Value::Object(obj) = v else { return };
-    let meta = obj
-        .entry("metadata")
-        .or_insert_with(|| Value::Object(Map::new()));
+    let meta = obj.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
     if let Value::Object(meta) = meta {
         if encoded.as_array().is_some_and(Vec::is_empty) {
             meta.shift_remove("managedFields");
@@ -724,10 +663,7 @@ impl Conflict {
 
 fn conflict_message(conflicts: &[Conflict]) -> String {
     if conflicts.len() == 1 {
-        return format!(
-            "Apply failed with 1 conflict: conflict with {}: {}",
-            conflicts[0].manager, conflicts[0].field
-        );
+        return format!("Apply failed with 1 conflict: conflict with {}: {}", conflicts[0].manager, conflicts[0].field);
     }
     let mut managers: Vec<&String> = conflicts.iter().map(|c| &c.manager).collect();
     managers.sort();
@@ -739,11 +675,7 @@ fn conflict_message(conflicts: &[Conflict]) -> String {
             lines.push(format!("- {}", c.field));
         }
     }
-    format!(
-        "Apply failed with {} conflicts: {}",
-        conflicts.len(),
-        lines.join("\n")
-    )
+    format!("Apply failed with {} conflicts: {}", conflicts.len(), lines.join("\n"))
 }
 
 /// Options of [`apply_with`].
@@ -771,29 +703,13 @@ pub fn apply(
     force: bool,
     now: &str,
 ) -> Result<Value, ApplyError> {
-    apply_with(
-        live,
-        applied,
-        &ApplyOptions {
-            manager,
-            force,
-            now,
-            subresource: None,
-            schema: None,
-        },
-    )
+    apply_with(live, applied, &ApplyOptions { manager, force, now, subresource: None, schema: None })
 }
 
 /// [`apply`] with every option.
-pub fn apply_with(
-    live: Option<&Value>,
-    applied: &Value,
-    opts: &ApplyOptions<'_>,
-) -> Result<Value, ApplyError> {
+pub fn apply_with(live: Option<&Value>, applied: &Value, opts: &ApplyOptions<'_>) -> Result<Value, ApplyError> {
     let Value::Object(applied_map) = applied else {
-        return Err(ApplyError::BadRequest(
-            "error decoding YAML: the apply configuration must be an object".into(),
-        ));
+        return Err(ApplyError::BadRequest("error decoding YAML: the apply configuration must be an object".into()));
     };
     let api_version = str_at(applied, "/apiVersion").to_string();
     let kind = str_at(applied, "/kind").to_string();
@@ -809,11 +725,8 @@ pub fn apply_with(
             serde_json::to_string(applied).unwrap_or_default()
         )));
     }
-    if managed_fields_of(applied).is_some_and(|v| !v.is_null())
-    {
-        return Err(ApplyError::BadRequest(
-            "metadata.managedFields must be nil".into(),
-        ));
+    if managed_fields_of(applied).is_some_and(|v| !v.is_null()) {
+        return Err(ApplyError::BadRequest("metadata.managedFields must be nil".into()));
     }
     if let Some(live) = live {
         let live_kind = str_at(live, "/kind");
@@ -839,23 +752,14 @@ pub fn apply_with(
         format!("/{api_version}, Kind={kind}")
     };
 
-    let mut managers = live
-        .map(decode_managed_fields)
-        .transpose()
-        .ok()
-        .flatten()
-        .unwrap_or_default();
-    let live_obj = live
-        .map(without_managed_fields)
-        .unwrap_or_else(|| Value::Object(Map::new()));
+    let mut managers = live.map(decode_managed_fields).transpose().ok().flatten().unwrap_or_default();
+    let live_obj = live.map(without_managed_fields).unwrap_or_else(|| Value::Object(Map::new()));
     let config = Value::Object(applied_map.clone());
 
     let ignored = reset_set(schema, subresource);
     let strip = strip_set();
     let applied_set = to_field_set(&config, schema, true)
-        .map_err(|e| {
-            ApplyError::TypedPatch(format!("failed to create typed patch object ({gvk}): {e}"))
-        })?
+        .map_err(|e| ApplyError::TypedPatch(format!("failed to create typed patch object ({gvk}): {e}")))?
         .recursive_difference(&ignored)
         .difference(strip);
 
@@ -891,10 +795,7 @@ pub fn apply_with(
     }
 
     let cmp = compare(Some(&live_obj), Some(&merged), schema);
-    let changed = cmp
-        .modified
-        .union(&cmp.added)
-        .recursive_difference(&ignored);
+    let changed = cmp.modified.union(&cmp.added).recursive_difference(&ignored);
     let removed = cmp.removed.recursive_difference(&ignored);
 
     let mut conflicts: Vec<(usize, FieldSet)> = Vec::new();
@@ -911,9 +812,7 @@ pub fn apply_with(
         // Upstream `lastAppliedManager`: kubectl's server-side apply does not conflict on
         // fields whose live value is still the one the last client-side apply set.
         let allowed = match live {
-            Some(l) if opts.manager == "kubectl" => {
-                allowed_by_last_applied(l, &api_version, schema)
-            }
+            Some(l) if opts.manager == "kubectl" => allowed_by_last_applied(l, &api_version, schema),
             _ => None,
         };
         let remaining: Vec<(usize, FieldSet)> = conflicts
@@ -929,10 +828,7 @@ pub fn apply_with(
             .collect();
         if !remaining.is_empty() {
             let list = conflict_list(&managers, &remaining);
-            return Err(ApplyError::Conflict {
-                message: conflict_message(&list),
-                conflicts: list,
-            });
+            return Err(ApplyError::Conflict { message: conflict_message(&list), conflicts: list });
         }
     }
     for (i, c) in &conflicts {
@@ -949,25 +845,16 @@ pub fn apply_with(
     // Keep the client-side apply annotation in sync for kubectl's server-side apply.
     if opts.manager == "kubectl" && live.is_some_and(|l| l.pointer(&annotation_ptr()).is_some()) {
         let mut last_applied = config.clone();
-        if let Some(ann) = last_applied
-            .pointer_mut("/metadata/annotations")
-            .and_then(Value::as_object_mut)
-        {
+        if let Some(ann) = last_applied.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
             ann.shift_remove(LAST_APPLIED_ANNOTATION);
             if ann.is_empty() {
-                if let Some(meta) = last_applied
-                    .pointer_mut("/metadata")
-                    .and_then(Value::as_object_mut)
-                {
+                if let Some(meta) = last_applied.pointer_mut("/metadata").and_then(Value::as_object_mut) {
                     meta.shift_remove("annotations");
                 }
             }
         }
         let text = serde_json::to_string(&last_applied).unwrap_or_default();
-        if let Some(ann) = merged
-            .pointer_mut("/metadata/annotations")
-            .and_then(Value::as_object_mut)
-        {
+        if let Some(ann) = merged.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
             ann.insert(LAST_APPLIED_ANNOTATION.into(), Value::String(text));
         }
     }
@@ -975,9 +862,7 @@ pub fn apply_with(
     // No-op apply: keep the live object as it was (upstream ignores timestamp-only changes).
     if let Some(live) = live {
         let old_entries = decode_managed_fields(live).unwrap_or_default();
-        if json_eq(&without_empty(&merged), &without_empty(&live_obj))
-            && same_sets(&old_entries, &managers)
-        {
+        if json_eq(&without_empty(&merged), &without_empty(&live_obj)) && same_sets(&old_entries, &managers) {
             return Ok(live.clone());
         }
     }
@@ -994,18 +879,10 @@ fn cap_update_managers(managers: &mut Vec<ManagedFieldsEntry>) {
     if count <= MAX_UPDATE_MANAGERS {
         return;
     }
-    let mut updaters: Vec<usize> = (0..managers.len())
-        .filter(|&i| managers[i].operation != "Apply")
-        .collect();
+    let mut updaters: Vec<usize> = (0..managers.len()).filter(|&i| managers[i].operation != "Apply").collect();
     updaters.sort_by(|&a, &b| {
-        (
-            managers[a].time.as_deref().unwrap_or(""),
-            &managers[a].manager,
-        )
-            .cmp(&(
-                managers[b].time.as_deref().unwrap_or(""),
-                &managers[b].manager,
-            ))
+        (managers[a].time.as_deref().unwrap_or(""), &managers[a].manager)
+            .cmp(&(managers[b].time.as_deref().unwrap_or(""), &managers[b].manager))
     });
     let mut length = updaters.len();
     let mut first_of_version: Vec<(String, usize)> = Vec::new();
@@ -1039,8 +916,7 @@ fn cap_update_managers(managers: &mut Vec<ManagedFieldsEntry>) {
     // A bucket made now may meet one made by an earlier write: merge them.
     let mut i = 0;
     while i < managers.len() {
-        if let Some(j) = (i + 1..managers.len()).find(|&j| managers[j].same_identity(&managers[i]))
-        {
+        if let Some(j) = (i + 1..managers.len()).find(|&j| managers[j].same_identity(&managers[i])) {
             let other = managers.remove(j);
             let e = &mut managers[i];
             e.fields = e.fields.union(&other.fields);
@@ -1060,10 +936,7 @@ pub(crate) fn without_empty(v: &Value) -> Value {
         Value::Object(m) => Value::Object(
             m.iter()
                 .map(|(k, c)| (k.clone(), without_empty(c)))
-                .filter(|(_, c)| {
-                    !c.as_array().is_some_and(Vec::is_empty)
-                        && !c.as_object().is_some_and(Map::is_empty)
-                })
+                .filter(|(_, c)| !c.as_array().is_some_and(Vec::is_empty) && !c.as_object().is_some_and(Map::is_empty))
                 .collect(),
         ),
         Value::Array(a) => Value::Array(a.iter().map(without_empty).collect()),
@@ -1072,39 +945,24 @@ pub(crate) fn without_empty(v: &Value) -> Value {
 }
 
 fn annotation_ptr() -> String {
-    format!(
-        "/metadata/annotations/{}",
-        LAST_APPLIED_ANNOTATION
-            .replace('~', "~0")
-            .replace('/', "~1")
-    )
+    format!("/metadata/annotations/{}", LAST_APPLIED_ANNOTATION.replace('~', "~0").replace('/', "~1"))
 }
 
-fn conflict_list(
-    managers: &[ManagedFieldsEntry],
-    conflicts: &[(usize, FieldSet)],
-) -> Vec<Conflict> {
+fn conflict_list(managers: &[ManagedFieldsEntry], conflicts: &[(usize, FieldSet)]) -> Vec<Conflict> {
     let mut out: Vec<Conflict> = Vec::new();
     let mut sorted: Vec<&(usize, FieldSet)> = conflicts.iter().collect();
     sorted.sort_by_key(|(i, _)| managers[*i].display());
     for (i, set) in sorted {
         let manager = managers[*i].display();
         for p in set.paths() {
-            out.push(Conflict {
-                manager: manager.clone(),
-                field: p.to_string(),
-            });
+            out.push(Conflict { manager: manager.clone(), field: p.to_string() });
         }
     }
     out
 }
 
 /// The fields of the client-side apply annotation whose values the live object still has.
-fn allowed_by_last_applied(
-    live: &Value,
-    api_version: &str,
-    schema: &PatchSchema,
-) -> Option<FieldSet> {
+fn allowed_by_last_applied(live: &Value, api_version: &str, schema: &PatchSchema) -> Option<FieldSet> {
     let text = live.pointer(&annotation_ptr()).and_then(Value::as_str)?;
     if text.is_empty() {
         return None;
@@ -1116,23 +974,15 @@ fn allowed_by_last_applied(
     let last_set = to_field_set(&last, schema, false).ok()?;
     let live_obj = without_managed_fields(live);
     let cmp = compare(Some(&last), Some(&live_obj), schema);
-    Some(
-        last_set
-            .difference(&cmp.modified)
-            .difference(&cmp.added)
-            .difference(&cmp.removed),
-    )
+    Some(last_set.difference(&cmp.modified).difference(&cmp.added).difference(&cmp.removed))
 }
 
 fn same_sets(a: &[ManagedFieldsEntry], b: &[ManagedFieldsEntry]) -> bool {
     let a: Vec<&ManagedFieldsEntry> = a.iter().filter(|e| !e.fields.is_empty()).collect();
     let b: Vec<&ManagedFieldsEntry> = b.iter().filter(|e| !e.fields.is_empty()).collect();
     a.len() == b.len()
-        && a.iter().all(|x| {
-            b.iter().any(|y| {
-                x.same_identity(y) && x.api_version == y.api_version && x.fields == y.fields
-            })
-        })
+        && a.iter()
+            .all(|x| b.iter().any(|y| x.same_identity(y) && x.api_version == y.api_version && x.fields == y.fields))
 }
 
 /// Record field ownership for a non-apply write (create, update, patch) by `manager`.
@@ -1177,21 +1027,14 @@ pub fn track_update_with(
         && managed_fields_of(new)
             .and_then(Value::as_array)
             .is_some_and(|l| l.len() == 1 && l[0].as_object().is_some_and(Map::is_empty));
-    let from_new = if subresource.is_empty() {
-        decode_managed_fields(new)
-            .ok()
-            .filter(|m| !m.is_empty() && !reset)
-    } else {
-        None
-    };
+    let from_new =
+        if subresource.is_empty() { decode_managed_fields(new).ok().filter(|m| !m.is_empty() && !reset) } else { None };
     let mut managers = if reset {
         Vec::new()
     } else {
         match from_new {
             Some(m) => m,
-            None => old
-                .map(|o| decode_managed_fields(o).unwrap_or_default())
-                .unwrap_or_default(),
+            None => old.map(|o| decode_managed_fields(o).unwrap_or_default()).unwrap_or_default(),
         }
     };
 
@@ -1221,11 +1064,7 @@ pub fn track_update_with(
     mine.difference_in(strip_set());
     let me = ManagedFieldsEntry {
         manager: manager.to_string(),
-        operation: if operation.is_empty() {
-            "Update".into()
-        } else {
-            operation.to_string()
-        },
+        operation: if operation.is_empty() { "Update".into() } else { operation.to_string() },
         api_version,
         time: Some(now.to_string()),
         subresource: subresource.to_string(),

@@ -11,11 +11,7 @@ fn deploy() -> PatchSchema {
 }
 
 fn names(list: &Value) -> Vec<String> {
-    list.as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap_or_default().to_string())
-        .collect()
+    list.as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap_or_default().to_string()).collect()
 }
 
 // ----------------------------------------------------------------------------- strategic merge
@@ -37,18 +33,14 @@ fn smp_merges_containers_by_name() {
     // Patching a field of an existing container merges into it.
     let patch = json!({"spec":{"template":{"spec":{"containers":[{"name":"patch-demo-ctr","image":"nginx:1.25"}]}}}});
     let out = strategic_merge(&live, &patch, &deploy()).unwrap();
-    assert_eq!(
-        out["spec"]["template"]["spec"]["containers"],
-        json!([{"name":"patch-demo-ctr","image":"nginx:1.25"}])
-    );
+    assert_eq!(out["spec"]["template"]["spec"]["containers"], json!([{"name":"patch-demo-ctr","image":"nginx:1.25"}]));
 }
 
 #[test]
 fn smp_replaces_lists_without_patch_strategy() {
     // tolerations has no patchStrategy: the patch list replaces the live one.
     let live = json!({"spec":{"tolerations":[{"effect":"NoSchedule","key":"dedicated","value":"test-team"}]}});
-    let patch =
-        json!({"spec":{"tolerations":[{"effect":"NoSchedule","key":"disktype","value":"ssd"}]}});
+    let patch = json!({"spec":{"tolerations":[{"effect":"NoSchedule","key":"disktype","value":"ssd"}]}});
     let out = strategic_merge(&live, &patch, &pod()).unwrap();
     assert_eq!(out["spec"]["tolerations"], patch["spec"]["tolerations"]);
 }
@@ -64,14 +56,8 @@ fn smp_nested_lists_merge_by_their_keys() {
     let out = strategic_merge(&live, &patch, &pod()).unwrap();
     let c = &out["spec"]["containers"][0];
     assert_eq!(c["image"], "x");
-    assert_eq!(
-        c["ports"],
-        json!([{"containerPort":443},{"containerPort":80,"protocol":"TCP"}])
-    );
-    assert_eq!(
-        c["env"],
-        json!([{"name":"A","value":"1"},{"name":"B","value":"3"}])
-    );
+    assert_eq!(c["ports"], json!([{"containerPort":443},{"containerPort":80,"protocol":"TCP"}]));
+    assert_eq!(c["env"], json!([{"name":"A","value":"1"},{"name":"B","value":"3"}]));
 }
 
 #[test]
@@ -86,9 +72,7 @@ fn smp_set_element_order() {
         out["spec"]["containers"][0]["env"],
         json!([{"name":"C","value":"3"},{"name":"A","value":"new"},{"name":"B","value":"2"}])
     );
-    assert!(out["spec"]["containers"][0]
-        .get("$setElementOrder/env")
-        .is_none());
+    assert!(out["spec"]["containers"][0].get("$setElementOrder/env").is_none());
 
     // Server-only items keep their place relative to the live order.
     let live = json!({"spec":{"containers":[{"name":"a"},{"name":"b"},{"name":"c"},{"name":"d"}]}});
@@ -100,8 +84,7 @@ fn smp_set_element_order() {
 
     // Primitive lists: kubectl sends the order of the finalizers too.
     let live = json!({"metadata":{"finalizers":["a","b"]}});
-    let patch =
-        json!({"metadata":{"$setElementOrder/finalizers":["b","c","a"],"finalizers":["c"]}});
+    let patch = json!({"metadata":{"$setElementOrder/finalizers":["b","c","a"],"finalizers":["c"]}});
     let out = strategic_merge(&live, &patch, &pod()).unwrap();
     assert_eq!(out["metadata"]["finalizers"], json!(["b", "c", "a"]));
 }
@@ -112,11 +95,7 @@ fn smp_set_element_order_mismatch_is_an_error() {
     let patch = json!({"spec":{"$setElementOrder/containers":[{"name":"a"}],
         "containers":[{"name":"b","image":"x"}]}});
     let err = strategic_merge(&live, &patch, &pod()).unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("doesn't match $setElementOrder list"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("doesn't match $setElementOrder list"), "{err}");
 }
 
 #[test]
@@ -132,18 +111,11 @@ fn smp_patch_delete_and_replace_in_lists() {
 
     let patch = json!({"spec":{"containers":[{"$patch":"delete"}]}});
     let err = strategic_merge(&live, &patch, &pod()).unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("does not contain declared merge key: name"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("does not contain declared merge key: name"), "{err}");
 
     let patch = json!({"spec":{"containers":[{"name":"a","$patch":"merge"}]}});
     let err = strategic_merge(&live, &patch, &pod()).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "merging lists cannot yet be specified in the patch"
-    );
+    assert_eq!(err.to_string(), "merging lists cannot yet be specified in the patch");
 }
 
 #[test]
@@ -160,11 +132,7 @@ fn smp_patch_directives_in_maps() {
 
     let patch = json!({"metadata":{"labels":{"$patch":"bogus"}}});
     let err = strategic_merge(&live, &patch, &pod()).unwrap_err();
-    assert!(
-        err.to_string()
-            .starts_with("unknown patch type: bogus in map:"),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with("unknown patch type: bogus in map:"), "{err}");
 }
 
 #[test]
@@ -186,20 +154,14 @@ fn smp_retain_keys() {
 
     let bad = json!({"spec":{"strategy":{"$retainKeys":["type"],"rollingUpdate":{"maxSurge":1}}}});
     let err = strategic_merge(&live, &bad, &deploy()).unwrap_err();
-    assert_eq!(
-        err,
-        PatchError::BadRequest("invalid patch format of retainKeys".into())
-    );
+    assert_eq!(err, PatchError::BadRequest("invalid patch format of retainKeys".into()));
     assert_eq!(err.code(), 400);
 
     // Volumes use retainKeys to switch the volume source.
     let live = json!({"spec":{"volumes":[{"name":"v","emptyDir":{}}]}});
     let patch = json!({"spec":{"volumes":[{"name":"v","$retainKeys":["name","hostPath"],"hostPath":{"path":"/tmp"}}]}});
     let out = strategic_merge(&live, &patch, &pod()).unwrap();
-    assert_eq!(
-        out["spec"]["volumes"],
-        json!([{"name":"v","hostPath":{"path":"/tmp"}}])
-    );
+    assert_eq!(out["spec"]["volumes"], json!([{"name":"v","hostPath":{"path":"/tmp"}}]));
 }
 
 #[test]
@@ -229,15 +191,13 @@ fn smp_service_ports_and_status_conditions() {
     let live = json!({"spec":{"selector":{"app":"a"},"ports":[{"port":80,"targetPort":8080,"protocol":"TCP"}]}});
     let patch = json!({"spec":{"ports":[{"port":80,"targetPort":9090}],"selector":{"tier":"web"}}});
     let out = strategic_merge(&live, &patch, &svc).unwrap();
-    assert_eq!(
-        out["spec"]["ports"],
-        json!([{"port":80,"targetPort":9090,"protocol":"TCP"}])
-    );
+    assert_eq!(out["spec"]["ports"], json!([{"port":80,"targetPort":9090,"protocol":"TCP"}]));
     // Strategic merge patch merges maps even when apply treats them as atomic.
     assert_eq!(out["spec"]["selector"], json!({"app":"a","tier":"web"}));
 
     let node = schema_for("v1", "Node");
-    let live = json!({"status":{"conditions":[{"type":"Ready","status":"False"},{"type":"MemoryPressure","status":"False"}]}});
+    let live =
+        json!({"status":{"conditions":[{"type":"Ready","status":"False"},{"type":"MemoryPressure","status":"False"}]}});
     let patch = json!({"status":{"conditions":[{"type":"Ready","status":"True"}]}});
     let out = strategic_merge(&live, &patch, &node).unwrap();
     assert_eq!(
@@ -258,20 +218,14 @@ fn smp_unknown_kind_is_merge_patch() {
     assert!(!s.is_known());
     let live = json!({"spec":{"items":[{"name":"a"}],"x":1}});
     let patch = json!({"spec":{"items":[{"name":"b"}],"x":null}});
-    assert_eq!(
-        strategic_merge(&live, &patch, &s).unwrap(),
-        json!({"spec":{"items":[{"name":"b"}]}})
-    );
+    assert_eq!(strategic_merge(&live, &patch, &s).unwrap(), json!({"spec":{"items":[{"name":"b"}]}}));
 }
 
 #[test]
 fn smp_non_object_patch_is_bad_request() {
     let err = strategic_merge(&json!({}), &json!([1]), &pod()).unwrap_err();
     assert_eq!(err.code(), 400);
-    assert_eq!(
-        err.to_string(),
-        "json: cannot unmarshal array into Go value of type map[string]interface {}"
-    );
+    assert_eq!(err.to_string(), "json: cannot unmarshal array into Go value of type map[string]interface {}");
 }
 
 #[test]
@@ -287,10 +241,7 @@ fn smp_new_field_with_directives_is_cleaned() {
     let patch = json!({"spec":{"containers":[{"name":"a","env":[{"name":"X","value":"1"}],
         "$setElementOrder/env":[{"name":"X"}]}]}});
     let out = strategic_merge(&live, &patch, &pod()).unwrap();
-    assert_eq!(
-        out,
-        json!({"spec":{"containers":[{"name":"a","env":[{"name":"X","value":"1"}]}]}})
-    );
+    assert_eq!(out, json!({"spec":{"containers":[{"name":"a","env":[{"name":"X","value":"1"}]}]}}));
 }
 
 // ------------------------------------------------------------------------------- JSON patches
@@ -300,21 +251,16 @@ fn json_merge_patch_rfc7386() {
     // RFC 7386 section 3 example.
     let target = json!({"title":"Goodbye!","author":{"givenName":"John","familyName":"Doe"},
         "tags":["example","sample"],"content":"This will be unchanged"});
-    let patch = json!({"title":"Hello!","phoneNumber":"+01-123-456-7890","author":{"familyName":null},"tags":["example"]});
+    let patch =
+        json!({"title":"Hello!","phoneNumber":"+01-123-456-7890","author":{"familyName":null},"tags":["example"]});
     let out = json_merge_patch(&target, &patch);
     assert_eq!(
         out,
         json!({"title":"Hello!","author":{"givenName":"John"},"tags":["example"],
             "content":"This will be unchanged","phoneNumber":"+01-123-456-7890"})
     );
-    assert_eq!(
-        json_merge_patch(&json!({"a":"b"}), &json!({"a":{"b":"c"}})),
-        json!({"a":{"b":"c"}})
-    );
-    assert_eq!(
-        json_merge_patch(&json!(["a"]), &json!({"a":"c"})),
-        json!({"a":"c"})
-    );
+    assert_eq!(json_merge_patch(&json!({"a":"b"}), &json!({"a":{"b":"c"}})), json!({"a":{"b":"c"}}));
+    assert_eq!(json_merge_patch(&json!(["a"]), &json!({"a":"c"})), json!({"a":"c"}));
 }
 
 #[test]
@@ -341,15 +287,8 @@ fn json_patch_rfc6902() {
 #[test]
 fn json_patch_errors() {
     let doc = json!({"spec":{"replicas":1}});
-    let e = json_patch(
-        &doc,
-        &json!([{"op":"test","path":"/spec/replicas","value":2}]),
-    )
-    .unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "testing value /spec/replicas failed: test failed"
-    );
+    let e = json_patch(&doc, &json!([{"op":"test","path":"/spec/replicas","value":2}])).unwrap_err();
+    assert_eq!(e.to_string(), "testing value /spec/replicas failed: test failed");
     assert_eq!(e.code(), 422);
     let e = json_patch(&doc, &json!([{"op":"remove","path":"/spec/missing"}])).unwrap_err();
     assert_eq!(
@@ -357,54 +296,26 @@ fn json_patch_errors() {
         "error in remove for path: '/spec/missing': Unable to remove nonexistent key: missing: missing value"
     );
     let e = json_patch(&doc, &json!([{"op":"remove","path":"/a/b"}])).unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "remove operation does not apply: doc is missing path: \"/a/b\": missing value"
-    );
+    assert_eq!(e.to_string(), "remove operation does not apply: doc is missing path: \"/a/b\": missing value");
     let e = json_patch(&doc, &json!([{"op":"test","path":"/a/b","value":1}])).unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "test operation does not apply: is missing path: /a/b: missing value"
-    );
-    assert!(json_patch(
-        &doc,
-        &json!([{"op":"test","path":"/spec/absent","value":null}])
-    )
-    .is_ok());
+    assert_eq!(e.to_string(), "test operation does not apply: is missing path: /a/b: missing value");
+    assert!(json_patch(&doc, &json!([{"op":"test","path":"/spec/absent","value":null}])).is_ok());
     let e = json_patch(&doc, &json!([{"op":"add","path":"/a/b/c","value":1}])).unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "add operation does not apply: doc is missing path: \"/a/b/c\": missing value"
-    );
+    assert_eq!(e.to_string(), "add operation does not apply: doc is missing path: \"/a/b/c\": missing value");
     let e = json_patch(&doc, &json!([{"op":"replace","path":"/spec/x","value":1}])).unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "replace operation does not apply: doc is missing key: /spec/x: missing value"
-    );
+    assert_eq!(e.to_string(), "replace operation does not apply: doc is missing key: /spec/x: missing value");
     let e = json_patch(&doc, &json!([{"op":"frob","path":"/spec"}])).unwrap_err();
     assert_eq!(e.to_string(), "Unexpected kind: frob");
     let e = json_patch(&doc, &json!({"op":"add"})).unwrap_err();
     assert_eq!(e.code(), 400);
-    assert_eq!(
-        e.to_string(),
-        "json: cannot unmarshal object into Go value of type jsonpatch.Patch"
-    );
-    let e = json_patch(
-        &json!({"l":[1]}),
-        &json!([{"op":"add","path":"/l/5","value":1}]),
-    )
-    .unwrap_err();
+    assert_eq!(e.to_string(), "json: cannot unmarshal object into Go value of type jsonpatch.Patch");
+    let e = json_patch(&json!({"l":[1]}), &json!([{"op":"add","path":"/l/5","value":1}])).unwrap_err();
     assert_eq!(
         e.to_string(),
         "error in add for path: '/l/5': Unable to access invalid index: 5: invalid index referenced"
     );
-    let many: Vec<Value> = (0..10_001)
-        .map(|_| json!({"op":"test","path":"","value":null}))
-        .collect();
-    assert_eq!(
-        json_patch(&doc, &Value::Array(many)).unwrap_err().code(),
-        413
-    );
+    let many: Vec<Value> = (0..10_001).map(|_| json!({"op":"test","path":"","value":null})).collect();
+    assert_eq!(json_patch(&doc, &Value::Array(many)).unwrap_err().code(), 413);
 }
 
 // -------------------------------------------------------------------------- server-side apply
@@ -426,9 +337,7 @@ fn entries(obj: &Value) -> Vec<ManagedFieldsEntry> {
 }
 
 fn entry<'a>(es: &'a [ManagedFieldsEntry], manager: &str) -> &'a ManagedFieldsEntry {
-    es.iter()
-        .find(|e| e.manager == manager)
-        .unwrap_or_else(|| panic!("no entry for {manager}"))
+    es.iter().find(|e| e.manager == manager).unwrap_or_else(|| panic!("no entry for {manager}"))
 }
 
 #[test]
@@ -460,24 +369,10 @@ fn apply_reapply_unchanged_is_identical() {
     let mut stored = first.clone();
     stored["metadata"]["resourceVersion"] = json!("5");
     stored["metadata"]["uid"] = json!("u-1");
-    let again = apply(
-        Some(&stored),
-        &nginx_config(2, "nginx:1.25"),
-        "kubectl",
-        false,
-        T2,
-    )
-    .unwrap();
+    let again = apply(Some(&stored), &nginx_config(2, "nginx:1.25"), "kubectl", false, T2).unwrap();
     assert_eq!(again, stored);
     // A change moves the time.
-    let changed = apply(
-        Some(&stored),
-        &nginx_config(3, "nginx:1.25"),
-        "kubectl",
-        false,
-        T2,
-    )
-    .unwrap();
+    let changed = apply(Some(&stored), &nginx_config(3, "nginx:1.25"), "kubectl", false, T2).unwrap();
     assert_eq!(changed["spec"]["replicas"], 3);
     assert_eq!(changed["metadata"]["managedFields"][0]["time"], T2);
     assert_eq!(changed["metadata"]["uid"], "u-1");
@@ -490,13 +385,8 @@ fn apply_two_managers_conflict_and_force() {
         "metadata":{"name":"nginx","namespace":"demo"},"spec":{"replicas":5}});
     let err = apply(Some(&a), &bob_cfg, "bob", false, T2).unwrap_err();
     assert_eq!(err.code(), 409);
-    assert_eq!(
-        err.to_string(),
-        "Apply failed with 1 conflict: conflict with \"alice\": .spec.replicas"
-    );
-    let ApplyError::Conflict { conflicts, .. } = &err else {
-        panic!()
-    };
+    assert_eq!(err.to_string(), "Apply failed with 1 conflict: conflict with \"alice\": .spec.replicas");
+    let ApplyError::Conflict { conflicts, .. } = &err else { panic!() };
     assert_eq!(conflicts[0].field, ".spec.replicas");
     assert_eq!(conflicts[0].cause_message(), "conflict with \"alice\"");
 
@@ -505,10 +395,7 @@ fn apply_two_managers_conflict_and_force() {
         "metadata":{"name":"nginx","namespace":"demo"},"spec":{"replicas":2}});
     let shared = apply(Some(&a), &same, "bob", false, T2).unwrap();
     let es = entries(&shared);
-    let replicas = [
-        PathElement::Field("spec".into()),
-        PathElement::Field("replicas".into()),
-    ];
+    let replicas = [PathElement::Field("spec".into()), PathElement::Field("replicas".into())];
     assert!(entry(&es, "alice").fields.has(&replicas));
     assert!(entry(&es, "bob").fields.has(&replicas));
 
@@ -519,18 +406,8 @@ fn apply_two_managers_conflict_and_force() {
     assert!(!entry(&es, "alice").fields.has(&replicas));
     assert!(entry(&es, "bob").fields.has(&replicas));
     // Alice now conflicts when she re-applies her old value.
-    let err = apply(
-        Some(&forced),
-        &nginx_config(2, "nginx:1.25"),
-        "alice",
-        false,
-        T3,
-    )
-    .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "Apply failed with 1 conflict: conflict with \"bob\": .spec.replicas"
-    );
+    let err = apply(Some(&forced), &nginx_config(2, "nginx:1.25"), "alice", false, T3).unwrap_err();
+    assert_eq!(err.to_string(), "Apply failed with 1 conflict: conflict with \"bob\": .spec.replicas");
 }
 
 #[test]
@@ -553,37 +430,17 @@ fn apply_removing_a_field_deletes_it() {
         .push(json!({"name":"sidecar","image":"busybox"}));
     let first = apply(None, &cfg, "kubectl", false, T1).unwrap();
     assert_eq!(first["metadata"]["labels"]["tier"], "web");
-    assert_eq!(
-        names(&first["spec"]["template"]["spec"]["containers"]),
-        vec!["nginx", "sidecar"]
-    );
+    assert_eq!(names(&first["spec"]["template"]["spec"]["containers"]), vec!["nginx", "sidecar"]);
 
-    let second = apply(
-        Some(&first),
-        &nginx_config(2, "nginx:1.25"),
-        "kubectl",
-        false,
-        T2,
-    )
-    .unwrap();
+    let second = apply(Some(&first), &nginx_config(2, "nginx:1.25"), "kubectl", false, T2).unwrap();
     assert_eq!(second["metadata"]["labels"], json!({"app":"nginx"}));
-    assert_eq!(
-        names(&second["spec"]["template"]["spec"]["containers"]),
-        vec!["nginx"]
-    );
+    assert_eq!(names(&second["spec"]["template"]["spec"]["containers"]), vec!["nginx"]);
 
     // Dropping the only annotation removes the emptied map too.
     let mut with_ann = nginx_config(2, "nginx:1.25");
     with_ann["metadata"]["annotations"] = json!({"note":"x"});
     let a = apply(None, &with_ann, "kubectl", false, T1).unwrap();
-    let b = apply(
-        Some(&a),
-        &nginx_config(2, "nginx:1.25"),
-        "kubectl",
-        false,
-        T2,
-    )
-    .unwrap();
+    let b = apply(Some(&a), &nginx_config(2, "nginx:1.25"), "kubectl", false, T2).unwrap();
     assert!(b["metadata"].get("annotations").is_none(), "{b}");
 }
 
@@ -604,26 +461,9 @@ fn apply_does_not_remove_fields_it_never_owned() {
     let mut live = nginx_config(2, "nginx:1.25");
     track_update(None, &mut live, "kubectl-create", "Update", None, T1);
     live["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = json!("IfNotPresent");
-    let out = apply(
-        Some(&live),
-        &nginx_config(2, "nginx:1.25"),
-        "kubectl",
-        false,
-        T2,
-    )
-    .unwrap();
-    let out2 = apply(
-        Some(&out),
-        &nginx_config(2, "nginx:1.25"),
-        "kubectl",
-        false,
-        T3,
-    )
-    .unwrap();
-    assert_eq!(
-        out2["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"],
-        "IfNotPresent"
-    );
+    let out = apply(Some(&live), &nginx_config(2, "nginx:1.25"), "kubectl", false, T2).unwrap();
+    let out2 = apply(Some(&out), &nginx_config(2, "nginx:1.25"), "kubectl", false, T3).unwrap();
+    assert_eq!(out2["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"], "IfNotPresent");
 }
 
 #[test]
@@ -631,24 +471,10 @@ fn apply_after_create_conflicts_like_upstream() {
     let mut live = nginx_config(2, "nginx:1.25");
     track_update(None, &mut live, "kubectl-create", "Update", None, T1);
     // Same manifest: no conflict, the applier shares ownership.
-    let ok = apply(
-        Some(&live),
-        &nginx_config(2, "nginx:1.25"),
-        "kubectl",
-        false,
-        T2,
-    )
-    .unwrap();
+    let ok = apply(Some(&live), &nginx_config(2, "nginx:1.25"), "kubectl", false, T2).unwrap();
     assert_eq!(entries(&ok).len(), 2);
     // Changed replicas: conflict with the creator.
-    let err = apply(
-        Some(&live),
-        &nginx_config(3, "nginx:1.25"),
-        "kubectl",
-        false,
-        T2,
-    )
-    .unwrap_err();
+    let err = apply(Some(&live), &nginx_config(3, "nginx:1.25"), "kubectl", false, T2).unwrap_err();
     assert_eq!(
         err.to_string(),
         format!("Apply failed with 1 conflict: conflict with \"kubectl-create\" using apps/v1 at {T1}: .spec.replicas")
@@ -664,29 +490,16 @@ fn apply_upgrades_from_client_side_apply() {
     let mut live = manifest.clone();
     live["metadata"]["annotations"] = json!({
         LAST_APPLIED_ANNOTATION: serde_json::to_string(&manifest).unwrap()});
-    track_update(
-        None,
-        &mut live,
-        "kubectl-client-side-apply",
-        "Update",
-        None,
-        T1,
-    );
+    track_update(None, &mut live, "kubectl-client-side-apply", "Update", None, T1);
     manifest["spec"]["replicas"] = json!(3);
     let out = apply(Some(&live), &manifest, "kubectl", false, T2).unwrap();
     assert_eq!(out["spec"]["replicas"], 3);
-    let ann = out["metadata"]["annotations"][LAST_APPLIED_ANNOTATION]
-        .as_str()
-        .unwrap();
+    let ann = out["metadata"]["annotations"][LAST_APPLIED_ANNOTATION].as_str().unwrap();
     let last: Value = serde_json::from_str(ann).unwrap();
     assert_eq!(last["spec"]["replicas"], 3);
     // Another manager name gets the conflict.
     let err = apply(Some(&live), &manifest, "other", false, T2).unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("conflict with \"kubectl-client-side-apply\" using apps/v1"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("conflict with \"kubectl-client-side-apply\" using apps/v1"), "{err}");
 }
 
 #[test]
@@ -695,25 +508,11 @@ fn apply_last_applied_only_excuses_fields_it_still_matches() {
     let mut live = manifest.clone();
     live["metadata"]["annotations"] = json!({
         LAST_APPLIED_ANNOTATION: serde_json::to_string(&manifest).unwrap()});
-    track_update(
-        None,
-        &mut live,
-        "kubectl-client-side-apply",
-        "Update",
-        None,
-        T1,
-    );
+    track_update(None, &mut live, "kubectl-client-side-apply", "Update", None, T1);
     // Someone scaled the deployment since: replicas no longer match the annotation.
     let mut scaled = live.clone();
     scaled["spec"]["replicas"] = json!(7);
-    track_update(
-        Some(&live),
-        &mut scaled,
-        "kubectl-client-side-apply",
-        "Update",
-        None,
-        T2,
-    );
+    track_update(Some(&live), &mut scaled, "kubectl-client-side-apply", "Update", None, T2);
     let mut edited = manifest.clone();
     edited["spec"]["replicas"] = json!(3);
     edited["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:1.26");
@@ -727,14 +526,7 @@ fn apply_last_applied_only_excuses_fields_it_still_matches() {
 #[test]
 fn update_managers_are_capped() {
     let mut obj = json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"},"data":{}});
-    track_update(
-        None,
-        &mut obj,
-        "creator",
-        "Update",
-        None,
-        "2026-01-01T00:00:00Z",
-    );
+    track_update(None, &mut obj, "creator", "Update", None, "2026-01-01T00:00:00Z");
     for i in 0..12 {
         let mut next = obj.clone();
         next["data"][format!("k{i}")] = json!("v");
@@ -751,14 +543,8 @@ fn update_managers_are_capped() {
     let es = entries(&obj);
     assert_eq!(es.len(), 10, "{es:?}");
     let ancient = entry(&es, "ancient-changes");
-    assert!(ancient.fields.has(&[
-        PathElement::Field("data".into()),
-        PathElement::Field("k0".into())
-    ]));
-    assert!(ancient.fields.has(&[
-        PathElement::Field("data".into()),
-        PathElement::Field("k2".into())
-    ]));
+    assert!(ancient.fields.has(&[PathElement::Field("data".into()), PathElement::Field("k0".into())]));
+    assert!(ancient.fields.has(&[PathElement::Field("data".into()), PathElement::Field("k2".into())]));
     assert!(es.iter().any(|e| e.manager == "m11"));
 }
 
@@ -778,10 +564,7 @@ fn apply_service_ports_keyed_by_port_and_protocol() {
     let other = json!({"apiVersion":"v1","kind":"Service","metadata":{"name":"web"},
         "spec":{"selector":{"app":"web","tier":"x"}}});
     let err = apply(Some(&out), &other, "x", false, T2).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "Apply failed with 1 conflict: conflict with \"kubectl\": .spec.selector"
-    );
+    assert_eq!(err.to_string(), "Apply failed with 1 conflict: conflict with \"kubectl\": .spec.selector");
 }
 
 #[test]
@@ -802,14 +585,7 @@ fn apply_rejects_bad_configs() {
         e.to_string(),
         "failed to create typed patch object (/v1, Kind=Pod): .spec.containers: duplicate entries for key [name=\"a\"]"
     );
-    let e = apply(
-        None,
-        &json!({"apiVersion":"v1","metadata":{"name":"x"}}),
-        "kubectl",
-        false,
-        T1,
-    )
-    .unwrap_err();
+    let e = apply(None, &json!({"apiVersion":"v1","metadata":{"name":"x"}}), "kubectl", false, T1).unwrap_err();
     assert_eq!(e.code(), 400);
 }
 
@@ -818,9 +594,7 @@ fn apply_status_is_not_owned_on_main_resource() {
     let mut cfg = nginx_config(1, "x");
     cfg["status"] = json!({"replicas": 1});
     let out = apply(None, &cfg, "kubectl", false, T1).unwrap();
-    assert!(out["metadata"]["managedFields"][0]["fieldsV1"]
-        .get("f:status")
-        .is_none());
+    assert!(out["metadata"]["managedFields"][0]["fieldsV1"].get("f:status").is_none());
 }
 
 // ------------------------------------------------------------------------------- track_update
@@ -885,10 +659,7 @@ fn track_update_moves_ownership_of_changed_fields() {
         PathElement::Key("{\"name\":\"nginx\"}".into()),
         PathElement::Field("image".into()),
     ]);
-    assert_eq!(
-        image.to_string(),
-        ".spec.template.spec.containers[name=\"nginx\"].image"
-    );
+    assert_eq!(image.to_string(), ".spec.template.spec.containers[name=\"nginx\"].image");
     assert!(entry(&es, "kubectl-edit").fields.has(&image.0));
     assert!(!entry(&es, "kubectl-create").fields.has(&image.0));
     assert_eq!(entry(&es, "kubectl-edit").time.as_deref(), Some(T2));
@@ -901,10 +672,7 @@ fn track_update_moves_ownership_of_changed_fields() {
 
     // Removing a field removes it from every manager.
     let mut v4 = v2.clone();
-    v4["metadata"]["labels"]
-        .as_object_mut()
-        .unwrap()
-        .remove("edited");
+    v4["metadata"]["labels"].as_object_mut().unwrap().remove("edited");
     track_update(Some(&v2), &mut v4, "kubectl-label", "Update", None, T3);
     let es = entries(&v4);
     assert!(es.iter().all(|e| e.manager != "kubectl-label"));
@@ -938,20 +706,10 @@ fn track_update_status_subresource() {
         "spec":{"containers":[{"name":"c","image":"x"}]},"status":{"phase":"Pending"}});
     track_update(None, &mut v1, "kubectl-create", "Update", None, T1);
     let e = entries(&v1);
-    assert!(e[0]
-        .fields
-        .child(&PathElement::Field("status".into()))
-        .is_none());
+    assert!(e[0].fields.child(&PathElement::Field("status".into())).is_none());
     let mut v2 = v1.clone();
     v2["status"] = json!({"phase":"Running","conditions":[{"type":"Ready","status":"True"}]});
-    track_update(
-        Some(&v1),
-        &mut v2,
-        "yard-agent",
-        "Update",
-        Some("status"),
-        T2,
-    );
+    track_update(Some(&v1), &mut v2, "yard-agent", "Update", Some("status"), T2);
     let es = entries(&v2);
     let agent = entry(&es, "yard-agent");
     assert_eq!(agent.subresource, "status");
@@ -980,10 +738,7 @@ fn managed_fields_roundtrip_and_order() {
     assert_eq!(mf[1]["operation"], "Update");
     let es = entries(&v);
     assert_eq!(encode_managed_fields(&es), v["metadata"]["managedFields"]);
-    assert_eq!(
-        default_manager("kubectl/v1.37.0 (linux/amd64) kubernetes/abc"),
-        "kubectl"
-    );
+    assert_eq!(default_manager("kubectl/v1.37.0 (linux/amd64) kubernetes/abc"), "kubectl");
 }
 
 // ------------------------------------------------------------------- never panics on garbage
@@ -1032,11 +787,7 @@ const KEYS: &[&str] = &[
 ];
 
 fn random_value(rng: &mut Rng, depth: u32) -> Value {
-    let pick = if depth == 0 {
-        rng.below(5)
-    } else {
-        rng.below(8)
-    };
+    let pick = if depth == 0 { rng.below(5) } else { rng.below(8) };
     match pick {
         0 => Value::Null,
         1 => json!(rng.below(3) == 0),
@@ -1051,24 +802,14 @@ fn random_value(rng: &mut Rng, depth: u32) -> Value {
             }
             Value::Object(m)
         }
-        _ => Value::Array(
-            (0..rng.below(4))
-                .map(|_| random_value(rng, depth - 1))
-                .collect(),
-        ),
+        _ => Value::Array((0..rng.below(4)).map(|_| random_value(rng, depth - 1)).collect()),
     }
 }
 
 #[test]
 fn never_panics_on_random_input() {
     let mut rng = Rng(0x5eed_1234_abcd_0001);
-    let schemas = [
-        pod(),
-        deploy(),
-        schema_for("v1", "Service"),
-        schema_for("v1", "Node"),
-        PatchSchema::unknown(),
-    ];
+    let schemas = [pod(), deploy(), schema_for("v1", "Service"), schema_for("v1", "Node"), PatchSchema::unknown()];
     for i in 0..4000 {
         let original = random_value(&mut rng, 4);
         let patch = random_value(&mut rng, 4);
@@ -1079,10 +820,7 @@ fn never_panics_on_random_input() {
         let mut applied = patch.clone();
         if let Value::Object(m) = &mut applied {
             m.insert("apiVersion".into(), json!(["v1", "apps/v1"][i % 2]));
-            m.insert(
-                "kind".into(),
-                json!(["Pod", "Deployment", "Service"][i % 3]),
-            );
+            m.insert("kind".into(), json!(["Pod", "Deployment", "Service"][i % 3]));
         }
         let _ = apply(Some(&original), &applied, "m", i % 2 == 0, T1);
         let mut new = applied.clone();
@@ -1094,19 +832,13 @@ fn never_panics_on_random_input() {
 
 #[test]
 fn patch_type_from_content_type() {
-    assert_eq!(
-        PatchType::from_content_type("application/apply-patch+yaml"),
-        Some(PatchType::Apply)
-    );
+    assert_eq!(PatchType::from_content_type("application/apply-patch+yaml"), Some(PatchType::Apply));
     assert_eq!(
         PatchType::from_content_type("application/strategic-merge-patch+json; charset=utf-8"),
         Some(PatchType::Strategic)
     );
     assert_eq!(PatchType::from_content_type("application/json"), None);
-    assert_eq!(
-        PatchType::Merge.content_type(),
-        "application/merge-patch+json"
-    );
+    assert_eq!(PatchType::Merge.content_type(), "application/merge-patch+json");
 }
 
 #[test]
@@ -1116,18 +848,10 @@ fn kubectl_client_side_apply_then_server_side_apply() {
         "spec":{"selector":{"app":"hostnames"},"ports":[{"name":"default","protocol":"TCP","port":80,"targetPort":9376}]}});
     // kubectl apply: create with the annotation, fieldManager=kubectl-client-side-apply.
     let mut live = manifest.clone();
-    live["metadata"]["annotations"] =
-        json!({LAST_APPLIED_ANNOTATION: serde_json::to_string(&manifest).unwrap()});
+    live["metadata"]["annotations"] = json!({LAST_APPLIED_ANNOTATION: serde_json::to_string(&manifest).unwrap()});
     live["spec"]["clusterIP"] = json!("10.96.0.20");
     live["spec"]["type"] = json!("ClusterIP");
-    track_update(
-        None,
-        &mut live,
-        "kubectl-client-side-apply",
-        "Update",
-        None,
-        T1,
-    );
+    track_update(None, &mut live, "kubectl-client-side-apply", "Update", None, T1);
 
     // Edited manifest: kubectl sends a three-way strategic merge patch.
     let patch = json!({"metadata":{"annotations":{LAST_APPLIED_ANNOTATION:"{}"}},
@@ -1140,14 +864,7 @@ fn kubectl_client_side_apply_then_server_side_apply() {
                {"name":"alt","port":8080,"protocol":"TCP","targetPort":9376}])
     );
     assert_eq!(patched["spec"]["clusterIP"], "10.96.0.20");
-    track_update(
-        Some(&live),
-        &mut patched,
-        "kubectl-client-side-apply",
-        "Update",
-        None,
-        T2,
-    );
+    track_update(Some(&live), &mut patched, "kubectl-client-side-apply", "Update", None, T2);
     let es = entries(&patched);
     assert_eq!(es.len(), 1);
     assert_eq!(es[0].time.as_deref(), Some(T2));
@@ -1155,10 +872,7 @@ fn kubectl_client_side_apply_then_server_side_apply() {
     // Then a port is removed with a delete directive.
     let patch = json!({"spec":{"$setElementOrder/ports":[{"port":8080}],"ports":[{"$patch":"delete","port":80}]}});
     let after = strategic_merge(&patched, &patch, &svc).unwrap();
-    assert_eq!(
-        after["spec"]["ports"],
-        json!([{"name":"alt","port":8080,"protocol":"TCP","targetPort":9376}])
-    );
+    assert_eq!(after["spec"]["ports"], json!([{"name":"alt","port":8080,"protocol":"TCP","targetPort":9376}]));
 
     // kubectl apply --server-side of the original manifest changes no value: no conflict,
     // and the port the manifest does not mention stays (apply never removes what it did
@@ -1181,17 +895,12 @@ fn kubectl_client_side_apply_then_server_side_apply() {
     assert_eq!(out["spec"], patched["spec"]);
     let es = entries(&out);
     assert_eq!(entry(&es, "kubectl").operation, "Apply");
-    assert!(entry(&es, "kubectl-client-side-apply").fields.has(&[
-        PathElement::Field("spec".into()),
-        PathElement::Field("clusterIP".into())
-    ]));
+    assert!(entry(&es, "kubectl-client-side-apply")
+        .fields
+        .has(&[PathElement::Field("spec".into()), PathElement::Field("clusterIP".into())]));
     // The annotation follows the server-side applied configuration.
-    let ann: Value = serde_json::from_str(
-        out["metadata"]["annotations"][LAST_APPLIED_ANNOTATION]
-            .as_str()
-            .unwrap(),
-    )
-    .unwrap();
+    let ann: Value =
+        serde_json::from_str(out["metadata"]["annotations"][LAST_APPLIED_ANNOTATION].as_str().unwrap()).unwrap();
     assert_eq!(ann, same);
 }
 
@@ -1219,8 +928,9 @@ fn random_deployment_config(rng: &mut Rng) -> Value {
                     c["image"] = json!(format!("img:{}", rng.below(3)));
                 }
                 if rng.below(2) == 0 {
-                    let ports: Vec<Value> =
-                        (0..rng.below(3)).map(|i| json!({"containerPort": 80 + i, "name": format!("p{}", rng.below(2))})).collect();
+                    let ports: Vec<Value> = (0..rng.below(3))
+                        .map(|i| json!({"containerPort": 80 + i, "name": format!("p{}", rng.below(2))}))
+                        .collect();
                     c["ports"] = Value::Array(ports);
                 }
                 if rng.below(3) == 0 {
@@ -1229,16 +939,10 @@ fn random_deployment_config(rng: &mut Rng) -> Value {
                 containers.push(c);
             }
         }
-        spec.insert(
-            "template".into(),
-            json!({"spec":{"containers": containers}}),
-        );
+        spec.insert("template".into(), json!({"spec":{"containers": containers}}));
     }
     if rng.below(3) == 0 {
-        spec.insert(
-            "selector".into(),
-            json!({"matchLabels":{"app": format!("a{}", rng.below(2))}}),
-        );
+        spec.insert("selector".into(), json!({"matchLabels":{"app": format!("a{}", rng.below(2))}}));
     }
     cfg["spec"] = Value::Object(spec);
     cfg
@@ -1271,23 +975,16 @@ fn apply_sequences_keep_invariants() {
                     let body = super::ssa::merge(&out, &cfg, "", &schema);
                     let strip = |v: &Value| {
                         let mut v = v.clone();
-                        v["metadata"]
-                            .as_object_mut()
-                            .unwrap()
-                            .remove("managedFields");
+                        v["metadata"].as_object_mut().unwrap().remove("managedFields");
                         v
                     };
                     let loose = |v: &Value| super::ssa::without_empty(&strip(v));
-                    assert!(
-                        json_eq_loose(&loose(&body), &loose(&out)),
-                        "config not in result\ncfg={cfg}\nout={out}"
-                    );
+                    assert!(json_eq_loose(&loose(&body), &loose(&out)), "config not in result\ncfg={cfg}\nout={out}");
                     // Managed fields decode and hold no empty entry.
                     let es = decode_managed_fields(&out).unwrap();
                     assert!(es.iter().all(|e| !e.fields.is_empty()));
                     // Re-applying the same configuration at once is a no-op.
-                    let again =
-                        apply(Some(&out), &cfg, manager, false, "2030-01-01T00:00:00Z").unwrap();
+                    let again = apply(Some(&out), &cfg, manager, false, "2030-01-01T00:00:00Z").unwrap();
                     assert_eq!(again, out, "re-apply changed the object\ncfg={cfg}");
                     live = Some(out);
                 }

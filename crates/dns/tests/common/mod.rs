@@ -19,11 +19,7 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!(
-            "yard-dns-{tag}-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
+        let p = std::env::temp_dir().join(format!("yard-dns-{tag}-{}-{}", std::process::id(), rand::random::<u32>()));
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
     }
@@ -40,10 +36,7 @@ pub async fn api_server(dir: &TempDir) -> (yard_apiserver::Running, kube::Client
     let args = yard_apiserver::Args {
         data_dir: dir.0.join("api"),
         port: 0,
-        service_cidr: vec![
-            "10.96.0.0/12".parse().unwrap(),
-            "fd00:10:96::/112".parse().unwrap(),
-        ],
+        service_cidr: vec!["10.96.0.0/12".parse().unwrap(), "fd00:10:96::/112".parse().unwrap()],
         ..Default::default()
     };
     std::fs::create_dir_all(&args.data_dir).unwrap();
@@ -54,10 +47,7 @@ pub async fn api_server(dir: &TempDir) -> (yard_apiserver::Running, kube::Client
 
 pub async fn client_for(kubeconfig: &Path) -> kube::Client {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
-    let config =
-        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-            .await
-            .unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await.unwrap();
     kube::Client::try_from(config).unwrap()
 }
 
@@ -116,11 +106,7 @@ pub async fn synced_dns(running: &yard_apiserver::Running, upstream: &FakeUpstre
 pub async fn yard_dns(flags: &[String]) -> YardDns {
     for _ in 0..5 {
         let port = free_port();
-        let mut argv = vec![
-            "yard-dns".to_string(),
-            "--listen".to_string(),
-            format!("127.0.0.1:{port}"),
-        ];
+        let mut argv = vec!["yard-dns".to_string(), "--listen".to_string(), format!("127.0.0.1:{port}")];
         argv.extend(flags.iter().map(|f| f.replace("{port}", &port.to_string())));
         let args = Cli::try_parse_from(&argv).expect("flags parse").dns;
         let addr = args.listen[0];
@@ -130,19 +116,12 @@ pub async fn yard_dns(flags: &[String]) -> YardDns {
             if task.is_finished() {
                 break;
             }
-            let probe = Message::from_vec(&query_bytes(
-                rand::random(),
-                "dns-version.cluster.local.",
-                RecordType::TXT,
-            ))
-            .unwrap();
+            let probe =
+                Message::from_vec(&query_bytes(rand::random(), "dns-version.cluster.local.", RecordType::TXT)).unwrap();
             if exchange(addr, &probe, Duration::from_millis(100)).await.is_some() {
                 return YardDns { addr, task };
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "yard dns does not answer on {addr}"
-            );
+            assert!(start.elapsed() < Duration::from_secs(10), "yard dns does not answer on {addr}");
         }
         // Lost the port to someone else between probing and binding: try another.
         match task.await {
@@ -162,9 +141,7 @@ pub fn query_bytes(id: u16, name: &str, t: RecordType) -> Vec<u8> {
 
 /// One UDP exchange of `req` with `server` (a hickory-proto client); `None` on timeout.
 pub async fn exchange(server: SocketAddr, req: &Message, timeout: Duration) -> Option<Message> {
-    exchange_bytes(server, &req.to_vec().unwrap(), timeout)
-        .await
-        .map(|b| Message::from_vec(&b).expect("reply decodes"))
+    exchange_bytes(server, &req.to_vec().unwrap(), timeout).await.map(|b| Message::from_vec(&b).expect("reply decodes"))
 }
 
 /// Sends raw bytes over UDP; the raw reply whose id matches, or `None` on timeout.
@@ -176,9 +153,7 @@ pub async fn exchange_bytes(server: SocketAddr, req: &[u8], timeout: Duration) -
     tokio::time::timeout(timeout, async {
         loop {
             match sock.recv(&mut buf).await {
-                Ok(n) if n >= 2 && req.len() >= 2 && buf[..2] == req[..2] => {
-                    return Some(buf[..n].to_vec())
-                }
+                Ok(n) if n >= 2 && req.len() >= 2 && buf[..2] == req[..2] => return Some(buf[..n].to_vec()),
                 Ok(_) => continue,
                 Err(_) => return None,
             }
@@ -192,9 +167,7 @@ pub async fn exchange_bytes(server: SocketAddr, req: &[u8], timeout: Duration) -
 /// Asks `name`/`t` over UDP (hickory-proto client): (rcode, sorted answer data).
 pub async fn ask(server: SocketAddr, name: &str, t: RecordType) -> (ResponseCode, Vec<String>) {
     let req = Message::from_vec(&query_bytes(rand::random(), name, t)).unwrap();
-    let m = exchange(server, &req, Duration::from_secs(2))
-        .await
-        .unwrap_or_else(|| panic!("no answer for {name} {t}"));
+    let m = exchange(server, &req, Duration::from_secs(2)).await.unwrap_or_else(|| panic!("no answer for {name} {t}"));
     let mut v: Vec<String> = m.answers.iter().map(|r| r.data.to_string()).collect();
     v.sort();
     (m.metadata.response_code, v)
@@ -208,10 +181,7 @@ where
 {
     let start = Instant::now();
     while !f().await {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     start.elapsed()
@@ -243,10 +213,7 @@ impl Dig {
     }
     /// TTL of every answer record.
     pub fn answer_ttls(&self) -> Vec<u32> {
-        self.answer
-            .iter()
-            .map(|l| l.split_whitespace().nth(1).unwrap().parse().unwrap())
-            .collect()
+        self.answer.iter().map(|l| l.split_whitespace().nth(1).unwrap().parse().unwrap()).collect()
     }
     /// The authority section must be exactly the zone's SOA; returns its TTL and minimum.
     pub fn assert_soa(&self, zone: &str) -> (u32, u32) {
@@ -300,13 +267,7 @@ pub async fn dig(server: SocketAddr, args: &[&str]) -> Dig {
             d.status = rest.split(',').next().unwrap().trim().to_string();
         }
         if let Some(rest) = line.strip_prefix(";; flags: ") {
-            d.flags = rest
-                .split(';')
-                .next()
-                .unwrap()
-                .split_whitespace()
-                .map(String::from)
-                .collect();
+            d.flags = rest.split(';').next().unwrap().split_whitespace().map(String::from).collect();
         }
         for (head, name) in [
             (";; ANSWER SECTION", "answer"),
@@ -330,11 +291,7 @@ pub async fn dig(server: SocketAddr, args: &[&str]) -> Dig {
             _ => {}
         }
     }
-    assert!(
-        !d.status.is_empty(),
-        "dig gave no status:\n{raw}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(!d.status.is_empty(), "dig gave no status:\n{raw}\n{}", String::from_utf8_lossy(&out.stderr));
     d
 }
 
@@ -342,9 +299,7 @@ pub async fn dig(server: SocketAddr, args: &[&str]) -> Dig {
 pub async fn curl(addr: SocketAddr, path: &str) -> (u16, String) {
     let url = format!("http://{addr}{path}");
     let out = tokio::task::spawn_blocking(move || {
-        Command::new("curl")
-            .args(["-s", "-m", "3", "-o", "-", "-w", "\n%{http_code}", &url])
-            .output()
+        Command::new("curl").args(["-s", "-m", "3", "-o", "-", "-w", "\n%{http_code}", &url]).output()
     })
     .await
     .unwrap()
@@ -399,9 +354,7 @@ impl FakeUpstream {
                     continue;
                 };
                 let name = q.name().to_ascii().to_ascii_lowercase();
-                l.lock()
-                    .unwrap()
-                    .push(format!("{name} {}", q.query_type()));
+                l.lock().unwrap().push(format!("{name} {}", q.query_type()));
                 let mut m = Message::new(req.metadata.id, MessageType::Response, OpCode::Query);
                 m.metadata.recursion_desired = req.metadata.recursion_desired;
                 m.metadata.recursion_available = true;
@@ -440,12 +393,7 @@ impl FakeUpstream {
 
     /// How many questions for `name` (lower case, fully qualified) it got.
     pub fn asked(&self, name: &str) -> usize {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.split(' ').next() == Some(name))
-            .count()
+        self.log.lock().unwrap().iter().filter(|l| l.split(' ').next() == Some(name)).count()
     }
 }
 
@@ -455,9 +403,7 @@ where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
     let o: K = serde_json::from_value(obj).unwrap();
-    api.create(&kube::api::PostParams::default(), &o)
-        .await
-        .unwrap_or_else(|e| panic!("create {o:?}: {e}"))
+    api.create(&kube::api::PostParams::default(), &o).await.unwrap_or_else(|e| panic!("create {o:?}: {e}"))
 }
 
 pub fn ip(s: &str) -> IpAddr {

@@ -128,7 +128,12 @@ impl Topo {
         );
         let ext = TempNetns::new(&format!("ypx-{tag}-ext")).unwrap();
         sh(&node, &format!("ip link add ext0 type veth peer name eth0 netns {} && ip addr add {NODE_EXT_IP}/24 dev ext0 && ip link set ext0 up", ext.name()));
-        sh(&ext, &format!("ip addr add {EXT_IP}/24 dev eth0 && ip link set eth0 up && ip route add default via {NODE_EXT_IP}"));
+        sh(
+            &ext,
+            &format!(
+                "ip addr add {EXT_IP}/24 dev eth0 && ip link set eth0 up && ip route add default via {NODE_EXT_IP}"
+            ),
+        );
         let mk_pod = |i: usize, ip: String, name: String| -> Pod {
             let ns = TempNetns::new(&format!("ypx-{tag}-p{i}")).unwrap();
             sh(&node, &format!(
@@ -140,7 +145,8 @@ impl Topo {
         };
         let pods: Vec<Pod> = (0..n).map(|i| mk_pod(i, format!("10.244.1.{}", 10 + i), format!("pod-{i}"))).collect();
         let client = mk_pod(99, "10.244.1.100".into(), "client".into());
-        let mut topo = Topo { procs: Vec::new(), stop: Default::default(), threads: Vec::new(), pods, client, ext, node };
+        let mut topo =
+            Topo { procs: Vec::new(), stop: Default::default(), threads: Vec::new(), pods, client, ext, node };
         for i in 0..n {
             let name = topo.pods[i].name.clone();
             let path = topo.pods[i].ns.path().to_path_buf();
@@ -184,8 +190,7 @@ impl Topo {
 
 /// One TCP request; Ok(first line) or Err(stderr).
 pub fn tcp_get(ns: &TempNetns, ip: &str, port: u16) -> Result<String, String> {
-    ns.sh(&format!("timeout 5 socat -u TCP:{ip}:{port},connect-timeout=3 STDOUT"))
-        .map(|s| s.trim().to_string())
+    ns.sh(&format!("timeout 5 socat -u TCP:{ip}:{port},connect-timeout=3 STDOUT")).map(|s| s.trim().to_string())
 }
 
 /// `n` TCP requests; the answers (failures as "ERR").
@@ -200,7 +205,8 @@ pub fn tcp_many(ns: &TempNetns, ip: &str, port: u16, n: usize) -> Vec<String> {
 
 /// One UDP request from a fixed source port (a socket bound inside `ns`); Ok(answer) or Err.
 pub fn udp_get(ns: &TempNetns, ip: &str, port: u16, sport: u16) -> Result<String, String> {
-    let sock = yard_netns::udp_socket_in(ns.path(), format!("0.0.0.0:{sport}").parse().unwrap()).map_err(|e| e.to_string())?;
+    let sock =
+        yard_netns::udp_socket_in(ns.path(), format!("0.0.0.0:{sport}").parse().unwrap()).map_err(|e| e.to_string())?;
     sock.set_nonblocking(false).map_err(|e| e.to_string())?;
     sock.set_read_timeout(Some(Duration::from_secs(3))).map_err(|e| e.to_string())?;
     sock.send_to(b"q\n", format!("{ip}:{port}")).map_err(|e| e.to_string())?;

@@ -27,9 +27,15 @@ pub async fn cas_semantics(s: &dyn Store) {
         Err(StoreError::Conflict { current: Some(c), .. }) => assert_eq!(c.value, b("2")),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(s.write(Op::Update { key: "/zz".into(), value: b("3"), expect: None }).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        s.write(Op::Update { key: "/zz".into(), value: b("3"), expect: None }).await,
+        Err(StoreError::NotFound(_))
+    ));
     assert!(matches!(s.write(Op::Delete { key: "/zz".into(), expect: None }).await, Err(StoreError::NotFound(_))));
-    assert!(matches!(s.write(Op::Delete { key: "/a".into(), expect: Some(1) }).await, Err(StoreError::Conflict { .. })));
+    assert!(matches!(
+        s.write(Op::Delete { key: "/a".into(), expect: Some(1) }).await,
+        Err(StoreError::Conflict { .. })
+    ));
     let u = s.write(Op::Update { key: "/a".into(), value: b("4"), expect: None }).await.unwrap();
     assert_eq!(u.create_revision, a.create_revision);
     let gone = s.write(Op::Delete { key: "/a".into(), expect: Some(u.mod_revision) }).await.unwrap();
@@ -112,7 +118,9 @@ pub async fn concurrent_writers_get_distinct_revisions(s: Arc<dyn Store>) {
     let mut tasks = vec![];
     for i in 0..200 {
         let s = s.clone();
-        tasks.push(tokio::spawn(async move { s.write(Op::Create { key: format!("/c/{i}"), value: b("v") }).await.unwrap().mod_revision }));
+        tasks.push(tokio::spawn(async move {
+            s.write(Op::Create { key: format!("/c/{i}"), value: b("v") }).await.unwrap().mod_revision
+        }));
     }
     let mut revs = vec![];
     for t in tasks {
@@ -125,7 +133,9 @@ pub async fn concurrent_writers_get_distinct_revisions(s: Arc<dyn Store>) {
     let mut tasks = vec![];
     for _ in 0..20 {
         let s = s.clone();
-        tasks.push(tokio::spawn(async move { s.write(Op::Create { key: "/c/race".into(), value: b("v") }).await.is_ok() }));
+        tasks.push(tokio::spawn(
+            async move { s.write(Op::Create { key: "/c/race".into(), value: b("v") }).await.is_ok() },
+        ));
     }
     let mut wins = 0;
     for t in tasks {
@@ -137,7 +147,9 @@ pub async fn concurrent_writers_get_distinct_revisions(s: Arc<dyn Store>) {
 pub async fn txn_all_or_nothing(s: &dyn Store) {
     let a = s.write(Op::Create { key: "/t/a".into(), value: b("1") }).await.unwrap();
     let mut w = s.watch("/t/", a.mod_revision).await.unwrap();
-    let r = s.txn(vec![Op::Create { key: "/t/b".into(), value: b("b") }, Op::Create { key: "/t/b".into(), value: b("x") }]).await;
+    let r = s
+        .txn(vec![Op::Create { key: "/t/b".into(), value: b("b") }, Op::Create { key: "/t/b".into(), value: b("x") }])
+        .await;
     assert!(matches!(r, Err(StoreError::Backend(_))), "duplicate key refused: {r:?}");
     // A failing CAS anywhere leaves every key untouched and returns the first failure.
     let r = s
@@ -154,7 +166,9 @@ pub async fn txn_all_or_nothing(s: &dyn Store) {
         }
         other => panic!("{other:?}"),
     }
-    let r = s.txn(vec![Op::Create { key: "/t/b".into(), value: b("b") }, Op::Create { key: "/t/a".into(), value: b("x") }]).await;
+    let r = s
+        .txn(vec![Op::Create { key: "/t/b".into(), value: b("b") }, Op::Create { key: "/t/a".into(), value: b("x") }])
+        .await;
     assert!(matches!(r, Err(StoreError::AlreadyExists(k)) if k == "/t/a"));
     assert!(s.get("/t/b").await.unwrap().is_none());
     assert_eq!(s.revision().await.unwrap(), a.mod_revision);
@@ -181,7 +195,13 @@ pub async fn txn_all_or_nothing(s: &dyn Store) {
         keys.push(ev.kv.key);
     }
     assert_eq!(keys, ["/t/b", "/t/a", "/t/c"]);
-    let del = s.txn(vec![Op::Delete { key: "/t/b".into(), expect: Some(rev) }, Op::Delete { key: "/t/c".into(), expect: None }]).await.unwrap();
+    let del = s
+        .txn(vec![
+            Op::Delete { key: "/t/b".into(), expect: Some(rev) },
+            Op::Delete { key: "/t/c".into(), expect: None },
+        ])
+        .await
+        .unwrap();
     assert_eq!(del[0].value, b("b"));
     assert_eq!(del[1].mod_revision, rev + 1);
     assert!(s.get("/t/c").await.unwrap().is_none());
@@ -198,7 +218,12 @@ pub async fn concurrent_txns_and_writes(s: Arc<dyn Store>) {
         let s = s.clone();
         tasks.push(tokio::spawn(async move {
             if i % 2 == 0 {
-                s.txn(vec![Op::Create { key: format!("/g/{i}/x"), value: b("v") }, Op::Create { key: format!("/g/{i}/y"), value: b("v") }]).await.unwrap()
+                s.txn(vec![
+                    Op::Create { key: format!("/g/{i}/x"), value: b("v") },
+                    Op::Create { key: format!("/g/{i}/y"), value: b("v") },
+                ])
+                .await
+                .unwrap()
             } else {
                 vec![s.write(Op::Create { key: format!("/g/{i}/x"), value: b("v") }).await.unwrap()]
             }

@@ -33,7 +33,11 @@ impl TempDir {
     pub fn new(tag: &str) -> Self {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!("yard-e2e-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let p = std::env::temp_dir().join(format!(
+            "yard-e2e-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).expect("mkdir");
         Self(p)
@@ -63,7 +67,13 @@ pub fn free_port() -> u16 {
 impl ApiServer {
     pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
         let port = free_port();
-        let mut s = Self { child: None, data_dir: data_dir.to_path_buf(), kubeconfig: data_dir.join("kubeconfig"), port, extra: extra.iter().map(|s| s.to_string()).collect() };
+        let mut s = Self {
+            child: None,
+            data_dir: data_dir.to_path_buf(),
+            kubeconfig: data_dir.join("kubeconfig"),
+            port,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
         s.spawn();
         s
     }
@@ -84,7 +94,10 @@ impl ApiServer {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !self.kubeconfig.exists() {
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("yard apiserver exited early: {st}: {}", std::fs::read_to_string(self.data_dir.join("apiserver.log")).unwrap_or_default());
+                panic!(
+                    "yard apiserver exited early: {st}: {}",
+                    std::fs::read_to_string(self.data_dir.join("apiserver.log")).unwrap_or_default()
+                );
             }
             assert!(Instant::now() < deadline, "apiserver did not write its kubeconfig in time");
             std::thread::sleep(Duration::from_millis(20));
@@ -111,7 +124,12 @@ impl ApiServer {
     /// kubectl that must succeed; returns stdout.
     pub fn k(&self, args: &[&str]) -> String {
         let out = self.kubectl(args);
-        assert!(out.status.success(), "kubectl {args:?} failed: {}\n{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -163,7 +181,9 @@ pub fn kubectl_in(netns: Option<&str>, kubeconfig: &Path, args: &[&str], stdin: 
         None => Command::new(kubectl_bin()),
     };
     cmd.env("KUBECONFIG", kubeconfig).env_remove("KUBERNETES_SERVICE_HOST").args(args);
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn kubectl");
     if let Some(s) = stdin {
         use std::io::Write;
@@ -262,10 +282,21 @@ impl Up {
             }
             let _ = tx.send(false);
         });
-        let up = Up { child: Some(child), data_dir: data_dir.to_path_buf(), name: name.to_string(), kubeconfig: data_dir.join("kubeconfig"), stdout: out, netns: netns.map(String::from) };
+        let up = Up {
+            child: Some(child),
+            data_dir: data_dir.to_path_buf(),
+            name: name.to_string(),
+            kubeconfig: data_dir.join("kubeconfig"),
+            stdout: out,
+            netns: netns.map(String::from),
+        };
         match rx.recv_timeout(Duration::from_secs(120)) {
             Ok(true) => up,
-            _ => panic!("yard up did not come up:\n{}\n{}", up.stdout.lock().unwrap(), std::fs::read_to_string(data_dir.with_extension("stderr.log")).unwrap_or_default()),
+            _ => panic!(
+                "yard up did not come up:\n{}\n{}",
+                up.stdout.lock().unwrap(),
+                std::fs::read_to_string(data_dir.with_extension("stderr.log")).unwrap_or_default()
+            ),
         }
     }
 
@@ -319,7 +350,11 @@ impl Drop for Up {
             // A failed test: show what the cluster logged (its data dir is about to be removed).
             let log = std::fs::read_to_string(self.data_dir.with_extension("stderr.log")).unwrap_or_default();
             let lines: Vec<&str> = log.lines().collect();
-            eprintln!("--- last lines of `yard up` ({}) stderr ---\n{}", self.name, lines[lines.len().saturating_sub(80)..].join("\n"));
+            eprintln!(
+                "--- last lines of `yard up` ({}) stderr ---\n{}",
+                self.name,
+                lines[lines.len().saturating_sub(80)..].join("\n")
+            );
             let _ = nix_kill(c.id(), 2);
             if let Some(mut c) = self.child.take() {
                 let deadline = Instant::now() + Duration::from_secs(60);
@@ -339,6 +374,13 @@ pub fn stdout_of(o: &Output) -> String {
 
 /// What a run may change on the host: named namespaces, links, nftables ruleset.
 pub fn host_snapshot() -> String {
-    let run = |c: &str, a: &[&str]| String::from_utf8_lossy(&Command::new(c).args(a).output().map(|o| o.stdout).unwrap_or_default()).into_owned();
-    format!("{}\n{}\n{}", run("ip", &["netns", "list"]), run("ip", &["-o", "link", "show"]), run("nft", &["list", "ruleset"]))
+    let run = |c: &str, a: &[&str]| {
+        String::from_utf8_lossy(&Command::new(c).args(a).output().map(|o| o.stdout).unwrap_or_default()).into_owned()
+    };
+    format!(
+        "{}\n{}\n{}",
+        run("ip", &["netns", "list"]),
+        run("ip", &["-o", "link", "show"]),
+        run("nft", &["list", "ruleset"])
+    )
 }
