@@ -12,6 +12,13 @@ fi
 export CARGO_TERM_COLOR=never
 # A from-scratch build gains nothing from incremental state; it only costs disk.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+# rustup's default profile has both; a minimal one gets them here.
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  rustup component add rustfmt clippy
+fi
+# Habits first: the tree is formatted (rustfmt.toml) and clippy-clean, warnings included.
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --all-targets --locked
 # Tests that create namespaces, processes and kernel rules run a few at a time to stay within 2 cores.
 log=$(mktemp)
