@@ -3,6 +3,8 @@
 //! columns, name rules, and the patch semantics (JSON, merge, strategic merge, server-side apply).
 //! Pure functions over `serde_json::Value`: no I/O, no async.
 
+#![forbid(unsafe_code)]
+
 pub mod defaults;
 pub mod fields;
 pub mod naming;

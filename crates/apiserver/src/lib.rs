@@ -4,6 +4,8 @@
 //! allocation, and the forwarding of pod exec/log streams to node agents. Everything else in
 //! Yard is a client of this API.
 
+#![forbid(unsafe_code)]
+
 mod discovery;
 mod managed;
 pub mod metrics;

@@ -4,6 +4,8 @@
 //! namespace controller, plus Lease-based leader election. Every controller is a plain API client:
 //! it lists and watches through kube-rs, keeps in-memory caches, and writes through `kube::Api`.
 
+#![forbid(unsafe_code)]
+
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;

@@ -8,6 +8,8 @@
 //! etcd's revision is the revision, writes are etcd transactions, watches are etcd watches. Both
 //! sit behind the object-safe `Store` trait.
 
+#![forbid(unsafe_code)]
+
 mod etcd_backend;
 mod etcd_unary;
 pub mod local_etcd;
