@@ -137,18 +137,28 @@ pub fn udp_socket_in(path: &Path, addr: SocketAddr) -> Result<UdpSocket> {
 }
 
 /// A `Command` whose child joins the network namespace at `path` before it execs.
+///
+/// The namespace file is opened here, before the fork (close-on-exec, so the program never sees
+/// it): the child only calls `setns`. A path that cannot be opened makes the spawn fail with that
+/// error.
 pub fn command_in(path: &Path, program: &str) -> Command {
     let mut cmd = Command::new(program);
-    let path = path.to_path_buf();
-    // SAFETY: between fork and exec we only call async-signal-safe functions (open, setns, close).
+    // The errno, not the io::Error: building an error in the child must not allocate.
+    let ns: std::result::Result<File, i32> = File::open(path).map_err(|e| e.raw_os_error().unwrap_or(libc_enoent()));
+    // SAFETY: between fork and exec the closure calls only setns(2) on an fd opened before the
+    // fork and builds OS-error values, which do not allocate: all async-signal-safe.
     unsafe {
-        cmd.pre_exec(move || {
-            let f = File::open(&path)?;
-            setns(f.as_fd(), CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
-            Ok(())
+        cmd.pre_exec(move || match &ns {
+            Ok(f) => setns(f.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| io::Error::from_raw_os_error(e as i32)),
+            Err(errno) => Err(io::Error::from_raw_os_error(*errno)),
         });
     }
     cmd
+}
+
+/// ENOENT, for an open that failed without an OS error code.
+fn libc_enoent() -> i32 {
+    nix::errno::Errno::ENOENT as i32
 }
 
 /// Run `program args...` inside the namespace at `path` and return its stdout; a non-zero exit is an
@@ -222,5 +232,15 @@ mod tests {
         let name = ns.name().to_string();
         drop(ns);
         assert!(!exists(&name));
+    }
+
+    #[test]
+    fn command_in_a_missing_namespace_fails_to_spawn_with_its_errno() {
+        let dir = std::env::temp_dir().join(format!("yard-netns-missing-{}", std::process::id()));
+        let err = command_in(&dir.join("no-such-ns"), "true").status().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+        // A file that is not a namespace: setns fails in the child with EINVAL and the spawn reports it.
+        let err = command_in(Path::new("/proc/self/status"), "true").status().unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(nix::errno::Errno::EINVAL as i32), "{err}");
     }
 }
