@@ -144,7 +144,9 @@ async fn child(kubeconfig: String) -> anyhow::Result<()> {
         leader_elect_retry_period: 2.0,
         leader_elect_identity: None,
     };
-    yard_controllers::run(args).await?;
+    let kc = kube::config::Kubeconfig::read_from(args.kubeconfig.as_deref().expect("kubeconfig"))?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    yard_controllers::run(kube::Client::try_from(cfg)?, args).await?;
     Ok(())
 }
 

@@ -32,8 +32,6 @@ pub enum Error {
     Invalid(String),
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
-    #[error("kubeconfig: {0}")]
-    Config(String),
     #[error("server: {0}")]
     Server(String),
 }
@@ -81,18 +79,8 @@ pub struct Args {
     pub builtin_exe: Option<PathBuf>,
 }
 
-/// `yard agent`: run the agent until Ctrl-C.
-pub async fn run(args: Args) -> Result<(), Error> {
-    let config = match &args.kubeconfig {
-        Some(p) => {
-            let kc = kube::config::Kubeconfig::read_from(p).map_err(|e| Error::Config(e.to_string()))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .map_err(|e| Error::Config(e.to_string()))?
-        }
-        None => kube::Config::infer().await.map_err(|e| Error::Config(e.to_string()))?,
-    };
-    let client = kube::Client::try_from(config)?;
+/// `yard agent`: run the agent with `client` (the binary builds it from `--kubeconfig`) until Ctrl-C.
+pub async fn run(client: kube::Client, args: Args) -> Result<(), Error> {
     let cfg = AgentConfig::from_args(&args)?;
     let agent = Agent::new(client, cfg);
     agent

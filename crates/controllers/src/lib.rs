@@ -174,24 +174,12 @@ fn default_identity() -> String {
 pub enum Error {
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
-    #[error("kubeconfig: {0}")]
-    Kubeconfig(#[from] kube::config::KubeconfigError),
-    #[error("client configuration: {0}")]
-    InferConfig(#[from] kube::config::InferConfigError),
     #[error("{0}")]
     Invalid(String),
 }
 
-/// Builds a client (from `--kubeconfig` or inferred) and runs until Ctrl-C.
-pub async fn run(args: Args) -> Result<(), Error> {
-    let client = match &args.kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)?;
-            let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
-            Client::try_from(cfg)?
-        }
-        None => Client::try_from(kube::Config::infer().await?)?,
-    };
+/// Runs with `client` (the binary builds it from `--kubeconfig`) until Ctrl-C.
+pub async fn run(client: Client, args: Args) -> Result<(), Error> {
     let config = Config::from_args(&args);
     run_with_client(client, config, async {
         let _ = tokio::signal::ctrl_c().await;

@@ -36,12 +36,6 @@ pub enum Error {
     /// Kubernetes client error.
     #[error("kubernetes client: {0}")]
     Kube(#[from] kube::Error),
-    /// The kubeconfig could not be loaded.
-    #[error("kubeconfig: {0}")]
-    Kubeconfig(#[from] kube::config::KubeconfigError),
-    /// No kubeconfig / in-cluster configuration was found.
-    #[error("kubernetes config: {0}")]
-    Infer(#[from] kube::config::InferConfigError),
     /// Bad configuration value.
     #[error("config: {0}")]
     Config(String),
@@ -269,15 +263,8 @@ pub fn bind_udp(addr: SocketAddr, count: usize) -> Result<Vec<std::net::UdpSocke
 }
 
 /// `yard dns`: connects to the API server, binds the listen addresses and serves until an error.
-pub async fn run(args: Args) -> Result<(), Error> {
-    let kconfig = match &args.kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?
-        }
-        None => kube::Config::infer().await?,
-    };
-    let client = kube::Client::try_from(kconfig)?;
+/// The binary builds `client` from `--kubeconfig`.
+pub async fn run(client: kube::Client, args: Args) -> Result<(), Error> {
     let config = Config {
         cluster_domain: args.cluster_domain.clone(),
         ttl: args.ttl,

@@ -229,17 +229,8 @@ impl Proxy {
 }
 
 /// `yard proxy`: run until SIGTERM/SIGINT, then remove everything programmed.
-pub async fn run(args: Args) -> Result<(), Error> {
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| Error::Config(e.to_string()))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await
-                .map_err(|e| Error::Config(e.to_string()))?
-        }
-        None => kube::Config::infer().await.map_err(|e| Error::Config(e.to_string()))?,
-    };
-    let client = kube::Client::try_from(config)?;
+/// The binary builds `client` from `--kubeconfig`.
+pub async fn run(client: kube::Client, args: Args) -> Result<(), Error> {
     let healthz_bind_address = if args.healthz_bind_address.trim().is_empty() {
         None
     } else {

@@ -1,6 +1,7 @@
 //! `yard`: one binary for Kubernetes Service networking. Thin: each subcommand parses its flags
 //! and hands them to the crate that owns the component.
 
+mod client;
 mod up;
 
 /// jemalloc rather than glibc malloc: with the large, long-lived heaps of an API server or
@@ -86,9 +87,7 @@ async fn apiserver(a: ApiserverCmd) -> anyhow::Result<()> {
     eprintln!("yard apiserver serving on https://{} (kubeconfig: {})", running.addr, running.kubeconfig.display());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let controllers = if a.controllers {
-        let kc = kube::config::Kubeconfig::read_from(&running.kubeconfig)?;
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
-        let client = kube::Client::try_from(cfg)?;
+        let client = client::client_for(Some(&running.kubeconfig), client::Component::ControllerManager).await?;
         let ccfg = yard_controllers::Config {
             cluster_cidr: a.cluster_cidr.parse().map_err(|e| anyhow::anyhow!("--cluster-cidr: {e}"))?,
             leader_elect: true,
@@ -138,10 +137,22 @@ fn main() -> anyhow::Result<()> {
             Cmd::Up(a) => up::up(a).await,
             Cmd::Shell(a) => up::shell(a),
             Cmd::Apiserver(a) => apiserver(a).await,
-            Cmd::Controllers(a) => yard_controllers::run(a).await.map_err(anyhow::Error::from),
-            Cmd::Agent(a) => yard_agent::run(a).await.map_err(anyhow::Error::from),
-            Cmd::Proxy(a) => yard_proxy::run(a).await.map_err(anyhow::Error::from),
-            Cmd::Dns(a) => yard_dns::run(a).await.map_err(anyhow::Error::from),
+            Cmd::Controllers(a) => {
+                let c = client::client_for(a.kubeconfig.as_deref(), client::Component::ControllerManager).await?;
+                yard_controllers::run(c, a).await.map_err(anyhow::Error::from)
+            }
+            Cmd::Agent(a) => {
+                let c = client::client_for(a.kubeconfig.as_deref(), client::Component::Kubelet).await?;
+                yard_agent::run(c, a).await.map_err(anyhow::Error::from)
+            }
+            Cmd::Proxy(a) => {
+                let c = client::client_for(a.kubeconfig.as_deref(), client::Component::Proxy).await?;
+                yard_proxy::run(c, a).await.map_err(anyhow::Error::from)
+            }
+            Cmd::Dns(a) => {
+                let c = client::client_for(a.kubeconfig.as_deref(), client::Component::Dns).await?;
+                yard_dns::run(c, a).await.map_err(anyhow::Error::from)
+            }
             Cmd::Builtin { .. } => unreachable!("handled before the runtime starts"),
         }
     })

@@ -1,6 +1,7 @@
 //! `yard up`: a whole cluster in one process tree on an isolated network of namespaces, and
 //! `yard shell`: a command inside one of its nodes.
 
+use crate::client::{self, Component};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -264,12 +265,6 @@ fn setup_network(cluster: &str, nodes: usize) -> anyhow::Result<(Network, Vec<No
     Ok((net, infos))
 }
 
-async fn client_from(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
-    Ok(kube::Client::try_from(cfg)?)
-}
-
 async fn ensure_kube_dns(client: &kube::Client, nodes: &[NodeInfo]) -> anyhow::Result<()> {
     let pp = PatchParams::apply("yard-up").force();
     let svcs: Api<DynamicObject> = Api::namespaced_with(
@@ -508,7 +503,9 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     println!("API server: https://{} ({:?})", api.addr, started.elapsed());
     println!("export KUBECONFIG={}", kubeconfig.display());
 
-    let client = client_from(&kubeconfig).await?;
+    // One configuration; each component gets a client of its own that names it (field managers).
+    let kcfg = client::config(Some(&kubeconfig)).await?;
+    let client = client::client(kcfg.clone(), Component::Up)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -520,7 +517,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
 
     // Controllers.
     let ccfg = yard_controllers::Config { leader_elect: false, ..Default::default() };
-    let (c2, s) = (client.clone(), stopped());
+    let (c2, s) = (client::client(kcfg.clone(), Component::ControllerManager)?, stopped());
     tasks.push((
         "controllers".into(),
         tokio::spawn(async move {
@@ -546,7 +543,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     host_tcp.set_nonblocking(true)?;
     udp.push(host_udp);
     tcp.push(host_tcp);
-    let (c2, s) = (client.clone(), stopped());
+    let (c2, s) = (client::client(kcfg.clone(), Component::Dns)?, stopped());
     tasks.push(("dns".into(), tokio::spawn(async move {
         tokio::select! {
             r = yard_dns::serve(c2, yard_dns::Config::default(), udp, tcp) => if let Err(e) = r { eprintln!("dns: {e}"); },
@@ -566,7 +563,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
             if a.host_network { format!("yard-{}-{}-p", a.name, n.name) } else { format!("{}-p", n.netns) };
         acfg.kill_pods_on_exit = true;
         acfg.exe = std::env::current_exe()?;
-        let (c2, s, name) = (client.clone(), stopped(), n.name.clone());
+        let (c2, s, name) = (client::client(kcfg.clone(), Component::Kubelet)?, stopped(), n.name.clone());
         tasks.push((
             format!("agent {name}"),
             tokio::spawn(async move {
@@ -578,7 +575,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         let mut pcfg = yard_proxy::ProxyConfig::new(n.name.clone());
         pcfg.netns = Some(n.netns_path());
         pcfg.mode = a.proxy_mode;
-        let (c2, s, name) = (client.clone(), stopped(), n.name.clone());
+        let (c2, s, name) = (client::client(kcfg.clone(), Component::Proxy)?, stopped(), n.name.clone());
         tasks.push((
             format!("proxy {name}"),
             tokio::spawn(async move {

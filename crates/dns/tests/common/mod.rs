@@ -110,7 +110,8 @@ pub async fn yard_dns(flags: &[String]) -> YardDns {
         argv.extend(flags.iter().map(|f| f.replace("{port}", &port.to_string())));
         let args = Cli::try_parse_from(&argv).expect("flags parse").dns;
         let addr = args.listen[0];
-        let task = tokio::spawn(yard_dns::run(args));
+        let client = client_for(args.kubeconfig.as_deref().expect("--kubeconfig")).await;
+        let task = tokio::spawn(yard_dns::run(client, args));
         let start = Instant::now();
         loop {
             if task.is_finished() {
