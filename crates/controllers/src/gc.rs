@@ -1,4 +1,4 @@
-//! Garbage collector (ownerReferences) and namespace controller.
+//! Garbage collector (ownerReferences).
 //!
 //! GC keeps a uid graph of the namespaced objects we serve. An object whose owners are all gone is
 //! deleted (with the propagation its own finalizers ask for); dangling references next to live owners
@@ -6,23 +6,17 @@
 //! `blockOwnerDeletion` is left, then loses the finalizer; an owner with the `orphan` finalizer has
 //! its references removed from all dependents, then loses the finalizer. Owner absence is confirmed
 //! with a live GET (uid compared), so an incomplete cache never deletes anything by mistake.
-//!
-//! The namespace controller deletes every object of a namespace being deleted, then removes the
-//! `kubernetes` finalizer through `namespaces/{name}/finalize`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
-    Preconditions, PropagationPolicy,
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, Preconditions, PropagationPolicy,
 };
 use kube::{Api, Client};
 
-use crate::informer::{Cache, Informer};
+use crate::informer::Informer;
 use crate::queue::WorkQueue;
 
 #[derive(Clone, Copy)]
@@ -391,77 +385,5 @@ impl GarbageCollector {
         }
         let rest: Vec<&String> = n.finalizers.iter().filter(|f| *f != ORPHAN).collect();
         self.patch_meta(&n, serde_json::json!({"finalizers": rest})).await
-    }
-}
-
-pub struct NamespaceController {
-    client: Client,
-    namespaces: Arc<Cache<Namespace>>,
-    pub queue: Arc<WorkQueue>,
-}
-
-impl NamespaceController {
-    pub fn new(client: Client, namespaces: Arc<Cache<Namespace>>) -> Arc<Self> {
-        Arc::new(NamespaceController { client, namespaces, queue: WorkQueue::new() })
-    }
-
-    pub fn attach(self: &Arc<Self>, ns: &Informer<Namespace>) {
-        let me = self.clone();
-        ns.add_handler(move |_old, new| {
-            if let Some(n) = new {
-                if n.metadata.deletion_timestamp.is_some() {
-                    me.queue.add(n.metadata.name.clone().unwrap_or_default());
-                }
-            }
-        });
-    }
-
-    pub async fn sync(self: Arc<Self>, name: String) -> Result<(), crate::Error> {
-        let Some(ns) = self.namespaces.get("", &name) else {
-            return Ok(());
-        };
-        if ns.metadata.deletion_timestamp.is_none() {
-            return Ok(());
-        }
-        let mut remaining = 0usize;
-        for kind in KINDS.iter().filter(|k| k.ns_content) {
-            let api = kind.api(&self.client, &name);
-            let list = match api.list(&ListParams::default()).await {
-                Ok(l) => l,
-                Err(e) if crate::util::is_not_found(&e) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            for item in list.items {
-                remaining += 1;
-                if item.metadata.deletion_timestamp.is_some() {
-                    continue;
-                }
-                let dp = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
-                match api.delete(item.metadata.name.as_deref().unwrap_or_default(), &dp).await {
-                    Ok(_) => {}
-                    Err(e) if crate::util::is_not_found(&e) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        }
-        if remaining > 0 {
-            self.queue.add_after(name, Duration::from_millis(500));
-            return Ok(());
-        }
-        let has_finalizer =
-            ns.spec.as_ref().and_then(|s| s.finalizers.as_ref()).is_some_and(|f| f.iter().any(|f| f == "kubernetes"));
-        if !has_finalizer {
-            return Ok(());
-        }
-        let mut u = (*ns).clone();
-        if let Some(f) = u.spec.as_mut().and_then(|s| s.finalizers.as_mut()) {
-            f.retain(|f| f != "kubernetes");
-        }
-        let api: Api<Namespace> = Api::all(self.client.clone());
-        match api.replace_subresource("finalize", &name, &PostParams::default(), &u).await {
-            Ok(_) => Ok(()),
-            Err(e) if crate::util::is_not_found(&e) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
     }
 }

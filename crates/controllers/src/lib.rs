@@ -14,6 +14,7 @@ pub mod gc;
 pub mod informer;
 pub mod leader;
 pub mod mirroring;
+pub mod namespace;
 pub mod nodeipam;
 pub mod queue;
 pub mod replicaset;
@@ -363,7 +364,7 @@ pub async fn start_controllers(client: Client, config: Config) -> JoinSet<()> {
             .push(Box::new(move |set| spawn_workers(set, c.queue.clone(), 1, "nodeipam", move |k| c.clone().sync(k))));
     }
     if let Some(nss) = &nss {
-        let c = gc::NamespaceController::new(client.clone(), nss.cache());
+        let c = namespace::NamespaceController::new(client.clone(), nss.cache());
         c.attach(nss);
         starts
             .push(Box::new(move |set| spawn_workers(set, c.queue.clone(), 2, "namespace", move |k| c.clone().sync(k))));
