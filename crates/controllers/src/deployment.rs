@@ -11,9 +11,10 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, DeploymentStat
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::{Api, Client};
 
+use crate::claim;
 use crate::events::Recorder;
 use crate::informer::{Cache, Informer};
 use crate::queue::WorkQueue;
@@ -537,51 +538,12 @@ impl DeploymentController {
         let uid = d.metadata.uid.clone().unwrap_or_default();
         let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), ns);
         let mut out = Vec::new();
+        let deleting = d.metadata.deletion_timestamp.is_some();
         for rs in self.rs.list_ns(ns) {
             let matches = util::label_selector_matches(&d.spec.selector, rs.metadata.labels.as_ref());
-            match util::controller_ref(&rs.metadata) {
-                Some(r) if r.uid == uid => {
-                    if matches || d.metadata.deletion_timestamp.is_some() {
-                        out.push((*rs).clone());
-                    } else {
-                        let refs: Vec<_> =
-                            rs.metadata.owner_references.iter().flatten().filter(|o| o.uid != uid).cloned().collect();
-                        let patch = serde_json::json!({"metadata": {"ownerReferences": refs, "resourceVersion": rs.metadata.resource_version}});
-                        match api
-                            .patch(
-                                rs.metadata.name.as_deref().unwrap_or_default(),
-                                &PatchParams::default(),
-                                &Patch::Merge(&patch),
-                            )
-                            .await
-                        {
-                            Ok(_) => {}
-                            Err(e) if util::is_not_found(&e) => {}
-                            Err(e) => return Err(e.into()),
-                        }
-                    }
-                }
-                None if matches
-                    && d.metadata.deletion_timestamp.is_none()
-                    && rs.metadata.deletion_timestamp.is_none() =>
-                {
-                    let mut refs = rs.metadata.owner_references.clone().unwrap_or_default();
-                    refs.push(util::controller_owner_ref(d));
-                    let patch = serde_json::json!({"metadata": {"ownerReferences": refs, "resourceVersion": rs.metadata.resource_version}});
-                    match api
-                        .patch(
-                            rs.metadata.name.as_deref().unwrap_or_default(),
-                            &PatchParams::default(),
-                            &Patch::Merge(&patch),
-                        )
-                        .await
-                    {
-                        Ok(adopted) => out.push(adopted),
-                        Err(e) if util::is_not_found(&e) => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                _ => {}
+            let owner_ref = || util::controller_owner_ref(d);
+            if let Some(rs) = claim::claim(&api, &uid, deleting, owner_ref, rs.as_ref(), matches).await? {
+                out.push(rs);
             }
         }
         Ok(out)

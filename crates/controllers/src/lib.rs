@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod claim;
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::{Api, Client};
 
+use crate::claim;
 use crate::events::Recorder;
 use crate::informer::{Cache, Informer};
 use crate::queue::WorkQueue;
@@ -429,48 +430,20 @@ impl ReplicaSetController {
         };
         let satisfied = self.exp.satisfied(&k);
         let mut owned: Vec<Arc<Pod>> = Vec::new();
+        let deleting = rs.metadata.deletion_timestamp.is_some();
         for p in all.iter().filter(|p| util::is_pod_active(p)) {
-            match util::controller_ref(&p.metadata) {
-                Some(r) if r.uid == uid => {
-                    if rs_selector_matches(&rs, p) || rs.metadata.deletion_timestamp.is_some() {
-                        owned.push(p.clone());
-                    } else {
-                        // Release: drop our ownerReference.
-                        let refs: Vec<_> =
-                            p.metadata.owner_references.iter().flatten().filter(|o| o.uid != uid).cloned().collect();
-                        let patch = serde_json::json!({"metadata": {"ownerReferences": refs, "resourceVersion": p.metadata.resource_version}});
-                        match pod_api
-                            .patch(
-                                p.metadata.name.as_deref().unwrap_or_default(),
-                                &PatchParams::default(),
-                                &Patch::Merge(&patch),
-                            )
-                            .await
-                        {
-                            Ok(_) => {}
-                            Err(e) if util::is_not_found(&e) => {}
-                            Err(e) => return Err(e.into()),
-                        }
-                    }
-                }
-                None if rs.metadata.deletion_timestamp.is_none() && rs_selector_matches(&rs, p) => {
-                    let mut refs: Vec<_> = p.metadata.owner_references.clone().unwrap_or_default();
-                    refs.push(util::controller_owner_ref(rs.as_ref()));
-                    let patch = serde_json::json!({"metadata": {"ownerReferences": refs, "resourceVersion": p.metadata.resource_version}});
-                    match pod_api
-                        .patch(
-                            p.metadata.name.as_deref().unwrap_or_default(),
-                            &PatchParams::default(),
-                            &Patch::Merge(&patch),
-                        )
-                        .await
+            let owner_ref = || util::controller_owner_ref(rs.as_ref());
+            let matches = rs_selector_matches(&rs, p);
+            match claim::decide(&uid, deleting, &p.metadata, matches) {
+                claim::Claim::Keep => owned.push(p.clone()),
+                claim::Claim::Ignore => {}
+                _ => {
+                    if let Some(adopted) =
+                        claim::claim(&pod_api, &uid, deleting, owner_ref, p.as_ref(), matches).await?
                     {
-                        Ok(adopted) => owned.push(Arc::new(adopted)),
-                        Err(e) if util::is_not_found(&e) => {}
-                        Err(e) => return Err(e.into()),
+                        owned.push(Arc::new(adopted));
                     }
                 }
-                _ => {}
             }
         }
         let mut manage_err = None;

@@ -697,6 +697,43 @@ async fn rollout_gc_namespace_and_unschedulable() {
     })
     .await;
 
+    // Adopt: a new ReplicaSet with the same selector takes the two orphans instead of making pods.
+    let adopter: k8s_openapi::api::apps::v1::ReplicaSet = json(serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "adopter"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "keep"}},
+            "template": {"metadata": {"labels": {"app": "keep"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}}));
+    let adopter = rss.create(&PostParams::default(), &adopter).await.unwrap();
+    let auid = adopter.metadata.uid.clone().unwrap();
+    let orphans: std::collections::BTreeSet<String> =
+        pods.list(&klp).await.unwrap().items.into_iter().filter_map(|p| p.metadata.name).collect();
+    let owned_by = |p: &Pod, uid: &str| {
+        p.metadata.owner_references.iter().flatten().any(|o| o.uid == uid && o.controller == Some(true))
+    };
+    eventually(Duration::from_secs(10), "orphans adopted", || async {
+        let l = pods.list(&klp).await.ok()?;
+        let names: std::collections::BTreeSet<String> =
+            l.items.iter().filter_map(|p| p.metadata.name.clone()).collect();
+        (names == orphans && l.items.iter().all(|p| owned_by(p, &auid))).then_some(())
+    })
+    .await;
+    // Release: a pod relabelled out of the selector loses the ownerReference and is replaced.
+    let first = orphans.iter().next().unwrap().clone();
+    pods.patch(
+        &first,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"metadata": {"labels": {"app": "gone"}}})),
+    )
+    .await
+    .unwrap();
+    eventually(Duration::from_secs(10), "released and replaced", || async {
+        let p = pods.get(&first).await.ok()?;
+        let l = pods.list(&klp).await.ok()?;
+        (!owned_by(&p, &auid) && l.items.len() == 2 && l.items.iter().all(|p| owned_by(p, &auid))).then_some(())
+    })
+    .await;
+    rss.delete("adopter", &DeleteParams::default()).await.unwrap();
+    pods.delete(&first, &DeleteParams::default()).await.unwrap();
+
     // Namespace deletion empties it and removes the `kubernetes` finalizer.
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     namespaces
