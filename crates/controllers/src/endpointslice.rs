@@ -3,7 +3,7 @@
 //! whose content changed are updated; endpoints stay in the slice that already holds them).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use futures::future::join_all;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service, ServicePort};
@@ -15,6 +15,7 @@ use kube::{Api, Client};
 
 use crate::informer::{Cache, Informer};
 use crate::queue::WorkQueue;
+use crate::slice_tracker::SliceTracker;
 use crate::svcindex::{service_selector, ServiceIndex, TriggerTimes};
 use crate::util::{self, key, split_key};
 
@@ -389,14 +390,6 @@ fn fix_meta(
     }
 }
 
-/// Managed slices per Service, kept from the informer plus this controller's own writes, so a sync
-/// that follows a write never works from a stale copy.
-#[derive(Default)]
-struct SliceIndex {
-    by_svc: HashMap<String, HashMap<String, Arc<EndpointSlice>>>,
-    tombstones: HashSet<String>,
-}
-
 fn slice_service_key(s: &EndpointSlice) -> Option<String> {
     let l = s.metadata.labels.as_ref()?;
     if l.get(LABEL_MANAGED_BY).map(String::as_str) != Some(CONTROLLER_NAME) {
@@ -406,17 +399,14 @@ fn slice_service_key(s: &EndpointSlice) -> Option<String> {
     Some(key(s.metadata.namespace.as_deref().unwrap_or_default(), svc))
 }
 
-fn slice_full_name(s: &EndpointSlice) -> String {
-    key(s.metadata.namespace.as_deref().unwrap_or_default(), s.metadata.name.as_deref().unwrap_or_default())
-}
-
 pub struct EndpointSliceController {
     client: Client,
     services: Arc<Cache<Service>>,
     pods: Arc<Cache<Pod>>,
     nodes: Arc<Cache<k8s_openapi::api::core::v1::Node>>,
     index: Arc<ServiceIndex>,
-    slices: RwLock<SliceIndex>,
+    /// The slices each Service manages.
+    slices: SliceTracker,
     pub queue: Arc<WorkQueue>,
     pub triggers: Arc<TriggerTimes>,
 }
@@ -437,7 +427,7 @@ impl EndpointSliceController {
             pods,
             nodes,
             index,
-            slices: RwLock::new(SliceIndex::default()),
+            slices: SliceTracker::new(slice_service_key),
             queue,
             triggers,
         })
@@ -449,89 +439,9 @@ impl EndpointSliceController {
     }
 
     fn on_slice(&self, old: Option<&Arc<EndpointSlice>>, new: Option<&Arc<EndpointSlice>>) {
-        let mut enqueue = Vec::new();
-        {
-            let mut st = self.slices.write().unwrap_or_else(|e| e.into_inner());
-            if let Some(o) = old {
-                let ok = slice_service_key(o);
-                let nk = new.and_then(|n| slice_service_key(n));
-                if let Some(ok) = ok.filter(|ok| Some(ok) != nk.as_ref()) {
-                    if let Some(m) = st.by_svc.get_mut(&ok) {
-                        m.remove(o.metadata.name.as_deref().unwrap_or_default());
-                    }
-                    enqueue.push(ok);
-                }
-            }
-            match new {
-                Some(n) => {
-                    if let Some(sk) = slice_service_key(n) {
-                        let name = n.metadata.name.clone().unwrap_or_default();
-                        if !st.tombstones.contains(&slice_full_name(n)) {
-                            let m = st.by_svc.entry(sk.clone()).or_default();
-                            let cur = m.get(&name);
-                            let ours = cur.is_some_and(|c| c.metadata.resource_version == n.metadata.resource_version);
-                            let stale = cur.is_some_and(|c| {
-                                util::rv_older(
-                                    n.metadata.resource_version.as_ref(),
-                                    c.metadata.resource_version.as_ref(),
-                                )
-                            });
-                            if !stale {
-                                m.insert(name, n.clone());
-                            }
-                            if !ours && !stale {
-                                enqueue.push(sk);
-                            }
-                        }
-                    }
-                }
-                None => {
-                    if let Some(o) = old {
-                        let full = slice_full_name(o);
-                        let ours = st.tombstones.remove(&full);
-                        if let Some(sk) = slice_service_key(o) {
-                            if let Some(m) = st.by_svc.get_mut(&sk) {
-                                m.remove(o.metadata.name.as_deref().unwrap_or_default());
-                                if m.is_empty() {
-                                    st.by_svc.remove(&sk);
-                                }
-                            }
-                            if !ours {
-                                enqueue.push(sk);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        for k in enqueue {
+        for k in self.slices.observe(old, new) {
             self.queue.add(k);
         }
-    }
-
-    fn existing(&self, svc_key: &str) -> Vec<Arc<EndpointSlice>> {
-        let st = self.slices.read().unwrap_or_else(|e| e.into_inner());
-        st.by_svc.get(svc_key).map(|m| m.values().cloned().collect()).unwrap_or_default()
-    }
-
-    fn remember(&self, svc_key: &str, s: EndpointSlice) {
-        let mut st = self.slices.write().unwrap_or_else(|e| e.into_inner());
-        let name = s.metadata.name.clone().unwrap_or_default();
-        let m = st.by_svc.entry(svc_key.to_string()).or_default();
-        let stale = m.get(&name).is_some_and(|c| {
-            util::rv_older(s.metadata.resource_version.as_ref(), c.metadata.resource_version.as_ref())
-        });
-        if !stale {
-            m.insert(name, Arc::new(s));
-        }
-    }
-
-    fn forget(&self, svc_key: &str, s: &EndpointSlice) {
-        let mut st = self.slices.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(m) = st.by_svc.get_mut(svc_key) {
-            m.remove(s.metadata.name.as_deref().unwrap_or_default());
-        }
-        st.tombstones.insert(slice_full_name(s));
     }
 
     fn zone_of(&self, node: &str) -> Option<String> {
@@ -543,7 +453,7 @@ impl EndpointSliceController {
         let (ns, name) = split_key(&svc_key);
         let trigger = self.triggers.take(&svc_key).map(util::rfc3339);
         let api: Api<EndpointSlice> = Api::namespaced(self.client.clone(), ns);
-        let existing = self.existing(&svc_key);
+        let existing = self.slices.existing(&svc_key);
         let plan = match self.services.get(ns, name) {
             None => SlicePlan { delete: existing.iter().map(|s| (**s).clone()).collect(), ..Default::default() },
             Some(svc) => {
@@ -573,7 +483,7 @@ impl EndpointSliceController {
         let (created, updated) = futures::join!(creates, updates);
         for r in created.into_iter().chain(updated) {
             match r {
-                Ok(s) => self.remember(&svc_key, s),
+                Ok(s) => self.slices.remember(&svc_key, s),
                 Err(e) => errors.push(e),
             }
         }
@@ -587,8 +497,8 @@ impl EndpointSliceController {
         .await;
         for (s, r) in deletes {
             match r {
-                Ok(_) => self.forget(&svc_key, s),
-                Err(e) if util::is_not_found(&e) => self.forget(&svc_key, s),
+                Ok(_) => self.slices.forget(&svc_key, s),
+                Err(e) if util::is_not_found(&e) => self.slices.forget(&svc_key, s),
                 Err(e) => errors.push(e),
             }
         }

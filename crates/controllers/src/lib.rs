@@ -20,6 +20,7 @@ pub mod nodeipam;
 pub mod queue;
 pub mod replicaset;
 pub mod scheduler;
+pub mod slice_tracker;
 pub mod svcindex;
 pub mod util;
 

@@ -14,9 +14,9 @@
 //! owned by the Endpoints, and are created, updated or deleted as the Endpoints change. Slices that
 //! carry another `managed-by` value are never touched.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{EndpointAddress, Endpoints, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
@@ -28,6 +28,7 @@ use crate::endpointslice::{SlicePlan, ANNOTATION_TRIGGER_TIME, LABEL_MANAGED_BY,
 use crate::events::Recorder;
 use crate::informer::{Cache, Informer};
 use crate::queue::WorkQueue;
+use crate::slice_tracker::SliceTracker;
 use crate::util::{self, key, split_key};
 
 pub const CONTROLLER_NAME: &str = "endpointslicemirroring-controller.k8s.io";
@@ -308,26 +309,15 @@ fn slice_owner_key(s: &EndpointSlice) -> Option<String> {
     Some(key(s.metadata.namespace.as_deref().unwrap_or_default(), svc))
 }
 
-/// Mirrored slices per Endpoints key, from the informer plus this controller's own writes (the
-/// endpointSliceTracker's job upstream: our own writes don't trigger another sync, others' do).
-#[derive(Default)]
-struct Tracker {
-    by_key: HashMap<String, HashMap<String, Arc<EndpointSlice>>>,
-    tombstones: HashSet<String>,
-}
-
 pub struct MirroringController {
     client: Client,
     endpoints: Arc<Cache<Endpoints>>,
     services: Arc<Cache<Service>>,
-    tracker: RwLock<Tracker>,
+    /// The mirrored slices per Endpoints key.
+    tracker: SliceTracker,
     recorder: Recorder,
     pub queue: Arc<WorkQueue>,
     pub max_per_subset: usize,
-}
-
-fn full_name(s: &EndpointSlice) -> String {
-    key(s.metadata.namespace.as_deref().unwrap_or_default(), s.metadata.name.as_deref().unwrap_or_default())
 }
 
 fn obj_key<K: kube::Resource>(o: &K) -> String {
@@ -341,7 +331,7 @@ impl MirroringController {
             client,
             endpoints,
             services,
-            tracker: RwLock::new(Tracker::default()),
+            tracker: SliceTracker::new(slice_owner_key),
             queue: WorkQueue::new(),
             max_per_subset: MAX_ENDPOINTS_PER_SUBSET,
         })
@@ -382,91 +372,14 @@ impl MirroringController {
     }
 
     fn on_slice(&self, old: Option<&Arc<EndpointSlice>>, new: Option<&Arc<EndpointSlice>>) {
-        let mut enqueue = Vec::new();
-        {
-            let mut st = self.tracker.write().unwrap_or_else(|e| e.into_inner());
-            let ok = old.and_then(|o| slice_owner_key(o));
-            let nk = new.and_then(|n| slice_owner_key(n));
-            if let (Some(o), Some(ok)) = (old, ok.as_ref()) {
-                if nk.as_ref() != Some(ok) {
-                    // Relabelled away from (or out of) this controller: forget it, resync.
-                    if let Some(m) = st.by_key.get_mut(ok) {
-                        m.remove(o.metadata.name.as_deref().unwrap_or_default());
-                    }
-                    enqueue.push(ok.clone());
-                }
-            }
-            match (new, nk) {
-                (Some(n), Some(nk)) => {
-                    if !st.tombstones.contains(&full_name(n)) {
-                        let name = n.metadata.name.clone().unwrap_or_default();
-                        let m = st.by_key.entry(nk.clone()).or_default();
-                        let cur = m.get(&name);
-                        let ours = cur.is_some_and(|c| c.metadata.resource_version == n.metadata.resource_version);
-                        let stale = cur.is_some_and(|c| {
-                            util::rv_older(n.metadata.resource_version.as_ref(), c.metadata.resource_version.as_ref())
-                        });
-                        if !stale {
-                            m.insert(name, n.clone());
-                        }
-                        if !ours && !stale {
-                            enqueue.push(nk);
-                        }
-                    }
-                }
-                (None, _) => {
-                    if let (Some(o), Some(ok)) = (old, ok) {
-                        let ours = st.tombstones.remove(&full_name(o));
-                        if let Some(m) = st.by_key.get_mut(&ok) {
-                            m.remove(o.metadata.name.as_deref().unwrap_or_default());
-                            if m.is_empty() {
-                                st.by_key.remove(&ok);
-                            }
-                        }
-                        if !ours {
-                            enqueue.push(ok);
-                        }
-                    }
-                }
-                (Some(_), None) => {}
-            }
-        }
-        for k in enqueue {
+        for k in self.tracker.observe(old, new) {
             self.queue.add(k);
         }
     }
 
-    fn existing(&self, k: &str) -> Vec<Arc<EndpointSlice>> {
-        let st = self.tracker.read().unwrap_or_else(|e| e.into_inner());
-        st.by_key.get(k).map(|m| m.values().cloned().collect()).unwrap_or_default()
-    }
-
-    fn remember(&self, k: &str, s: EndpointSlice) {
-        let mut st = self.tracker.write().unwrap_or_else(|e| e.into_inner());
-        let name = s.metadata.name.clone().unwrap_or_default();
-        let m = st.by_key.entry(k.to_string()).or_default();
-        let stale = m.get(&name).is_some_and(|c| {
-            util::rv_older(s.metadata.resource_version.as_ref(), c.metadata.resource_version.as_ref())
-        });
-        if !stale {
-            m.insert(name, Arc::new(s));
-        }
-    }
-
-    fn forget(&self, k: &str, s: &EndpointSlice) {
-        let mut st = self.tracker.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(m) = st.by_key.get_mut(k) {
-            m.remove(s.metadata.name.as_deref().unwrap_or_default());
-            if m.is_empty() {
-                st.by_key.remove(k);
-            }
-        }
-        st.tombstones.insert(full_name(s));
-    }
-
     pub async fn sync(self: Arc<Self>, k: String) -> Result<(), crate::Error> {
         let (ns, name) = split_key(&k);
-        let existing = self.existing(&k);
+        let existing = self.tracker.existing(&k);
         let ep = self.endpoints.get(ns, name);
         let mirror = ep.as_ref().is_some_and(|e| should_mirror(e))
             && self.services.get(ns, name).is_some_and(|s| !service_has_selector(&s));
@@ -502,7 +415,7 @@ impl MirroringController {
         let mut first_err: Option<kube::Error> = None;
         for s in &plan.create {
             match api.create(&pp, s).await {
-                Ok(s) => self.remember(&k, s),
+                Ok(s) => self.tracker.remember(&k, s),
                 // A terminating namespace refuses creates; nothing to do then.
                 Err(kube::Error::Api(e)) if e.code == 403 && e.message.contains("terminat") => {}
                 Err(e) => {
@@ -513,7 +426,7 @@ impl MirroringController {
         for s in &plan.update {
             let n = s.metadata.name.as_deref().unwrap_or_default();
             match api.replace(n, &pp, s).await {
-                Ok(s) => self.remember(&k, s),
+                Ok(s) => self.tracker.remember(&k, s),
                 Err(e) => {
                     first_err.get_or_insert(e);
                 }
@@ -522,8 +435,8 @@ impl MirroringController {
         for s in &plan.delete {
             let n = s.metadata.name.as_deref().unwrap_or_default();
             match api.delete(n, &DeleteParams::default()).await {
-                Ok(_) => self.forget(&k, s),
-                Err(e) if util::is_not_found(&e) => self.forget(&k, s),
+                Ok(_) => self.tracker.forget(&k, s),
+                Err(e) if util::is_not_found(&e) => self.tracker.forget(&k, s),
                 Err(e) => {
                     first_err.get_or_insert(e);
                 }
