@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod defaults;
+pub mod field_error;
 pub mod fields;
 pub mod naming;
 pub mod patch;

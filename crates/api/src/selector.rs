@@ -9,8 +9,8 @@ use std::fmt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as metav1;
 use serde_json::Value;
 
+use crate::field_error::{aggregate_message, FieldError};
 use crate::naming;
-use crate::validation::{aggregate_message, FieldError};
 
 /// A selector parse or construction error; `Display` is upstream's message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -237,7 +237,7 @@ impl LabelSelector {
                 other => {
                     return Err(SelectorError(format!(
                         "{} is not a valid label selector operator",
-                        crate::validation::go_quote(other)
+                        crate::field_error::go_quote(other)
                     )))
                 }
             };

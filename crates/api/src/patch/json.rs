@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::smp::{json_eq, json_kind};
+use super::value::{json_eq, json_kind};
 use super::PatchError;
 
 /// Upstream's limit on the number of operations in one JSON patch.

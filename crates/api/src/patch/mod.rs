@@ -27,6 +27,7 @@ mod json;
 mod schema;
 mod smp;
 mod ssa;
+mod value;
 
 #[cfg(test)]
 mod tests;

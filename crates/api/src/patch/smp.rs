@@ -5,6 +5,7 @@ use serde_json::{Map, Value};
 
 use super::json::json_merge_patch;
 use super::schema::{child_path, PatchSchema, SmpList};
+use super::value::{json_eq, json_kind};
 use super::PatchError;
 
 const DIRECTIVE: &str = "$patch";
@@ -63,26 +64,6 @@ pub(crate) fn go_fmt(v: &Value) -> String {
     }
 }
 
-/// JSON equality where numbers compare by value (Go decodes every number as float64).
-pub(crate) fn json_eq(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => {
-            if x == y {
-                return true;
-            }
-            match (x.as_f64(), y.as_f64()) {
-                (Some(p), Some(q)) => p == q,
-                _ => false,
-            }
-        }
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q)),
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
-        }
-        _ => a == b,
-    }
-}
-
 fn same_kind(a: &Value, b: &Value) -> bool {
     matches!(
         (a, b),
@@ -114,17 +95,6 @@ pub fn strategic_merge(original: &Value, patch: &Value, schema: &PatchSchema) ->
     };
     let merged = merge_map(orig, patch_map.clone(), "", schema)?;
     Ok(Value::Object(merged))
-}
-
-pub(crate) fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
 }
 
 /// Merge a patch value into "nothing": strips directives and nulls the way merging into an

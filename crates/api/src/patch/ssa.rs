@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::fieldpath::{canonical_json, FieldPath, FieldSet, PathElement};
 use super::schema::{child_path, schema_for, PatchSchema, SsaType};
-use super::smp::json_eq;
+use super::value::json_eq;
 use super::ApplyError;
 
 /// `kubectl.kubernetes.io/last-applied-configuration`.

@@ -999,5 +999,5 @@ fn apply_sequences_keep_invariants() {
 }
 
 fn json_eq_loose(a: &Value, b: &Value) -> bool {
-    super::smp::json_eq(a, b)
+    super::value::json_eq(a, b)
 }
