@@ -34,7 +34,8 @@ const CHECKS: &[&str] = &[
 /// One `yard up` cluster on a local etcd, shared by the tests of this file while any of them runs.
 struct Cluster {
     up: Up,
-    etcd: LocalEtcd,
+    /// Kept running for the cluster's lifetime (dropped after `up`).
+    _etcd: LocalEtcd,
     old_rv: String,
     _dir: TempDir,
 }
@@ -106,7 +107,7 @@ fn start_cluster() -> Cluster {
     let data = dir.0.join("data");
     let name = format!("cmp{}", std::process::id() % 100_000);
     let up = Up::start(&name, &data, &["--store", &etcd.url()]);
-    Cluster { up, etcd, old_rv: first.to_string(), _dir: dir }
+    Cluster { up, _etcd: etcd, old_rv: first.to_string(), _dir: dir }
 }
 
 fn compat_dir() -> PathBuf {
@@ -210,7 +211,6 @@ fn kube_rs() {
     let lines = rt.block_on(kube_check::run(c.up.kubeconfig.clone(), c.old_rv.clone()));
     let failed = lines.iter().any(|l| l.starts_with("FAIL "));
     assert_report("kube-rs", !failed, &lines.join("\n"));
-    let _ = &c.etcd;
 }
 
 /// The kube-rs check, in process: kube 5 (the workspace's own client) with its typed calls.
