@@ -14,6 +14,7 @@ mod openapi;
 mod openapi_v2;
 mod protobuf;
 pub mod resources;
+pub mod request;
 pub mod rest;
 pub mod server;
 pub mod services;

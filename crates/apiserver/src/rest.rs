@@ -16,6 +16,7 @@ use yard_store::{EventKind, KeyValue, Op, StoreError};
 
 use crate::mirror::Seen;
 use crate::objects::{self, meta_mut, meta_str, name_of};
+use crate::request::params::query_bool;
 use crate::resources::{self, Resource};
 use crate::server::Target;
 use crate::status::{ApiError, ApiResult};
@@ -35,9 +36,13 @@ pub struct Params {
     pub allow_bookmarks: bool,
     pub send_initial_events: Option<bool>,
     pub dry_run: bool,
+    /// Every `dryRun` value as given (upstream validates that each is `All`).
+    pub dry_run_values: Vec<String>,
     pub field_manager: Option<String>,
     pub field_validation: Option<String>,
     pub force: bool,
+    /// `force` was given at all (forbidden on a non-apply patch).
+    pub force_given: bool,
     pub propagation_policy: Option<String>,
     pub grace_period: Option<i64>,
     pub orphan_dependents: Option<bool>,
@@ -53,19 +58,25 @@ impl Params {
                 "fieldSelector" => p.field_selector = Some(v).filter(|s| !s.is_empty()),
                 "limit" => p.limit = v.parse().ok().filter(|n| *n > 0),
                 "continue" => p.continue_token = Some(v).filter(|s| !s.is_empty()),
-                "watch" => p.watch = v == "true" || v == "1",
+                "watch" => p.watch = query_bool(&v),
                 "resourceVersion" => p.resource_version = Some(v),
                 "resourceVersionMatch" => p.resource_version_match = Some(v),
                 "timeoutSeconds" => p.timeout_seconds = v.parse().ok(),
-                "allowWatchBookmarks" => p.allow_bookmarks = v == "true" || v == "1",
-                "sendInitialEvents" => p.send_initial_events = Some(v == "true" || v == "1"),
-                "dryRun" => p.dry_run = v == "All",
+                "allowWatchBookmarks" => p.allow_bookmarks = query_bool(&v),
+                "sendInitialEvents" => p.send_initial_events = Some(query_bool(&v)),
+                "dryRun" => {
+                    p.dry_run = v == "All";
+                    p.dry_run_values.push(v);
+                }
                 "fieldManager" => p.field_manager = Some(v),
                 "fieldValidation" => p.field_validation = Some(v),
-                "force" => p.force = v == "true" || v == "1",
+                "force" => {
+                    p.force = query_bool(&v);
+                    p.force_given = true;
+                }
                 "propagationPolicy" => p.propagation_policy = Some(v),
                 "gracePeriodSeconds" => p.grace_period = v.parse().ok(),
-                "orphanDependents" => p.orphan_dependents = Some(v == "true"),
+                "orphanDependents" => p.orphan_dependents = Some(query_bool(&v)),
                 "includeObject" => p.include_object = Some(v),
                 _ => {}
             }
