@@ -1033,6 +1033,8 @@ async fn create_object(
     if name_of(obj).is_empty() {
         match meta_str(obj, "generateName").filter(|g| !g.is_empty()) {
             Some(g) => {
+                // Upstream's name generator cuts the prefix to 63 - 5 characters first.
+                let g: String = g.chars().take(58).collect();
                 let n = format!("{g}{}", objects::random_suffix(5));
                 meta_mut(obj).insert("name".into(), json!(n));
             }
@@ -1650,6 +1652,9 @@ fn delete_opts(p: &Params, body: &[u8]) -> ApiResult<DeleteOpts> {
         o.policy = Some("Orphan".into());
     }
     o.cascade_asked = p.orphan_dependents == Some(false);
+    // What upstream validates: the options decoded from the body if there is one, else the query.
+    let (mut v_orphan, mut v_policy, mut v_dry) =
+        (p.orphan_dependents, p.propagation_policy.clone(), p.dry_run_values.clone());
     if !body.iter().all(u8::is_ascii_whitespace) {
         let v = if crate::protobuf::is_protobuf(body) {
             crate::protobuf::decode(body).map_err(ApiError::bad_request)?
@@ -1677,11 +1682,16 @@ fn delete_opts(p: &Params, body: &[u8]) -> ApiResult<DeleteOpts> {
         if v["dryRun"].as_array().is_some_and(|a| a.iter().any(|x| x == "All")) {
             o.dry_run = true;
         }
+        v_orphan = v["orphanDependents"].as_bool();
+        v_policy = v["propagationPolicy"].as_str().map(String::from);
+        v_dry = v["dryRun"]
+            .as_array()
+            .map(|a| a.iter().map(|x| x.as_str().unwrap_or("").to_string()).collect())
+            .unwrap_or_default();
     }
-    if let Some(pp) = &o.policy {
-        if !matches!(pp.as_str(), "Orphan" | "Background" | "Foreground") {
-            return Err(ApiError::new(422, "Invalid", format!("DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{pp}\": supported values: \"Foreground\", \"Background\", \"Orphan\"")));
-        }
+    let errs = crate::request::params::validate_delete(v_orphan, v_policy.as_deref(), &v_dry);
+    if !errs.is_empty() {
+        return Err(crate::request::params::options_invalid("DeleteOptions", &errs));
     }
     Ok(o)
 }
