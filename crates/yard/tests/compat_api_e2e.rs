@@ -223,7 +223,8 @@ fn query_parameters_convert_and_validate_as_upstream() {
     let out = api.kubectl(&["get", "--raw", &format!("{CM}?resourceVersionMatch=Exact")]);
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("resourceVersionMatch is forbidden unless resourceVersion is provided"),
+        String::from_utf8_lossy(&out.stderr)
+            .contains("resourceVersionMatch is forbidden unless resourceVersion is provided"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -237,11 +238,14 @@ fn write_options_dry_run_and_names_as_upstream() {
     let json_ct = "application/json";
 
     // dryRun other than All: 422 on the verb's options kind and nothing written.
-    for (q, shown) in [("dryRun=Foo", "[\"Foo\"]"), ("dryRun=true", "[\"true\"]"), ("dryRun=All&dryRun=x", "[\"All\",\"x\"]")]
+    for (q, shown) in
+        [("dryRun=Foo", "[\"Foo\"]"), ("dryRun=true", "[\"true\"]"), ("dryRun=All&dryRun=x", "[\"All\",\"x\"]")]
     {
         let (c, v) = h.call("POST", &format!("{CM}?{q}"), Some(&cm("d1", "a")), json_ct);
         assert_eq!(c, 422, "{q}: {v}");
-        let msg = format!("CreateOptions.meta.k8s.io \"\" is invalid: dryRun: Unsupported value: {shown}: supported values: \"All\"");
+        let msg = format!(
+            "CreateOptions.meta.k8s.io \"\" is invalid: dryRun: Unsupported value: {shown}: supported values: \"All\""
+        );
         assert_eq!(status(&v), (422, "Invalid", msg.as_str()), "{q}");
         assert_eq!(h.get(&format!("{CM}/d1")).0, 404, "{q} wrote the object");
     }
@@ -264,12 +268,8 @@ fn write_options_dry_run_and_names_as_upstream() {
     assert_eq!((c, status(&v).2.starts_with("UpdateOptions.meta.k8s.io \"\" is invalid: dryRun")), (422, true), "{v}");
     let (c, _) = h.call("PUT", &format!("{CM}/d1?dryRun=All"), Some(&cm("d1", "b")), json_ct);
     assert_eq!(c, 200);
-    let (c, v) = h.call(
-        "PATCH",
-        &format!("{CM}/d1?dryRun=Baz"),
-        Some(r#"{"data":{"k":"c"}}"#),
-        "application/merge-patch+json",
-    );
+    let (c, v) =
+        h.call("PATCH", &format!("{CM}/d1?dryRun=Baz"), Some(r#"{"data":{"k":"c"}}"#), "application/merge-patch+json");
     assert_eq!((c, status(&v).2.starts_with("PatchOptions.meta.k8s.io \"\" is invalid: dryRun")), (422, true), "{v}");
     let (c, _) =
         h.call("PATCH", &format!("{CM}/d1?dryRun=All"), Some(r#"{"data":{"k":"c"}}"#), "application/merge-patch+json");
@@ -289,12 +289,8 @@ fn write_options_dry_run_and_names_as_upstream() {
     assert_eq!(h.get(&format!("{CM}/d1")).0, 200);
 
     // Patch options: force only on apply, fieldManager required for apply.
-    let (c, v) = h.call(
-        "PATCH",
-        &format!("{CM}/d1?force=true"),
-        Some(r#"{"data":{"k":"c"}}"#),
-        "application/merge-patch+json",
-    );
+    let (c, v) =
+        h.call("PATCH", &format!("{CM}/d1?force=true"), Some(r#"{"data":{"k":"c"}}"#), "application/merge-patch+json");
     assert_eq!(c, 422);
     assert_eq!(
         status(&v).2,
@@ -308,7 +304,8 @@ fn write_options_dry_run_and_names_as_upstream() {
     );
 
     // DeleteOptions: orphanDependents with propagationPolicy, in the query or the body.
-    let (c, v) = h.call("DELETE", &format!("{CM}/d1?orphanDependents=false&propagationPolicy=Foreground"), None, json_ct);
+    let (c, v) =
+        h.call("DELETE", &format!("{CM}/d1?orphanDependents=false&propagationPolicy=Foreground"), None, json_ct);
     assert_eq!(c, 422);
     let want = "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Invalid value: \"Foreground\": orphanDependents and deletionPropagation cannot be both set";
     assert_eq!(status(&v), (422, "Invalid", want));
@@ -357,14 +354,19 @@ fn oversized_and_stalled_bodies_do_not_stop_the_server() {
     stalled_in.flush().unwrap();
 
     // A 20 MB body with a Content-Length: upstream's 413 Status.
-    let big = format!("{{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{{\"name\":\"big\"}},\"data\":{{\"k\":\"{}\"}}}}", "x".repeat(20 << 20));
+    let big = format!(
+        "{{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{{\"name\":\"big\"}},\"data\":{{\"k\":\"{}\"}}}}",
+        "x".repeat(20 << 20)
+    );
     let file = dir.0.join("big.json");
     std::fs::write(&file, &big).unwrap();
     let big_req = {
         let (token, base, file) = (h.token.clone(), h.base.clone(), file.clone());
         std::thread::spawn(move || {
             Command::new("curl")
-                .args(["-sk", "-m", "60", "-X", "POST", "-w", "\n%{http_code}", "-H"])
+                // HTTP/1.1: curl 7.88 drops an HTTP/2 response that arrives while it still uploads
+                // (kubectl, over HTTP/2, is checked below).
+                .args(["-sk", "--http1.1", "-m", "60", "-X", "POST", "-w", "\n%{http_code}", "-H"])
                 .arg(format!("Authorization: Bearer {token}"))
                 .args(["-H", "Content-Type: application/json", "--data-binary"])
                 .arg(format!("@{}", file.display()))
@@ -398,6 +400,14 @@ fn oversized_and_stalled_bodies_do_not_stop_the_server() {
     let v: Value = serde_json::from_str(body).expect("Status JSON");
     assert_eq!(status(&v), (413, "RequestEntityTooLarge", "Request entity too large: limit is 3145728"));
     assert_eq!(h.get(&format!("{CM}/big")).0, 404);
+    let out = api.kubectl(&["create", "-f", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Error from server (RequestEntityTooLarge)")
+            && err.contains("Request entity too large: limit is 3145728"),
+        "{err:.300}"
+    );
 
     // The stalled upload is still pending and harmless; end it (our own child, by PID).
     assert!(stalled.try_wait().unwrap().is_none());
