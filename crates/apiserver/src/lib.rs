@@ -4,6 +4,7 @@
 //! allocation, and the forwarding of pod exec/log streams to node agents. Everything else in
 //! Yard is a client of this API.
 
+mod delete_result;
 mod discovery;
 mod managed;
 pub mod metrics;
@@ -13,8 +14,8 @@ pub mod objects;
 mod openapi;
 mod openapi_v2;
 mod protobuf;
-pub mod resources;
 pub mod request;
+pub mod resources;
 pub mod rest;
 pub mod server;
 pub mod services;

@@ -1705,17 +1705,21 @@ async fn delete(
     body: &[u8],
 ) -> ApiResult<Response> {
     let o = delete_opts(p, body)?;
-    let (code, out) = delete_one(state, r, ns, name, &o).await?;
+    let (code, out, gone) = delete_one(state, r, ns, name, &o).await?;
+    if gone && !crate::delete_result::returns_deleted_object(r) {
+        return Ok(json_response(code, &crate::delete_result::delete_success(r, &out)));
+    }
     Ok(json_response(code, &out))
 }
 
+/// Delete (or start deleting) one object: the status code, the object, and whether it is gone.
 async fn delete_one(
     state: &State,
     r: &'static Resource,
     ns: Option<&str>,
     name: &str,
     o: &DeleteOpts,
-) -> ApiResult<(StatusCode, Value)> {
+) -> ApiResult<(StatusCode, Value, bool)> {
     for _ in 0..8 {
         let kv = get_kv(state, r, ns, name).await?;
         let mut obj = from_kv(&kv)?;
@@ -1760,7 +1764,7 @@ async fn delete_one(
             r.kind == "Namespace" && obj["spec"]["finalizers"].as_array().is_some_and(|a| !a.is_empty());
         if finalizers.is_empty() && pod_grace.is_none() && !ns_finalizers {
             if o.dry_run {
-                return Ok((StatusCode::OK, obj));
+                return Ok((StatusCode::OK, obj, true));
             }
             match state.store.write(Op::Delete { key: kv.key.clone(), expect: Some(kv.mod_revision) }).await {
                 Ok(gone) => {
@@ -1768,7 +1772,7 @@ async fn delete_one(
                         state.alloc.release_service(&obj).await;
                     }
                     let out = with_revision(&obj, gone.mod_revision);
-                    return Ok((StatusCode::OK, out));
+                    return Ok((StatusCode::OK, out, true));
                 }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(StoreError::NotFound(_)) => return Err(ApiError::not_found(r, name)),
@@ -1777,7 +1781,7 @@ async fn delete_one(
         }
         let pending = if o.cascade_asked { StatusCode::ACCEPTED } else { StatusCode::OK };
         if deleting && pod_grace.is_none() && deletion_grace(&obj) == 0 && finalizers == objects::finalizers_of(&obj) {
-            return Ok((pending, obj));
+            return Ok((pending, obj, false));
         }
         let now = objects::now_rfc3339();
         {
@@ -1811,14 +1815,14 @@ async fn delete_one(
             obj["status"]["phase"] = json!("Terminating");
         }
         if o.dry_run {
-            return Ok((StatusCode::OK, obj));
+            return Ok((StatusCode::OK, obj, false));
         }
         match state
             .store
             .write(Op::Update { key: kv.key.clone(), value: encode(&obj), expect: Some(kv.mod_revision) })
             .await
         {
-            Ok(nkv) => return Ok((pending, with_revision(&obj, nkv.mod_revision))),
+            Ok(nkv) => return Ok((pending, with_revision(&obj, nkv.mod_revision), false)),
             Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),
         }
@@ -1841,7 +1845,7 @@ async fn delete_collection(
         let n = name_of(&it).to_string();
         let itns = meta_str(&it, "namespace").map(String::from);
         match delete_one(state, r, itns.as_deref().or(ns), &n, &o).await {
-            Ok((_, v)) => out.push(v),
+            Ok((_, v, _)) => out.push(v),
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),
         }

@@ -322,6 +322,51 @@ fn write_options_dry_run_and_names_as_upstream() {
     assert_eq!((c, status(&v).2), (400, "strconv.ParseInt: parsing \"soon\": invalid syntax"));
     assert_eq!(h.get(&format!("{CM}/d1")).0, 200, "a rejected delete deleted");
 
+    // DELETE of a ConfigMap (ReturnDeletedObject=false upstream) answers with a Success Status;
+    // of a ServiceAccount (true) with the object; an object a finalizer keeps with the object.
+    let (_, before) = h.get(&format!("{CM}/d1"));
+    let (c, v) = h.call("DELETE", &format!("{CM}/d1"), None, json_ct);
+    assert_eq!(c, 200);
+    assert_eq!(
+        v,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+               "details": {"name": "d1", "kind": "configmaps", "uid": before["metadata"]["uid"]}})
+    );
+    let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "sa1"}}).to_string();
+    let (c, _) = h.call("POST", "/api/v1/namespaces/default/serviceaccounts", Some(&sa), json_ct);
+    assert_eq!(c, 201);
+    let (c, v) = h.call("DELETE", "/api/v1/namespaces/default/serviceaccounts/sa1", None, json_ct);
+    assert_eq!((c, v["kind"].as_str()), (200, Some("ServiceAccount")), "{v}");
+    let held = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "held", "finalizers": ["example.com/hold"]}})
+        .to_string();
+    let (c, _) = h.call("POST", CM, Some(&held), json_ct);
+    assert_eq!(c, 201);
+    let (c, v) = h.call("DELETE", &format!("{CM}/held"), None, json_ct);
+    assert_eq!((c, v["kind"].as_str()), (200, Some("ConfigMap")), "{v}");
+    assert!(v["metadata"]["deletionTimestamp"].is_string(), "{v}");
+    let (c, v) = h.call(
+        "PATCH",
+        &format!("{CM}/held"),
+        Some(r#"{"metadata":{"finalizers":null}}"#),
+        "application/merge-patch+json",
+    );
+    assert_eq!(c, 200, "{v}");
+    assert_eq!(h.get(&format!("{CM}/held")).0, 404);
+    // The Deployment apps group shows in the details.
+    let dep = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "dp"}, "spec": {
+        "selector": {"matchLabels": {"a": "b"}},
+        "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}})
+    .to_string();
+    let (c, v) = h.call("POST", "/apis/apps/v1/namespaces/default/deployments", Some(&dep), json_ct);
+    assert_eq!(c, 201, "{v}");
+    let (c, v) = h.call("DELETE", "/apis/apps/v1/namespaces/default/deployments/dp", None, json_ct);
+    assert_eq!(c, 200);
+    assert_eq!(
+        (v["status"].as_str(), v["details"]["group"].as_str(), v["details"]["kind"].as_str()),
+        (Some("Success"), Some("apps"), Some("deployments")),
+        "{v}"
+    );
+
     // generateName: the prefix is cut to 58 characters before the 5 random ones.
     let prefix = "g".repeat(70);
     let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": prefix}}).to_string();
