@@ -1001,6 +1001,11 @@ async fn create(
     check_kind(r, &mut input)?;
     let mut ctx = WriteCtx { p, manager: manager_of(p, headers), warnings: Vec::new() };
     let mut obj = normalize_validated(r, &input, &dups, &mut ctx)?;
+    // Upstream's storage refuses a create that carries a resourceVersion (an error it does not
+    // map to a Status reason: a 500 without one). "0" and unparsable values count as unset.
+    if meta_str(&input, "resourceVersion").and_then(|v| v.parse::<u64>().ok()).is_some_and(|v| v != 0) {
+        return Err(ApiError::new(500, "", "resourceVersion should not be set on objects to be created"));
+    }
     let out = create_object(state, r, ns, &mut obj, &mut ctx).await?;
     Ok(with_warnings(json_bytes_response(StatusCode::CREATED, out), &ctx.warnings))
 }
@@ -1361,7 +1366,8 @@ async fn update(
         .map_err(|_| ApiError::bad_request("invalid resourceVersion"))?;
     let old_kv = match state.store.get(&r.key(ns, name)).await? {
         Some(kv) => kv,
-        None if sub.is_none() && matches!(r.kind, "Endpoints" | "Lease" | "Event") => {
+        // Upstream's AllowCreateOnUpdate: a PUT creates these kinds.
+        None if sub.is_none() && matches!(r.kind, "Endpoints" | "Lease" | "Event" | "Service") => {
             let mut obj = new;
             let out = create_object(state, r, ns, &mut obj, &mut ctx).await?;
             return Ok(with_warnings(json_bytes_response(StatusCode::CREATED, out), &ctx.warnings));
@@ -1415,6 +1421,9 @@ async fn patch(
     let (patch_doc, dups) =
         objects::decode_body(body, if kind == "apply" { "application/yaml" } else { "application/json" })
             .map_err(ApiError::bad_request)?;
+    if kind == "apply" {
+        crate::request::params::check_apply_gvk(r, &patch_doc)?;
+    }
     let mut ctx = WriteCtx { p, manager: manager_of(p, headers), warnings: Vec::new() };
     if sub == Some("scale") {
         // Patch the Scale view, then write its replicas into the object.

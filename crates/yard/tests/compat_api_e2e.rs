@@ -367,6 +367,42 @@ fn write_options_dry_run_and_names_as_upstream() {
         "{v}"
     );
 
+    // An apply patch without the resource's apiVersion/kind: the field manager's 400.
+    for (body, shown) in [
+        (r#"{"metadata":{"name":"d1"}}"#, "/, Kind="),
+        (r#"{"apiVersion":"v1","metadata":{"name":"d1"}}"#, "/v1, Kind="),
+        (r#"{"apiVersion":"apps/v1","kind":"ConfigMap","metadata":{"name":"d1"}}"#, "apps/v1, Kind=ConfigMap"),
+    ] {
+        let (c, v) = h.call("PATCH", &format!("{CM}/d1?fieldManager=m"), Some(body), "application/apply-patch+yaml");
+        assert_eq!(c, 400, "{body}: {v}");
+        assert_eq!(status(&v), (400, "BadRequest", format!("invalid object type: {shown}").as_str()));
+    }
+
+    // A create carrying a resourceVersion: upstream storage's error (500, no reason); "0" is unset.
+    let with_rv = |rv: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "rv", "resourceVersion": rv}}).to_string()
+    };
+    let (c, v) = h.call("POST", CM, Some(&with_rv("12")), json_ct);
+    assert_eq!(c, 500);
+    assert_eq!(
+        v,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "message": "resourceVersion should not be set on objects to be created", "code": 500})
+    );
+    assert_eq!(h.get(&format!("{CM}/rv")).0, 404);
+    assert_eq!(h.call("POST", CM, Some(&with_rv("0")), json_ct).0, 201);
+
+    // PUT to a missing object: creates a Service (AllowCreateOnUpdate), 404 for a ConfigMap.
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "put-svc"},
+                     "spec": {"ports": [{"port": 80}]}})
+    .to_string();
+    let (c, v) = h.call("PUT", "/api/v1/namespaces/default/services/put-svc", Some(&svc), json_ct);
+    assert_eq!(c, 201, "{v}");
+    assert!(v["spec"]["clusterIP"].is_string(), "{v}");
+    let (c, v) = h.call("PUT", &format!("{CM}/put-cm"), Some(&cm("put-cm", "a")), json_ct);
+    assert_eq!(c, 404);
+    assert_eq!(status(&v), (404, "NotFound", "configmaps \"put-cm\" not found"));
+
     // generateName: the prefix is cut to 58 characters before the 5 random ones.
     let prefix = "g".repeat(70);
     let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": prefix}}).to_string();

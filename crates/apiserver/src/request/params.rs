@@ -247,6 +247,27 @@ pub fn check(
     }
 }
 
+/// Upstream's field manager refuses an apply patch whose apiVersion/kind is not the
+/// resource's: `invalid object type: <group>/<version>, Kind=<kind>` (a 400).
+pub fn check_apply_gvk(r: &crate::resources::Resource, patch: &Value) -> ApiResult<()> {
+    let api_version = patch["apiVersion"].as_str().unwrap_or("");
+    let kind = patch["kind"].as_str().unwrap_or("");
+    // schema.FromAPIVersionAndKind: an apiVersion with more than one slash parses to nothing.
+    let (group, version) = match api_version.split_once('/') {
+        None => ("", api_version),
+        Some((g, v)) if !v.contains('/') => (g, v),
+        Some(_) => ("", ""),
+    };
+    let (want_group, want_version) = match r.api_version().split_once('/') {
+        Some((g, v)) => (g.to_string(), v.to_string()),
+        None => (String::new(), r.api_version().to_string()),
+    };
+    if group == want_group && version == want_version && kind == r.kind {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(format!("invalid object type: {group}/{version}, Kind={kind}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
