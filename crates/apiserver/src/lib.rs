@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+mod delete_result;
 mod discovery;
 mod managed;
 pub mod metrics;
@@ -15,6 +16,7 @@ pub mod objects;
 mod openapi;
 mod openapi_v2;
 mod protobuf;
+pub mod request;
 pub mod resources;
 pub mod rest;
 pub mod server;

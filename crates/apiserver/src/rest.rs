@@ -16,6 +16,7 @@ use yard_store::{EventKind, KeyValue, Op, StoreError};
 
 use crate::mirror::Seen;
 use crate::objects::{self, meta_mut, meta_str, name_of};
+use crate::request::params::query_bool;
 use crate::resources::{self, Resource};
 use crate::server::Target;
 use crate::status::{ApiError, ApiResult};
@@ -35,9 +36,13 @@ pub struct Params {
     pub allow_bookmarks: bool,
     pub send_initial_events: Option<bool>,
     pub dry_run: bool,
+    /// Every `dryRun` value as given (upstream validates that each is `All`).
+    pub dry_run_values: Vec<String>,
     pub field_manager: Option<String>,
     pub field_validation: Option<String>,
     pub force: bool,
+    /// `force` was given at all (forbidden on a non-apply patch).
+    pub force_given: bool,
     pub propagation_policy: Option<String>,
     pub grace_period: Option<i64>,
     pub orphan_dependents: Option<bool>,
@@ -53,19 +58,25 @@ impl Params {
                 "fieldSelector" => p.field_selector = Some(v).filter(|s| !s.is_empty()),
                 "limit" => p.limit = v.parse().ok().filter(|n| *n > 0),
                 "continue" => p.continue_token = Some(v).filter(|s| !s.is_empty()),
-                "watch" => p.watch = v == "true" || v == "1",
+                "watch" => p.watch = query_bool(&v),
                 "resourceVersion" => p.resource_version = Some(v),
                 "resourceVersionMatch" => p.resource_version_match = Some(v),
                 "timeoutSeconds" => p.timeout_seconds = v.parse().ok(),
-                "allowWatchBookmarks" => p.allow_bookmarks = v == "true" || v == "1",
-                "sendInitialEvents" => p.send_initial_events = Some(v == "true" || v == "1"),
-                "dryRun" => p.dry_run = v == "All",
+                "allowWatchBookmarks" => p.allow_bookmarks = query_bool(&v),
+                "sendInitialEvents" => p.send_initial_events = Some(query_bool(&v)),
+                "dryRun" => {
+                    p.dry_run = v == "All";
+                    p.dry_run_values.push(v);
+                }
                 "fieldManager" => p.field_manager = Some(v),
                 "fieldValidation" => p.field_validation = Some(v),
-                "force" => p.force = v == "true" || v == "1",
+                "force" => {
+                    p.force = query_bool(&v);
+                    p.force_given = true;
+                }
                 "propagationPolicy" => p.propagation_policy = Some(v),
                 "gracePeriodSeconds" => p.grace_period = v.parse().ok(),
-                "orphanDependents" => p.orphan_dependents = Some(v == "true"),
+                "orphanDependents" => p.orphan_dependents = Some(query_bool(&v)),
                 "includeObject" => p.include_object = Some(v),
                 _ => {}
             }
@@ -990,6 +1001,11 @@ async fn create(
     check_kind(r, &mut input)?;
     let mut ctx = WriteCtx { p, manager: manager_of(p, headers), warnings: Vec::new() };
     let mut obj = normalize_validated(r, &input, &dups, &mut ctx)?;
+    // Upstream's storage refuses a create that carries a resourceVersion (an error it does not
+    // map to a Status reason: a 500 without one). "0" and unparsable values count as unset.
+    if meta_str(&input, "resourceVersion").and_then(|v| v.parse::<u64>().ok()).is_some_and(|v| v != 0) {
+        return Err(ApiError::new(500, "", "resourceVersion should not be set on objects to be created"));
+    }
     let out = create_object(state, r, ns, &mut obj, &mut ctx).await?;
     Ok(with_warnings(json_bytes_response(StatusCode::CREATED, out), &ctx.warnings))
 }
@@ -1022,6 +1038,8 @@ async fn create_object(
     if name_of(obj).is_empty() {
         match meta_str(obj, "generateName").filter(|g| !g.is_empty()) {
             Some(g) => {
+                // Upstream's name generator cuts the prefix to 63 - 5 characters first.
+                let g: String = g.chars().take(58).collect();
                 let n = format!("{g}{}", objects::random_suffix(5));
                 meta_mut(obj).insert("name".into(), json!(n));
             }
@@ -1348,7 +1366,8 @@ async fn update(
         .map_err(|_| ApiError::bad_request("invalid resourceVersion"))?;
     let old_kv = match state.store.get(&r.key(ns, name)).await? {
         Some(kv) => kv,
-        None if sub.is_none() && matches!(r.kind, "Endpoints" | "Lease" | "Event") => {
+        // Upstream's AllowCreateOnUpdate: a PUT creates these kinds.
+        None if sub.is_none() && matches!(r.kind, "Endpoints" | "Lease" | "Event" | "Service") => {
             let mut obj = new;
             let out = create_object(state, r, ns, &mut obj, &mut ctx).await?;
             return Ok(with_warnings(json_bytes_response(StatusCode::CREATED, out), &ctx.warnings));
@@ -1402,6 +1421,9 @@ async fn patch(
     let (patch_doc, dups) =
         objects::decode_body(body, if kind == "apply" { "application/yaml" } else { "application/json" })
             .map_err(ApiError::bad_request)?;
+    if kind == "apply" {
+        crate::request::params::check_apply_gvk(r, &patch_doc)?;
+    }
     let mut ctx = WriteCtx { p, manager: manager_of(p, headers), warnings: Vec::new() };
     if sub == Some("scale") {
         // Patch the Scale view, then write its replicas into the object.
@@ -1639,6 +1661,9 @@ fn delete_opts(p: &Params, body: &[u8]) -> ApiResult<DeleteOpts> {
         o.policy = Some("Orphan".into());
     }
     o.cascade_asked = p.orphan_dependents == Some(false);
+    // What upstream validates: the options decoded from the body if there is one, else the query.
+    let (mut v_orphan, mut v_policy, mut v_dry) =
+        (p.orphan_dependents, p.propagation_policy.clone(), p.dry_run_values.clone());
     if !body.iter().all(u8::is_ascii_whitespace) {
         let v = if crate::protobuf::is_protobuf(body) {
             crate::protobuf::decode(body).map_err(ApiError::bad_request)?
@@ -1666,11 +1691,16 @@ fn delete_opts(p: &Params, body: &[u8]) -> ApiResult<DeleteOpts> {
         if v["dryRun"].as_array().is_some_and(|a| a.iter().any(|x| x == "All")) {
             o.dry_run = true;
         }
+        v_orphan = v["orphanDependents"].as_bool();
+        v_policy = v["propagationPolicy"].as_str().map(String::from);
+        v_dry = v["dryRun"]
+            .as_array()
+            .map(|a| a.iter().map(|x| x.as_str().unwrap_or("").to_string()).collect())
+            .unwrap_or_default();
     }
-    if let Some(pp) = &o.policy {
-        if !matches!(pp.as_str(), "Orphan" | "Background" | "Foreground") {
-            return Err(ApiError::new(422, "Invalid", format!("DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{pp}\": supported values: \"Foreground\", \"Background\", \"Orphan\"")));
-        }
+    let errs = crate::request::params::validate_delete(v_orphan, v_policy.as_deref(), &v_dry);
+    if !errs.is_empty() {
+        return Err(crate::request::params::options_invalid("DeleteOptions", &errs));
     }
     Ok(o)
 }
@@ -1684,17 +1714,21 @@ async fn delete(
     body: &[u8],
 ) -> ApiResult<Response> {
     let o = delete_opts(p, body)?;
-    let (code, out) = delete_one(state, r, ns, name, &o).await?;
+    let (code, out, gone) = delete_one(state, r, ns, name, &o).await?;
+    if gone && !crate::delete_result::returns_deleted_object(r) {
+        return Ok(json_response(code, &crate::delete_result::delete_success(r, &out)));
+    }
     Ok(json_response(code, &out))
 }
 
+/// Delete (or start deleting) one object: the status code, the object, and whether it is gone.
 async fn delete_one(
     state: &State,
     r: &'static Resource,
     ns: Option<&str>,
     name: &str,
     o: &DeleteOpts,
-) -> ApiResult<(StatusCode, Value)> {
+) -> ApiResult<(StatusCode, Value, bool)> {
     for _ in 0..8 {
         let kv = get_kv(state, r, ns, name).await?;
         let mut obj = from_kv(&kv)?;
@@ -1739,7 +1773,7 @@ async fn delete_one(
             r.kind == "Namespace" && obj["spec"]["finalizers"].as_array().is_some_and(|a| !a.is_empty());
         if finalizers.is_empty() && pod_grace.is_none() && !ns_finalizers {
             if o.dry_run {
-                return Ok((StatusCode::OK, obj));
+                return Ok((StatusCode::OK, obj, true));
             }
             match state.store.write(Op::Delete { key: kv.key.clone(), expect: Some(kv.mod_revision) }).await {
                 Ok(gone) => {
@@ -1747,7 +1781,7 @@ async fn delete_one(
                         state.alloc.release_service(&obj).await;
                     }
                     let out = with_revision(&obj, gone.mod_revision);
-                    return Ok((StatusCode::OK, out));
+                    return Ok((StatusCode::OK, out, true));
                 }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(StoreError::NotFound(_)) => return Err(ApiError::not_found(r, name)),
@@ -1756,7 +1790,7 @@ async fn delete_one(
         }
         let pending = if o.cascade_asked { StatusCode::ACCEPTED } else { StatusCode::OK };
         if deleting && pod_grace.is_none() && deletion_grace(&obj) == 0 && finalizers == objects::finalizers_of(&obj) {
-            return Ok((pending, obj));
+            return Ok((pending, obj, false));
         }
         let now = objects::now_rfc3339();
         {
@@ -1790,14 +1824,14 @@ async fn delete_one(
             obj["status"]["phase"] = json!("Terminating");
         }
         if o.dry_run {
-            return Ok((StatusCode::OK, obj));
+            return Ok((StatusCode::OK, obj, false));
         }
         match state
             .store
             .write(Op::Update { key: kv.key.clone(), value: encode(&obj), expect: Some(kv.mod_revision) })
             .await
         {
-            Ok(nkv) => return Ok((pending, with_revision(&obj, nkv.mod_revision))),
+            Ok(nkv) => return Ok((pending, with_revision(&obj, nkv.mod_revision), false)),
             Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),
         }
@@ -1820,7 +1854,7 @@ async fn delete_collection(
         let n = name_of(&it).to_string();
         let itns = meta_str(&it, "namespace").map(String::from);
         match delete_one(state, r, itns.as_deref().or(ns), &n, &o).await {
-            Ok((_, v)) => out.push(v),
+            Ok((_, v, _)) => out.push(v),
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),
         }

@@ -136,7 +136,7 @@ pub async fn handle(state: Arc<State>, _peer: SocketAddr, req: Request) -> Respo
     let started = Instant::now();
     let path = req.uri().path().to_string();
     // Health endpoints are open, as upstream's default RBAC lets anyone read them.
-    let open = matches!(path.as_str(), "/healthz" | "/livez" | "/readyz" | "/version")
+    let open = matches!(path.as_str(), "/healthz" | "/livez" | "/readyz" | "/version" | "/version/")
         || path.starts_with("/healthz/")
         || path.starts_with("/livez/")
         || path.starts_with("/readyz/");
@@ -150,7 +150,8 @@ pub async fn handle(state: Arc<State>, _peer: SocketAddr, req: Request) -> Respo
 }
 
 async fn route(state: Arc<State>, req: Request) -> (Response, String, String) {
-    let path = req.uri().path().to_string();
+    let normalized = crate::request::target::normalize(req.uri().path());
+    let path = normalized.path;
     let method = req.method().clone();
     let simple = |v: &str, r: Response| (r, v.to_string(), String::new());
     match path.as_str() {
@@ -172,7 +173,7 @@ async fn route(state: Arc<State>, req: Request) -> (Response, String, String) {
     if let Some(r) = discovery::resource_list(&path) {
         return simple("GET", r);
     }
-    let target = match parse_path(&path) {
+    let mut target = match parse_path(&path) {
         Ok(Some(t)) => t,
         Ok(None) => {
             return simple(
@@ -198,10 +199,37 @@ async fn route(state: Arc<State>, req: Request) -> (Response, String, String) {
             Err(e) => return (e.into_response(), method.to_string(), resource),
         }
     };
-    let params = rest::Params::parse(&query);
+    let mut params = rest::Params::parse(&query);
+    if normalized.legacy_watch {
+        if let Err(e) = legacy_watch(&method, &mut target, &mut params) {
+            return (e.into_response(), "WATCH".into(), resource);
+        }
+    }
+    if let Err(e) = crate::request::params::check(&method, &target, &query, &params, &headers, body.is_empty()) {
+        return (e.into_response(), rest::verb_name(&method, &target, &params), resource);
+    }
     let verb = rest::verb_name(&method, &target, &params);
     let resp = rest::dispatch(state, method, target, params, headers, body).await;
     (resp, verb, resource)
+}
+
+/// A legacy `/watch/` path: a watch of the collection, or of one object as upstream serves it
+/// (the collection filtered by `metadata.name`).
+fn legacy_watch(method: &Method, target: &mut Target, params: &mut rest::Params) -> Result<(), ApiError> {
+    let nf = || ApiError::new(404, "NotFound", "the server could not find the requested resource");
+    if *method != Method::GET || target.sub.is_some() {
+        return Err(nf());
+    }
+    params.watch = true;
+    if let Some(name) = target.name.take() {
+        let term = format!("metadata.name={name}");
+        match params.field_selector.as_deref() {
+            None => params.field_selector = Some(term),
+            Some(fs) if fs.split(',').any(|t| t.trim() == term || t.trim() == format!("metadata.name=={name}")) => {}
+            Some(_) => return Err(ApiError::bad_request("fieldSelector metadata.name doesn't match requested name")),
+        }
+    }
+    Ok(())
 }
 
 async fn read_body(body: Body) -> Result<Bytes, ApiError> {

@@ -100,6 +100,10 @@ impl ApiError {
         if let Some(d) = &self.details {
             s["details"] = d.clone();
         }
+        if self.reason.is_empty() {
+            // StatusReasonUnknown is "" and omitted, as upstream serialises it.
+            s.as_object_mut().expect("object").remove("reason");
+        }
         s
     }
 }
