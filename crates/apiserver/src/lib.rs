@@ -4,6 +4,7 @@
 //! allocation, and the forwarding of pod exec/log streams to node agents. Everything else in
 //! Yard is a client of this API.
 
+pub mod auth;
 mod discovery;
 mod managed;
 pub mod metrics;
@@ -13,6 +14,7 @@ pub mod objects;
 mod openapi;
 mod openapi_v2;
 mod protobuf;
+pub mod protected;
 pub mod resources;
 pub mod rest;
 pub mod server;
@@ -45,6 +47,10 @@ pub enum Error {
 pub struct State {
     pub store: DynStore,
     pub tokens: Vec<String>,
+    /// Who a request's bearer token belongs to.
+    pub authn: Box<dyn auth::Authenticator>,
+    /// What each user may do; every resource and non-resource request consults it.
+    pub authz: Box<dyn auth::Authorizer>,
     pub alloc: Arc<services::Allocator>,
     pub metrics: metrics::Metrics,
     /// Namespaces by key, each as "being terminated", for the create path's namespace check.
@@ -219,8 +225,16 @@ pub async fn start_with_store(args: Args, store: DynStore) -> Result<Running, Er
         &resources::find("", "v1", "namespaces").expect("namespaces").prefix(),
         rest::namespace_terminating,
     );
-    let state =
-        Arc::new(State { store, tokens: vec![identity.token.clone()], alloc, metrics: Default::default(), namespaces });
+    let tokens = vec![identity.token.clone()];
+    let state = Arc::new(State {
+        store,
+        authn: Box::new(auth::TokenAuthenticator::new(tokens.clone())),
+        authz: Box::new(auth::AdminPolicy),
+        tokens,
+        alloc,
+        metrics: Default::default(),
+        namespaces,
+    });
     // Allocations of stored Services are recorded; leaks from a crash are freed.
     tracing::debug!("adopting allocations");
     state.alloc.adopt_existing().await?;
