@@ -178,7 +178,8 @@ fn spec_user(spec: &Value) -> UserInfo {
     let extra = spec
         .get("extra")
         .and_then(Value::as_object)
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), strings(Some(v)))).collect())
+        // JSON gives each value as a list; protobuf as an ExtraValue message of `items`.
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), strings(Some(v.get("items").unwrap_or(v))))).collect())
         .unwrap_or_default();
     UserInfo {
         username: spec.get("user").and_then(Value::as_str).unwrap_or("").into(),
