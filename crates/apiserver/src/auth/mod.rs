@@ -307,7 +307,8 @@ mod tests {
     #[test]
     fn admin_policy_allows_admins_and_has_no_opinion_on_others() {
         assert_eq!(AdminPolicy.authorize(&attrs(UserInfo::admin())).decision, Decision::Allow);
-        let bob = UserInfo { username: "bob".into(), groups: vec!["system:authenticated".into()], ..Default::default() };
+        let bob =
+            UserInfo { username: "bob".into(), groups: vec!["system:authenticated".into()], ..Default::default() };
         assert_eq!(AdminPolicy.authorize(&attrs(bob.clone())).decision, Decision::NoOpinion);
         assert!(AdminPolicy.rules_for(&bob, "default").resource_rules.is_empty());
         assert_eq!(AdminPolicy.rules_for(&UserInfo::admin(), "default").resource_rules[0].verbs, vec!["*"]);

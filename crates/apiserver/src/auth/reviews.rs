@@ -18,7 +18,14 @@ use crate::status::{ApiError, ApiResult};
 use crate::State;
 
 /// Serve one request for a review resource.
-pub fn handle(state: &State, user: &UserInfo, method: &Method, t: &Target, headers: &HeaderMap, body: &Bytes) -> Response {
+pub fn handle(
+    state: &State,
+    user: &UserInfo,
+    method: &Method,
+    t: &Target,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
     match review(state, user, method, t, headers, body) {
         Ok(v) => Response::builder()
             .status(StatusCode::CREATED)
@@ -52,9 +59,7 @@ fn review(
     let status = match r.kind {
         "SelfSubjectAccessReview" => self_subject_access(state, user, r, &obj)?,
         "SubjectAccessReview" => subject_access(state, r, &obj, None)?,
-        "LocalSubjectAccessReview" => {
-            local_subject_access(state, r, &mut obj, t.namespace.as_deref().unwrap_or(""))?
-        }
+        "LocalSubjectAccessReview" => local_subject_access(state, r, &mut obj, t.namespace.as_deref().unwrap_or(""))?,
         "SelfSubjectRulesReview" => self_subject_rules(state, user, &obj),
         "SelfSubjectReview" => json!({"userInfo": user.to_json()}),
         "TokenReview" => token_review(state, r, &obj)?,
@@ -276,8 +281,10 @@ fn self_subject_rules(state: &State, user: &UserInfo, obj: &Value) -> Value {
 fn token_review(state: &State, r: &Resource, obj: &Value) -> ApiResult<Value> {
     let _ = r;
     if obj.pointer("/metadata/namespace").and_then(Value::as_str).is_some_and(|n| !n.is_empty()) {
-        return Err(ApiError::bad_request("namespace is not allowed on this type: ".to_string()
-            + obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("")));
+        return Err(ApiError::bad_request(
+            "namespace is not allowed on this type: ".to_string()
+                + obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or(""),
+        ));
     }
     let token = obj.pointer("/spec/token").and_then(Value::as_str).unwrap_or("");
     if token.is_empty() {
