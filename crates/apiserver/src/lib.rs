@@ -6,6 +6,7 @@
 
 pub mod auth;
 mod discovery;
+pub mod events;
 mod managed;
 pub mod metrics;
 pub mod mirror;

@@ -213,6 +213,7 @@ fn schema_of(r: &Resource, gen: &mut schemars::SchemaGenerator) -> String {
         "Pod" => add::<core::Pod>(gen),
         "Service" => add::<core::Service>(gen),
         "Endpoints" => add::<core::Endpoints>(gen),
+        "Event" if r.group == "events.k8s.io" => add::<k8s_openapi::api::events::v1::Event>(gen),
         "Event" => add::<core::Event>(gen),
         "Node" => add::<core::Node>(gen),
         "ConfigMap" => add::<core::ConfigMap>(gen),

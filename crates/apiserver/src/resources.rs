@@ -51,7 +51,8 @@ impl Resource {
     /// `/registry/<group, core for the core group>/<plural>/`, then `<ns>/` if namespaced and
     /// given: the layout of every storage key.
     fn push_ns_prefix(&self, out: &mut String, ns: Option<&str>) {
-        let g = if self.group.is_empty() { "core" } else { self.group };
+        // events.k8s.io Events are the core Events, stored once.
+        let g = if self.group.is_empty() || self.group == "events.k8s.io" { "core" } else { self.group };
         for part in ["/registry/", g, "/", self.plural, "/"] {
             out.push_str(part);
         }
@@ -236,6 +237,18 @@ pub static RESOURCES: &[Resource] = &[
         singular: "lease",
         namespaced: true,
         short_names: &[],
+        categories: &[],
+        subresources: &[],
+        status_subresource: false,
+    },
+    Resource {
+        group: "events.k8s.io",
+        version: "v1",
+        kind: "Event",
+        plural: "events",
+        singular: "event",
+        namespaced: true,
+        short_names: &["ev"],
         categories: &[],
         subresources: &[],
         status_subresource: false,

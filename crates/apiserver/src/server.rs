@@ -240,6 +240,9 @@ async fn route(state: Arc<State>, req: Request, user: UserInfo, open: bool) -> (
     if target.resource.create_only() {
         return (auth::reviews::handle(&state, &user, &method, &target, &headers, &body), verb, resource);
     }
+    if target.resource.group == "events.k8s.io" {
+        return (crate::events::dispatch(state, method, target, params, headers, body).await, verb, resource);
+    }
     let resp = rest::dispatch(state, method, target, params, headers, body).await;
     (resp, verb, resource)
 }
