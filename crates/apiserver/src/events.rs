@@ -45,6 +45,8 @@ pub fn to_events_v1(mut v: Value) -> Value {
                     o.insert(ev.to_string(), x);
                 }
             }
+            // Not omitempty in events.k8s.io/v1: an event made through core without one shows null.
+            o.entry("eventTime").or_insert(Value::Null);
             o.insert("apiVersion".into(), json!("events.k8s.io/v1"));
         } else if o.get("kind").and_then(Value::as_str) == Some("EventList") {
             if let Some(items) = o.get_mut("items").and_then(Value::as_array_mut) {
@@ -67,6 +69,9 @@ pub fn to_core(mut v: Value) -> Value {
             if let Some(x) = o.remove(*ev) {
                 o.insert(core.to_string(), x);
             }
+        }
+        if o.get("eventTime").is_some_and(Value::is_null) {
+            o.remove("eventTime");
         }
         o.insert("apiVersion".into(), json!("v1"));
     }
@@ -323,6 +328,7 @@ mod tests {
         assert_eq!(ev["deprecatedCount"], 3);
         assert_eq!(ev["reportingController"], "ctl");
         assert!(ev.get("message").is_none() && ev.get("involvedObject").is_none());
+        assert_eq!(ev["eventTime"], Value::Null);
         assert_eq!(to_core(ev), core);
     }
 

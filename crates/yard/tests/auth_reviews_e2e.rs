@@ -109,3 +109,48 @@ fn protected_namespaces_and_python_reviews() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("auth reviews: ok"));
 }
+
+#[test]
+fn events_k8s_io_v1_shares_core_events() {
+    let dir = TempDir::new("eventsv1");
+    let api = ApiServer::start(&dir.0, &[]);
+    let yaml = "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata:\n  name: kubectl-made\n  namespace: default\neventTime: \"2026-01-01T00:00:00.000000Z\"\ntype: Normal\nreason: Scheduled\naction: Bind\nnote: made by kubectl\nreportingController: example.com/sched\nreportingInstance: sched-0\nregarding:\n  kind: Pod\n  name: web\n  namespace: default\n";
+    let out = api.k_stdin(&["create", "-f", "-"], yaml);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(api.k(&["get", "events", "kubectl-made", "-o", "jsonpath={.message}"]), "made by kubectl");
+    assert_eq!(api.k(&["get", "events", "kubectl-made", "-o", "jsonpath={.reportingComponent}"]), "example.com/sched");
+    let got = api.k(&[
+        "get",
+        "events.events.k8s.io",
+        "kubectl-made",
+        "-o",
+        "jsonpath={.apiVersion} {.note} {.regarding.name}",
+    ]);
+    assert_eq!(got, "events.k8s.io/v1 made by kubectl web");
+    let table = api.k(&["get", "events.events.k8s.io"]);
+    assert!(table.contains("made by kubectl"), "{table}");
+    let events = api.k(&["events", "-n", "default"]);
+    assert!(events.contains("Scheduled") && events.contains("made by kubectl"), "{events}");
+    let res = api.k(&["api-resources", "--api-group=events.k8s.io"]);
+    assert!(res.lines().any(|l| l.starts_with("events ") && l.contains("events.k8s.io/v1")), "{res}");
+    let explain = api.k(&["explain", "events.regarding", "--api-version=events.k8s.io/v1"]);
+    assert!(explain.contains("ObjectReference"), "{explain}");
+    // Invalid through the strict group: upstream's message.
+    let bad = api.k_stdin(
+        &["create", "-f", "-"],
+        &yaml.replace("kubectl-made", "bad").replace("reportingInstance: sched-0\n", ""),
+    );
+    assert!(!bad.status.success());
+    assert!(stderr_of(&bad).contains("reportingInstance: Required value"), "{}", stderr_of(&bad));
+
+    let script = repo_root().join("tests/python/events_v1_test.py");
+    let out =
+        std::process::Command::new(python_bin()).arg(&script).env("KUBECONFIG", &api.kubeconfig).output().unwrap();
+    assert!(
+        out.status.success(),
+        "python events checks failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("events v1: ok"));
+}
