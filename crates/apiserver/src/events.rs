@@ -339,8 +339,10 @@ mod tests {
             "type": "Normal", "reason": "R", "action": "A", "reportingInstance": "i"}),
         );
         let errs = validate_create(&ev);
-        assert_eq!(errs.len(), 1, "{errs:?}");
+        // As upstream: required, and the empty name's two qualified-name messages.
+        assert_eq!(errs.len(), 3, "{errs:?}");
         assert_eq!(errs[0].to_string(), "reportingController: Required value");
+        assert!(errs.iter().all(|e| e.field == "reportingController"), "{errs:?}");
         let ev = to_core(
             json!({"metadata": {"name": "e", "namespace": "default"}, "type": "Odd", "reportingController": "c"}),
         );
