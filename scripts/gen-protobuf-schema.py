@@ -35,7 +35,7 @@ ROOT_PACKAGES = [
     "api.core.v1", "api.apps.v1", "api.autoscaling.v1", "api.autoscaling.v2", "api.batch.v1",
     "api.discovery.v1", "api.coordination.v1", "api.networking.v1", "api.rbac.v1", "api.policy.v1",
     "api.events.v1", "api.storage.v1", "api.scheduling.v1", "api.node.v1",
-    "api.certificates.v1",
+    "api.certificates.v1", "api.authorization.v1", "api.authentication.v1", "api.authentication.v1beta1",
 ]
 # Messages that are request bodies without being resources.
 EXTRA_ROOTS = [

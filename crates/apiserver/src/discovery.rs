@@ -39,19 +39,25 @@ pub fn api_versions() -> Response {
     )
 }
 
-pub fn api_groups(_req: &Request) -> Response {
-    let groups: Vec<Value> = resources::groups()
+/// The APIGroup object of `g` (every version it serves, the preferred one first).
+fn api_group(g: &str, v: &str) -> Value {
+    let versions: Vec<Value> = resources::versions_of(g)
         .into_iter()
-        .map(|(g, v)| {
-            let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
-            json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
-        })
+        .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
         .collect();
+    let preferred = json!({"groupVersion": format!("{g}/{v}"), "version": v});
+    json!({"name": g, "versions": versions, "preferredVersion": preferred})
+}
+
+pub fn api_groups(_req: &Request) -> Response {
+    let groups: Vec<Value> = resources::groups().into_iter().map(|(g, v)| api_group(g, v)).collect();
     ok(&json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
 }
 
 fn verbs(r: &Resource) -> Vec<&'static str> {
-    let _ = r;
+    if r.create_only() {
+        return vec!["create"];
+    }
     vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 }
 
@@ -105,10 +111,10 @@ pub fn resource_list(path: &str) -> Option<Response> {
         match parts.as_slice() {
             [g] => {
                 let (_, v) = resources::groups().into_iter().find(|(gg, _)| gg == g)?;
-                let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
-                return Some(ok(
-                    &json!({"kind": "APIGroup", "apiVersion": "v1", "name": g, "versions": [gv.clone()], "preferredVersion": gv}),
-                ));
+                let mut group = api_group(g, v);
+                group["kind"] = json!("APIGroup");
+                group["apiVersion"] = json!("v1");
+                return Some(ok(&group));
             }
             [g, v] => format!("{g}/{v}"),
             _ => return None,

@@ -6,8 +6,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 mod delete_result;
 mod discovery;
+pub mod events;
 mod managed;
 pub mod metrics;
 pub mod mirror;
@@ -15,6 +17,7 @@ pub mod nodeproxy;
 pub mod objects;
 mod openapi;
 mod openapi_v2;
+pub mod protected;
 mod protobuf;
 pub mod request;
 pub mod resources;
@@ -49,6 +52,10 @@ pub enum Error {
 pub struct State {
     pub store: DynStore,
     pub tokens: Vec<String>,
+    /// Who a request's bearer token belongs to.
+    pub authn: Box<dyn auth::Authenticator>,
+    /// What each user may do; every resource and non-resource request consults it.
+    pub authz: Box<dyn auth::Authorizer>,
     pub alloc: Arc<services::Allocator>,
     pub metrics: metrics::Metrics,
     /// Namespaces by key, each as "being terminated", for the create path's namespace check.
@@ -223,8 +230,16 @@ pub async fn start_with_store(args: Args, store: DynStore) -> Result<Running, Er
         &resources::find("", "v1", "namespaces").expect("namespaces").prefix(),
         rest::namespace_terminating,
     );
-    let state =
-        Arc::new(State { store, tokens: vec![identity.token.clone()], alloc, metrics: Default::default(), namespaces });
+    let tokens = vec![identity.token.clone()];
+    let state = Arc::new(State {
+        store,
+        authn: Box::new(auth::TokenAuthenticator::new(tokens.clone())),
+        authz: Box::new(auth::AdminPolicy),
+        tokens,
+        alloc,
+        metrics: Default::default(),
+        namespaces,
+    });
     // Allocations of stored Services are recorded; leaks from a crash are freed.
     tracing::debug!("adopting allocations");
     state.alloc.adopt_existing().await?;

@@ -118,11 +118,20 @@ pub(crate) fn kind_schemas<'a>(
     let top: Vec<(&Resource, String)> = resources.into_iter().map(|r| (r, schema_of(r, &mut gen))).collect();
     extra(&mut gen);
     let mut schemas: Map<String, Value> = gen.take_definitions(true).into_iter().collect();
-    for (r, generated) in top {
-        let mut v = schemas.remove(&generated).unwrap_or_else(|| json!({"type": "object"}));
-        v["x-kubernetes-group-version-kind"] = gvk(r);
-        schemas.insert(schema_name(r), v);
+    // Two versions of one kind may share a generated schema (SelfSubjectReview v1 and v1beta1):
+    // each takes a copy under its own name.
+    let named: Vec<(String, Value)> = top
+        .iter()
+        .map(|(r, generated)| {
+            let mut v = schemas.get(generated).cloned().unwrap_or_else(|| json!({"type": "object"}));
+            v["x-kubernetes-group-version-kind"] = gvk(r);
+            (schema_name(r), v)
+        })
+        .collect();
+    for (_, generated) in &top {
+        schemas.remove(generated);
     }
+    schemas.extend(named);
     schemas
 }
 
@@ -155,6 +164,12 @@ fn build(gv: &str) -> Value {
             }
             o
         };
+        if r.create_only() {
+            paths.insert(base.clone(), json!({
+                "post": op("post", "create", write_params.clone(), Some(body(&["application/json", "application/yaml"]))),
+            }));
+            continue;
+        }
         paths.insert(base.clone(), json!({
             "get": op("list", "list", vec![], None),
             "post": op("post", "create", write_params.clone(), Some(body(&["application/json", "application/yaml"]))),
@@ -185,7 +200,10 @@ fn build(gv: &str) -> Value {
 
 /// Generate the schema of a resource's type; returns the definition name schemars used.
 fn schema_of(r: &Resource, gen: &mut schemars::SchemaGenerator) -> String {
-    use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coord, core::v1 as core, discovery::v1 as disc};
+    use k8s_openapi::api::{
+        apps::v1 as apps, authentication::v1 as authn, authorization::v1 as authz, coordination::v1 as coord,
+        core::v1 as core, discovery::v1 as disc,
+    };
     fn add<T: JsonSchema>(gen: &mut schemars::SchemaGenerator) -> String {
         let _ = gen.subschema_for::<T>();
         T::schema_name().to_string()
@@ -195,6 +213,7 @@ fn schema_of(r: &Resource, gen: &mut schemars::SchemaGenerator) -> String {
         "Pod" => add::<core::Pod>(gen),
         "Service" => add::<core::Service>(gen),
         "Endpoints" => add::<core::Endpoints>(gen),
+        "Event" if r.group == "events.k8s.io" => add::<k8s_openapi::api::events::v1::Event>(gen),
         "Event" => add::<core::Event>(gen),
         "Node" => add::<core::Node>(gen),
         "ConfigMap" => add::<core::ConfigMap>(gen),
@@ -204,6 +223,13 @@ fn schema_of(r: &Resource, gen: &mut schemars::SchemaGenerator) -> String {
         "ReplicaSet" => add::<apps::ReplicaSet>(gen),
         "EndpointSlice" => add::<disc::EndpointSlice>(gen),
         "Lease" => add::<coord::Lease>(gen),
+        "SelfSubjectAccessReview" => add::<authz::SelfSubjectAccessReview>(gen),
+        "SelfSubjectRulesReview" => add::<authz::SelfSubjectRulesReview>(gen),
+        "SubjectAccessReview" => add::<authz::SubjectAccessReview>(gen),
+        "LocalSubjectAccessReview" => add::<authz::LocalSubjectAccessReview>(gen),
+        // v1beta1's SelfSubjectReview has v1's shape.
+        "SelfSubjectReview" => add::<authn::SelfSubjectReview>(gen),
+        "TokenReview" => add::<authn::TokenReview>(gen),
         _ => String::new(),
     }
 }

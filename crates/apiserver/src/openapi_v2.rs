@@ -278,6 +278,13 @@ fn resource_paths(r: &Resource, paths: &mut BTreeMap<String, Value>) {
         query("resourceVersion", "string", "resourceVersion sets a constraint on what resource versions a request may be served from."),
         query("watch", "boolean", "Watch for changes to the described resources and return them as a stream of add, update, and remove notifications."),
     ]);
+    if r.create_only() {
+        paths.insert(base.clone(), json!({
+            "post": op("post", format!("create{gvc}{scope}{kind}"), format!("create a {kind}"), json!(["*/*"]), write_params(body(kind_ref.clone())), json!({"200": ok_kind, "201": {"description": "Created", "schema": kind_ref.clone()}, "202": {"description": "Accepted", "schema": kind_ref.clone()}, "401": unauthorized})),
+            "parameters": common.clone(),
+        }));
+        return;
+    }
     paths.insert(base.clone(), json!({
         "get": op("list", format!("list{gvc}{scope}{kind}"), format!("list or watch objects of kind {kind}"), json!(["*/*"]), list_params, json!({"200": {"description": "OK"}, "401": unauthorized})),
         "post": op("post", format!("create{gvc}{scope}{kind}"), format!("create a {kind}"), json!(["*/*"]), write_params(body(kind_ref.clone())), json!({"200": ok_kind, "201": {"description": "Created", "schema": kind_ref.clone()}, "202": {"description": "Accepted", "schema": kind_ref.clone()}, "401": unauthorized})),

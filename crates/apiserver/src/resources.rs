@@ -51,7 +51,8 @@ impl Resource {
     /// `/registry/<group, core for the core group>/<plural>/`, then `<ns>/` if namespaced and
     /// given: the layout of every storage key.
     fn push_ns_prefix(&self, out: &mut String, ns: Option<&str>) {
-        let g = if self.group.is_empty() { "core" } else { self.group };
+        // events.k8s.io Events are the core Events, stored once.
+        let g = if self.group.is_empty() || self.group == "events.k8s.io" { "core" } else { self.group };
         for part in ["/registry/", g, "/", self.plural, "/"] {
             out.push_str(part);
         }
@@ -73,6 +74,11 @@ impl Resource {
     }
     pub fn has_sub(&self, s: &str) -> bool {
         self.subresources.contains(&s)
+    }
+    /// A review API (authorization.k8s.io, authentication.k8s.io): only `create`, answered
+    /// from the authenticator and authorizer, never stored.
+    pub fn create_only(&self) -> bool {
+        matches!(self.group, "authorization.k8s.io" | "authentication.k8s.io")
     }
 }
 
@@ -235,6 +241,102 @@ pub static RESOURCES: &[Resource] = &[
         subresources: &[],
         status_subresource: false,
     },
+    Resource {
+        group: "events.k8s.io",
+        version: "v1",
+        kind: "Event",
+        plural: "events",
+        singular: "event",
+        namespaced: true,
+        short_names: &["ev"],
+        categories: &[],
+        subresources: &[],
+        status_subresource: false,
+    },
+    Resource {
+        group: "authorization.k8s.io",
+        version: "v1",
+        kind: "SelfSubjectAccessReview",
+        plural: "selfsubjectaccessreviews",
+        singular: "selfsubjectaccessreview",
+        namespaced: false,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+        status_subresource: false,
+    },
+    Resource {
+        group: "authorization.k8s.io",
+        version: "v1",
+        kind: "SelfSubjectRulesReview",
+        plural: "selfsubjectrulesreviews",
+        singular: "selfsubjectrulesreview",
+        namespaced: false,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+        status_subresource: false,
+    },
+    Resource {
+        group: "authorization.k8s.io",
+        version: "v1",
+        kind: "SubjectAccessReview",
+        plural: "subjectaccessreviews",
+        singular: "subjectaccessreview",
+        namespaced: false,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+        status_subresource: false,
+    },
+    Resource {
+        group: "authorization.k8s.io",
+        version: "v1",
+        kind: "LocalSubjectAccessReview",
+        plural: "localsubjectaccessreviews",
+        singular: "localsubjectaccessreview",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+        status_subresource: false,
+    },
+    Resource {
+        group: "authentication.k8s.io",
+        version: "v1",
+        kind: "SelfSubjectReview",
+        plural: "selfsubjectreviews",
+        singular: "selfsubjectreview",
+        namespaced: false,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+        status_subresource: false,
+    },
+    Resource {
+        group: "authentication.k8s.io",
+        version: "v1",
+        kind: "TokenReview",
+        plural: "tokenreviews",
+        singular: "tokenreview",
+        namespaced: false,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+        status_subresource: false,
+    },
+    Resource {
+        group: "authentication.k8s.io",
+        version: "v1beta1",
+        kind: "SelfSubjectReview",
+        plural: "selfsubjectreviews",
+        singular: "selfsubjectreview",
+        namespaced: false,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+        status_subresource: false,
+    },
 ];
 
 /// Look up by group, version and plural.
@@ -247,7 +349,18 @@ pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static Resource> {
     RESOURCES.iter().find(|r| r.api_version() == api_version && r.kind == kind)
 }
 
-/// The groups (besides core) in discovery order, each with its one version.
+/// The versions of `group` in discovery order, the preferred one first.
+pub fn versions_of(group: &str) -> Vec<&'static str> {
+    let mut out: Vec<&str> = Vec::new();
+    for r in RESOURCES.iter().filter(|r| r.group == group) {
+        if !out.contains(&r.version) {
+            out.push(r.version);
+        }
+    }
+    out
+}
+
+/// The groups (besides core) in discovery order, each with its preferred version.
 pub fn groups() -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&str, &str)> = Vec::new();
     for r in RESOURCES {

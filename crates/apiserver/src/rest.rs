@@ -833,7 +833,7 @@ fn manager_of(p: &Params, headers: &HeaderMap) -> String {
     ua.split('/').next().unwrap_or("unknown").to_string()
 }
 
-fn parse_input(r: &Resource, body: &[u8], headers: &HeaderMap) -> ApiResult<(Value, Vec<String>)> {
+pub(crate) fn parse_input(r: &Resource, body: &[u8], headers: &HeaderMap) -> ApiResult<(Value, Vec<String>)> {
     let ct = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
     let media = ct.split(';').next().unwrap_or("").trim();
     if media == crate::protobuf::MEDIA_TYPE {
@@ -854,7 +854,7 @@ fn parse_input(r: &Resource, body: &[u8], headers: &HeaderMap) -> ApiResult<(Val
     Ok((v, dups))
 }
 
-fn check_kind(r: &Resource, v: &mut Value) -> ApiResult<()> {
+pub(crate) fn check_kind(r: &Resource, v: &mut Value) -> ApiResult<()> {
     let av = r.api_version();
     match v.get("apiVersion").and_then(Value::as_str) {
         None | Some("") => v["apiVersion"] = json!(av),
@@ -1714,6 +1714,7 @@ async fn delete(
     body: &[u8],
 ) -> ApiResult<Response> {
     let o = delete_opts(p, body)?;
+    crate::protected::check_delete(r, name)?;
     let (code, out, gone) = delete_one(state, r, ns, name, &o).await?;
     if gone && !crate::delete_result::returns_deleted_object(r) {
         return Ok(json_response(code, &crate::delete_result::delete_success(r, &out)));
@@ -1849,6 +1850,8 @@ async fn delete_collection(
     let o = delete_opts(p, body)?;
     let lp = Params { limit: None, continue_token: None, ..p.clone() };
     let (items, rev, _, _) = list_objects(state, r, ns, &lp).await?;
+    // An immortal namespace among them refuses the whole request before anything is deleted.
+    items.iter().try_for_each(|it| crate::protected::check_delete(r, name_of(it)))?;
     let mut out = Vec::new();
     for it in items {
         let n = name_of(&it).to_string();

@@ -14,6 +14,7 @@ use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+use crate::auth::{self, Attributes, Decision, UserInfo};
 use crate::resources::{self, Resource};
 use crate::status::ApiError;
 use crate::{discovery, openapi, openapi_v2, rest, State};
@@ -119,17 +120,10 @@ pub async fn serve_plain(state: Arc<State>, listener: TcpListener) {
     }
 }
 
-fn authorized(state: &State, req: &Request) -> bool {
-    let Some(h) = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return false };
-    let Some(tok) = h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")) else { return false };
-    state.tokens.iter().any(|t| constant_time_eq(t.as_bytes(), tok.trim().as_bytes()))
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// The user of a request's bearer token, if it has a valid one.
+fn authenticate(state: &State, req: &Request) -> Option<UserInfo> {
+    let h = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok())?;
+    state.authn.authenticate_token(auth::bearer_token(h)?)
 }
 
 pub async fn handle(state: Arc<State>, _peer: SocketAddr, req: Request) -> Response {
@@ -140,20 +134,48 @@ pub async fn handle(state: Arc<State>, _peer: SocketAddr, req: Request) -> Respo
         || path.starts_with("/healthz/")
         || path.starts_with("/livez/")
         || path.starts_with("/readyz/");
-    if !open && !authorized(&state, &req) {
-        return ApiError::unauthorized().into_response();
-    }
-    let (resp, verb, resource) = route(state.clone(), req).await;
+    let user = authenticate(&state, &req);
+    let user = match user {
+        Some(u) => u,
+        None if open => UserInfo {
+            username: "system:anonymous".into(),
+            groups: vec!["system:unauthenticated".into()],
+            ..Default::default()
+        },
+        None => return ApiError::unauthorized().into_response(),
+    };
+    let (resp, verb, resource) = route(state.clone(), req, user, open).await;
     let code = resp.status().as_u16();
     state.metrics.observe(&verb, &resource, code, started.elapsed());
     resp
 }
 
-async fn route(state: Arc<State>, req: Request) -> (Response, String, String) {
+/// Ask the authorizer about a request; a denial (or no opinion) is upstream's 403.
+fn authorize(state: &State, a: &Attributes) -> Result<(), ApiError> {
+    let d = state.authz.authorize(a);
+    match d.decision {
+        Decision::Allow => Ok(()),
+        Decision::Deny | Decision::NoOpinion => Err(auth::forbidden(a, &d.reason)),
+    }
+}
+
+async fn route(state: Arc<State>, req: Request, user: UserInfo, open: bool) -> (Response, String, String) {
     let normalized = crate::request::target::normalize(req.uri().path());
     let path = normalized.path;
     let method = req.method().clone();
     let simple = |v: &str, r: Response| (r, v.to_string(), String::new());
+    if !open && parse_path(&path).ok().flatten().is_none() {
+        // A non-resource request: authorized by its path.
+        let a = Attributes {
+            user: user.clone(),
+            verb: method.as_str().to_ascii_lowercase(),
+            path: path.clone(),
+            ..Default::default()
+        };
+        if let Err(e) = authorize(&state, &a) {
+            return simple(method.as_str(), e.into_response());
+        }
+    }
     match path.as_str() {
         "/healthz" | "/livez" | "/readyz" => return simple("GET", (StatusCode::OK, "ok").into_response()),
         "/version" => return simple("GET", discovery::version()),
@@ -184,12 +206,33 @@ async fn route(state: Arc<State>, req: Request) -> (Response, String, String) {
         Err(e) => return simple("GET", e.into_response()),
     };
     let resource = target.resource.plural.to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let mut params = rest::Params::parse(&query);
+    if normalized.legacy_watch {
+        if let Err(e) = legacy_watch(&method, &mut target, &mut params) {
+            return (e.into_response(), "WATCH".into(), resource);
+        }
+    }
+    let attrs = Attributes {
+        user: user.clone(),
+        verb: auth::resource_verb(&method, target.name.is_some(), params.watch).to_string(),
+        resource_request: true,
+        api_group: target.resource.group.to_string(),
+        api_version: target.resource.version.to_string(),
+        resource: resource.clone(),
+        subresource: target.sub.clone().unwrap_or_default(),
+        namespace: target.namespace.clone().unwrap_or_default(),
+        name: target.name.clone().unwrap_or_default(),
+        path: path.clone(),
+    };
+    if let Err(e) = authorize(&state, &attrs) {
+        return (e.into_response(), rest::verb_name(&method, &target, &params), resource);
+    }
     // Streaming and upgrades go straight through.
     if matches!(target.sub.as_deref(), Some("exec" | "attach" | "portforward" | "log")) {
         let verb = if target.sub.as_deref() == Some("log") { "GET" } else { "CONNECT" };
         return (crate::nodeproxy::forward(state, &target, req).await, verb.into(), resource);
     }
-    let query = req.uri().query().unwrap_or("").to_string();
     let headers = req.headers().clone();
     let body = if method == Method::GET || method == Method::HEAD {
         Bytes::new()
@@ -199,16 +242,16 @@ async fn route(state: Arc<State>, req: Request) -> (Response, String, String) {
             Err(e) => return (e.into_response(), method.to_string(), resource),
         }
     };
-    let mut params = rest::Params::parse(&query);
-    if normalized.legacy_watch {
-        if let Err(e) = legacy_watch(&method, &mut target, &mut params) {
-            return (e.into_response(), "WATCH".into(), resource);
-        }
-    }
     if let Err(e) = crate::request::params::check(&method, &target, &query, &params, &headers, body.is_empty()) {
         return (e.into_response(), rest::verb_name(&method, &target, &params), resource);
     }
     let verb = rest::verb_name(&method, &target, &params);
+    if target.resource.create_only() {
+        return (auth::reviews::handle(&state, &user, &method, &target, &headers, &body), verb, resource);
+    }
+    if target.resource.group == "events.k8s.io" {
+        return (crate::events::dispatch(state, method, target, params, headers, body).await, verb, resource);
+    }
     let resp = rest::dispatch(state, method, target, params, headers, body).await;
     (resp, verb, resource)
 }
