@@ -4,6 +4,7 @@
 //! allocation, and the forwarding of pod exec/log streams to node agents. Everything else in
 //! Yard is a client of this API.
 
+pub mod consistency;
 mod discovery;
 mod managed;
 pub mod metrics;
