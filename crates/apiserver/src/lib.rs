@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod consistency;
 mod delete_result;
 mod discovery;
 pub mod events;

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 use serde_json::{json, Value};
 use yard_api::selector::LabelSelector;
 use yard_store::{EventKind, KeyValue, Op, StoreError};
 
+use crate::consistency;
 use crate::mirror::Seen;
 use crate::objects::{self, meta_mut, meta_str, name_of};
 use crate::request::params::query_bool;
@@ -316,6 +316,7 @@ pub async fn dispatch(
             }
             (&Method::GET, None, None) => list(&state, r, t.namespace.as_deref(), &p, &headers).await,
             (&Method::GET, Some(name), None | Some("status")) => {
+                consistency::get_read(&*state.store, &p).await?;
                 get(&state, r, t.namespace.as_deref(), name, &headers).await
             }
             (&Method::GET, Some(name), Some("scale")) => {
@@ -412,22 +413,6 @@ impl Filter {
     }
 }
 
-fn continue_token(rv: i64, key: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE.encode(json!({"v": "meta.k8s.io/v1", "rv": rv, "start": key}).to_string())
-}
-
-fn parse_continue(tok: &str) -> ApiResult<String> {
-    let raw = base64::engine::general_purpose::URL_SAFE
-        .decode(tok)
-        .map_err(|_| ApiError::bad_request("continue key is not valid: illegal base64 data"))?;
-    let v: Value =
-        serde_json::from_slice(&raw).map_err(|_| ApiError::bad_request("continue key is not valid: invalid json"))?;
-    v["start"]
-        .as_str()
-        .map(String::from)
-        .ok_or_else(|| ApiError::bad_request("continue key is not valid: missing start"))
-}
-
 /// List objects: returns items, list revision, continue token and remaining count.
 pub async fn list_objects(
     state: &State,
@@ -475,42 +460,41 @@ async fn list_items<T>(
     keep: impl Fn(&KeyValue) -> ApiResult<Option<T>>,
 ) -> ApiResult<(Vec<T>, i64, Option<String>, Option<i64>)> {
     let prefix = r.ns_prefix(ns);
-    let mut start = match &p.continue_token {
-        Some(t) => Some(parse_continue(t)?),
-        None => None,
-    };
+    // The snapshot this response reads: a continue token's, an exact resourceVersion, or the
+    // latest; every store page after the first reads at the first's revision.
+    let read = consistency::list_read(&*state.store, p, &prefix).await?;
+    let mut start = read.start_after.clone();
     let mut items = Vec::new();
     let mut revision = None;
     loop {
         let want = p.limit.map(|l| l - items.len());
-        let page = state
-            .store
-            .list(&prefix, start.as_deref(), if filter.is_empty() { want } else { want.map(|w| w.max(500)) })
-            .await?;
-        revision.get_or_insert(page.revision);
+        let size = if filter.is_empty() { want } else { want.map(|w| w.max(500)) };
+        let page = read.page(&*state.store, &prefix, start.as_deref(), size, revision).await?;
+        let rev = *revision.get_or_insert(page.revision);
+        // Upstream counts what follows a page only when nothing is filtered out.
+        let count = |after: usize| filter.is_empty().then_some(page.remaining + after as i64);
         let mut last_key = None;
-        let mut cut = None;
-        for kv in &page.items {
+        for (i, kv) in page.items.iter().enumerate() {
             if p.limit.is_some_and(|l| items.len() >= l) {
-                cut = last_key.clone();
-                break;
+                let c = last_key.unwrap_or_default();
+                return Ok((
+                    items,
+                    rev,
+                    Some(consistency::encode_continue(&prefix, c, rev)),
+                    count(page.items.len() - i),
+                ));
             }
-            last_key = Some(kv.key.clone());
+            last_key = Some(kv.key.as_str());
             if let Some(item) = keep(kv)? {
                 items.push(item);
             }
         }
-        if let Some(c) = cut {
-            return Ok((items, revision.unwrap_or(0), Some(continue_token(revision.unwrap_or(0), &c)), None));
-        }
         match page.more {
             Some(more) if p.limit.is_some_and(|l| items.len() >= l) => {
-                // remainingItemCount is optional and the store only knows a lower bound: omit it.
-                let _ = page.remaining;
-                return Ok((items, revision.unwrap_or(0), Some(continue_token(revision.unwrap_or(0), &more)), None));
+                return Ok((items, rev, Some(consistency::encode_continue(&prefix, &more, rev)), count(0)));
             }
             Some(more) => start = Some(more),
-            None => return Ok((items, revision.unwrap_or(0), None, None)),
+            None => return Ok((items, rev, None, None)),
         }
     }
 }
@@ -539,11 +523,14 @@ async fn list(
     if !as_table && filter.is_empty() {
         // Nothing to match: each item is its stored bytes with the resourceVersion spliced into
         // its metadata, never parsed (the bulk of a large list's cost).
-        let (items, rev, cont, _) =
+        let (items, rev, cont, remaining) =
             list_items(state, r, ns, p, &filter, |kv| Ok(Some(stored_with_revision(kv)))).await?;
         let mut meta = json!({"resourceVersion": rev.to_string()});
         if let Some(c) = cont {
             meta["continue"] = json!(c);
+        }
+        if let Some(n) = remaining {
+            meta["remainingItemCount"] = json!(n);
         }
         let head = serde_json::to_vec(&json!({"kind": r.list_kind(), "apiVersion": r.api_version(), "metadata": meta}))
             .unwrap_or_default();

@@ -14,16 +14,22 @@ pub struct ApiError {
     pub reason: &'static str,
     pub message: String,
     pub details: Option<Value>,
+    /// The Status's `metadata.continue` (a 410 for an expired continue token carries a new one).
+    pub list_continue: Option<String>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { code, reason, message: message.into(), details: None }
+        Self { code, reason, message: message.into(), details: None, list_continue: None }
     }
     pub fn with_details(mut self, d: Value) -> Self {
         self.details = Some(d);
+        self
+    }
+    pub fn with_list_continue(mut self, token: String) -> Self {
+        self.list_continue = Some(token);
         self
     }
     pub fn bad_request(msg: impl Into<String>) -> Self {
@@ -104,6 +110,9 @@ impl ApiError {
             // StatusReasonUnknown is "" and omitted, as upstream serialises it.
             s.as_object_mut().expect("object").remove("reason");
         }
+        if let Some(c) = &self.list_continue {
+            s["metadata"] = json!({"continue": c});
+        }
         s
     }
 }
@@ -120,11 +129,14 @@ pub fn group_kind(r: &Resource) -> String {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::to_vec(&self.to_status()).unwrap_or_default();
-        Response::builder()
+        let mut b = Response::builder()
             .status(StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-            .header("content-type", "application/json")
-            .body(Body::from(body))
-            .expect("static response")
+            .header("content-type", "application/json");
+        // Upstream sends a Status's retryAfterSeconds as a Retry-After header too.
+        if let Some(n) = self.details.as_ref().and_then(|d| d["retryAfterSeconds"].as_u64()).filter(|n| *n > 0) {
+            b = b.header("retry-after", n.to_string());
+        }
+        b.body(Body::from(body)).expect("static response")
     }
 }
 

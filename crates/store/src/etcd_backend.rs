@@ -446,6 +446,41 @@ impl EtcdStore {
         Ok((page, w))
     }
 
+    /// A page of `prefix` after `start_after` at `revision` (0: the latest). etcd's Range counts
+    /// every key in the range, so `remaining` is exact.
+    async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: Option<usize>,
+        revision: i64,
+    ) -> Result<ListPage> {
+        let full_prefix = self.full(prefix);
+        let end = prefix_end(&full_prefix);
+        let from = match start_after {
+            Some(s) => {
+                let mut k = self.full(s);
+                k.push(0);
+                k
+            }
+            None => full_prefix,
+        };
+        let limit_plus_one = limit.map_or(0, |l| l as i64 + 1);
+        let r = self.range(PbRangeRequest { limit: limit_plus_one, revision, ..range_request(from, end) }).await?;
+        let revision = if revision > 0 { revision } else { r.header().map(|h| h.revision()).unwrap_or(0) };
+        let mut items: Vec<KeyValue> = r.kvs().iter().map(|kv| self.local(kv)).collect();
+        let mut more = None;
+        let mut remaining = 0;
+        if let Some(l) = limit {
+            if items.len() > l {
+                items.truncate(l);
+                more = items.last().map(|kv| kv.key.clone());
+                remaining = r.count() - l as i64;
+            }
+        }
+        Ok(ListPage { items, revision, more, remaining })
+    }
+
     /// The revision etcd has compacted to, learned from a watch it refuses.
     async fn compacted_revision(&self) -> Option<i64> {
         let mut wc = self.client.watch_client();
@@ -589,31 +624,32 @@ impl Store for EtcdStore {
     }
 
     fn list(&self, prefix: &str, start_after: Option<&str>, limit: Option<usize>) -> BoxFuture<'_, Result<ListPage>> {
-        let full_prefix = self.full(prefix);
-        let end = prefix_end(&full_prefix);
-        let from = match start_after {
-            Some(s) => {
-                let mut k = self.full(s);
-                k.push(0);
-                k
-            }
-            None => full_prefix,
-        };
+        let (prefix, start_after) = (prefix.to_string(), start_after.map(str::to_string));
+        async move { self.list_page(&prefix, start_after.as_deref(), limit, 0).await }.boxed()
+    }
+
+    fn list_at(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: Option<usize>,
+        revision: i64,
+    ) -> BoxFuture<'_, Result<ListPage>> {
+        let (prefix, start_after) = (prefix.to_string(), start_after.map(str::to_string));
         async move {
-            let limit_plus_one = limit.map_or(0, |l| l as i64 + 1);
-            let r = self.range(PbRangeRequest { limit: limit_plus_one, ..range_request(from, end) }).await?;
-            let revision = r.header().map(|h| h.revision()).unwrap_or(0);
-            let mut items: Vec<KeyValue> = r.kvs().iter().map(|kv| self.local(kv)).collect();
-            let mut more = None;
-            let mut remaining = 0;
-            if let Some(l) = limit {
-                if items.len() > l {
-                    items.truncate(l);
-                    more = items.last().map(|kv| kv.key.clone());
-                    remaining = 1;
-                }
+            if revision <= 0 {
+                return Err(backend(format!("invalid revision {revision}")));
             }
-            Ok(ListPage { items, revision, more, remaining })
+            match self.list_page(&prefix, start_after.as_deref(), limit, revision).await {
+                Err(StoreError::Expired { .. }) => Err(StoreError::Expired {
+                    requested: revision,
+                    oldest: self.compacted_revision().await.unwrap_or(revision),
+                }),
+                Err(StoreError::Backend(m)) if m.contains("future revision") => {
+                    Err(StoreError::FutureRevision { requested: revision, current: self.revision().await? })
+                }
+                other => other,
+            }
         }
         .boxed()
     }

@@ -70,6 +70,9 @@ pub enum StoreError {
     /// The requested revision is older than the history the store still holds.
     #[error("required revision {requested} has been compacted (oldest available {oldest})")]
     Expired { requested: i64, oldest: i64 },
+    /// A read at a revision the store has not reached yet.
+    #[error("required revision {requested} is a future revision (current {current})")]
+    FutureRevision { requested: i64, current: i64 },
     #[error("storage backend: {0}")]
     Backend(String),
 }
@@ -84,8 +87,7 @@ pub struct ListPage {
     pub revision: i64,
     /// Set when `limit` cut the listing: the last key returned, to pass as `start_after`.
     pub more: Option<String>,
-    /// At least this many keys under the prefix follow this page (1 when `more` is set: counting
-    /// all of them would make paging quadratic).
+    /// How many keys under the prefix follow this page, at `revision` (0 when `more` is unset).
     pub remaining: i64,
 }
 
@@ -116,6 +118,16 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Keys under `prefix` in key order, after `start_after` when given, at most `limit` when given.
     fn list(&self, prefix: &str, start_after: Option<&str>, limit: Option<usize>) -> BoxFuture<'_, Result<ListPage>>;
+    /// As `list`, but the keys as they were at `revision` (the page's `revision` is it): the
+    /// consistent snapshot a paged list continues from. A revision older than the history the
+    /// store still holds is `Expired`; one it has not reached yet is `FutureRevision`.
+    fn list_at(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: Option<usize>,
+        revision: i64,
+    ) -> BoxFuture<'_, Result<ListPage>>;
     /// Count keys under `prefix`.
     fn count(&self, prefix: &str) -> BoxFuture<'_, Result<i64>>;
     /// Apply one CAS write; returns the new state (for a delete: the deleted value at the delete's revision).

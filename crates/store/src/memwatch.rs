@@ -26,6 +26,8 @@ struct Inner {
     history: VecDeque<Event>,
     /// Watches must start at or after this revision (everything after it is in `history`).
     floor: i64,
+    /// The newest revision published.
+    head: i64,
     subs: Vec<Sub>,
 }
 
@@ -100,7 +102,7 @@ impl WatchHub {
     /// A hub whose history starts empty at `revision` and keeps the last `capacity` events.
     pub fn new(revision: i64, capacity: usize) -> Self {
         Self {
-            inner: Mutex::new(Inner { history: VecDeque::new(), floor: revision, subs: Vec::new() }),
+            inner: Mutex::new(Inner { history: VecDeque::new(), floor: revision, head: revision, subs: Vec::new() }),
             capacity: capacity.max(1),
         }
     }
@@ -120,6 +122,7 @@ impl WatchHub {
                 s.pending.fetch_add(1, Ordering::Relaxed);
                 s.tx.send(ev.clone()).is_ok()
             });
+            inner.head = inner.head.max(ev.revision());
             inner.history.push_back(ev.clone());
             while inner.history.len() > self.capacity {
                 let old = inner.history.pop_front().expect("non-empty");
@@ -157,6 +160,36 @@ impl WatchHub {
             inner.history.pop_front();
         }
         inner.floor = inner.floor.max(revision);
+    }
+
+    /// The changes under `prefix` to keys after `start_after` with revision in `(after, upto]`, in
+    /// revision order, for undoing them: `Ok(None)` while the hub has not yet been handed every
+    /// event up to `upto` (the writer publishes right after its commit), `Expired` when `after` is
+    /// below the history floor.
+    pub fn changes_between(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        after: i64,
+        upto: i64,
+    ) -> Result<Option<Vec<Event>>> {
+        let inner = self.inner.lock().expect("watch hub lock");
+        if after < inner.floor {
+            return Err(StoreError::Expired { requested: after, oldest: inner.floor });
+        }
+        if inner.head < upto {
+            return Ok(None);
+        }
+        let first = inner.history.partition_point(|e| e.revision() <= after);
+        Ok(Some(
+            inner
+                .history
+                .range(first..)
+                .take_while(|e| e.revision() <= upto)
+                .filter(|e| e.kv.key.starts_with(prefix) && start_after.is_none_or(|s| e.kv.key.as_str() > s))
+                .cloned()
+                .collect(),
+        ))
     }
 
     /// The oldest revision a watch may start after.

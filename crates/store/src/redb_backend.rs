@@ -2,6 +2,7 @@
 //! concurrent compare-and-swap writes in a single durable transaction (group commit), then
 //! publishes their events to the in-memory watch hub in revision order.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
@@ -117,14 +118,12 @@ impl RedbStore {
 
     fn read_page(&self, prefix: &str, start_after: Option<&str>, limit: Option<usize>) -> Result<ListPage> {
         let r = self.db.begin_read().map_err(backend)?;
-        let meta = r.open_table(META).map_err(backend)?;
-        let revision = meta.get(REVISION).map_err(backend)?.map(|g| g.value()).unwrap_or(1);
+        let revision = read_revision(&r)?;
         let kv = r.open_table(KV).map_err(backend)?;
-        let start = start_after.unwrap_or(prefix);
         let mut items = Vec::new();
         let mut more = None;
         let mut remaining = 0i64;
-        for entry in kv.range(start..).map_err(backend)? {
+        for entry in kv.range(start_after.unwrap_or(prefix)..).map_err(backend)? {
             let (k, v) = entry.map_err(backend)?;
             let key = k.value();
             if !key.starts_with(prefix) {
@@ -133,19 +132,131 @@ impl RedbStore {
             if start_after == Some(key) {
                 continue;
             }
-            if let Some(l) = limit {
-                if items.len() >= l {
-                    // One more key exists: the page is cut here. Counting the rest would make
-                    // paging through N keys cost O(N^2), so `remaining` is a lower bound.
-                    more = items.last().map(|kv: &KeyValue| kv.key.clone());
-                    remaining = 1;
-                    break;
-                }
+            if limit.is_some_and(|l| items.len() >= l) {
+                // The page is cut here: the rest are only counted (keys, never decoded).
+                more = items.last().map(|kv: &KeyValue| kv.key.clone());
+                remaining += 1;
+                continue;
             }
             items.push(decode(key, v.value()));
         }
         Ok(ListPage { items, revision, more, remaining })
     }
+
+    /// The page as it was at `at`: the current keys with every change after `at` undone, from the
+    /// watch history (each event carries the value it replaced).
+    async fn read_page_at(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: Option<usize>,
+        at: i64,
+    ) -> Result<ListPage> {
+        let mut waited = 0u32;
+        loop {
+            let r = self.db.begin_read().map_err(backend)?;
+            let current = read_revision(&r)?;
+            if at > current {
+                return Err(StoreError::FutureRevision { requested: at, current });
+            }
+            if at == current {
+                drop(r);
+                let page = self.read_page(prefix, start_after, limit)?;
+                if page.revision == at {
+                    return Ok(page);
+                }
+                continue;
+            }
+            let Some(changes) = self.hub.changes_between(prefix, start_after, at, current)? else {
+                // Committed but not yet handed to the hub: the writer does that next.
+                waited += 1;
+                if waited > 5_000 {
+                    return Err(StoreError::Backend(format!("history did not reach revision {current}")));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                continue;
+            };
+            let kv = r.open_table(KV).map_err(backend)?;
+            return undo_page(&kv, prefix, start_after, limit, at, &changes);
+        }
+    }
+}
+
+fn read_revision(r: &redb::ReadTransaction) -> Result<i64> {
+    let meta = r.open_table(META).map_err(backend)?;
+    Ok(meta.get(REVISION).map_err(backend)?.map(|g| g.value()).unwrap_or(1))
+}
+
+/// The page of `prefix` after `start_after` at revision `at`, from the current table and the
+/// `changes` after `at` (in revision order).
+fn undo_page(
+    kv: &redb::ReadOnlyTable<&str, &[u8]>,
+    prefix: &str,
+    start_after: Option<&str>,
+    limit: Option<usize>,
+    at: i64,
+    changes: &[Event],
+) -> Result<ListPage> {
+    // Each touched key's state at `at`: the value its oldest later change replaced.
+    let mut then: BTreeMap<&str, Option<&KeyValue>> = BTreeMap::new();
+    for ev in changes.iter().rev() {
+        then.insert(ev.kv.key.as_str(), ev.prev.as_ref());
+    }
+    // Among the first limit + 1 + touched current keys at most `touched` differ, so they hold the
+    // first limit + 1 keys at `at` that no change touched.
+    let want = limit.map(|l| l.saturating_add(1).saturating_add(then.len()));
+    let mut merged: BTreeMap<String, KeyValue> = BTreeMap::new();
+    let mut read = 0usize;
+    for entry in kv.range(start_after.unwrap_or(prefix)..).map_err(backend)? {
+        let (k, v) = entry.map_err(backend)?;
+        let key = k.value();
+        if !key.starts_with(prefix) {
+            break;
+        }
+        if start_after == Some(key) {
+            continue;
+        }
+        if want.is_some_and(|w| read >= w) {
+            break;
+        }
+        read += 1;
+        if !then.contains_key(key) {
+            merged.insert(key.to_string(), decode(key, v.value()));
+        }
+    }
+    for (key, state) in &then {
+        if let Some(kv) = state {
+            merged.insert(key.to_string(), (*kv).clone());
+        }
+    }
+    let mut items: Vec<KeyValue> = Vec::with_capacity(merged.len().min(limit.unwrap_or(usize::MAX)));
+    let mut rest = merged.into_values();
+    for kv in rest.by_ref() {
+        if limit.is_some_and(|l| items.len() >= l) {
+            break;
+        }
+        items.push(kv);
+    }
+    let Some(last) = items.last().map(|k| k.key.clone()).filter(|_| limit.is_some_and(|l| items.len() >= l)) else {
+        return Ok(ListPage { items, revision: at, more: None, remaining: 0 });
+    };
+    // Keys after the page at `at`: the current ones after it, corrected for each touched key.
+    let mut remaining = 0i64;
+    for entry in kv.range(last.as_str()..).map_err(backend)? {
+        let (k, _) = entry.map_err(backend)?;
+        if !k.value().starts_with(prefix) {
+            break;
+        }
+        if k.value() != last {
+            remaining += 1;
+        }
+    }
+    for (key, state) in then.range::<str, _>((std::ops::Bound::Excluded(last.as_str()), std::ops::Bound::Unbounded)) {
+        let now = kv.get(*key).map_err(backend)?.is_some();
+        remaining += state.is_some() as i64 - now as i64;
+    }
+    let more = (remaining > 0).then_some(last);
+    Ok(ListPage { items, revision: at, more, remaining })
 }
 
 fn writer_loop(db: Arc<Database>, hub: Arc<WatchHub>, rx: std_mpsc::Receiver<Job>, mut revision: i64) {
@@ -279,6 +390,17 @@ impl Store for RedbStore {
 
     fn list(&self, prefix: &str, start_after: Option<&str>, limit: Option<usize>) -> BoxFuture<'_, Result<ListPage>> {
         futures::future::ready(self.read_page(prefix, start_after, limit)).boxed()
+    }
+
+    fn list_at(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: Option<usize>,
+        revision: i64,
+    ) -> BoxFuture<'_, Result<ListPage>> {
+        let (prefix, start_after) = (prefix.to_string(), start_after.map(str::to_string));
+        async move { self.read_page_at(&prefix, start_after.as_deref(), limit, revision).await }.boxed()
     }
 
     fn count(&self, prefix: &str) -> BoxFuture<'_, Result<i64>> {

@@ -48,4 +48,7 @@ async fn survives_reopen() {
     // History does not survive a restart: watching from before it is Expired.
     assert!(matches!(s.watch("/", rev - 1).await, Err(StoreError::Expired { .. })));
     assert!(s.watch("/", rev).await.is_ok());
+    // Nor can a list read at a revision before the restart.
+    assert!(matches!(s.list_at("/", None, None, rev - 1).await, Err(StoreError::Expired { .. })));
+    assert_eq!(s.list_at("/", None, None, rev).await.unwrap().items.len(), 1);
 }

@@ -25,6 +25,7 @@ async fn behaviour_suite() {
     suite::concurrent_writers_get_distinct_revisions(store_on(&cluster, "/case3").await).await;
     suite::txn_all_or_nothing(&*store_on(&cluster, "/case4").await).await;
     suite::concurrent_txns_and_writes(store_on(&cluster, "/case5").await).await;
+    suite::list_at_revision(&*store_on(&cluster, "/case7").await).await;
     suite::watch_in_order_and_expired(&*store_on(&cluster, "/case6").await).await;
     // The prefix really is a namespace: case 2's keys are not visible without it.
     let bare = store_on(&cluster, "").await;

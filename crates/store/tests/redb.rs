@@ -59,3 +59,8 @@ async fn txn_all_or_nothing() {
 async fn concurrent_txns_and_writes() {
     suite::concurrent_txns_and_writes(Fresh::new("ctxn").dyn_store()).await;
 }
+
+#[tokio::test]
+async fn list_at_revision() {
+    suite::list_at_revision(&*Fresh::new("at").store).await;
+}

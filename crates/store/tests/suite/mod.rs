@@ -54,10 +54,11 @@ pub async fn list_pages_and_prefixes(s: &dyn Store) {
     let p = s.list("/r/ns/", None, Some(10)).await.unwrap();
     assert_eq!(p.items.len(), 10);
     assert_eq!(p.more.as_deref(), Some("/r/ns/009"));
-    assert_eq!(p.remaining, 1);
+    assert_eq!(p.remaining, 15, "every key after the page is counted");
     assert_eq!(p.revision, s.revision().await.unwrap());
     let p2 = s.list("/r/ns/", p.more.as_deref(), Some(10)).await.unwrap();
     assert_eq!(p2.items[0].key, "/r/ns/010");
+    assert_eq!(p2.remaining, 5);
     let p3 = s.list("/r/ns/", p2.more.as_deref(), Some(10)).await.unwrap();
     assert_eq!(p3.items.len(), 5);
     assert!(p3.more.is_none());
@@ -234,4 +235,77 @@ pub async fn concurrent_txns_and_writes(s: Arc<dyn Store>) {
     }
     assert_eq!(s.count("/g/").await.unwrap(), 150);
     assert_eq!(s.revision().await.unwrap(), start + 100);
+}
+
+/// Reads at a past revision: the keys as they were then, paged, with exact remaining counts;
+/// a revision not reached yet or compacted away is refused with a typed error.
+pub async fn list_at_revision(s: &dyn Store) {
+    let mut first = std::collections::BTreeMap::new();
+    for k in ["a", "b", "c", "d", "e"] {
+        let kv = s.write(Op::Create { key: format!("/s/{k}"), value: b(&format!("{k}1")) }).await.unwrap();
+        first.insert(kv.key.clone(), kv);
+    }
+    // Noise under another prefix and a key that only shares the prefix's spelling.
+    s.write(Op::Create { key: "/sx/a".into(), value: b("x") }).await.unwrap();
+    let r1 = s.revision().await.unwrap();
+    s.write(Op::Update { key: "/s/b".into(), value: b("b2"), expect: None }).await.unwrap();
+    s.write(Op::Update { key: "/s/b".into(), value: b("b3"), expect: None }).await.unwrap();
+    s.write(Op::Delete { key: "/s/c".into(), expect: None }).await.unwrap();
+    s.write(Op::Create { key: "/s/bb".into(), value: b("new") }).await.unwrap();
+    s.txn(vec![
+        Op::Create { key: "/s/f".into(), value: b("new") },
+        Op::Delete { key: "/s/a".into(), expect: None },
+        Op::Create { key: "/s/c".into(), value: b("again") },
+    ])
+    .await
+    .unwrap();
+    s.write(Op::Create { key: "/sx/b".into(), value: b("x") }).await.unwrap();
+    let now = s.revision().await.unwrap();
+
+    let then = s.list_at("/s/", None, None, r1).await.unwrap();
+    assert_eq!(then.revision, r1);
+    assert_eq!(then.items, first.values().cloned().collect::<Vec<_>>(), "every key exactly as it was at {r1}");
+    assert!(then.more.is_none());
+    // Paged at r1: the walk sees r1's keys only, with exact counts of what follows.
+    let p1 = s.list_at("/s/", None, Some(2), r1).await.unwrap();
+    let keys = |p: &yard_store::ListPage| p.items.iter().map(|k| k.key.clone()).collect::<Vec<_>>();
+    assert_eq!(keys(&p1), ["/s/a", "/s/b"]);
+    assert_eq!((p1.more.as_deref(), p1.remaining), (Some("/s/b"), 3));
+    assert_eq!(p1.items[1].value, b("b1"));
+    let p2 = s.list_at("/s/", p1.more.as_deref(), Some(2), r1).await.unwrap();
+    assert_eq!(keys(&p2), ["/s/c", "/s/d"]);
+    assert_eq!(p2.items[0].value, b("c1"), "the deleted and re-created key as it was");
+    assert_eq!((p2.more.as_deref(), p2.remaining), (Some("/s/d"), 1));
+    let p3 = s.list_at("/s/", p2.more.as_deref(), Some(2), r1).await.unwrap();
+    assert_eq!(keys(&p3), ["/s/e"]);
+    assert_eq!((p3.more.as_deref(), p3.remaining), (None, 0));
+    // A page cut exactly at the end has nothing more.
+    let p4 = s.list_at("/s/", p2.more.as_deref(), Some(1), r1).await.unwrap();
+    assert_eq!((keys(&p4), p4.more, p4.remaining), (vec!["/s/e".to_string()], None, 0));
+    // In between: after the two updates of b, before c's delete.
+    let mid = s.list_at("/s/", None, None, r1 + 1).await.unwrap();
+    assert_eq!(mid.items.iter().map(|k| k.value.clone()).collect::<Vec<_>>(), ["a1", "b2", "c1", "d1", "e1"].map(b));
+    // At the current revision: what `list` returns.
+    let cur = s.list_at("/s/", None, Some(3), now).await.unwrap();
+    let live = s.list("/s/", None, Some(3)).await.unwrap();
+    assert_eq!((cur.items.clone(), cur.more.clone(), cur.remaining), (live.items, live.more, live.remaining));
+    assert_eq!(keys(&cur), ["/s/b", "/s/bb", "/s/c"]);
+    assert_eq!(cur.remaining, 3);
+    assert_eq!(cur.items[0].value, b("b3"));
+    // Not reached yet.
+    match s.list_at("/s/", None, None, now + 1000).await {
+        Err(StoreError::FutureRevision { requested, current }) => assert_eq!((requested, current), (now + 1000, now)),
+        other => panic!("{other:?}"),
+    }
+    // Compacted away: a typed Expired naming the revision asked for; later revisions still read.
+    s.compact(r1 + 2).await.unwrap();
+    match s.list_at("/s/", None, Some(2), r1).await {
+        Err(StoreError::Expired { requested, oldest }) => {
+            assert_eq!(requested, r1);
+            assert!(oldest >= r1 + 2, "oldest {oldest}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let after = s.list_at("/s/", None, None, r1 + 2).await.unwrap();
+    assert_eq!(after.items.iter().map(|k| k.value.clone()).collect::<Vec<_>>(), ["a1", "b3", "c1", "d1", "e1"].map(b));
 }
