@@ -200,8 +200,21 @@ async fn route(state: Arc<State>, req: Request) -> (Response, String, String) {
     };
     let params = rest::Params::parse(&query);
     let verb = rest::verb_name(&method, &target, &params);
+    let watch = method == Method::GET && target.name.is_none() && params.watch;
+    let output = match crate::negotiate::negotiate(&headers, &query, watch) {
+        Ok(o) => o,
+        Err(e) => return (e.into_response(), verb, resource),
+    };
+    let r = target.resource;
+    let mut headers = headers;
+    // The handlers see the negotiated choice: a Table, or their plain JSON.
+    let accept = match &output.convert {
+        crate::negotiate::Convert::Table(_) => "application/json;as=Table;g=meta.k8s.io;v=v1",
+        _ => "application/json",
+    };
+    headers.insert(http::header::ACCEPT, http::HeaderValue::from_static(accept));
     let resp = rest::dispatch(state, method, target, params, headers, body).await;
-    (resp, verb, resource)
+    (crate::render::render(resp, &output, r, watch).await, verb, resource)
 }
 
 async fn read_body(body: Body) -> Result<Bytes, ApiError> {
