@@ -365,6 +365,24 @@ mod tests {
         assert_eq!(decode(&ev[raw_start..]).unwrap()["kind"], "ConfigMap");
     }
 
+    /// kubectl's own protobuf bodies (the decoder's fixtures): decoding, encoding and decoding
+    /// again gives the same object.
+    #[test]
+    fn kubectl_fixtures_round_trip() {
+        let dir = format!("{}/tests/fixtures/protobuf", env!("CARGO_MANIFEST_DIR"));
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).expect("fixtures dir") {
+            let p = e.expect("entry").path();
+            if p.extension().is_some_and(|x| x == "pb") {
+                let v = decode(&std::fs::read(&p).expect("read")).unwrap_or_else(|e| panic!("{p:?}: {e}"));
+                let again = decode(&encode(&v).unwrap_or_else(|e| panic!("{p:?}: {e}"))).expect("decode");
+                assert_eq!(again, v, "{p:?}");
+                n += 1;
+            }
+        }
+        assert!(n >= 6);
+    }
+
     #[test]
     fn durations_parse_like_go() {
         for (s, n) in [("0s", 0), ("1.5ms", 1_500_000), ("1m30s", 90_000_000_000), ("-1h2m3.5s", -3_723_500_000_000)] {
