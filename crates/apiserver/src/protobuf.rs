@@ -27,18 +27,18 @@ pub const MAGIC: &[u8] = b"k8s\0";
 /// The protobuf media type.
 pub const MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf";
 
-const MAX_DEPTH: usize = 100;
+pub(crate) const MAX_DEPTH: usize = 100;
 
-const TIME: &str = "apimachinery.pkg.apis.meta.v1.Time";
-const MICRO_TIME: &str = "apimachinery.pkg.apis.meta.v1.MicroTime";
-const DURATION: &str = "apimachinery.pkg.apis.meta.v1.Duration";
-const FIELDS_V1: &str = "apimachinery.pkg.apis.meta.v1.FieldsV1";
-const QUANTITY: &str = "apimachinery.pkg.api.resource.Quantity";
-const INT_OR_STRING: &str = "apimachinery.pkg.util.intstr.IntOrString";
-const RAW_EXTENSION: &str = "apimachinery.pkg.runtime.RawExtension";
+pub(crate) const TIME: &str = "apimachinery.pkg.apis.meta.v1.Time";
+pub(crate) const MICRO_TIME: &str = "apimachinery.pkg.apis.meta.v1.MicroTime";
+pub(crate) const DURATION: &str = "apimachinery.pkg.apis.meta.v1.Duration";
+pub(crate) const FIELDS_V1: &str = "apimachinery.pkg.apis.meta.v1.FieldsV1";
+pub(crate) const QUANTITY: &str = "apimachinery.pkg.api.resource.Quantity";
+pub(crate) const INT_OR_STRING: &str = "apimachinery.pkg.util.intstr.IntOrString";
+pub(crate) const RAW_EXTENSION: &str = "apimachinery.pkg.runtime.RawExtension";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Label {
+pub(crate) enum Label {
     Singular,
     Repeated,
     Map,
@@ -46,16 +46,16 @@ enum Label {
 }
 
 #[derive(Debug)]
-struct Field {
-    tag: u32,
-    name: String,
-    ty: String,
-    label: Label,
-    keep_zero: bool,
+pub(crate) struct Field {
+    pub(crate) tag: u32,
+    pub(crate) name: String,
+    pub(crate) ty: String,
+    pub(crate) label: Label,
+    pub(crate) keep_zero: bool,
 }
 
-struct Schema {
-    messages: HashMap<String, Vec<Field>>,
+pub(crate) struct Schema {
+    pub(crate) messages: HashMap<String, Vec<Field>>,
     /// Lowercased message name -> message name (prost spells `PodIP` as `PodIp`).
     lower: HashMap<String, String>,
 }
@@ -85,10 +85,65 @@ fn load_schema(text: &str) -> Result<Schema, String> {
         lower.insert(msg.to_ascii_lowercase(), msg.clone());
         messages.insert(msg, fields);
     }
+    synthesize(&mut messages, &mut lower);
     Ok(Schema { messages, lower })
 }
 
-fn schema() -> Result<&'static Schema, String> {
+/// The messages every Kubernetes list, metadata-only and watch type shares but the generated
+/// table leaves out: `<Kind>List {metadata = 1 ListMeta, items = 2 repeated <Kind>}` for each
+/// top-level kind (one whose field 1 is `metadata: ObjectMeta`), `PartialObjectMetadata`
+/// `{metadata = 1}`, `PartialObjectMetadataList` and `WatchEvent {type = 1, object = 2}`.
+fn synthesize(messages: &mut HashMap<String, Vec<Field>>, lower: &mut HashMap<String, String>) {
+    const META: &str = "apimachinery.pkg.apis.meta.v1";
+    let object_meta = format!("{META}.ObjectMeta");
+    let list_meta = format!("{META}.ListMeta");
+    let field = |tag: u32, name: &str, ty: &str, label: Label, keep_zero: bool| Field {
+        tag,
+        name: name.to_string(),
+        ty: ty.to_string(),
+        label,
+        keep_zero,
+    };
+    let kinds: Vec<String> = messages
+        .iter()
+        .filter(|(name, fields)| {
+            !name.starts_with(META)
+                && fields.first().is_some_and(|f| f.tag == 1 && f.name == "metadata" && f.ty == object_meta)
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    let mut extra: Vec<(String, Vec<Field>)> = kinds
+        .into_iter()
+        .map(|k| {
+            let fields = vec![
+                field(1, "metadata", &list_meta, Label::Singular, false),
+                field(2, "items", &k, Label::Repeated, true),
+            ];
+            (format!("{k}List"), fields)
+        })
+        .collect();
+    let pom = format!("{META}.PartialObjectMetadata");
+    extra.push((pom.clone(), vec![field(1, "metadata", &object_meta, Label::Singular, false)]));
+    extra.push((
+        format!("{META}.PartialObjectMetadataList"),
+        vec![field(1, "metadata", &list_meta, Label::Singular, false), field(2, "items", &pom, Label::Repeated, true)],
+    ));
+    extra.push((
+        format!("{META}.WatchEvent"),
+        vec![
+            field(1, "type", "string", Label::Singular, false),
+            field(2, "object", RAW_EXTENSION, Label::Singular, false),
+        ],
+    ));
+    for (name, fields) in extra {
+        if !messages.contains_key(&name) {
+            lower.insert(name.to_ascii_lowercase(), name.clone());
+            messages.insert(name, fields);
+        }
+    }
+}
+
+pub(crate) fn schema() -> Result<&'static Schema, String> {
     static SCHEMA: OnceLock<Result<Schema, String>> = OnceLock::new();
     SCHEMA.get_or_init(|| load_schema(include_str!("protobuf_schema.json"))).as_ref().map_err(Clone::clone)
 }
@@ -163,7 +218,7 @@ fn decode_at(body: &[u8], depth: usize) -> Result<Value, String> {
 }
 
 /// The message name of `kind` in `apiVersion` (`apps/v1` Deployment -> `api.apps.v1.Deployment`).
-fn message_for<'s>(schema: &'s Schema, api_version: &str, kind: &str) -> Result<&'s str, String> {
+pub(crate) fn message_for<'s>(schema: &'s Schema, api_version: &str, kind: &str) -> Result<&'s str, String> {
     if kind.is_empty() {
         return Err("protobuf: envelope has no kind".into());
     }
@@ -246,6 +301,10 @@ fn decode_message(schema: &Schema, msg: &str, buf: &[u8], depth: usize) -> Resul
     }
     let mut out = Map::new();
     for (f, slot) in fields.iter().zip(slots) {
+        let slot = match slot {
+            None if f.label == Label::Repeated && f.keep_zero => Some(Value::Array(Vec::new())),
+            s => s,
+        };
         let Some(v) = slot else { continue };
         if f.label == Label::Inline {
             if let Value::Object(m) = v {
@@ -270,14 +329,14 @@ fn default_value(schema: &Schema, ty: &str, depth: usize) -> Result<Value, Strin
 }
 
 #[derive(Clone, Copy)]
-enum WireKind {
+pub(crate) enum WireKind {
     Varint,
     Fixed64,
     Fixed32,
     Len,
 }
 
-fn scalar_wire(ty: &str) -> Option<WireKind> {
+pub(crate) fn scalar_wire(ty: &str) -> Option<WireKind> {
     Some(match ty {
         "int32" | "int64" | "uint32" | "uint64" | "sint32" | "sint64" | "bool" => WireKind::Varint,
         "double" | "fixed64" | "sfixed64" => WireKind::Fixed64,

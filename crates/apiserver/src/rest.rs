@@ -507,18 +507,8 @@ async fn list(
     headers: &HeaderMap,
 ) -> ApiResult<Response> {
     let as_table = wants_table(headers);
-    // A Table is for a person reading `kubectl get`: it is served whole. The API conventions let a
-    // server not support `limit` ("will return all of the available results", no `continue`), as
-    // upstream's watch cache long did; paging it by kubectl's 500 costs a round trip per page and,
-    // past ten pages, kubectl's own client-side rate limit. A page asked for with a `continue`
-    // token is still served as a page; other formats (informers, clients) always page.
-    let whole;
-    let p = if as_table && p.limit.is_some() && p.continue_token.is_none() {
-        whole = Params { limit: None, ..p.clone() };
-        &whole
-    } else {
-        p
-    };
+    // A Table honours `limit` and answers a `continue` token like any list: `kubectl get
+    // --chunk-size=N` pages through it.
     let filter = Filter::new(r, p)?;
     if !as_table && filter.is_empty() {
         // Nothing to match: each item is its stored bytes with the resourceVersion spliced into

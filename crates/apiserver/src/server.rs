@@ -246,14 +246,28 @@ async fn route(state: Arc<State>, req: Request, user: UserInfo, open: bool) -> (
         return (e.into_response(), rest::verb_name(&method, &target, &params), resource);
     }
     let verb = rest::verb_name(&method, &target, &params);
+    // Reviews and events.k8s.io answer JSON (client-go always accepts it next to protobuf).
     if target.resource.create_only() {
         return (auth::reviews::handle(&state, &user, &method, &target, &headers, &body), verb, resource);
     }
     if target.resource.group == "events.k8s.io" {
         return (crate::events::dispatch(state, method, target, params, headers, body).await, verb, resource);
     }
+    let watch = method == Method::GET && target.name.is_none() && params.watch;
+    let output = match crate::negotiate::negotiate(&headers, &query, watch) {
+        Ok(o) => o,
+        Err(e) => return (e.into_response(), verb, resource),
+    };
+    let r = target.resource;
+    let mut headers = headers;
+    // The handlers see the negotiated choice: a Table, or their plain JSON.
+    let accept = match &output.convert {
+        crate::negotiate::Convert::Table(_) => "application/json;as=Table;g=meta.k8s.io;v=v1",
+        _ => "application/json",
+    };
+    headers.insert(http::header::ACCEPT, http::HeaderValue::from_static(accept));
     let resp = rest::dispatch(state, method, target, params, headers, body).await;
-    (resp, verb, resource)
+    (crate::render::render(resp, &output, r, watch).await, verb, resource)
 }
 
 /// A legacy `/watch/` path: a watch of the collection, or of one object as upstream serves it

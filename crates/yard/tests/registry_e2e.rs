@@ -82,7 +82,7 @@ fn allocations_conflict_follow_type_changes_and_survive_kill9() {
         assert!(ip != "10.96.0.1" && ip != "10.96.0.10" && ip != "10.96.0.77", "{ip}");
         assert!(ips.insert(ip.clone()), "{ip} handed out twice");
     }
-    // `kubectl get` (a Table) is served in one response; other formats page by --chunk-size.
+    // `kubectl get` (a Table) pages by --chunk-size like every other format, as upstream.
     let requests = |args: &[&str]| {
         let out = api.kubectl(args);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -95,7 +95,7 @@ fn allocations_conflict_follow_type_changes_and_survive_kill9() {
         )
     };
     let (table, n) = requests(&["get", "svc", "--chunk-size=5", "-v=6"]);
-    assert_eq!((table.lines().count(), n), (1 + 22, 1), "{table}");
+    assert_eq!((table.lines().count(), n), (1 + 22, 5), "{table}");
     let (json, n) = requests(&["get", "svc", "--chunk-size=5", "-o", "name", "-v=6"]);
     assert_eq!((json.lines().count(), n), (22, 5), "{json}");
     // Immutable once set.
