@@ -5,6 +5,7 @@
 //! host programs, runs probes, writes Pod status, and serves `pods/log` and `pods/exec`
 //! (WebSocket `v5.channel.k8s.io`/`v4.channel.k8s.io`) on a loopback HTTP server.
 
+pub mod attach;
 pub mod builtin;
 pub mod dns;
 pub mod env;
