@@ -13,8 +13,10 @@ pub mod image;
 pub mod net;
 mod node;
 pub mod pod;
+pub mod portforward;
 pub mod proc;
 pub mod server;
+pub mod ws_tunnel;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

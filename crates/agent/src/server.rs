@@ -34,6 +34,7 @@ pub fn router(rt: Arc<Runtime>) -> Router {
         .route("/api/v1/namespaces/{ns}/pods/{name}/log", get(logs))
         .route("/api/v1/namespaces/{ns}/pods/{name}/exec", get(exec).post(exec_post))
         .route("/api/v1/namespaces/{ns}/pods/{name}/attach", get(attach).post(exec_post))
+        .route("/api/v1/namespaces/{ns}/pods/{name}/portforward", get(portforward).post(exec_post))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(rt)
 }
@@ -307,6 +308,46 @@ async fn attach(
     };
     let v5 = proto == "v5.channel.k8s.io";
     ws.on_upgrade(move |socket| crate::attach::ws::serve(socket, hub, opts, v5))
+}
+
+async fn portforward(
+    State(rt): State<Arc<Runtime>>,
+    Path((ns, name)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+    ws: WebSocketUpgrade,
+) -> Response {
+    use crate::portforward::ws::{V4_BASE64, V4_BINARY};
+    let q = parse_query(q.as_deref().unwrap_or(""));
+    let values: Vec<&str> = q.iter().filter(|(k, _)| k == "port" || k == "ports").map(|(_, v)| v.as_str()).collect();
+    let h = match find(&rt, &ns, &name) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let Some(sb) = h.sandbox() else {
+        return status(400, "BadRequest", format!("pod {name} does not have a network namespace yet"));
+    };
+    let target = crate::portforward::Target { sandbox: sb.netns.clone(), netns: sb.netns_path() };
+    let offered: Vec<String> =
+        ws.requested_protocols().filter_map(|p| p.to_str().ok().map(|s| s.trim().to_string())).collect();
+    // client-go 1.31+ offers only SPDY tunnelled in WebSocket (SPDY/3.1+portforward.k8s.io); refusing
+    // the upgrade makes it fall back to a plain SPDY upgrade.
+    if !offered.is_empty() && !offered.iter().any(|p| p == V4_BINARY || p == V4_BASE64) {
+        return status(
+            400,
+            "BadRequest",
+            format!(
+                "unsupported port-forward WebSocket subprotocols [{}] (this node agent speaks {V4_BINARY} and {V4_BASE64})",
+                offered.join(", ")
+            ),
+        );
+    }
+    let ports = match crate::portforward::parse_ports(&values) {
+        Ok(p) => p,
+        Err(msg) => return status(400, "BadRequest", msg),
+    };
+    let ws = ws.protocols([V4_BINARY, V4_BASE64]);
+    let base64 = ws.selected_protocol().and_then(|p| p.to_str().ok()) == Some(V4_BASE64);
+    ws.on_upgrade(move |socket| crate::portforward::ws::serve(socket, target, ports, base64))
 }
 
 pub(crate) const STDIN: u8 = 0;
