@@ -63,3 +63,93 @@ async fn pump(socket: WebSocket, pipe: DuplexStream) {
         _ = outbound => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::extract::ws::WebSocketUpgrade;
+    use axum::routing::get;
+    use tokio_tungstenite::tungstenite::Message as TMsg;
+
+    /// A server that echoes the tunnelled byte stream back, upper-cased.
+    async fn server() -> std::net::SocketAddr {
+        let app = axum::Router::new().route(
+            "/t",
+            get(|ws: WebSocketUpgrade| async move {
+                ws.protocols(["SPDY/3.1+portforward.k8s.io"]).on_upgrade(|s| async move {
+                    let mut io = tunnel(s);
+                    let mut buf = vec![0u8; 1024];
+                    loop {
+                        match io.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                buf[..n].make_ascii_uppercase();
+                                if io.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                })
+            }),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = l.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(l, app).await });
+        a
+    }
+
+    async fn connect(
+        a: std::net::SocketAddr,
+    ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = format!("ws://{a}/t").into_client_request().unwrap();
+        req.headers_mut().insert("Sec-WebSocket-Protocol", "SPDY/3.1+portforward.k8s.io".parse().unwrap());
+        let (ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+        assert_eq!(resp.headers()["sec-websocket-protocol"], "SPDY/3.1+portforward.k8s.io");
+        ws
+    }
+
+    #[tokio::test]
+    async fn bytes_cross_message_boundaries_and_close_ends_the_stream() {
+        let a = server().await;
+        let mut ws = connect(a).await;
+        ws.send(TMsg::Binary(b"ab".to_vec().into())).await.unwrap();
+        ws.send(TMsg::Binary(b"cd".to_vec().into())).await.unwrap();
+        ws.send(TMsg::Binary(Vec::new().into())).await.unwrap();
+        let mut got = vec![];
+        while got.len() < 4 {
+            match ws.next().await.unwrap().unwrap() {
+                TMsg::Binary(b) => got.extend_from_slice(&b),
+                m => panic!("unexpected {m:?}"),
+            }
+        }
+        assert_eq!(got, b"ABCD");
+        ws.send(TMsg::Close(None)).await.unwrap();
+        // The server's side ends: a normal close comes back.
+        let mut closed = false;
+        while let Some(Ok(m)) = ws.next().await {
+            if let TMsg::Close(f) = m {
+                closed = f.map(|f| u16::from(f.code) == 1000).unwrap_or(true);
+                break;
+            }
+        }
+        assert!(closed);
+    }
+
+    #[tokio::test]
+    async fn text_message_is_a_protocol_error() {
+        let a = server().await;
+        let mut ws = connect(a).await;
+        ws.send(TMsg::Text("nope".into())).await.unwrap();
+        let r = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while let Some(Ok(m)) = ws.next().await {
+                if matches!(m, TMsg::Close(_)) {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(r.is_ok(), "the tunnel closes on a text message");
+    }
+}
