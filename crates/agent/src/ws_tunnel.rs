@@ -57,11 +57,9 @@ async fn pump(socket: WebSocket, pipe: DuplexStream) {
         let _ = sink.send(Message::Close(Some(CloseFrame { code: 1000, reason: "".into() }))).await;
         let _ = sink.close().await;
     };
-    // Either direction ending ends the tunnel: the peer's close means no more bytes either way.
-    tokio::select! {
-        _ = inbound => {}
-        _ = outbound => {}
-    }
+    // The peer's close ends our reading side (the user of the stream sees EOF); the tunnel closes
+    // once the user has finished writing (its end of the pipe is dropped or shut down).
+    tokio::join!(inbound, outbound);
 }
 
 #[cfg(test)]
