@@ -152,9 +152,34 @@ spec:
     let logs = up.k(&["logs", "att"]);
     assert!(logs.contains("first-2") && logs.contains("second-4"), "logs: {logs}");
 
+    // 3b. A TTY container: `kubectl attach -it` under a pty reaches it, and its log is what the
+    //     terminal showed.
+    let yaml = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: ttyl}
+spec:
+  restartPolicy: Never
+  containers:
+  - {name: sh, image: busybox:1.28, command: [sh], stdin: true, tty: true}
+"#;
+    let o = kubectl_in(None, &up.kubeconfig, &["apply", "-f", "-"], Some(yaml));
+    assert!(o.status.success(), "{}", text(&o));
+    up.k(&["wait", "--for=condition=Ready", "pod/ttyl", "--timeout=60s"]);
+    let cmd = format!(
+        "(sleep 3; echo 'tty -s && echo logged-$((3*3))'; sleep 2; echo exit; sleep 3) | script -q -e -c '{kubectl} attach -it ttyl' /dev/null"
+    );
+    let o = run_with(&up, "sh", &["-c", &cmd], "", Duration::from_secs(60));
+    assert!(text(&o).contains("logged-9"), "kubectl attach -it: {}", text(&o));
+    let logs = up.k(&["logs", "ttyl"]);
+    assert!(logs.contains("logged-9"), "a TTY container's log comes from its terminal: {logs}");
+
     // 4. Port-forward over the WebSocket channel protocol, through the API server.
     up.k(&["run", "web", "--image=nginx", "--restart=Never"]);
     up.k(&["wait", "--for=condition=Ready", "pod/web", "--timeout=60s"]);
+    // A bad attach gets a clear error (and the server keeps serving).
+    let o = up.kubectl(&["attach", "web", "-c", "nope"]);
+    assert!(!o.status.success() && text(&o).contains("container nope is not valid for pod web"), "{}", text(&o));
     let o = run_with(
         &up,
         python_bin().to_str().unwrap(),
