@@ -1345,6 +1345,7 @@ async fn run_container(p: Arc<PodInner>, idx: usize, adopt: Option<SavedContaine
             ct.ready = false;
             ct.started = false;
             ct.pid = None;
+            ct.attach = None;
             ct.state = CState::Terminated(t);
         });
         p.save();
