@@ -5,6 +5,7 @@
 //! host programs, runs probes, writes Pod status, and serves `pods/log` and `pods/exec`
 //! (WebSocket `v5.channel.k8s.io`/`v4.channel.k8s.io`) on a loopback HTTP server.
 
+pub mod attach;
 pub mod builtin;
 pub mod dns;
 pub mod env;
@@ -12,8 +13,10 @@ pub mod image;
 pub mod net;
 mod node;
 pub mod pod;
+pub mod portforward;
 pub mod proc;
 pub mod server;
+pub mod ws_tunnel;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -126,6 +127,8 @@ struct Ctr {
     /// Number of runs started (the current run's log is `<restart_count>.log`).
     runs: i32,
     container_id: String,
+    /// The current run's stdio for `pods/attach`.
+    attach: Option<Arc<crate::attach::Hub>>,
 }
 
 struct PodState {
@@ -253,6 +256,7 @@ impl Runtime {
                 cwd: None,
                 runs: 0,
                 container_id: String::new(),
+                attach: None,
             });
         }
         // Non-init containers wait for init: kubelet shows PodInitializing for them too.
@@ -522,6 +526,20 @@ impl PodHandle {
             .ok_or_else(|| format!("container {container} is not valid for pod {}", self.inner.name))?;
         match (&c.state, c.pid) {
             (CState::Running { .. }, Some(pid)) => Ok(proc::ExecTarget { pid, env: c.env.clone(), cwd: c.cwd.clone() }),
+            _ => Err(format!("container {container} is not running")),
+        }
+    }
+
+    /// The stdio of `container`'s current run, for an attach.
+    pub fn attach_target(&self, container: &str) -> Result<Arc<crate::attach::Hub>, String> {
+        let st = self.inner.st.lock().expect("pod lock");
+        let c = st
+            .ctrs
+            .iter()
+            .find(|c| c.spec.name == container)
+            .ok_or_else(|| format!("container {container} is not valid for pod {}", self.inner.name))?;
+        match (&c.state, &c.attach) {
+            (CState::Running { .. }, Some(h)) => Ok(h.clone()),
             _ => Err(format!("container {container} is not running")),
         }
     }
@@ -1088,14 +1106,16 @@ async fn run_container(p: Arc<PodInner>, idx: usize, adopt: Option<SavedContaine
                 ct.container_id = cid;
                 ct.state = CState::Running { started_at };
             });
-            // Keep copying its output.
+            // Keep copying its output. (Its stdin pipe or pty died with the previous agent.)
+            let (hub, t_out, t_err) = crate::attach::Hub::new(false, false, None, None);
+            p.with(|st| st.ctrs[idx].attach = Some(hub));
             if let Ok(log) = proc::LogFile::create(&log_path) {
                 let (o, e) = proc::fifo_paths(&p.dir.join("fifo").join(&c.name));
                 if let Ok(r) = proc::open_fifo_reader(&o) {
-                    tokio::spawn(proc::pump(r, log.clone(), "stdout"));
+                    tokio::spawn(proc::pump(r, log.clone(), "stdout", Some(t_out)));
                 }
                 if let Ok(r) = proc::open_fifo_reader(&e) {
-                    tokio::spawn(proc::pump(r, log, "stderr"));
+                    tokio::spawn(proc::pump(r, log, "stderr", Some(t_err)));
                 }
             }
             publish(&p);
@@ -1206,6 +1226,8 @@ async fn run_container(p: Arc<PodInner>, idx: usize, adopt: Option<SavedContaine
                 resolv_conf: p.dir.join("resolv.conf"),
                 hosts: p.dir.join("hosts"),
                 fifo_dir: p.dir.join("fifo").join(&c.name),
+                stdin: c.stdin.unwrap_or(false),
+                tty: c.tty.unwrap_or(false),
             };
             let run_no = runs;
             let log_path = p.rt.log_dir(&p.namespace, &p.name, &p.uid).join(&c.name).join(format!("{run_no}.log"));
@@ -1220,9 +1242,24 @@ async fn run_container(p: Arc<PodInner>, idx: usize, adopt: Option<SavedContaine
                 Ok((s, log)) => {
                     let started_at = now();
                     let proc_start = proc::start_time(s.pid).unwrap_or(0);
-                    tokio::spawn(proc::pump(s.stdout, log.clone(), "stdout"));
-                    tokio::spawn(proc::pump(s.stderr, log, "stderr"));
+                    let tty = s.pty.is_some();
+                    let master = s.pty.as_ref().and_then(|m| proc::dup_file(m.as_raw_fd()).ok());
+                    let (hub, t_out, t_err) =
+                        crate::attach::Hub::new(tty, c.stdin_once.unwrap_or(false), s.stdin, s.pty);
+                    if let Some(m) = master {
+                        // With a TTY the pod's log is what the terminal shows.
+                        tokio::spawn(proc::pump(tokio::fs::File::from_std(m), log, "stdout", Some(t_out)));
+                        drop(t_err);
+                    } else {
+                        if let Some(o) = s.stdout {
+                            tokio::spawn(proc::pump(o, log.clone(), "stdout", Some(t_out)));
+                        }
+                        if let Some(e) = s.stderr {
+                            tokio::spawn(proc::pump(e, log, "stderr", Some(t_err)));
+                        }
+                    }
                     p.with(|st| {
+                        st.ctrs[idx].attach = Some(hub);
                         let ct = &mut st.ctrs[idx];
                         ct.pid = Some(s.pid);
                         ct.proc_start = proc_start;
@@ -1308,6 +1345,7 @@ async fn run_container(p: Arc<PodInner>, idx: usize, adopt: Option<SavedContaine
             ct.ready = false;
             ct.started = false;
             ct.pid = None;
+            ct.attach = None;
             ct.state = CState::Terminated(t);
         });
         p.save();

@@ -30,6 +30,10 @@ pub struct Spec {
     pub hosts: PathBuf,
     /// Directory for the stdout/stderr FIFOs of this container.
     pub fifo_dir: PathBuf,
+    /// `stdin: true`: the container's stdin is a pipe whose write end the agent keeps.
+    pub stdin: bool,
+    /// `tty: true`: stdin, stdout and stderr are one pty whose master the agent keeps.
+    pub tty: bool,
 }
 
 /// Look the program up in the environment's PATH (as the container would).
@@ -61,12 +65,16 @@ pub fn fifo_paths(dir: &Path) -> (PathBuf, PathBuf) {
 }
 
 /// A started container: the child and the FIFO read ends (opened before the child so no output is
-/// lost).
+/// lost), or with a TTY the pty master (its output, and its input).
 pub struct Started {
     pub child: tokio::process::Child,
     pub pid: i32,
-    pub stdout: tokio::net::unix::pipe::Receiver,
-    pub stderr: tokio::net::unix::pipe::Receiver,
+    pub stdout: Option<tokio::net::unix::pipe::Receiver>,
+    pub stderr: Option<tokio::net::unix::pipe::Receiver>,
+    /// Write end of the stdin pipe (`stdin: true` without a TTY).
+    pub stdin: Option<File>,
+    /// The pty master (`tty: true`).
+    pub pty: Option<OwnedFd>,
 }
 
 /// Open the read end of a FIFO without blocking.
@@ -83,28 +91,47 @@ pub fn spawn(spec: &Spec) -> io::Result<Started> {
         )
     })?;
     std::fs::create_dir_all(&spec.fifo_dir)?;
-    let (out_p, err_p) = fifo_paths(&spec.fifo_dir);
-    mkfifo(&out_p)?;
-    mkfifo(&err_p)?;
-    let stdout = open_fifo_reader(&out_p)?;
-    let stderr = open_fifo_reader(&err_p)?;
-    // The child holds the FIFOs read-write: it never gets SIGPIPE while no agent reads, and output
-    // stays buffered for the agent that adopts it.
-    let w_out = OpenOptions::new().read(true).write(true).open(&out_p)?;
-    let w_err = OpenOptions::new().read(true).write(true).open(&err_p)?;
+    let mut cmd = std::process::Command::new(&prog);
+    let (mut stdout, mut stderr, mut stdin_w, mut pty) = (None, None, None, None);
+    if spec.tty {
+        let (master, slave) = openpty()?;
+        let s = || -> io::Result<Stdio> { Ok(Stdio::from(dup_file(slave.as_raw_fd())?)) };
+        cmd.stdin(s()?).stdout(s()?).stderr(s()?);
+        pty = Some(master);
+    } else {
+        let (out_p, err_p) = fifo_paths(&spec.fifo_dir);
+        mkfifo(&out_p)?;
+        mkfifo(&err_p)?;
+        stdout = Some(open_fifo_reader(&out_p)?);
+        stderr = Some(open_fifo_reader(&err_p)?);
+        // The child holds the FIFOs read-write: it never gets SIGPIPE while no agent reads, and output
+        // stays buffered for the agent that adopts it.
+        let w_out = OpenOptions::new().read(true).write(true).open(&out_p)?;
+        let w_err = OpenOptions::new().read(true).write(true).open(&err_p)?;
+        cmd.stdout(Stdio::from(w_out)).stderr(Stdio::from(w_err));
+        if spec.stdin {
+            let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+            cmd.stdin(Stdio::from(r));
+            stdin_w = Some(File::from(w));
+        } else {
+            cmd.stdin(Stdio::null());
+        }
+    }
+    let ctty = spec.tty;
     let netns = File::open(&spec.netns)?;
     let netns_fd: RawFd = netns.as_raw_fd();
     let hostname = spec.hostname.clone();
     let resolv = cstr(&spec.resolv_conf)?;
     let hosts = cstr(&spec.hosts)?;
     let cwd = spec.cwd.as_ref().map(|c| cstr(c)).transpose()?;
-    let mut cmd = std::process::Command::new(&prog);
     cmd.arg0(&spec.argv[0]).args(&spec.argv[1..]).env_clear().envs(spec.env.iter().map(|(k, v)| (k, v)));
-    cmd.stdin(Stdio::null()).stdout(Stdio::from(w_out)).stderr(Stdio::from(w_err));
     // SAFETY: the closure runs in the forked child before exec and only makes system calls.
     unsafe {
         cmd.pre_exec(move || {
             nix::unistd::setsid().map_err(io::Error::from)?;
+            if ctty && libc::ioctl(0, libc::TIOCSCTTY as _, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
             let fd = std::os::fd::BorrowedFd::borrow_raw(netns_fd);
             setns(fd, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
             unshare(CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWNS).map_err(io::Error::from)?;
@@ -132,8 +159,9 @@ pub fn spawn(spec: &Spec) -> io::Result<Started> {
     tcmd.kill_on_drop(false);
     let child = tcmd.spawn()?;
     drop(netns);
+    drop(tcmd);
     let pid = child.id().map(|p| p as i32).unwrap_or(0);
-    Ok(Started { child, pid, stdout, stderr })
+    Ok(Started { child, pid, stdout, stderr, stdin: stdin_w, pty })
 }
 
 /// Namespace files of a running process that an exec joins.
@@ -242,8 +270,14 @@ impl LogFile {
     }
 }
 
-/// Copy a FIFO into the log file as CRI lines until every writer is gone.
-pub async fn pump(mut r: tokio::net::unix::pipe::Receiver, log: LogFile, stream: &'static str) {
+/// Copy a container's output (a FIFO, or a pty master) into the log file as CRI lines until every
+/// writer is gone; each chunk read also goes to `tap` (attached clients), if any.
+pub async fn pump<R: tokio::io::AsyncRead + Unpin>(
+    mut r: R,
+    log: LogFile,
+    stream: &'static str,
+    tap: Option<crate::attach::Tap>,
+) {
     let mut pending: Vec<u8> = vec![];
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -251,6 +285,9 @@ pub async fn pump(mut r: tokio::net::unix::pipe::Receiver, log: LogFile, stream:
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        if let Some(t) = &tap {
+            t.send(&buf[..n]);
+        }
         pending.extend_from_slice(&buf[..n]);
         while let Some(i) = pending.iter().position(|b| *b == b'\n') {
             log.line(stream, "F", &pending[..i]);
@@ -287,6 +324,10 @@ pub fn parse_log_line(line: &[u8]) -> Option<LogLine<'_>> {
 /// Allocate a pty pair: (master, slave).
 pub fn openpty() -> io::Result<(OwnedFd, OwnedFd)> {
     let r = nix::pty::openpty(None, None).map_err(io::Error::from)?;
+    for fd in [&r.master, &r.slave] {
+        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
+            .map_err(io::Error::from)?;
+    }
     Ok((r.master, r.slave))
 }
 
@@ -299,10 +340,13 @@ pub fn set_winsize(fd: RawFd, cols: u16, rows: u16) {
     }
 }
 
-/// Duplicate a raw fd into a File.
+/// Duplicate a raw fd into a File (close-on-exec: a child gets it only as a redirected stdio fd).
 pub fn dup_file(fd: RawFd) -> io::Result<File> {
-    let d = nix::unistd::dup(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }).map_err(io::Error::from)?;
-    Ok(File::from(d))
+    // SAFETY: the caller passes an open fd it owns for the duration of the call.
+    let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let d = nix::fcntl::fcntl(b, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(0)).map_err(io::Error::from)?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new fd that nothing else owns.
+    Ok(unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(d) })
 }
 
 #[cfg(test)]

@@ -33,6 +33,8 @@ pub fn router(rt: Arc<Runtime>) -> Router {
     Router::new()
         .route("/api/v1/namespaces/{ns}/pods/{name}/log", get(logs))
         .route("/api/v1/namespaces/{ns}/pods/{name}/exec", get(exec).post(exec_post))
+        .route("/api/v1/namespaces/{ns}/pods/{name}/attach", get(attach).post(exec_post))
+        .route("/api/v1/namespaces/{ns}/pods/{name}/portforward", get(portforward).post(exec_post))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(rt)
 }
@@ -267,14 +269,95 @@ async fn exec(
     })
 }
 
-const STDIN: u8 = 0;
-const STDOUT: u8 = 1;
-const STDERR: u8 = 2;
-const ERROR: u8 = 3;
-const RESIZE: u8 = 4;
-const CLOSE: u8 = 255;
+async fn attach(
+    State(rt): State<Arc<Runtime>>,
+    Path((ns, name)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let q = parse_query(q.as_deref().unwrap_or(""));
+    let get = |k: &str| q.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let opts = crate::attach::ws::AttachOpts {
+        stdin: truthy(get("stdin")),
+        stdout: truthy(get("stdout")),
+        stderr: truthy(get("stderr")),
+        tty: truthy(get("tty")),
+    };
+    if !opts.stdin && !opts.stdout && !opts.stderr {
+        return status(400, "BadRequest", "you must specify at least 1 of stdin, stdout, stderr".into());
+    }
+    let h = match find(&rt, &ns, &name) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let container = match pick_container(&h, get("container")) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let hub = match h.attach_target(&container) {
+        Ok(t) => t,
+        Err(msg) => return status(400, "BadRequest", msg),
+    };
+    let ws = ws.protocols(["v5.channel.k8s.io", "v4.channel.k8s.io"]);
+    let Some(proto) = ws.selected_protocol().and_then(|p| p.to_str().ok()).map(str::to_string) else {
+        return status(
+            400,
+            "BadRequest",
+            "no supported WebSocket subprotocol requested (want v5.channel.k8s.io or v4.channel.k8s.io)".into(),
+        );
+    };
+    let v5 = proto == "v5.channel.k8s.io";
+    ws.on_upgrade(move |socket| crate::attach::ws::serve(socket, hub, opts, v5))
+}
 
-fn frame(ch: u8, data: &[u8]) -> Message {
+async fn portforward(
+    State(rt): State<Arc<Runtime>>,
+    Path((ns, name)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+    ws: WebSocketUpgrade,
+) -> Response {
+    use crate::portforward::ws::{V4_BASE64, V4_BINARY};
+    let q = parse_query(q.as_deref().unwrap_or(""));
+    let values: Vec<&str> = q.iter().filter(|(k, _)| k == "port" || k == "ports").map(|(_, v)| v.as_str()).collect();
+    let h = match find(&rt, &ns, &name) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let Some(sb) = h.sandbox() else {
+        return status(400, "BadRequest", format!("pod {name} does not have a network namespace yet"));
+    };
+    let target = crate::portforward::Target { sandbox: sb.netns.clone(), netns: sb.netns_path() };
+    let offered: Vec<String> =
+        ws.requested_protocols().filter_map(|p| p.to_str().ok().map(|s| s.trim().to_string())).collect();
+    // client-go 1.31+ offers only SPDY tunnelled in WebSocket (SPDY/3.1+portforward.k8s.io); refusing
+    // the upgrade makes it fall back to a plain SPDY upgrade.
+    if !offered.is_empty() && !offered.iter().any(|p| p == V4_BINARY || p == V4_BASE64) {
+        return status(
+            400,
+            "BadRequest",
+            format!(
+                "unsupported port-forward WebSocket subprotocols [{}] (this node agent speaks {V4_BINARY} and {V4_BASE64})",
+                offered.join(", ")
+            ),
+        );
+    }
+    let ports = match crate::portforward::parse_ports(&values) {
+        Ok(p) => p,
+        Err(msg) => return status(400, "BadRequest", msg),
+    };
+    let ws = ws.protocols([V4_BINARY, V4_BASE64]);
+    let base64 = ws.selected_protocol().and_then(|p| p.to_str().ok()) == Some(V4_BASE64);
+    ws.on_upgrade(move |socket| crate::portforward::ws::serve(socket, target, ports, base64))
+}
+
+pub(crate) const STDIN: u8 = 0;
+pub(crate) const STDOUT: u8 = 1;
+pub(crate) const STDERR: u8 = 2;
+pub(crate) const ERROR: u8 = 3;
+pub(crate) const RESIZE: u8 = 4;
+pub(crate) const CLOSE: u8 = 255;
+
+pub(crate) fn frame(ch: u8, data: &[u8]) -> Message {
     let mut v = Vec::with_capacity(data.len() + 1);
     v.push(ch);
     v.extend_from_slice(data);
