@@ -15,6 +15,8 @@ pub mod pod;
 pub mod proc;
 pub mod server;
 pub mod spdy;
+pub mod spdy_exec;
+pub mod spdy_portforward;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
