@@ -29,6 +29,9 @@ pub const EXEC_PROTOCOLS: &[&str] =
 /// How long the client has to open its streams (kubelet's default stream creation timeout).
 pub const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a TTY exec waits for the client's first terminal size before starting the command.
+const INITIAL_SIZE_WAIT: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Version {
     V1,
@@ -193,11 +196,34 @@ async fn run(mut session: Session, target: proc::ExecTarget, opts: Opts, v: Vers
         return;
     };
     let w = session.writer.clone();
+    // The client sends the terminal's size first thing on the resize stream; apply it before the
+    // command starts, so `stty size` or a full-screen program sees it from the start.
+    let mut resize_rx = st.resize.as_mut().map(|s| std::mem::replace(&mut s.data, tokio::sync::mpsc::channel(1).1));
+    let mut resize_buf = vec![];
+    let mut initial: Option<(u16, u16)> = None;
+    if let (true, Some(rx)) = (opts.tty, resize_rx.as_mut()) {
+        let deadline = tokio::time::Instant::now() + INITIAL_SIZE_WAIT;
+        while initial.is_none() {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(d)) => {
+                    resize_buf.extend_from_slice(&d);
+                    if resize_buf.len() > 64 * 1024 {
+                        resize_buf.clear();
+                    }
+                    resize_events(&mut resize_buf, |c, r| initial = Some((c, r)));
+                }
+                _ => break,
+            }
+        }
+    }
     let mut pty_master: Option<Arc<OwnedFd>> = None;
     let spawned = (|| -> std::io::Result<tokio::process::Child> {
         let mut cmd = proc::exec_command(&target, &opts.command, opts.tty)?;
         if opts.tty {
             let (master, slave) = proc::openpty()?;
+            if let Some((cols, rows)) = initial {
+                proc::set_winsize(master.as_raw_fd(), cols, rows);
+            }
             let s = |fd: &OwnedFd| -> std::io::Result<Stdio> { Ok(Stdio::from(proc::dup_file(fd.as_raw_fd())?)) };
             cmd.stdin(s(&slave)?).stdout(s(&slave)?).stderr(s(&slave)?);
             let child = cmd.spawn()?;
@@ -256,11 +282,10 @@ async fn run(mut session: Session, target: proc::ExecTarget, opts: Opts, v: Vers
         }
         let _ = wr.shutdown().await;
     });
-    let resize_rx = st.resize.as_mut().map(|s| std::mem::replace(&mut s.data, tokio::sync::mpsc::channel(1).1));
     let master_for_resize = pty_master.clone();
     let resize_task = tokio::spawn(async move {
         let Some(mut rx) = resize_rx else { return };
-        let mut buf = vec![];
+        let mut buf = resize_buf;
         while let Some(d) = rx.recv().await {
             buf.extend_from_slice(&d);
             if buf.len() > 64 * 1024 {
