@@ -266,6 +266,36 @@ fn spdy_exec_and_port_forward_with_old_kubectl() {
     drop(bad);
     drop(pf);
 
+    // kubectl 1.33 port-forward with WebSockets turned off uses SPDY as well.
+    let l4 = free_port();
+    let pf33 = PortForward::start(
+        "1.33",
+        &kc,
+        &dir.0,
+        &[format!("{l4}:8082")],
+        &[("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false")],
+    );
+    let ok = eventually(Duration::from_secs(20), || (curl(l4).as_deref() == Some("two")).then_some(()));
+    assert!(ok.is_some(), "1.33 SPDY port-forward: {}", pf33.stderr());
+    drop(pf33);
+
+    // Older stream protocols: v3 reports a failure as plain text on the error stream, v4 as a
+    // Status (success included).
+    let (v3_text, _) = raw_exec(&ep, "v3.channel.k8s.io", "sh&command=-c&command=exit%203");
+    assert_eq!(
+        v3_text,
+        "command terminated with non-zero exit code: error executing command [sh -c exit 3], exit code 3"
+    );
+    let (v4_text, out) = raw_exec(&ep, "v4.channel.k8s.io", "echo&command=raw");
+    let v: serde_json::Value = serde_json::from_str(&v4_text).unwrap();
+    assert_eq!(v["status"], "Success", "{v4_text}");
+    assert_eq!(out, "raw\n");
+    let (v4_fail, _) = raw_exec(&ep, "v4.channel.k8s.io", "sh&command=-c&command=exit%205");
+    let v: serde_json::Value = serde_json::from_str(&v4_fail).unwrap();
+    assert_eq!(v["reason"], "NonZeroExitCode", "{v4_fail}");
+    assert_eq!(v["details"]["causes"][0]["reason"], "ExitCode");
+    assert_eq!(v["details"]["causes"][0]["message"], "5");
+
     // The raw session check: one SPDY session, the refused port answered on its own error stream,
     // then a working pair on the same session.
     raw_session_keeps_serving(&ep);
@@ -389,4 +419,46 @@ fn raw_garbage_after_upgrade(ep: &str) {
         assert_eq!(&got[..4], &[0x80, 3, 0, 7], "GOAWAY expected: {got:?}");
         assert_eq!(&got[12..16], &[0, 0, 0, 1]);
     }
+}
+
+/// Exec over a raw SPDY session with `proto`: returns (error stream text, stdout).
+fn raw_exec(ep: &str, proto: &str, command_query: &str) -> (String, String) {
+    let path = format!("/api/v1/namespaces/default/pods/spdy/exec?command={command_query}&stdout=true");
+    let s = upgrade(ep, &path, proto);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async move {
+        s.set_nonblocking(true).unwrap();
+        let s = tokio::net::TcpStream::from_std(s).unwrap();
+        let (r, mut w) = s.into_split();
+        let mut fr = FrameReader::new(r);
+        let mut z = Deflater::new();
+        let mut out = vec![];
+        for (id, t) in [(1, "error"), (3, "stdout")] {
+            let f = Frame::SynStream {
+                stream_id: id,
+                associated: 0,
+                priority: 0,
+                flags: 0,
+                headers: hs(&[("streamtype", t)]),
+            };
+            encode(&f, &mut z, &mut out);
+        }
+        tokio::io::AsyncWriteExt::write_all(&mut w, &out).await.unwrap();
+        let (mut err, mut stdout) = (vec![], vec![]);
+        let mut err_done = false;
+        while !err_done {
+            match tokio::time::timeout(Duration::from_secs(15), fr.next()).await.unwrap().unwrap() {
+                Some(Frame::Data { stream_id: 1, flags, data }) => {
+                    err.extend_from_slice(&data);
+                    err_done = flags & FLAG_FIN != 0;
+                }
+                Some(Frame::Data { stream_id: 3, data, .. }) => stdout.extend_from_slice(&data),
+                Some(Frame::SynReply { .. }) => {}
+                Some(f) => panic!("unexpected {f:?}"),
+                None => break,
+            }
+        }
+        assert!(err_done, "the error stream was never closed");
+        (String::from_utf8_lossy(&err).into_owned(), String::from_utf8_lossy(&stdout).into_owned())
+    })
 }
