@@ -301,6 +301,37 @@ fn spdy_exec_and_port_forward_with_old_kubectl() {
     raw_session_keeps_serving(&ep);
     // Hostile bytes after the upgrade end that session only; the agent keeps serving everyone.
     raw_garbage_after_upgrade(&ep);
+    // A client that vanishes mid-exec: the command is hung up, not left running.
+    {
+        let s = upgrade(
+            &ep,
+            "/api/v1/namespaces/default/pods/spdy/exec?command=sleep&command=61&stdout=true",
+            "v4.channel.k8s.io",
+        );
+        let mut z = Deflater::new();
+        let mut out = vec![];
+        for (id, t) in [(1, "error"), (3, "stdout")] {
+            let f = Frame::SynStream {
+                stream_id: id,
+                associated: 0,
+                priority: 0,
+                flags: 0,
+                headers: hs(&[("streamtype", t)]),
+            };
+            encode(&f, &mut z, &mut out);
+        }
+        (&s).write_all(&out).unwrap();
+        let running = || {
+            let o = run_old("1.27", &kc, &["exec", "spdy", "--", "ps", "-o", "args"], None, &[]);
+            text(&o.stdout).lines().any(|l| l.trim() == "sleep 61")
+        };
+        assert!(eventually(Duration::from_secs(10), || running().then_some(())).is_some(), "sleep 61 never ran");
+        drop(s);
+        assert!(
+            eventually(Duration::from_secs(10), || (!running()).then_some(())).is_some(),
+            "sleep 61 outlived its client"
+        );
+    }
     let o = run_old("1.27", &kc, &["exec", "spdy", "--", "echo", "still"], None, &[]);
     assert_eq!(text(&o.stdout), "still\n", "{}", text(&o.stderr));
 }
