@@ -196,6 +196,12 @@ async fn run(mut session: Session, target: proc::ExecTarget, opts: Opts, v: Vers
         return;
     };
     let w = session.writer.clone();
+    // Streams only this side writes: swallow anything a client sends on them, so it cannot stall
+    // the session's reader.
+    for s in [st.error.as_mut(), st.stdout.as_mut(), st.stderr.as_mut()].into_iter().flatten() {
+        let mut rx = std::mem::replace(&mut s.data, tokio::sync::mpsc::channel(1).1);
+        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    }
     // The client sends the terminal's size first thing on the resize stream; apply it before the
     // command starts, so `stty size` or a full-screen program sees it from the start.
     let mut resize_rx = st.resize.as_mut().map(|s| std::mem::replace(&mut s.data, tokio::sync::mpsc::channel(1).1));
