@@ -3,7 +3,8 @@
 //! namespace with a veth into the node bridge `cni0`, IPAM from the node's podCIDR, private UTS and
 //! mount namespaces with generated resolv.conf and hosts), maps well-known images to built-in or
 //! host programs, runs probes, writes Pod status, and serves `pods/log` and `pods/exec`
-//! (WebSocket `v5.channel.k8s.io`/`v4.channel.k8s.io`) on a loopback HTTP server.
+//! (WebSocket `v5.channel.k8s.io`/`v4.channel.k8s.io`, or SPDY/3.1 v4..v1) and `pods/portforward`
+//! (SPDY/3.1 `portforward.k8s.io`) on a loopback HTTP server.
 
 pub mod attach;
 pub mod builtin;
@@ -16,6 +17,9 @@ pub mod pod;
 pub mod portforward;
 pub mod proc;
 pub mod server;
+pub mod spdy;
+pub mod spdy_exec;
+pub mod spdy_portforward;
 pub mod ws_tunnel;
 
 use std::net::{Ipv4Addr, SocketAddr};

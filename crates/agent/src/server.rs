@@ -1,6 +1,7 @@
 //! The agent's HTTP server on loopback: `pods/log` and `pods/exec` under the API server's paths, so
 //! the API server can forward kubectl's requests verbatim. Exec speaks the Kubernetes WebSocket
-//! remotecommand protocol (`v5.channel.k8s.io`, `v4.channel.k8s.io`).
+//! remotecommand protocol (`v5.channel.k8s.io`, `v4.channel.k8s.io`); a POST asking for
+//! `Upgrade: SPDY/3.1` goes to `spdy_exec` / `spdy_portforward`.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -11,7 +12,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -33,13 +34,13 @@ pub fn router(rt: Arc<Runtime>) -> Router {
     Router::new()
         .route("/api/v1/namespaces/{ns}/pods/{name}/log", get(logs))
         .route("/api/v1/namespaces/{ns}/pods/{name}/exec", get(exec).post(exec_post))
-        .route("/api/v1/namespaces/{ns}/pods/{name}/attach", get(attach).post(exec_post))
-        .route("/api/v1/namespaces/{ns}/pods/{name}/portforward", get(portforward).post(exec_post))
+        .route("/api/v1/namespaces/{ns}/pods/{name}/attach", get(attach).post(attach_post))
+        .route("/api/v1/namespaces/{ns}/pods/{name}/portforward", get(portforward).post(portforward_post))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(rt)
 }
 
-fn status(code: u16, reason: &str, message: String) -> Response {
+pub(crate) fn status(code: u16, reason: &str, message: String) -> Response {
     let body = serde_json::json!({
         "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
         "message": message, "reason": reason, "code": code,
@@ -53,12 +54,12 @@ fn status(code: u16, reason: &str, message: String) -> Response {
 }
 
 #[allow(clippy::result_large_err)]
-fn find(rt: &Runtime, ns: &str, name: &str) -> Result<PodHandle, Response> {
+pub(crate) fn find(rt: &Runtime, ns: &str, name: &str) -> Result<PodHandle, Response> {
     rt.find(ns, name).ok_or_else(|| status(404, "NotFound", format!("pods \"{name}\" not found")))
 }
 
 #[allow(clippy::result_large_err)]
-fn pick_container(h: &PodHandle, c: Option<&str>) -> Result<String, Response> {
+pub(crate) fn pick_container(h: &PodHandle, c: Option<&str>) -> Result<String, Response> {
     if let Some(c) = c.filter(|c| !c.is_empty()) {
         if h.containers().iter().any(|x| x == c) {
             return Ok(c.to_string());
@@ -76,7 +77,7 @@ fn pick_container(h: &PodHandle, c: Option<&str>) -> Result<String, Response> {
     ))
 }
 
-fn truthy(v: Option<&str>) -> bool {
+pub(crate) fn truthy(v: Option<&str>) -> bool {
     matches!(v, Some("true") | Some("1") | Some("True") | Some(""))
 }
 
@@ -195,15 +196,38 @@ async fn exec_post(
     State(rt): State<Arc<Runtime>>,
     Path((ns, name)): Path<(String, String)>,
     RawQuery(q): RawQuery,
-    headers: HeaderMap,
+    req: axum::extract::Request,
 ) -> Response {
-    let _ = (rt, ns, name, q, headers);
+    if crate::spdy::is_spdy_upgrade(req.headers()) {
+        return crate::spdy_exec::exec(rt, ns, name, q, req).await;
+    }
     status(
         400,
         "BadRequest",
-        "this node agent serves exec over WebSocket only (v5.channel.k8s.io, v4.channel.k8s.io); SPDY is not supported"
+        "unable to upgrade: missing upgrade headers in request (want Upgrade: SPDY/3.1 or a WebSocket GET)".into(),
+    )
+}
+
+/// Attach over SPDY (kubectl 1.29 and older) is not served yet: say so instead of failing the
+/// upgrade silently. WebSocket attach (kubectl 1.30+) is `attach`.
+async fn attach_post() -> Response {
+    status(
+        400,
+        "BadRequest",
+        "this node agent serves attach over WebSocket only (v5.channel.k8s.io, v4.channel.k8s.io); SPDY attach is not supported"
             .into(),
     )
+}
+
+async fn portforward_post(
+    State(rt): State<Arc<Runtime>>,
+    Path((ns, name)): Path<(String, String)>,
+    req: axum::extract::Request,
+) -> Response {
+    if crate::spdy::is_spdy_upgrade(req.headers()) {
+        return crate::spdy_portforward::portforward(rt, ns, name, req).await;
+    }
+    status(400, "BadRequest", "unable to upgrade: missing upgrade headers in request (want Upgrade: SPDY/3.1)".into())
 }
 
 /// Parsed exec options.
@@ -364,7 +388,7 @@ pub(crate) fn frame(ch: u8, data: &[u8]) -> Message {
     Message::Binary(v.into())
 }
 
-fn exit_status_json(code: Option<i32>, argv: &[String], err: Option<String>) -> String {
+pub(crate) fn exit_status_json(code: Option<i32>, argv: &[String], err: Option<String>) -> String {
     match (code, err) {
         (_, Some(e)) => serde_json::json!({
             "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
