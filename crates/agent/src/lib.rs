@@ -14,6 +14,7 @@ mod node;
 pub mod pod;
 pub mod proc;
 pub mod server;
+pub mod wget;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
