@@ -54,8 +54,8 @@ spec:
   containers:
   - name: hang
     image: busybox
-    # Accepts a connection and never answers: a client waits for its response.
-    command: ['sh', '-c', 'while true; do nc -l -p 9000 >/dev/null; done']
+    # Accepts one connection and never answers (its stdin stays open): a client waits for a response.
+    command: ['sh', '-c', 'sleep 3600 | nc -l -p 9000 >/dev/null']
 ---
 apiVersion: v1
 kind: Service
@@ -211,9 +211,12 @@ fn nc(c: &Cluster) {
     let o = exec(&c.up, &["sh", "-c", "printf 'GET /hostname HTTP/1.0\\r\\n\\r\\n' | nc -w 2 web 80"]);
     let out = stdout_of(&o);
     assert!(out.starts_with("HTTP/1.1 200 OK") && out.ends_with("\r\n\r\nweb"), "{out}{}", stderr_of(&o));
-    // Listen in one pod, connect from another.
-    let o = exec(&c.up, &["sh", "-c", "echo ping-line | nc -w 2 hang 9000; echo rc=$?"]);
-    assert!(stdout_of(&o).contains("rc=0"), "{}{}", stdout_of(&o), stderr_of(&o));
+    // Listen and connect: a server in the pod gets the client's line by the pod's own address.
+    let bb_ip = c.up.k(&["get", "pod", "bb", "-o", "jsonpath={.status.podIP}"]);
+    let script = format!("nc -l -p 7000 & sleep 0.5; echo via-nc | nc -w 2 {bb_ip} 7000; echo client=$?; wait");
+    let o = exec(&c.up, &["sh", "-c", &script]);
+    let out = stdout_of(&o);
+    assert!(out.contains("via-nc\n") && out.contains("client=0"), "{out}{}", stderr_of(&o));
     // A closed port fails.
     let o = exec(&c.up, &["nc", "-w", "2", &c.web_ip, "1"]);
     assert_ne!(exit_code(&o), 0);
@@ -229,7 +232,8 @@ fn ping(c: &Cluster) {
 fn basics(c: &Cluster) {
     assert_eq!(stdout_of(&exec(&c.up, &["hostname"])).trim(), "bb");
     let env = stdout_of(&exec(&c.up, &["env"]));
-    assert!(env.contains(&format!("WEB_SERVICE_HOST={}", c.svc_ip)), "{env}");
+    // bb was created with the services, so (as in Kubernetes) only `kubernetes` is in its env.
+    assert!(env.contains("KUBERNETES_SERVICE_HOST=10.96.0.1\n") && env.contains("HOSTNAME=bb\n"), "{env}");
     let bb_ip = c.up.k(&["get", "pod", "bb", "-o", "jsonpath={.status.podIP}"]);
     let ip = stdout_of(&exec(&c.up, &["ip", "addr"]));
     assert!(ip.contains(&format!("inet {bb_ip}/")), "{ip}");
