@@ -780,6 +780,15 @@ fn delegate(args: &[String]) -> i32 {
 
 /// Run `wget ARGS...`; returns the exit code.
 pub fn main(args: &[String]) -> i32 {
+    // As in C: `wget -qO- URL | head -1` ends quietly by SIGPIPE (Rust's runtime ignores it).
+    // SAFETY: resetting a signal disposition to the default.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    run(args)
+}
+
+fn run(args: &[String]) -> i32 {
     let o = match parse(args) {
         Ok(Parsed::Run(o)) => o,
         Ok(Parsed::Usage(msg)) => {
@@ -868,7 +877,7 @@ pub fn main(args: &[String]) -> i32 {
 mod tests {
     use super::*;
 
-    fn run(a: &[&str]) -> Opts {
+    fn opts(a: &[&str]) -> Opts {
         match parse(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap() {
             Parsed::Run(o) => o,
             Parsed::Usage(m) => panic!("usage: {m:?}"),
@@ -877,23 +886,128 @@ mod tests {
 
     #[test]
     fn options() {
-        let o = run(&["-qO-", "-T", "2", "http://x/"]);
+        let o = opts(&["-qO-", "-T", "2", "http://x/"]);
         assert!(o.quiet);
         assert_eq!(o.out.as_deref(), Some("-"));
         assert_eq!(o.timeout, 2);
         assert_eq!(o.urls, vec!["http://x/"]);
-        let o = run(&["http://x/", "-T2", "--spider", "-nv", "--header", "A: b", "--user-agent=z"]);
+        let o = opts(&["http://x/", "-T2", "--spider", "-nv", "--header", "A: b", "--user-agent=z"]);
         assert_eq!(o.timeout, 2);
         assert!(o.spider);
         assert_eq!(o.headers, vec!["A: b"]);
         assert_eq!(o.user_agent, "z");
-        assert_eq!(run(&["--timeout=5", "u"]).timeout, 5);
-        assert_eq!(run(&["--spi", "u"]).spider, true);
+        assert_eq!(opts(&["--timeout=5", "u"]).timeout, 5);
+        assert_eq!(opts(&["--spi", "u"]).spider, true);
         assert!(matches!(parse(&["-T".into(), "x".into(), "u".into()]), Err(Die(m)) if m == "invalid number 'x'"));
         assert!(
             matches!(parse(&["-z".into(), "u".into()]), Ok(Parsed::Usage(Some(m))) if m == "invalid option -- 'z'")
         );
         assert!(matches!(parse(&["-q".into()]), Ok(Parsed::Usage(None))));
+    }
+
+    /// A one-connection server on loopback that sends `reply` after reading the request head.
+    fn serve(reply: &'static [u8]) -> (String, std::thread::JoinHandle<String>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let h = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line);
+            }
+            let _ = s.write_all(reply);
+            head
+        });
+        (url, h)
+    }
+
+    fn tmp(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("yard-wget-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn chunked_body_request_and_auth() {
+        let (url, h) =
+            serve(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n");
+        let d = tmp("chunked");
+        let f = d.join("out");
+        let u = url.replace("http://", "http://me:p%40ss@") + "/a/b?q=1";
+        assert_eq!(run(&args(&["-q", "-U", "agent/1", "--header", "X-A: 1", "-O", f.to_str().unwrap(), &u])), 0);
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "abcde");
+        let head = h.join().unwrap();
+        let host = url.trim_start_matches("http://");
+        assert_eq!(
+            head,
+            format!(
+                "GET /a/b?q=1 HTTP/1.1\r\nHost: {host}\r\nUser-Agent: agent/1\r\nConnection: close\r\n\
+                 Authorization: Basic bWU6cEBzcw==\r\nX-A: 1\r\n"
+            )
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn hostile_replies_fail_cleanly() {
+        let d = tmp("hostile");
+        let f = d.join("out");
+        let out = f.to_str().unwrap();
+        for reply in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 99x\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+            b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
+            b"HTTP/1.1 500 Oops\r\n\r\n",
+            b"",
+        ] {
+            let (url, h) = serve(reply);
+            assert_eq!(run(&args(&["-q", "-T", "5", "-O", out, &url])), 1, "{:?}", String::from_utf8_lossy(reply));
+            h.join().unwrap();
+        }
+        // Without -O the file name comes from the URL and an existing file is not overwritten.
+        let (url, h) = serve(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        assert_eq!(run(&args(&["-q", "-P", d.to_str().unwrap(), &format!("{url}/dir/name.txt")])), 0);
+        h.join().unwrap();
+        assert_eq!(std::fs::read_to_string(d.join("name.txt")).unwrap(), "ok");
+        let (url, _h) = serve(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno");
+        assert_eq!(run(&args(&["-q", "-T", "2", "-P", d.to_str().unwrap(), &format!("{url}/name.txt")])), 1);
+        assert_eq!(std::fs::read_to_string(d.join("name.txt")).unwrap(), "ok");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn redirect_and_timeout() {
+        let (url2, h2) = serve(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone");
+        let loc: &'static str =
+            Box::leak(format!("HTTP/1.1 302 Found\r\nLocation: {url2}/next\r\n\r\n").into_boxed_str());
+        let (url1, h1) = serve(loc.as_bytes());
+        let d = tmp("redir");
+        let f = d.join("out");
+        assert_eq!(run(&args(&["-q", "-O", f.to_str().unwrap(), &url1])), 0);
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "done");
+        h1.join().unwrap();
+        assert!(h2.join().unwrap().starts_with("GET /next HTTP/1.1\r\n"));
+        // A server that accepts and says nothing: -T 1 gives up after about a second.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", l.local_addr().unwrap());
+        let t = Instant::now();
+        assert_eq!(run(&args(&["-q", "-T", "1", "-O", f.to_str().unwrap(), &url])), 1);
+        let took = t.elapsed();
+        assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(3), "{took:?}");
+        drop(l);
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]

@@ -125,10 +125,7 @@ fn wget_timeout_closed_port(c: &Cluster) {
     let err = stderr_of(&o);
     assert_eq!(exit_code(&o), 1, "{err}");
     assert!(err.contains(&format!("Connecting to {}:1 ({}:1)", c.web_ip, c.web_ip)), "{err}");
-    assert!(
-        err.contains(&format!("wget: can't connect to remote host ({}): Connection refused", c.web_ip)),
-        "{err}"
-    );
+    assert!(err.contains(&format!("wget: can't connect to remote host ({}): Connection refused", c.web_ip)), "{err}");
     assert!(took < Duration::from_secs(3), "took {took:?}");
 }
 
