@@ -101,23 +101,27 @@ impl ImageTable {
         Ok(dir)
     }
 
-    /// The image's `wget` is Yard's (`yard builtin wget`, see [`crate::wget`] for why): Debian's
-    /// busybox 1.35 wget dies with SIGSEGV on `-T SEC`. A small script in the applet directory
-    /// execs the agent's binary by its real path (`/proc/self/exe` would name the shell).
+    /// Applets that are Yard's rather than the host busybox's: `wget` (Debian's busybox 1.35 wget
+    /// dies with SIGSEGV on `-T SEC`, see [`crate::wget`]) and `nc` for `-z`/`-v` (Debian builds
+    /// the small nc, see [`crate::nc`]). A small script in the applet directory execs the agent's
+    /// binary by its real path (`/proc/self/exe` would name the shell).
     fn ensure_wget(&self, dir: &Path) -> std::io::Result<()> {
         let exe = std::fs::canonicalize(&self.exe).unwrap_or_else(|_| self.exe.clone());
         let quoted = exe.to_string_lossy().replace('\'', "'\\''");
-        let script = format!("#!/bin/sh\nexec '{quoted}' builtin wget \"$@\"\n");
-        let path = dir.join("wget");
-        if std::fs::read_to_string(&path).ok().as_deref() == Some(script.as_str()) {
-            return Ok(());
+        for applet in ["wget", "nc"] {
+            let script = format!("#!/bin/sh\nexec '{quoted}' builtin {applet} \"$@\"\n");
+            let path = dir.join(applet);
+            if std::fs::read_to_string(&path).ok().as_deref() == Some(script.as_str()) {
+                continue;
+            }
+            // Write beside and rename: a pod may be running the old one right now.
+            let tmp = dir.join(format!(".{applet}.{}", std::process::id()));
+            std::fs::write(&tmp, &script)?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+            std::fs::rename(&tmp, &path)?;
         }
-        // Write beside and rename: a pod may be running the old one right now.
-        let tmp = dir.join(format!(".wget.{}", std::process::id()));
-        std::fs::write(&tmp, &script)?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
-        std::fs::rename(&tmp, &path)
+        Ok(())
     }
 
     fn builtin(&self, name: &str, args: &[String]) -> Program {

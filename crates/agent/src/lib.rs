@@ -9,6 +9,7 @@ pub mod builtin;
 pub mod dns;
 pub mod env;
 pub mod image;
+pub mod nc;
 pub mod net;
 mod node;
 pub mod pod;
