@@ -196,7 +196,7 @@ pub fn main(args: &[String]) -> i32 {
                 eprintln!("nc: busybox not found");
                 return 127;
             };
-            let err = std::process::Command::new(bb).arg0("nc").arg("nc").args(args).exec();
+            let err = std::process::Command::new(bb).arg("nc").args(args).exec();
             eprintln!("nc: can't execute 'busybox': {err}");
             127
         }

@@ -773,7 +773,7 @@ fn delegate(args: &[String]) -> i32 {
         eprintln!("wget: busybox not found for https/ftp");
         return 1;
     };
-    let err = std::process::Command::new(bb).arg0("wget").arg("wget").args(args).exec();
+    let err = std::process::Command::new(bb).arg("wget").args(args).exec();
     eprintln!("wget: can't execute 'busybox': {}", strerror(&err));
     127
 }

@@ -130,9 +130,15 @@ fn wget_timeout_closed_port(c: &Cluster) {
 }
 
 fn wget_timeout_times_out(c: &Cluster) {
-    // The server accepts and never answers: -T 2 gives up after about 2 s.
-    let t = Instant::now();
-    let o = exec(&c.up, &["wget", "-T", "2", "-O-", "http://hang:9000/"]);
+    // The server accepts and never answers: -T 2 gives up after about 2 s. (Until its nc listens
+    // and its endpoint is programmed the port refuses; that is retried.)
+    let mut t = Instant::now();
+    let o = eventually(Duration::from_secs(30), || {
+        t = Instant::now();
+        let o = exec(&c.up, &["wget", "-T", "2", "-O-", "http://hang:9000/"]);
+        (!stderr_of(&o).contains("Connection refused")).then_some(o)
+    })
+    .expect("hang:9000 never accepted");
     let took = t.elapsed();
     let err = stderr_of(&o);
     assert_eq!(exit_code(&o), 1, "{err}");
@@ -217,6 +223,17 @@ fn nc(c: &Cluster) {
     // A closed port fails.
     let o = exec(&c.up, &["nc", "-w", "2", &c.web_ip, "1"]);
     assert_ne!(exit_code(&o), 0);
+    // Port checks as tutorials type them (Debian's small nc has no -z/-v).
+    let o = exec(&c.up, &["nc", "-zv", "-w", "2", "web", "80"]);
+    assert_eq!(exit_code(&o), 0, "{}", stderr_of(&o));
+    assert_eq!(stderr_of(&o), format!("web ({}:80) open\n", c.svc_ip));
+    let o = exec(&c.up, &["nc", "-z", "-w", "2", &c.web_ip, "1"]);
+    assert_eq!(exit_code(&o), 1, "{}", stderr_of(&o));
+    let o = exec(&c.up, &["nc", "-vv", "-z", "-w", "2", &c.web_ip, "1"]);
+    assert!(stderr_of(&o).contains(&format!("nc: {0} ({0}:1): Connection refused", c.web_ip)), "{}", stderr_of(&o));
+    let o = exec(&c.up, &["sh", "-c", "printf 'GET /echo?msg=v HTTP/1.0\\r\\n\\r\\n' | nc -v web 80"]);
+    assert!(stdout_of(&o).ends_with("\r\n\r\nv"), "{}{}", stdout_of(&o), stderr_of(&o));
+    assert!(stderr_of(&o).contains("web ("), "{}", stderr_of(&o));
 }
 
 fn ping(c: &Cluster) {
