@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 
 /// Names accepted by [`run_builtin`].
-pub const BUILTINS: &[&str] = &["serve_hostname", "netexec", "pause"];
+pub const BUILTINS: &[&str] = &["serve_hostname", "netexec", "pause", "wget", "nc"];
 
 /// Run a built-in program; returns the process exit code.
 pub fn run_builtin(name: &str, args: &[String]) -> i32 {
@@ -15,6 +15,8 @@ pub fn run_builtin(name: &str, args: &[String]) -> i32 {
         "serve_hostname" | "serve-hostname" => serve_hostname(args),
         "netexec" => netexec(args),
         "pause" => pause(),
+        "wget" => crate::wget::main(args),
+        "nc" => crate::nc::main(args),
         _ => {
             eprintln!("unknown builtin {name:?} (have {})", BUILTINS.join(", "));
             2

@@ -80,6 +80,7 @@ impl ImageTable {
     pub fn ensure_busybox(&self) -> std::io::Result<PathBuf> {
         let dir = self.busybox_dir();
         if dir.join("sh").exists() {
+            self.ensure_wget(&dir)?;
             return Ok(dir);
         }
         std::fs::create_dir_all(&dir)?;
@@ -96,7 +97,31 @@ impl ImageTable {
                 let _ = std::os::unix::fs::symlink(&bb, &link);
             }
         }
+        self.ensure_wget(&dir)?;
         Ok(dir)
+    }
+
+    /// Applets that are Yard's rather than the host busybox's: `wget` (Debian's busybox 1.35 wget
+    /// dies with SIGSEGV on `-T SEC`, see [`crate::wget`]) and `nc` for `-z`/`-v` (Debian builds
+    /// the small nc, see [`crate::nc`]). A small script in the applet directory execs the agent's
+    /// binary by its real path (`/proc/self/exe` would name the shell).
+    fn ensure_wget(&self, dir: &Path) -> std::io::Result<()> {
+        let exe = std::fs::canonicalize(&self.exe).unwrap_or_else(|_| self.exe.clone());
+        let quoted = exe.to_string_lossy().replace('\'', "'\\''");
+        for applet in ["wget", "nc"] {
+            let script = format!("#!/bin/sh\nexec '{quoted}' builtin {applet} \"$@\"\n");
+            let path = dir.join(applet);
+            if std::fs::read_to_string(&path).ok().as_deref() == Some(script.as_str()) {
+                continue;
+            }
+            // Write beside and rename: a pod may be running the old one right now.
+            let tmp = dir.join(format!(".{applet}.{}", std::process::id()));
+            std::fs::write(&tmp, &script)?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+            std::fs::rename(&tmp, &path)?;
+        }
+        Ok(())
     }
 
     fn builtin(&self, name: &str, args: &[String]) -> Program {
@@ -245,7 +270,11 @@ mod tests {
         assert_eq!(p.argv, vec!["redis-server", "--port", "6379"]);
         let p = t.resolve("busybox:1.36", &[], &[], "c", &pd).unwrap();
         assert_eq!(p.argv, vec!["sh"]);
-        assert!(p.path_prefix.unwrap().join("nslookup").exists());
+        let bb = p.path_prefix.unwrap();
+        assert!(bb.join("nslookup").exists());
+        // wget is Yard's, not the host busybox's (which crashes on -T).
+        let w = std::fs::read_to_string(bb.join("wget")).unwrap();
+        assert_eq!(w, "#!/bin/sh\nexec '/bin/yard' builtin wget \"$@\"\n");
         let p = t.resolve("nginx:1.25", &[], &[], "web", &pd).unwrap();
         assert_eq!(p.argv[0], "nginx");
         assert!(pd.join("nginx-web/nginx.conf").exists());

@@ -11,6 +11,7 @@ pub mod builtin;
 pub mod dns;
 pub mod env;
 pub mod image;
+pub mod nc;
 pub mod net;
 mod node;
 pub mod pod;
@@ -20,6 +21,7 @@ pub mod server;
 pub mod spdy;
 pub mod spdy_exec;
 pub mod spdy_portforward;
+pub mod wget;
 pub mod ws_tunnel;
 
 use std::net::{Ipv4Addr, SocketAddr};
