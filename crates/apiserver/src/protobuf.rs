@@ -136,9 +136,9 @@ fn synthesize(messages: &mut HashMap<String, Vec<Field>>, lower: &mut HashMap<St
         ],
     ));
     for (name, fields) in extra {
-        if !messages.contains_key(&name) {
-            lower.insert(name.to_ascii_lowercase(), name.clone());
-            messages.insert(name, fields);
+        if let std::collections::hash_map::Entry::Vacant(e) = messages.entry(name.clone()) {
+            lower.insert(name.to_ascii_lowercase(), name);
+            e.insert(fields);
         }
     }
 }

@@ -248,7 +248,7 @@ fn spdy_exec_and_port_forward_with_old_kubectl() {
     // 1.29 then drops its own session ("lost connection to pod"), as against a real kubelet; the
     // other forwarder keeps working.
     let l3 = free_port();
-    let mut bad = PortForward::start("1.29", &kc, &dir.0, &[format!("{l3}:9999")], &[]);
+    let bad = PortForward::start("1.29", &kc, &dir.0, &[format!("{l3}:9999")], &[]);
     let _ = eventually(Duration::from_secs(10), || bad.stderr().contains("Forwarding from").then_some(()));
     assert_eq!(curl(l3), None);
     let msg = eventually(Duration::from_secs(10), || {
