@@ -208,14 +208,20 @@ async fn exec_post(
     )
 }
 
-/// Attach over SPDY (kubectl 1.29 and older) is not served yet: say so instead of failing the
-/// upgrade silently. WebSocket attach (kubectl 1.30+) is `attach`.
-async fn attach_post() -> Response {
+/// Attach over SPDY (kubectl 1.29 and older; WebSocket attach is `attach`).
+async fn attach_post(
+    State(rt): State<Arc<Runtime>>,
+    Path((ns, name)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+    req: axum::extract::Request,
+) -> Response {
+    if crate::spdy::is_spdy_upgrade(req.headers()) {
+        return crate::spdy_exec::attach(rt, ns, name, q, req).await;
+    }
     status(
         400,
         "BadRequest",
-        "this node agent serves attach over WebSocket only (v5.channel.k8s.io, v4.channel.k8s.io); SPDY attach is not supported"
-            .into(),
+        "unable to upgrade: missing upgrade headers in request (want Upgrade: SPDY/3.1 or a WebSocket GET)".into(),
     )
 }
 

@@ -339,6 +339,114 @@ async fn run(mut session: Session, target: proc::ExecTarget, opts: Opts, v: Vers
     session.close().await;
 }
 
+/// Serve a SPDY attach request (`pods/attach`, kubectl 1.29 and older): the same streams as
+/// exec, joined to the running container's attach hub instead of a new process.
+pub async fn attach(rt: Arc<Runtime>, ns: String, name: String, query: Option<String>, mut req: Request) -> Response {
+    let q = parse_query(query.as_deref().unwrap_or(""));
+    let get = |k: &str| q.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let tty = truthy(get("tty"));
+    let opts = Opts {
+        command: vec![],
+        stdin: truthy(get("stdin")),
+        stdout: truthy(get("stdout")),
+        stderr: truthy(get("stderr")) && !tty,
+        tty,
+    };
+    if !opts.stdin && !opts.stdout && !opts.stderr {
+        return status(400, "BadRequest", "you must specify at least 1 of stdin, stdout, stderr".into());
+    }
+    let h = match find(&rt, &ns, &name) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let container = match pick_container(&h, get("container")) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let hub = match h.attach_target(&container) {
+        Ok(hub) => hub,
+        Err(msg) => return status(400, "BadRequest", msg),
+    };
+    let proto = match spdy::negotiate(req.headers(), EXEC_PROTOCOLS) {
+        Ok(p) => p,
+        Err(msg) => return spdy::negotiation_failed(msg, EXEC_PROTOCOLS),
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let v = version(proto.as_deref());
+    tokio::spawn(async move {
+        let Ok(io) = on_upgrade.await else { return };
+        let session = Session::start(TokioIo::new(io), |_| true);
+        run_attach(session, hub, opts, v).await;
+    });
+    spdy::switching_protocols(proto.as_deref())
+}
+
+async fn run_attach(mut session: Session, hub: Arc<crate::attach::Hub>, opts: Opts, v: Version) {
+    use crate::attach::Stream;
+    let Some(mut st) = wait_for_streams(&mut session, &opts, v).await else {
+        session.close().await;
+        return;
+    };
+    let w = session.writer.clone();
+    for s in [st.error.as_mut(), st.stdout.as_mut(), st.stderr.as_mut()].into_iter().flatten() {
+        let mut rx = std::mem::replace(&mut s.data, tokio::sync::mpsc::channel(1).1);
+        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    }
+    let take = |s: Option<&mut Incoming>| s.map(|s| std::mem::replace(&mut s.data, tokio::sync::mpsc::channel(1).1));
+    let mut stdin_rx = take(st.stdin.as_mut());
+    let mut resize_rx = take(st.resize.as_mut());
+    let mut resize_buf = vec![];
+    let mut att = hub.attach(opts.stdin);
+    let tty = opts.tty && att.tty();
+    let (out_id, err_id) = (st.stdout.as_ref().map(|s| s.id), st.stderr.as_ref().map(|s| s.id));
+    let mut closed = session.closed();
+    loop {
+        tokio::select! {
+            out = att.next_output() => match out {
+                Some((s, data)) => {
+                    let id = match s {
+                        Stream::Stdout => out_id,
+                        // With a TTY there is one stream; without one, stderr goes to stderr.
+                        Stream::Stderr if tty => out_id,
+                        Stream::Stderr => err_id,
+                    };
+                    if let Some(id) = id {
+                        if w.data(id, &data).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                None => break,
+            },
+            d = async { match stdin_rx.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => match d {
+                Some(d) => att.write_stdin(&d).await,
+                None => {
+                    att.close_stdin();
+                    stdin_rx = None;
+                }
+            },
+            d = async { match resize_rx.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => match d {
+                Some(d) => {
+                    resize_buf.extend_from_slice(&d);
+                    if resize_buf.len() > 64 * 1024 {
+                        resize_buf.clear();
+                    }
+                    resize_events(&mut resize_buf, |cols, rows| att.resize(cols, rows));
+                }
+                None => resize_rx = None,
+            },
+            _ = async { let _ = closed.wait_for(|c| *c).await; } => break,
+        }
+    }
+    drop(att);
+    for id in [out_id, err_id].into_iter().flatten() {
+        let _ = w.fin(id).await;
+    }
+    finish(&w, &st, v, &exit_status_json(Some(0), &[], None)).await;
+    drop(w);
+    session.close().await;
+}
+
 /// Report the result on the error stream: v4 sends the Status JSON (success too); v1–v3 send the
 /// failure's message only. Then FIN every stream this side writes.
 async fn finish(w: &Writer, st: &Streams, v: Version, status_json: &str) {

