@@ -402,4 +402,28 @@ mod tests {
         assert_eq!(s.next_stream().await.unwrap().id, 2 * n + 5);
         drop(held);
     }
+
+    #[tokio::test]
+    async fn a_dropped_stream_does_not_stall_the_others() {
+        let (mut s, mut cw, _cr) = pair();
+        let mut z = Deflater::new();
+        let syn = |id| Frame::SynStream {
+            stream_id: id,
+            associated: 0,
+            priority: 0,
+            flags: 0,
+            headers: hs(&[("streamtype", "data")]),
+        };
+        send(&mut cw, &mut z, syn(1)).await;
+        drop(s.next_stream().await.unwrap());
+        for _ in 0..(STREAM_BUFFER * 4) {
+            send(&mut cw, &mut z, Frame::Data { stream_id: 1, flags: 0, data: vec![1; 100] }).await;
+        }
+        send(&mut cw, &mut z, syn(3)).await;
+        send(&mut cw, &mut z, Frame::Data { stream_id: 3, flags: FLAG_FIN, data: b"live".to_vec() }).await;
+        let mut three = tokio::time::timeout(Duration::from_secs(5), s.next_stream()).await.unwrap().unwrap();
+        assert_eq!(three.id, 3);
+        assert_eq!(three.data.recv().await.unwrap(), b"live");
+        assert!(three.data.recv().await.is_none());
+    }
 }
