@@ -578,7 +578,13 @@ async fn run_exec(socket: WebSocket, target: proc::ExecTarget, opts: ExecOpts, v
     let _ = tx.send(Message::Close(Some(CloseFrame { code: 1000, reason: "".into() }))).await;
     drop(tx);
     let _ = writer.await;
-    reader.abort();
+    // The closing handshake (RFC 6455 section 7.1.1): wait for the client's own Close before the
+    // socket goes, so frames it still sends (a resize, its stdin close) do not meet a closed socket,
+    // whose reset could overtake the status and the Close frame on their way through the API
+    // server's proxy.
+    if tokio::time::timeout(Duration::from_secs(2), &mut reader).await.is_err() {
+        reader.abort();
+    }
 }
 
 #[cfg(test)]
