@@ -8,6 +8,7 @@
 
 pub mod attach;
 pub mod builtin;
+pub mod cgroup;
 pub mod dns;
 pub mod env;
 pub mod image;
