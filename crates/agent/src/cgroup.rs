@@ -416,6 +416,94 @@ fn remove_tree(d: &Path) -> Result<()> {
     Err(CgroupError::Parse(format!("{}: processes did not leave", d.display())))
 }
 
+/// This machine's hierarchy, read once.
+pub fn hierarchy() -> std::result::Result<&'static Hierarchy, String> {
+    static H: std::sync::OnceLock<std::result::Result<Hierarchy, String>> = std::sync::OnceLock::new();
+    H.get_or_init(|| Hierarchy::detect().map_err(|e| e.to_string())).as_ref().map_err(Clone::clone)
+}
+
+/// A pod's cgroup below the agent's own: `yard/pod<uid>`; its containers are children.
+pub fn pod_rel(uid: &str) -> String {
+    format!("yard/pod{uid}")
+}
+
+/// The kernel limits for a container's `resources`, as the kubelet computes them: the memory
+/// limit, a CFS quota from the cpu limit, shares from the cpu request (which defaults to the limit).
+/// `None` when the container asks for nothing.
+pub fn container_limits(c: &k8s_openapi::api::core::v1::Container) -> std::result::Result<Option<Limits>, String> {
+    let res = c.resources.as_ref();
+    let get =
+        |m: Option<&std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+         k: &str|
+         -> std::result::Result<Option<yard_api::quantity::Quantity>, String> {
+            match m.and_then(|m| m.get(k)) {
+                None => Ok(None),
+                Some(q) => yard_api::quantity::Quantity::parse(&q.0)
+                    .map(Some)
+                    .map_err(|e| format!("resources {k} {:?}: {e}", q.0)),
+            }
+        };
+    let limits = res.and_then(|r| r.limits.as_ref());
+    let requests = res.and_then(|r| r.requests.as_ref());
+    let mem = get(limits, "memory")?.map(|q| q.value()).filter(|v| *v > 0);
+    let cpu_limit = get(limits, "cpu")?.map(|q| q.milli()).filter(|v| *v > 0);
+    let cpu_request = get(requests, "cpu")?.map(|q| q.milli()).or(cpu_limit);
+    if mem.is_none() && cpu_limit.is_none() && cpu_request.is_none() {
+        return Ok(None);
+    }
+    let clamp = |v: i128| u64::try_from(v.max(0)).unwrap_or(u64::MAX);
+    Ok(Some(Limits {
+        memory_bytes: mem.map(clamp),
+        cpu_quota_us: cpu_limit.map(|m| milli_cpu_to_quota(clamp(m), CPU_PERIOD_US)),
+        cpu_period_us: CPU_PERIOD_US,
+        cpu_shares: cpu_request.map(|m| milli_cpu_to_shares(clamp(m))),
+        pids_max: None,
+    }))
+}
+
+/// The cgroup for one container's runs: `yard/pod<uid>/<container>` with its limits. A container
+/// with limits that cannot be had is an error; one without gets its cgroup when the machine
+/// allows (for accounting and to reap what it leaves), else `Ok(None)`.
+pub fn for_container(
+    uid: &str,
+    c: &k8s_openapi::api::core::v1::Container,
+) -> std::result::Result<Option<Cgroup>, String> {
+    let limits = container_limits(c)?;
+    let rel = format!("{}/{}", pod_rel(uid), c.name);
+    match (hierarchy(), limits) {
+        (Ok(h), Some(l)) => Cgroup::create(h, &rel, &l).map(Some).map_err(|e| format!("cgroup {rel}: {e}")),
+        (Err(e), Some(_)) => Err(format!("resource limits need cgroups: {e}")),
+        (Ok(h), None) => match Cgroup::create(h, &rel, &Limits::default()) {
+            Ok(g) => Ok(Some(g)),
+            Err(e) => {
+                tracing::debug!("no cgroup for {rel}: {e}");
+                Ok(None)
+            }
+        },
+        (Err(_), None) => Ok(None),
+    }
+}
+
+/// Removes a pod's cgroups (killing anything left in them); nothing there is fine.
+pub fn remove_pod(uid: &str) -> Result<()> {
+    let Ok(h) = hierarchy() else { return Ok(()) };
+    let rel = pod_rel(uid);
+    let dirs: Vec<PathBuf> = match h {
+        Hierarchy::V1 { memory, cpu, pids } => {
+            [memory, cpu, pids].into_iter().flatten().map(|b| b.join(&rel)).collect()
+        }
+        Hierarchy::V2 { base, .. } => vec![base.join(&rel)],
+    };
+    for d in dirs {
+        remove_tree(&d)?;
+        // The shared `yard` parent goes with its last pod (rmdir refuses while others are there).
+        if let Some(parent) = d.parent() {
+            let _ = fs::remove_dir(parent);
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -129,6 +129,8 @@ struct Ctr {
     container_id: String,
     /// The current run's stdio for `pods/attach`.
     attach: Option<Arc<crate::attach::Hub>>,
+    /// The container's cgroup (limits; exec and probes join it too).
+    cgroup: Option<crate::cgroup::Cgroup>,
 }
 
 struct PodState {
@@ -257,6 +259,7 @@ impl Runtime {
                 runs: 0,
                 container_id: String::new(),
                 attach: None,
+                cgroup: None,
             });
         }
         // Non-init containers wait for init: kubelet shows PodInitializing for them too.
@@ -342,6 +345,7 @@ impl Runtime {
                     } else {
                         let _ = self.net.delete_sandbox(&self.netns_name(&uid), &crate::net::veth_name(&uid), &uid);
                     }
+                    let _ = crate::cgroup::remove_pod(&uid);
                     let _ = std::fs::remove_dir_all(ent.path());
                     if !ns.is_empty() {
                         let _ = std::fs::remove_dir_all(self.log_dir(&ns, &name, &uid));
@@ -525,7 +529,9 @@ impl PodHandle {
             .find(|c| c.spec.name == container)
             .ok_or_else(|| format!("container {container} is not valid for pod {}", self.inner.name))?;
         match (&c.state, c.pid) {
-            (CState::Running { .. }, Some(pid)) => Ok(proc::ExecTarget { pid, env: c.env.clone(), cwd: c.cwd.clone() }),
+            (CState::Running { .. }, Some(pid)) => {
+                Ok(proc::ExecTarget { pid, env: c.env.clone(), cwd: c.cwd.clone(), cgroup: c.cgroup.clone() })
+            }
             _ => Err(format!("container {container} is not running")),
         }
     }
@@ -775,31 +781,8 @@ fn compute_status(st: &mut PodState, node_ip: Ipv4Addr) -> PodStatus {
 }
 
 fn qos_class(pod: &Pod) -> String {
-    let cs = pod.spec.as_ref().map(|s| s.containers.clone()).unwrap_or_default();
-    let mut any = false;
-    let mut guaranteed = true;
-    for c in &cs {
-        let r = c.resources.clone().unwrap_or_default();
-        let req = r.requests.unwrap_or_default();
-        let lim = r.limits.unwrap_or_default();
-        if !req.is_empty() || !lim.is_empty() {
-            any = true;
-        }
-        for k in ["cpu", "memory"] {
-            match (lim.get(k), req.get(k)) {
-                (Some(l), Some(q)) if l == q => {}
-                (Some(_), None) => {}
-                _ => guaranteed = false,
-            }
-        }
-    }
-    if !any {
-        "BestEffort".into()
-    } else if guaranteed {
-        "Guaranteed".into()
-    } else {
-        "Burstable".into()
-    }
+    let spec = pod.spec.as_ref().and_then(|s| serde_json::to_value(s).ok()).unwrap_or_default();
+    yard_api::qos::pod_qos(&spec).to_string()
 }
 
 impl PodInner {
@@ -1018,6 +1001,9 @@ async fn finish(p: &Arc<PodInner>) {
         if let Err(e) = rt.net.delete_sandbox(&name, &veth, &uid) {
             tracing::warn!("delete sandbox {name}: {e}");
         }
+        if let Err(e) = crate::cgroup::remove_pod(&uid) {
+            tracing::warn!("remove cgroups of pod {uid}: {e}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_dir_all(&logs);
     })
@@ -1087,6 +1073,11 @@ async fn run_container(p: Arc<PodInner>, idx: usize, adopt: Option<SavedContaine
         let policy = pod.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_else(|| "Always".into());
         let field_path = Some(format!("spec.{}{{{}}}", if init { "initContainers" } else { "containers" }, c.name));
         let image = c.image.clone().unwrap_or_default();
+        // The container's cgroup: its limits, and what an OOM kill is counted against.
+        let cgroup = crate::cgroup::for_container(&p.uid, &c);
+        let cg = cgroup.as_ref().ok().cloned().flatten();
+        let oom_before = cg.as_ref().and_then(|g| g.oom_kills().ok()).unwrap_or(0);
+        p.with(|st| st.ctrs[idx].cgroup = cg.clone());
 
         let (mut procw, started_at, pid, log_path, run_no) = if let Some(a) =
             adopt.take().filter(|a| proc::alive(a.pid, a.proc_start))
@@ -1228,14 +1219,16 @@ async fn run_container(p: Arc<PodInner>, idx: usize, adopt: Option<SavedContaine
                 fifo_dir: p.dir.join("fifo").join(&c.name),
                 stdin: c.stdin.unwrap_or(false),
                 tty: c.tty.unwrap_or(false),
+                cgroup: cg.clone(),
             };
             let run_no = runs;
             let log_path = p.rt.log_dir(&p.namespace, &p.name, &p.uid).join(&c.name).join(format!("{run_no}.log"));
             let cid = format!("yard://{}-{}-{}", &p.uid.chars().take(8).collect::<String>(), c.name, run_no);
             let log = proc::LogFile::create(&log_path);
-            let spawned = match log {
-                Ok(log) => proc::spawn(&spec).map(|s| (s, log)),
-                Err(e) => Err(e),
+            let spawned = match (log, &cgroup) {
+                (Err(e), _) => Err(e),
+                (_, Err(msg)) => Err(std::io::Error::other(msg.clone())),
+                (Ok(log), Ok(_)) => proc::spawn(&spec).map(|s| (s, log)),
             };
             tracing::debug!(pod = %p.name, container = %c.name, "container process started");
             match spawned {
@@ -1329,7 +1322,21 @@ async fn run_container(p: Arc<PodInner>, idx: usize, adopt: Option<SavedContaine
         probe_task.abort();
         let finished = now();
         let ran_for = finished.duration_since(started_at);
-        let reason = if code == 0 { "Completed" } else { "Error" };
+        // The kernel's OOM killer ends a process with SIGKILL and counts it in the cgroup.
+        let oom = code == 137 && cg.as_ref().and_then(|g| g.oom_kills().ok()).is_some_and(|n| n > oom_before);
+        // What the run left behind in its cgroup goes with it (a runtime's container stop).
+        if let Some(g) = &cg {
+            if let Err(e) = g.remove() {
+                tracing::warn!(pod = %p.name, container = %c.name, "remove cgroup: {e}");
+            }
+        }
+        let reason = if oom {
+            "OOMKilled"
+        } else if code == 0 {
+            "Completed"
+        } else {
+            "Error"
+        };
         let t = Term {
             exit_code: code,
             signal,
@@ -1713,9 +1720,11 @@ async fn http_probe(
 
 /// Run a command in a container's namespaces; (exit code, combined output).
 async fn exec_probe(p: &Arc<PodInner>, pid: i32, argv: &[String], timeout: Duration) -> Result<(i32, String), String> {
-    let env = p.with(|st| st.ctrs.iter().find(|c| c.pid == Some(pid)).map(|c| (c.env.clone(), c.cwd.clone())));
-    let (env, cwd) = env.unwrap_or_default();
-    let t = proc::ExecTarget { pid, env, cwd };
+    let env = p.with(|st| {
+        st.ctrs.iter().find(|c| c.pid == Some(pid)).map(|c| (c.env.clone(), c.cwd.clone(), c.cgroup.clone()))
+    });
+    let (env, cwd, cgroup) = env.unwrap_or_default();
+    let t = proc::ExecTarget { pid, env, cwd, cgroup };
     let mut cmd = proc::exec_command(&t, argv, false).map_err(|e| e.to_string())?;
     cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     let child = cmd.spawn().map_err(|e| e.to_string())?;

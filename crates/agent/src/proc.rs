@@ -34,6 +34,9 @@ pub struct Spec {
     pub stdin: bool,
     /// `tty: true`: stdin, stdout and stderr are one pty whose master the agent keeps.
     pub tty: bool,
+    /// The container's cgroup: its `cgroup.procs` files are opened before fork and the child
+    /// joins them before anything else, so its limits hold from the first instruction.
+    pub cgroup: Option<crate::cgroup::Cgroup>,
 }
 
 /// Look the program up in the environment's PATH (as the container would).
@@ -124,10 +127,13 @@ pub fn spawn(spec: &Spec) -> io::Result<Started> {
     let resolv = cstr(&spec.resolv_conf)?;
     let hosts = cstr(&spec.hosts)?;
     let cwd = spec.cwd.as_ref().map(|c| cstr(c)).transpose()?;
+    let cgroup_procs =
+        spec.cgroup.as_ref().map(|g| g.open_procs().map_err(io::Error::other)).transpose()?.unwrap_or_default();
     cmd.arg0(&spec.argv[0]).args(&spec.argv[1..]).env_clear().envs(spec.env.iter().map(|(k, v)| (k, v)));
     // SAFETY: the closure runs in the forked child before exec and only makes system calls.
     unsafe {
         cmd.pre_exec(move || {
+            crate::cgroup::join_self(&cgroup_procs)?;
             nix::unistd::setsid().map_err(io::Error::from)?;
             if ctty && libc::ioctl(0, libc::TIOCSCTTY as _, 0) != 0 {
                 return Err(io::Error::last_os_error());
@@ -169,6 +175,8 @@ pub struct ExecTarget {
     pub pid: i32,
     pub env: Vec<(String, String)>,
     pub cwd: Option<PathBuf>,
+    /// The container's cgroup: an exec runs under its limits.
+    pub cgroup: Option<crate::cgroup::Cgroup>,
 }
 
 /// Open /proc/<pid>/ns/{net,uts,mnt}.
@@ -191,6 +199,8 @@ pub fn exec_command(t: &ExecTarget, argv: &[String], ctty: bool) -> io::Result<t
     })?;
     let ns = open_ns(t.pid)?;
     let fds: Vec<(RawFd, CloneFlags)> = ns.iter().map(|(f, c)| (f.as_raw_fd(), *c)).collect();
+    let cgroup_procs =
+        t.cgroup.as_ref().map(|g| g.open_procs().map_err(io::Error::other)).transpose()?.unwrap_or_default();
     let cwd = t.cwd.as_ref().map(|c| cstr(c)).transpose()?;
     let mut cmd = std::process::Command::new(&prog);
     cmd.arg0(&argv[0]).args(&argv[1..]).env_clear().envs(t.env.iter().map(|(k, v)| (k, v)));
@@ -198,6 +208,7 @@ pub fn exec_command(t: &ExecTarget, argv: &[String], ctty: bool) -> io::Result<t
     unsafe {
         cmd.pre_exec(move || {
             let _keep = &ns;
+            crate::cgroup::join_self(&cgroup_procs)?;
             nix::unistd::setsid().map_err(io::Error::from)?;
             if ctty && libc::ioctl(0, libc::TIOCSCTTY as _, 0) != 0 {
                 return Err(io::Error::last_os_error());

@@ -10,6 +10,7 @@ pub mod field_error;
 pub mod fields;
 pub mod naming;
 pub mod patch;
+pub mod qos;
 pub mod quantity;
 pub mod selector;
 pub mod table;

@@ -950,7 +950,8 @@ fn prepare_for_create(r: &Resource, v: &mut Value) {
     }
     match r.kind {
         "Pod" => {
-            v["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
+            let qos = yard_api::qos::pod_qos(&v["spec"]);
+            v["status"] = json!({"phase": "Pending", "qosClass": qos});
         }
         "Service" => v["status"] = json!({"loadBalancer": {}}),
         "Deployment" | "ReplicaSet" => v["status"] = json!({}),

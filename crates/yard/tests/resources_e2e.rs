@@ -1,0 +1,164 @@
+//! Issue 24, resource limits: `resources.limits` are kernel cgroup limits on `yard up`, checked with
+//! real kubectl and the real kernel. A container over its memory limit is killed by the kernel's
+//! OOM killer and reported as `OOMKilled` (exit code 137) with its restart policy applied; a cpu
+//! limit is a CFS quota that throttles a busy loop; `kubectl exec` runs inside the container's
+//! cgroup; a deleted pod leaves no cgroup behind. One shared cluster.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+
+const MANIFEST: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: hog}
+spec:
+  restartPolicy: OnFailure
+  containers:
+  - name: hog
+    image: busybox:1.28
+    # dd reads into its 100 MiB buffer: past the 20Mi limit at once.
+    command: ['sh', '-c', 'echo allocating; exec dd if=/dev/zero of=/dev/null bs=100M count=1']
+    resources:
+      limits: {memory: 20Mi}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: hog-once}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: hog
+    image: busybox:1.28
+    command: ['sh', '-c', 'exec dd if=/dev/zero of=/dev/null bs=100M count=1']
+    resources:
+      limits: {memory: 20Mi}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: small}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: small
+    image: busybox:1.28
+    # The same program under its limit runs to the end.
+    command: ['sh', '-c', 'dd if=/dev/zero of=/dev/null bs=4M count=1 && echo fits']
+    resources:
+      limits: {memory: 20Mi}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: spin}
+spec:
+  containers:
+  - name: spin
+    image: busybox:1.28
+    command: ['sh', '-c', 'while :; do :; done']
+    resources:
+      requests: {cpu: 100m, memory: 32Mi}
+      limits: {cpu: 100m, memory: 32Mi}
+"#;
+
+fn jsonpath(up: &Up, pod: &str, path: &str) -> String {
+    up.k(&["get", "pod", pod, "-o", &format!("jsonpath={path}")])
+}
+
+/// The container's cgroup directories on this machine (the test runs in the same cgroup as the
+/// `yard up` it started, so the agent's base is this process's own).
+fn cgroup_dirs(uid: &str, container: &str) -> Vec<PathBuf> {
+    let rel = format!("{}/{container}", yard_agent::cgroup::pod_rel(uid));
+    match yard_agent::cgroup::hierarchy().expect("cgroups") {
+        yard_agent::cgroup::Hierarchy::V1 { memory, cpu, pids } => {
+            [memory, cpu, pids].into_iter().flatten().map(|b| b.join(&rel)).collect()
+        }
+        yard_agent::cgroup::Hierarchy::V2 { base, .. } => vec![base.join(&rel)],
+    }
+}
+
+fn read_in(dirs: &[PathBuf], file: &str) -> String {
+    dirs.iter()
+        .find_map(|d| std::fs::read_to_string(d.join(file)).ok())
+        .unwrap_or_else(|| panic!("{file} not in any of {dirs:?}"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn resource_limits_are_enforced() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "this test needs root (yard up, cgroups)");
+    let dir = TempDir::new("resources");
+    let mut up = Up::start("e2eres", &dir.0.join("data"), &[]);
+    let o = kubectl_with(&up.kubeconfig, &["apply", "-f", "-"], Some(MANIFEST));
+    assert!(o.status.success(), "apply: {}", String::from_utf8_lossy(&o.stderr));
+
+    // OOM with OnFailure: killed, reported, restarted.
+    let last = eventually(Duration::from_secs(60), || {
+        let r = jsonpath(&up, "hog", "{.status.containerStatuses[0].lastState.terminated.reason}");
+        (r == "OOMKilled").then_some(r)
+    });
+    assert!(last.is_some(), "hog: lastState not OOMKilled: {}", jsonpath(&up, "hog", "{.status.containerStatuses[0]}"));
+    assert_eq!(jsonpath(&up, "hog", "{.status.containerStatuses[0].lastState.terminated.exitCode}"), "137");
+    let restarts: i32 = jsonpath(&up, "hog", "{.status.containerStatuses[0].restartCount}").parse().unwrap();
+    assert!(restarts >= 1, "OnFailure restarts an OOM-killed container");
+    assert!(up.k(&["logs", "hog"]).contains("allocating"));
+
+    // OOM with Never: the pod fails with the container's state terminated OOMKilled.
+    let failed = eventually(Duration::from_secs(60), || {
+        (jsonpath(&up, "hog-once", "{.status.phase}") == "Failed").then_some(())
+    });
+    assert!(failed.is_some(), "hog-once: {}", jsonpath(&up, "hog-once", "{.status}"));
+    assert_eq!(jsonpath(&up, "hog-once", "{.status.containerStatuses[0].state.terminated.reason}"), "OOMKilled");
+    assert_eq!(jsonpath(&up, "hog-once", "{.status.containerStatuses[0].state.terminated.exitCode}"), "137");
+
+    // Under the limit: completes.
+    let done = eventually(Duration::from_secs(60), || {
+        (jsonpath(&up, "small", "{.status.phase}") == "Succeeded").then_some(())
+    });
+    assert!(done.is_some(), "small: {}", jsonpath(&up, "small", "{.status}"));
+    assert_eq!(jsonpath(&up, "small", "{.status.containerStatuses[0].state.terminated.reason}"), "Completed");
+    assert!(up.k(&["logs", "small"]).contains("fits"));
+
+    // CPU: a 100m limit is a 10 ms per 100 ms CFS quota that throttles the busy loop.
+    up.k(&["wait", "--for=condition=Ready", "pod/spin", "--timeout=60s"]);
+    assert_eq!(jsonpath(&up, "spin", "{.status.qosClass}"), "Guaranteed");
+    let uid = jsonpath(&up, "spin", "{.metadata.uid}");
+    let dirs = cgroup_dirs(&uid, "spin");
+    match yard_agent::cgroup::hierarchy().unwrap() {
+        yard_agent::cgroup::Hierarchy::V1 { .. } => {
+            assert_eq!(read_in(&dirs, "cpu.cfs_quota_us"), "10000");
+            assert_eq!(read_in(&dirs, "cpu.cfs_period_us"), "100000");
+            assert_eq!(read_in(&dirs, "cpu.shares"), "102");
+            assert_eq!(read_in(&dirs, "memory.limit_in_bytes"), (32u64 << 20).to_string());
+        }
+        yard_agent::cgroup::Hierarchy::V2 { .. } => {
+            assert_eq!(read_in(&dirs, "cpu.max"), "10000 100000");
+            assert_eq!(read_in(&dirs, "memory.max"), (32u64 << 20).to_string());
+        }
+    }
+    let throttled = eventually(Duration::from_secs(10), || {
+        let stat = read_in(&dirs, "cpu.stat");
+        let n: u64 =
+            stat.lines().find_map(|l| l.strip_prefix("nr_throttled ").and_then(|v| v.parse().ok())).unwrap_or(0);
+        (n > 5).then_some(n)
+    });
+    assert!(throttled.is_some(), "the busy loop was never throttled: {}", read_in(&dirs, "cpu.stat"));
+
+    // exec runs in the container's cgroup.
+    let own = up.k(&["exec", "spin", "--", "cat", "/proc/self/cgroup"]);
+    assert!(own.contains(&format!("pod{uid}/spin")), "exec outside the container's cgroup:\n{own}");
+
+    // Deleting the pod removes its cgroups.
+    up.k(&["delete", "pod", "spin", "--wait=true", "--timeout=60s"]);
+    for d in &dirs {
+        let gone = eventually(Duration::from_secs(10), || (!d.exists()).then_some(()));
+        assert!(gone.is_some(), "{} left behind", d.display());
+    }
+    up.k(&["delete", "pod", "hog", "hog-once", "small", "--wait=true", "--timeout=60s"]);
+    let out = up.stop();
+    assert!(!out.contains("panicked"), "{out}");
+}
