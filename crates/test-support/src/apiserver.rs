@@ -4,6 +4,8 @@
 
 use std::path::Path;
 
+pub use crate::client::client_for;
+
 /// Starts the API server with `args` (its data dir is created; port 0 picks a free one) and a
 /// client from the kubeconfig it writes.
 pub async fn start(args: yard_apiserver::Args) -> (yard_apiserver::Running, kube::Client) {
@@ -16,13 +18,4 @@ pub async fn start(args: yard_apiserver::Args) -> (yard_apiserver::Running, kube
 /// [`start`] with the defaults and `data_dir`, on a port the kernel picks.
 pub async fn start_in(data_dir: &Path) -> (yard_apiserver::Running, kube::Client) {
     start(yard_apiserver::Args { data_dir: data_dir.to_path_buf(), port: 0, ..Default::default() }).await
-}
-
-/// A client for the kubeconfig at `path`.
-pub async fn client_for(path: &Path) -> kube::Client {
-    let kc = kube::config::Kubeconfig::read_from(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-        .await
-        .expect("kubeconfig");
-    kube::Client::try_from(config).expect("client")
 }

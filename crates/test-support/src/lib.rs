@@ -10,6 +10,8 @@
 
 #[cfg(feature = "apiserver")]
 pub mod apiserver;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod netns;
 pub mod port;
 pub mod process;
