@@ -28,11 +28,7 @@ async fn main() -> anyhow::Result<()> {
     // Removed when main returns, error or not (after the API server, which is dropped first).
     let scratch = TempDir::new("api-bench");
     let dir = scratch.0.clone();
-    let args = yard_apiserver::Args { data_dir: dir.clone(), port: 0, ..Default::default() };
-    let api = yard_apiserver::start(args).await?;
-    let kc = kube::config::Kubeconfig::read_from(&api.kubeconfig)?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    let client = kube::Client::try_from(cfg)?;
+    let (api, client) = yard_test_support::apiserver::start_in(&dir).await;
     let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
 
     // Creates.

@@ -160,11 +160,7 @@ async fn main() -> anyhow::Result<()> {
     let n_pods = n_svc * per;
     let scratch = TempDir::new("controllers-bench");
     let dir = scratch.0.clone();
-    let args = yard_apiserver::Args { data_dir: dir.clone(), port: 0, ..Default::default() };
-    let api = yard_apiserver::start(args).await?;
-    let kc = kube::config::Kubeconfig::read_from(&api.kubeconfig)?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    let client = kube::Client::try_from(cfg)?;
+    let (api, client) = yard_test_support::apiserver::start_in(&dir).await;
 
     let ctl = ChildGuard(
         Command::new(std::env::current_exe()?)
