@@ -9,16 +9,13 @@
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-#[path = "tempdir.rs"]
-mod tempdir;
-
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::{Api, PostParams, WatchEvent, WatchParams};
 use serde_json::json;
-use tempdir::TempDir;
+use yard_test_support::TempDir;
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -29,13 +26,9 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 async fn main() -> anyhow::Result<()> {
     let n: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(10_000);
     // Removed when main returns, error or not (after the API server, which is dropped first).
-    let scratch = TempDir::new("yard-api-bench");
+    let scratch = TempDir::new("api-bench");
     let dir = scratch.0.clone();
-    let args = yard_apiserver::Args { data_dir: dir.clone(), port: 0, ..Default::default() };
-    let api = yard_apiserver::start(args).await?;
-    let kc = kube::config::Kubeconfig::read_from(&api.kubeconfig)?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    let client = kube::Client::try_from(cfg)?;
+    let (api, client) = yard_test_support::apiserver::start_in(&dir).await;
     let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
 
     // Creates.

@@ -19,8 +19,6 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[path = "procstat.rs"]
 mod procstat;
-#[path = "tempdir.rs"]
-mod tempdir;
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -34,7 +32,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use procstat::{cpu_seconds, status_kib};
 use serde_json::json;
-use tempdir::TempDir;
+use yard_test_support::TempDir;
 
 const NAMESPACES: usize = 10;
 const NODES: usize = 100;
@@ -160,13 +158,9 @@ async fn main() -> anyhow::Result<()> {
         |i: usize, d: usize| -> anyhow::Result<usize> { Ok(argv.get(i).map(|s| s.parse()).transpose()?.unwrap_or(d)) };
     let (n_svc, per, samples, burst) = (arg(1, 10_000)?, arg(2, 10)?, arg(3, 1000)?, arg(4, 100)?);
     let n_pods = n_svc * per;
-    let scratch = TempDir::new("yard-controllers-bench");
+    let scratch = TempDir::new("controllers-bench");
     let dir = scratch.0.clone();
-    let args = yard_apiserver::Args { data_dir: dir.clone(), port: 0, ..Default::default() };
-    let api = yard_apiserver::start(args).await?;
-    let kc = kube::config::Kubeconfig::read_from(&api.kubeconfig)?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    let client = kube::Client::try_from(cfg)?;
+    let (api, client) = yard_test_support::apiserver::start_in(&dir).await;
 
     let ctl = ChildGuard(
         Command::new(std::env::current_exe()?)

@@ -23,8 +23,6 @@
 mod dnsutil;
 #[path = "procstat.rs"]
 mod procstat;
-#[path = "tempdir.rs"]
-mod tempdir;
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -39,7 +37,7 @@ use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::api::{Api, ListParams, PostParams};
 use procstat::status_kib;
 use serde_json::json;
-use tempdir::TempDir;
+use yard_test_support::TempDir;
 
 /// A child process ended by PID (SIGKILL) when dropped.
 struct Proc {
@@ -228,7 +226,7 @@ fn median(v: &[f64]) -> f64 {
 async fn main() -> anyhow::Result<()> {
     let o = opts()?;
     ensure!(o.yard.exists(), "no yard binary at {} (--yard)", o.yard.display());
-    let dir = TempDir::new("yard-dns-bench");
+    let dir = TempDir::new("dns-bench");
     std::fs::create_dir_all(dir.0.join("api"))?;
     std::fs::create_dir_all(dir.0.join("knot"))?;
 

@@ -14,8 +14,6 @@
 mod dnsutil;
 #[path = "procstat.rs"]
 mod procstat;
-#[path = "tempdir.rs"]
-mod tempdir;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -29,7 +27,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use procstat::status_kib;
 use serde_json::json;
-use tempdir::TempDir;
+use yard_test_support::TempDir;
 
 /// A child process ended by PID (SIGKILL) when dropped.
 struct Proc(Child);
@@ -77,7 +75,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     ensure!(yard.exists(), "no yard binary at {}", yard.display());
-    let dir = TempDir::new("yard-dns-memory");
+    let dir = TempDir::new("dns-memory");
     std::fs::create_dir_all(dir.0.join("api"))?;
     let kubeconfig = dir.0.join("api/kubeconfig");
     let mut api = Proc(

@@ -2,18 +2,9 @@
 
 use std::process::Command;
 
-use anyhow::bail;
-
-/// A port free for both UDP and TCP on loopback.
+/// A port free for both UDP and TCP on loopback (below the ephemeral range).
 pub fn free_port() -> anyhow::Result<u16> {
-    for _ in 0..100 {
-        let u = std::net::UdpSocket::bind("127.0.0.1:0")?;
-        let port = u.local_addr()?.port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    bail!("no free port")
+    Ok(yard_test_support::free_tcp_udp_port())
 }
 
 /// `dig` one name at a loopback server; the addresses answered.

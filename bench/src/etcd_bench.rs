@@ -30,8 +30,6 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[path = "procstat.rs"]
 mod procstat;
-#[path = "tempdir.rs"]
-mod tempdir;
 
 use std::time::Instant;
 
@@ -40,9 +38,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::{Api, PostParams};
 use procstat::cpu_seconds;
 use serde_json::json;
-use tempdir::TempDir;
 use yard_store::local_etcd::LocalEtcd;
 use yard_store::{Op, Store};
+use yard_test_support::TempDir;
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -391,7 +389,7 @@ async fn run() -> anyhow::Result<()> {
         etcd_client::Client::connect([format!("http://{}", cluster.endpoints()[first_leader])], None).await?;
 
     // Removed when main returns, error or not (after the API server, which is dropped first).
-    let scratch = TempDir::new("yard-etcd-bench");
+    let scratch = TempDir::new("etcd-bench");
     let dir = scratch.0.clone();
     let api = ApiServer::start(&dir, &cluster.url())?;
     let _ = API_PID.set(api.child.id());

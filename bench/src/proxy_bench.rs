@@ -27,16 +27,16 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use yard_netns::TempNetns;
 use yard_proxy::model::{DesiredState, Endpoint, Family, Protocol, ServicePort, ServicePortName};
 use yard_proxy::{Backend, Netns};
+use yard_test_support::TempNetns;
 
 const NODE: &str = "node-a";
 const CONN_PORT: u16 = 9376;
@@ -535,7 +535,7 @@ fn cmd_userspace(secs_each: u64, rounds: usize) -> Result<()> {
     b.sync(&state)?;
     // HAProxy in the same node namespace, L4 (mode tcp) like the userspace proxy, round-robin
     // over the same endpoints, listening on the node's bridge address.
-    let dir = tempdir()?;
+    let dir = yard_test_support::TempDir::new("proxy-bench");
     let cfg = dir.join("haproxy.cfg");
     let mut c = String::from(
         "global\n  maxconn 4096\n  nbthread 2\n\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n\n\
@@ -575,14 +575,7 @@ fn cmd_userspace(secs_each: u64, rounds: usize) -> Result<()> {
     let (h, u) = (median(&mut hp.clone()), median(&mut us.clone()));
     println!("userspace ClusterIP {u:.0} req/s, HAProxy {h:.0} req/s (rounds: userspace {us:.0?}, haproxy {hp:.0?}); ratio of medians {:.3}, median of {rounds} per-round ratios {paired:.3} (target >= 1.0)", u / h);
     b.cleanup()?;
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
-}
-
-fn tempdir() -> Result<PathBuf> {
-    let d = std::env::temp_dir().join(format!("proxy-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&d)?;
-    Ok(d)
 }
 
 fn main() -> Result<()> {

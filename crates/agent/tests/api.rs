@@ -13,17 +13,7 @@ use kube::api::{AttachParams, DeleteParams, LogParams, Patch, PatchParams, PostP
 use kube::Api;
 use tokio::io::AsyncReadExt;
 use yard_agent::{Agent, AgentConfig};
-
-async fn until<T, F: std::future::Future<Output = Option<T>>>(what: &str, secs: u64, mut f: impl FnMut() -> F) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use yard_test_support::{until_async, TempDir};
 
 fn ready(p: &Pod) -> bool {
     p.status
@@ -36,28 +26,23 @@ fn ready(p: &Pod) -> bool {
 
 #[test]
 fn agent_with_api_server() {
-    let dir = std::env::temp_dir().join(format!("yard-agent-api-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    yard_test_support::require_root("network namespaces, pod sandboxes");
+    let dir = TempDir::new("agent-api");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(run(dir.clone()))));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(run(dir.path().to_path_buf()))));
     // The runtime goes first: after a failure the agent's tasks would otherwise still be writing
     // under `dir` while it is removed.
     rt.shutdown_timeout(Duration::from_secs(10));
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
     if let Err(panic) = result {
         std::panic::resume_unwind(panic);
     }
 }
 
 async fn run(dir: PathBuf) {
-    let api = yard_apiserver::start(yard_apiserver::Args { data_dir: dir.join("api"), port: 0, ..Default::default() })
-        .await
-        .expect("api server");
-    let kc = kube::config::Kubeconfig::read_from(&api.kubeconfig).unwrap();
-    let client =
-        kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap()).unwrap();
+    let (api, client) = yard_test_support::apiserver::start_in(&dir.join("api")).await;
 
-    let node_ns = yard_netns::TempNetns::new("yat-api").expect("node netns (needs root)");
+    let node_ns = yard_test_support::TempNetns::new("yat-api").expect("node netns");
     let mut cfg = AgentConfig::new("node-a");
     cfg.netns = Some(node_ns.path().to_path_buf());
     cfg.state_dir = dir.join("agent");
@@ -87,7 +72,8 @@ async fn run(dir: PathBuf) {
 
     // Node and Lease.
     let nodes: Api<Node> = Api::all(client.clone());
-    let node = until("node", 10, || async { nodes.get_opt("node-a").await.ok().flatten() }).await;
+    let node =
+        until_async(Duration::from_secs(10), "node", || async { nodes.get_opt("node-a").await.ok().flatten() }).await;
     let ann = node.metadata.annotations.clone().unwrap_or_default();
     assert!(ann.get("yard.dev/agent-endpoint").is_some_and(|e| e.starts_with("127.0.0.1:")), "{ann:?}");
     let st = node.status.clone().unwrap();
@@ -95,7 +81,8 @@ async fn run(dir: PathBuf) {
     assert!(st.conditions.unwrap().iter().any(|c| c.type_ == "Ready" && c.status == "True"));
     assert_eq!(st.capacity.unwrap()["pods"].0, "110");
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
-    let lease = until("lease", 10, || async { leases.get_opt("node-a").await.ok().flatten() }).await;
+    let lease =
+        until_async(Duration::from_secs(10), "lease", || async { leases.get_opt("node-a").await.ok().flatten() }).await;
     assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("node-a"));
 
     // What node IPAM would do.
@@ -125,7 +112,10 @@ async fn run(dir: PathBuf) {
     .unwrap();
     let t0 = Instant::now();
     pods.create(&PostParams::default(), &p).await.unwrap();
-    let p = until("pod ready", 30, || async { pods.get("hostnames-x").await.ok().filter(ready) }).await;
+    let p = until_async(Duration::from_secs(30), "pod ready", || async {
+        pods.get("hostnames-x").await.ok().filter(ready)
+    })
+    .await;
     eprintln!("pod ready after {:?}", t0.elapsed());
     let st = p.status.clone().unwrap();
     let ip: std::net::Ipv4Addr = st.pod_ip.clone().unwrap().parse().unwrap();
@@ -181,7 +171,7 @@ async fn run(dir: PathBuf) {
             }))
             .unwrap();
             api.create(&PostParams::default(), &p).await.unwrap();
-            until("pod running", 30, || async {
+            until_async(Duration::from_secs(30), "pod running", || async {
                 api.get(name)
                     .await
                     .ok()
@@ -207,7 +197,7 @@ async fn run(dir: PathBuf) {
 
     // Events.
     let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "default");
-    let evs = until("events", 10, || async {
+    let evs = until_async(Duration::from_secs(10), "events", || async {
         let l = events.list(&Default::default()).await.ok()?;
         l.items
             .iter()
@@ -226,8 +216,10 @@ async fn run(dir: PathBuf) {
     let sb_ns = format!("{prefix}-{}", &p.metadata.uid.clone().unwrap()[..8]);
     assert!(yard_netns::exists(&sb_ns));
     pods.delete("hostnames-x", &DeleteParams::default()).await.unwrap();
-    until("pod gone", 20, || async { pods.get_opt("hostnames-x").await.ok().and_then(|p| p.is_none().then_some(())) })
-        .await;
+    until_async(Duration::from_secs(20), "pod gone", || async {
+        pods.get_opt("hostnames-x").await.ok().and_then(|p| p.is_none().then_some(()))
+    })
+    .await;
     if yard_netns::exists(&sb_ns) {
         let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let lines: Vec<&str> = mi.lines().filter(|l| l.contains(&sb_ns)).collect();

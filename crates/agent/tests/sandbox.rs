@@ -17,7 +17,7 @@ use yard_agent::PodHandle;
 
 struct Env {
     rt: Arc<Runtime>,
-    node: yard_netns::TempNetns,
+    node: yard_test_support::TempNetns,
     state: PathBuf,
 }
 
@@ -43,7 +43,8 @@ impl Drop for Env {
 }
 
 fn setup(tag: &str, cidr: &str) -> Env {
-    let node = yard_netns::TempNetns::new(&format!("yat-{tag}")).expect("create node netns (needs root)");
+    yard_test_support::require_root("network namespaces, pod sandboxes");
+    let node = yard_test_support::TempNetns::new(&format!("yat-{tag}")).expect("create node netns");
     let state = std::env::temp_dir().join(format!("yard-agent-test-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state);
     std::fs::create_dir_all(&state).unwrap();

@@ -2,8 +2,7 @@
 //! drop), the controllers run in-process with a client from its kubeconfig, and pod status is written
 //! through `pods/status` the way a node agent would.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -11,30 +10,26 @@ use k8s_openapi::api::core::v1::{Endpoints, Event, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
+use yard_test_support::{until_async, TempDir};
 
 /// The tests run one at a time: the latency assertion should not compete with another cluster.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct ApiServer {
     child: Child,
-    dir: PathBuf,
+    dir: TempDir,
 }
 
 impl Drop for ApiServer {
     fn drop(&mut self) {
+        // Our own child, by PID; the data dir goes with `dir` after it.
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.dir.join("apiserver.log")).unwrap_or_default();
+            eprintln!("--- yard apiserver stderr ---\n{log}");
+        }
     }
-}
-
-fn yard_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("YARD_BIN") {
-        return PathBuf::from(p);
-    }
-    // target/<profile>/deps/e2e-xxxx -> target/<profile>/yard
-    let exe = std::env::current_exe().expect("test exe");
-    exe.parent().and_then(|p| p.parent()).expect("target dir").join("yard")
 }
 
 async fn start_apiserver() -> (ApiServer, Client) {
@@ -42,32 +37,15 @@ async fn start_apiserver() -> (ApiServer, Client) {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    let bin = yard_binary();
-    assert!(
-        bin.exists(),
-        "{} not found: build it first with `cargo build -p yard` (same target dir) or set YARD_BIN",
-        bin.display()
+    let dir = TempDir::new("controllers-e2e");
+    let child = yard_test_support::process::spawn_apiserver(
+        &yard_test_support::process::yard_bin(),
+        dir.path(),
+        &["--port".to_string(), "0".to_string()],
     );
-    let dir =
-        std::env::temp_dir().join(format!("yard-controllers-e2e-{}-{}", std::process::id(), rand::random::<u32>()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let child = Command::new(&bin)
-        .args(["apiserver", "--data-dir", dir.to_str().unwrap(), "--port", "0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn yard apiserver");
-    let guard = ApiServer { child, dir: dir.clone() };
-    let kc = dir.join("kubeconfig");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !kc.exists() {
-        assert!(Instant::now() < deadline, "apiserver did not write {}", kc.display());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let guard = ApiServer { child, dir };
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let kubeconfig = kube::config::Kubeconfig::read_from(&kc).unwrap();
-    let cfg = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
-    let client = Client::try_from(cfg).unwrap();
+    let client = yard_test_support::client::client_for(&guard.dir.join("kubeconfig")).await;
     (guard, client)
 }
 
@@ -81,22 +59,6 @@ fn kubectl(server: &ApiServer, args: &[&str]) -> String {
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "kubectl {args:?} failed: {text}");
     text
-}
-
-/// Polls `f` every 2 ms until it returns Some, at most `limit`.
-async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }
 
 fn json<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
@@ -166,14 +128,14 @@ async fn deployment_service_endpoints_follow_readiness() {
 
     // Leader election wrote its Lease.
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), "kube-system");
-    let lease = eventually(Duration::from_secs(10), "leader lease", || async {
+    let lease = until_async(Duration::from_secs(10), "leader lease", || async {
         leases.get_opt("yard-controller-manager").await.ok().flatten()
     })
     .await;
     assert_eq!(lease.spec.unwrap().lease_duration_seconds, Some(15));
 
     // Node IPAM.
-    let cidr = eventually(Duration::from_secs(10), "node podCIDR", || async {
+    let cidr = until_async(Duration::from_secs(10), "node podCIDR", || async {
         nodes.get("node-1").await.ok().and_then(|n| n.spec.and_then(|s| s.pod_cidr))
     })
     .await;
@@ -193,7 +155,7 @@ async fn deployment_service_endpoints_follow_readiness() {
 
     // Deployment -> ReplicaSet -> 3 pods, bound to node-1 by the scheduler.
     let lp = ListParams::default().labels("app=hostnames");
-    let pod_list = eventually(Duration::from_secs(20), "3 scheduled pods", || async {
+    let pod_list = until_async(Duration::from_secs(20), "3 scheduled pods", || async {
         let l = pods.list(&lp).await.ok()?;
         let scheduled: Vec<Pod> = l
             .items
@@ -221,7 +183,7 @@ async fn deployment_service_endpoints_follow_readiness() {
     ips.sort();
 
     // Endpoints list the 3 Ready pods' IP:9376.
-    let ep = eventually(Duration::from_secs(10), "3 ready endpoints", || async {
+    let ep = until_async(Duration::from_secs(10), "3 ready endpoints", || async {
         let ep = eps.get_opt("hostnames").await.ok().flatten()?;
         (ready_ips(&ep).0 == ips).then_some(ep)
     })
@@ -238,7 +200,7 @@ async fn deployment_service_endpoints_follow_readiness() {
 
     // EndpointSlice with the same endpoints.
     let slp = ListParams::default().labels("kubernetes.io/service-name=hostnames");
-    let sl = eventually(Duration::from_secs(10), "slice with 3 ready endpoints", || async {
+    let sl = until_async(Duration::from_secs(10), "slice with 3 ready endpoints", || async {
         let l = slices.list(&slp).await.ok()?;
         let s = l.items.into_iter().next()?;
         let ready =
@@ -257,7 +219,7 @@ async fn deployment_service_endpoints_follow_readiness() {
     assert_eq!(sl.ports.as_ref().unwrap()[0].port, Some(9376));
 
     // Deployment status for kubectl get deploy / rollout status.
-    let d = eventually(Duration::from_secs(10), "deployment available", || async {
+    let d = until_async(Duration::from_secs(10), "deployment available", || async {
         let d = deps.get("hostnames").await.ok()?;
         let s = d.status.clone()?;
         (s.available_replicas == Some(3) && s.updated_replicas == Some(3) && s.ready_replicas == Some(3)).then_some(d)
@@ -359,7 +321,7 @@ async fn deployment_service_endpoints_follow_readiness() {
     assert_eq!(ready_ips(&ep).1, vec![victim_ip.clone()]);
     assert_eq!(ready_ips(&ep).0.len(), 2);
     set_pod_status(&pods, &victim, &victim_ip, true).await;
-    eventually(Duration::from_secs(5), "ready again", || async {
+    until_async(Duration::from_secs(5), "ready again", || async {
         let ep = eps.get_opt("hostnames").await.ok().flatten()?;
         (ready_ips(&ep).0.len() == 3).then_some(())
     })
@@ -369,7 +331,7 @@ async fn deployment_service_endpoints_follow_readiness() {
     deps.patch("hostnames", &PatchParams::default(), &Patch::Merge(&serde_json::json!({"spec": {"replicas": 2}})))
         .await
         .unwrap();
-    eventually(Duration::from_secs(15), "2 endpoints after scale down", || async {
+    until_async(Duration::from_secs(15), "2 endpoints after scale down", || async {
         // Finish graceful deletions as the node agent would.
         if let Ok(l) = pods.list(&lp).await {
             for p in l.items.iter().filter(|p| p.metadata.deletion_timestamp.is_some()) {
@@ -387,7 +349,7 @@ async fn deployment_service_endpoints_follow_readiness() {
     })
     .await;
     let events: Api<Event> = Api::namespaced(client.clone(), ns);
-    let scaled = eventually(Duration::from_secs(5), "ScalingReplicaSet event", || async {
+    let scaled = until_async(Duration::from_secs(5), "ScalingReplicaSet event", || async {
         let l = events.list(&ListParams::default()).await.ok()?;
         let msgs: Vec<String> = l
             .items
@@ -413,7 +375,7 @@ async fn deployment_service_endpoints_follow_readiness() {
 
     // Deleting the Service deletes its Endpoints.
     svcs.delete("hostnames", &DeleteParams::default()).await.unwrap();
-    eventually(Duration::from_secs(10), "endpoints deleted", || async {
+    until_async(Duration::from_secs(10), "endpoints deleted", || async {
         eps.get_opt("hostnames").await.ok().and_then(|e| e.is_none().then_some(()))
     })
     .await;
@@ -509,14 +471,14 @@ async fn rollout_gc_namespace_and_unschedulable() {
     let pod: Pod = json(serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "lonely"},
         "spec": {"containers": [{"name": "c", "image": "busybox"}]}}));
     pods.create(&PostParams::default(), &pod).await.unwrap();
-    let cond = eventually(Duration::from_secs(10), "PodScheduled=False", || async {
+    let cond = until_async(Duration::from_secs(10), "PodScheduled=False", || async {
         let p = pods.get("lonely").await.ok()?;
         p.status?.conditions?.into_iter().find(|c| c.type_ == "PodScheduled" && c.status == "False")
     })
     .await;
     assert_eq!(cond.reason.as_deref(), Some("Unschedulable"));
     assert_eq!(cond.message.as_deref(), Some("no nodes available to schedule pods"));
-    eventually(Duration::from_secs(5), "FailedScheduling event", || async {
+    until_async(Duration::from_secs(5), "FailedScheduling event", || async {
         let l = events.list(&ListParams::default()).await.ok()?;
         l.items
             .iter()
@@ -541,7 +503,7 @@ async fn rollout_gc_namespace_and_unschedulable() {
         .patch_status("node-1", &PatchParams::default(), &Patch::Merge(&serde_json::json!({"status": {"conditions": [{"type": "Ready", "status": "True", "lastHeartbeatTime": now, "lastTransitionTime": now}]}})))
         .await
         .unwrap();
-    eventually(Duration::from_secs(10), "lonely bound", || async {
+    until_async(Duration::from_secs(10), "lonely bound", || async {
         pods.get("lonely").await.ok()?.spec?.node_name.filter(|n| n == "node-1").map(|_| ())
     })
     .await;
@@ -575,7 +537,7 @@ async fn rollout_gc_namespace_and_unschedulable() {
             }
         }
     };
-    eventually(Duration::from_secs(20), "first rollout complete", complete("web:1")).await;
+    until_async(Duration::from_secs(20), "first rollout complete", complete("web:1")).await;
     deps.patch(
         "web",
         &PatchParams::default(),
@@ -587,7 +549,7 @@ async fn rollout_gc_namespace_and_unschedulable() {
     .unwrap();
     let out = kubectl(&server, &["rollout", "status", "deployment/web", "--timeout=30s"]);
     assert!(out.contains("successfully rolled out"), "{out}");
-    let d = eventually(Duration::from_secs(30), "second rollout complete", complete("web:2")).await;
+    let d = until_async(Duration::from_secs(30), "second rollout complete", complete("web:2")).await;
     assert_eq!(
         d.metadata.annotations.as_ref().unwrap().get("deployment.kubernetes.io/revision").map(String::as_str),
         Some("2")
@@ -626,7 +588,7 @@ async fn rollout_gc_namespace_and_unschedulable() {
     )
     .await
     .unwrap();
-    let d = eventually(Duration::from_secs(30), "recreate rollout complete", complete("web:3")).await;
+    let d = until_async(Duration::from_secs(30), "recreate rollout complete", complete("web:3")).await;
     assert_eq!(
         d.metadata.annotations.as_ref().unwrap().get("deployment.kubernetes.io/revision").map(String::as_str),
         Some("3")
@@ -643,7 +605,7 @@ async fn rollout_gc_namespace_and_unschedulable() {
 
     // Background GC: deleting the Deployment removes its ReplicaSets and their pods.
     deps.delete("web", &DeleteParams::default()).await.unwrap();
-    eventually(Duration::from_secs(20), "replica sets and pods collected", || async {
+    until_async(Duration::from_secs(20), "replica sets and pods collected", || async {
         let r = rss.list(&ListParams::default().labels("app=web")).await.ok()?;
         let p = pods.list(&ListParams::default().labels("app=web")).await.ok()?;
         (r.items.is_empty() && p.items.is_empty()).then_some(())
@@ -657,12 +619,12 @@ async fn rollout_gc_namespace_and_unschedulable() {
             "template": {"metadata": {"labels": {"app": "fg"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}}));
     deps.create(&PostParams::default(), &fg).await.unwrap();
     let flp = ListParams::default().labels("app=fg");
-    eventually(Duration::from_secs(10), "2 fg pods", || async {
+    until_async(Duration::from_secs(10), "2 fg pods", || async {
         (pods.list(&flp).await.ok()?.items.len() == 2).then_some(())
     })
     .await;
     deps.delete("fg", &DeleteParams::foreground()).await.unwrap();
-    eventually(Duration::from_secs(20), "foreground deletion done", || async {
+    until_async(Duration::from_secs(20), "foreground deletion done", || async {
         let d = deps.get_opt("fg").await.ok()?;
         let r = rss.list(&flp).await.ok()?;
         let p = pods.list(&flp).await.ok()?;
@@ -677,7 +639,7 @@ async fn rollout_gc_namespace_and_unschedulable() {
             "template": {"metadata": {"labels": {"app": "keep"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}}));
     rss.create(&PostParams::default(), &rs).await.unwrap();
     let klp = ListParams::default().labels("app=keep");
-    eventually(Duration::from_secs(10), "2 keep pods", || async {
+    until_async(Duration::from_secs(10), "2 keep pods", || async {
         (pods.list(&klp).await.ok()?.items.len() == 2).then_some(())
     })
     .await;
@@ -687,7 +649,7 @@ async fn rollout_gc_namespace_and_unschedulable() {
     )
     .await
     .unwrap();
-    eventually(Duration::from_secs(10), "orphaned pods", || async {
+    until_async(Duration::from_secs(10), "orphaned pods", || async {
         let gone = rss.get_opt("keep").await.ok()?.is_none();
         let l = pods.list(&klp).await.ok()?;
         (gone
@@ -709,7 +671,7 @@ async fn rollout_gc_namespace_and_unschedulable() {
     let owned_by = |p: &Pod, uid: &str| {
         p.metadata.owner_references.iter().flatten().any(|o| o.uid == uid && o.controller == Some(true))
     };
-    eventually(Duration::from_secs(10), "orphans adopted", || async {
+    until_async(Duration::from_secs(10), "orphans adopted", || async {
         let l = pods.list(&klp).await.ok()?;
         let names: std::collections::BTreeSet<String> =
             l.items.iter().filter_map(|p| p.metadata.name.clone()).collect();
@@ -725,7 +687,7 @@ async fn rollout_gc_namespace_and_unschedulable() {
     )
     .await
     .unwrap();
-    eventually(Duration::from_secs(10), "released and replaced", || async {
+    until_async(Duration::from_secs(10), "released and replaced", || async {
         let p = pods.get(&first).await.ok()?;
         let l = pods.list(&klp).await.ok()?;
         (!owned_by(&p, &auid) && l.items.len() == 2 && l.items.iter().all(|p| owned_by(p, &auid))).then_some(())
@@ -755,7 +717,7 @@ async fn rollout_gc_namespace_and_unschedulable() {
     let svcs: Api<Service> = Api::namespaced(client.clone(), "scratch");
     svcs.create(&PostParams::default(), &json(serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"selector": {"a": "b"}, "ports": [{"port": 80}]}}))).await.unwrap();
     namespaces.delete("scratch", &DeleteParams::default()).await.unwrap();
-    eventually(Duration::from_secs(20), "namespace gone", || async {
+    until_async(Duration::from_secs(20), "namespace gone", || async {
         namespaces.get_opt("scratch").await.ok()?.is_none().then_some(())
     })
     .await;
@@ -839,7 +801,7 @@ subsets:
     .unwrap();
     kubectl(&server, &["apply", "-f", manifest.to_str().unwrap()]);
     let lp = mirrored_selector("mysql");
-    let (items, got, ports) = eventually(limit, "mirrored slice for mysql", || async {
+    let (items, got, ports) = until_async(limit, "mirrored slice for mysql", || async {
         let r = mirrored(&slices, &lp).await;
         (r.1.len() == 2).then_some(r)
     })
@@ -875,7 +837,7 @@ subsets:
         "ports": [{"name": "mysql", "port": 3306}]
     }))]);
     eps.replace("mysql", &PostParams::default(), &e).await.unwrap();
-    let (items, _, _) = eventually(limit, "mirrored slice follows the Endpoints", || async {
+    let (items, _, _) = until_async(limit, "mirrored slice follows the Endpoints", || async {
         let r = mirrored(&slices, &lp).await;
         (r.1 == vec![("192.0.2.20".into(), true), ("192.0.2.21".into(), true)]).then_some(r)
     })
@@ -887,7 +849,7 @@ subsets:
     let mut tampered = items[0].clone();
     tampered.endpoints = Some(vec![json(serde_json::json!({"addresses": ["192.0.2.66"]}))]);
     slices.replace(&first_name, &PostParams::default(), &tampered).await.unwrap();
-    eventually(limit, "tampered slice restored", || async {
+    until_async(limit, "tampered slice restored", || async {
         let r = mirrored(&slices, &lp).await;
         (r.1 == vec![("192.0.2.20".into(), true), ("192.0.2.21".into(), true)]).then_some(())
     })
@@ -895,23 +857,23 @@ subsets:
 
     // skip-mirror: the mirrored slices go away; removing the label brings them back.
     kubectl(&server, &["label", "endpoints", "mysql", "endpointslice.kubernetes.io/skip-mirror=true"]);
-    eventually(limit, "mirrored slices deleted on skip-mirror", || async {
+    until_async(limit, "mirrored slices deleted on skip-mirror", || async {
         mirrored(&slices, &lp).await.0.is_empty().then_some(())
     })
     .await;
     kubectl(&server, &["label", "endpoints", "mysql", "endpointslice.kubernetes.io/skip-mirror-"]);
-    eventually(limit, "mirrored again", || async { (mirrored(&slices, &lp).await.1.len() == 2).then_some(()) }).await;
+    until_async(limit, "mirrored again", || async { (mirrored(&slices, &lp).await.1.len() == 2).then_some(()) }).await;
 
     // Deleting the Endpoints deletes the mirrored slices.
     eps.delete("mysql", &DeleteParams::default()).await.unwrap();
-    eventually(limit, "mirrored slices deleted with the Endpoints", || async {
+    until_async(limit, "mirrored slices deleted with the Endpoints", || async {
         mirrored(&slices, &lp).await.0.is_empty().then_some(())
     })
     .await;
 
     // A Service that gains a selector is no longer mirrored.
     kubectl(&server, &["apply", "-f", manifest.to_str().unwrap()]);
-    eventually(limit, "mirrored after re-apply", || async {
+    until_async(limit, "mirrored after re-apply", || async {
         (mirrored(&slices, &lp).await.1.len() == 2).then_some(())
     })
     .await;
@@ -922,7 +884,7 @@ subsets:
     )
     .await
     .unwrap();
-    eventually(limit, "mirrored slices deleted once the Service has a selector", || async {
+    until_async(limit, "mirrored slices deleted once the Service has a selector", || async {
         mirrored(&slices, &lp).await.0.is_empty().then_some(())
     })
     .await;

@@ -521,11 +521,12 @@ impl Index {
             return Err(Error::Config("empty cluster domain".into()));
         }
         let zone = Name::from_ascii(format!("{zone_str}."))
-            .map_err(|e| Error::Config(format!("bad cluster domain {zone_str:?}: {e}")))?;
+            .map_err(|source| Error::ClusterDomain { domain: zone_str.clone(), source })?;
         let mut zone_key = Vec::new();
         name_key(&zone, &mut zone_key);
         let sub = |s: &str| -> Result<Name, Error> {
-            Name::from_ascii(format!("{s}.{zone_str}.")).map_err(|e| Error::Config(format!("bad cluster domain: {e}")))
+            Name::from_ascii(format!("{s}.{zone_str}."))
+                .map_err(|source| Error::ClusterDomain { domain: zone_str.clone(), source })
         };
         let serial =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(1);

@@ -39,6 +39,20 @@ pub enum Error {
     /// Bad configuration value.
     #[error("config: {0}")]
     Config(String),
+    /// The cluster domain is not a DNS name.
+    #[error("bad cluster domain {domain:?}: {source}")]
+    ClusterDomain {
+        domain: String,
+        #[source]
+        source: hickory_proto::ProtoError,
+    },
+    /// A task of the server (a listener, the watchers) panicked or was cancelled.
+    #[error("{what} task failed: {source}")]
+    Task {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
     /// The watch streams ended.
     #[error("watch streams ended")]
     WatchEnded,
@@ -194,7 +208,7 @@ pub async fn serve_handler(
     }
     let result = match tasks.join_next().await {
         Some(Ok(r)) => r,
-        Some(Err(e)) => Err(Error::Config(format!("listener task failed: {e}"))),
+        Some(Err(source)) => Err(Error::Task { what: "listener", source }),
         None => Ok(()),
     };
     tasks.abort_all();
@@ -225,7 +239,7 @@ pub async fn serve(
         r = serve_handler(Arc::new(h), config, udp, tcp) => r,
         r = &mut watcher.0 => match r {
             Ok(r) => r,
-            Err(e) => Err(Error::Config(format!("watch task failed: {e}"))),
+            Err(source) => Err(Error::Task { what: "watch", source }),
         },
     };
     result

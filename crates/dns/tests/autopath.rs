@@ -44,14 +44,6 @@ int main(int argc, char **argv) {
 }
 "#;
 
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn build(dir: &Path, compiler: &str, extra: &[&str], out: &str) -> PathBuf {
     let src = dir.join("gai.c");
     std::fs::write(&src, GAI).unwrap();
@@ -68,7 +60,7 @@ fn build(dir: &Path, compiler: &str, extra: &[&str], out: &str) -> PathBuf {
 }
 
 /// Runs `bin name` in the namespace with `conf` as its /etc/resolv.conf.
-fn resolve(ns: &yard_netns::TempNetns, conf: &Path, bin: &Path, name: &str) -> String {
+fn resolve(ns: &yard_test_support::TempNetns, conf: &Path, bin: &Path, name: &str) -> String {
     let script = format!("mount --bind {} /etc/resolv.conf && exec {} {name}", conf.display(), bin.display());
     let out = yard_netns::command_in(ns.path(), "unshare")
         .args(["--mount", "--propagation", "private", "sh", "-c", &script])
@@ -88,8 +80,8 @@ fn queries(h: &yard_dns::Handler) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn glibc_and_musl_resolve_the_same_in_one_round_trip() {
-    let dir = TempDir(std::env::temp_dir().join(format!("yard-dns-autopath-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0).unwrap();
+    yard_test_support::require_root("network namespaces, mounts");
+    let dir = yard_test_support::TempDir::new("dns-autopath");
     let glibc = build(&dir.0, "cc", &[], "gai-glibc");
     let musl = build(&dir.0, "musl-gcc", &["-static"], "gai-musl");
     let conf = dir.0.join("resolv.conf");
@@ -99,7 +91,7 @@ async fn glibc_and_musl_resolve_the_same_in_one_round_trip() {
     )
     .unwrap();
 
-    let ns = yard_netns::TempNetns::new("yard-dnsap").expect("create netns (needs root)");
+    let ns = yard_test_support::TempNetns::new("yard-dnsap").expect("create netns");
     ns.sh(&format!("ip link set lo up && ip addr add {POD_IP}/32 dev lo")).unwrap();
     let addr: SocketAddr = format!("{POD_IP}:53").parse().unwrap();
     let udp = yard_netns::udp_socket_in(ns.path(), addr).unwrap();

@@ -7,7 +7,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use hickory_proto::op::ResponseCode;
@@ -50,7 +50,7 @@ async fn records_of_objects_created_through_the_api() {
     assert_eq!(ips.len(), 2, "dual-stack service: {ips:?}");
     let (ip4, ip6) = (ips[0].clone(), ips[1].clone());
     assert!(ip(&ip4).is_ipv4() && ip(&ip6).is_ipv6(), "{ips:?}");
-    until(Duration::from_secs(5), "web", || async {
+    until_async(Duration::from_secs(5), "web", || async {
         ask(s, "web.default.svc.cluster.local.", RecordType::A).await.1 == vec![ip4.clone()]
     })
     .await;
@@ -107,7 +107,7 @@ async fn records_of_objects_created_through_the_api() {
             "ports": [{"name": "pg", "port": 5433, "protocol": "TCP"}]}),
     )
     .await;
-    until(Duration::from_secs(5), "db endpoints", || async {
+    until_async(Duration::from_secs(5), "db endpoints", || async {
         ask(s, "db.default.svc.cluster.local.", RecordType::AAAA).await.1 == vec!["fd00:244::8"]
     })
     .await;
@@ -151,7 +151,7 @@ async fn records_of_objects_created_through_the_api() {
         ep.conditions.get_or_insert_with(Default::default).ready = Some(false);
     }
     slices.replace("db-v4", &PostParams::default(), &v4).await.unwrap();
-    until(Duration::from_secs(5), "db without ready endpoints", || async {
+    until_async(Duration::from_secs(5), "db without ready endpoints", || async {
         ask(s, "db.default.svc.cluster.local.", RecordType::A).await.0 == ResponseCode::NXDomain
     })
     .await;
@@ -182,7 +182,7 @@ async fn records_of_objects_created_through_the_api() {
             "externalName": "web.default.svc.cluster.local"}}),
     )
     .await;
-    until(Duration::from_secs(5), "alias", || async {
+    until_async(Duration::from_secs(5), "alias", || async {
         ask(s, "alias.default.svc.cluster.local.", RecordType::A).await.0 == ResponseCode::NoError
     })
     .await;
@@ -279,7 +279,7 @@ async fn records_of_objects_created_through_the_api() {
             "ports": [{"name": "x", "port": 1234, "protocol": "TCP"}]}),
     )
     .await;
-    until(Duration::from_secs(5), "busybox-1.sub", || async {
+    until_async(Duration::from_secs(5), "busybox-1.sub", || async {
         ask(s, "busybox-1.sub.default.svc.cluster.local.", RecordType::A).await.1 == vec!["10.244.1.20"]
     })
     .await;
@@ -322,7 +322,7 @@ async fn records_of_objects_created_through_the_api() {
             "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}),
     )
     .await;
-    until(Duration::from_secs(5), "big", || async {
+    until_async(Duration::from_secs(5), "big", || async {
         dig(s, &["+tcp", "big.default.svc.cluster.local", "A"]).await.answer.len() == 300
     })
     .await;
@@ -402,11 +402,12 @@ async fn servfail_until_the_first_sync_then_answers() {
     assert!(metric(&page, "yard_dns_requests_total{type=\"A\",rcode=\"SERVFAIL\"}") >= 3, "{page}");
 
     gate.open();
-    let took = until(Duration::from_secs(20), "answers after sync", || async {
+    let t0 = Instant::now();
+    until_async(Duration::from_secs(20), "answers after sync", || async {
         ask(s, "early.default.svc.cluster.local.", RecordType::A).await.0 == ResponseCode::NoError
     })
     .await;
-    eprintln!("answers {took:?} after the API server became reachable");
+    eprintln!("answers {:?} after the API server became reachable", t0.elapsed());
     let d = dig(s, &["early.default.svc.cluster.local", "A"]).await;
     assert_eq!(d.answers(), vec![format!("A {early_ip}")], "{}", d.raw);
     assert_eq!(d.answer_ttls(), vec![30], "--ttl 30: {}", d.raw);
@@ -490,7 +491,7 @@ async fn forwarding_bad_input_listen_addresses_and_metrics() {
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
     let web: Service = create(&services, json!({"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}})).await;
     let web_ip = web.spec.unwrap().cluster_ip.unwrap();
-    until(Duration::from_secs(5), "web", || async {
+    until_async(Duration::from_secs(5), "web", || async {
         ask(s, "web.default.svc.cluster.local.", RecordType::A).await.1 == vec![web_ip.clone()]
     })
     .await;
@@ -670,7 +671,8 @@ async fn autopath_for_a_pod_created_through_the_api() {
     .unwrap();
     let expansion = "web.other.default.svc.cluster.local";
     let from = |src: &'static str| async move { dig(s, &["-b", src, expansion, "A"]).await };
-    until(Duration::from_secs(10), "autopath answer", || async { from("127.0.0.5").await.status == "NOERROR" }).await;
+    until_async(Duration::from_secs(10), "autopath answer", || async { from("127.0.0.5").await.status == "NOERROR" })
+        .await;
     let d = from("127.0.0.5").await;
     assert_eq!(d.answers(), vec![format!("A {web_ip}"), "CNAME web.other.svc.cluster.local.".to_string()], "{}", d.raw);
     assert!(d.has_flag("aa"), "{}", d.raw);
@@ -683,7 +685,7 @@ async fn autopath_for_a_pod_created_through_the_api() {
     assert_eq!(d.status, "NXDOMAIN", "{}", d.raw);
     // The pod deleted through the API: no more completion for its address.
     pods.delete("client", &DeleteParams::default().grace_period(0)).await.unwrap();
-    until(Duration::from_secs(10), "pod gone", || async { from("127.0.0.5").await.status == "NXDOMAIN" }).await;
+    until_async(Duration::from_secs(10), "pod gone", || async { from("127.0.0.5").await.status == "NXDOMAIN" }).await;
 
     drop(dns);
     running.shutdown().await;
@@ -708,7 +710,7 @@ async fn recursion_only_for_allowed_clients() {
         json!({"metadata": {"name": "out"}, "spec": {"type": "ExternalName", "externalName": "www.example.test"}}),
     )
     .await;
-    until(Duration::from_secs(5), "out", || async {
+    until_async(Duration::from_secs(5), "out", || async {
         dig(s, &["out.default.svc.cluster.local", "CNAME"]).await.status == "NOERROR"
     })
     .await;

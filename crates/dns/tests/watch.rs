@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::TempDir;
+use common::{until_async, TempDir};
 use hickory_proto::rr::RecordType;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -15,25 +15,6 @@ use kube::api::{DeleteParams, PostParams};
 use kube::Api;
 use serde_json::json;
 use yard_dns::{Config, Index};
-
-async fn api_server(dir: &TempDir) -> (yard_apiserver::Running, kube::Client) {
-    let args = yard_apiserver::Args { data_dir: dir.0.clone(), port: 0, ..Default::default() };
-    let running = yard_apiserver::start(args).await.expect("start api server");
-    let kc = kube::config::Kubeconfig::read_from(&running.kubeconfig).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await.unwrap();
-    let client = kube::Client::try_from(config).unwrap();
-    (running, client)
-}
-
-/// Polls `f` every 2 ms until it is true or `limit` passes; returns the time it took.
-async fn until(limit: Duration, what: &str, f: impl Fn() -> bool) -> Duration {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    start.elapsed()
-}
 
 fn a_records(index: &Index, name: &str) -> Option<Vec<String>> {
     let (nx, answers, _) = index.query(name, RecordType::A)?;
@@ -64,10 +45,10 @@ fn endpoint_slice(name: &str, svc: &str, ips: &[&str]) -> EndpointSlice {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watchers_keep_the_index_current() {
     let dir = TempDir::new("watch");
-    let (running, client) = api_server(&dir).await;
+    let (running, client) = yard_test_support::apiserver::start_in(&dir.0).await;
     let index = Arc::new(Index::new("cluster.local", 5).unwrap());
     let watch = tokio::spawn(yard_dns::watch(client.clone(), index.clone()));
-    until(Duration::from_secs(20), "first sync", || index.is_synced()).await;
+    until_async(Duration::from_secs(20), "first sync", || async { index.is_synced() }).await;
     // The bootstrap `kubernetes` Service is there after the initial list.
     assert!(a_records(&index, "kubernetes.default.svc.cluster.local.").is_some());
 
@@ -78,11 +59,12 @@ async fn watchers_keep_the_index_current() {
         .await
         .unwrap();
     let ip = created.spec.unwrap().cluster_ip.unwrap();
-    let took = until(Duration::from_secs(5), "new service", || {
+    let t0 = Instant::now();
+    until_async(Duration::from_secs(5), "new service", || async {
         a_records(&index, "web.default.svc.cluster.local.") == Some(vec![ip.clone()])
     })
     .await;
-    eprintln!("new service visible after {took:?}");
+    eprintln!("new service visible after {:?}", t0.elapsed());
     // Its slice: the index drops the endpoints of a ClusterIP Service (they make no records).
     slices.create(&PostParams::default(), &endpoint_slice("web-1", "web", &["10.244.2.8"])).await.unwrap();
 
@@ -95,7 +77,7 @@ async fn watchers_keep_the_index_current() {
         .await
         .unwrap();
     slices.create(&PostParams::default(), &endpoint_slice("db-1", "db", &["10.244.1.5", "10.244.1.6"])).await.unwrap();
-    until(Duration::from_secs(5), "headless records", || {
+    until_async(Duration::from_secs(5), "headless records", || async {
         a_records(&index, "db.default.svc.cluster.local.")
             == Some(vec!["10.244.1.5".to_string(), "10.244.1.6".to_string()])
     })
@@ -103,21 +85,24 @@ async fn watchers_keep_the_index_current() {
     let mut s = slices.get("db-1").await.unwrap();
     s.endpoints = endpoint_slice("x", "db", &["10.244.1.7"]).endpoints;
     slices.replace("db-1", &PostParams::default(), &s).await.unwrap();
-    until(Duration::from_secs(5), "slice update", || {
+    until_async(Duration::from_secs(5), "slice update", || async {
         a_records(&index, "db.default.svc.cluster.local.") == Some(vec!["10.244.1.7".to_string()])
     })
     .await;
     slices.delete("db-1", &DeleteParams::default()).await.unwrap();
-    until(Duration::from_secs(5), "slice delete", || a_records(&index, "db.default.svc.cluster.local.").is_none())
-        .await;
+    until_async(Duration::from_secs(5), "slice delete", || async {
+        a_records(&index, "db.default.svc.cluster.local.").is_none()
+    })
+    .await;
 
     // Deleted service is gone as fast.
     services.delete("web", &DeleteParams::default()).await.unwrap();
-    let took = until(Duration::from_secs(5), "service delete", || {
+    let t0 = Instant::now();
+    until_async(Duration::from_secs(5), "service delete", || async {
         a_records(&index, "web.default.svc.cluster.local.").is_none()
     })
     .await;
-    eprintln!("deleted service gone after {took:?}");
+    eprintln!("deleted service gone after {:?}", t0.elapsed());
     // The same name back as a headless Service: the slice's endpoints are read again.
     services
         .create(
@@ -126,7 +111,7 @@ async fn watchers_keep_the_index_current() {
         )
         .await
         .unwrap();
-    until(Duration::from_secs(5), "endpoints of a Service turned headless", || {
+    until_async(Duration::from_secs(5), "endpoints of a Service turned headless", || async {
         a_records(&index, "web.default.svc.cluster.local.") == Some(vec!["10.244.2.8".to_string()])
     })
     .await;
@@ -138,7 +123,7 @@ async fn watchers_keep_the_index_current() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_answers_dig_after_sync() {
     let dir = TempDir::new("serve");
-    let (running, client) = api_server(&dir).await;
+    let (running, client) = yard_test_support::apiserver::start_in(&dir.0).await;
     let (udp, tcp, addr) = loop {
         let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = udp.local_addr().unwrap();

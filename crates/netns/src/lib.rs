@@ -180,46 +180,14 @@ pub fn output_in(path: &Path, program: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// A named namespace that is deleted when dropped: the building block of every test that needs a
-/// private network.
-pub struct TempNetns {
-    name: String,
-    path: PathBuf,
-}
-
-impl TempNetns {
-    /// Create `prefix-<pid>-<n>`, unique within this process.
-    pub fn new(prefix: &str) -> Result<Self> {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
-        let path = create(&name)?;
-        Ok(Self { name, path })
-    }
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-    /// Run a command inside and return stdout, failing on non-zero exit.
-    pub fn sh(&self, script: &str) -> Result<String> {
-        output_in(&self.path, "sh", &["-c", script])
-    }
-}
-
-impl Drop for TempNetns {
-    fn drop(&mut self) {
-        let _ = delete_path(&self.path);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use yard_test_support::TempNetns;
 
     #[test]
     fn create_enter_delete() {
+        yard_test_support::require_root("network namespaces");
         let ns = TempNetns::new("yard-nstest").expect("create netns (needs root)");
         let out = ns.sh("ip -o link show lo").unwrap();
         assert!(out.contains("UP") || out.contains("UNKNOWN"), "{out}");

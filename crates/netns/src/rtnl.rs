@@ -214,8 +214,9 @@ mod tests {
     /// A pod-like sandbox built only with netlink, checked with `ip` (the kernel's own view).
     #[test]
     fn veth_into_bridge_with_address_route_and_hairpin() {
-        let node = crate::TempNetns::new("yard-rtnl-node").expect("node netns");
-        let pod = crate::TempNetns::new("yard-rtnl-pod").expect("pod netns");
+        yard_test_support::require_root("network namespaces");
+        let node = yard_test_support::TempNetns::new("yard-rtnl-node").expect("node netns");
+        let pod = yard_test_support::TempNetns::new("yard-rtnl-pod").expect("pod netns");
         crate::output_in(node.path(), "ip", &["link", "add", "br-t", "type", "bridge"]).expect("bridge");
         let mut n = Rtnl::open_in(node.path()).expect("node socket");
         let br = n.link_index("br-t").expect("lookup").expect("bridge index");

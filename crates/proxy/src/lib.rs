@@ -26,6 +26,19 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("kubeconfig: {0}")]
     Config(String),
+    #[error("{flag}: {source}")]
+    BadAddress {
+        flag: &'static str,
+        #[source]
+        source: std::net::AddrParseError,
+    },
+    /// A task of the proxy (sync, cleanup) panicked or was cancelled.
+    #[error("{what} task: {source}")]
+    Task {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -234,7 +247,11 @@ pub async fn run(client: kube::Client, args: Args) -> Result<(), Error> {
     let healthz_bind_address = if args.healthz_bind_address.trim().is_empty() {
         None
     } else {
-        Some(args.healthz_bind_address.parse().map_err(|e| Error::Config(format!("--healthz-bind-address: {e}")))?)
+        Some(
+            args.healthz_bind_address
+                .parse()
+                .map_err(|source| Error::BadAddress { flag: "--healthz-bind-address", source })?,
+        )
     };
     let cfg = ProxyConfig {
         node_name: args.node_name,

@@ -217,7 +217,7 @@ pub async fn sync_loop(
             r = rx.changed() => { if r.is_err() { break; } }
             _ = check.tick() => {
                 let (b, ok) = tokio::task::spawn_blocking(move || { let ok = backend.check(); (backend, ok) }).await
-                    .map_err(|e| Error::Other(format!("sync task: {e}")))?;
+                    .map_err(|source| Error::Task { what: "sync", source })?;
                 backend = b;
                 match ok {
                     Ok(true) => continue,
@@ -246,7 +246,7 @@ pub async fn sync_loop(
             (backend, r, t.elapsed())
         })
         .await
-        .map_err(|e| Error::Other(format!("sync task: {e}")))?;
+        .map_err(|source| Error::Task { what: "sync", source })?;
         backend = b;
         match res {
             Ok(n) => {
@@ -271,7 +271,7 @@ pub async fn sync_loop(
     health.stop();
     tokio::task::spawn_blocking(move || backend.cleanup())
         .await
-        .map_err(|e| Error::Other(format!("cleanup task: {e}")))?
+        .map_err(|source| Error::Task { what: "cleanup", source })?
 }
 
 #[cfg(test)]

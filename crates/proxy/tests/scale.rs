@@ -67,7 +67,10 @@ fn run(name: &str, n: usize, mut b: Box<dyn Backend>) {
 #[test]
 #[ignore]
 fn scale_10k_nftables() {
-    let ns = common::TempNetns::new("scale").unwrap();
+    let ns = {
+        yard_test_support::require_root("network namespaces, nftables");
+        common::HeldNetns::new().unwrap()
+    };
     run(
         "nftables",
         10_000,
@@ -82,7 +85,10 @@ fn scale_10k_nftables() {
 #[test]
 #[ignore]
 fn scale_1k_iptables() {
-    let ns = common::TempNetns::new("scale").unwrap();
+    let ns = {
+        yard_test_support::require_root("network namespaces, nftables");
+        common::HeldNetns::new().unwrap()
+    };
     run(
         "iptables",
         1_000,

@@ -3,38 +3,14 @@
 use super::*;
 use bytes::Bytes;
 
-mod tempdir {
-    pub struct Dir {
-        pub path: std::path::PathBuf,
-    }
-    impl Dir {
-        pub fn new() -> Self {
-            use std::sync::atomic::{AtomicU32, Ordering};
-            static N: AtomicU32 = AtomicU32::new(0);
-            let path = std::env::temp_dir().join(format!(
-                "yard-store-test-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            std::fs::create_dir_all(&path).unwrap();
-            Self { path }
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
-}
-
 fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
 }
 
 #[tokio::test]
 async fn survives_reopen() {
-    let d = tempdir::Dir::new();
-    let path = d.path.join("db");
+    let d = yard_test_support::TempDir::new("store-test");
+    let path = d.0.join("db");
     let rev;
     {
         let s = RedbStore::open(&path).unwrap();

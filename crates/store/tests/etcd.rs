@@ -206,9 +206,8 @@ fn write_certs(dir: &std::path::Path) -> (yard_store::local_etcd::ServerTls, std
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls() {
-    let dir = std::env::temp_dir().join(format!("yard-etcd-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (tls, client_cert, client_key) = write_certs(&dir);
+    let dir = yard_test_support::TempDir::new("etcd-tls");
+    let (tls, client_cert, client_key) = write_certs(dir.path());
     let cluster = LocalEtcd::start_with(1, Some(tls.clone())).unwrap();
     let cfg = EtcdConfig {
         endpoints: cluster.endpoints(),
@@ -228,5 +227,4 @@ async fn mutual_tls() {
         .map(|r| r.is_err())
         .unwrap_or(true));
     drop(cluster);
-    let _ = std::fs::remove_dir_all(&dir);
 }

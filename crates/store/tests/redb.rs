@@ -7,26 +7,19 @@ use std::sync::Arc;
 use yard_store::{RedbStore, Store};
 
 struct Fresh {
-    dir: std::path::PathBuf,
+    // Dropped after the store (fields drop in order): the database is closed before its dir goes.
     store: Arc<RedbStore>,
+    _dir: yard_test_support::TempDir,
 }
 
 impl Fresh {
     fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("yard-store-suite-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = yard_test_support::TempDir::new(&format!("store-suite-{name}"));
         let store = Arc::new(RedbStore::open(&dir.join("db")).unwrap());
-        Self { dir, store }
+        Self { store, _dir: dir }
     }
     fn dyn_store(&self) -> Arc<dyn Store> {
         self.store.clone()
-    }
-}
-
-impl Drop for Fresh {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

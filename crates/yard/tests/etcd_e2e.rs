@@ -70,16 +70,9 @@ impl Drop for Controllers {
 async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
     what: &str,
     within: Duration,
-    mut f: impl FnMut() -> F,
+    f: impl FnMut() -> F,
 ) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    yard_test_support::until_async(within, what, f).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -5,7 +5,6 @@
 #![allow(dead_code)]
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,21 +14,8 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, SOA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("yard-dns-{tag}-{}-{}", std::process::id(), rand::random::<u32>()));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use yard_test_support::apiserver::client_for;
+pub use yard_test_support::{free_tcp_udp_port as free_port, until_async, TempDir};
 
 /// Yard's API server on 127.0.0.1:<free port>, dual-stack Service ranges, and a client for it.
 pub async fn api_server(dir: &TempDir) -> (yard_apiserver::Running, kube::Client) {
@@ -39,34 +25,13 @@ pub async fn api_server(dir: &TempDir) -> (yard_apiserver::Running, kube::Client
         service_cidr: vec!["10.96.0.0/12".parse().unwrap(), "fd00:10:96::/112".parse().unwrap()],
         ..Default::default()
     };
-    std::fs::create_dir_all(&args.data_dir).unwrap();
-    let running = yard_apiserver::start(args).await.expect("start api server");
-    let client = client_for(&running.kubeconfig).await;
-    (running, client)
-}
-
-pub async fn client_for(kubeconfig: &Path) -> kube::Client {
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await.unwrap();
-    kube::Client::try_from(config).unwrap()
+    yard_test_support::apiserver::start(args).await
 }
 
 #[derive(Parser)]
 struct Cli {
     #[command(flatten)]
     dns: yard_dns::Args,
-}
-
-/// A free port on 127.0.0.1 for both UDP and TCP (released again: `yard dns` binds it), below
-/// the ephemeral range so no outgoing socket takes it meanwhile (see `pick_port`).
-pub fn free_port() -> u16 {
-    for _ in 0..50 {
-        let port = yard_store::local_etcd::pick_port().expect("a free port");
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port pair");
 }
 
 /// `yard dns <flags>` running in this process; stopped when dropped.
@@ -94,7 +59,7 @@ pub async fn synced_dns(running: &yard_apiserver::Running, upstream: &FakeUpstre
     flags.extend(extra.iter().map(|f| f.to_string()));
     let dns = yard_dns(&flags).await;
     let s = dns.addr;
-    until(Duration::from_secs(20), "first sync", || async {
+    until_async(Duration::from_secs(20), "first sync", || async {
         ask(s, "kubernetes.default.svc.cluster.local.", RecordType::A).await.0 == ResponseCode::NoError
     })
     .await;
@@ -172,20 +137,6 @@ pub async fn ask(server: SocketAddr, name: &str, t: RecordType) -> (ResponseCode
     let mut v: Vec<String> = m.answers.iter().map(|r| r.data.to_string()).collect();
     v.sort();
     (m.metadata.response_code, v)
-}
-
-/// Polls `f` every 5 ms until it is true or `limit` passes; returns the time it took.
-pub async fn until<F, Fut>(limit: Duration, what: &str, f: F) -> Duration
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !f().await {
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    start.elapsed()
 }
 
 // ------------------------------------------------------------------------------------- dig

@@ -3,21 +3,20 @@
 //! pod, and an "external" namespace (192.168.50.2) reaching the node at 192.168.50.1. Everything is
 //! removed on drop (processes by their process group, then the namespaces).
 //!
-//! The namespaces are anonymous ones held by a `sleep` process we start (`unshare --net`) and
-//! addressed as `/proc/PID/ns/net`: `yard_netns::TempNetns` re-binds `/run/netns` onto itself on
-//! every create, which multiplies the host's mount table (ENOSPC after a few dozen namespaces), so
-//! these tests stay out of `/run/netns` altogether.
+//! The namespaces are anonymous ones ([`HeldNetns`], held by a `sleep` we start and addressed as
+//! `/proc/PID/ns/net`), so these tests, which make dozens, mount nothing under `/run/netns`.
 
 #![allow(dead_code)]
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{json, Value};
 use yard_proxy::model::{build, DesiredState};
+pub use yard_test_support::HeldNetns;
 
 pub const NODE: &str = "node-a";
 pub const NODE_EXT_IP: &str = "192.168.50.1";
@@ -34,58 +33,8 @@ impl Drop for Proc {
     }
 }
 
-/// A network namespace held open by a `sleep` we started; deleted when that process is killed.
-pub struct TempNetns {
-    holder: Child,
-    path: std::path::PathBuf,
-    pid: String,
-}
-
-impl TempNetns {
-    pub fn new(_tag: &str) -> Result<TempNetns, String> {
-        let holder = std::process::Command::new("unshare")
-            .args(["--net", "sleep", "3600"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("unshare: {e}"))?;
-        let pid = holder.id().to_string();
-        let path = std::path::PathBuf::from(format!("/proc/{pid}/ns/net"));
-        let ns = TempNetns { holder, path, pid };
-        let mine = std::fs::read_link("/proc/self/ns/net").map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            match std::fs::read_link(&ns.path) {
-                Ok(l) if l != mine => break,
-                _ if Instant::now() > deadline => return Err("unshare --net did not take effect".into()),
-                _ => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
-        ns.sh("ip link set lo up")?;
-        Ok(ns)
-    }
-    pub fn path(&self) -> &std::path::Path {
-        &self.path
-    }
-    /// What `ip ... netns X` accepts: the holder's PID.
-    pub fn name(&self) -> &str {
-        &self.pid
-    }
-    pub fn sh(&self, script: &str) -> Result<String, String> {
-        yard_netns::output_in(&self.path, "sh", &["-c", script]).map_err(|e| e.to_string())
-    }
-}
-
-impl Drop for TempNetns {
-    fn drop(&mut self) {
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
-    }
-}
-
 pub struct Pod {
-    pub ns: TempNetns,
+    pub ns: HeldNetns,
     pub ip: String,
     pub name: String,
 }
@@ -97,11 +46,11 @@ pub struct Topo {
     pub threads: Vec<std::thread::JoinHandle<()>>,
     pub pods: Vec<Pod>,
     pub client: Pod,
-    pub ext: TempNetns,
-    pub node: TempNetns,
+    pub ext: HeldNetns,
+    pub node: HeldNetns,
 }
 
-fn sh(ns: &TempNetns, script: &str) {
+fn sh(ns: &HeldNetns, script: &str) {
     if let Err(e) = ns.sh(script) {
         panic!("in {}: {script}: {e}", ns.name());
     }
@@ -118,15 +67,16 @@ impl Drop for Topo {
 
 impl Topo {
     /// `n` server pods (10.244.1.10+i, names pod-i) plus a client pod (10.244.1.100).
-    pub fn new(tag: &str, n: usize) -> Topo {
-        let node = TempNetns::new(&format!("ypx-{tag}-node")).expect("create netns (needs root)");
+    pub fn new(_tag: &str, n: usize) -> Topo {
+        yard_test_support::require_root("network namespaces, nftables");
+        let node = HeldNetns::new().expect("create netns (needs root)");
         sh(
             &node,
             "ip link add cni0 type bridge && ip addr add 10.244.1.1/24 dev cni0 && ip link set cni0 up && \
              sysctl -qw net.ipv4.ip_forward=1 && sysctl -qw net.bridge.bridge-nf-call-iptables=1 && \
              ip link add dflt0 type bridge && ip link set dflt0 up && ip route add default dev dflt0",
         );
-        let ext = TempNetns::new(&format!("ypx-{tag}-ext")).unwrap();
+        let ext = HeldNetns::new().unwrap();
         sh(&node, &format!("ip link add ext0 type veth peer name eth0 netns {} && ip addr add {NODE_EXT_IP}/24 dev ext0 && ip link set ext0 up", ext.name()));
         sh(
             &ext,
@@ -135,7 +85,7 @@ impl Topo {
             ),
         );
         let mk_pod = |i: usize, ip: String, name: String| -> Pod {
-            let ns = TempNetns::new(&format!("ypx-{tag}-p{i}")).unwrap();
+            let ns = HeldNetns::new().unwrap();
             sh(&node, &format!(
                 "ip link add vp{i} type veth peer name eth0 netns {} && ip link set vp{i} master cni0 up && bridge link set dev vp{i} hairpin on",
                 ns.name()
@@ -174,27 +124,21 @@ impl Topo {
             }));
         }
         for p in &topo.pods {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                let ss = p.ns.sh("ss -ltnu").unwrap_or_default();
-                if ss.contains(":9376") {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "servers in {} did not start: {ss}", p.name);
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            yard_test_support::until(Duration::from_secs(5), &format!("the servers in {} to listen", p.name), || {
+                p.ns.sh("ss -ltnu").unwrap_or_default().contains(":9376")
+            });
         }
         topo
     }
 }
 
 /// One TCP request; Ok(first line) or Err(stderr).
-pub fn tcp_get(ns: &TempNetns, ip: &str, port: u16) -> Result<String, String> {
+pub fn tcp_get(ns: &HeldNetns, ip: &str, port: u16) -> Result<String, String> {
     ns.sh(&format!("timeout 5 socat -u TCP:{ip}:{port},connect-timeout=3 STDOUT")).map(|s| s.trim().to_string())
 }
 
 /// `n` TCP requests; the answers (failures as "ERR").
-pub fn tcp_many(ns: &TempNetns, ip: &str, port: u16, n: usize) -> Vec<String> {
+pub fn tcp_many(ns: &HeldNetns, ip: &str, port: u16, n: usize) -> Vec<String> {
     let out = ns
         .sh(&format!(
             "for i in $(seq {n}); do timeout 5 socat -u TCP:{ip}:{port},connect-timeout=3 STDOUT 2>/dev/null || echo ERR; done"
@@ -204,7 +148,7 @@ pub fn tcp_many(ns: &TempNetns, ip: &str, port: u16, n: usize) -> Vec<String> {
 }
 
 /// One UDP request from a fixed source port (a socket bound inside `ns`); Ok(answer) or Err.
-pub fn udp_get(ns: &TempNetns, ip: &str, port: u16, sport: u16) -> Result<String, String> {
+pub fn udp_get(ns: &HeldNetns, ip: &str, port: u16, sport: u16) -> Result<String, String> {
     let sock =
         yard_netns::udp_socket_in(ns.path(), format!("0.0.0.0:{sport}").parse().unwrap()).map_err(|e| e.to_string())?;
     sock.set_nonblocking(false).map_err(|e| e.to_string())?;

@@ -1,6 +1,6 @@
 //! End-to-end harness: starts the real `yard` binary as a child process (ended by PID on drop) and
 //! drives it with the real kubectl and Python client from the repo's `.venv`.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -26,29 +26,8 @@ pub fn python_bin() -> PathBuf {
     p
 }
 
-/// A temporary directory removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "yard-e2e-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("mkdir");
-        Self(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+/// A temporary directory removed on drop (also when the test panics).
+pub use yard_test_support::TempDir;
 
 /// A running `yard apiserver` child.
 pub struct ApiServer {
@@ -60,9 +39,7 @@ pub struct ApiServer {
 }
 
 /// A port for a server a test starts (below the ephemeral range; see `pick_port`).
-pub fn free_port() -> u16 {
-    yard_store::local_etcd::pick_port().expect("a free port")
-}
+pub use yard_test_support::free_port;
 
 impl ApiServer {
     pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
@@ -79,29 +56,13 @@ impl ApiServer {
     }
 
     fn spawn(&mut self) {
-        let _ = std::fs::remove_file(&self.kubeconfig);
-        let log = std::fs::File::create(self.data_dir.join("apiserver.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_yard"))
-            .args(["apiserver", "--data-dir"])
-            .arg(&self.data_dir)
-            .args(["--port", &self.port.to_string()])
-            .args(&self.extra)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn yard apiserver");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.kubeconfig.exists() {
-            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "yard apiserver exited early: {st}: {}",
-                    std::fs::read_to_string(self.data_dir.join("apiserver.log")).unwrap_or_default()
-                );
-            }
-            assert!(Instant::now() < deadline, "apiserver did not write its kubeconfig in time");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let mut args = vec!["--port".to_string(), self.port.to_string()];
+        args.extend(self.extra.iter().cloned());
+        self.child = Some(yard_test_support::process::spawn_apiserver(
+            Path::new(env!("CARGO_BIN_EXE_yard")),
+            &self.data_dir,
+            &args,
+        ));
     }
 
     /// SIGKILL, as a crash would.
@@ -143,16 +104,7 @@ impl Drop for ApiServer {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             // End only our own child, by PID.
-            let _ = nix_kill(c.id(), 15);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if c.try_wait().ok().flatten().is_some() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+            yard_test_support::process::stop(&mut c, Duration::from_secs(5));
         }
     }
 }
@@ -215,19 +167,8 @@ fn drain(mut r: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<
     })
 }
 
-/// Poll `f` until it returns Some or `timeout` passes.
-pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+/// Poll `f` until it returns Some (or true) or `timeout` passes.
+pub use yard_test_support::eventually;
 
 pub fn examples_dir() -> PathBuf {
     repo_root().join("examples")
