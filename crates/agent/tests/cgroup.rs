@@ -8,10 +8,6 @@ use std::process::Command;
 
 use yard_agent::cgroup::{self, Cgroup, Hierarchy, Limits};
 
-fn require_root() {
-    assert!(nix::unistd::geteuid().is_root(), "these tests need root (cgroups); run them as root");
-}
-
 /// A cgroup removed when the test ends, also on failure.
 struct Scoped(Cgroup);
 impl Drop for Scoped {
@@ -27,7 +23,7 @@ impl Drop for Scoped {
 }
 
 fn make(name: &str, limits: &Limits) -> Scoped {
-    require_root();
+    yard_test_support::require_root("cgroup tests");
     let h = Hierarchy::detect().expect("detect cgroups");
     let rel = format!("yard-test-{}/{name}", std::process::id());
     Scoped(Cgroup::create(&h, &rel, limits).expect("create cgroup"))

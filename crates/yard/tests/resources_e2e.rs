@@ -89,8 +89,7 @@ fn read_in(dirs: &[PathBuf], file: &str) -> String {
 
 #[test]
 fn resource_limits_are_enforced() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(unsafe { libc::geteuid() }, 0, "this test needs root (yard up, cgroups)");
+    yard_test_support::require_root("resources_e2e (yard up, cgroups)");
     let dir = TempDir::new("resources");
     let mut up = Up::start("e2eres", &dir.0.join("data"), &[]);
     let o = kubectl_with(&up.kubeconfig, &["apply", "-f", "-"], Some(MANIFEST));
