@@ -157,6 +157,25 @@ fn resource_limits_are_enforced() {
         let gone = eventually(Duration::from_secs(10), || (!d.exists()).then_some(()));
         assert!(gone.is_some(), "{} left behind", d.display());
     }
+    // Limits the node cannot apply are refused by the API, with upstream's messages.
+    let bad = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bad"}, "spec": {"containers": [
+        {"name": "c", "image": "busybox", "resources": {"limits": {"cpu": "1"}, "requests": {"cpu": "2"}}}]}}"#;
+    let o = kubectl_with(&up.kubeconfig, &["create", "-f", "-"], Some(bad));
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(
+            "The Pod \"bad\" is invalid: spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit of 1"
+        ),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let bad = bad
+        .replace(r#""cpu": "2""#, r#""cpu": "-1""#)
+        .replace(r#""limits": {"cpu": "1"}"#, r#""limits": {"memory": "lots"}"#);
+    let o = kubectl_with(&up.kubeconfig, &["create", "-f", "-"], Some(&bad));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("must be greater than or equal to 0"), "{e}");
+
     up.k(&["delete", "pod", "hog", "hog-once", "small", "--wait=true", "--timeout=60s"]);
     let out = up.stop();
     assert!(!out.contains("panicked"), "{out}");

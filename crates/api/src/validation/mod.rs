@@ -22,6 +22,7 @@ mod event;
 mod meta;
 mod node;
 mod pod;
+mod resources;
 mod service;
 #[cfg(test)]
 mod tests;

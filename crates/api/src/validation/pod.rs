@@ -97,6 +97,7 @@ pub(super) fn validate_container(c: &Value, path: &str, names: &mut BTreeSet<Str
     } else if image.trim() != image {
         errs.push(FieldError::invalid(child(path, "image"), image, "must not have leading or trailing whitespace"));
     }
+    errs.extend(super::resources::validate_resources(c, &child(path, "resources")));
     let mut port_names = BTreeSet::new();
     for (i, p) in get_arr(c, &["ports"]).iter().enumerate() {
         let pp = idx(&child(path, "ports"), i);
