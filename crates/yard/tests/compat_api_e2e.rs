@@ -176,6 +176,11 @@ fn query_parameters_convert_and_validate_as_upstream() {
         assert_eq!(c, 400, "{q}");
         assert_eq!(status(&v), (400, "BadRequest", msg), "{q}");
     }
+    // A resourceVersion that is not a number is a 400 on list and on get (was ignored: 200).
+    for path in [CM.to_string(), format!("{CM}/kube-root-ca.crt")] {
+        let (c, v) = h.get(&format!("{path}?resourceVersion=abc"));
+        assert_eq!(status(&v), (400, "BadRequest", "invalid resource version: abc"), "{path}: {c}");
+    }
     // limit=-1 is a number: no limit.
     assert_eq!(h.get(&format!("{CM}?limit=-1")).0, 200);
 
