@@ -18,6 +18,7 @@ mod node;
 pub mod pod;
 pub mod portforward;
 pub mod proc;
+pub mod security;
 pub mod server;
 pub mod spdy;
 pub mod spdy_exec;

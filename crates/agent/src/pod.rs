@@ -131,6 +131,8 @@ struct Ctr {
     attach: Option<Arc<crate::attach::Hub>>,
     /// The container's cgroup (limits; exec and probes join it too).
     cgroup: Option<crate::cgroup::Cgroup>,
+    /// The current run's user (execs and exec probes run as it).
+    identity: crate::security::Identity,
 }
 
 struct PodState {
@@ -260,6 +262,7 @@ impl Runtime {
                 container_id: String::new(),
                 attach: None,
                 cgroup: None,
+                identity: Default::default(),
             });
         }
         // Non-init containers wait for init: kubelet shows PodInitializing for them too.
@@ -529,9 +532,13 @@ impl PodHandle {
             .find(|c| c.spec.name == container)
             .ok_or_else(|| format!("container {container} is not valid for pod {}", self.inner.name))?;
         match (&c.state, c.pid) {
-            (CState::Running { .. }, Some(pid)) => {
-                Ok(proc::ExecTarget { pid, env: c.env.clone(), cwd: c.cwd.clone(), cgroup: c.cgroup.clone() })
-            }
+            (CState::Running { .. }, Some(pid)) => Ok(proc::ExecTarget {
+                pid,
+                env: c.env.clone(),
+                cwd: c.cwd.clone(),
+                cgroup: c.cgroup.clone(),
+                identity: c.identity.clone(),
+            }),
             _ => Err(format!("container {container} is not running")),
         }
     }
@@ -1119,8 +1126,12 @@ async fn run_container(p: Arc<PodInner>, idx: usize, adopt: Option<SavedContaine
                 .fetch_objects(&pod, &c)
                 .await
                 .and_then(|objs| env::container_env(&pod, &c, &objs, (&cap.0, &cap.1)))
+                .and_then(|e| crate::security::identity(&pod, &c).map(|id| (e, id)))
             {
-                Ok(e) => e,
+                Ok((e, id)) => {
+                    p.with(|st| st.ctrs[idx].identity = id);
+                    e
+                }
                 Err(msg) => {
                     p.set_state(
                         idx,
@@ -1220,6 +1231,7 @@ async fn run_container(p: Arc<PodInner>, idx: usize, adopt: Option<SavedContaine
                 stdin: c.stdin.unwrap_or(false),
                 tty: c.tty.unwrap_or(false),
                 cgroup: cg.clone(),
+                identity: p.with(|st| st.ctrs[idx].identity.clone()),
             };
             let run_no = runs;
             let log_path = p.rt.log_dir(&p.namespace, &p.name, &p.uid).join(&c.name).join(format!("{run_no}.log"));
@@ -1721,10 +1733,13 @@ async fn http_probe(
 /// Run a command in a container's namespaces; (exit code, combined output).
 async fn exec_probe(p: &Arc<PodInner>, pid: i32, argv: &[String], timeout: Duration) -> Result<(i32, String), String> {
     let env = p.with(|st| {
-        st.ctrs.iter().find(|c| c.pid == Some(pid)).map(|c| (c.env.clone(), c.cwd.clone(), c.cgroup.clone()))
+        st.ctrs
+            .iter()
+            .find(|c| c.pid == Some(pid))
+            .map(|c| (c.env.clone(), c.cwd.clone(), c.cgroup.clone(), c.identity.clone()))
     });
-    let (env, cwd, cgroup) = env.unwrap_or_default();
-    let t = proc::ExecTarget { pid, env, cwd, cgroup };
+    let (env, cwd, cgroup, identity) = env.unwrap_or_default();
+    let t = proc::ExecTarget { pid, env, cwd, cgroup, identity };
     let mut cmd = proc::exec_command(&t, argv, false).map_err(|e| e.to_string())?;
     cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     let child = cmd.spawn().map_err(|e| e.to_string())?;

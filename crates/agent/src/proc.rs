@@ -37,6 +37,8 @@ pub struct Spec {
     /// The container's cgroup: its `cgroup.procs` files are opened before fork and the child
     /// joins them before anything else, so its limits hold from the first instruction.
     pub cgroup: Option<crate::cgroup::Cgroup>,
+    /// User, groups and no_new_privs from the securityContext.
+    pub identity: crate::security::Identity,
 }
 
 /// Look the program up in the environment's PATH (as the container would).
@@ -129,6 +131,7 @@ pub fn spawn(spec: &Spec) -> io::Result<Started> {
     let cwd = spec.cwd.as_ref().map(|c| cstr(c)).transpose()?;
     let cgroup_procs =
         spec.cgroup.as_ref().map(|g| g.open_procs().map_err(io::Error::other)).transpose()?.unwrap_or_default();
+    let ident = IdentitySwitch::new(&spec.identity);
     cmd.arg0(&spec.argv[0]).args(&spec.argv[1..]).env_clear().envs(spec.env.iter().map(|(k, v)| (k, v)));
     // SAFETY: the closure runs in the forked child before exec and only makes system calls.
     unsafe {
@@ -155,6 +158,7 @@ pub fn spawn(spec: &Spec) -> io::Result<Started> {
                 .map_err(io::Error::from)?;
             mount(Some(hosts.as_c_str()), "/etc/hosts", None::<&str>, MsFlags::MS_BIND, None::<&str>)
                 .map_err(io::Error::from)?;
+            ident.apply()?;
             if let Some(c) = &cwd {
                 nix::unistd::chdir(c.as_c_str()).map_err(io::Error::from)?;
             }
@@ -177,6 +181,8 @@ pub struct ExecTarget {
     pub cwd: Option<PathBuf>,
     /// The container's cgroup: an exec runs under its limits.
     pub cgroup: Option<crate::cgroup::Cgroup>,
+    /// The container's user: an exec runs as it.
+    pub identity: crate::security::Identity,
 }
 
 /// Open /proc/<pid>/ns/{net,uts,mnt}.
@@ -201,6 +207,7 @@ pub fn exec_command(t: &ExecTarget, argv: &[String], ctty: bool) -> io::Result<t
     let fds: Vec<(RawFd, CloneFlags)> = ns.iter().map(|(f, c)| (f.as_raw_fd(), *c)).collect();
     let cgroup_procs =
         t.cgroup.as_ref().map(|g| g.open_procs().map_err(io::Error::other)).transpose()?.unwrap_or_default();
+    let ident = IdentitySwitch::new(&t.identity);
     let cwd = t.cwd.as_ref().map(|c| cstr(c)).transpose()?;
     let mut cmd = std::process::Command::new(&prog);
     cmd.arg0(&argv[0]).args(&argv[1..]).env_clear().envs(t.env.iter().map(|(k, v)| (k, v)));
@@ -216,6 +223,7 @@ pub fn exec_command(t: &ExecTarget, argv: &[String], ctty: bool) -> io::Result<t
             for (fd, flag) in &fds {
                 setns(std::os::fd::BorrowedFd::borrow_raw(*fd), *flag).map_err(io::Error::from)?;
             }
+            ident.apply()?;
             if let Some(c) = &cwd {
                 let _ = nix::unistd::chdir(c.as_c_str());
             } else {
@@ -227,6 +235,45 @@ pub fn exec_command(t: &ExecTarget, argv: &[String], ctty: bool) -> io::Result<t
     let mut tcmd = tokio::process::Command::from(cmd);
     tcmd.kill_on_drop(true);
     Ok(tcmd)
+}
+
+/// A securityContext identity, prepared before fork so that the child only makes system calls:
+/// supplementary groups, then gid, then uid (after which the kernel drops root's capabilities),
+/// then no_new_privs.
+struct IdentitySwitch {
+    switch: bool,
+    uid: nix::unistd::Uid,
+    gid: nix::unistd::Gid,
+    groups: Vec<nix::unistd::Gid>,
+    no_new_privs: bool,
+}
+
+impl IdentitySwitch {
+    fn new(id: &crate::security::Identity) -> Self {
+        IdentitySwitch {
+            switch: id.uid != 0 || id.gid != 0 || !id.groups.is_empty(),
+            uid: nix::unistd::Uid::from_raw(id.uid),
+            gid: nix::unistd::Gid::from_raw(id.gid),
+            groups: id.groups.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect(),
+            no_new_privs: id.no_new_privs,
+        }
+    }
+
+    /// In the child, between fork and exec.
+    fn apply(&self) -> io::Result<()> {
+        if self.switch {
+            nix::unistd::setgroups(&self.groups).map_err(io::Error::from)?;
+            nix::unistd::setgid(self.gid).map_err(io::Error::from)?;
+            nix::unistd::setuid(self.uid).map_err(io::Error::from)?;
+        }
+        if self.no_new_privs {
+            // SAFETY: prctl with integer arguments only.
+            if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Signal a container's process group (falls back to the process).
