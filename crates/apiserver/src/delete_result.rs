@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use crate::resources::Resource;
+use crate::registry::Resource;
 
 /// Whether upstream's store for `r` sets `ReturnDeletedObject`.
 pub fn returns_deleted_object(r: &Resource) -> bool {

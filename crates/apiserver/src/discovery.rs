@@ -5,7 +5,7 @@ use axum::extract::Request;
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use crate::resources::{self, Resource, RESOURCES};
+use crate::registry::{self, Resource, RESOURCES};
 
 fn ok(v: &Value) -> Response {
     Response::builder()
@@ -41,7 +41,7 @@ pub fn api_versions() -> Response {
 
 /// The APIGroup object of `g` (every version it serves, the preferred one first).
 fn api_group(g: &str, v: &str) -> Value {
-    let versions: Vec<Value> = resources::versions_of(g)
+    let versions: Vec<Value> = registry::versions_of(g)
         .into_iter()
         .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
         .collect();
@@ -50,7 +50,7 @@ fn api_group(g: &str, v: &str) -> Value {
 }
 
 pub fn api_groups(_req: &Request) -> Response {
-    let groups: Vec<Value> = resources::groups().into_iter().map(|(g, v)| api_group(g, v)).collect();
+    let groups: Vec<Value> = registry::groups().into_iter().map(|(g, v)| api_group(g, v)).collect();
     ok(&json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
 }
 
@@ -110,7 +110,7 @@ pub fn resource_list(path: &str) -> Option<Response> {
         let parts: Vec<&str> = rest.split('/').collect();
         match parts.as_slice() {
             [g] => {
-                let (_, v) = resources::groups().into_iter().find(|(gg, _)| gg == g)?;
+                let (_, v) = registry::groups().into_iter().find(|(gg, _)| gg == g)?;
                 let mut group = api_group(g, v);
                 group["kind"] = json!("APIGroup");
                 group["apiVersion"] = json!("v1");

@@ -15,7 +15,7 @@ use http::{HeaderMap, HeaderValue, Method};
 use serde_json::{json, Value};
 use yard_api::validation::FieldError;
 
-use crate::resources::{self, Resource};
+use crate::registry::{self, Resource};
 use crate::rest::{self, Params};
 use crate::server::Target;
 use crate::status::{ApiError, ApiResult};
@@ -33,7 +33,7 @@ const RENAMED: &[(&str, &str)] = &[
 ];
 
 fn core_events() -> &'static Resource {
-    resources::find("", "v1", "events").expect("core events")
+    registry::find("", "v1", "events").expect("core events")
 }
 
 /// A core v1 Event (or anything else, unchanged) as events.k8s.io/v1 shows it.

@@ -27,7 +27,7 @@ mod protobuf;
 mod protobuf_encode;
 mod render;
 pub mod request;
-pub mod resources;
+pub mod registry;
 pub mod rest;
 pub mod server;
 pub mod services;
@@ -234,7 +234,7 @@ pub async fn start_with_store(args: Args, store: DynStore) -> Result<Running, Er
     );
     let namespaces = mirror::Mirror::start(
         store.clone(),
-        &resources::find("", "v1", "namespaces").expect("namespaces").prefix(),
+        &registry::find("", "v1", "namespaces").expect("namespaces").prefix(),
         rest::namespace_terminating,
     );
     let tokens = vec![identity.token.clone()];
@@ -282,7 +282,7 @@ pub async fn ensure(
     ns: Option<&str>,
     obj: Value,
 ) -> Result<(), Error> {
-    let r = resources::by_kind(api_version, kind)
+    let r = registry::by_kind(api_version, kind)
         .ok_or_else(|| Error::Setup(format!("unknown kind {api_version}/{kind}")))?;
     let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
     if state.store.get(&r.key(ns, &name)).await?.is_some() {
@@ -336,8 +336,8 @@ pub async fn set_kubernetes_endpoints(state: &State, ip: IpAddr, port: u16) -> R
     let slice = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"kubernetes.io/service-name": "kubernetes", "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
                        "addressType": fam, "endpoints": [{"addresses": [ip.to_string()], "conditions": {"ready": true}}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]});
     for (r, obj) in [
-        (resources::find("", "v1", "endpoints"), eps),
-        (resources::find("discovery.k8s.io", "v1", "endpointslices"), slice),
+        (registry::find("", "v1", "endpoints"), eps),
+        (registry::find("discovery.k8s.io", "v1", "endpointslices"), slice),
     ] {
         let r = r.expect("known resource");
         let key = r.key(Some("default"), "kubernetes");

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 
-use crate::resources;
+use crate::registry;
 use crate::rest::get_obj;
 use crate::server::Target;
 use crate::status::ApiError;
@@ -26,7 +26,7 @@ async fn agent_address(state: &State, t: &Target) -> Result<String, ApiError> {
         .as_str()
         .filter(|s| !s.is_empty())
         .ok_or_else(|| ApiError::bad_request(format!("pod {name} does not have a host assigned")))?;
-    let nodes = resources::find("", "v1", "nodes").expect("nodes");
+    let nodes = registry::find("", "v1", "nodes").expect("nodes");
     let n = get_obj(state, nodes, None, node).await?;
     if let Some(ep) = n["metadata"]["annotations"][AGENT_ENDPOINT_ANNOTATION].as_str() {
         return Ok(ep.to_string());

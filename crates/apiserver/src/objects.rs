@@ -5,7 +5,7 @@
 use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use crate::resources::Resource;
+use crate::registry::Resource;
 
 /// Body size limit, as upstream's 3 MiB.
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -275,13 +275,13 @@ mod tests {
     #[test]
     fn storage_keys_are_the_namespace_prefix_and_the_name() {
         for (g, v, p) in [("", "v1", "services"), ("", "v1", "namespaces"), ("apps", "v1", "deployments")] {
-            let r = crate::resources::find(g, v, p).unwrap();
+            let r = crate::registry::find(g, v, p).unwrap();
             for ns in [Some("default"), None] {
                 assert_eq!(r.key(ns, "x"), format!("{}x", r.ns_prefix(ns)));
             }
         }
         assert_eq!(
-            crate::resources::find("", "v1", "services").unwrap().key(Some("d"), "s"),
+            crate::registry::find("", "v1", "services").unwrap().key(Some("d"), "s"),
             "/registry/core/services/d/s"
         );
     }
@@ -295,7 +295,7 @@ mod tests {
 
     #[test]
     fn unknown_fields_listed() {
-        let r = crate::resources::find("", "v1", "services").unwrap();
+        let r = crate::registry::find("", "v1", "services").unwrap();
         let input = serde_json::json!({"apiVersion":"v1","kind":"Service","metadata":{"name":"a"},"spec":{"bogus":1,"ports":[{"port":80,"nope":true}]}});
         let n = normalize(r, &input).unwrap();
         assert_eq!(unknown_fields(&input, &n), vec!["spec.bogus".to_string(), "spec.ports[0].nope".to_string()]);

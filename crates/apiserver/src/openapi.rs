@@ -12,7 +12,7 @@ use schemars::generate::SchemaSettings;
 use schemars::JsonSchema;
 use serde_json::{json, Map, Value};
 
-use crate::resources::{Resource, RESOURCES};
+use crate::registry::{Resource, RESOURCES};
 
 fn ok(v: &[u8]) -> Response {
     Response::builder()

@@ -33,7 +33,7 @@ use prost::Message;
 use serde_json::{json, Map, Value};
 
 use crate::openapi::{collection_path, fnv, group_short, kind_schemas, schema_name};
-use crate::resources::{Resource, RESOURCES};
+use crate::registry::{Resource, RESOURCES};
 
 /// The media type client-go's discovery client asks for.
 pub const MIME_PB: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";

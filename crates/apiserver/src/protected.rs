@@ -2,7 +2,7 @@
 //! `default`, `kube-system` and `kube-public` may never be deleted (by name or as part of a
 //! delete-collection), whatever the options, dry-run included.
 
-use crate::resources::Resource;
+use crate::registry::Resource;
 use crate::status::ApiError;
 
 /// The namespaces upstream's admission plugin calls immortal.
@@ -22,13 +22,13 @@ mod tests {
 
     #[test]
     fn immortal_namespaces_are_refused_with_upstreams_text() {
-        let ns = crate::resources::find("", "v1", "namespaces").unwrap();
+        let ns = crate::registry::find("", "v1", "namespaces").unwrap();
         let e = check_delete(ns, "kube-system").unwrap_err();
         assert_eq!((e.code, e.reason), (403, "Forbidden"));
         assert_eq!(e.message, r#"namespaces "kube-system" is forbidden: this namespace may not be deleted"#);
         assert!(check_delete(ns, "kube-node-lease").is_ok());
         assert!(check_delete(ns, "team").is_ok());
-        let cm = crate::resources::find("", "v1", "configmaps").unwrap();
+        let cm = crate::registry::find("", "v1", "configmaps").unwrap();
         assert!(check_delete(cm, "default").is_ok());
     }
 }

@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 
 use crate::negotiate::{Convert, Format, Output};
 use crate::protobuf_encode;
-use crate::resources::Resource;
+use crate::registry::Resource;
 use crate::status::ApiError;
 
 /// Whether `out` needs anything beyond the handlers' own JSON.

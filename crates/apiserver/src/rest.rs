@@ -16,8 +16,8 @@ use yard_store::{EventKind, KeyValue, Op, StoreError};
 use crate::consistency;
 use crate::mirror::Seen;
 use crate::objects::{self, meta_mut, meta_str, name_of};
+use crate::registry::{self, Resource};
 use crate::request::params::query_bool;
-use crate::resources::{self, Resource};
 use crate::server::Target;
 use crate::status::{ApiError, ApiResult};
 use crate::State;
@@ -892,7 +892,7 @@ fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
 
 async fn check_namespace(state: &State, r: &Resource, ns: Option<&str>, name: &str) -> ApiResult<()> {
     let Some(ns) = ns.filter(|_| r.namespaced) else { return Ok(()) };
-    let nsr = resources::find("", "v1", "namespaces").expect("namespaces");
+    let nsr = registry::find("", "v1", "namespaces").expect("namespaces");
     let key = nsr.key(None, ns);
     // As upstream's NamespaceLifecycle admission: the watch-fed copy answers when it has the
     // namespace; a namespace it has not seen (yet) is read from the store.
@@ -940,31 +940,7 @@ fn prepare_for_create(r: &Resource, v: &mut Value) {
     }
     m.insert("uid".into(), json!(crate::objects::new_uid()));
     m.insert("creationTimestamp".into(), json!(objects::now_rfc3339()));
-    let has_spec = matches!(r.kind, "Pod" | "Service" | "Deployment" | "ReplicaSet" | "Node" | "Namespace");
-    if has_spec && r.kind != "Namespace" {
-        if matches!(r.kind, "Deployment" | "ReplicaSet") {
-            m.insert("generation".into(), json!(1));
-        } else {
-            m.remove("generation");
-        }
-    }
-    match r.kind {
-        "Pod" => {
-            let qos = yard_api::qos::pod_qos(&v["spec"]);
-            v["status"] = json!({"phase": "Pending", "qosClass": qos});
-        }
-        "Service" => v["status"] = json!({"loadBalancer": {}}),
-        "Deployment" | "ReplicaSet" => v["status"] = json!({}),
-        "Namespace" => v["status"] = json!({"phase": "Active"}),
-        _ => {}
-    }
-    if let Some(o) = v.as_object_mut() {
-        if o.get("status").is_some_and(|s| s.as_object().is_some_and(|m| m.is_empty()))
-            && matches!(r.kind, "Deployment" | "ReplicaSet")
-        {
-            o.remove("status");
-        }
-    }
+    r.strategy.prepare_for_create(v);
 }
 
 async fn create(
@@ -1039,8 +1015,8 @@ async fn create_object(
     yard_api::defaults::apply_defaults(r.plural, obj);
     let name = name_of(obj).to_string();
     // Services are validated after allocation (as upstream), the rest now.
-    if r.kind != "Service" {
-        let errs = yard_api::validation::validate(r.plural, obj, None);
+    if !r.strategy.allocates() {
+        let errs = r.strategy.validate(r, obj, None);
         if !errs.is_empty() {
             return Err(ApiError::invalid(r, &name, &errs));
         }
@@ -1049,8 +1025,10 @@ async fn create_object(
     crate::managed::track(None, obj, &ctx.manager, "Update", None);
     let key = r.key(ns, &name);
     if ctx.p.dry_run {
-        if r.kind == "Service" {
-            let errs: Vec<_> = yard_api::validation::validate(r.plural, obj, None)
+        if r.strategy.allocates() {
+            let errs: Vec<_> = r
+                .strategy
+                .validate(r, obj, None)
                 .into_iter()
                 .filter(|e| {
                     !e.field.starts_with("spec.clusterIP")
@@ -1067,7 +1045,7 @@ async fn create_object(
         }
         return Ok(serde_json::to_vec(obj).expect("json"));
     }
-    if r.kind == "Service" {
+    if r.strategy.allocates() {
         let (res, _) =
             write_service(state, r, &name, None, obj, |o| Op::Create { key: key.clone(), value: encode(o) }).await?;
         return match res {
@@ -1222,7 +1200,7 @@ async fn update_object(
             }
         }
     }
-    if r.kind == "Service" && sub.is_none() {
+    if r.strategy.allocates() && sub.is_none() {
         crate::services::drop_type_dependent_fields(&mut new, &old);
     }
     yard_api::defaults::apply_defaults(r.plural, &mut new);
@@ -1230,11 +1208,11 @@ async fn update_object(
         let g = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
         meta_mut(&mut new).insert("generation".into(), json!(g));
     }
-    if !(r.kind == "Service" && sub.is_none()) {
-        let errs = if r.kind == "Service" && sub == Some("status") {
-            yard_api::validation::validate_service_status(&new)
+    if !(r.strategy.allocates() && sub.is_none()) {
+        let errs = if sub == Some("status") {
+            r.strategy.validate_status(r, &new, &old)
         } else {
-            yard_api::validation::validate(r.plural, &new, Some(&old))
+            r.strategy.validate(r, &new, Some(&old))
         };
         if !errs.is_empty() {
             return Err(ApiError::invalid(r, &name, &errs));
@@ -1271,8 +1249,8 @@ async fn update_object(
     }
     let expect = precondition_rv.unwrap_or(old_kv.mod_revision);
     if ctx.p.dry_run {
-        if r.kind == "Service" && sub.is_none() {
-            let errs = yard_api::validation::validate(r.plural, &new, Some(&old));
+        if r.strategy.allocates() && sub.is_none() {
+            let errs = r.strategy.validate(r, &new, Some(&old));
             if !errs.is_empty() {
                 return Err(ApiError::invalid(r, &name, &errs));
             }
@@ -1286,7 +1264,7 @@ async fn update_object(
     let finished = deleting
         && deletion_grace(&old) == 0
         && objects::finalizers_of(&new).is_empty()
-        && !(r.kind == "Namespace" && new["spec"]["finalizers"].as_array().is_some_and(|a| !a.is_empty()));
+        && !r.strategy.holds_deletion(&new);
     let op = |o: &Value| {
         if finished {
             Op::Delete { key: key.clone(), expect: Some(expect) }
@@ -1294,7 +1272,7 @@ async fn update_object(
             Op::Update { key: key.clone(), value: encode(o), expect: Some(expect) }
         }
     };
-    let (res, release) = if r.kind == "Service" && sub.is_none() {
+    let (res, release) = if r.strategy.allocates() && sub.is_none() {
         write_service(state, r, &name, Some(&old), &mut new, op).await?
     } else {
         (state.store.write(op(&new)).await, Vec::new())
@@ -1302,7 +1280,7 @@ async fn update_object(
     match res {
         Ok(kv) => {
             state.alloc.release(&release).await;
-            if finished && r.kind == "Service" {
+            if finished && r.strategy.allocates() {
                 state.alloc.release_service(&new).await;
             }
             Ok((into_revision(new, kv.mod_revision), true))
@@ -1345,7 +1323,7 @@ async fn update(
     let old_kv = match state.store.get(&r.key(ns, name)).await? {
         Some(kv) => kv,
         // Upstream's AllowCreateOnUpdate: a PUT creates these kinds.
-        None if sub.is_none() && matches!(r.kind, "Endpoints" | "Lease" | "Event" | "Service") => {
+        None if sub.is_none() && r.strategy.allow_create_on_update() => {
             let mut obj = new;
             let out = create_object(state, r, ns, &mut obj, &mut ctx).await?;
             return Ok(with_warnings(json_bytes_response(StatusCode::CREATED, out), &ctx.warnings));
@@ -1738,25 +1716,15 @@ async fn delete_one(
             _ => {}
         }
         // Graceful deletion of pods bound to a node: the node agent finishes it.
-        let pod_grace = if r.kind == "Pod"
-            && obj["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty())
-            && obj["status"]["phase"] != "Succeeded"
-            && obj["status"]["phase"] != "Failed"
-        {
-            let g = o.grace.unwrap_or_else(|| obj["spec"]["terminationGracePeriodSeconds"].as_i64().unwrap_or(30));
-            (g > 0).then_some(g)
-        } else {
-            None
-        };
-        let ns_finalizers =
-            r.kind == "Namespace" && obj["spec"]["finalizers"].as_array().is_some_and(|a| !a.is_empty());
+        let pod_grace = r.strategy.graceful_delete(&obj, o.grace);
+        let ns_finalizers = r.strategy.holds_deletion(&obj);
         if finalizers.is_empty() && pod_grace.is_none() && !ns_finalizers {
             if o.dry_run {
                 return Ok((StatusCode::OK, obj, true));
             }
             match state.store.write(Op::Delete { key: kv.key.clone(), expect: Some(kv.mod_revision) }).await {
                 Ok(gone) => {
-                    if r.kind == "Service" {
+                    if r.strategy.allocates() {
                         state.alloc.release_service(&obj).await;
                     }
                     let out = with_revision(&obj, gone.mod_revision);
@@ -1799,9 +1767,7 @@ async fn delete_one(
             }
             m.remove("resourceVersion");
         }
-        if r.kind == "Namespace" {
-            obj["status"]["phase"] = json!("Terminating");
-        }
+        r.strategy.on_deletion_started(&mut obj);
         if o.dry_run {
             return Ok((StatusCode::OK, obj, false));
         }
@@ -1854,7 +1820,7 @@ mod tests {
     fn whole_table_bytes_match_the_table_of_the_same_objects() {
         // Enough objects for the threaded path; a label selector keeps every third; the
         // managedFields stay out of the rows' metadata either way.
-        let r = crate::resources::find("", "v1", "services").unwrap();
+        let r = crate::registry::find("", "v1", "services").unwrap();
         let kvs: Vec<KeyValue> = (0..2500)
             .map(|i| {
                 let v = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": format!("s{i:04}"), "namespace": "default", "labels": {"k": (i % 3).to_string()},

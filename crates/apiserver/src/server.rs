@@ -15,7 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 use crate::auth::{self, Attributes, Decision, UserInfo};
-use crate::resources::{self, Resource};
+use crate::registry::{self, Resource};
 use crate::status::ApiError;
 use crate::{discovery, openapi, openapi_v2, rest, State};
 
@@ -42,7 +42,7 @@ pub fn parse_path(path: &str) -> Result<Option<Target>, ApiError> {
     let nf = || ApiError::new(404, "NotFound", "the server could not find the requested resource");
     let (ns, rest): (Option<String>, &[&str]) = if rest[0] == "namespaces" && rest.len() >= 3 {
         // namespaces/{ns}/{resource}... unless it is a namespace subresource.
-        let r = resources::find(group, version, rest[2]);
+        let r = registry::find(group, version, rest[2]);
         match r {
             Some(r) if r.namespaced => (Some(rest[1].to_string()), &rest[2..]),
             _ if group.is_empty() && (rest[2] == "status" || rest[2] == "finalize") && rest.len() == 3 => (None, rest),
@@ -51,7 +51,7 @@ pub fn parse_path(path: &str) -> Result<Option<Target>, ApiError> {
     } else {
         (None, rest)
     };
-    let resource = resources::find(group, version, rest[0]).ok_or_else(nf)?;
+    let resource = registry::find(group, version, rest[0]).ok_or_else(nf)?;
     if ns.is_none() && resource.namespaced && rest.len() > 1 {
         // A namespaced resource named without a namespace: only list/watch across namespaces.
         return Err(nf());

@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use serde_json::{json, Value};
 
-use crate::resources::Resource;
+use crate::registry::Resource;
 
 /// An API error, rendered as a `Status` object.
 #[derive(Debug, Clone)]

@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 use yard_api::validation::{ErrorKind, FieldError};
 
 use super::{Attributes, Authorized, Decision, UserInfo};
-use crate::resources::Resource;
+use crate::registry::Resource;
 use crate::server::Target;
 use crate::status::{ApiError, ApiResult};
 use crate::State;

@@ -249,7 +249,7 @@ pub fn check(
 
 /// Upstream's field manager refuses an apply patch whose apiVersion/kind is not the
 /// resource's: `invalid object type: <group>/<version>, Kind=<kind>` (a 400).
-pub fn check_apply_gvk(r: &crate::resources::Resource, patch: &Value) -> ApiResult<()> {
+pub fn check_apply_gvk(r: &crate::registry::Resource, patch: &Value) -> ApiResult<()> {
     let api_version = patch["apiVersion"].as_str().unwrap_or("");
     let kind = patch["kind"].as_str().unwrap_or("");
     // schema.FromAPIVersionAndKind: an apiVersion with more than one slash parses to nothing.

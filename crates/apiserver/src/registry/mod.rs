@@ -1,8 +1,58 @@
-//! The resource types this server serves: names, scope, verbs and subresources, as upstream
-//! declares them in discovery.
+//! The registry of kinds this server serves: one `RESOURCES` table (the KINDS table) keyed by
+//! plural, Kind and apiVersion from one entry, with names, scope, short names and subresources as
+//! upstream declares them in discovery, and per kind a [`Strategy`] (one file per kind here) that
+//! decides what the generic handlers in `rest` must not: initial status, generation, validation,
+//! create-on-update, graceful deletion and deletion hooks.
+
+mod namespace;
+mod node;
+mod pod;
+mod service;
+mod simple;
+mod workload;
+
+use serde_json::Value;
+use yard_api::validation::FieldError;
+
+/// What one kind decides on create, update and delete; upstream's `rest.RESTCreateStrategy`,
+/// `RESTUpdateStrategy` and `RESTDeleteStrategy` rolled into one. Defaults are the plain kind
+/// (ConfigMap, Secret ...): no spec, no status, validated as stored.
+pub trait Strategy: Sync {
+    /// Upstream's `PrepareForCreate` after the generic metadata reset: generation and the
+    /// initial status.
+    fn prepare_for_create(&self, _obj: &mut Value) {}
+    /// Field validation of an object (and of its old version on update).
+    fn validate(&self, r: &Resource, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
+        yard_api::validation::validate(r.plural, obj, old)
+    }
+    /// Validation of a write to the status subresource.
+    fn validate_status(&self, r: &Resource, obj: &Value, old: &Value) -> Vec<FieldError> {
+        self.validate(r, obj, Some(old))
+    }
+    /// Upstream's `AllowCreateOnUpdate`: a PUT of a missing object creates it.
+    fn allow_create_on_update(&self) -> bool {
+        false
+    }
+    /// Whether writes of the main resource go through the address allocators (Services: cluster
+    /// IPs and node ports are allocated before validation and released after delete).
+    fn allocates(&self) -> bool {
+        false
+    }
+    /// Whether something in the object itself (not metadata.finalizers) holds its deletion.
+    fn holds_deletion(&self, _obj: &Value) -> bool {
+        false
+    }
+    /// Upstream's `CheckGracefulDelete`: the grace period (seconds, > 0) a delete must wait,
+    /// given the requested one; None deletes now.
+    fn graceful_delete(&self, _obj: &Value, _requested: Option<i64>) -> Option<i64> {
+        None
+    }
+    /// Applied when a deletion starts but the object stays (finalizers, grace).
+    fn on_deletion_started(&self, _obj: &mut Value) {}
+}
 
 /// One served resource.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub struct Resource {
     /// "" for the core group.
     pub group: &'static str,
@@ -17,7 +67,27 @@ pub struct Resource {
     pub subresources: &'static [&'static str],
     /// Whether writes to the main resource keep the stored status (status lives behind /status).
     pub status_subresource: bool,
+    /// What this kind decides on create, update and delete (upstream's rest strategy).
+    pub strategy: &'static dyn Strategy,
 }
+
+impl std::fmt::Debug for Resource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resource")
+            .field("group", &self.group)
+            .field("version", &self.version)
+            .field("plural", &self.plural)
+            .finish()
+    }
+}
+
+/// One entry per (group, version, plural): the table's identity.
+impl PartialEq for Resource {
+    fn eq(&self, o: &Self) -> bool {
+        self.group == o.group && self.version == o.version && self.plural == o.plural
+    }
+}
+impl Eq for Resource {}
 
 impl Resource {
     pub fn api_version(&self) -> String {
@@ -96,6 +166,7 @@ pub static RESOURCES: &[Resource] = &[
         categories: &[],
         subresources: &["status", "finalize"],
         status_subresource: true,
+        strategy: &namespace::NAMESPACE,
     },
     Resource {
         group: "",
@@ -108,6 +179,7 @@ pub static RESOURCES: &[Resource] = &[
         categories: ALL,
         subresources: &["status", "binding", "exec", "log", "attach", "portforward"],
         status_subresource: true,
+        strategy: &pod::POD,
     },
     Resource {
         group: "",
@@ -120,6 +192,7 @@ pub static RESOURCES: &[Resource] = &[
         categories: ALL,
         subresources: &["status"],
         status_subresource: true,
+        strategy: &service::SERVICE,
     },
     Resource {
         group: "",
@@ -132,6 +205,7 @@ pub static RESOURCES: &[Resource] = &[
         categories: &[],
         subresources: &[],
         status_subresource: false,
+        strategy: &simple::CREATE_ON_UPDATE,
     },
     Resource {
         group: "",
@@ -144,6 +218,7 @@ pub static RESOURCES: &[Resource] = &[
         categories: &[],
         subresources: &[],
         status_subresource: false,
+        strategy: &simple::CREATE_ON_UPDATE,
     },
     Resource {
         group: "",
@@ -156,6 +231,7 @@ pub static RESOURCES: &[Resource] = &[
         categories: &[],
         subresources: &["status"],
         status_subresource: true,
+        strategy: &node::NODE,
     },
     Resource {
         group: "",
@@ -168,6 +244,7 @@ pub static RESOURCES: &[Resource] = &[
         categories: &[],
         subresources: &[],
         status_subresource: false,
+        strategy: &simple::PLAIN,
     },
     Resource {
         group: "",
@@ -180,6 +257,7 @@ pub static RESOURCES: &[Resource] = &[
         categories: &[],
         subresources: &[],
         status_subresource: false,
+        strategy: &simple::PLAIN,
     },
     Resource {
         group: "",
@@ -192,6 +270,7 @@ pub static RESOURCES: &[Resource] = &[
         categories: &[],
         subresources: &[],
         status_subresource: false,
+        strategy: &simple::PLAIN,
     },
     Resource {
         group: "apps",
@@ -204,6 +283,7 @@ pub static RESOURCES: &[Resource] = &[
         categories: ALL,
         subresources: &["status", "scale"],
         status_subresource: true,
+        strategy: &workload::WORKLOAD,
     },
     Resource {
         group: "apps",
@@ -216,6 +296,7 @@ pub static RESOURCES: &[Resource] = &[
         categories: ALL,
         subresources: &["status", "scale"],
         status_subresource: true,
+        strategy: &workload::WORKLOAD,
     },
     Resource {
         group: "discovery.k8s.io",
@@ -228,6 +309,7 @@ pub static RESOURCES: &[Resource] = &[
         categories: &[],
         subresources: &[],
         status_subresource: false,
+        strategy: &simple::PLAIN,
     },
     Resource {
         group: "coordination.k8s.io",
@@ -240,6 +322,7 @@ pub static RESOURCES: &[Resource] = &[
         categories: &[],
         subresources: &[],
         status_subresource: false,
+        strategy: &simple::CREATE_ON_UPDATE,
     },
     Resource {
         group: "events.k8s.io",
@@ -252,6 +335,7 @@ pub static RESOURCES: &[Resource] = &[
         categories: &[],
         subresources: &[],
         status_subresource: false,
+        strategy: &simple::CREATE_ON_UPDATE,
     },
     Resource {
         group: "authorization.k8s.io",
@@ -264,6 +348,7 @@ pub static RESOURCES: &[Resource] = &[
         categories: &[],
         subresources: &[],
         status_subresource: false,
+        strategy: &simple::PLAIN,
     },
     Resource {
         group: "authorization.k8s.io",
@@ -276,6 +361,7 @@ pub static RESOURCES: &[Resource] = &[
         categories: &[],
         subresources: &[],
         status_subresource: false,
+        strategy: &simple::PLAIN,
     },
     Resource {
         group: "authorization.k8s.io",
@@ -288,6 +374,7 @@ pub static RESOURCES: &[Resource] = &[
         categories: &[],
         subresources: &[],
         status_subresource: false,
+        strategy: &simple::PLAIN,
     },
     Resource {
         group: "authorization.k8s.io",
@@ -300,6 +387,7 @@ pub static RESOURCES: &[Resource] = &[
         categories: &[],
         subresources: &[],
         status_subresource: false,
+        strategy: &simple::PLAIN,
     },
     Resource {
         group: "authentication.k8s.io",
@@ -312,6 +400,7 @@ pub static RESOURCES: &[Resource] = &[
         categories: &[],
         subresources: &[],
         status_subresource: false,
+        strategy: &simple::PLAIN,
     },
     Resource {
         group: "authentication.k8s.io",
@@ -324,6 +413,7 @@ pub static RESOURCES: &[Resource] = &[
         categories: &[],
         subresources: &[],
         status_subresource: false,
+        strategy: &simple::PLAIN,
     },
     Resource {
         group: "authentication.k8s.io",
@@ -336,6 +426,7 @@ pub static RESOURCES: &[Resource] = &[
         categories: &[],
         subresources: &[],
         status_subresource: false,
+        strategy: &simple::PLAIN,
     },
 ];
 
@@ -369,4 +460,21 @@ pub fn groups() -> Vec<(&'static str, &'static str)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every entry is found again by each of its spellings (plural, apiVersion+kind), so no two
+    /// entries shadow each other.
+    #[test]
+    fn every_entry_is_found_by_each_spelling() {
+        for r in RESOURCES {
+            let by_plural = find(r.group, r.version, r.plural).expect("by plural");
+            assert!(std::ptr::eq(by_plural, r), "{} shadowed by plural", r.qualified());
+            let by_kind = by_kind(&r.api_version(), r.kind).expect("by kind");
+            assert!(std::ptr::eq(by_kind, r), "{} shadowed by kind", r.qualified());
+        }
+    }
 }
