@@ -308,7 +308,7 @@ pub fn container_env(
     Ok(tmp)
 }
 
-fn resource_field(c: &Container, resource: &str, (cpu, mem): (&str, &str)) -> String {
+pub(crate) fn resource_field(c: &Container, resource: &str, (cpu, mem): (&str, &str)) -> String {
     let r = c.resources.as_ref();
     let get = |kind: &str, name: &str| -> Option<String> {
         let m = if kind == "limits" { r.and_then(|r| r.limits.as_ref()) } else { r.and_then(|r| r.requests.as_ref()) };

@@ -10,6 +10,8 @@ pub struct Program {
     pub argv: Vec<String>,
     /// Directory put first on PATH (the busybox applet links).
     pub path_prefix: Option<PathBuf>,
+    /// Host directories the program needs in its filesystem view (nginx's generated prefix).
+    pub binds: Vec<crate::sandbox::rootfs::Bind>,
 }
 
 /// One extra table entry: an image prefix and the argv it runs (container args are appended).
@@ -127,7 +129,7 @@ impl ImageTable {
     fn builtin(&self, name: &str, args: &[String]) -> Program {
         let mut argv = vec![self.exe.to_string_lossy().into_owned(), "builtin".into(), name.into()];
         argv.extend(args.iter().cloned());
-        Program { argv, path_prefix: None }
+        Program { argv, path_prefix: None, binds: vec![] }
     }
 
     /// Decide what to run. `pod_dir` is a per-pod directory for generated config.
@@ -145,13 +147,13 @@ impl ImageTable {
         if !command.is_empty() {
             let mut argv = command.to_vec();
             argv.extend(args.iter().cloned());
-            return Ok(Program { argv, path_prefix });
+            return Ok(Program { argv, path_prefix, binds: vec![] });
         }
         for e in &self.extra {
             if image.starts_with(&e.prefix) || repo.starts_with(&e.prefix) {
                 let mut argv = e.argv.clone();
                 argv.extend(args.iter().cloned());
-                return Ok(Program { argv, path_prefix });
+                return Ok(Program { argv, path_prefix, binds: vec![] });
             }
         }
         let last = repo.rsplit('/').next().unwrap_or(&repo);
@@ -171,7 +173,7 @@ impl ImageTable {
         }
         if busybox {
             let argv = if args.is_empty() { vec!["sh".to_string()] } else { args.to_vec() };
-            return Ok(Program { argv, path_prefix });
+            return Ok(Program { argv, path_prefix, binds: vec![] });
         }
         if is_nginx(&repo) {
             let dir = pod_dir.join(format!("nginx-{container}"));
@@ -188,11 +190,23 @@ impl ImageTable {
             } else {
                 argv.extend(args.iter().cloned());
             }
-            return Ok(Program { argv, path_prefix: None });
+            // The generated prefix at its own path, and its html directory where the image has it.
+            let binds = vec![
+                crate::sandbox::rootfs::Bind { host: dir.clone(), inner: dir.clone(), read_only: false },
+                crate::sandbox::rootfs::Bind {
+                    host: dir.join("html"),
+                    inner: PathBuf::from(NGINX_HTML),
+                    read_only: false,
+                },
+            ];
+            return Ok(Program { argv, path_prefix: None, binds });
         }
         Err(Unmapped(format!("image {image:?} has no local mapping and no command")))
     }
 }
+
+/// Where the nginx image serves from.
+const NGINX_HTML: &str = "/usr/share/nginx/html";
 
 fn write_nginx_conf(dir: &Path) -> std::io::Result<()> {
     let html = dir.join("html");
@@ -216,7 +230,7 @@ fn write_nginx_conf(dir: &Path) -> std::io::Result<()> {
          \x20 client_body_temp_path {d}/tmp/client_body;\n  proxy_temp_path {d}/tmp/proxy;\n  fastcgi_temp_path {d}/tmp/fastcgi;\n\
          \x20 uwsgi_temp_path {d}/tmp/uwsgi;\n  scgi_temp_path {d}/tmp/scgi;\n\
          \x20 server {{\n    listen 80;\n    listen [::]:80;\n    server_name localhost;\n\
-         \x20   location / {{ root {d}/html; index index.html index.htm; }}\n  }}\n}}\n"
+         \x20   location / {{ root {NGINX_HTML}; index index.html index.htm; }}\n  }}\n}}\n"
     );
     std::fs::write(dir.join("nginx.conf"), conf)
 }

@@ -18,11 +18,13 @@ mod node;
 pub mod pod;
 pub mod portforward;
 pub mod proc;
+pub mod sandbox;
 pub mod security;
 pub mod server;
 pub mod spdy;
 pub mod spdy_exec;
 pub mod spdy_portforward;
+pub mod volume;
 pub mod wget;
 pub mod ws_tunnel;
 

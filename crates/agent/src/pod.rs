@@ -349,6 +349,7 @@ impl Runtime {
                         let _ = self.net.delete_sandbox(&self.netns_name(&uid), &crate::net::veth_name(&uid), &uid);
                     }
                     let _ = crate::cgroup::remove_pod(&uid);
+                    crate::volume::teardown(&ent.path());
                     let _ = std::fs::remove_dir_all(ent.path());
                     if !ns.is_empty() {
                         let _ = std::fs::remove_dir_all(self.log_dir(&ns, &name, &uid));
@@ -385,6 +386,55 @@ impl Runtime {
             message,
             field_path,
         });
+    }
+
+    /// The ConfigMaps and Secrets the pod's volumes name (`None`: not found).
+    async fn fetch_volume_objects(&self, pod: &Pod) -> Result<crate::volume::Objects, String> {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let (cms, secs) = crate::volume::referenced(pod);
+        let mut out = crate::volume::Objects::default();
+        match &self.objects {
+            ObjectSource::Static(o) => {
+                for n in cms {
+                    let d = o
+                        .config_maps
+                        .get(&n)
+                        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect());
+                    out.config_maps.insert(n, d);
+                }
+                for n in secs {
+                    let d =
+                        o.secrets.get(&n).map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect());
+                    out.secrets.insert(n, d);
+                }
+            }
+            ObjectSource::Api(client) => {
+                let cm_api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+                    kube::Api::namespaced(client.clone(), ns);
+                for n in cms {
+                    let cm = cm_api.get_opt(&n).await.map_err(|e| format!("failed to get configmap {n:?}: {e}"))?;
+                    let d = cm.map(|cm| {
+                        let mut m: BTreeMap<String, Vec<u8>> =
+                            cm.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+                        m.extend(cm.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
+                        m
+                    });
+                    out.config_maps.insert(n, d);
+                }
+                let s_api: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::namespaced(client.clone(), ns);
+                for n in secs {
+                    let s = s_api.get_opt(&n).await.map_err(|e| format!("failed to get secret {n:?}: {e}"))?;
+                    let d = s.map(|s| {
+                        let mut m: BTreeMap<String, Vec<u8>> =
+                            s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+                        m.extend(s.string_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())));
+                        m
+                    });
+                    out.secrets.insert(n, d);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// What `c`'s environment is made from. The Services are read from the API at start (a
@@ -926,8 +976,19 @@ async fn pod_main(p: Arc<PodInner>, saved: Option<SavedPod>) {
         p.dir.join("hosts"),
         dns::hosts_file(&pod_snapshot, &sandbox.ip.to_string(), &p.rt.cfg.dns.cluster_domain),
     );
+    let hostname = if pod_snapshot.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false) {
+        p.rt.cfg.node_name.clone()
+    } else {
+        dns::pod_hostname(&pod_snapshot)
+    };
+    let _ = std::fs::write(p.dir.join("hostname"), format!("{hostname}\n"));
     p.save();
     publish(&p);
+    // Volumes: the containers wait (ContainerCreating) until every one is there.
+    if !mount_volumes(&p).await {
+        finish(&p).await;
+        return;
+    }
 
     let n = p.with(|st| st.ctrs.len());
     let adopt_of = |name: &str| saved.as_ref().and_then(|s| s.containers.iter().find(|c| c.name == name).cloned());
@@ -993,6 +1054,61 @@ async fn pod_main(p: Arc<PodInner>, saved: Option<SavedPod>) {
     finish(&p).await;
 }
 
+/// Set up the pod's volumes, retrying with a `FailedMount` event while one fails; then keep the
+/// API-data volumes up to date while the pod runs. False when the pod stopped meanwhile.
+async fn mount_volumes(p: &Arc<PodInner>) -> bool {
+    let mut attempt = 0u32;
+    loop {
+        if p.stopping().is_some() {
+            return false;
+        }
+        let pod = p.with(|st| st.pod.clone());
+        let cap = p.rt.cfg.capacity.clone();
+        let res = match p.rt.fetch_volume_objects(&pod).await {
+            Err(msg) => Err(msg),
+            Ok(objs) => {
+                let dir = p.dir.clone();
+                tokio::task::spawn_blocking(move || crate::volume::setup(&pod, &dir, &objs, (&cap.0, &cap.1)))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|f| f.to_string()))
+            }
+        };
+        match res {
+            Ok(()) => break,
+            Err(msg) => {
+                p.rt.event(p, true, "FailedMount", msg.clone(), None);
+                tracing::warn!(pod = %p.name, "volumes: {msg}");
+            }
+        }
+        attempt += 1;
+        let d = Duration::from_millis((1000u64 << attempt.min(5)).min(30_000));
+        if !p.sleep_or_stop(d).await {
+            return false;
+        }
+    }
+    if p.with(|st| crate::volume::has_api_data(&st.pod)) {
+        let p = p.clone();
+        tokio::spawn(async move {
+            while p.sleep_or_stop(VOLUME_REFRESH).await {
+                let pod = p.with(|st| st.pod.clone());
+                let Ok(objs) = p.rt.fetch_volume_objects(&pod).await else { continue };
+                let (dir, cap) = (p.dir.clone(), p.rt.cfg.capacity.clone());
+                let changed =
+                    tokio::task::spawn_blocking(move || crate::volume::refresh(&pod, &dir, &objs, (&cap.0, &cap.1)))
+                        .await;
+                if let Some(c) = changed.ok().filter(|c| !c.is_empty()) {
+                    tracing::debug!(pod = %p.name, volumes = ?c, "volume contents updated");
+                }
+            }
+        });
+    }
+    true
+}
+
+/// How often configMap, secret and downwardAPI volume contents are compared with the API.
+const VOLUME_REFRESH: Duration = Duration::from_secs(2);
+
 /// Tear down the sandbox and the state.
 async fn finish(p: &Arc<PodInner>) {
     let sb = p.with(|st| st.sandbox.clone());
@@ -1011,6 +1127,7 @@ async fn finish(p: &Arc<PodInner>) {
         if let Err(e) = crate::cgroup::remove_pod(&uid) {
             tracing::warn!("remove cgroups of pod {uid}: {e}");
         }
+        crate::volume::teardown(&dir);
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_dir_all(&logs);
     })
@@ -1067,6 +1184,24 @@ fn pod_key(p: &PodInner) -> String {
 /// Run one container for its whole life (restarts included). Returns whether it ended with
 /// success (for init containers); app containers return when the pod stops or the restart policy
 /// says no more.
+/// The host paths a program needs in its view: the busybox applet directory and the agent's own
+/// binary (the applet scripts and built-ins exec it by its path), read-only, then the program's.
+fn program_binds(
+    images: &crate::image::ImageTable,
+    program: &crate::image::Program,
+) -> Vec<crate::sandbox::rootfs::Bind> {
+    use crate::sandbox::rootfs::Bind;
+    let mut out = vec![];
+    if let Ok(exe) = std::fs::canonicalize(&images.exe) {
+        out.push(Bind { host: exe.clone(), inner: exe, read_only: true });
+    }
+    if let Some(dir) = &program.path_prefix {
+        out.push(Bind { host: dir.clone(), inner: dir.clone(), read_only: true });
+    }
+    out.extend(program.binds.iter().cloned());
+    out
+}
+
 async fn run_container(p: Arc<PodInner>, idx: usize, adopt: Option<SavedContainer>) -> bool {
     let mut adopt = adopt;
     let mut crashes: i32 = 0;
@@ -1090,6 +1225,10 @@ async fn run_container(p: Arc<PodInner>, idx: usize, adopt: Option<SavedContaine
             adopt.take().filter(|a| proc::alive(a.pid, a.proc_start))
         {
             let started_at: jiff::Timestamp = a.started_at.parse().unwrap_or_else(|_| now());
+            // Execs into it run as it does.
+            if let Ok(id) = crate::security::identity(&pod, &c) {
+                p.with(|st| st.ctrs[idx].identity = id);
+            }
             let run_no = a.restart_count;
             let log_path = p.rt.log_dir(&p.namespace, &p.name, &p.uid).join(&c.name).join(format!("{run_no}.log"));
             let cid = format!("yard://{}-{}-{}", &p.uid.chars().take(8).collect::<String>(), c.name, run_no);
@@ -1121,15 +1260,18 @@ async fn run_container(p: Arc<PodInner>, idx: usize, adopt: Option<SavedContaine
         } else {
             // Environment.
             let cap = p.rt.cfg.capacity.clone();
+            let mut volume_binds = vec![];
             let envv = match p
                 .rt
                 .fetch_objects(&pod, &c)
                 .await
                 .and_then(|objs| env::container_env(&pod, &c, &objs, (&cap.0, &cap.1)))
                 .and_then(|e| crate::security::identity(&pod, &c).map(|id| (e, id)))
+                .and_then(|(e, id)| crate::volume::container_binds(&pod, &c, &p.dir, &e).map(|b| (e, id, b)))
             {
-                Ok((e, id)) => {
+                Ok((e, id, b)) => {
                     p.with(|st| st.ctrs[idx].identity = id);
+                    volume_binds = b;
                     e
                 }
                 Err(msg) => {
@@ -1225,8 +1367,15 @@ async fn run_container(p: Arc<PodInner>, idx: usize, adopt: Option<SavedContaine
                 cwd: cwd.clone(),
                 netns,
                 hostname,
-                resolv_conf: p.dir.join("resolv.conf"),
-                hosts: p.dir.join("hosts"),
+                view: crate::sandbox::rootfs::View {
+                    root: p.dir.join("root").join(&c.name),
+                    hostname_file: p.dir.join("hostname"),
+                    hosts: p.dir.join("hosts"),
+                    resolv_conf: p.dir.join("resolv.conf"),
+                    binds: program_binds(&p.rt.cfg.images, &program).into_iter().chain(volume_binds).collect(),
+                    cwd: cwd.clone(),
+                    privileged: p.with(|st| st.ctrs[idx].identity.privileged),
+                },
                 fifo_dir: p.dir.join("fifo").join(&c.name),
                 stdin: c.stdin.unwrap_or(false),
                 tty: c.tty.unwrap_or(false),

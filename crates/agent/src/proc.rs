@@ -1,5 +1,6 @@
 //! Container and exec processes: start a child inside a pod's network namespace with its own UTS
-//! and mount namespaces (hostname, bind-mounted resolv.conf and hosts), capture stdout/stderr
+//! and mount namespaces (hostname, and the filesystem view of [`crate::sandbox::rootfs`] as its
+//! root), its capabilities and seccomp filter; capture stdout/stderr
 //! through FIFOs into CRI-format log files, signal process groups, and watch processes that are
 //! not our children (adopted after an agent restart).
 
@@ -26,8 +27,8 @@ pub struct Spec {
     /// Pod network namespace.
     pub netns: PathBuf,
     pub hostname: String,
-    pub resolv_conf: PathBuf,
-    pub hosts: PathBuf,
+    /// The container's filesystem view (its generated /etc files, binds and volumes).
+    pub view: crate::sandbox::rootfs::View,
     /// Directory for the stdout/stderr FIFOs of this container.
     pub fifo_dir: PathBuf,
     /// `stdin: true`: the container's stdin is a pipe whose write end the agent keeps.
@@ -50,6 +51,30 @@ pub fn resolve_program(argv0: &str, env: &[(String, String)]) -> Option<PathBuf>
         .map(|(_, v)| v.clone())
         .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     crate::image::find_in_path(argv0, &path).filter(|p| p.exists())
+}
+
+/// Look the program up as the container would, in the filesystem view whose root is `root` (a
+/// running container's `/proc/<pid>/root`). The path returned is the container's.
+pub fn resolve_program_in(root: &Path, argv0: &str, env: &[(String, String)]) -> Option<PathBuf> {
+    let path = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let inside = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
+    let executable = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    };
+    if argv0.contains('/') {
+        let p = PathBuf::from(argv0);
+        return inside(&p).exists().then_some(p);
+    }
+    path.split(':')
+        .filter(|d| d.starts_with('/'))
+        .map(|d| Path::new(d).join(argv0))
+        .find(|cand| executable(&inside(cand)) || executable(cand) && inside(cand).exists())
 }
 
 fn cstr(p: &Path) -> io::Result<CString> {
@@ -126,12 +151,12 @@ pub fn spawn(spec: &Spec) -> io::Result<Started> {
     let netns = File::open(&spec.netns)?;
     let netns_fd: RawFd = netns.as_raw_fd();
     let hostname = spec.hostname.clone();
-    let resolv = cstr(&spec.resolv_conf)?;
-    let hosts = cstr(&spec.hosts)?;
-    let cwd = spec.cwd.as_ref().map(|c| cstr(c)).transpose()?;
+    std::fs::create_dir_all(&spec.view.root)?;
+    let plan = crate::sandbox::rootfs::Plan::new(&spec.view)?;
     let cgroup_procs =
         spec.cgroup.as_ref().map(|g| g.open_procs().map_err(io::Error::other)).transpose()?.unwrap_or_default();
-    let ident = IdentitySwitch::new(&spec.identity);
+    let ident = IdentitySwitch::new(&spec.identity)?;
+    let read_only_root = spec.identity.read_only_root;
     cmd.arg0(&spec.argv[0]).args(&spec.argv[1..]).env_clear().envs(spec.env.iter().map(|(k, v)| (k, v)));
     // SAFETY: the closure runs in the forked child before exec and only makes system calls.
     unsafe {
@@ -154,15 +179,18 @@ pub fn spawn(spec: &Spec) -> io::Result<Started> {
                     break;
                 }
             }
-            mount(Some(resolv.as_c_str()), "/etc/resolv.conf", None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            plan.apply()?;
+            if read_only_root {
+                mount(
+                    None::<&str>,
+                    "/",
+                    None::<&str>,
+                    MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                    None::<&str>,
+                )
                 .map_err(io::Error::from)?;
-            mount(Some(hosts.as_c_str()), "/etc/hosts", None::<&str>, MsFlags::MS_BIND, None::<&str>)
-                .map_err(io::Error::from)?;
-            ident.apply()?;
-            if let Some(c) = &cwd {
-                nix::unistd::chdir(c.as_c_str()).map_err(io::Error::from)?;
             }
-            Ok(())
+            ident.apply()
         });
     }
     let mut tcmd = tokio::process::Command::from(cmd);
@@ -200,14 +228,15 @@ pub fn exec_command(t: &ExecTarget, argv: &[String], ctty: bool) -> io::Result<t
     if argv.is_empty() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
     }
-    let prog = resolve_program(&argv[0], &t.env).ok_or_else(|| {
+    let root = PathBuf::from(format!("/proc/{}/root", t.pid));
+    let prog = resolve_program_in(&root, &argv[0], &t.env).ok_or_else(|| {
         io::Error::new(io::ErrorKind::NotFound, format!("exec: \"{}\": executable file not found in $PATH", argv[0]))
     })?;
     let ns = open_ns(t.pid)?;
     let fds: Vec<(RawFd, CloneFlags)> = ns.iter().map(|(f, c)| (f.as_raw_fd(), *c)).collect();
     let cgroup_procs =
         t.cgroup.as_ref().map(|g| g.open_procs().map_err(io::Error::other)).transpose()?.unwrap_or_default();
-    let ident = IdentitySwitch::new(&t.identity);
+    let ident = IdentitySwitch::new(&t.identity)?;
     let cwd = t.cwd.as_ref().map(|c| cstr(c)).transpose()?;
     let mut cmd = std::process::Command::new(&prog);
     cmd.arg0(&argv[0]).args(&argv[1..]).env_clear().envs(t.env.iter().map(|(k, v)| (k, v)));
@@ -238,33 +267,45 @@ pub fn exec_command(t: &ExecTarget, argv: &[String], ctty: bool) -> io::Result<t
 }
 
 /// A securityContext identity, prepared before fork so that the child only makes system calls:
-/// supplementary groups, then gid, then uid (after which the kernel drops root's capabilities),
-/// then no_new_privs.
+/// the capability bounding set, the seccomp filter (installed while the child still has
+/// CAP_SYS_ADMIN), supplementary groups, gid and uid (after which the kernel drops a non-root
+/// user's capabilities), a root process's capability sets, then no_new_privs.
 struct IdentitySwitch {
     switch: bool,
     uid: nix::unistd::Uid,
     gid: nix::unistd::Gid,
     groups: Vec<nix::unistd::Gid>,
     no_new_privs: bool,
+    caps: crate::sandbox::caps::Caps,
+    filter: Option<crate::sandbox::seccomp::Filter>,
 }
 
 impl IdentitySwitch {
-    fn new(id: &crate::security::Identity) -> Self {
-        IdentitySwitch {
+    fn new(id: &crate::security::Identity) -> io::Result<Self> {
+        Ok(IdentitySwitch {
             switch: id.uid != 0 || id.gid != 0 || !id.groups.is_empty(),
             uid: nix::unistd::Uid::from_raw(id.uid),
             gid: nix::unistd::Gid::from_raw(id.gid),
             groups: id.groups.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect(),
             no_new_privs: id.no_new_privs,
-        }
+            caps: id.caps.clone(),
+            filter: id.seccomp.compile()?,
+        })
     }
 
-    /// In the child, between fork and exec.
+    /// In the child, between fork and exec, after the namespaces and mounts.
     fn apply(&self) -> io::Result<()> {
+        self.caps.drop_bounding()?;
+        if let Some(f) = &self.filter {
+            f.install()?;
+        }
         if self.switch {
             nix::unistd::setgroups(&self.groups).map_err(io::Error::from)?;
             nix::unistd::setgid(self.gid).map_err(io::Error::from)?;
             nix::unistd::setuid(self.uid).map_err(io::Error::from)?;
+        }
+        if self.uid.is_root() {
+            self.caps.set_root()?;
         }
         if self.no_new_privs {
             // SAFETY: prctl with integer arguments only.

@@ -1,7 +1,8 @@
 //! A container's process identity from `securityContext` (the container's over the pod's):
 //! `runAsUser`, `runAsGroup`, `supplementalGroups` (with `fsGroup` added, as the kubelet does),
 //! the `runAsNonRoot` check with the kubelet's messages, and `allowPrivilegeEscalation: false` as
-//! the kernel's no_new_privs. Images here are host programs that run as root unless told otherwise,
+//! the kernel's no_new_privs; capabilities, `privileged`, `readOnlyRootFilesystem` and
+//! `seccompProfile` (carried out by [`crate::sandbox`]). Images here are host programs that run as root unless told otherwise,
 //! so the image's user is uid 0.
 
 use k8s_openapi::api::core::v1::{Container, Pod};
@@ -15,6 +16,14 @@ pub struct Identity {
     pub groups: Vec<u32>,
     /// `allowPrivilegeEscalation: false`: PR_SET_NO_NEW_PRIVS before exec.
     pub no_new_privs: bool,
+    /// Capabilities (`capabilities`, `privileged`).
+    pub caps: crate::sandbox::caps::Caps,
+    /// `privileged: true`: every capability, /proc and /sys unmasked and /sys writable.
+    pub privileged: bool,
+    /// `readOnlyRootFilesystem: true`: the view's root (and so /tmp) is read-only; volumes are not.
+    pub read_only_root: bool,
+    /// `seccompProfile` (the container's over the pod's).
+    pub seccomp: crate::sandbox::seccomp::Profile,
 }
 
 /// The uid an image runs as when the pod does not say: the host programs Yard runs are root's.
@@ -76,6 +85,10 @@ pub fn identity(pod: &Pod, c: &Container) -> Result<Identity, String> {
         gid: run_as_group.unwrap_or(0),
         groups,
         no_new_privs: csc.and_then(|s| s.allow_privilege_escalation) == Some(false),
+        caps: crate::sandbox::caps::Caps::for_container(c)?,
+        privileged: csc.and_then(|s| s.privileged).unwrap_or(false),
+        read_only_root: csc.and_then(|s| s.read_only_root_filesystem).unwrap_or(false),
+        seccomp: crate::sandbox::seccomp::Profile::for_container(pod, c)?,
     })
 }
 
@@ -94,7 +107,10 @@ mod tests {
     fn identities_and_the_non_root_policy() {
         let (p, c) = pod(json!({"metadata": {"name": "x", "namespace": "ns", "uid": "u1"},
             "spec": {"containers": [{"name": "c"}]}}));
-        assert_eq!(identity(&p, &c).unwrap(), Identity::default());
+        assert_eq!(
+            identity(&p, &c).unwrap(),
+            Identity { caps: crate::sandbox::caps::Caps::for_container(&c).unwrap(), ..Default::default() }
+        );
         let (p, c) = pod(json!({"metadata": {"name": "x", "namespace": "ns", "uid": "u1"},
             "spec": {"securityContext": {"runAsUser": 1000, "runAsGroup": 3000, "fsGroup": 2000,
                                          "supplementalGroups": [4000, 2000]},
@@ -102,7 +118,14 @@ mod tests {
                                      "allowPrivilegeEscalation": false}}]}}));
         assert_eq!(
             identity(&p, &c).unwrap(),
-            Identity { uid: 1001, gid: 3000, groups: vec![2000, 4000], no_new_privs: true }
+            Identity {
+                uid: 1001,
+                gid: 3000,
+                groups: vec![2000, 4000],
+                no_new_privs: true,
+                caps: crate::sandbox::caps::Caps::for_container(&c).unwrap(),
+                ..Default::default()
+            }
         );
         let (p, c) = pod(json!({"metadata": {"name": "x", "namespace": "ns", "uid": "u1"},
             "spec": {"securityContext": {"runAsNonRoot": true}, "containers": [{"name": "c"}]}}));

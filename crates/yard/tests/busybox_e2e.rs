@@ -94,13 +94,11 @@ struct Cluster {
     up: Up,
     svc_ip: String,
     web_ip: String,
-    out_dir: TempDir,
     _dir: TempDir,
 }
 
 fn cluster() -> Cluster {
     let dir = TempDir::new("busybox");
-    let out_dir = TempDir::new("busybox-out");
     let up = Up::start("e2ebb", &dir.0.join("data"), &[]);
     let o = kubectl_in(None, &up.kubeconfig, &["apply", "-f", "-"], Some(MANIFEST));
     assert!(o.status.success(), "apply: {}", stderr_of(&o));
@@ -113,7 +111,7 @@ fn cluster() -> Cluster {
         (stdout_of(&o) == "web").then_some(())
     });
     assert!(ready.is_some(), "service web never answered wget");
-    Cluster { up, svc_ip, web_ip, out_dir, _dir: dir }
+    Cluster { up, svc_ip, web_ip, _dir: dir }
 }
 
 fn wget_timeout_closed_port(c: &Cluster) {
@@ -166,14 +164,14 @@ fn wget_bodies(c: &Cluster) {
     assert!(err.contains(&format!("Connecting to web.default.svc.cluster.local ({}:80)", c.svc_ip)), "{err}");
     assert!(err.contains("writing to stdout") && err.contains("written to stdout"), "{err}");
     assert!(err.contains("-                    100% |********************************|     3"), "{err}");
-    // -O FILE (the pod sees the host filesystem; the file lands in this test's temp dir).
-    let file = c.out_dir.0.join("page.txt");
-    let o = exec(&c.up, &["wget", "-O", file.to_str().unwrap(), "http://web/echo?msg=saved"]);
+    // -O FILE: the file lands in the pod's own /tmp (not the host's).
+    let file = "/tmp/page.txt";
+    let o = exec(&c.up, &["wget", "-O", file, "http://web/echo?msg=saved"]);
     let err = stderr_of(&o);
     assert_eq!(exit_code(&o), 0, "{err}");
-    assert!(err.contains(&format!("saving to '{}'", file.display())), "{err}");
-    assert!(err.contains(&format!("'{}' saved", file.display())), "{err}");
-    assert_eq!(std::fs::read_to_string(&file).unwrap(), "saved");
+    assert!(err.contains(&format!("saving to '{file}'")), "{err}");
+    assert!(err.contains(&format!("'{file}' saved")), "{err}");
+    assert_eq!(stdout_of(&exec(&c.up, &["cat", file])), "saved");
     // A 404 is an error with the status line.
     let o = exec(&c.up, &["wget", "-q", "-O-", "http://web/nope"]);
     assert_eq!(exit_code(&o), 1);

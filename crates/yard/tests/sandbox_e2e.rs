@@ -1,0 +1,282 @@
+//! Issue 24, the pod sandbox: each container's filesystem view (`pivot_root` onto a tmpfs with
+//! the host's system directories read-only) keeps the admin kubeconfig, the host's /tmp and
+//! other pods' files out of reach and gives the pod its own /etc/hostname; capabilities are the
+//! runtime default set (add/drop, privileged), `seccompProfile: RuntimeDefault` refuses
+//! `unshare`, `readOnlyRootFilesystem` holds; volumes (emptyDir on disk and in memory, configMap
+//! with an update that reaches the running pod, secret with its mode, downwardAPI, hostPath in
+//! this test's directory, subPath, readOnly) have the right content; a missing configMap keeps
+//! the pod in ContainerCreating with `FailedMount` until it appears. Real kubectl on `yard up`.
+//! Write access to host paths is probed with `test -w`, never by writing; the only host writes
+//! are into this test's own directory.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn manifest(host_dir: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: cfg}}
+data: {{greeting: hello, other: x}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: creds}}
+stringData: {{password: s3cret}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: client, labels: {{app: sandbox, tier: "one"}}}}
+spec:
+  containers:
+  - name: c
+    image: busybox:1.28
+    command: ['sh', '-c', 'echo main > /shared/from-c; sleep 3600']
+    volumeMounts:
+    - {{name: cfg, mountPath: /cfg}}
+    - {{name: cfg, mountPath: /etc/app/greeting.txt, subPath: greeting}}
+    - {{name: creds, mountPath: /secret}}
+    - {{name: info, mountPath: /info}}
+    - {{name: shared, mountPath: /shared}}
+    - {{name: mem, mountPath: /cache}}
+    - {{name: host, mountPath: /host}}
+    - {{name: host, mountPath: /host-ro, readOnly: true}}
+  - name: side
+    image: busybox:1.28
+    command: ['sleep', '3600']
+    volumeMounts:
+    - {{name: shared, mountPath: /data}}
+  volumes:
+  - {{name: cfg, configMap: {{name: cfg}}}}
+  - {{name: creds, secret: {{secretName: creds, defaultMode: 0400}}}}
+  - name: info
+    downwardAPI:
+      items:
+      - {{path: labels, fieldRef: {{fieldPath: metadata.labels}}}}
+      - {{path: name, fieldRef: {{fieldPath: metadata.name}}}}
+  - {{name: shared, emptyDir: {{}}}}
+  - {{name: mem, emptyDir: {{medium: Memory, sizeLimit: 8Mi}}}}
+  - {{name: host, hostPath: {{path: "{host_dir}", type: Directory}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: other}}
+spec:
+  containers:
+  - {{name: c, image: busybox:1.28, command: ['sh', '-c', 'echo mine > /tmp/other-file; sleep 3600']}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: locked}}
+spec:
+  containers:
+  - name: c
+    image: busybox:1.28
+    command: ['sleep', '3600']
+    securityContext:
+      readOnlyRootFilesystem: true
+      capabilities: {{add: [SYS_ADMIN], drop: [KILL]}}
+      seccompProfile: {{type: RuntimeDefault}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: admin}}
+spec:
+  containers:
+  - name: c
+    image: busybox:1.28
+    command: ['sleep', '3600']
+    securityContext: {{capabilities: {{add: [SYS_ADMIN]}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: priv}}
+spec:
+  containers:
+  - {{name: c, image: busybox:1.28, command: ['sleep', '3600'], securityContext: {{privileged: true}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: waits}}
+spec:
+  containers:
+  - name: c
+    image: busybox:1.28
+    command: ['sleep', '3600']
+    volumeMounts: [{{name: late, mountPath: /late}}]
+  volumes:
+  - {{name: late, configMap: {{name: late}}}}
+"#
+    )
+}
+
+/// containerd's default capability set (CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID
+/// SETPCAP NET_BIND_SERVICE NET_RAW SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP).
+const DEFAULT_CAPS: &str = "00000000a80425fb";
+
+fn cap_line(up: &Up, pod: &str, field: &str) -> String {
+    let st = up.k(&["exec", pod, "--", "cat", "/proc/self/status"]);
+    st.lines()
+        .find(|l| l.starts_with(field))
+        .unwrap_or_default()
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Whether the mount at `path` (the last one listed there) is read-only.
+fn read_only(mounts: &str, path: &str) -> bool {
+    mounts
+        .lines()
+        .filter(|l| l.split(' ').nth(1) == Some(path))
+        .last()
+        .is_some_and(|l| l.split(' ').nth(3).is_some_and(|o| o.split(',').any(|f| f == "ro")))
+}
+
+fn sh(up: &Up, pod: &str, script: &str) -> std::process::Output {
+    up.kubectl(&["exec", pod, "--", "sh", "-c", script])
+}
+
+#[test]
+fn a_pod_sees_only_itself_and_its_volumes() {
+    yard_test_support::require_root("sandbox_e2e (yard up)");
+    let dir = TempDir::new("sandbox");
+    let host_dir = dir.0.join("hostpath");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::write(host_dir.join("from-host"), "host data").unwrap();
+    let marker = dir.0.join("marker-in-host-tmp");
+    std::fs::write(&marker, "x").unwrap();
+    let up = Up::start("e2esbx", &dir.0.join("data"), &[]);
+    let o = kubectl_with(&up.kubeconfig, &["apply", "-f", "-"], Some(&manifest(&host_dir.display().to_string())));
+    assert!(o.status.success(), "apply: {}", String::from_utf8_lossy(&o.stderr));
+    up.k(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/client",
+        "pod/other",
+        "pod/locked",
+        "pod/admin",
+        "pod/priv",
+        "--timeout=60s",
+    ]);
+
+    // The host's data is out of reach: the admin kubeconfig, the host's /tmp (this test's
+    // directory is in it), /root; the system directories are there but read-only.
+    let kc = up.kubeconfig.display().to_string();
+    let o = up.kubectl(&["exec", "client", "-c", "c", "--", "cat", &kc]);
+    assert!(!o.status.success(), "a pod read the admin kubeconfig: {}", stdout_of(&o));
+    let o = up.kubectl(&["exec", "client", "-c", "c", "--", "test", "-e", marker.to_str().unwrap()]);
+    assert!(!o.status.success(), "a pod sees the host's /tmp");
+    // (busybox's `test -w` is always true for root, so the mount options say it.)
+    let mounts = up.k(&["exec", "client", "-c", "c", "--", "cat", "/proc/mounts"]);
+    for path in ["/usr", "/etc/passwd", "/cfg", "/host-ro"] {
+        assert!(read_only(&mounts, path), "root in a pod may write {path}:\n{mounts}");
+    }
+    assert!(!read_only(&mounts, "/") && !read_only(&mounts, "/host"), "{mounts}");
+    assert_eq!(up.k(&["exec", "client", "-c", "c", "--", "readlink", "/bin"]).trim(), "usr/bin");
+    assert_eq!(up.k(&["exec", "client", "-c", "c", "--", "cat", "/etc/hostname"]).trim(), "client");
+    assert_eq!(up.k(&["exec", "client", "-c", "c", "--", "hostname"]).trim(), "client");
+    // Each pod has its own /tmp: another pod's file is not there, kubectl cp lands in the pod.
+    assert_eq!(up.k(&["exec", "other", "--", "cat", "/tmp/other-file"]).trim(), "mine");
+    assert!(!up.kubectl(&["exec", "client", "-c", "c", "--", "test", "-e", "/tmp/other-file"]).status.success());
+    let local = dir.0.join("to-copy");
+    std::fs::write(&local, "copied").unwrap();
+    let in_pod = format!("/tmp/yard-cp-{}", std::process::id());
+    up.k(&["cp", local.to_str().unwrap(), &format!("client:{in_pod}"), "-c", "c"]);
+    assert_eq!(up.k(&["exec", "client", "-c", "c", "--", "cat", &in_pod]), "copied");
+    assert!(!std::path::Path::new(&in_pod).exists(), "kubectl cp wrote the host's /tmp");
+    // Writable root and /tmp of the pod's own.
+    assert!(sh(&up, "client", "echo x > /written && test -w /tmp").status.success());
+
+    // Volumes.
+    assert_eq!(up.k(&["exec", "client", "-c", "c", "--", "cat", "/cfg/greeting"]), "hello");
+    assert_eq!(up.k(&["exec", "client", "-c", "c", "--", "cat", "/etc/app/greeting.txt"]), "hello");
+    assert_eq!(up.k(&["exec", "client", "-c", "c", "--", "cat", "/secret/password"]), "s3cret");
+    assert_eq!(up.k(&["exec", "client", "-c", "c", "--", "stat", "-L", "-c", "%a", "/secret/password"]).trim(), "400");
+    assert_eq!(up.k(&["exec", "client", "-c", "c", "--", "cat", "/info/labels"]), "app=\"sandbox\"\ntier=\"one\"");
+    assert_eq!(up.k(&["exec", "client", "-c", "c", "--", "cat", "/info/name"]), "client");
+    assert_eq!(
+        up.k(&["exec", "client", "-c", "side", "--", "cat", "/data/from-c"]).trim(),
+        "main",
+        "emptyDir is shared"
+    );
+    let cache = mounts.lines().find(|l| l.split(' ').nth(1) == Some("/cache")).unwrap_or_default().to_string();
+    assert!(cache.starts_with("tmpfs ") && cache.contains("size=8192k"), "{mounts}");
+    assert_eq!(up.k(&["exec", "client", "-c", "c", "--", "cat", "/host/from-host"]), "host data");
+    assert!(sh(&up, "client", "echo from-pod > /host/written-by-pod").status.success());
+    assert_eq!(std::fs::read_to_string(host_dir.join("written-by-pod")).unwrap().trim(), "from-pod");
+    // A configMap update reaches the running pod (the ..data swap); the subPath copy does not
+    // change, as upstream.
+    up.k(&["patch", "configmap", "cfg", "-p", r#"{"data":{"greeting":"updated"}}"#]);
+    let arrived = yard_test_support::eventually(Duration::from_secs(30), || {
+        (up.k(&["exec", "client", "-c", "c", "--", "cat", "/cfg/greeting"]) == "updated").then_some(())
+    });
+    assert!(arrived.is_some(), "the configMap update never reached the pod");
+    assert_eq!(up.k(&["exec", "client", "-c", "c", "--", "cat", "/etc/app/greeting.txt"]), "hello");
+
+    // Capabilities and seccomp.
+    assert_eq!(cap_line(&up, "client", "CapEff:"), DEFAULT_CAPS);
+    assert_eq!(cap_line(&up, "client", "CapBnd:"), DEFAULT_CAPS);
+    let o = sh(&up, "client", "mount -t tmpfs none /mnt");
+    assert!(!o.status.success(), "a default pod may mount");
+    assert!(
+        sh(&up, "priv", "mount -t tmpfs none /mnt && grep ' /mnt ' /proc/mounts").status.success(),
+        "privileged may mount"
+    );
+    assert_eq!(cap_line(&up, "priv", "CapEff:"), cap_line(&up, "priv", "CapBnd:"));
+    // SYS_ADMIN added: unshare works unconfined, and RuntimeDefault refuses it.
+    assert!(
+        sh(&up, "admin", "unshare -m true").status.success(),
+        "{}",
+        String::from_utf8_lossy(&sh(&up, "admin", "unshare -m true").stderr)
+    );
+    let o = sh(&up, "locked", "unshare -m true");
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Operation not permitted"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let locked = u64::from_str_radix(&cap_line(&up, "locked", "CapEff:"), 16).unwrap();
+    assert_eq!(locked & (1 << 5), 0, "KILL dropped");
+    assert_ne!(locked & (1 << 21), 0, "SYS_ADMIN added");
+    // readOnlyRootFilesystem: / (and so /tmp) is read-only.
+    let m = up.k(&["exec", "locked", "--", "cat", "/proc/mounts"]);
+    assert!(read_only(&m, "/"), "{m}");
+    assert!(!sh(&up, "locked", "echo x > /tmp/x").status.success(), "readOnlyRootFilesystem let /tmp be written");
+
+    // A missing configMap: ContainerCreating with FailedMount, then Running once it exists.
+    let failed = yard_test_support::eventually(Duration::from_secs(20), || {
+        let ev = up.k(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=waits,reason=FailedMount",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ]);
+        ev.contains("MountVolume.SetUp failed for volume \"late\" : configmap \"late\" not found").then_some(ev)
+    });
+    assert!(failed.is_some(), "no FailedMount event");
+    let reason = up.k(&["get", "pod", "waits", "-o", "jsonpath={.status.containerStatuses[0].state.waiting.reason}"]);
+    assert_eq!(reason, "ContainerCreating");
+    up.k(&["create", "configmap", "late", "--from-literal=k=v"]);
+    up.k(&["wait", "--for=condition=Ready", "pod/waits", "--timeout=60s"]);
+    assert_eq!(up.k(&["exec", "waits", "--", "cat", "/late/k"]), "v");
+
+    // Teardown: no mount of the pods is left on the host.
+    up.k(&["delete", "pod", "--all", "--grace-period=1", "--wait=true"]);
+    let data = up.data_dir.display().to_string();
+    let left: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&data))
+        .map(String::from)
+        .collect();
+    assert!(left.is_empty(), "mounts left behind: {left:?}");
+}
