@@ -12,8 +12,14 @@ pub const BUILTINS: &[&str] = &["serve_hostname", "netexec", "pause", "wget", "n
 /// Run a built-in program; returns the process exit code.
 pub fn run_builtin(name: &str, args: &[String]) -> i32 {
     match name {
-        "serve_hostname" | "serve-hostname" => serve_hostname(args),
-        "netexec" => netexec(args),
+        "serve_hostname" | "serve-hostname" => {
+            exit_on_termination();
+            serve_hostname(args)
+        }
+        "netexec" => {
+            exit_on_termination();
+            netexec(args)
+        }
         "pause" => pause(),
         "wget" => crate::wget::main(args),
         "nc" => crate::nc::main(args),
@@ -335,16 +341,60 @@ fn netexec(args: &[String]) -> i32 {
     0
 }
 
+/// The servers stand in for Go programs, which end on SIGTERM, SIGINT and SIGHUP even as PID 1
+/// (where a signal without a handler does nothing): a thread waits for them; the process then
+/// dies of the signal, or, as PID 1 where that is ignored, exits with status 2 as Go's runtime
+/// does. Called before any other thread exists, so every thread has them blocked.
+fn exit_on_termination() {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        set.add(s);
+    }
+    if set.thread_block().is_err() {
+        return;
+    }
+    std::thread::spawn(move || {
+        if let Ok(sig) = set.wait() {
+            // SAFETY: restoring the default action and raising it on our own process.
+            unsafe {
+                libc::signal(sig as i32, libc::SIG_DFL);
+            }
+            let mut one = SigSet::empty();
+            one.add(sig);
+            let _ = one.thread_unblock();
+            let _ = nix::sys::signal::raise(sig);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            std::process::exit(2);
+        }
+    });
+}
+
+/// The pause program: sleeps until SIGTERM or SIGINT; as PID 1 of a pod's shared PID namespace
+/// it also reaps the processes that end there without a parent.
 fn pause() -> i32 {
     use nix::sys::signal::{SigSet, Signal};
+    use nix::sys::wait::{waitpid, WaitPidFlag};
     let mut set = SigSet::empty();
     set.add(Signal::SIGTERM);
     set.add(Signal::SIGINT);
+    set.add(Signal::SIGCHLD);
     if set.thread_block().is_err() {
         return 1;
     }
-    let _ = set.wait();
-    0
+    loop {
+        match set.wait() {
+            Ok(Signal::SIGCHLD) => {
+                while let Ok(s) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                    if s == nix::sys::wait::WaitStatus::StillAlive {
+                        break;
+                    }
+                }
+            }
+            Ok(_) => return 0,
+            Err(_) => return 1,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -80,6 +80,8 @@ pub struct SavedPod {
     pub containers: Vec<SavedContainer>,
     #[serde(default)]
     pub init_done: bool,
+    #[serde(default)]
+    pub pause: Option<(i32, u64)>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -144,6 +146,9 @@ struct PodState {
     init_done: bool,
     init_failed: bool,
     sandbox_ready: bool,
+    /// `shareProcessNamespace`: the pause relay (PID, start time) whose namespace the pod's
+    /// containers share.
+    pause: Option<(i32, u64)>,
 }
 
 struct PodInner {
@@ -291,6 +296,7 @@ impl Runtime {
             init_done: false,
             init_failed: false,
             sandbox_ready: false,
+            pause: None,
         };
         let (status_tx, _) = watch::channel(PodStatus::default());
         let (stop_tx, _) = watch::channel(None);
@@ -343,6 +349,11 @@ impl Runtime {
                         .and_then(|s| serde_json::from_value::<Pod>(s.pod.clone()).ok())
                         .map(|p| (p.metadata.namespace.unwrap_or_default(), p.metadata.name.unwrap_or_default()))
                         .unwrap_or_default();
+                    if let Some((pid, start)) = saved.as_ref().and_then(|s| s.pause) {
+                        if proc::alive(pid, start) {
+                            proc::signal(pid, nix::sys::signal::Signal::SIGKILL);
+                        }
+                    }
                     if let Some(sb) = saved.and_then(|s| s.sandbox) {
                         let _ = self.net.delete_sandbox(&sb.netns, &sb.veth, &uid);
                     } else {
@@ -858,6 +869,7 @@ impl PodInner {
             sandbox: st.sandbox.clone(),
             start_time: st.start_time.to_string(),
             init_done: st.init_done,
+            pause: st.pause,
             containers: st
                 .ctrs
                 .iter()
@@ -989,6 +1001,16 @@ async fn pod_main(p: Arc<PodInner>, saved: Option<SavedPod>) {
         finish(&p).await;
         return;
     }
+    if let Err(e) = start_pause(&p, saved.as_ref().and_then(|s| s.pause)) {
+        p.rt.event(
+            &p,
+            true,
+            "FailedCreatePodSandBox",
+            format!("Failed to create pod sandbox: pause process: {e}"),
+            None,
+        );
+        tracing::warn!(pod = %p.name, "pause: {e}");
+    }
 
     let n = p.with(|st| st.ctrs.len());
     let adopt_of = |name: &str| saved.as_ref().and_then(|s| s.containers.iter().find(|c| c.name == name).cloned());
@@ -1106,11 +1128,86 @@ async fn mount_volumes(p: &Arc<PodInner>) -> bool {
     true
 }
 
+/// The PID namespace of a container of `pod` (`pause`: the pod's pause relay, if it has one).
+fn pid_ns_of(pod: &Pod, pause: Option<(i32, u64)>) -> proc::PidNs {
+    let spec = pod.spec.as_ref();
+    if spec.and_then(|s| s.host_pid).unwrap_or(false) {
+        return proc::PidNs::Host;
+    }
+    match pause {
+        Some((pid, _)) => proc::PidNs::Join(PathBuf::from(format!("/proc/{pid}/ns/pid_for_children"))),
+        None => proc::PidNs::Own,
+    }
+}
+
+/// `shareProcessNamespace: true`: start the pod's pause process (PID 1 of the namespace its
+/// containers share, reaping what they leave) or adopt the one an earlier agent started.
+fn start_pause(p: &Arc<PodInner>, saved: Option<(i32, u64)>) -> std::io::Result<()> {
+    let pod = p.with(|st| st.pod.clone());
+    let spec = pod.spec.as_ref();
+    if !spec.and_then(|s| s.share_process_namespace).unwrap_or(false) || spec.and_then(|s| s.host_pid).unwrap_or(false)
+    {
+        return Ok(());
+    }
+    if let Some((pid, start)) = saved.filter(|(pid, start)| proc::alive(*pid, *start)) {
+        p.with(|st| st.pause = Some((pid, start)));
+        return Ok(());
+    }
+    let images = &p.rt.cfg.images;
+    let exe = std::fs::canonicalize(&images.exe).unwrap_or_else(|_| images.exe.clone());
+    let netns = p.with(|st| st.sandbox.as_ref().map(|s| s.netns_path())).unwrap_or_default();
+    let pause = crate::image::Program {
+        argv: vec![exe.to_string_lossy().into_owned(), "builtin".into(), "pause".into()],
+        path_prefix: None,
+        binds: vec![],
+    };
+    let spec = proc::Spec {
+        argv: pause.argv.clone(),
+        env: vec![],
+        cwd: None,
+        netns,
+        hostname: std::fs::read_to_string(p.dir.join("hostname")).unwrap_or_default().trim().to_string(),
+        view: crate::sandbox::rootfs::View {
+            root: p.dir.join("root").join(".pause"),
+            hostname_file: p.dir.join("hostname"),
+            hosts: p.dir.join("hosts"),
+            resolv_conf: p.dir.join("resolv.conf"),
+            binds: program_binds(images, &pause),
+            cwd: None,
+            privileged: false,
+        },
+        pid_ns: proc::PidNs::Own,
+        fifo_dir: p.dir.join("fifo").join(".pause"),
+        stdin: false,
+        tty: false,
+        cgroup: None,
+        identity: crate::security::Identity {
+            caps: crate::sandbox::caps::Caps::for_container(&Container::default()).unwrap_or_default(),
+            ..Default::default()
+        },
+    };
+    let started = proc::spawn(&spec)?;
+    let start = proc::start_time(started.pid).unwrap_or(0);
+    p.with(|st| st.pause = Some((started.pid, start)));
+    p.save();
+    let mut child = started.child;
+    // Reap it when it ends (it is killed when the pod is torn down).
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+    });
+    Ok(())
+}
+
 /// How often configMap, secret and downwardAPI volume contents are compared with the API.
 const VOLUME_REFRESH: Duration = Duration::from_secs(2);
 
 /// Tear down the sandbox and the state.
 async fn finish(p: &Arc<PodInner>) {
+    if let Some((pid, start)) = p.with(|st| st.pause.take()) {
+        if proc::alive(pid, start) {
+            proc::signal(pid, Signal::SIGKILL);
+        }
+    }
     let sb = p.with(|st| st.sandbox.clone());
     let rt = p.rt.clone();
     let uid = p.uid.clone();
@@ -1376,6 +1473,7 @@ async fn run_container(p: Arc<PodInner>, idx: usize, adopt: Option<SavedContaine
                     cwd: cwd.clone(),
                     privileged: p.with(|st| st.ctrs[idx].identity.privileged),
                 },
+                pid_ns: pid_ns_of(&pod, p.with(|st| st.pause)),
                 fifo_dir: p.dir.join("fifo").join(&c.name),
                 stdin: c.stdin.unwrap_or(false),
                 tty: c.tty.unwrap_or(false),

@@ -29,6 +29,8 @@ pub struct Spec {
     pub hostname: String,
     /// The container's filesystem view (its generated /etc files, binds and volumes).
     pub view: crate::sandbox::rootfs::View,
+    /// Which PID namespace the program runs in.
+    pub pid_ns: PidNs,
     /// Directory for the stdout/stderr FIFOs of this container.
     pub fifo_dir: PathBuf,
     /// `stdin: true`: the container's stdin is a pipe whose write end the agent keeps.
@@ -40,6 +42,19 @@ pub struct Spec {
     pub cgroup: Option<crate::cgroup::Cgroup>,
     /// User, groups and no_new_privs from the securityContext.
     pub identity: crate::security::Identity,
+}
+
+/// The PID namespace of a container.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PidNs {
+    /// `hostPID: true`: the node's.
+    Host,
+    /// Its own: the process the agent gets is the relay of [`crate::sandbox::pidns`], the
+    /// program is PID 1 inside.
+    Own,
+    /// `shareProcessNamespace: true`: the pod's, whose PID 1 is the pod's pause process (this
+    /// names the pause relay's `/proc/<pid>/ns/pid_for_children`).
+    Join(PathBuf),
 }
 
 /// Look the program up in the environment's PATH (as the container would).
@@ -158,17 +173,28 @@ pub fn spawn(spec: &Spec) -> io::Result<Started> {
     let ident = IdentitySwitch::new(&spec.identity)?;
     let read_only_root = spec.identity.read_only_root;
     cmd.arg0(&spec.argv[0]).args(&spec.argv[1..]).env_clear().envs(spec.env.iter().map(|(k, v)| (k, v)));
+    let join_pid = match &spec.pid_ns {
+        PidNs::Join(p) => Some(File::open(p)?),
+        _ => None,
+    };
+    let own_pid = spec.pid_ns == PidNs::Own;
+    let new_pid_ns = spec.pid_ns != PidNs::Host;
     // SAFETY: the closure runs in the forked child before exec and only makes system calls.
     unsafe {
         cmd.pre_exec(move || {
             crate::cgroup::join_self(&cgroup_procs)?;
             nix::unistd::setsid().map_err(io::Error::from)?;
-            if ctty && libc::ioctl(0, libc::TIOCSCTTY as _, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
+            let pts = if ctty { crate::sandbox::pidns::PtsName::of_stdin() } else { None };
             let fd = std::os::fd::BorrowedFd::borrow_raw(netns_fd);
             setns(fd, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
-            unshare(CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWNS).map_err(io::Error::from)?;
+            let mut flags = CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWNS;
+            if own_pid {
+                flags |= CloneFlags::CLONE_NEWPID;
+            }
+            unshare(flags).map_err(io::Error::from)?;
+            if let Some(f) = &join_pid {
+                setns(f, CloneFlags::CLONE_NEWPID).map_err(io::Error::from)?;
+            }
             nix::unistd::sethostname(&hostname).map_err(io::Error::from)?;
             mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
                 .map_err(io::Error::from)?;
@@ -180,6 +206,18 @@ pub fn spawn(spec: &Spec) -> io::Result<Started> {
                 }
             }
             plan.apply()?;
+            if new_pid_ns {
+                // From here on this is the container's process (PID 1 of its own namespace).
+                crate::sandbox::pidns::fork_into(None)?;
+                nix::unistd::setsid().map_err(io::Error::from)?;
+            }
+            if ctty && libc::ioctl(0, libc::TIOCSCTTY as _, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            plan.apply_proc()?;
+            if let Some(p) = &pts {
+                p.bind()?;
+            }
             if read_only_root {
                 mount(
                     None::<&str>,
@@ -213,11 +251,13 @@ pub struct ExecTarget {
     pub identity: crate::security::Identity,
 }
 
-/// Open /proc/<pid>/ns/{net,uts,mnt}.
+/// Open /proc/<pid>/ns/{net,uts,mnt} and the PID namespace its children are in (the container's,
+/// when `pid` is its relay).
 fn open_ns(pid: i32) -> io::Result<Vec<(File, CloneFlags)>> {
     Ok(vec![
         (File::open(format!("/proc/{pid}/ns/net"))?, CloneFlags::CLONE_NEWNET),
         (File::open(format!("/proc/{pid}/ns/uts"))?, CloneFlags::CLONE_NEWUTS),
+        (File::open(format!("/proc/{pid}/ns/pid_for_children"))?, CloneFlags::CLONE_NEWPID),
         (File::open(format!("/proc/{pid}/ns/mnt"))?, CloneFlags::CLONE_NEWNS),
     ])
 }
@@ -246,11 +286,18 @@ pub fn exec_command(t: &ExecTarget, argv: &[String], ctty: bool) -> io::Result<t
             let _keep = &ns;
             crate::cgroup::join_self(&cgroup_procs)?;
             nix::unistd::setsid().map_err(io::Error::from)?;
+            let pts = if ctty { crate::sandbox::pidns::PtsName::of_stdin() } else { None };
+            for (fd, flag) in &fds {
+                setns(std::os::fd::BorrowedFd::borrow_raw(*fd), *flag).map_err(io::Error::from)?;
+            }
+            // Into the container's PID namespace (its processes see the exec, it sees theirs).
+            crate::sandbox::pidns::fork_into(pts.as_ref())?;
+            nix::unistd::setsid().map_err(io::Error::from)?;
             if ctty && libc::ioctl(0, libc::TIOCSCTTY as _, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
-            for (fd, flag) in &fds {
-                setns(std::os::fd::BorrowedFd::borrow_raw(*fd), *flag).map_err(io::Error::from)?;
+            if let Some(p) = &pts {
+                p.bind()?;
             }
             ident.apply()?;
             if let Some(c) = &cwd {

@@ -152,7 +152,7 @@ fn resource_limits_are_enforced() {
     assert!(own.contains(&format!("pod{uid}/spin")), "exec outside the container's cgroup:\n{own}");
 
     // Deleting the pod removes its cgroups.
-    up.k(&["delete", "pod", "spin", "--wait=true", "--timeout=60s"]);
+    up.k(&["delete", "pod", "spin", "--grace-period=1", "--wait=true", "--timeout=60s"]);
     for d in &dirs {
         let gone = eventually(Duration::from_secs(10), || (!d.exists()).then_some(()));
         assert!(gone.is_some(), "{} left behind", d.display());
@@ -176,7 +176,7 @@ fn resource_limits_are_enforced() {
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && e.contains("must be greater than or equal to 0"), "{e}");
 
-    up.k(&["delete", "pod", "hog", "hog-once", "small", "--wait=true", "--timeout=60s"]);
+    up.k(&["delete", "pod", "hog", "hog-once", "small", "--grace-period=1", "--wait=true", "--timeout=60s"]);
     let out = up.stop();
     assert!(!out.contains("panicked"), "{out}");
 }

@@ -1,4 +1,4 @@
-//! Issue 24, the pod sandbox: each container's filesystem view (`pivot_root` onto a tmpfs with
+//! Issue 24, the pod sandbox: each container's PID namespace and filesystem view (`pivot_root` onto a tmpfs with
 //! the host's system directories read-only) keeps the admin kubeconfig, the host's /tmp and
 //! other pods' files out of reach and gives the pod its own /etc/hostname; capabilities are the
 //! runtime default set (add/drop, privileged), `seccompProfile: RuntimeDefault` refuses
@@ -68,6 +68,15 @@ metadata: {{name: other}}
 spec:
   containers:
   - {{name: c, image: busybox:1.28, command: ['sh', '-c', 'echo mine > /tmp/other-file; sleep 3600']}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: shared-pid}}
+spec:
+  shareProcessNamespace: true
+  containers:
+  - {{name: a, image: busybox:1.28, command: ['sleep', '3600']}}
+  - {{name: b, image: busybox:1.28, command: ['sleep', '7200']}}
 ---
 apiVersion: v1
 kind: Pod
@@ -181,6 +190,27 @@ fn a_pod_sees_only_itself_and_its_volumes() {
     assert_eq!(up.k(&["exec", "client", "-c", "c", "--", "readlink", "/bin"]).trim(), "usr/bin");
     assert_eq!(up.k(&["exec", "client", "-c", "c", "--", "cat", "/etc/hostname"]).trim(), "client");
     assert_eq!(up.k(&["exec", "client", "-c", "c", "--", "hostname"]).trim(), "client");
+    // Its own PID namespace: PID 1 is the container's command (sh execs its last command), no host process is listed (so
+    // none can be signalled), and an exec is inside it too.
+    let ps = up.k(&["exec", "client", "-c", "c", "--", "ps", "-o", "pid,comm"]);
+    let rows: Vec<(String, String)> = ps
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some((f.next()?.to_string(), f.next()?.to_string()))
+        })
+        .collect();
+    assert_eq!(rows.first().map(|r| (r.0.as_str(), r.1.as_str())), Some(("1", "sleep")), "{ps}");
+    assert!(rows.len() <= 4 && rows.iter().any(|r| r.1 == "ps"), "{ps}");
+    assert!(!rows.iter().any(|r| r.1.starts_with("yard")), "{ps}");
+    let side = up.k(&["exec", "client", "-c", "side", "--", "ps", "-o", "pid,comm"]);
+    assert!(side.lines().nth(1).is_some_and(|l| l.split_whitespace().eq(["1", "sleep"])), "{side}");
+    // shareProcessNamespace: one namespace for the pod, PID 1 is its pause process, each
+    // container sees the other's.
+    let ps = up.k(&["exec", "shared-pid", "-c", "a", "--", "ps", "-o", "pid,args"]);
+    assert!(ps.lines().nth(1).is_some_and(|l| l.split_whitespace().take(1).eq(["1"]) && l.contains("pause")), "{ps}");
+    assert!(ps.contains("sleep 3600") && ps.contains("sleep 7200"), "{ps}");
     // Each pod has its own /tmp: another pod's file is not there, kubectl cp lands in the pod.
     assert_eq!(up.k(&["exec", "other", "--", "cat", "/tmp/other-file"]).trim(), "mine");
     assert!(!up.kubectl(&["exec", "client", "-c", "c", "--", "test", "-e", "/tmp/other-file"]).status.success());

@@ -116,7 +116,7 @@ fn security_context_sets_the_user_and_enforces_run_as_non_root() {
     ]);
     assert!(events.contains("Error: container has runAsNonRoot and image will run as root"), "{events}");
 
-    up.k(&["delete", "pod", "--all", "--wait=true", "--timeout=60s"]);
+    up.k(&["delete", "pod", "--all", "--grace-period=1", "--wait=true", "--timeout=60s"]);
     let out = up.stop();
     assert!(!out.contains("panicked"), "{out}");
 }

@@ -1,8 +1,8 @@
 //! The filesystem view of one container, built with `pivot_root` in the container's own mount
 //! namespace: a fresh tmpfs as `/` (the writable root, with a private `/tmp`), the host's system
 //! directories read-only (`/usr` and the merged-usr links, the `/etc` entries programs read), the
-//! pod's generated `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf`, its own `/proc`, a minimal
-//! `/dev`, a read-only `/sys` of the pod's network namespace, and then the program's and the
+//! pod's generated `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf`, its own `/proc` (mounted from inside
+//! its PID namespace), a minimal `/dev`, a read-only `/sys` of the pod's network namespace, and then the program's and the
 //! volumes' bind mounts. Nothing else of the host is there: no `/root`, `/home`, host `/tmp`,
 //! `/var`, `/run`, the agent's data directory or other pods.
 //!
@@ -99,6 +99,8 @@ enum Step {
 pub struct Plan {
     root: CString,
     steps: Vec<Step>,
+    /// Run after pivot_root, by the process inside the container's PID namespace.
+    proc_steps: Vec<Step>,
     cwd: CString,
 }
 
@@ -200,30 +202,31 @@ impl Plan {
             flags: nosuid | MsFlags::MS_NODEV,
             data: Some(CString::new("mode=1777,size=65536k").unwrap()),
         });
-        // Its own /proc and a read-only /sys (of the pod's network namespace).
-        let proc_dir = root.join("proc");
-        steps.push(Step::Mount {
+        // A read-only /sys (of the pod's network namespace); /proc comes after pivot_root, from
+        // inside the container's PID namespace (see [`Plan::apply_proc`]).
+        let mut sys_flags = nosuid | MsFlags::MS_NODEV;
+        let mut proc_steps = vec![Step::Mount {
             fstype: "proc",
-            dst: cstr(&proc_dir)?,
+            dst: CString::new("/proc").unwrap(),
             flags: nosuid | MsFlags::MS_NODEV,
             data: None,
-        });
-        let mut sys_flags = nosuid | MsFlags::MS_NODEV;
+        }];
         if !v.privileged {
             sys_flags |= MsFlags::MS_RDONLY;
             for m in PROC_MASKED {
-                if Path::new("/proc").join(m).exists() {
-                    steps.push(Step::Bind {
+                let p = Path::new("/proc").join(m);
+                if p.exists() {
+                    proc_steps.push(Step::Bind {
                         src: CString::new("/dev/null").unwrap(),
-                        dst: cstr(&proc_dir.join(m))?,
+                        dst: cstr(&p)?,
                         read_only: true,
                     });
                 }
             }
             for r in PROC_READONLY {
-                if Path::new("/proc").join(r).exists() {
-                    let p = cstr(&proc_dir.join(r))?;
-                    steps.push(Step::Bind { src: p.clone(), dst: p, read_only: true });
+                let p = Path::new("/proc").join(r);
+                if p.exists() {
+                    proc_steps.push(Step::Bind { src: cstr(&p)?, dst: cstr(&p)?, read_only: true });
                 }
             }
         }
@@ -250,7 +253,7 @@ impl Plan {
                 steps.push(Step::Mkdir(cstr(&under(root, p)?)?, 0o755));
             }
         }
-        Ok(Plan { root: cstr(root)?, steps, cwd: cstr(&cwd)? })
+        Ok(Plan { root: cstr(root)?, steps, proc_steps, cwd: cstr(&cwd)? })
     }
 
     /// In the child, between fork and exec, in a mount namespace of its own whose mounts are
@@ -267,69 +270,7 @@ impl Plan {
             Some("mode=755"),
         )
         .map_err(|e| at("mount tmpfs on", &self.root, e))?;
-        for s in &self.steps {
-            match s {
-                Step::Mkdir(p, mode) => {
-                    // SAFETY: a NUL-terminated path we own.
-                    if unsafe { libc::mkdir(p.as_ptr(), *mode) } != 0 {
-                        let e = nix::errno::Errno::last();
-                        if e != nix::errno::Errno::EEXIST && !exists(p) {
-                            return Err(at("mkdir", p, e));
-                        }
-                    } else {
-                        // The umask must not take the sticky or write bits away.
-                        // SAFETY: as above.
-                        unsafe { libc::chmod(p.as_ptr(), *mode) };
-                    }
-                }
-                Step::Touch(p) => {
-                    // SAFETY: a NUL-terminated path we own; the fd is closed at once.
-                    let fd = unsafe { libc::open(p.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o644) };
-                    if fd < 0 {
-                        let e = nix::errno::Errno::last();
-                        if !exists(p) {
-                            return Err(at("create", p, e));
-                        }
-                    } else {
-                        // SAFETY: the fd we just opened.
-                        unsafe { libc::close(fd) };
-                    }
-                }
-                Step::Symlink(target, link) => {
-                    // SAFETY: NUL-terminated strings we own.
-                    if unsafe { libc::symlink(target.as_ptr(), link.as_ptr()) } != 0 {
-                        let e = nix::errno::Errno::last();
-                        if e != nix::errno::Errno::EEXIST {
-                            return Err(at("symlink", link, e));
-                        }
-                    }
-                }
-                Step::Bind { src, dst, read_only } => {
-                    mount(
-                        Some(src.as_c_str()),
-                        dst.as_c_str(),
-                        None::<&str>,
-                        MsFlags::MS_BIND | MsFlags::MS_REC,
-                        None::<&str>,
-                    )
-                    .map_err(|e| at("bind mount", dst, e))?;
-                    if *read_only {
-                        mount(
-                            None::<&str>,
-                            dst.as_c_str(),
-                            None::<&str>,
-                            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID,
-                            None::<&str>,
-                        )
-                        .map_err(|e| at("remount read-only", dst, e))?;
-                    }
-                }
-                Step::Mount { fstype, dst, flags, data } => {
-                    mount(Some(*fstype), dst.as_c_str(), Some(*fstype), *flags, data.as_deref())
-                        .map_err(|e| at(&format!("mount {fstype} on"), dst, e))?;
-                }
-            }
-        }
+        run(&self.steps)?;
         nix::unistd::chdir(self.root.as_c_str()).map_err(|e| at("chdir", &self.root, e))?;
         // pivot_root(".", "."): the old root ends up stacked under the new one and is detached.
         // SAFETY: two NUL-terminated strings.
@@ -340,6 +281,83 @@ impl Plan {
         nix::unistd::chdir(self.cwd.as_c_str()).map_err(|e| at("chdir", &self.cwd, e))?;
         Ok(())
     }
+
+    /// After [`Plan::apply`], in the process that is in the container's PID namespace: its own
+    /// /proc, masked for an unprivileged container.
+    pub fn apply_proc(&self) -> io::Result<()> {
+        run(&self.proc_steps)
+    }
+}
+
+/// Carry out steps (between fork and exec: system calls only).
+fn run(steps: &[Step]) -> io::Result<()> {
+    let at = |what: &str, p: &CString, e: nix::errno::Errno| {
+        io::Error::new(io::Error::from(e).kind(), format!("{what} {}: {e}", p.to_string_lossy()))
+    };
+    for s in steps {
+        match s {
+            Step::Mkdir(p, mode) => {
+                // SAFETY: a NUL-terminated path we own.
+                if unsafe { libc::mkdir(p.as_ptr(), *mode) } != 0 {
+                    let e = nix::errno::Errno::last();
+                    if e != nix::errno::Errno::EEXIST && !exists(p) {
+                        return Err(at("mkdir", p, e));
+                    }
+                } else {
+                    // The umask must not take the sticky or write bits away.
+                    // SAFETY: as above.
+                    unsafe { libc::chmod(p.as_ptr(), *mode) };
+                }
+            }
+            Step::Touch(p) => {
+                // SAFETY: a NUL-terminated path we own; the fd is closed at once.
+                let fd = unsafe { libc::open(p.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o644) };
+                if fd < 0 {
+                    let e = nix::errno::Errno::last();
+                    if !exists(p) {
+                        return Err(at("create", p, e));
+                    }
+                } else {
+                    // SAFETY: the fd we just opened.
+                    unsafe { libc::close(fd) };
+                }
+            }
+            Step::Symlink(target, link) => {
+                // SAFETY: NUL-terminated strings we own.
+                if unsafe { libc::symlink(target.as_ptr(), link.as_ptr()) } != 0 {
+                    let e = nix::errno::Errno::last();
+                    if e != nix::errno::Errno::EEXIST {
+                        return Err(at("symlink", link, e));
+                    }
+                }
+            }
+            Step::Bind { src, dst, read_only } => {
+                mount(
+                    Some(src.as_c_str()),
+                    dst.as_c_str(),
+                    None::<&str>,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None::<&str>,
+                )
+                .map_err(|e| at("bind mount", dst, e))?;
+                if *read_only {
+                    mount(
+                        None::<&str>,
+                        dst.as_c_str(),
+                        None::<&str>,
+                        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID,
+                        None::<&str>,
+                    )
+                    .map_err(|e| at("remount read-only", dst, e))?;
+                }
+            }
+            Step::Mount { fstype, dst, flags, data } => {
+                mount(Some(*fstype), dst.as_c_str(), Some(*fstype), *flags, data.as_deref())
+                    .map_err(|e| at(&format!("mount {fstype} on"), dst, e))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn exists(p: &CString) -> bool {
@@ -376,7 +394,7 @@ mod tests {
         assert!(s.contains("/tmp/x-root/opt/a/b"));
         assert!(s.contains("/tmp/x-root/etc/hostname"));
         assert!(s.contains("/tmp/x-root/work/dir"));
-        assert!(s.contains("kcore"));
+        assert!(format!("{:?}", p.proc_steps).contains("kcore"));
         // A bind whose host side is missing is an error before fork.
         let mut bad = v.clone();
         bad.binds[0].host = "/nonexistent/x".into();
