@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use serde_json::{json, Value};
 use yard_apiserver::objects;
-use yard_apiserver::resources;
+use yard_apiserver::registry;
 
 const STEPS: [&str; 10] = [
     "decode body",
@@ -35,7 +35,7 @@ const STEPS: [&str; 10] = [
 ];
 
 fn run(plural: &str, n: usize, body: impl Fn(usize) -> Vec<u8>) {
-    let r = resources::find("", "v1", plural).expect("resource");
+    let r = registry::find("", "v1", plural).expect("resource");
     let mut spent = [Duration::ZERO; STEPS.len()];
     let bodies: Vec<Vec<u8>> = (0..n).map(&body).collect();
     for (i, b) in bodies.iter().enumerate() {

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 
 /// Names accepted by [`run_builtin`].
-pub const BUILTINS: &[&str] = &["serve_hostname", "netexec", "pause", "wget", "nc"];
+pub const BUILTINS: &[&str] = &["serve_hostname", "netexec", "pause", "wget", "nc", "relay"];
 
 /// Run a built-in program; returns the process exit code.
 pub fn run_builtin(name: &str, args: &[String]) -> i32 {
@@ -21,6 +21,7 @@ pub fn run_builtin(name: &str, args: &[String]) -> i32 {
             netexec(args)
         }
         "pause" => pause(),
+        "relay" => crate::sandbox::pidns::relay_main(args),
         "wget" => crate::wget::main(args),
         "nc" => crate::nc::main(args),
         _ => {

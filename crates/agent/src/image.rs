@@ -69,6 +69,21 @@ fn is_nginx(repo: &str) -> bool {
     last.starts_with("nginx")
 }
 
+/// The first line a program prints about its version (`busybox`, `nginx -v`), once per path.
+fn version_line(prog: &Path, args: &[&str]) -> Option<String> {
+    static CACHE: std::sync::Mutex<Vec<(PathBuf, Option<String>)>> = std::sync::Mutex::new(Vec::new());
+    let mut c = CACHE.lock().ok()?;
+    if let Some((_, v)) = c.iter().find(|(p, _)| p == prog) {
+        return v.clone();
+    }
+    let v = std::process::Command::new(prog).args(args).output().ok().and_then(|o| {
+        let text = [o.stdout, o.stderr].concat();
+        String::from_utf8_lossy(&text).lines().next().map(|l| l.trim().to_string()).filter(|l| !l.is_empty())
+    });
+    c.push((prog.to_path_buf(), v.clone()));
+    v
+}
+
 /// Error text for an image that has no mapping.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Unmapped(pub String);
@@ -130,6 +145,30 @@ impl ImageTable {
         let mut argv = vec![self.exe.to_string_lossy().into_owned(), "builtin".into(), name.into()];
         argv.extend(args.iter().cloned());
         Program { argv, path_prefix: None, binds: vec![] }
+    }
+
+    /// What really runs for `program`, for the events: a built-in of this binary, the host's
+    /// busybox or nginx with its version, or a host program by path.
+    pub fn describe(&self, program: &Program, env_path: &str) -> String {
+        let argv0 = program.argv.first().map(String::as_str).unwrap_or("");
+        if Path::new(argv0) == self.exe && program.argv.get(1).map(String::as_str) == Some("builtin") {
+            let name = program.argv.get(2).map(String::as_str).unwrap_or("");
+            return format!("Yard's built-in {name} (no image content)");
+        }
+        let Some(path) = find_in_path(argv0, env_path).filter(|p| p.exists()) else {
+            return format!("the host program {argv0:?}");
+        };
+        let real = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+        let name = real.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let version = match name.as_str() {
+            "busybox" => version_line(&real, &[]).map(|l| l.split(" multi-call").next().unwrap_or(&l).to_string()),
+            "nginx" => version_line(&real, &["-v"]).map(|l| l.trim_start_matches("nginx version: ").to_string()),
+            _ => None,
+        };
+        match version {
+            Some(v) => format!("the host's {v} ({})", real.display()),
+            None => format!("the host program {}", real.display()),
+        }
     }
 
     /// Decide what to run. `pod_dir` is a per-pod directory for generated config.

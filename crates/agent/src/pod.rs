@@ -599,6 +599,7 @@ impl PodHandle {
                 cwd: c.cwd.clone(),
                 cgroup: c.cgroup.clone(),
                 identity: c.identity.clone(),
+                relay_exe: self.inner.rt.cfg.images.exe.clone(),
             }),
             _ => Err(format!("container {container} is not running")),
         }
@@ -1177,6 +1178,7 @@ fn start_pause(p: &Arc<PodInner>, saved: Option<(i32, u64)>) -> std::io::Result<
             privileged: false,
         },
         pid_ns: proc::PidNs::Own,
+        relay_exe: images.exe.clone(),
         fifo_dir: p.dir.join("fifo").join(".pause"),
         stdin: false,
         tty: false,
@@ -1428,7 +1430,18 @@ async fn run_container(p: Arc<PodInner>, idx: usize, adopt: Option<SavedContaine
                     &p,
                     false,
                     "Pulled",
-                    format!("Container image \"{image}\" already present on machine"),
+                    {
+                        let path =
+                            envv.iter().rev().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone()).unwrap_or_default();
+                        let path = match &program.path_prefix {
+                            Some(pre) => format!("{}:{path}", pre.display()),
+                            None => path,
+                        };
+                        format!(
+                            "No image pulled: container image \"{image}\" runs as {}",
+                            p.rt.cfg.images.describe(&program, &path)
+                        )
+                    },
                     field_path.clone(),
                 );
             }
@@ -1474,6 +1487,7 @@ async fn run_container(p: Arc<PodInner>, idx: usize, adopt: Option<SavedContaine
                     privileged: p.with(|st| st.ctrs[idx].identity.privileged),
                 },
                 pid_ns: pid_ns_of(&pod, p.with(|st| st.pause)),
+                relay_exe: p.rt.cfg.images.exe.clone(),
                 fifo_dir: p.dir.join("fifo").join(&c.name),
                 stdin: c.stdin.unwrap_or(false),
                 tty: c.tty.unwrap_or(false),
@@ -1986,7 +2000,7 @@ async fn exec_probe(p: &Arc<PodInner>, pid: i32, argv: &[String], timeout: Durat
             .map(|c| (c.env.clone(), c.cwd.clone(), c.cgroup.clone(), c.identity.clone()))
     });
     let (env, cwd, cgroup, identity) = env.unwrap_or_default();
-    let t = proc::ExecTarget { pid, env, cwd, cgroup, identity };
+    let t = proc::ExecTarget { pid, env, cwd, cgroup, identity, relay_exe: p.rt.cfg.images.exe.clone() };
     let mut cmd = proc::exec_command(&t, argv, false).map_err(|e| e.to_string())?;
     cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     let child = cmd.spawn().map_err(|e| e.to_string())?;

@@ -31,6 +31,8 @@ pub struct Spec {
     pub view: crate::sandbox::rootfs::View,
     /// Which PID namespace the program runs in.
     pub pid_ns: PidNs,
+    /// An executable that runs `builtin relay` (see [`crate::sandbox::pidns`]).
+    pub relay_exe: PathBuf,
     /// Directory for the stdout/stderr FIFOs of this container.
     pub fifo_dir: PathBuf,
     /// `stdin: true`: the container's stdin is a pipe whose write end the agent keeps.
@@ -178,6 +180,8 @@ pub fn spawn(spec: &Spec) -> io::Result<Started> {
         _ => None,
     };
     let own_pid = spec.pid_ns == PidNs::Own;
+    let relay_exe = File::open(&spec.relay_exe)?;
+    let relay_fd = relay_exe.as_raw_fd();
     let new_pid_ns = spec.pid_ns != PidNs::Host;
     // SAFETY: the closure runs in the forked child before exec and only makes system calls.
     unsafe {
@@ -208,7 +212,8 @@ pub fn spawn(spec: &Spec) -> io::Result<Started> {
             plan.apply()?;
             if new_pid_ns {
                 // From here on this is the container's process (PID 1 of its own namespace).
-                crate::sandbox::pidns::fork_into(None)?;
+                let _keep = &relay_exe;
+                crate::sandbox::pidns::fork_into(relay_fd, None)?;
                 nix::unistd::setsid().map_err(io::Error::from)?;
             }
             if ctty && libc::ioctl(0, libc::TIOCSCTTY as _, 0) != 0 {
@@ -249,6 +254,8 @@ pub struct ExecTarget {
     pub cgroup: Option<crate::cgroup::Cgroup>,
     /// The container's user: an exec runs as it.
     pub identity: crate::security::Identity,
+    /// An executable that runs `builtin relay` (see [`crate::sandbox::pidns`]).
+    pub relay_exe: PathBuf,
 }
 
 /// Open /proc/<pid>/ns/{net,uts,mnt} and the PID namespace its children are in (the container's,
@@ -273,6 +280,8 @@ pub fn exec_command(t: &ExecTarget, argv: &[String], ctty: bool) -> io::Result<t
         io::Error::new(io::ErrorKind::NotFound, format!("exec: \"{}\": executable file not found in $PATH", argv[0]))
     })?;
     let ns = open_ns(t.pid)?;
+    let relay_exe = File::open(&t.relay_exe)?;
+    let relay_fd = relay_exe.as_raw_fd();
     let fds: Vec<(RawFd, CloneFlags)> = ns.iter().map(|(f, c)| (f.as_raw_fd(), *c)).collect();
     let cgroup_procs =
         t.cgroup.as_ref().map(|g| g.open_procs().map_err(io::Error::other)).transpose()?.unwrap_or_default();
@@ -291,7 +300,8 @@ pub fn exec_command(t: &ExecTarget, argv: &[String], ctty: bool) -> io::Result<t
                 setns(std::os::fd::BorrowedFd::borrow_raw(*fd), *flag).map_err(io::Error::from)?;
             }
             // Into the container's PID namespace (its processes see the exec, it sees theirs).
-            crate::sandbox::pidns::fork_into(pts.as_ref())?;
+            let _keep_exe = &relay_exe;
+            crate::sandbox::pidns::fork_into(relay_fd, pts.as_ref())?;
             nix::unistd::setsid().map_err(io::Error::from)?;
             if ctty && libc::ioctl(0, libc::TIOCSCTTY as _, 0) != 0 {
                 return Err(io::Error::last_os_error());

@@ -341,10 +341,10 @@ fn session(version: &str, bin: &Path) {
     step(
         "cp_both_ways",
         (|| {
-            // Pods run on the host's filesystem: paths inside this test's temp dir stay ours.
+            // Into the pod's own /tmp (its filesystem view), and back into this test's dir.
             let src = k.tmp.0.join("to-pod.txt");
             std::fs::write(&src, "copied-through-kubectl-cp\n").unwrap();
-            let in_pod = k.tmp.0.join("in-pod.txt");
+            let in_pod = std::path::PathBuf::from("/tmp/in-pod.txt");
             let o = k.run(&["cp", src.to_str().unwrap(), &format!("ticker:{}", in_pod.display())]);
             ok_out(&o, &[]).map_err(|e| format!("to pod: {e}"))?;
             let cat = k.run(&["exec", "ticker", "--", "cat", in_pod.to_str().unwrap()]);

@@ -44,9 +44,11 @@ spec:
         image: registry.k8s.io/e2e-test-images/agnhost:2.53
         args: ["netexec", "--http-port=8080", "--udp-port=8081"]
         readinessProbe:
-          exec: {{command: ["sh", "-c", "test ! -e {dir}/$(hostname)"]}}
+          exec: {{command: ["sh", "-c", "test ! -e /unready/$(hostname)"]}}
           periodSeconds: 1
           failureThreshold: 1
+        volumeMounts: [{{name: unready, mountPath: /unready}}]
+      volumes: [{{name: unready, hostPath: {{path: "{dir}", type: Directory}}}}]
 ---
 apiVersion: v1
 kind: Service

@@ -4,7 +4,8 @@
 //! runtime default set (add/drop, privileged), `seccompProfile: RuntimeDefault` refuses
 //! `unshare`, `readOnlyRootFilesystem` holds; volumes (emptyDir on disk and in memory, configMap
 //! with an update that reaches the running pod, secret with its mode, downwardAPI, hostPath in
-//! this test's directory, subPath, readOnly) have the right content; a missing configMap keeps
+//! this test's directory, subPath, readOnly) have the right content; the Pulled event names the
+//! host program that runs for the image; a missing configMap keeps
 //! the pod in ContainerCreating with `FailedMount` until it appears. Real kubectl on `yard up`.
 //! Write access to host paths is probed with `test -w`, never by writing; the only host writes
 //! are into this test's own directory.
@@ -248,6 +249,21 @@ fn a_pod_sees_only_itself_and_its_volumes() {
     });
     assert!(arrived.is_some(), "the configMap update never reached the pod");
     assert_eq!(up.k(&["exec", "client", "-c", "c", "--", "cat", "/etc/app/greeting.txt"]), "hello");
+
+    // The events say what runs in place of the image.
+    let pulled = up.k(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=client,reason=Pulled",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ]);
+    assert!(
+        pulled.contains("No image pulled: container image \"busybox:1.28\" runs as the host's BusyBox v1."),
+        "{pulled}"
+    );
+    assert!(!pulled.contains("already present"), "{pulled}");
 
     // Capabilities and seccomp.
     assert_eq!(cap_line(&up, "client", "CapEff:"), DEFAULT_CAPS);

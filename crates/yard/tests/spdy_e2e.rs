@@ -90,7 +90,9 @@ spec:
   containers:
   - name: main
     image: busybox
-    command: ["sh", "-c", "httpd -f -p 8081 -h {w}/one & httpd -f -p 8082 -h {w}/two & exec sleep 3600"]
+    command: ["sh", "-c", "httpd -f -p 8081 -h /www/one & httpd -f -p 8082 -h /www/two & exec sleep 3600"]
+    volumeMounts: [{{name: www, mountPath: /www, readOnly: true}}]
+  volumes: [{{name: www, hostPath: {{path: "{w}", type: Directory}}}}]
 "#,
         w = www.display()
     )

@@ -75,15 +75,6 @@ impl PtsName {
         }
         Ok(())
     }
-
-    /// Undo [`PtsName::bind`] (an exec's node, once the exec is over).
-    fn unbind(&self) {
-        // SAFETY: a NUL-terminated path.
-        unsafe {
-            libc::umount2(self.ptr(), libc::MNT_DETACH);
-            libc::unlink(self.ptr());
-        }
-    }
 }
 
 /// Fork: in the child (inside the PID namespace the caller unshared or joined) return; in the
@@ -92,7 +83,7 @@ impl PtsName {
 ///
 /// # Safety
 /// Only between fork and exec (a single-threaded process), after the namespace was entered.
-pub unsafe fn fork_into(cleanup: Option<&PtsName>) -> io::Result<()> {
+pub unsafe fn fork_into(relay_exe: libc::c_int, cleanup: Option<&PtsName>) -> io::Result<()> {
     // SAFETY: the caller is single-threaded (the forked child of a spawn).
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -106,17 +97,76 @@ pub unsafe fn fork_into(cleanup: Option<&PtsName>) -> io::Result<()> {
         return Ok(());
     }
     // SAFETY: the relay never returns into the caller.
-    unsafe { relay(pid, cleanup) }
+    unsafe { become_relay(relay_exe, pid, cleanup) }
 }
 
-unsafe fn relay(child: libc::pid_t, cleanup: Option<&PtsName>) -> ! {
+/// The parent side of [`fork_into`]: with every signal blocked (they stay pending through exec)
+/// and every descriptor but stdio and the agent's executable closed, exec `builtin relay PID
+/// [PTS]` so that the relay holds none of the agent's memory; if that fails, relay in place.
+unsafe fn become_relay(exe: libc::c_int, child: libc::pid_t, cleanup: Option<&PtsName>) -> ! {
+    // SAFETY: system calls on our own process with buffers on this stack.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
+        if exe > 3 {
+            libc::syscall(libc::SYS_close_range, 3u32, (exe - 1) as u32, 0u32);
+        }
+        libc::syscall(libc::SYS_close_range, (exe + 1).max(3) as u32, u32::MAX, 0u32);
+        let mut num = [0u8; 16];
+        let mut n = child as u32;
+        let mut digits = [0u8; 10];
+        let mut len = 0;
+        loop {
+            digits[len] = b'0' + (n % 10) as u8;
+            len += 1;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for i in 0..len {
+            num[i] = digits[len - 1 - i];
+        }
+        let pts = cleanup.map(|c| c.ptr()).unwrap_or(std::ptr::null());
+        let argv: [*const libc::c_char; 6] = [
+            c"yard-relay".as_ptr(),
+            c"builtin".as_ptr(),
+            c"relay".as_ptr(),
+            num.as_ptr().cast(),
+            pts,
+            std::ptr::null(),
+        ];
+        let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+        libc::syscall(libc::SYS_execveat, exe, c"".as_ptr(), argv.as_ptr(), envp.as_ptr(), libc::AT_EMPTY_PATH);
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        relay(child, cleanup.map(|c| c.ptr()))
+    }
+}
+
+/// `builtin relay PID [PTS]`: the relay's loop, after the exec of [`become_relay`].
+pub fn relay_main(args: &[String]) -> i32 {
+    let Some(child) = args.first().and_then(|a| a.parse::<libc::pid_t>().ok()) else {
+        eprintln!("usage: builtin relay PID [PTS]");
+        return 2;
+    };
+    let pts = args.get(1).and_then(|p| std::ffi::CString::new(p.as_str()).ok());
+    // SAFETY: our own child; the path outlives the loop (which never returns).
+    unsafe { relay(child, pts.as_ref().map(|p| p.as_ptr())) }
+}
+
+/// Forward signals to `child` until it ends, undo the pty node (`pts`), end the same way.
+unsafe fn relay(child: libc::pid_t, pts: Option<*const libc::c_char>) -> ! {
     // SAFETY: plain system calls on our own process.
     unsafe {
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
         let mut all: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
         loop {
+            let mut status = 0;
+            if libc::waitpid(child, &mut status, libc::WNOHANG) == child {
+                finish(status, pts);
+            }
             let mut info: libc::siginfo_t = std::mem::zeroed();
             let sig = libc::sigwaitinfo(&all, &mut info);
             if sig < 0 {
@@ -126,26 +176,29 @@ unsafe fn relay(child: libc::pid_t, cleanup: Option<&PtsName>) -> ! {
                 libc::kill(child, sig);
                 continue;
             }
-            let mut status = 0;
-            let r = libc::waitpid(child, &mut status, libc::WNOHANG);
-            if r != child {
-                continue;
-            }
-            if let Some(c) = cleanup {
-                c.unbind();
-            }
-            if libc::WIFEXITED(status) {
-                libc::_exit(libc::WEXITSTATUS(status));
-            }
-            let s = libc::WTERMSIG(status);
-            let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-            libc::setrlimit(libc::RLIMIT_CORE, &no_core);
-            libc::signal(s, libc::SIG_DFL);
-            let mut one: libc::sigset_t = std::mem::zeroed();
-            libc::sigaddset(&mut one, s);
-            libc::sigprocmask(libc::SIG_UNBLOCK, &one, std::ptr::null_mut());
-            libc::kill(libc::getpid(), s);
-            libc::_exit(128 + s);
         }
+    }
+}
+
+/// End as the child ended: its exit code, or killed by its signal.
+unsafe fn finish(status: libc::c_int, pts: Option<*const libc::c_char>) -> ! {
+    // SAFETY: plain system calls on our own process.
+    unsafe {
+        if let Some(p) = pts {
+            libc::umount2(p, libc::MNT_DETACH);
+            libc::unlink(p);
+        }
+        if libc::WIFEXITED(status) {
+            libc::_exit(libc::WEXITSTATUS(status));
+        }
+        let s = libc::WTERMSIG(status);
+        let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+        libc::signal(s, libc::SIG_DFL);
+        let mut one: libc::sigset_t = std::mem::zeroed();
+        libc::sigaddset(&mut one, s);
+        libc::sigprocmask(libc::SIG_UNBLOCK, &one, std::ptr::null_mut());
+        libc::kill(libc::getpid(), s);
+        libc::_exit(128 + s);
     }
 }
