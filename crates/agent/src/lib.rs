@@ -1,10 +1,12 @@
 //! yard-agent: the node agent (a kubelet without a container engine). It registers the Node and
 //! renews its Lease, runs each Pod as processes in a sandbox of namespaces it creates (a network
-//! namespace with a veth into the node bridge `cni0`, IPAM from the node's podCIDR, private UTS and
-//! mount namespaces with generated resolv.conf and hosts), maps well-known images to built-in or
-//! host programs, runs probes, writes Pod status, and serves `pods/log` and `pods/exec`
-//! (WebSocket `v5.channel.k8s.io`/`v4.channel.k8s.io`, or SPDY/3.1 v4..v1) and `pods/portforward`
-//! (SPDY/3.1 `portforward.k8s.io`) on a loopback HTTP server.
+//! namespace with a veth into the node bridge `cni0`, IPAM from the node's podCIDR; per container
+//! a PID namespace, UTS and mount namespaces with a `pivot_root` filesystem view, capabilities,
+//! seccomp and a cgroup: [`sandbox`], [`cgroup`], [`security`]), sets up the pod's volumes
+//! ([`volume`]), maps well-known images to built-in or host programs ([`image`]), runs probes,
+//! writes Pod status, and serves `pods/log` and `pods/exec` (WebSocket
+//! `v5.channel.k8s.io`/`v4.channel.k8s.io`, or SPDY/3.1 v4..v1) and `pods/portforward` (SPDY/3.1
+//! `portforward.k8s.io`) on a loopback HTTP server.
 
 pub mod attach;
 pub mod builtin;

@@ -1730,18 +1730,36 @@ async fn stop_process(
         }
     }
     proc::signal(pid, Signal::SIGTERM);
-    let rest = deadline
-        .saturating_duration_since(tokio::time::Instant::now())
-        .max(Duration::from_millis(if grace > 0 { 100 } else { 0 }));
-    match tokio::time::timeout(rest, procw.wait()).await {
-        Ok(r) => {
-            proc::signal(pid, Signal::SIGKILL);
-            r
+    let mut deadline =
+        deadline.max(tokio::time::Instant::now() + Duration::from_millis(if grace > 0 { 100 } else { 0 }));
+    // A shorter grace period given meanwhile (a second delete, the agent shutting down) moves
+    // the deadline closer, as the kubelet does.
+    let mut stop_rx = p.stop_tx.subscribe();
+    let exited = {
+        let wait = procw.wait();
+        tokio::pin!(wait);
+        let mut watching = true;
+        loop {
+            tokio::select! {
+                r = &mut wait => break Some(r),
+                _ = tokio::time::sleep_until(deadline) => break None,
+                changed = stop_rx.changed(), if watching => {
+                    if changed.is_err() {
+                        watching = false;
+                        continue;
+                    }
+                    if let Some(g) = *stop_rx.borrow() {
+                        let shorter = tokio::time::Instant::now() + Duration::from_secs(g.max(0) as u64);
+                        deadline = deadline.min(shorter);
+                    }
+                }
+            }
         }
-        Err(_) => {
-            proc::signal(pid, Signal::SIGKILL);
-            procw.wait().await
-        }
+    };
+    proc::signal(pid, Signal::SIGKILL);
+    match exited {
+        Some(r) => r,
+        None => procw.wait().await,
     }
 }
 

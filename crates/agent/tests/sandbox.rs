@@ -416,8 +416,14 @@ fn restart_adopts_live_pods() {
     }));
     let stale_pod = pod(serde_json::json!({
         "metadata": {"name": "stale", "namespace": "default", "uid": "99999999-1111-2222-3333-444444444444"},
-        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "s", "image": "busybox", "command": ["sleep", "3600"]}]}
+        "spec": {"terminationGracePeriodSeconds": 1, "shareProcessNamespace": true,
+                 "volumes": [{"name": "m", "emptyDir": {"medium": "Memory"}}],
+                 "containers": [{"name": "s", "image": "busybox", "command": ["sleep", "3600"],
+                                 "volumeMounts": [{"name": "m", "mountPath": "/m"}]}]}
     }));
+    let mounts_of = |uid: &str| -> usize {
+        std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().filter(|l| l.contains(uid)).count()
+    };
     let first = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (pid, stale_pid, stale_ns, ip) = first.block_on(async {
         let k = env.rt.sync_pod(keep_pod.clone()).unwrap();
@@ -426,8 +432,10 @@ fn restart_adopts_live_pods() {
         wait_status(&s, "stale ready", 20, ready).await;
         (k.pid("s").unwrap(), s.pid("s").unwrap(), s.sandbox().unwrap().netns, st.pod_ip.unwrap())
     });
-    // The agent "crashes": its tasks are gone, the processes stay.
+    // The agent "crashes": its tasks are gone, the processes (and the memory volume) stay.
     first.shutdown_timeout(Duration::from_secs(1));
+    let stale_uid = stale_pod.metadata.uid.clone().unwrap();
+    assert_eq!(mounts_of(&stale_uid), 1, "the stale pod's Memory emptyDir is mounted");
     assert!(yard_agent::proc::start_time(pid).is_some());
 
     let second = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -450,6 +458,7 @@ fn restart_adopts_live_pods() {
         let stale_alive =
             std::fs::read_to_string(format!("/proc/{stale_pid}/stat")).map(|s| !s.contains(") Z")).unwrap_or(false);
         assert!(!stale_alive, "stale process survived");
+        assert_eq!(mounts_of(&stale_uid), 0, "the gone pod's Memory emptyDir is unmounted");
         // Killing the adopted process still restarts it (we cannot reap it, so exit code is unknown).
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
         wait_status(h, "adopted restarted", 15, |s| {

@@ -325,4 +325,28 @@ fn a_pod_sees_only_itself_and_its_volumes() {
         .map(String::from)
         .collect();
     assert!(left.is_empty(), "mounts left behind: {left:?}");
+
+    // PID 1 ignores SIGTERM (as upstream): a pod deleted with the default 30 s grace is still
+    // stopping when the cluster shuts down, which shortens the grace to 0: nothing is left.
+    let stubborn = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"stubborn"},"spec":{"containers":[{"name":"c","image":"busybox:1.28","command":["sh","-c","while true; do sleep 1; done # stubborn-marker"]}]}}"#;
+    let o = kubectl_with(&up.kubeconfig, &["apply", "-f", "-"], Some(stubborn));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    up.k(&["wait", "--for=condition=Ready", "pod/stubborn", "--timeout=60s"]);
+    up.k(&["delete", "pod", "stubborn", "--wait=false"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let t = std::time::Instant::now();
+    let mut up = up;
+    up.stop();
+    assert!(t.elapsed() < Duration::from_secs(15), "shutdown waited out the grace period: {:?}", t.elapsed());
+    let netns = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let netns = String::from_utf8_lossy(&netns.stdout).into_owned();
+    assert!(!netns.contains("yard-e2esbx-"), "namespaces left behind: {netns}");
+    let procs: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains("stubborn-marker"))
+        .collect();
+    assert!(procs.is_empty(), "processes left behind: {procs:?}");
 }

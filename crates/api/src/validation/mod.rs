@@ -26,6 +26,7 @@ mod resources;
 mod service;
 #[cfg(test)]
 mod tests;
+mod volume;
 mod workload;
 
 use config::*;

@@ -1,5 +1,5 @@
-//! Pods and pod templates: `ValidatePodSpec` (containers, ports, policies, probes) and the pod
-//! update rule.
+//! Pods and pod templates: `ValidatePodSpec` (containers, ports, policies, probes; volumes and
+//! mounts in [`super::volume`]) and the pod update rule.
 
 use super::*;
 
@@ -9,14 +9,20 @@ pub fn validate_pod_spec(spec: &Value, path: &str) -> Vec<FieldError> {
     let containers = get_arr(spec, &["containers"]);
     let init = get_arr(spec, &["initContainers"]);
     let mut names = BTreeSet::new();
+    let (verrs, volumes) = super::volume::validate_volumes(spec, path);
+    errs.extend(verrs);
     for (i, c) in init.iter().enumerate() {
-        errs.extend(validate_container(c, &idx(&child(path, "initContainers"), i), &mut names));
+        let cp = idx(&child(path, "initContainers"), i);
+        errs.extend(validate_container(c, &cp, &mut names));
+        errs.extend(super::volume::validate_volume_mounts(c, &cp, &volumes));
     }
     if containers.is_empty() {
         errs.push(FieldError::required(child(path, "containers"), ""));
     }
     for (i, c) in containers.iter().enumerate() {
-        errs.extend(validate_container(c, &idx(&child(path, "containers"), i), &mut names));
+        let cp = idx(&child(path, "containers"), i);
+        errs.extend(validate_container(c, &cp, &mut names));
+        errs.extend(super::volume::validate_volume_mounts(c, &cp, &volumes));
     }
     let rp = get_str(spec, &["restartPolicy"]);
     if rp.is_empty() {

@@ -329,6 +329,31 @@ fn pod_rules() {
 }
 
 #[test]
+fn volume_rules() {
+    let mut p = json!({"metadata": {"name": "p", "namespace": "default"}, "spec": {
+        "volumes": [{"name": "a", "emptyDir": {}}, {"name": "a", "configMap": {"name": "c"}},
+                    {"name": "b", "emptyDir": {}, "hostPath": {"path": "/x"}}, {"name": "s", "secret": {"defaultMode": 1000}},
+                    {"name": "i", "configMap": {"name": "c", "items": [{"key": "k", "path": "../x"}]}}],
+        "containers": [{"name": "c", "image": "i", "volumeMounts": [
+            {"name": "nope", "mountPath": "/n"}, {"name": "a", "mountPath": "/n"}, {"name": "a", "mountPath": "/s", "subPath": "/abs"}]}]}});
+    crate::defaults::apply_defaults("pods", &mut p);
+    assert_eq!(
+        msgs(&validate("pods", &p, None)),
+        vec![
+            "spec.volumes[1].name: Duplicate value: \"a\"",
+            "spec.volumes[2].emptyDir: Forbidden: may not specify more than 1 volume type",
+            "spec.volumes[3].secret.secretName: Required value",
+            "spec.volumes[3].secret.defaultMode: Invalid value: 1000: must be a number between 0 and 0777 (octal), both inclusive",
+            "spec.volumes[4].configMap.items[0].path: Invalid value: \"../x\": must not contain '..'",
+            "spec.volumes[4].configMap.items[0].path: Invalid value: \"../x\": must not start with '..'",
+            "spec.containers[0].volumeMounts[0].name: Not found: \"nope\"",
+            "spec.containers[0].volumeMounts[1].mountPath: Invalid value: \"/n\": must be unique",
+            "spec.containers[0].volumeMounts[2].subPath: Invalid value: \"/abs\": must be a relative path",
+        ]
+    );
+}
+
+#[test]
 fn event_rules() {
     let ev = json!({"metadata": {"name": "web.17a8b", "namespace": "default"}, "involvedObject": {"kind": "Node", "name": "n1"}, "reason": "x"});
     assert!(validate("events", &ev, None).is_empty());
