@@ -1498,6 +1498,7 @@ async fn run_container(p: Arc<PodInner>, idx: usize, adopt: Option<SavedContaine
             let log_path = p.rt.log_dir(&p.namespace, &p.name, &p.uid).join(&c.name).join(format!("{run_no}.log"));
             let cid = format!("yard://{}-{}-{}", &p.uid.chars().take(8).collect::<String>(), c.name, run_no);
             let log = proc::LogFile::create(&log_path);
+            tracing::debug!(pod = %p.name, container = %c.name, "container process spawning");
             let spawned = match (log, &cgroup) {
                 (Err(e), _) => Err(e),
                 (_, Err(msg)) => Err(std::io::Error::other(msg.clone())),

@@ -143,8 +143,7 @@ fn cap_line(up: &Up, pod: &str, field: &str) -> String {
 fn read_only(mounts: &str, path: &str) -> bool {
     mounts
         .lines()
-        .filter(|l| l.split(' ').nth(1) == Some(path))
-        .last()
+        .rfind(|l| l.split(' ').nth(1) == Some(path))
         .is_some_and(|l| l.split(' ').nth(3).is_some_and(|o| o.split(',').any(|f| f == "ro")))
 }
 
