@@ -59,26 +59,25 @@ pub enum PidNs {
     Join(PathBuf),
 }
 
-/// Look the program up in the environment's PATH (as the container would).
-pub fn resolve_program(argv0: &str, env: &[(String, String)]) -> Option<PathBuf> {
-    let path = env
-        .iter()
+/// The environment's PATH, or the default one.
+fn env_path(env: &[(String, String)]) -> String {
+    env.iter()
         .rev()
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.clone())
-        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into())
+}
+
+/// Look the program up in the environment's PATH (as the container would).
+pub fn resolve_program(argv0: &str, env: &[(String, String)]) -> Option<PathBuf> {
+    let path = env_path(env);
     crate::image::find_in_path(argv0, &path).filter(|p| p.exists())
 }
 
 /// Look the program up as the container would, in the filesystem view whose root is `root` (a
 /// running container's `/proc/<pid>/root`). The path returned is the container's.
 pub fn resolve_program_in(root: &Path, argv0: &str, env: &[(String, String)]) -> Option<PathBuf> {
-    let path = env
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let path = env_path(env);
     let inside = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
     let executable = |p: &Path| {
         use std::os::unix::fs::PermissionsExt;

@@ -310,39 +310,7 @@ fn default_container(c: &mut Map<String, Value>, host_network_ports: bool) {
 }
 
 fn default_volume(v: &mut Map<String, Value>) {
-    const SOURCES: &[&str] = &[
-        "hostPath",
-        "emptyDir",
-        "gcePersistentDisk",
-        "awsElasticBlockStore",
-        "gitRepo",
-        "secret",
-        "nfs",
-        "iscsi",
-        "glusterfs",
-        "persistentVolumeClaim",
-        "rbd",
-        "flexVolume",
-        "cinder",
-        "cephfs",
-        "flocker",
-        "downwardAPI",
-        "fc",
-        "azureFile",
-        "configMap",
-        "vsphereVolume",
-        "quobyte",
-        "azureDisk",
-        "photonPersistentDisk",
-        "projected",
-        "portworxVolume",
-        "scaleIO",
-        "storageos",
-        "csi",
-        "ephemeral",
-        "image",
-    ];
-    if !SOURCES.iter().any(|s| v.get(*s).is_some_and(|x| !x.is_null())) {
+    if !crate::validation::VOLUME_SOURCES.iter().any(|s| v.get(*s).is_some_and(|x| !x.is_null())) {
         v.insert("emptyDir".into(), json!({}));
     }
     for s in ["secret", "configMap", "downwardAPI", "projected"] {

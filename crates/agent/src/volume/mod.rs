@@ -192,43 +192,57 @@ fn secret_missing_key(k: &str) -> String {
     format!("references non-existent secret key: {k}")
 }
 
+/// The files of ConfigMap `name` (`items`, `optional`) into `out`.
+fn config_map_files(
+    objs: &Objects,
+    name: &str,
+    items: Option<&Vec<KeyToPath>>,
+    optional: Option<bool>,
+    mode: Option<i32>,
+    out: &mut atomic::Payload,
+) -> Result<(), String> {
+    let optional = optional.unwrap_or(false);
+    match objs.config_maps.get(name).cloned().flatten() {
+        None if optional => Ok(()),
+        None => Err(format!("configmap {name:?} not found")),
+        Some(d) => key_files(&d, items, mode, &cm_missing_key, optional, out),
+    }
+}
+
+/// The files of Secret `name` (`items`, `optional`) into `out`.
+fn secret_files(
+    objs: &Objects,
+    name: &str,
+    items: Option<&Vec<KeyToPath>>,
+    optional: Option<bool>,
+    mode: Option<i32>,
+    out: &mut atomic::Payload,
+) -> Result<(), String> {
+    let optional = optional.unwrap_or(false);
+    match objs.secrets.get(name).cloned().flatten() {
+        None if optional => Ok(()),
+        None => Err(format!("secret {name:?} not found")),
+        Some(d) => key_files(&d, items, mode, &secret_missing_key, optional, out),
+    }
+}
+
 /// The files an API-data volume holds now (`None` for other types).
 fn payload(pod: &Pod, v: &Volume, objs: &Objects, capacity: (&str, &str)) -> Option<Result<atomic::Payload, String>> {
     let mut out = atomic::Payload::new();
     let res = if let Some(c) = &v.config_map {
-        let optional = c.optional.unwrap_or(false);
-        match objs.config_maps.get(&c.name).cloned().flatten() {
-            None if optional => Ok(()),
-            None => Err(format!("configmap {:?} not found", c.name)),
-            Some(d) => key_files(&d, c.items.as_ref(), c.default_mode, &cm_missing_key, optional, &mut out),
-        }
+        config_map_files(objs, &c.name, c.items.as_ref(), c.optional, c.default_mode, &mut out)
     } else if let Some(s) = &v.secret {
         let name = s.secret_name.clone().unwrap_or_default();
-        let optional = s.optional.unwrap_or(false);
-        match objs.secrets.get(&name).cloned().flatten() {
-            None if optional => Ok(()),
-            None => Err(format!("secret {name:?} not found")),
-            Some(d) => key_files(&d, s.items.as_ref(), s.default_mode, &secret_missing_key, optional, &mut out),
-        }
+        secret_files(objs, &name, s.items.as_ref(), s.optional, s.default_mode, &mut out)
     } else if let Some(d) = &v.downward_api {
         downward_files(pod, d.items.as_deref().unwrap_or(&[]), d.default_mode, capacity, &mut out)
     } else if let Some(p) = &v.projected {
         let mut r = Ok(());
         for src in p.sources.iter().flatten() {
             r = if let Some(c) = &src.config_map {
-                let optional = c.optional.unwrap_or(false);
-                match objs.config_maps.get(&c.name).cloned().flatten() {
-                    None if optional => Ok(()),
-                    None => Err(format!("configmap {:?} not found", c.name)),
-                    Some(d) => key_files(&d, c.items.as_ref(), p.default_mode, &cm_missing_key, optional, &mut out),
-                }
+                config_map_files(objs, &c.name, c.items.as_ref(), c.optional, p.default_mode, &mut out)
             } else if let Some(s) = &src.secret {
-                let optional = s.optional.unwrap_or(false);
-                match objs.secrets.get(&s.name).cloned().flatten() {
-                    None if optional => Ok(()),
-                    None => Err(format!("secret {:?} not found", s.name)),
-                    Some(d) => key_files(&d, s.items.as_ref(), p.default_mode, &secret_missing_key, optional, &mut out),
-                }
+                secret_files(objs, &s.name, s.items.as_ref(), s.optional, p.default_mode, &mut out)
             } else if let Some(d) = &src.downward_api {
                 downward_files(pod, d.items.as_deref().unwrap_or(&[]), p.default_mode, capacity, &mut out)
             } else if src.service_account_token.is_some() {

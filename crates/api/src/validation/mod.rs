@@ -27,6 +27,7 @@ mod service;
 #[cfg(test)]
 mod tests;
 mod volume;
+pub use volume::VOLUME_SOURCES;
 mod workload;
 
 use config::*;

@@ -5,7 +5,7 @@
 use super::*;
 
 /// The volume source fields upstream knows (exactly one must be set).
-const SOURCES: &[&str] = &[
+pub const VOLUME_SOURCES: &[&str] = &[
     "hostPath",
     "emptyDir",
     "gcePersistentDisk",
@@ -99,7 +99,7 @@ pub(super) fn validate_volumes(spec: &Value, path: &str) -> (Vec<FieldError>, BT
                 errs.push(FieldError::duplicate(child(&vp, "name"), name));
             }
         }
-        let set: Vec<&str> = SOURCES.iter().copied().filter(|s| get(v, &[*s]).is_some()).collect();
+        let set: Vec<&str> = VOLUME_SOURCES.iter().copied().filter(|s| get(v, &[*s]).is_some()).collect();
         match set.len() {
             0 => errs.push(FieldError::required(vp.clone(), "must specify a volume type")),
             1 => {}
