@@ -145,6 +145,20 @@ struct Ctr {
     identity: crate::security::Identity,
 }
 
+impl Ctr {
+    /// What an exec into this container (whose current process is `pid`) joins.
+    fn exec_target(&self, pid: i32, relay_exe: &Path) -> proc::ExecTarget {
+        proc::ExecTarget {
+            pid,
+            env: self.env.clone(),
+            cwd: self.cwd.clone(),
+            cgroup: self.cgroup.clone(),
+            identity: self.identity.clone(),
+            relay_exe: relay_exe.to_path_buf(),
+        }
+    }
+}
+
 struct PodState {
     pod: Pod,
     sandbox: Option<Sandbox>,
@@ -592,23 +606,20 @@ impl PodHandle {
         })
     }
 
+    /// Container `container` of this pod, or the kubelet's message for a name it does not have.
+    fn ctr<'a>(&self, st: &'a PodState, container: &str) -> Result<&'a Ctr, String> {
+        st.ctrs
+            .iter()
+            .find(|c| c.spec.name == container)
+            .ok_or_else(|| format!("container {container} is not valid for pod {}", self.inner.name))
+    }
+
     /// What an exec into `container` joins.
     pub fn exec_target(&self, container: &str) -> Result<proc::ExecTarget, String> {
         let st = self.inner.st.lock().expect("pod lock");
-        let c = st
-            .ctrs
-            .iter()
-            .find(|c| c.spec.name == container)
-            .ok_or_else(|| format!("container {container} is not valid for pod {}", self.inner.name))?;
+        let c = self.ctr(&st, container)?;
         match (&c.state, c.pid) {
-            (CState::Running { .. }, Some(pid)) => Ok(proc::ExecTarget {
-                pid,
-                env: c.env.clone(),
-                cwd: c.cwd.clone(),
-                cgroup: c.cgroup.clone(),
-                identity: c.identity.clone(),
-                relay_exe: self.inner.rt.cfg.images.exe.clone(),
-            }),
+            (CState::Running { .. }, Some(pid)) => Ok(c.exec_target(pid, &self.inner.rt.cfg.images.exe)),
             _ => Err(format!("container {container} is not running")),
         }
     }
@@ -616,11 +627,7 @@ impl PodHandle {
     /// The stdio of `container`'s current run, for an attach.
     pub fn attach_target(&self, container: &str) -> Result<Arc<crate::attach::Hub>, String> {
         let st = self.inner.st.lock().expect("pod lock");
-        let c = st
-            .ctrs
-            .iter()
-            .find(|c| c.spec.name == container)
-            .ok_or_else(|| format!("container {container} is not valid for pod {}", self.inner.name))?;
+        let c = self.ctr(&st, container)?;
         match (&c.state, &c.attach) {
             (CState::Running { .. }, Some(h)) => Ok(h.clone()),
             _ => Err(format!("container {container} is not running")),
@@ -632,11 +639,7 @@ impl PodHandle {
     pub fn log_file(&self, container: &str, previous: bool) -> Result<(PathBuf, bool), String> {
         let st = self.inner.st.lock().expect("pod lock");
         let pod = &self.inner.name;
-        let c = st
-            .ctrs
-            .iter()
-            .find(|c| c.spec.name == container)
-            .ok_or_else(|| format!("container {container} is not valid for pod {pod}"))?;
+        let c = self.ctr(&st, container)?;
         let dir = self.inner.rt.log_dir(&self.inner.namespace, &self.inner.name, &self.inner.uid).join(container);
         let run_of = |cid: &str| cid.rsplit('-').next().and_then(|n| n.parse::<i32>().ok());
         let file = |n: i32| dir.join(format!("{n}.log"));
@@ -829,12 +832,7 @@ async fn pod_main(p: Arc<PodInner>, saved: Option<SavedPod>) {
         p.dir.join("hosts"),
         dns::hosts_file(&pod_snapshot, &sandbox.ip.to_string(), &p.rt.cfg.dns.cluster_domain),
     );
-    let hostname = if pod_snapshot.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false) {
-        p.rt.cfg.node_name.clone()
-    } else {
-        dns::pod_hostname(&pod_snapshot)
-    };
-    let _ = std::fs::write(p.dir.join("hostname"), format!("{hostname}\n"));
+    let _ = std::fs::write(p.dir.join("hostname"), format!("{}\n", hostname_of(&p, &pod_snapshot)));
     p.save();
     publish(&p);
     // Volumes: the containers wait (ContainerCreating) until every one is there.
@@ -997,6 +995,15 @@ fn pod_key(p: &PodInner) -> String {
 /// Run one container for its whole life (restarts included). Returns whether it ended with
 /// success (for init containers); app containers return when the pod stops or the restart policy
 /// says no more.
+/// The hostname a pod's containers get: the node's with `hostNetwork`, else the pod's.
+fn hostname_of(p: &PodInner, pod: &Pod) -> String {
+    if pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false) {
+        p.rt.cfg.node_name.clone()
+    } else {
+        dns::pod_hostname(pod)
+    }
+}
+
 /// The host paths a program needs in its view: the busybox applet directory and the agent's own
 /// binary (the applet scripts and built-ins exec it by its path), read-only, then the program's.
 fn program_binds(
@@ -1161,11 +1168,7 @@ async fn run_container(p: Arc<PodInner>, idx: usize, adopt: Option<SavedContaine
             }
             pull_failures = 0;
             let mut envv = envv;
-            let hostname = if pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false) {
-                p.rt.cfg.node_name.clone()
-            } else {
-                dns::pod_hostname(&pod)
-            };
+            let hostname = hostname_of(&p, &pod);
             let base_path = envv
                 .iter()
                 .find(|(k, _)| k == "PATH")

@@ -265,14 +265,17 @@ pub(super) async fn exec_probe(
     argv: &[String],
     timeout: Duration,
 ) -> Result<(i32, String), String> {
-    let env = p.with(|st| {
-        st.ctrs
-            .iter()
-            .find(|c| c.pid == Some(pid))
-            .map(|c| (c.env.clone(), c.cwd.clone(), c.cgroup.clone(), c.identity.clone()))
-    });
-    let (env, cwd, cgroup, identity) = env.unwrap_or_default();
-    let t = proc::ExecTarget { pid, env, cwd, cgroup, identity, relay_exe: p.rt.cfg.images.exe.clone() };
+    let exe = &p.rt.cfg.images.exe;
+    let t = p.with(|st| st.ctrs.iter().find(|c| c.pid == Some(pid)).map(|c| c.exec_target(pid, exe))).unwrap_or_else(
+        || proc::ExecTarget {
+            pid,
+            env: vec![],
+            cwd: None,
+            cgroup: None,
+            identity: Default::default(),
+            relay_exe: exe.clone(),
+        },
+    );
     let mut cmd = proc::exec_command(&t, argv, false).map_err(|e| e.to_string())?;
     cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     let child = cmd.spawn().map_err(|e| e.to_string())?;

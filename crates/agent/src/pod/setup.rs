@@ -94,7 +94,7 @@ pub(super) fn start_pause(p: &Arc<PodInner>, saved: Option<(i32, u64)>) -> std::
         env: vec![],
         cwd: None,
         netns,
-        hostname: std::fs::read_to_string(p.dir.join("hostname")).unwrap_or_default().trim().to_string(),
+        hostname: hostname_of(p, &pod),
         view: crate::sandbox::rootfs::View {
             root: p.dir.join("root").join(".pause"),
             hostname_file: p.dir.join("hostname"),

@@ -192,7 +192,25 @@ fn secret_missing_key(k: &str) -> String {
     format!("references non-existent secret key: {k}")
 }
 
-/// The files of ConfigMap `name` (`items`, `optional`) into `out`.
+/// The files of a ConfigMap or Secret (`found`: its data, `None` when it does not exist) into
+/// `out`; `what` names it as upstream's "not found" message does (`configmap "x"`).
+fn object_files(
+    found: Option<BTreeMap<String, Vec<u8>>>,
+    what: &str,
+    items: Option<&Vec<KeyToPath>>,
+    optional: Option<bool>,
+    mode: Option<i32>,
+    missing_key: &dyn Fn(&str) -> String,
+    out: &mut atomic::Payload,
+) -> Result<(), String> {
+    let optional = optional.unwrap_or(false);
+    match found {
+        None if optional => Ok(()),
+        None => Err(format!("{what} not found")),
+        Some(d) => key_files(&d, items, mode, missing_key, optional, out),
+    }
+}
+
 fn config_map_files(
     objs: &Objects,
     name: &str,
@@ -201,15 +219,10 @@ fn config_map_files(
     mode: Option<i32>,
     out: &mut atomic::Payload,
 ) -> Result<(), String> {
-    let optional = optional.unwrap_or(false);
-    match objs.config_maps.get(name).cloned().flatten() {
-        None if optional => Ok(()),
-        None => Err(format!("configmap {name:?} not found")),
-        Some(d) => key_files(&d, items, mode, &cm_missing_key, optional, out),
-    }
+    let found = objs.config_maps.get(name).cloned().flatten();
+    object_files(found, &format!("configmap {name:?}"), items, optional, mode, &cm_missing_key, out)
 }
 
-/// The files of Secret `name` (`items`, `optional`) into `out`.
 fn secret_files(
     objs: &Objects,
     name: &str,
@@ -218,12 +231,8 @@ fn secret_files(
     mode: Option<i32>,
     out: &mut atomic::Payload,
 ) -> Result<(), String> {
-    let optional = optional.unwrap_or(false);
-    match objs.secrets.get(name).cloned().flatten() {
-        None if optional => Ok(()),
-        None => Err(format!("secret {name:?} not found")),
-        Some(d) => key_files(&d, items, mode, &secret_missing_key, optional, out),
-    }
+    let found = objs.secrets.get(name).cloned().flatten();
+    object_files(found, &format!("secret {name:?}"), items, optional, mode, &secret_missing_key, out)
 }
 
 /// The files an API-data volume holds now (`None` for other types).
