@@ -1,5 +1,5 @@
-//! Container and exec processes: start a child inside a pod's network namespace with its own UTS
-//! and mount namespaces (hostname, and the filesystem view of [`crate::sandbox::rootfs`] as its
+//! Container and exec processes: start a child inside a pod's network, IPC and UTS namespaces
+//! with a mount namespace of its own (the filesystem view of [`crate::sandbox::rootfs`] as its
 //! root), its capabilities and seccomp filter; capture stdout/stderr
 //! through FIFOs into CRI-format log files, signal process groups, and watch processes that are
 //! not our children (adopted after an agent restart).
@@ -27,12 +27,13 @@ pub struct Spec {
     /// Pod network namespace.
     pub netns: PathBuf,
     pub hostname: String,
+    /// The pod's IPC and UTS namespaces (see [`crate::sandbox::podns`]); without a UTS one the
+    /// container gets a namespace of its own named `hostname`.
+    pub pod_ns: crate::sandbox::podns::PodNs,
     /// The container's filesystem view (its generated /etc files, binds and volumes).
     pub view: crate::sandbox::rootfs::View,
     /// Which PID namespace the program runs in.
     pub pid_ns: PidNs,
-    /// An executable that runs `builtin relay` (see [`crate::sandbox::pidns`]).
-    pub relay_exe: PathBuf,
     /// Directory for the stdout/stderr FIFOs of this container.
     pub fifo_dir: PathBuf,
     /// `stdin: true`: the container's stdin is a pipe whose write end the agent keeps.
@@ -51,11 +52,10 @@ pub struct Spec {
 pub enum PidNs {
     /// `hostPID: true`: the node's.
     Host,
-    /// Its own: the process the agent gets is the relay of [`crate::sandbox::pidns`], the
-    /// program is PID 1 inside.
+    /// Its own: the program is PID 1 there (and the agent's child).
     Own,
     /// `shareProcessNamespace: true`: the pod's, whose PID 1 is the pod's pause process (this
-    /// names the pause relay's `/proc/<pid>/ns/pid_for_children`).
+    /// names the pause's `/proc/<pid>/ns/pid_for_children`).
     Join(PathBuf),
 }
 
@@ -167,6 +167,8 @@ pub fn spawn(spec: &Spec) -> io::Result<Started> {
     let netns = File::open(&spec.netns)?;
     let netns_fd: RawFd = netns.as_raw_fd();
     let hostname = spec.hostname.clone();
+    let ipc_ns = spec.pod_ns.ipc.as_ref().map(File::open).transpose()?;
+    let uts_ns = spec.pod_ns.uts.as_ref().map(File::open).transpose()?;
     std::fs::create_dir_all(&spec.view.root)?;
     let plan = crate::sandbox::rootfs::Plan::new(&spec.view)?;
     let cgroup_procs =
@@ -178,10 +180,6 @@ pub fn spawn(spec: &Spec) -> io::Result<Started> {
         PidNs::Join(p) => Some(File::open(p)?),
         _ => None,
     };
-    let own_pid = spec.pid_ns == PidNs::Own;
-    let relay_exe = File::open(&spec.relay_exe)?;
-    let relay_fd = relay_exe.as_raw_fd();
-    let new_pid_ns = spec.pid_ns != PidNs::Host;
     // SAFETY: the closure runs in the forked child before exec and only makes system calls.
     unsafe {
         cmd.pre_exec(move || {
@@ -190,15 +188,17 @@ pub fn spawn(spec: &Spec) -> io::Result<Started> {
             let pts = if ctty { crate::sandbox::pidns::PtsName::of_stdin() } else { None };
             let fd = std::os::fd::BorrowedFd::borrow_raw(netns_fd);
             setns(fd, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
-            let mut flags = CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWNS;
-            if own_pid {
-                flags |= CloneFlags::CLONE_NEWPID;
+            if let Some(f) = &ipc_ns {
+                setns(f, CloneFlags::CLONE_NEWIPC).map_err(io::Error::from)?;
             }
-            unshare(flags).map_err(io::Error::from)?;
-            if let Some(f) = &join_pid {
-                setns(f, CloneFlags::CLONE_NEWPID).map_err(io::Error::from)?;
+            match &uts_ns {
+                Some(f) => setns(f, CloneFlags::CLONE_NEWUTS).map_err(io::Error::from)?,
+                None => {
+                    unshare(CloneFlags::CLONE_NEWUTS).map_err(io::Error::from)?;
+                    nix::unistd::sethostname(&hostname).map_err(io::Error::from)?;
+                }
             }
-            nix::unistd::sethostname(&hostname).map_err(io::Error::from)?;
+            unshare(CloneFlags::CLONE_NEWNS).map_err(io::Error::from)?;
             mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
                 .map_err(io::Error::from)?;
             // Drop this namespace's references to every named network namespace (other pods'
@@ -209,12 +209,6 @@ pub fn spawn(spec: &Spec) -> io::Result<Started> {
                 }
             }
             plan.apply()?;
-            if new_pid_ns {
-                // From here on this is the container's process (PID 1 of its own namespace).
-                let _keep = &relay_exe;
-                crate::sandbox::pidns::fork_into(relay_fd, None)?;
-                nix::unistd::setsid().map_err(io::Error::from)?;
-            }
             if ctty && libc::ioctl(0, libc::TIOCSCTTY as _, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -237,11 +231,39 @@ pub fn spawn(spec: &Spec) -> io::Result<Started> {
     }
     let mut tcmd = tokio::process::Command::from(cmd);
     tcmd.kill_on_drop(false);
-    let child = tcmd.spawn()?;
+    // (The command, and the child's ends of its stdio with it, is dropped once spawned.)
+    let child = spawn_in_pid_ns(tcmd, &spec.pid_ns, join_pid)?;
     drop(netns);
-    drop(tcmd);
     let pid = child.id().map(|p| p as i32).unwrap_or(0);
     Ok(Started { child, pid, stdout, stderr, stdin: stdin_w, pty })
+}
+
+/// Spawn a container's first process into its PID namespace: a new one (`Own`: it is PID 1
+/// there), the pod's (`join`: the pause's), or the node's. `unshare(CLONE_NEWPID)` and `setns`
+/// of a PID namespace only change where the calling thread's future children go, so they are
+/// made on a thread of its own that forks this one child and ends: no other thread of the agent
+/// ever forks into a pod's namespace, and the container is the agent's own child (no relay).
+fn spawn_in_pid_ns(
+    mut cmd: tokio::process::Command,
+    ns: &PidNs,
+    join: Option<File>,
+) -> io::Result<tokio::process::Child> {
+    if *ns == PidNs::Host {
+        return cmd.spawn();
+    }
+    let handle = tokio::runtime::Handle::current();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let _rt = handle.enter();
+            match &join {
+                Some(f) => setns(f, CloneFlags::CLONE_NEWPID).map_err(io::Error::from)?,
+                None => unshare(CloneFlags::CLONE_NEWPID).map_err(io::Error::from)?,
+            }
+            cmd.spawn()
+        })
+        .join()
+        .map_err(|_| io::Error::other("spawn thread panicked"))?
+    })
 }
 
 /// Namespace files of a running process that an exec joins.
@@ -257,11 +279,12 @@ pub struct ExecTarget {
     pub relay_exe: PathBuf,
 }
 
-/// Open /proc/<pid>/ns/{net,uts,mnt} and the PID namespace its children are in (the container's,
-/// when `pid` is its relay).
+/// Open /proc/<pid>/ns/{net,ipc,uts,mnt} and the PID namespace its children are in: the container's,
+/// both for its first process and for the relay an earlier agent version started it behind.
 fn open_ns(pid: i32) -> io::Result<Vec<(File, CloneFlags)>> {
     Ok(vec![
         (File::open(format!("/proc/{pid}/ns/net"))?, CloneFlags::CLONE_NEWNET),
+        (File::open(format!("/proc/{pid}/ns/ipc"))?, CloneFlags::CLONE_NEWIPC),
         (File::open(format!("/proc/{pid}/ns/uts"))?, CloneFlags::CLONE_NEWUTS),
         (File::open(format!("/proc/{pid}/ns/pid_for_children"))?, CloneFlags::CLONE_NEWPID),
         (File::open(format!("/proc/{pid}/ns/mnt"))?, CloneFlags::CLONE_NEWNS),

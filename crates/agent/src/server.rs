@@ -81,6 +81,46 @@ pub(crate) fn truthy(v: Option<&str>) -> bool {
     matches!(v, Some("true") | Some("1") | Some("True") | Some(""))
 }
 
+/// The options of an exec or attach request, WebSocket or SPDY, from its query: every `command`
+/// in order; the last `stdin`, `stdout`, `stderr`, `tty` and `container`.
+#[derive(Debug, Clone)]
+pub(crate) struct ExecOpts {
+    pub(crate) command: Vec<String>,
+    pub(crate) stdin: bool,
+    pub(crate) stdout: bool,
+    pub(crate) stderr: bool,
+    pub(crate) tty: bool,
+    pub(crate) container: Option<String>,
+}
+
+impl ExecOpts {
+    pub(crate) fn from_query(query: Option<&str>) -> ExecOpts {
+        let q = parse_query(query.unwrap_or(""));
+        let get = |k: &str| q.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        ExecOpts {
+            command: q.iter().filter(|(k, _)| k == "command").map(|(_, v)| v.clone()).collect(),
+            stdin: truthy(get("stdin")),
+            stdout: truthy(get("stdout")),
+            stderr: truthy(get("stderr")),
+            tty: truthy(get("tty")),
+            container: get("container").map(str::to_string),
+        }
+    }
+
+    /// The kubelet's refusals of a request without a command (`exec`: when one is needed) or
+    /// without any stream.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn check(&self, exec: bool) -> Result<(), Response> {
+        if exec && self.command.is_empty() {
+            return Err(status(400, "BadRequest", "you must specify at least 1 command".into()));
+        }
+        if !self.stdin && !self.stdout && !self.stderr {
+            return Err(status(400, "BadRequest", "you must specify at least 1 of stdin, stdout, stderr".into()));
+        }
+        Ok(())
+    }
+}
+
 /// Render one log line for output.
 fn render(line: &[u8], timestamps: bool) -> Option<Vec<u8>> {
     let l = proc::parse_log_line(line)?;
@@ -236,38 +276,15 @@ async fn portforward_post(
     status(400, "BadRequest", "unable to upgrade: missing upgrade headers in request (want Upgrade: SPDY/3.1)".into())
 }
 
-/// Parsed exec options.
-#[derive(Debug, Clone)]
-struct ExecOpts {
-    command: Vec<String>,
-    stdin: bool,
-    stdout: bool,
-    stderr: bool,
-    tty: bool,
-    container: Option<String>,
-}
-
 async fn exec(
     State(rt): State<Arc<Runtime>>,
     Path((ns, name)): Path<(String, String)>,
     RawQuery(q): RawQuery,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let q = parse_query(q.as_deref().unwrap_or(""));
-    let get = |k: &str| q.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    let opts = ExecOpts {
-        command: q.iter().filter(|(k, _)| k == "command").map(|(_, v)| v.clone()).collect(),
-        stdin: truthy(get("stdin")),
-        stdout: truthy(get("stdout")),
-        stderr: truthy(get("stderr")),
-        tty: truthy(get("tty")),
-        container: get("container").map(str::to_string),
-    };
-    if opts.command.is_empty() {
-        return status(400, "BadRequest", "you must specify at least 1 command".into());
-    }
-    if !opts.stdin && !opts.stdout && !opts.stderr {
-        return status(400, "BadRequest", "you must specify at least 1 of stdin, stdout, stderr".into());
+    let opts = ExecOpts::from_query(q.as_deref());
+    if let Err(r) = opts.check(true) {
+        return r;
     }
     if opts.tty && opts.stderr {
         // kubelet: with a TTY stderr is merged into stdout.
@@ -305,22 +322,21 @@ async fn attach(
     RawQuery(q): RawQuery,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let q = parse_query(q.as_deref().unwrap_or(""));
-    let get = |k: &str| q.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    let opts = crate::attach::ws::AttachOpts {
-        stdin: truthy(get("stdin")),
-        stdout: truthy(get("stdout")),
-        stderr: truthy(get("stderr")),
-        tty: truthy(get("tty")),
-    };
-    if !opts.stdin && !opts.stdout && !opts.stderr {
-        return status(400, "BadRequest", "you must specify at least 1 of stdin, stdout, stderr".into());
+    let parsed = ExecOpts::from_query(q.as_deref());
+    if let Err(r) = parsed.check(false) {
+        return r;
     }
+    let opts = crate::attach::ws::AttachOpts {
+        stdin: parsed.stdin,
+        stdout: parsed.stdout,
+        stderr: parsed.stderr,
+        tty: parsed.tty,
+    };
     let h = match find(&rt, &ns, &name) {
         Ok(h) => h,
         Err(r) => return r,
     };
-    let container = match pick_container(&h, get("container")) {
+    let container = match pick_container(&h, parsed.container.as_deref()) {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -602,5 +618,21 @@ mod tests {
         assert_eq!(s["details"]["causes"][0]["message"], "3");
         let ok: serde_json::Value = serde_json::from_str(&exit_status_json(Some(0), &[], None)).unwrap();
         assert_eq!(ok["status"], "Success");
+    }
+
+    #[test]
+    fn exec_options() {
+        let o = ExecOpts::from_query(Some(
+            "command=sh&command=-c&command=echo%20hi&stdout=true&stderr=1&tty=false&container=a&container=b",
+        ));
+        assert_eq!(o.command, ["sh", "-c", "echo hi"]);
+        assert!(!o.stdin && o.stdout && o.stderr && !o.tty);
+        assert_eq!(o.container.as_deref(), Some("b"));
+        assert!(o.check(true).is_ok());
+        let none = ExecOpts::from_query(None);
+        assert!(none.command.is_empty() && none.container.is_none());
+        assert_eq!(none.check(true).unwrap_err().status(), StatusCode::BAD_REQUEST);
+        assert!(ExecOpts::from_query(Some("stdin")).check(false).is_ok());
+        assert!(ExecOpts::from_query(Some("command=ls&tty=true")).check(true).is_err());
     }
 }

@@ -15,10 +15,9 @@ use axum::response::Response;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::builtin::parse_query;
 use crate::pod::Runtime;
 use crate::proc;
-use crate::server::{exit_status_json, find, pick_container, status, truthy};
+use crate::server::{exit_status_json, find, pick_container, status, ExecOpts};
 use crate::spdy::session::{Incoming, Session, Writer};
 use crate::spdy::{self};
 
@@ -49,39 +48,25 @@ fn version(p: Option<&str>) -> Version {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Opts {
-    command: Vec<String>,
-    stdin: bool,
-    stdout: bool,
-    stderr: bool,
-    tty: bool,
+/// The options of a SPDY request: with a TTY stderr is merged into stdout and no stderr stream
+/// is expected (kubelet).
+fn spdy_opts(query: Option<&str>) -> ExecOpts {
+    let mut opts = ExecOpts::from_query(query);
+    opts.stderr &= !opts.tty;
+    opts
 }
 
 /// Serve a SPDY exec request (the caller checked the upgrade headers).
 pub async fn exec(rt: Arc<Runtime>, ns: String, name: String, query: Option<String>, mut req: Request) -> Response {
-    let q = parse_query(query.as_deref().unwrap_or(""));
-    let get = |k: &str| q.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    let tty = truthy(get("tty"));
-    let opts = Opts {
-        command: q.iter().filter(|(k, _)| k == "command").map(|(_, v)| v.clone()).collect(),
-        stdin: truthy(get("stdin")),
-        stdout: truthy(get("stdout")),
-        // kubelet: with a TTY stderr is merged into stdout and no stderr stream is expected.
-        stderr: truthy(get("stderr")) && !tty,
-        tty,
-    };
-    if opts.command.is_empty() {
-        return status(400, "BadRequest", "you must specify at least 1 command".into());
-    }
-    if !opts.stdin && !opts.stdout && !opts.stderr {
-        return status(400, "BadRequest", "you must specify at least 1 of stdin, stdout, stderr".into());
+    let opts = spdy_opts(query.as_deref());
+    if let Err(r) = opts.check(true) {
+        return r;
     }
     let h = match find(&rt, &ns, &name) {
         Ok(h) => h,
         Err(r) => return r,
     };
-    let container = match pick_container(&h, get("container")) {
+    let container = match pick_container(&h, opts.container.as_deref()) {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -114,7 +99,7 @@ struct Streams {
 
 /// Wait for the expected number of streams (error + one per requested stream + resize with a TTY
 /// in v3+), as upstream counts them.
-async fn wait_for_streams(s: &mut Session, opts: &Opts, v: Version) -> Option<Streams> {
+async fn wait_for_streams(s: &mut Session, opts: &ExecOpts, v: Version) -> Option<Streams> {
     let mut expected = 1 + opts.stdin as usize + opts.stdout as usize + opts.stderr as usize;
     if opts.tty && matches!(v, Version::V3 | Version::V4) {
         expected += 1;
@@ -190,7 +175,7 @@ fn resize_events(buf: &mut Vec<u8>, mut apply: impl FnMut(u16, u16)) {
     buf.drain(..used);
 }
 
-async fn run(mut session: Session, target: proc::ExecTarget, opts: Opts, v: Version) {
+async fn run(mut session: Session, target: proc::ExecTarget, opts: ExecOpts, v: Version) {
     let Some(mut st) = wait_for_streams(&mut session, &opts, v).await else {
         session.close().await;
         return;
@@ -342,24 +327,15 @@ async fn run(mut session: Session, target: proc::ExecTarget, opts: Opts, v: Vers
 /// Serve a SPDY attach request (`pods/attach`, kubectl 1.29 and older): the same streams as
 /// exec, joined to the running container's attach hub instead of a new process.
 pub async fn attach(rt: Arc<Runtime>, ns: String, name: String, query: Option<String>, mut req: Request) -> Response {
-    let q = parse_query(query.as_deref().unwrap_or(""));
-    let get = |k: &str| q.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    let tty = truthy(get("tty"));
-    let opts = Opts {
-        command: vec![],
-        stdin: truthy(get("stdin")),
-        stdout: truthy(get("stdout")),
-        stderr: truthy(get("stderr")) && !tty,
-        tty,
-    };
-    if !opts.stdin && !opts.stdout && !opts.stderr {
-        return status(400, "BadRequest", "you must specify at least 1 of stdin, stdout, stderr".into());
+    let opts = spdy_opts(query.as_deref());
+    if let Err(r) = opts.check(false) {
+        return r;
     }
     let h = match find(&rt, &ns, &name) {
         Ok(h) => h,
         Err(r) => return r,
     };
-    let container = match pick_container(&h, get("container")) {
+    let container = match pick_container(&h, opts.container.as_deref()) {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -381,7 +357,7 @@ pub async fn attach(rt: Arc<Runtime>, ns: String, name: String, query: Option<St
     spdy::switching_protocols(proto.as_deref())
 }
 
-async fn run_attach(mut session: Session, hub: Arc<crate::attach::Hub>, opts: Opts, v: Version) {
+async fn run_attach(mut session: Session, hub: Arc<crate::attach::Hub>, opts: ExecOpts, v: Version) {
     use crate::attach::Stream;
     let Some(mut st) = wait_for_streams(&mut session, &opts, v).await else {
         session.close().await;
@@ -486,5 +462,13 @@ mod tests {
         assert_eq!(version(Some("v5.channel.k8s.io")), Version::V4);
         assert_eq!(version(Some("v3.channel.k8s.io")), Version::V3);
         assert_eq!(version(None), Version::V1);
+    }
+
+    #[test]
+    fn tty_merges_stderr() {
+        let o = spdy_opts(Some("command=sh&stdout=1&stderr=1&tty=1"));
+        assert!(o.stdout && !o.stderr && o.tty);
+        let o = spdy_opts(Some("command=sh&stderr=1"));
+        assert!(o.stderr && !o.tty);
     }
 }

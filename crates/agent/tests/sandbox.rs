@@ -421,8 +421,11 @@ fn restart_adopts_live_pods() {
                  "containers": [{"name": "s", "image": "busybox", "command": ["sleep", "3600"],
                                  "volumeMounts": [{"name": "m", "mountPath": "/m"}]}]}
     }));
+    // (Of this run's state directory only: the pod's uid is fixed.)
+    let state = env.rt.cfg.state_dir.display().to_string();
     let mounts_of = |uid: &str| -> usize {
-        std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().filter(|l| l.contains(uid)).count()
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        info.lines().filter(|l| l.contains(uid) && l.contains(&state)).count()
     };
     let first = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (pid, stale_pid, stale_ns, ip) = first.block_on(async {
@@ -435,7 +438,8 @@ fn restart_adopts_live_pods() {
     // The agent "crashes": its tasks are gone, the processes (and the memory volume) stay.
     first.shutdown_timeout(Duration::from_secs(1));
     let stale_uid = stale_pod.metadata.uid.clone().unwrap();
-    assert_eq!(mounts_of(&stale_uid), 1, "the stale pod's Memory emptyDir is mounted");
+    // The Memory emptyDir, and the IPC and UTS namespace files.
+    assert_eq!(mounts_of(&stale_uid), 3, "the stale pod's Memory emptyDir and namespaces are mounted");
     assert!(yard_agent::proc::start_time(pid).is_some());
 
     let second = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -458,7 +462,7 @@ fn restart_adopts_live_pods() {
         let stale_alive =
             std::fs::read_to_string(format!("/proc/{stale_pid}/stat")).map(|s| !s.contains(") Z")).unwrap_or(false);
         assert!(!stale_alive, "stale process survived");
-        assert_eq!(mounts_of(&stale_uid), 0, "the gone pod's Memory emptyDir is unmounted");
+        assert_eq!(mounts_of(&stale_uid), 0, "the gone pod's Memory emptyDir and namespaces are unmounted");
         // Killing the adopted process still restarts it (we cannot reap it, so exit code is unknown).
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
         wait_status(h, "adopted restarted", 15, |s| {

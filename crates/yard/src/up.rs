@@ -110,6 +110,8 @@ fn sysctl_in(ns: &Path, key: &str, val: &str) -> anyhow::Result<()> {
 /// The cluster's namespaces; deleted on drop (which also removes every link inside them).
 struct Network {
     names: Vec<String>,
+    /// Held for this process's life: see [`claim_hub`].
+    _owner: Option<std::os::unix::net::UnixListener>,
 }
 
 impl Drop for Network {
@@ -214,17 +216,88 @@ fn bind_dns_pair(port: u16) -> anyhow::Result<(std::net::UdpSocket, std::net::Tc
     Err(anyhow::anyhow!("DNS port on 127.0.0.1 (UDP and TCP): {}", last.map(|e| e.to_string()).unwrap_or_default()))
 }
 
-fn setup_network(cluster: &str, nodes: usize) -> anyhow::Result<(Network, Vec<NodeInfo>)> {
+/// Each `yard up` binds, for its life, an abstract unix socket inside its cluster's hub namespace:
+/// the kernel releases it when the process ends, `kill -9` included. `None`: a live `yard up`
+/// holds it.
+fn claim_hub(hub_path: &Path) -> anyhow::Result<Option<std::os::unix::net::UnixListener>> {
+    use std::os::linux::net::SocketAddrExt;
+    let bound = yard_netns::run_in(hub_path, || {
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(b"yard-up")?;
+        std::os::unix::net::UnixListener::bind_addr(&addr)
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    match bound {
+        Ok(l) => Ok(Some(l)),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Ok(None),
+        Err(e) => Err(anyhow::anyhow!("claim {}: {e}", hub_path.display())),
+    }
+}
+
+/// The node namespaces of a cluster and their addresses: node-1 is 10.x.0.2, and so on.
+fn node_infos(cluster: &str, nodes: usize) -> anyhow::Result<Vec<NodeInfo>> {
+    (1..=nodes)
+        .map(|i| {
+            let name = format!("node-{i}");
+            let netns = format!("yard-{cluster}-{name}");
+            Ok(NodeInfo { name, netns, ip: format!("{NODE_NET}.{}", i + 1).parse()? })
+        })
+        .collect()
+}
+
+/// Every named namespace of this cluster (hub, nodes, pods): `yard-<cluster>-...`.
+fn cluster_namespaces(cluster: &str) -> Vec<String> {
+    let prefix = format!("yard-{cluster}-");
+    let Ok(rd) = std::fs::read_dir("/run/netns") else { return vec![] };
+    rd.flatten().filter_map(|e| e.file_name().into_string().ok()).filter(|n| n.starts_with(&prefix)).collect()
+}
+
+/// The network of a `yard up` that ended without cleaning up (`kill -9`, a crash). Kept when it
+/// is this data directory's own, complete, with the same nodes: its pods are still running in
+/// it and the agents adopt them. Otherwise everything of the cluster's name is removed (the
+/// processes left in those namespaces killed) and made anew.
+fn reuse_stale(cluster: &str, nodes: usize, data_dir: &Path) -> anyhow::Result<Option<Vec<NodeInfo>>> {
+    let infos = node_infos(cluster, nodes)?;
+    let ours = std::fs::read(data_dir.join("cluster.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .is_some_and(|v| v["name"] == cluster && v["nodes"].as_array().is_some_and(|n| n.len() == nodes));
+    if ours && infos.iter().all(|n| yard_netns::exists(&n.netns)) {
+        eprintln!(
+            "cluster {cluster:?}: taking over the network of a `yard up` that did not stop (its pods are adopted)"
+        );
+        return Ok(Some(infos));
+    }
+    eprintln!("cluster {cluster:?}: removing what a `yard up` that did not stop left behind");
+    let mut names = cluster_namespaces(cluster);
+    // Pods' namespaces first, then the nodes', the hub last.
+    names.sort_by_key(|n| (n.ends_with("-net"), !n.contains("-p-"), n.clone()));
+    for n in names {
+        yard_agent::net::kill_processes_in_netns(&yard_netns::path_of(&n));
+        yard_netns::delete(&n).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(None)
+}
+
+fn setup_network(cluster: &str, nodes: usize, data_dir: &Path) -> anyhow::Result<(Network, Vec<NodeInfo>)> {
     if nodes == 0 || nodes > 200 {
         bail!("--nodes must be between 1 and 200");
     }
-    let mut net = Network { names: Vec::new() };
     let hub = format!("yard-{cluster}-net");
+    let busy = || {
+        anyhow::anyhow!("network namespace {hub} exists: is another `yard up --name {cluster}` running? (stop it, or pick another --name)")
+    };
     if yard_netns::exists(&hub) {
-        bail!("network namespace {hub} exists: is another `yard up --name {cluster}` running? (stop it, or pick another --name)");
+        let owner = claim_hub(&yard_netns::path_of(&hub))?.ok_or_else(busy)?;
+        if let Some(infos) = reuse_stale(cluster, nodes, data_dir)? {
+            let mut names = vec![hub.clone()];
+            names.extend(infos.iter().map(|n| n.netns.clone()));
+            return Ok((Network { names, _owner: Some(owner) }, infos));
+        }
     }
+    let mut net = Network { names: Vec::new(), _owner: None };
     let hub_path = yard_netns::create(&hub).map_err(|e| anyhow::anyhow!("{e}"))?;
     net.names.push(hub.clone());
+    net._owner = Some(claim_hub(&hub_path)?.ok_or_else(busy)?);
     // A fixed address: a bridge left to itself takes its lowest port's, which moves as nodes come
     // and go (see the agent's pod bridge).
     let mac = yard_agent::net::bridge_mac(format!("{NODE_NET}.1").parse()?);
@@ -470,7 +543,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         let (host, node) = host_node(&a)?;
         (Topology::Host(host), vec![node])
     } else {
-        let (net, nodes) = setup_network(&a.name, a.nodes)?;
+        let (net, nodes) = setup_network(&a.name, a.nodes, &data_dir)?;
         (Topology::Isolated(net), nodes)
     };
     let node1 = nodes[0].clone();

@@ -111,6 +111,14 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
+metadata: {{name: hostipc}}
+spec:
+  hostIPC: true
+  containers:
+  - {{name: c, image: busybox:1.28, command: ['sleep', '3600']}}
+---
+apiVersion: v1
+kind: Pod
 metadata: {{name: waits}}
 spec:
   containers:
@@ -171,6 +179,7 @@ fn a_pod_sees_only_itself_and_its_volumes() {
         "pod/locked",
         "pod/admin",
         "pod/priv",
+        "pod/hostipc",
         "--timeout=60s",
     ]);
 
@@ -190,6 +199,19 @@ fn a_pod_sees_only_itself_and_its_volumes() {
     assert_eq!(up.k(&["exec", "client", "-c", "c", "--", "readlink", "/bin"]).trim(), "usr/bin");
     assert_eq!(up.k(&["exec", "client", "-c", "c", "--", "cat", "/etc/hostname"]).trim(), "client");
     assert_eq!(up.k(&["exec", "client", "-c", "c", "--", "hostname"]).trim(), "client");
+    // One IPC and one UTS namespace per pod, shared by its containers; the host's IPC with hostIPC.
+    let ns = |pod: &str, c: &str, n: &str| {
+        up.k(&["exec", pod, "-c", c, "--", "readlink", &format!("/proc/self/ns/{n}")]).trim().to_string()
+    };
+    let host_ns = |n: &str| std::fs::read_link(format!("/proc/self/ns/{n}")).unwrap().display().to_string();
+    for n in ["ipc", "uts"] {
+        assert_eq!(ns("client", "c", n), ns("client", "side", n), "{n}");
+        assert_ne!(ns("client", "c", n), ns("other", "c", n), "{n}");
+        assert_ne!(ns("client", "c", n), host_ns(n), "{n}");
+    }
+    assert_eq!(ns("hostipc", "c", "ipc"), host_ns("ipc"));
+    assert_ne!(ns("hostipc", "c", "uts"), host_ns("uts"));
+    assert_eq!(up.k(&["exec", "client", "-c", "side", "--", "hostname"]).trim(), "client");
     // Its own PID namespace: PID 1 is the container's command (sh execs its last command), no host process is listed (so
     // none can be signalled), and an exec is inside it too.
     let ps = up.k(&["exec", "client", "-c", "c", "--", "ps", "-o", "pid,comm"]);
@@ -348,4 +370,130 @@ fn a_pod_sees_only_itself_and_its_volumes() {
         .filter(|c| c.contains("stubborn-marker"))
         .collect();
     assert!(procs.is_empty(), "processes left behind: {procs:?}");
+}
+
+/// Host processes whose command line holds `marker`.
+fn procs_with(marker: &str) -> Vec<(u32, String)> {
+    let mut v: Vec<(u32, String)> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, std::fs::read(e.path().join("cmdline")).ok()?)))
+        .map(|(pid, c): (u32, Vec<u8>)| (pid, String::from_utf8_lossy(&c).replace('\0', " ")))
+        .filter(|(_, c)| c.contains(marker))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Directories of the v1 (or v2) cgroup hierarchies whose path names `pod<uid>`.
+fn pod_cgroups(uid: &str) -> Vec<String> {
+    let o = std::process::Command::new("find")
+        .args(["/sys/fs/cgroup", "-maxdepth", "6", "-type", "d", "-name", &format!("pod{uid}")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).lines().map(String::from).collect()
+}
+
+/// `kill -9` of `yard up` (agent, API server and all in one process) leaves the pods running; a
+/// new `yard up` on the same data directory adopts them (same processes, no restart, the memory
+/// emptyDir's content kept, configMap updates arrive again, exec works), and deleting them then
+/// leaves no process, mount, cgroup or namespace behind.
+#[test]
+fn kill9_of_yard_up_then_restart_adopts_and_cleans_up() {
+    yard_test_support::require_root("sandbox_e2e (yard up, kill -9)");
+    let dir = TempDir::new("sandbox-k9");
+    let data = dir.0.join("data");
+    let mut up = Up::start("e2ek9", &data, &[]);
+    let manifest = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: cfg}
+data: {greeting: before}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: keeper}
+spec:
+  containers:
+  - name: c
+    image: busybox:1.28
+    command: ['sh', '-c', 'while true; do sleep 1; done # k9-marker-keeper']
+    resources: {limits: {memory: 64Mi}}
+    volumeMounts:
+    - {name: scratch, mountPath: /scratch}
+    - {name: cfg, mountPath: /cfg}
+  volumes:
+  - {name: scratch, emptyDir: {medium: Memory}}
+  - {name: cfg, configMap: {name: cfg}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: shared}
+spec:
+  shareProcessNamespace: true
+  containers:
+  - {name: c, image: busybox:1.28, command: ['sh', '-c', 'while true; do sleep 1; done # k9-marker-shared']}
+"#;
+    let o = kubectl_with(&up.kubeconfig, &["apply", "-f", "-"], Some(manifest));
+    assert!(o.status.success(), "apply: {}", String::from_utf8_lossy(&o.stderr));
+    up.k(&["wait", "--for=condition=Ready", "pod/keeper", "pod/shared", "--timeout=60s"]);
+    up.k(&["exec", "keeper", "--", "sh", "-c", "echo kept > /scratch/f"]);
+    let uids: Vec<String> =
+        ["keeper", "shared"].iter().map(|p| up.k(&["get", "pod", p, "-o", "jsonpath={.metadata.uid}"])).collect();
+    let ids = |up: &Up| {
+        up.k(&["get", "pod", "keeper", "shared", "-o", "jsonpath={.items[*].status.containerStatuses[0].containerID}"])
+    };
+    let ids_before = ids(&up);
+    let before = procs_with("k9-marker");
+    assert_eq!(before.len(), 2, "{before:?}");
+    let cgroups_before: Vec<String> = uids.iter().flat_map(|u| pod_cgroups(u)).collect();
+    assert!(!cgroups_before.is_empty(), "the pods have no cgroup");
+
+    up.kill9();
+    std::thread::sleep(Duration::from_millis(500));
+    // Observed before the new `yard up` (which must run on failure too, to clean up), asserted after.
+    let after_kill = procs_with("k9-marker");
+    let up = Up::start("e2ek9", &data, &[]);
+    assert_eq!(after_kill, before, "the pods did not outlive the agent");
+
+    up.k(&["wait", "--for=condition=Ready", "pod/keeper", "pod/shared", "--timeout=60s"]);
+    assert_eq!(procs_with("k9-marker"), before, "the new agent did not adopt the running containers");
+    assert_eq!(ids(&up), ids_before);
+    let restarts = up.k(&[
+        "get",
+        "pod",
+        "keeper",
+        "shared",
+        "-o",
+        "jsonpath={.items[*].status.containerStatuses[0].restartCount}",
+    ]);
+    assert_eq!(restarts, "0 0");
+    assert_eq!(up.k(&["exec", "keeper", "--", "cat", "/scratch/f"]).trim(), "kept");
+    // The shared PID namespace is still the pause's: PID 1 is not the container's shell.
+    let comm = up.k(&["exec", "shared", "--", "cat", "/proc/1/cmdline"]);
+    assert!(!comm.contains("k9-marker"), "PID 1 of the shared namespace is {comm:?}");
+    up.k(&["patch", "configmap", "cfg", "-p", r#"{"data":{"greeting":"after"}}"#]);
+    let updated = eventually(Duration::from_secs(60), || {
+        let g = up.kubectl(&["exec", "keeper", "--", "cat", "/cfg/greeting"]);
+        (stdout_of(&g) == "after").then_some(())
+    });
+    assert!(updated.is_some(), "a configMap update did not reach the adopted pod");
+
+    up.k(&["delete", "pod", "keeper", "shared", "--grace-period=1", "--wait=true"]);
+    assert_eq!(procs_with("k9-marker"), vec![], "processes left behind");
+    let d = data.display().to_string();
+    let left: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&d))
+        .map(String::from)
+        .collect();
+    assert!(left.is_empty(), "mounts left behind: {left:?}");
+    let cg: Vec<String> = uids.iter().flat_map(|u| pod_cgroups(u)).collect();
+    assert!(cg.is_empty(), "cgroups left behind: {cg:?}");
+    let mut up = up;
+    up.stop();
+    let netns = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let netns = String::from_utf8_lossy(&netns.stdout).into_owned();
+    assert!(!netns.contains("yard-e2ek9-"), "namespaces left behind: {netns}");
 }

@@ -32,7 +32,7 @@ pub(super) async fn mount_volumes(p: &Arc<PodInner>) -> bool {
             }
         }
         attempt += 1;
-        let d = Duration::from_millis((1000u64 << attempt.min(5)).min(30_000));
+        let d = mount_retry(attempt);
         if !p.sleep_or_stop(d).await {
             return false;
         }
@@ -95,6 +95,7 @@ pub(super) fn start_pause(p: &Arc<PodInner>, saved: Option<(i32, u64)>) -> std::
         cwd: None,
         netns,
         hostname: hostname_of(p, &pod),
+        pod_ns: p.with(|st| st.pod_ns.clone()),
         view: crate::sandbox::rootfs::View {
             root: p.dir.join("root").join(".pause"),
             hostname_file: p.dir.join("hostname"),
@@ -105,7 +106,6 @@ pub(super) fn start_pause(p: &Arc<PodInner>, saved: Option<(i32, u64)>) -> std::
             privileged: false,
         },
         pid_ns: proc::PidNs::Own,
-        relay_exe: images.exe.clone(),
         fifo_dir: p.dir.join("fifo").join(".pause"),
         stdin: false,
         tty: false,

@@ -69,52 +69,16 @@ pub(super) fn container_status(c: &Ctr) -> ContainerStatus {
 }
 
 pub(super) fn compute_status(st: &mut PodState, node_ip: Ipv4Addr) -> PodStatus {
-    let policy = st.pod.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_else(|| "Always".into());
+    let policy = RestartPolicy::from_spec(st.pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()));
     let apps: Vec<&Ctr> = st.ctrs.iter().filter(|c| !c.init).collect();
     let inits: Vec<&Ctr> = st.ctrs.iter().filter(|c| c.init).collect();
     // Phase, following kubelet's getPhase.
-    let phase = if st.init_failed {
-        "Failed"
-    } else if !st.init_done && !inits.is_empty() {
-        "Pending"
-    } else {
-        let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
-        for c in &apps {
-            match &c.state {
-                CState::Running { .. } => running += 1,
-                CState::Terminated(t) => {
-                    stopped += 1;
-                    if t.exit_code == 0 {
-                        succeeded += 1;
-                    }
-                }
-                CState::Waiting { .. } => {
-                    if c.last.is_some() {
-                        stopped += 1
-                    } else {
-                        waiting += 1
-                    }
-                }
-            }
-        }
-        if waiting > 0 {
-            "Pending"
-        } else if running > 0 {
-            "Running"
-        } else if stopped > 0 {
-            if policy == "Always" {
-                "Running"
-            } else if stopped == succeeded {
-                "Succeeded"
-            } else if policy == "Never" {
-                "Failed"
-            } else {
-                "Running"
-            }
-        } else {
-            "Pending"
-        }
-    };
+    let app_states = apps.iter().map(|c| match &c.state {
+        CState::Running { .. } => AppState::Running,
+        CState::Terminated(t) => AppState::Terminated { exit_code: t.exit_code },
+        CState::Waiting { .. } => AppState::Waiting { ran: c.last.is_some() },
+    });
+    let phase = phase(policy, st.init_failed, !st.init_done && !inits.is_empty(), app_states);
     let all_ready = !apps.is_empty() && apps.iter().all(|c| c.ready);
     let not_ready: Vec<String> = apps.iter().filter(|c| !c.ready).map(|c| c.spec.name.clone()).collect();
     let unready_msg =
@@ -126,7 +90,7 @@ pub(super) fn compute_status(st: &mut PodState, node_ip: Ipv4Addr) -> PodStatus 
         .collect();
     let init_ok = st.init_done || inits.is_empty();
     let sandbox_ready = st.sandbox_ready;
-    let terminal = phase == "Succeeded" || phase == "Failed";
+    let terminal = is_terminal(phase);
     let mut conditions = vec![];
     conditions.push(cond(&mut st.cond_times, "PodReadyToStartContainers", sandbox_ready, None, None));
     let init_msg = (!init_ok).then(|| format!("containers with incomplete status: [{}]", init_pending.join(" ")));

@@ -1,8 +1,10 @@
 //! PID namespaces. A process cannot move itself into a new PID namespace: `unshare` and `setns`
-//! only place its future children there. So the forked child of a container start (or of an exec)
-//! forks once more, between `pre_exec` and `exec`: the grandchild, inside the namespace, goes on
-//! to exec the program (a container's first process is PID 1 of its namespace, as upstream); the
-//! child stays outside as a small relay that the agent watches and signals. The relay closes
+//! only place its future children there. A container's first process is forked into its
+//! namespace by a thread of the agent's that entered it (`proc::spawn`), so it is PID 1 there, as
+//! upstream, and the agent's own child. An exec cannot do that cheaply (its child must also join
+//! the container's mount namespace, and its pty node is undone afterwards), so the forked child
+//! of an exec forks once more, between `pre_exec` and `exec`: the grandchild, inside the
+//! namespace, goes on to exec the program; the child stays outside as a small relay that the agent watches and signals. The relay closes
 //! every descriptor but stdio (so nothing of the agent's stays open through it), forwards every
 //! signal it gets to the grandchild, and ends the way the grandchild ended: the same exit code,
 //! or killed by the same signal. Its SIGKILL reaches the grandchild through PR_SET_PDEATHSIG.

@@ -6,15 +6,131 @@
 //! with a `FailedMount` event instead of running without it. [`container_binds`] turns a
 //! container's `volumeMounts` (`subPath`, `subPathExpr`, `readOnly`) into binds of its
 //! filesystem view; [`teardown`] unmounts what [`setup`] mounted.
+//!
+//! Each type is a [`VolumePlugin`] in its own file, listed once in [`PLUGINS`]; the functions
+//! here find the plugin by the key set in the volume and call it.
 
 pub mod atomic;
+mod config_map;
+mod downward_api;
+mod empty_dir;
+mod files;
+mod host_path;
+mod projected;
+mod secret;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Container, KeyToPath, Pod, Volume};
+use k8s_openapi::api::core::v1::{Container, Pod, Volume};
 
 use crate::sandbox::rootfs::Bind;
+
+/// The volume types this node provides, by the key that names them in a pod's volume. Adding a
+/// type is a file with its [`VolumePlugin`] and a line here.
+pub static PLUGINS: &[&dyn VolumePlugin] = &[
+    &empty_dir::EmptyDir,
+    &host_path::HostPath,
+    &config_map::ConfigMap,
+    &secret::Secret,
+    &downward_api::DownwardApi,
+    &projected::Projected,
+];
+
+/// One volume type.
+///
+/// There is no teardown hook: [`teardown`] unmounts whatever is mounted under the pod's volume
+/// directories (it also runs for a pod whose spec is gone, after an agent restart), and the
+/// directories go with the pod's.
+pub trait VolumePlugin: Sync {
+    /// The key of the type in a pod's volume (`configMap`).
+    fn name(&self) -> &'static str;
+
+    /// Whether `v` is of this type (its key is set).
+    fn is_of(&self, v: &Volume) -> bool;
+
+    /// Add the ConfigMaps and Secrets `v` reads (the caller fetches them into [`Objects`]).
+    fn references(&self, _v: &Volume, _config_maps: &mut Vec<String>, _secrets: &mut Vec<String>) {}
+
+    /// Whether the content comes from the API, so that [`refresh`] brings updates to running
+    /// pods (such volumes are also mounted read-only).
+    fn refreshes(&self) -> bool {
+        false
+    }
+
+    /// An API-data type's files as they should be now (`None`: not this type). The default
+    /// [`setup`](VolumePlugin::setup) and [`refresh`](VolumePlugin::refresh) write them with
+    /// [`atomic`].
+    fn files(&self, _ctx: &Ctx, _v: &Volume) -> Option<Result<atomic::Payload, VolumeError>> {
+        None
+    }
+
+    /// Prepare `v` before the containers start. Idempotent: an adopted pod's volumes are set up
+    /// again. The error is upstream's reason, for the `FailedMount` event.
+    fn setup(&self, ctx: &Ctx, v: &Volume) -> Result<(), VolumeError> {
+        match self.files(ctx, v) {
+            Some(files) => atomic::write(&ctx.dir(v), &files?, fs_group(ctx.pod))
+                .map(|_| ())
+                .map_err(|e| VolumeError(format!("write: {e}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Bring a running pod's `v` up to date; whether its content changed. Errors (a source
+    /// deleted meanwhile) keep the old content.
+    fn refresh(&self, ctx: &Ctx, v: &Volume) -> bool {
+        match self.files(ctx, v) {
+            Some(Ok(files)) => atomic::write(&ctx.dir(v), &files, fs_group(ctx.pod)).unwrap_or(false),
+            _ => false,
+        }
+    }
+
+    /// What a container's volumeMount of `v` binds: the volume's directory in the pod's
+    /// (read-only for API data) unless the type says otherwise.
+    fn mounted(&self, pod_dir: &Path, v: &Volume) -> Mounted {
+        Mounted { host: dir(pod_dir, &v.name), read_only: self.refreshes() }
+    }
+}
+
+/// What a plugin's setup and refresh work from.
+pub struct Ctx<'a> {
+    pub pod: &'a Pod,
+    /// The pod's directory (volumes live under `volumes/<name>`).
+    pub pod_dir: &'a Path,
+    pub objects: &'a Objects,
+    /// (cpu, memory) capacity of the node, for resourceFieldRef without limits.
+    pub capacity: (&'a str, &'a str),
+}
+
+impl Ctx<'_> {
+    /// The directory of volume `v`.
+    pub fn dir(&self, v: &Volume) -> PathBuf {
+        dir(self.pod_dir, &v.name)
+    }
+}
+
+/// The host side of a container's bind of a volume.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mounted {
+    pub host: PathBuf,
+    /// Read-only whatever the volumeMount says.
+    pub read_only: bool,
+}
+
+/// Why a volume could not be set up: upstream's reason.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VolumeError(pub String);
+
+impl std::fmt::Display for VolumeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The plugin of `v`'s type, if this node provides it.
+pub fn plugin_of(v: &Volume) -> Option<&'static dyn VolumePlugin> {
+    PLUGINS.iter().copied().find(|p| p.is_of(v))
+}
 
 /// ConfigMap and Secret contents a pod's volumes refer to, fetched by the caller:
 /// name -> data, or `None` when the object does not exist.
@@ -28,19 +144,8 @@ pub struct Objects {
 pub fn referenced(pod: &Pod) -> (Vec<String>, Vec<String>) {
     let (mut cms, mut secs) = (vec![], vec![]);
     for v in volumes(pod) {
-        if let Some(c) = &v.config_map {
-            cms.push(c.name.clone());
-        }
-        if let Some(s) = &v.secret {
-            secs.extend(s.secret_name.clone());
-        }
-        for src in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
-            if let Some(c) = &src.config_map {
-                cms.push(c.name.clone());
-            }
-            if let Some(s) = &src.secret {
-                secs.push(s.name.clone());
-            }
+        for p in PLUGINS {
+            p.references(v, &mut cms, &mut secs);
         }
     }
     cms.sort();
@@ -56,9 +161,7 @@ fn volumes(pod: &Pod) -> &[Volume] {
 
 /// Whether any volume's content comes from the API (and so is refreshed).
 pub fn has_api_data(pod: &Pod) -> bool {
-    volumes(pod)
-        .iter()
-        .any(|v| v.config_map.is_some() || v.secret.is_some() || v.downward_api.is_some() || v.projected.is_some())
+    volumes(pod).iter().any(|v| PLUGINS.iter().any(|p| p.refreshes() && p.is_of(v)))
 }
 
 /// The directory of volume `name` of the pod whose directory is `pod_dir`.
@@ -104,175 +207,8 @@ fn unsupported(v: &Volume) -> Option<&'static str> {
         ("storageos", v.storageos.is_some()),
         ("quobyte", v.quobyte.is_some()),
     ];
-    checks.iter().find(|(_, set)| *set).map(|(n, _)| *n)
-}
-
-fn mode_of(m: Option<i32>, default: Option<i32>) -> u32 {
-    (m.or(default).unwrap_or(0o644) as u32) & 0o777
-}
-
-/// Files of a configMap or secret (keys or `items`).
-fn key_files(
-    data: &BTreeMap<String, Vec<u8>>,
-    items: Option<&Vec<KeyToPath>>,
-    default_mode: Option<i32>,
-    missing_key: &dyn Fn(&str) -> String,
-    optional: bool,
-    out: &mut atomic::Payload,
-) -> Result<(), String> {
-    match items {
-        None => {
-            for (k, v) in data {
-                out.insert(k.clone(), atomic::File { content: v.clone(), mode: mode_of(None, default_mode) });
-            }
-        }
-        Some(items) => {
-            for it in items {
-                match data.get(&it.key) {
-                    Some(v) => {
-                        out.insert(
-                            it.path.clone(),
-                            atomic::File { content: v.clone(), mode: mode_of(it.mode, default_mode) },
-                        );
-                    }
-                    None if optional => {}
-                    None => return Err(missing_key(&it.key)),
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn downward_files(
-    pod: &Pod,
-    items: &[k8s_openapi::api::core::v1::DownwardAPIVolumeFile],
-    default_mode: Option<i32>,
-    capacity: (&str, &str),
-    out: &mut atomic::Payload,
-) -> Result<(), String> {
-    for it in items {
-        let value = if let Some(f) = &it.field_ref {
-            let path = f.field_path.as_str();
-            match path {
-                "metadata.labels" | "metadata.annotations" => {
-                    let m = if path == "metadata.labels" { &pod.metadata.labels } else { &pod.metadata.annotations };
-                    // As upstream: one `key="value"` line per entry, sorted, values quoted like Go's %q.
-                    m.iter()
-                        .flatten()
-                        .map(|(k, v)| format!("{k}={}", serde_json::to_string(v).unwrap_or_default()))
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                }
-                _ => crate::env::field_ref(pod, path).ok_or_else(|| format!("unsupported fieldPath: {path}"))?,
-            }
-        } else if let Some(r) = &it.resource_field_ref {
-            let cname = r.container_name.clone().unwrap_or_default();
-            let all = pod.spec.as_ref().map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()));
-            let c = all
-                .and_then(|mut it| it.find(|c| c.name == cname))
-                .ok_or_else(|| format!("container {cname:?} not found for resourceFieldRef"))?;
-            if r.divisor.as_ref().is_some_and(|d| d.0 != "1" && d.0 != "0") {
-                return Err(format!("resourceFieldRef divisor {:?} is not supported", r.divisor.as_ref().unwrap().0));
-            }
-            crate::env::resource_field(c, &r.resource, capacity)
-        } else {
-            return Err(format!("downwardAPI item {:?} has neither fieldRef nor resourceFieldRef", it.path));
-        };
-        out.insert(it.path.clone(), atomic::File { content: value.into_bytes(), mode: mode_of(it.mode, default_mode) });
-    }
-    Ok(())
-}
-
-fn cm_missing_key(k: &str) -> String {
-    format!("configmap references non-existent config key: {k}")
-}
-
-fn secret_missing_key(k: &str) -> String {
-    format!("references non-existent secret key: {k}")
-}
-
-/// The files of a ConfigMap or Secret (`found`: its data, `None` when it does not exist) into
-/// `out`; `what` names it as upstream's "not found" message does (`configmap "x"`).
-fn object_files(
-    found: Option<BTreeMap<String, Vec<u8>>>,
-    what: &str,
-    items: Option<&Vec<KeyToPath>>,
-    optional: Option<bool>,
-    mode: Option<i32>,
-    missing_key: &dyn Fn(&str) -> String,
-    out: &mut atomic::Payload,
-) -> Result<(), String> {
-    let optional = optional.unwrap_or(false);
-    match found {
-        None if optional => Ok(()),
-        None => Err(format!("{what} not found")),
-        Some(d) => key_files(&d, items, mode, missing_key, optional, out),
-    }
-}
-
-fn config_map_files(
-    objs: &Objects,
-    name: &str,
-    items: Option<&Vec<KeyToPath>>,
-    optional: Option<bool>,
-    mode: Option<i32>,
-    out: &mut atomic::Payload,
-) -> Result<(), String> {
-    let found = objs.config_maps.get(name).cloned().flatten();
-    object_files(found, &format!("configmap {name:?}"), items, optional, mode, &cm_missing_key, out)
-}
-
-fn secret_files(
-    objs: &Objects,
-    name: &str,
-    items: Option<&Vec<KeyToPath>>,
-    optional: Option<bool>,
-    mode: Option<i32>,
-    out: &mut atomic::Payload,
-) -> Result<(), String> {
-    let found = objs.secrets.get(name).cloned().flatten();
-    object_files(found, &format!("secret {name:?}"), items, optional, mode, &secret_missing_key, out)
-}
-
-/// The files an API-data volume holds now (`None` for other types).
-fn payload(pod: &Pod, v: &Volume, objs: &Objects, capacity: (&str, &str)) -> Option<Result<atomic::Payload, String>> {
-    let mut out = atomic::Payload::new();
-    let res = if let Some(c) = &v.config_map {
-        config_map_files(objs, &c.name, c.items.as_ref(), c.optional, c.default_mode, &mut out)
-    } else if let Some(s) = &v.secret {
-        let name = s.secret_name.clone().unwrap_or_default();
-        secret_files(objs, &name, s.items.as_ref(), s.optional, s.default_mode, &mut out)
-    } else if let Some(d) = &v.downward_api {
-        downward_files(pod, d.items.as_deref().unwrap_or(&[]), d.default_mode, capacity, &mut out)
-    } else if let Some(p) = &v.projected {
-        let mut r = Ok(());
-        for src in p.sources.iter().flatten() {
-            r = if let Some(c) = &src.config_map {
-                config_map_files(objs, &c.name, c.items.as_ref(), c.optional, p.default_mode, &mut out)
-            } else if let Some(s) = &src.secret {
-                secret_files(objs, &s.name, s.items.as_ref(), s.optional, p.default_mode, &mut out)
-            } else if let Some(d) = &src.downward_api {
-                downward_files(pod, d.items.as_deref().unwrap_or(&[]), p.default_mode, capacity, &mut out)
-            } else if src.service_account_token.is_some() {
-                Err("serviceAccountToken projection is not available: this cluster issues no service account tokens"
-                    .into())
-            } else if src.cluster_trust_bundle.is_some() {
-                Err("clusterTrustBundle projection is not supported".into())
-            } else if src.pod_certificate.is_some() {
-                Err("podCertificate projection is not supported".into())
-            } else {
-                Ok(())
-            };
-            if r.is_err() {
-                break;
-            }
-        }
-        r
-    } else {
-        return None;
-    };
-    Some(res.map(|()| out))
+    // A type with a plugin in [`PLUGINS`] is provided after all.
+    checks.iter().find(|(n, set)| *set && PLUGINS.iter().all(|p| p.name() != *n)).map(|(n, _)| *n)
 }
 
 fn fs_group(pod: &Pod) -> Option<u32> {
@@ -283,120 +219,28 @@ fn fs_group(pod: &Pod) -> Option<u32> {
         .and_then(|g| u32::try_from(g).ok())
 }
 
-/// Parse a size limit (`sizeLimit`) into bytes.
-fn bytes(q: &str) -> Result<u64, String> {
-    yard_api::quantity::Quantity::parse(q)
-        .map(|v| v.value().max(0) as u64)
-        .map_err(|e| format!("invalid sizeLimit {q:?}: {e}"))
-}
-
-fn is_mounted(p: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
-    let want = p.to_string_lossy();
-    info.lines().any(|l| l.split(' ').nth(4).is_some_and(|m| m == want))
-}
-
-fn host_path(v: &Volume) -> Option<Result<PathBuf, String>> {
-    use std::os::unix::fs::FileTypeExt;
-    let h = v.host_path.as_ref()?;
-    let p = PathBuf::from(&h.path);
-    let md = std::fs::metadata(&p);
-    let t = h.type_.as_deref().unwrap_or("");
-    let fail = |what: &str| Err(format!("hostPath type check failed: {} is not {what}", h.path));
-    Some(match t {
-        "" | "DirectoryOrCreate" if md.is_err() => std::fs::create_dir_all(&p)
-            .map(|()| {
-                use std::os::unix::fs::PermissionsExt;
-                let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755));
-                p
-            })
-            .map_err(|e| format!("mkdir {}: {e}", h.path)),
-        "" => Ok(p),
-        "DirectoryOrCreate" | "Directory" => match md {
-            Ok(m) if m.is_dir() => Ok(p),
-            _ => fail("a directory"),
-        },
-        "FileOrCreate" if md.is_err() => std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&p)
-            .map(|_| p)
-            .map_err(|e| format!("create {}: {e}", h.path)),
-        "FileOrCreate" | "File" => match md {
-            Ok(m) if m.is_file() => Ok(p),
-            _ => fail("a file"),
-        },
-        "Socket" => match md {
-            Ok(m) if m.file_type().is_socket() => Ok(p),
-            _ => fail("a socket file"),
-        },
-        "CharDevice" => match md {
-            Ok(m) if m.file_type().is_char_device() => Ok(p),
-            _ => fail("a character device"),
-        },
-        "BlockDevice" => match md {
-            Ok(m) if m.file_type().is_block_device() => Ok(p),
-            _ => fail("a block device"),
-        },
-        other => Err(format!("invalid HostPathType {other:?}")),
-    })
+/// "emptyDir, hostPath, configMap, secret, downwardAPI or projected": the types [`PLUGINS`] has.
+fn provided() -> String {
+    let names: Vec<&str> = PLUGINS.iter().map(|p| p.name()).collect();
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        Some((last, _)) => last.to_string(),
+        None => String::new(),
+    }
 }
 
 /// Prepare every volume of `pod` under `pod_dir` (idempotent: an adopted pod's volumes are
 /// refreshed, not recreated). The first volume that fails stops it.
 pub fn setup(pod: &Pod, pod_dir: &Path, objs: &Objects, capacity: (&str, &str)) -> Result<(), Failed> {
+    let ctx = Ctx { pod, pod_dir, objects: objs, capacity };
     for v in volumes(pod) {
         let fail = |reason: String| Failed { volume: v.name.clone(), reason };
         if let Some(t) = unsupported(v) {
             return Err(fail(format!("volume type {t} is not supported by this node")));
         }
-        let d = dir(pod_dir, &v.name);
-        if let Some(h) = host_path(v) {
-            h.map_err(fail)?;
-            continue;
-        }
-        if let Some(e) = &v.empty_dir {
-            std::fs::create_dir_all(&d).map_err(|e| fail(format!("mkdir: {e}")))?;
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777));
-            if e.medium.as_deref() == Some("Memory") {
-                if !is_mounted(&d) {
-                    let mut opts = "mode=777".to_string();
-                    if let Some(l) = &e.size_limit {
-                        opts.push_str(&format!(",size={}", bytes(&l.0).map_err(fail)?));
-                    }
-                    nix::mount::mount(
-                        Some("tmpfs"),
-                        &d,
-                        Some("tmpfs"),
-                        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
-                        Some(opts.as_str()),
-                    )
-                    .map_err(|e| fail(format!("mount tmpfs: {e}")))?;
-                }
-            } else if let Some(m) = e.medium.as_deref().filter(|m| !m.is_empty()) {
-                return Err(fail(format!("emptyDir medium {m:?} is not supported")));
-            } else if let Some(l) = &e.size_limit {
-                // The kubelet evicts a pod whose disk emptyDir outgrows sizeLimit; this node
-                // cannot watch disk usage, so it refuses rather than ignore the limit.
-                return Err(fail(format!(
-                    "sizeLimit {:?} on a disk emptyDir is not enforced by this node; use medium: Memory",
-                    l.0
-                )));
-            }
-            continue;
-        }
-        match payload(pod, v, objs, capacity) {
-            Some(Ok(files)) => {
-                atomic::write(&d, &files, fs_group(pod)).map_err(|e| fail(format!("write: {e}")))?;
-            }
-            Some(Err(reason)) => return Err(fail(reason)),
-            None => {
-                return Err(fail(
-                    "volume has no source (no emptyDir, hostPath, configMap, secret, downwardAPI or projected)".into(),
-                ))
-            }
+        match plugin_of(v) {
+            Some(p) => p.setup(&ctx, v).map_err(|e| fail(e.0))?,
+            None => return Err(fail(format!("volume has no source (no {})", provided()))),
         }
     }
     Ok(())
@@ -405,12 +249,11 @@ pub fn setup(pod: &Pod, pod_dir: &Path, objs: &Objects, capacity: (&str, &str)) 
 /// Rewrite the API-data volumes of a running pod whose sources changed. Returns the names of
 /// the volumes that changed; errors (a source deleted meanwhile) keep the old content.
 pub fn refresh(pod: &Pod, pod_dir: &Path, objs: &Objects, capacity: (&str, &str)) -> Vec<String> {
+    let ctx = Ctx { pod, pod_dir, objects: objs, capacity };
     let mut changed = vec![];
     for v in volumes(pod) {
-        if let Some(Ok(files)) = payload(pod, v, objs, capacity) {
-            if atomic::write(&dir(pod_dir, &v.name), &files, fs_group(pod)).unwrap_or(false) {
-                changed.push(v.name.clone());
-            }
+        if plugin_of(v).is_some_and(|p| p.refreshes() && p.refresh(&ctx, v)) {
+            changed.push(v.name.clone());
         }
     }
     changed
@@ -452,9 +295,9 @@ pub fn container_binds(
         if m.recursive_read_only.as_deref().is_some_and(|r| r != "Disabled") {
             return Err(format!("recursiveReadOnly of volume {:?} is not supported by this node", m.name));
         }
-        let (base, api_data) = match v.host_path.as_ref() {
-            Some(h) => (PathBuf::from(&h.path), false),
-            None => (dir(pod_dir, &v.name), v.empty_dir.is_none()),
+        let Mounted { host: base, read_only: api_data } = match plugin_of(v) {
+            Some(p) => p.mounted(pod_dir, v),
+            None => Mounted { host: dir(pod_dir, &v.name), read_only: true },
         };
         let sub = match (&m.sub_path, &m.sub_path_expr) {
             (Some(s), _) if !s.is_empty() => Some(s.clone()),
@@ -545,6 +388,48 @@ mod tests {
         );
         let pvc = pod(serde_json::json!([{"name": "c", "persistentVolumeClaim": {"claimName": "x"}}]));
         assert!(setup(&pvc, &dir, &objs, ("2", "1Gi")).unwrap_err().reason.contains("persistentVolumeClaim"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn registry_dispatch() {
+        let mut names: Vec<&str> = PLUGINS.iter().map(|p| p.name()).collect();
+        assert_eq!(names, ["emptyDir", "hostPath", "configMap", "secret", "downwardAPI", "projected"]);
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), PLUGINS.len());
+        let vols = pod(serde_json::json!([
+            {"name": "a", "configMap": {"name": "cfg"}},
+            {"name": "b", "secret": {"secretName": "s"}},
+            {"name": "c", "projected": {"sources": [{"configMap": {"name": "pc"}}, {"secret": {"name": "ps"}}]}},
+            {"name": "d", "hostPath": {"path": "/tmp"}},
+            {"name": "e", "emptyDir": {}},
+            {"name": "f", "downwardAPI": {}}
+        ]));
+        let kinds: Vec<&str> = volumes(&vols).iter().map(|v| plugin_of(v).unwrap().name()).collect();
+        assert_eq!(kinds, ["configMap", "secret", "projected", "hostPath", "emptyDir", "downwardAPI"]);
+        assert_eq!(referenced(&vols), (vec!["cfg".to_string(), "pc".into()], vec!["ps".to_string(), "s".into()]));
+        assert!(has_api_data(&vols));
+        assert!(!has_api_data(&pod(serde_json::json!([{"name": "e", "emptyDir": {}}]))));
+        let binds: Vec<Mounted> =
+            volumes(&vols).iter().map(|v| plugin_of(v).unwrap().mounted(Path::new("/p"), v)).collect();
+        let ro: Vec<bool> = binds.iter().map(|m| m.read_only).collect();
+        assert_eq!(ro, [true, true, true, false, false, true]);
+        assert_eq!(binds[3].host, Path::new("/tmp"));
+        assert_eq!(binds[4].host, Path::new("/p/volumes/e"));
+        // Refused types and volumes without a source keep their messages.
+        let dir = std::env::temp_dir().join(format!("yard-vol-reg-{}", std::process::id()));
+        let objs = Objects::default();
+        let nfs = pod(serde_json::json!([{"name": "n", "nfs": {"server": "s", "path": "/"}}]));
+        assert_eq!(
+            setup(&nfs, &dir, &objs, ("2", "1Gi")).unwrap_err().to_string(),
+            "MountVolume.SetUp failed for volume \"n\" : volume type nfs is not supported by this node"
+        );
+        let none = pod(serde_json::json!([{"name": "x"}]));
+        assert_eq!(
+            setup(&none, &dir, &objs, ("2", "1Gi")).unwrap_err().reason,
+            "volume has no source (no emptyDir, hostPath, configMap, secret, downwardAPI or projected)"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

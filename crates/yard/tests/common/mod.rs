@@ -261,6 +261,14 @@ impl Up {
         cmd.arg("--").args(args).output().expect("yard shell")
     }
 
+    /// SIGKILL `yard up` (nothing of it runs its shutdown) and reap it; what it started stays.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Stop with SIGINT (Ctrl-C) and wait; returns stdout.
     pub fn stop(&mut self) -> String {
         if let Some(mut c) = self.child.take() {

@@ -1,18 +1,11 @@
 //! The image table: what program a container runs when there is no container engine. Images with
 //! an explicit `command` run it from the host filesystem; well-known images map to built-in
-//! programs or host binaries; the table is extendable from a file.
+//! programs or host binaries; the table is extendable from a file. It is the node's
+//! [`ImageService`].
 
 use std::path::{Path, PathBuf};
 
-/// How to start one container.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Program {
-    pub argv: Vec<String>,
-    /// Directory put first on PATH (the busybox applet links).
-    pub path_prefix: Option<PathBuf>,
-    /// Host directories the program needs in its filesystem view (nginx's generated prefix).
-    pub binds: Vec<crate::sandbox::rootfs::Bind>,
-}
+use super::{find_in_path, repository, ImageError, ImageRequest, ImageService, Program, ResolvedImage};
 
 /// One extra table entry: an image prefix and the argv it runs (container args are appended).
 #[derive(Clone, Debug, PartialEq)]
@@ -46,19 +39,6 @@ pub fn parse_table(text: &str) -> Vec<Entry> {
         .collect()
 }
 
-/// `docker.io/library/busybox:1.36` -> `busybox`; registry kept for others; tag/digest dropped.
-pub fn repository(image: &str) -> String {
-    let no_digest = image.split('@').next().unwrap_or(image);
-    // A tag is a ':' after the last '/'.
-    let repo = match no_digest.rfind(':') {
-        Some(i) if !no_digest[i..].contains('/') => &no_digest[..i],
-        _ => no_digest,
-    };
-    let repo = repo.strip_prefix("docker.io/").unwrap_or(repo);
-    let repo = repo.strip_prefix("index.docker.io/").unwrap_or(repo);
-    repo.strip_prefix("library/").unwrap_or(repo).to_string()
-}
-
 fn is_busybox(repo: &str) -> bool {
     let last = repo.rsplit('/').next().unwrap_or(repo);
     last.starts_with("busybox")
@@ -83,10 +63,6 @@ fn version_line(prog: &Path, args: &[&str]) -> Option<String> {
     c.push((prog.to_path_buf(), v.clone()));
     v
 }
-
-/// Error text for an image that has no mapping.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Unmapped(pub String);
 
 impl ImageTable {
     pub fn busybox_dir(&self) -> PathBuf {
@@ -172,14 +148,14 @@ impl ImageTable {
     }
 
     /// Decide what to run. `pod_dir` is a per-pod directory for generated config.
-    pub fn resolve(
+    pub fn program(
         &self,
         image: &str,
         command: &[String],
         args: &[String],
         container: &str,
         pod_dir: &Path,
-    ) -> Result<Program, Unmapped> {
+    ) -> Result<Program, ImageError> {
         let repo = repository(image);
         let busybox = is_busybox(&repo);
         let path_prefix = if busybox { self.ensure_busybox().ok() } else { None };
@@ -207,7 +183,7 @@ impl ImageTable {
             return match sub {
                 "netexec" | "pause" => Ok(self.builtin(sub, &args[1..])),
                 "serve-hostname" => Ok(self.builtin("serve_hostname", &args[1..])),
-                _ => Err(Unmapped(format!("agnhost subcommand {sub:?} is not available"))),
+                _ => Err(ImageError::Unavailable(format!("agnhost subcommand {sub:?} is not available"))),
             };
         }
         if busybox {
@@ -216,7 +192,7 @@ impl ImageTable {
         }
         if is_nginx(&repo) {
             let dir = pod_dir.join(format!("nginx-{container}"));
-            write_nginx_conf(&dir).map_err(|e| Unmapped(format!("nginx config: {e}")))?;
+            write_nginx_conf(&dir).map_err(|e| ImageError::Unavailable(format!("nginx config: {e}")))?;
             let mut argv = vec![
                 "nginx".to_string(),
                 "-p".into(),
@@ -240,7 +216,7 @@ impl ImageTable {
             ];
             return Ok(Program { argv, path_prefix: None, binds });
         }
-        Err(Unmapped(format!("image {image:?} has no local mapping and no command")))
+        Err(ImageError::Unavailable(format!("image {image:?} has no local mapping and no command")))
     }
 }
 
@@ -274,29 +250,21 @@ fn write_nginx_conf(dir: &Path) -> std::io::Result<()> {
     std::fs::write(dir.join("nginx.conf"), conf)
 }
 
-/// Look `prog` up in a PATH string.
-pub fn find_in_path(prog: &str, path: &str) -> Option<PathBuf> {
-    if prog.contains('/') {
-        return Some(PathBuf::from(prog));
+impl ImageService for ImageTable {
+    fn resolve(&self, req: &ImageRequest<'_>) -> Result<ResolvedImage, ImageError> {
+        let program = self.program(req.image, req.command, req.args, req.container, req.pod_dir)?;
+        let path = match &program.path_prefix {
+            Some(pre) => format!("{}:{}", pre.display(), req.env_path),
+            None => req.env_path.to_string(),
+        };
+        let description = self.describe(&program, &path);
+        Ok(ResolvedImage { program, description })
     }
-    path.split(':').filter(|d| !d.is_empty()).map(|d| Path::new(d).join(prog)).find(|p| {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn repositories() {
-        assert_eq!(repository("busybox"), "busybox");
-        assert_eq!(repository("docker.io/library/busybox:1.36"), "busybox");
-        assert_eq!(repository("registry.k8s.io/serve_hostname:1.1"), "registry.k8s.io/serve_hostname");
-        assert_eq!(repository("localhost:5000/x/y:tag"), "localhost:5000/x/y");
-        assert_eq!(repository("nginx@sha256:abc"), "nginx");
-    }
 
     #[test]
     fn table() {
@@ -307,10 +275,10 @@ mod tests {
             extra: parse_table("# comment\nexample.com/redis redis-server --port 6379\n"),
         };
         let pd = dir.join("pod");
-        let p = t.resolve("k8s.gcr.io/serve_hostname:1.1", &[], &[], "c", &pd).unwrap();
+        let p = t.program("k8s.gcr.io/serve_hostname:1.1", &[], &[], "c", &pd).unwrap();
         assert_eq!(p.argv, vec!["/bin/yard", "builtin", "serve_hostname"]);
         let p = t
-            .resolve(
+            .program(
                 "registry.k8s.io/e2e-test-images/agnhost:2.40",
                 &[],
                 &["netexec".into(), "--http-port=8080".into()],
@@ -319,21 +287,41 @@ mod tests {
             )
             .unwrap();
         assert_eq!(p.argv, vec!["/bin/yard", "builtin", "netexec", "--http-port=8080"]);
-        let p = t.resolve("example.com/redis:7", &[], &[], "c", &pd).unwrap();
+        let p = t.program("example.com/redis:7", &[], &[], "c", &pd).unwrap();
         assert_eq!(p.argv, vec!["redis-server", "--port", "6379"]);
-        let p = t.resolve("busybox:1.36", &[], &[], "c", &pd).unwrap();
+        let p = t.program("busybox:1.36", &[], &[], "c", &pd).unwrap();
         assert_eq!(p.argv, vec!["sh"]);
         let bb = p.path_prefix.unwrap();
         assert!(bb.join("nslookup").exists());
         // wget is Yard's, not the host busybox's (which crashes on -T).
         let w = std::fs::read_to_string(bb.join("wget")).unwrap();
         assert_eq!(w, "#!/bin/sh\nexec '/bin/yard' builtin wget \"$@\"\n");
-        let p = t.resolve("nginx:1.25", &[], &[], "web", &pd).unwrap();
+        let p = t.program("nginx:1.25", &[], &[], "web", &pd).unwrap();
         assert_eq!(p.argv[0], "nginx");
         assert!(pd.join("nginx-web/nginx.conf").exists());
-        assert!(t.resolve("quay.io/unknown/thing:1", &[], &[], "c", &pd).is_err());
-        let p = t.resolve("quay.io/unknown/thing:1", &["/bin/true".into()], &["x".into()], "c", &pd).unwrap();
+        assert!(t.program("quay.io/unknown/thing:1", &[], &[], "c", &pd).is_err());
+        let p = t.program("quay.io/unknown/thing:1", &["/bin/true".into()], &["x".into()], "c", &pd).unwrap();
         assert_eq!(p.argv, vec!["/bin/true", "x"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn service() {
+        let dir = std::env::temp_dir().join(format!("yard-agent-imgsvc-{}", std::process::id()));
+        let t = ImageTable { exe: "/bin/yard".into(), state_dir: dir.clone(), extra: vec![] };
+        let svc: &dyn ImageService = &t;
+        let pd = dir.join("pod");
+        fn req<'a>(image: &'a str, command: &'a [String], pod_dir: &'a Path) -> ImageRequest<'a> {
+            ImageRequest { image, command, args: &[], container: "c", pod_dir, env_path: "/usr/bin:/bin" }
+        }
+        let r = svc.resolve(&req("registry.k8s.io/pause:3.9", &[], &pd)).unwrap();
+        assert_eq!(r.program.argv, vec!["/bin/yard", "builtin", "pause"]);
+        assert_eq!(r.description, "Yard's built-in pause (no image content)");
+        let e = svc.resolve(&req("quay.io/unknown/thing:1", &[], &pd)).unwrap_err();
+        assert_eq!(e.to_string(), "image \"quay.io/unknown/thing:1\" has no local mapping and no command");
+        let missing = ["/nonexistent/prog".to_string()];
+        let r = svc.resolve(&req("quay.io/unknown/thing:1", &missing, &pd)).unwrap();
+        assert_eq!(r.description, "the host program \"/nonexistent/prog\"");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
