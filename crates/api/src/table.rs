@@ -23,11 +23,13 @@ fn doc<T: JsonSchema>(prop: &str) -> String {
         .to_string()
 }
 
-fn col(name: &str, ty: &str, format: &str, description: String, priority: i32) -> Value {
+/// One `TableColumnDefinition`; priority 1 columns show only with `-o wide`.
+pub fn col(name: &str, ty: &str, format: &str, description: String, priority: i32) -> Value {
     json!({"name": name, "type": ty, "format": format, "description": description, "priority": priority})
 }
 
-fn name_col() -> Value {
+/// The `Name` column (format `name`) most printers start with.
+pub fn name_col() -> Value {
     col("Name", "string", "name", doc::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>("name"), 0)
 }
 
@@ -349,7 +351,8 @@ fn format_selector_value(sel: Option<&Value>, err: &str, none_for_empty: bool) -
     }
 }
 
-fn layout_container_cells(containers: &[Value]) -> (String, String) {
+/// Upstream's `layoutContainerCells`: the containers' names and images, each comma-joined.
+pub fn layout_container_cells(containers: &[Value]) -> (String, String) {
     let names: Vec<&str> = containers.iter().map(|c| s(c, &["name"])).collect();
     let images: Vec<&str> = containers.iter().map(|c| s(c, &["image"])).collect();
     (names.join(","), images.join(","))

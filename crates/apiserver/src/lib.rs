@@ -10,10 +10,12 @@
 #![allow(clippy::result_large_err)]
 
 pub mod auth;
+mod codec;
 pub mod consistency;
 mod delete_result;
 mod discovery;
 pub mod events;
+mod handlers;
 mod managed;
 pub mod metrics;
 pub mod mirror;

@@ -198,38 +198,44 @@ fn build(gv: &str) -> Value {
     })
 }
 
-/// Generate the schema of a resource's type; returns the definition name schemars used.
+/// Adds `T`'s schema (and what it references) to `gen`; returns the definition name schemars used.
+pub(crate) fn add_schema<T: JsonSchema>(gen: &mut schemars::SchemaGenerator) -> String {
+    let _ = gen.subschema_for::<T>();
+    T::schema_name().to_string()
+}
+
+/// Generate the schema of a resource's type (its strategy's, else the kind's here); returns the
+/// definition name schemars used.
 fn schema_of(r: &Resource, gen: &mut schemars::SchemaGenerator) -> String {
     use k8s_openapi::api::{
         apps::v1 as apps, authentication::v1 as authn, authorization::v1 as authz, coordination::v1 as coord,
         core::v1 as core, discovery::v1 as disc,
     };
-    fn add<T: JsonSchema>(gen: &mut schemars::SchemaGenerator) -> String {
-        let _ = gen.subschema_for::<T>();
-        T::schema_name().to_string()
+    if let Some(name) = r.strategy.openapi_schema(gen) {
+        return name;
     }
     match r.kind {
-        "Namespace" => add::<core::Namespace>(gen),
-        "Pod" => add::<core::Pod>(gen),
-        "Service" => add::<core::Service>(gen),
-        "Endpoints" => add::<core::Endpoints>(gen),
-        "Event" if r.group == "events.k8s.io" => add::<k8s_openapi::api::events::v1::Event>(gen),
-        "Event" => add::<core::Event>(gen),
-        "Node" => add::<core::Node>(gen),
-        "ConfigMap" => add::<core::ConfigMap>(gen),
-        "Secret" => add::<core::Secret>(gen),
-        "ServiceAccount" => add::<core::ServiceAccount>(gen),
-        "Deployment" => add::<apps::Deployment>(gen),
-        "ReplicaSet" => add::<apps::ReplicaSet>(gen),
-        "EndpointSlice" => add::<disc::EndpointSlice>(gen),
-        "Lease" => add::<coord::Lease>(gen),
-        "SelfSubjectAccessReview" => add::<authz::SelfSubjectAccessReview>(gen),
-        "SelfSubjectRulesReview" => add::<authz::SelfSubjectRulesReview>(gen),
-        "SubjectAccessReview" => add::<authz::SubjectAccessReview>(gen),
-        "LocalSubjectAccessReview" => add::<authz::LocalSubjectAccessReview>(gen),
+        "Namespace" => add_schema::<core::Namespace>(gen),
+        "Pod" => add_schema::<core::Pod>(gen),
+        "Service" => add_schema::<core::Service>(gen),
+        "Endpoints" => add_schema::<core::Endpoints>(gen),
+        "Event" if r.group == "events.k8s.io" => add_schema::<k8s_openapi::api::events::v1::Event>(gen),
+        "Event" => add_schema::<core::Event>(gen),
+        "Node" => add_schema::<core::Node>(gen),
+        "ConfigMap" => add_schema::<core::ConfigMap>(gen),
+        "Secret" => add_schema::<core::Secret>(gen),
+        "ServiceAccount" => add_schema::<core::ServiceAccount>(gen),
+        "Deployment" => add_schema::<apps::Deployment>(gen),
+        "ReplicaSet" => add_schema::<apps::ReplicaSet>(gen),
+        "EndpointSlice" => add_schema::<disc::EndpointSlice>(gen),
+        "Lease" => add_schema::<coord::Lease>(gen),
+        "SelfSubjectAccessReview" => add_schema::<authz::SelfSubjectAccessReview>(gen),
+        "SelfSubjectRulesReview" => add_schema::<authz::SelfSubjectRulesReview>(gen),
+        "SubjectAccessReview" => add_schema::<authz::SubjectAccessReview>(gen),
+        "LocalSubjectAccessReview" => add_schema::<authz::LocalSubjectAccessReview>(gen),
         // v1beta1's SelfSubjectReview has v1's shape.
-        "SelfSubjectReview" => add::<authn::SelfSubjectReview>(gen),
-        "TokenReview" => add::<authn::TokenReview>(gen),
+        "SelfSubjectReview" => add_schema::<authn::SelfSubjectReview>(gen),
+        "TokenReview" => add_schema::<authn::TokenReview>(gen),
         _ => String::new(),
     }
 }

@@ -34,7 +34,7 @@ mod tests;
 
 pub use fieldpath::{FieldPath, FieldSet, PathElement};
 pub use json::{json_merge_patch, json_patch, MAX_JSON_PATCH_OPERATIONS};
-pub use schema::{schema_for, FieldRule, PatchSchema, SmpList, SsaType};
+pub use schema::{pod_template_at, schema_for, FieldRule, PatchSchema, SmpList, SsaType};
 pub use smp::strategic_merge;
 pub use ssa::{
     apply, apply_with, decode_managed_fields, default_manager, encode_managed_fields, track_update, track_update_with,

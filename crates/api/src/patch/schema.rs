@@ -272,10 +272,6 @@ fn build(api_version: &str, kind: &str) -> SchemaInner {
             status_subresource = true;
             zero.extend([("spec", empty()), ("spec.containers", Value::Null), ("status", empty())]);
         }
-        ("v1", "PodTemplate") => {
-            pod_template(&mut rules, "template");
-            zero.extend([("template", empty()), ("template.metadata", empty()), ("template.spec", empty())]);
-        }
         ("apps/v1", "Deployment")
         | ("apps/v1", "ReplicaSet")
         | ("apps/v1", "StatefulSet")
@@ -360,6 +356,24 @@ fn build(api_version: &str, kind: &str) -> SchemaInner {
         status_subresource,
         zero_object: Default::default(),
         zero_values: zero.into_iter().map(|(p, v)| (p.to_string(), v)).collect(),
+    }
+}
+
+/// The schema of a kind whose body is one pod template at `path` (PodTemplate's `template`):
+/// the template's list rules, the object's metadata rules, and empty objects as zero values.
+pub fn pod_template_at(path: &str) -> PatchSchema {
+    let mut rules: Vec<(String, FieldRule)> = Vec::new();
+    pod_template(&mut rules, path);
+    object_meta(&mut rules, "metadata");
+    let zero = ["metadata".to_string(), path.to_string(), child_path(path, "metadata"), child_path(path, "spec")];
+    PatchSchema {
+        inner: Arc::new(SchemaInner {
+            known: true,
+            rules: rules.into_iter().collect(),
+            status_subresource: false,
+            zero_object: Default::default(),
+            zero_values: zero.into_iter().map(|p| (p, Value::Object(Default::default()))).collect(),
+        }),
     }
 }
 

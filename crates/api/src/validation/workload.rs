@@ -83,6 +83,28 @@ pub(super) fn validate_positive_int_or_percent(v: &Value, path: &str) -> Vec<Fie
     errs
 }
 
+/// Upstream's `ValidatePodTemplateSpec`: the template's labels and annotations, its pod spec, and
+/// no ephemeral containers. Shared by PodTemplates (`template`) and the workloads'
+/// `spec.template`.
+pub fn validate_pod_template_spec(t: &Value, path: &str) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    errs.extend(validate_labels(&get_str_map(t, &["metadata", "labels"]).unwrap_or_default(), &child(path, "labels")));
+    errs.extend(validate_annotations(
+        &get_str_map(t, &["metadata", "annotations"]).unwrap_or_default(),
+        &child(path, "annotations"),
+    ));
+    let empty = Value::Object(Map::new());
+    let pspec = t.get("spec").unwrap_or(&empty);
+    errs.extend(validate_pod_spec(pspec, &child(path, "spec")));
+    if !get_arr(pspec, &["ephemeralContainers"]).is_empty() {
+        errs.push(FieldError::forbidden(
+            child(path, "spec.ephemeralContainers"),
+            "ephemeral containers not allowed in pod template",
+        ));
+    }
+    errs
+}
+
 pub(super) fn validate_workload_spec(resource: &str, spec: &Value, path: &str) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let replicas = get_i64(spec, &["replicas"]).unwrap_or(0);
@@ -141,14 +163,9 @@ pub(super) fn validate_workload_spec(resource: &str, spec: &Value, path: &str) -
                     ));
                 }
             }
-            errs.extend(validate_labels(&labels, &format!("{tpath}.labels")));
-            errs.extend(validate_annotations(
-                &get_str_map(t, &["metadata", "annotations"]).unwrap_or_default(),
-                &format!("{tpath}.annotations"),
-            ));
+            errs.extend(validate_pod_template_spec(t, &tpath));
             let empty = Value::Object(Map::new());
             let pspec = t.get("spec").unwrap_or(&empty);
-            errs.extend(validate_pod_spec(pspec, &format!("{tpath}.spec")));
             let rp = get_str(pspec, &["restartPolicy"]);
             if rp != "Always" {
                 errs.push(FieldError::not_supported(format!("{tpath}.spec.restartPolicy"), rp, &["Always"]));

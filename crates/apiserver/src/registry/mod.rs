@@ -1,12 +1,20 @@
 //! The registry of kinds this server serves: one `RESOURCES` table (the KINDS table) keyed by
 //! plural, Kind and apiVersion from one entry, with names, scope, short names and subresources as
-//! upstream declares them in discovery, and per kind a [`Strategy`] (one file per kind here) that
-//! decides what the generic handlers in `rest` must not: initial status, generation, validation,
-//! create-on-update, graceful deletion and deletion hooks.
+//! upstream declares them in discovery, and per kind a [`Strategy`] that decides what the generic
+//! handlers must not.
+//!
+//! Adding a kind is one file here (its `Strategy`, e.g. `podtemplate.rs`) plus one `RESOURCES`
+//! entry. The `Strategy` hooks are: initial status and generation (`prepare_for_create`),
+//! defaulting (`defaults`), validation (`validate`, `validate_status`), create-on-update,
+//! address allocation, graceful deletion and deletion hooks, the server-side Table's columns and
+//! cells (`table_columns`, `table_cells`) and the OpenAPI schema (`openapi_schema`). Each hook's
+//! default is the plain kind's, or for defaulting, tables and schemas the per-plural functions in
+//! `yard_api::defaults`, `yard_api::table` and `crate::openapi` that the older kinds still live in.
 
 mod namespace;
 mod node;
 mod pod;
+mod podtemplate;
 mod service;
 mod simple;
 mod workload;
@@ -49,6 +57,29 @@ pub trait Strategy: Sync {
     }
     /// Applied when a deletion starts but the object stays (finalizers, grace).
     fn on_deletion_started(&self, _obj: &mut Value) {}
+    /// Upstream's defaulting of a written object, in place and idempotent; run on create and
+    /// update before validation.
+    fn defaults(&self, r: &Resource, obj: &mut Value) {
+        yard_api::defaults::apply_defaults(r.plural, obj);
+    }
+    /// The server-side Table's `columnDefinitions` (upstream's printer columns); computed once
+    /// per resource, the caller caches them.
+    fn table_columns(&self, r: &Resource) -> Vec<Value> {
+        yard_api::table::column_definitions(r.plural)
+    }
+    /// A Table row's `cells` for `obj`, one per [`Strategy::table_columns`] entry.
+    fn table_cells(&self, r: &Resource, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
+        yard_api::table::row_cells(r.plural, obj, now)
+    }
+    /// Adds the kind's OpenAPI schema (and what it references) to `gen` and returns the
+    /// definition name it was added under; None leaves it to `crate::openapi`'s per-kind table.
+    fn openapi_schema(&self, _gen: &mut schemars::SchemaGenerator) -> Option<String> {
+        None
+    }
+    /// The list-merge and field-ownership rules of strategic-merge and apply patches.
+    fn patch_schema(&self, r: &Resource) -> yard_api::patch::PatchSchema {
+        yard_api::patch::schema_for(&r.api_version(), r.kind)
+    }
 }
 
 /// One served resource.
@@ -232,6 +263,19 @@ pub static RESOURCES: &[Resource] = &[
         subresources: &["status"],
         status_subresource: true,
         strategy: &node::NODE,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        kind: "PodTemplate",
+        plural: "podtemplates",
+        singular: "podtemplate",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+        status_subresource: false,
+        strategy: &podtemplate::POD_TEMPLATE,
     },
     Resource {
         group: "",

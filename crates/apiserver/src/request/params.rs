@@ -12,7 +12,7 @@ use http::{HeaderMap, Method};
 use serde_json::{json, Value};
 use yard_api::validation::{go_quote, invalid_status_message, status_causes, FieldError};
 
-use crate::rest::{form_urlencoded, Params};
+use crate::rest::Params;
 use crate::server::Target;
 use crate::status::{ApiError, ApiResult};
 
@@ -20,6 +20,11 @@ use crate::status::{ApiError, ApiResult};
 /// any letter case.
 pub fn query_bool(v: &str) -> bool {
     !matches!(v.to_lowercase().as_str(), "false" | "0")
+}
+
+/// The `(key, value)` pairs of a query string, `+` and `%XX` decoded.
+pub fn form_urlencoded(q: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(q.as_bytes()).into_owned().collect()
 }
 
 /// Go's `strconv.ParseInt(v, 10, 64)`, with its error text.
