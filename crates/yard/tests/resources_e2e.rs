@@ -2,7 +2,8 @@
 //! real kubectl and the real kernel. A container over its memory limit is killed by the kernel's
 //! OOM killer and reported as `OOMKilled` (exit code 137) with its restart policy applied; a cpu
 //! limit is a CFS quota that throttles a busy loop; `kubectl exec` runs inside the container's
-//! cgroup; a deleted pod leaves no cgroup behind. One shared cluster.
+//! cgroup; a deleted pod leaves no cgroup behind; a disk emptyDir over its `sizeLimit` or a pod
+//! over its `ephemeral-storage` limits is evicted with the kubelet's messages. One shared cluster.
 
 mod common;
 
@@ -61,6 +62,43 @@ spec:
     resources:
       requests: {cpu: 100m, memory: 32Mi}
       limits: {cpu: 100m, memory: 32Mi}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: fill-dir}
+spec:
+  containers:
+  - name: fill
+    image: busybox:1.28
+    command: ['sh', '-c', 'dd if=/dev/zero of=/scratch/f bs=1M count=4 && sleep 3600']
+    volumeMounts: [{name: scratch, mountPath: /scratch}]
+  volumes:
+  - {name: scratch, emptyDir: {sizeLimit: 1Mi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: fill-root}
+spec:
+  containers:
+  - name: fill
+    image: busybox:1.28
+    command: ['sh', '-c', 'dd if=/dev/zero of=/tmp/f bs=1M count=4 && sleep 3600']
+    resources:
+      limits: {ephemeral-storage: 2Mi}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: fits-storage}
+spec:
+  containers:
+  - name: fill
+    image: busybox:1.28
+    command: ['sh', '-c', 'dd if=/dev/zero of=/scratch/f bs=1M count=1 && dd if=/dev/zero of=/tmp/f bs=1M count=1 && sleep 3600']
+    volumeMounts: [{name: scratch, mountPath: /scratch}]
+    resources:
+      limits: {ephemeral-storage: 8Mi}
+  volumes:
+  - {name: scratch, emptyDir: {sizeLimit: 4Mi}}
 "#;
 
 fn jsonpath(up: &Up, pod: &str, path: &str) -> String {
@@ -151,6 +189,43 @@ fn resource_limits_are_enforced() {
     let own = up.k(&["exec", "spin", "--", "cat", "/proc/self/cgroup"]);
     assert!(own.contains(&format!("pod{uid}/spin")), "exec outside the container's cgroup:\n{own}");
 
+    // Local ephemeral storage: a disk emptyDir over its sizeLimit, or a pod over its containers'
+    // ephemeral-storage limits, is evicted as the kubelet does (Failed, reason Evicted, upstream's
+    // message, a Warning event, no restart); a pod within its limits keeps running.
+    for (pod, msg) in [
+        ("fill-dir", "Usage of EmptyDir volume \"scratch\" exceeds the limit \"1Mi\". "),
+        ("fill-root", "Pod ephemeral local storage usage exceeds the total limit of containers 2Mi. "),
+    ] {
+        let evicted =
+            eventually(Duration::from_secs(60), || (jsonpath(&up, pod, "{.status.reason}") == "Evicted").then_some(()));
+        assert!(evicted.is_some(), "{pod} not evicted: {}", jsonpath(&up, pod, "{.status}"));
+        assert_eq!(jsonpath(&up, pod, "{.status.phase}"), "Failed");
+        assert_eq!(jsonpath(&up, pod, "{.status.message}"), msg);
+        let stopped = eventually(Duration::from_secs(30), || {
+            let t = jsonpath(&up, pod, "{.status.containerStatuses[0].state.terminated.exitCode}");
+            (!t.is_empty()).then_some(t)
+        });
+        assert_eq!(stopped.as_deref(), Some("137"), "{pod}: {}", jsonpath(&up, pod, "{.status}"));
+        assert_eq!(jsonpath(&up, pod, "{.status.containerStatuses[0].restartCount}"), "0");
+        let events = up.k(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={pod},reason=Evicted"),
+            "-o",
+            "jsonpath={.items[*].type}: {.items[*].message}",
+        ]);
+        assert_eq!(events, format!("Warning: {msg}"));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        jsonpath(&up, "fits-storage", "{.status.phase}"),
+        "Running",
+        "{}",
+        jsonpath(&up, "fits-storage", "{.status}")
+    );
+    assert_eq!(jsonpath(&up, "fits-storage", "{.status.reason}"), "");
+
     // Deleting the pod removes its cgroups.
     up.k(&["delete", "pod", "spin", "--grace-period=1", "--wait=true", "--timeout=60s"]);
     for d in &dirs {
@@ -176,7 +251,19 @@ fn resource_limits_are_enforced() {
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && e.contains("must be greater than or equal to 0"), "{e}");
 
-    up.k(&["delete", "pod", "hog", "hog-once", "small", "--grace-period=1", "--wait=true", "--timeout=60s"]);
+    up.k(&[
+        "delete",
+        "pod",
+        "hog",
+        "hog-once",
+        "small",
+        "fill-dir",
+        "fill-root",
+        "fits-storage",
+        "--grace-period=1",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
     let out = up.stop();
     assert!(!out.contains("panicked"), "{out}");
 }

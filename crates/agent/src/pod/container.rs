@@ -68,7 +68,7 @@ pub(super) async fn run_container(p: Arc<PodInner>, idx: usize, adopt: Option<Sa
     let mut crashes: i32 = 0;
     let mut pull_failures: u32 = 0;
     loop {
-        if p.stopping().is_some() {
+        if p.stopping().is_some() || p.evicted() {
             return false;
         }
         let (pod, c, init, runs) =
@@ -335,6 +335,7 @@ pub(super) async fn run_container(p: Arc<PodInner>, idx: usize, adopt: Option<Sa
         let (kill_tx, mut kill_rx) = mpsc::channel::<String>(1);
         let probe_task = tokio::spawn(probe_loop(p.clone(), idx, c.clone(), pid, kill_tx, started_at));
         let mut stop_rx = p.stop_tx.subscribe();
+        let mut evict_rx = p.evict_tx.subscribe();
         let mut killed_for: Option<String> = None;
         let (code, signal) = tokio::select! {
             r = procw.wait() => r,
@@ -349,6 +350,11 @@ pub(super) async fn run_container(p: Arc<PodInner>, idx: usize, adopt: Option<Sa
                 let g = p.stopping().unwrap_or(30);
                 p.rt.event(&p, false, "Killing", format!("Stopping container {}", c.name), field_path.clone());
                 stop_process(&p, &c, &mut procw, pid, g, true).await
+            }
+            // An eviction kills at once (the kubelet's grace period 0 for local storage limits).
+            _ = async { let _ = evict_rx.wait_for(|e| *e).await; } => {
+                p.rt.event(&p, false, "Killing", format!("Stopping container {}", c.name), field_path.clone());
+                stop_process(&p, &c, &mut procw, pid, 0, true).await
             }
         };
         probe_task.abort();
@@ -389,7 +395,7 @@ pub(super) async fn run_container(p: Arc<PodInner>, idx: usize, adopt: Option<Sa
         });
         p.save();
         publish(&p);
-        if p.stopping().is_some() {
+        if p.stopping().is_some() || p.evicted() {
             return false;
         }
         if init && code == 0 {

@@ -10,6 +10,7 @@
 //! `setup.rs` the volumes and pause, `probe.rs` the probes, `status.rs` the PodStatus.
 
 mod container;
+mod eviction;
 mod objects;
 mod probe;
 mod restart;
@@ -164,6 +165,9 @@ struct PodState {
     pause: Option<(i32, u64)>,
     /// The IPC and UTS namespaces the pod's containers share.
     pod_ns: crate::sandbox::podns::PodNs,
+    /// Evicted by this node (the kubelet's eviction manager): the message. Its containers are
+    /// killed and not restarted; the pod is Failed with reason Evicted until it is deleted.
+    evicted: Option<String>,
 }
 
 struct PodInner {
@@ -177,6 +181,8 @@ struct PodInner {
     /// Set to Some(grace seconds) when the pod must stop.
     stop_tx: watch::Sender<Option<i64>>,
     done_tx: watch::Sender<bool>,
+    /// Set once when the node evicts the pod (see [`PodInner::evict`]).
+    evict_tx: watch::Sender<bool>,
 }
 
 /// A running pod.
@@ -328,10 +334,12 @@ impl Runtime {
             sandbox_ready: false,
             pause: None,
             pod_ns: Default::default(),
+            evicted: None,
         };
         let (status_tx, _) = watch::channel(PodStatus::default());
         let (stop_tx, _) = watch::channel(None);
         let (done_tx, _) = watch::channel(false);
+        let (evict_tx, _) = watch::channel(false);
         let inner = Arc::new(PodInner {
             rt: self.clone(),
             uid: uid.clone(),
@@ -342,6 +350,7 @@ impl Runtime {
             status_tx,
             stop_tx,
             done_tx,
+            evict_tx,
         });
         let h = PodHandle { inner: inner.clone() };
         h.publish();
@@ -549,6 +558,24 @@ impl PodInner {
         *self.stop_tx.borrow()
     }
 
+    fn evicted(&self) -> bool {
+        *self.evict_tx.borrow()
+    }
+
+    /// Evict the pod as the kubelet does: a Warning `Evicted` event, its containers killed now
+    /// (grace 0) and never restarted, phase Failed with reason Evicted and `message`.
+    fn evict(self: &Arc<Self>, message: String) {
+        if self.evicted() {
+            return;
+        }
+        tracing::info!(pod = %self.name, "evicted: {message}");
+        self.with(|st| st.evicted = Some(message.clone()));
+        self.rt.event(self, true, "Evicted", message, None);
+        self.save();
+        publish(self);
+        self.evict_tx.send_replace(true);
+    }
+
     /// Sleep, returning false early if the pod is being stopped.
     async fn sleep_or_stop(&self, d: Duration) -> bool {
         let mut rx = self.stop_tx.subscribe();
@@ -623,6 +650,7 @@ async fn pod_main(p: Arc<PodInner>, saved: Option<SavedPod>) {
         st.sandbox_ready = true;
         if let Some(s) = saved.as_ref() {
             st.init_done = s.init_done;
+            st.evicted = s.evicted.clone();
         }
         let mut pod = st.pod.clone();
         let status = pod.status.get_or_insert_with(Default::default);
@@ -633,6 +661,9 @@ async fn pod_main(p: Arc<PodInner>, saved: Option<SavedPod>) {
         st.pod.status = Some(status.clone());
         pod
     });
+    if p.with(|st| st.evicted.is_some()) {
+        p.evict_tx.send_replace(true);
+    }
     let _ = std::fs::create_dir_all(&p.dir);
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let dns = DnsSettings { host_resolv_conf: host_resolv, ..p.rt.cfg.dns.clone() };

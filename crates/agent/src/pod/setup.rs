@@ -53,6 +53,9 @@ pub(super) async fn mount_volumes(p: &Arc<PodInner>) -> bool {
             }
         });
     }
+    if p.with(|st| super::eviction::limited(&st.pod)) {
+        super::eviction::spawn_monitor(p);
+    }
     true
 }
 

@@ -17,6 +17,9 @@ pub struct SavedPod {
     pub init_done: bool,
     #[serde(default)]
     pub pause: Option<(i32, u64)>,
+    /// The eviction message, once the node evicted the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evicted: Option<String>,
 }
 
 /// A container that was running when the state was saved.
@@ -41,6 +44,7 @@ impl PodInner {
             start_time: st.start_time,
             init_done: st.init_done,
             pause: st.pause,
+            evicted: st.evicted.clone(),
             containers: st
                 .ctrs
                 .iter()

@@ -78,7 +78,11 @@ pub(super) fn compute_status(st: &mut PodState, node_ip: Ipv4Addr) -> PodStatus 
         CState::Terminated(t) => AppState::Terminated { exit_code: t.exit_code },
         CState::Waiting { .. } => AppState::Waiting { ran: c.last.is_some() },
     });
-    let phase = phase(policy, st.init_failed, !st.init_done && !inits.is_empty(), app_states);
+    // An evicted pod is Failed whatever its containers did (the kubelet's evictPod).
+    let phase = match st.evicted {
+        Some(_) => "Failed",
+        None => phase(policy, st.init_failed, !st.init_done && !inits.is_empty(), app_states),
+    };
     let all_ready = !apps.is_empty() && apps.iter().all(|c| c.ready);
     let not_ready: Vec<String> = apps.iter().filter(|c| !c.ready).map(|c| c.spec.name.clone()).collect();
     let unready_msg =
@@ -126,6 +130,8 @@ pub(super) fn compute_status(st: &mut PodState, node_ip: Ipv4Addr) -> PodStatus 
         init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
         container_statuses: Some(statuses),
         qos_class: st.pod.status.as_ref().and_then(|s| s.qos_class.clone()).or_else(|| Some(qos_class(&st.pod))),
+        reason: st.evicted.as_ref().map(|_| "Evicted".to_string()),
+        message: st.evicted.clone(),
         ..Default::default()
     }
 }

@@ -1,6 +1,6 @@
 //! `emptyDir` volumes: a directory in the pod's directory, or with `medium: Memory` a tmpfs of
-//! `sizeLimit` (unmounted by [`super::teardown`]). A disk `sizeLimit` is refused: this node cannot
-//! enforce it.
+//! `sizeLimit` (unmounted by [`super::teardown`]). A disk `sizeLimit` is enforced as the kubelet
+//! does, by eviction: [`over_limit`] measures the directory and the pod worker evicts the pod.
 
 use std::path::Path;
 
@@ -44,15 +44,25 @@ impl VolumePlugin for EmptyDir {
         } else if let Some(m) = e.medium.as_deref().filter(|m| !m.is_empty()) {
             return Err(fail(format!("emptyDir medium {m:?} is not supported")));
         } else if let Some(l) = &e.size_limit {
-            // The kubelet evicts a pod whose disk emptyDir outgrows sizeLimit; this node
-            // cannot watch disk usage, so it refuses rather than ignore the limit.
-            return Err(fail(format!(
-                "sizeLimit {:?} on a disk emptyDir is not enforced by this node; use medium: Memory",
-                l.0
-            )));
+            bytes(&l.0).map_err(fail)?;
         }
         Ok(())
     }
+}
+
+/// The first disk `emptyDir` of `pod` whose usage exceeds its `sizeLimit`: upstream's eviction
+/// message (`emptyDirMessageFmt`) for it.
+pub fn over_limit(pod: &k8s_openapi::api::core::v1::Pod, pod_dir: &Path) -> Option<String> {
+    let vols = pod.spec.as_ref().and_then(|s| s.volumes.as_deref()).unwrap_or(&[]);
+    for v in vols {
+        let Some(e) = &v.empty_dir else { continue };
+        let (Some(limit), None | Some("")) = (&e.size_limit, e.medium.as_deref()) else { continue };
+        let Ok(max) = bytes(&limit.0) else { continue };
+        if super::usage(&super::dir(pod_dir, &v.name)) > max {
+            return Some(format!("Usage of EmptyDir volume {:?} exceeds the limit {:?}. ", v.name, limit.0));
+        }
+    }
+    None
 }
 
 /// Parse a size limit (`sizeLimit`) into bytes.

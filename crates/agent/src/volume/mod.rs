@@ -127,6 +127,8 @@ impl std::fmt::Display for VolumeError {
     }
 }
 
+pub use empty_dir::over_limit as empty_dir_over_limit;
+
 /// The plugin of `v`'s type, if this node provides it.
 pub fn plugin_of(v: &Volume) -> Option<&'static dyn VolumePlugin> {
     PLUGINS.iter().copied().find(|p| p.is_of(v))
@@ -344,6 +346,29 @@ pub fn container_binds(
         });
     }
     Ok(out)
+}
+
+/// Disk usage of a tree as `du` counts it: allocated blocks of every file and directory, each
+/// inode once, without following symlinks or leaving the file system.
+pub fn usage(root: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(top) = std::fs::symlink_metadata(root) else { return 0 };
+    let mut seen = std::collections::HashSet::new();
+    let (mut total, mut stack) = (0u64, vec![root.to_path_buf()]);
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for ent in rd.flatten() {
+            let Ok(m) = ent.metadata() else { continue };
+            if m.dev() != top.dev() || (m.nlink() > 1 && !seen.insert(m.ino())) {
+                continue;
+            }
+            total += m.blocks() * 512;
+            if m.is_dir() {
+                stack.push(ent.path());
+            }
+        }
+    }
+    total + top.blocks() * 512
 }
 
 #[cfg(test)]
