@@ -396,6 +396,31 @@ impl IdentitySwitch {
     }
 }
 
+/// Wait for an exec's process; if `gone` (the client went away) comes first, hang the session
+/// up as a closed terminal would (SIGHUP, then SIGKILL after 500 ms). Its exit code, or 128 plus
+/// the signal that ended it.
+pub async fn wait_or_hang_up(
+    child: &mut tokio::process::Child,
+    gone: impl std::future::Future<Output = ()>,
+) -> Option<i32> {
+    let pid = child.id().map(|p| p as i32).unwrap_or(0);
+    let waited = tokio::select! {
+        r = child.wait() => r,
+        _ = gone => {
+            signal(pid, nix::sys::signal::Signal::SIGHUP);
+            match tokio::time::timeout(std::time::Duration::from_millis(500), child.wait()).await {
+                Ok(r) => r,
+                Err(_) => {
+                    signal(pid, nix::sys::signal::Signal::SIGKILL);
+                    child.wait().await
+                }
+            }
+        }
+    };
+    use std::os::unix::process::ExitStatusExt;
+    waited.ok().and_then(|s| s.code().or_else(|| s.signal().map(|sig| 128 + sig)))
+}
+
 /// Signal a container's process group (falls back to the process).
 pub fn signal(pid: i32, sig: nix::sys::signal::Signal) {
     use nix::unistd::Pid;

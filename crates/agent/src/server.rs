@@ -403,6 +403,36 @@ pub(crate) const ERROR: u8 = 3;
 pub(crate) const RESIZE: u8 = 4;
 pub(crate) const CLOSE: u8 = 255;
 
+/// A WebSocket as a queue of outgoing messages, drained by a writer task that closes the socket
+/// after a Close (or a failed send), and the incoming half.
+pub(crate) fn ws_queue(
+    socket: WebSocket,
+) -> (mpsc::Sender<Message>, futures::stream::SplitStream<WebSocket>, tokio::task::JoinHandle<()>) {
+    let (mut sink, stream) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<Message>(64);
+    let writer = tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            let close = matches!(m, Message::Close(_));
+            if sink.send(m).await.is_err() || close {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    (tx, stream, writer)
+}
+
+/// The channel of the empty frame that tells a client its streams are up: the lowest writable.
+pub(crate) fn first_channel(stdout: bool, stderr: bool) -> u8 {
+    if stdout {
+        STDOUT
+    } else if stderr {
+        STDERR
+    } else {
+        ERROR
+    }
+}
+
 pub(crate) fn frame(ch: u8, data: &[u8]) -> Message {
     let mut v = Vec::with_capacity(data.len() + 1);
     v.push(ch);
@@ -450,26 +480,9 @@ async fn pump_out<R: tokio::io::AsyncRead + Unpin>(mut r: R, ch: u8, tx: mpsc::S
 }
 
 async fn run_exec(socket: WebSocket, target: proc::ExecTarget, opts: ExecOpts, v5: bool) {
-    let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = mpsc::channel::<Message>(64);
-    let writer = tokio::spawn(async move {
-        while let Some(m) = rx.recv().await {
-            let close = matches!(m, Message::Close(_));
-            if sink.send(m).await.is_err() || close {
-                break;
-            }
-        }
-        let _ = sink.close().await;
-    });
+    let (tx, mut stream, writer) = ws_queue(socket);
     // Tell the client the streams are up: an empty frame on the lowest writable channel.
-    let first = if opts.stdout {
-        STDOUT
-    } else if opts.stderr {
-        STDERR
-    } else {
-        ERROR
-    };
-    let _ = tx.send(frame(first, &[])).await;
+    let _ = tx.send(frame(first_channel(opts.stdout, opts.stderr), &[])).await;
 
     let mut pumps = vec![];
     let mut stdin_w: Option<Box<dyn tokio::io::AsyncWrite + Send + Unpin>> = None;
@@ -562,29 +575,11 @@ async fn run_exec(socket: WebSocket, target: proc::ExecTarget, opts: ExecOpts, v
             }
         }
     });
-    let pid = child.id().map(|p| p as i32).unwrap_or(0);
     let mut reader = reader;
-    let waited = tokio::select! {
-        r = child.wait() => r,
-        _ = &mut reader => {
-            // The client went away: hang up the session, as a closed terminal would.
-            proc::signal(pid, nix::sys::signal::Signal::SIGHUP);
-            match tokio::time::timeout(Duration::from_millis(500), child.wait()).await {
-                Ok(r) => r,
-                Err(_) => {
-                    proc::signal(pid, nix::sys::signal::Signal::SIGKILL);
-                    child.wait().await
-                }
-            }
-        }
-    };
-    let code = match waited {
-        Ok(s) => {
-            use std::os::unix::process::ExitStatusExt;
-            s.code().or_else(|| s.signal().map(|sig| 128 + sig))
-        }
-        Err(_) => None,
-    };
+    let code = proc::wait_or_hang_up(&mut child, async {
+        let _ = (&mut reader).await;
+    })
+    .await;
     // With a TTY the master read ends with EIO once the slave side is gone; give pumps a moment.
     for p in pumps {
         let _ = tokio::time::timeout(Duration::from_secs(10), p).await;

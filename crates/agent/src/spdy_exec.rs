@@ -57,9 +57,29 @@ fn spdy_opts(query: Option<&str>) -> ExecOpts {
 }
 
 /// Serve a SPDY exec request (the caller checked the upgrade headers).
-pub async fn exec(rt: Arc<Runtime>, ns: String, name: String, query: Option<String>, mut req: Request) -> Response {
+pub async fn exec(rt: Arc<Runtime>, ns: String, name: String, query: Option<String>, req: Request) -> Response {
+    let target = |h: &crate::pod::PodHandle, c: &str| h.exec_target(c);
+    upgrade(rt, (ns, name), query, req, true, target, run).await
+}
+
+/// Check an exec or attach request, find its target in the pod, and run `serve` on the
+/// upgraded SPDY session.
+async fn upgrade<T, F, Fut>(
+    rt: Arc<Runtime>,
+    (ns, name): (String, String),
+    query: Option<String>,
+    mut req: Request,
+    exec: bool,
+    target: F,
+    serve: fn(Session, T, ExecOpts, Version) -> Fut,
+) -> Response
+where
+    T: Send + 'static,
+    F: FnOnce(&crate::pod::PodHandle, &str) -> Result<T, String>,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let opts = spdy_opts(query.as_deref());
-    if let Err(r) = opts.check(true) {
+    if let Err(r) = opts.check(exec) {
         return r;
     }
     let h = match find(&rt, &ns, &name) {
@@ -70,7 +90,7 @@ pub async fn exec(rt: Arc<Runtime>, ns: String, name: String, query: Option<Stri
         Ok(c) => c,
         Err(r) => return r,
     };
-    let target = match h.exec_target(&container) {
+    let target = match target(&h, &container) {
         Ok(t) => t,
         Err(msg) => return status(400, "BadRequest", msg),
     };
@@ -83,7 +103,7 @@ pub async fn exec(rt: Arc<Runtime>, ns: String, name: String, query: Option<Stri
     tokio::spawn(async move {
         let Ok(io) = on_upgrade.await else { return };
         let session = Session::start(TokioIo::new(io), |_| true);
-        run(session, target, opts, v).await;
+        serve(session, target, opts, v).await;
     });
     spdy::switching_protocols(proto.as_deref())
 }
@@ -289,29 +309,11 @@ async fn run(mut session: Session, target: proc::ExecTarget, opts: ExecOpts, v: 
             });
         }
     });
-    let pid = child.id().map(|p| p as i32).unwrap_or(0);
     let mut closed = session.closed();
-    let waited = tokio::select! {
-        r = child.wait() => r,
-        _ = async { let _ = closed.wait_for(|c| *c).await; } => {
-            // The client went away: hang up, as a closed terminal would.
-            proc::signal(pid, nix::sys::signal::Signal::SIGHUP);
-            match tokio::time::timeout(Duration::from_millis(500), child.wait()).await {
-                Ok(r) => r,
-                Err(_) => {
-                    proc::signal(pid, nix::sys::signal::Signal::SIGKILL);
-                    child.wait().await
-                }
-            }
-        }
-    };
-    let code = match waited {
-        Ok(s) => {
-            use std::os::unix::process::ExitStatusExt;
-            s.code().or_else(|| s.signal().map(|sig| 128 + sig))
-        }
-        Err(_) => None,
-    };
+    let code = proc::wait_or_hang_up(&mut child, async {
+        let _ = closed.wait_for(|c| *c).await;
+    })
+    .await;
     for p in pumps {
         let _ = tokio::time::timeout(Duration::from_secs(10), p).await;
     }
@@ -326,35 +328,9 @@ async fn run(mut session: Session, target: proc::ExecTarget, opts: ExecOpts, v: 
 
 /// Serve a SPDY attach request (`pods/attach`, kubectl 1.29 and older): the same streams as
 /// exec, joined to the running container's attach hub instead of a new process.
-pub async fn attach(rt: Arc<Runtime>, ns: String, name: String, query: Option<String>, mut req: Request) -> Response {
-    let opts = spdy_opts(query.as_deref());
-    if let Err(r) = opts.check(false) {
-        return r;
-    }
-    let h = match find(&rt, &ns, &name) {
-        Ok(h) => h,
-        Err(r) => return r,
-    };
-    let container = match pick_container(&h, opts.container.as_deref()) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let hub = match h.attach_target(&container) {
-        Ok(hub) => hub,
-        Err(msg) => return status(400, "BadRequest", msg),
-    };
-    let proto = match spdy::negotiate(req.headers(), EXEC_PROTOCOLS) {
-        Ok(p) => p,
-        Err(msg) => return spdy::negotiation_failed(msg, EXEC_PROTOCOLS),
-    };
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    let v = version(proto.as_deref());
-    tokio::spawn(async move {
-        let Ok(io) = on_upgrade.await else { return };
-        let session = Session::start(TokioIo::new(io), |_| true);
-        run_attach(session, hub, opts, v).await;
-    });
-    spdy::switching_protocols(proto.as_deref())
+pub async fn attach(rt: Arc<Runtime>, ns: String, name: String, query: Option<String>, req: Request) -> Response {
+    let target = |h: &crate::pod::PodHandle, c: &str| h.attach_target(c);
+    upgrade(rt, (ns, name), query, req, false, target, run_attach).await
 }
 
 async fn run_attach(mut session: Session, hub: Arc<crate::attach::Hub>, opts: ExecOpts, v: Version) {

@@ -6,8 +6,7 @@
 use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
+use futures::StreamExt;
 
 use super::{Hub, Stream};
 use crate::server::{frame, CLOSE, ERROR, RESIZE, STDERR, STDIN, STDOUT};
@@ -36,25 +35,8 @@ pub fn parse_resize(data: &[u8]) -> Option<(u16, u16)> {
 
 /// Run one attach session until the container's output ends or the client goes away.
 pub async fn serve(socket: WebSocket, hub: Arc<Hub>, opts: AttachOpts, v5: bool) {
-    let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = mpsc::channel::<Message>(64);
-    let writer = tokio::spawn(async move {
-        while let Some(m) = rx.recv().await {
-            let close = matches!(m, Message::Close(_));
-            if sink.send(m).await.is_err() || close {
-                break;
-            }
-        }
-        let _ = sink.close().await;
-    });
-    let first = if opts.stdout {
-        STDOUT
-    } else if opts.stderr {
-        STDERR
-    } else {
-        ERROR
-    };
-    let _ = tx.send(frame(first, &[])).await;
+    let (tx, mut stream, writer) = crate::server::ws_queue(socket);
+    let _ = tx.send(frame(crate::server::first_channel(opts.stdout, opts.stderr), &[])).await;
     let mut att = hub.attach(opts.stdin);
     let tty = opts.tty && att.tty();
     loop {
