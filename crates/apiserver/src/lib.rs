@@ -326,6 +326,7 @@ async fn bootstrap(state: &Arc<State>, args: &Args, addr: SocketAddr) -> Result<
     }
     tracing::debug!("rbac");
     auth::rbac::bootstrap::reconcile(state).await?;
+    wait_for_policy(state).await?;
     let first = args.service_cidr.first().map(|n| services::nth_ip(n, 1).to_string()).unwrap_or_default();
     ensure(
         state,
@@ -343,6 +344,22 @@ async fn bootstrap(state: &Arc<State>, args: &Args, addr: SocketAddr) -> Result<
     });
     tracing::debug!("endpoints");
     set_kubernetes_endpoints(state, ip, addr.port()).await
+}
+
+/// Wait (at most 10 s) until the authorizer's policy holds every RBAC object stored now, so the
+/// first requests are decided on the bootstrap policy.
+async fn wait_for_policy(state: &State) -> Result<(), Error> {
+    let page = state.store.list(auth::rbac::PREFIX, None, None).await?;
+    let want = page.items.iter().map(|kv| kv.mod_revision).max().unwrap_or(0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while state.authz.applied_revision().is_some_and(|r| r < want) {
+        if std::time::Instant::now() > deadline {
+            tracing::warn!(want, "rbac policy not indexed in time; serving anyway");
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    Ok(())
 }
 
 /// Point `default/kubernetes` Endpoints and EndpointSlice at `ip:port`.

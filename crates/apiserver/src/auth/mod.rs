@@ -182,6 +182,11 @@ pub trait Authorizer: Send + Sync {
     fn escalation_rules(&self, _user: &UserInfo, _namespace: &str) -> Option<(Vec<rbac::PolicyRule>, Vec<String>)> {
         None
     }
+    /// The store revision up to which the authorizer's policy has every RBAC object (None: it
+    /// keeps no policy from the store).
+    fn applied_revision(&self) -> Option<i64> {
+        None
+    }
     /// The rules of the role a binding in `namespace` references (kind Role or ClusterRole).
     fn role_ref_rules(
         &self,

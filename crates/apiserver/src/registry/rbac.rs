@@ -235,6 +235,9 @@ fn rbac_patch_schema(r: &Resource) -> yard_api::patch::PatchSchema {
 }
 
 impl Strategy for Role {
+    fn allow_create_on_update(&self) -> bool {
+        true
+    }
     fn defaults(&self, _r: &Resource, _obj: &mut Value) {}
     fn validate(&self, _r: &Resource, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
         let mut errs = meta_errors(obj, old, true);
@@ -250,6 +253,9 @@ impl Strategy for Role {
 }
 
 impl Strategy for ClusterRole {
+    fn allow_create_on_update(&self) -> bool {
+        true
+    }
     fn defaults(&self, _r: &Resource, _obj: &mut Value) {}
     fn validate(&self, _r: &Resource, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
         let mut errs = meta_errors(obj, old, false);
@@ -277,6 +283,9 @@ impl Strategy for ClusterRole {
 }
 
 impl Strategy for RoleBinding {
+    fn allow_create_on_update(&self) -> bool {
+        true
+    }
     fn defaults(&self, _r: &Resource, obj: &mut Value) {
         default_binding(obj);
     }
@@ -298,6 +307,9 @@ impl Strategy for RoleBinding {
 }
 
 impl Strategy for ClusterRoleBinding {
+    fn allow_create_on_update(&self) -> bool {
+        true
+    }
     fn defaults(&self, _r: &Resource, obj: &mut Value) {
         default_binding(obj);
     }

@@ -6,7 +6,7 @@
 //! clusterrole-aggregation controller does; that write comes back as one more event.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -16,14 +16,21 @@ use yard_store::{DynStore, EventKind, KeyValue, Op};
 
 use super::{Binding, Policy, PolicyRule};
 
-pub(crate) const PREFIX: &str = "/registry/rbac.authorization.k8s.io/";
+/// The storage prefix of the four RBAC kinds.
+pub const PREFIX: &str = "/registry/rbac.authorization.k8s.io/";
 
 struct Raw {
     value: Value,
     revision: i64,
 }
 
-pub(super) async fn follow(store: DynStore, policy: Arc<RwLock<Arc<Policy>>>, synced: Arc<AtomicBool>) {
+/// `applied`: the store revision every RBAC object version up to which is in the snapshot.
+pub(super) async fn follow(
+    store: DynStore,
+    policy: Arc<RwLock<Arc<Policy>>>,
+    synced: Arc<AtomicBool>,
+    applied: Arc<AtomicI64>,
+) {
     loop {
         match store.list_and_follow(PREFIX).await {
             Ok((page, mut w)) => {
@@ -32,15 +39,20 @@ pub(super) async fn follow(store: DynStore, policy: Arc<RwLock<Arc<Policy>>>, sy
                     insert(&mut raw, kv);
                 }
                 publish(&store, &raw, &policy).await;
+                applied.store(page.revision, Ordering::Release);
                 synced.store(true, Ordering::Release);
                 while let Some(ev) = w.next().await {
+                    let mut rev = ev.kv.mod_revision;
                     apply(&mut raw, ev.kind, &ev.kv);
                     // Take every event already delivered before building again.
                     while let Some(ev) = w.try_next() {
+                        rev = rev.max(ev.kv.mod_revision);
                         apply(&mut raw, ev.kind, &ev.kv);
                     }
                     publish(&store, &raw, &policy).await;
+                    applied.fetch_max(rev, Ordering::AcqRel);
                 }
+                synced.store(false, Ordering::Release);
                 tracing::debug!("rbac watch ended; re-listing");
             }
             Err(e) => tracing::warn!(error = %e, "rbac listing failed; retrying"),

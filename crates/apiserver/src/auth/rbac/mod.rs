@@ -14,6 +14,8 @@ pub mod bootstrap;
 pub mod escalation;
 mod index;
 
+pub use index::PREFIX;
+
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -78,10 +80,8 @@ impl PolicyRule {
             return false;
         }
         if a.resource_request {
-            let combined =
-                if a.subresource.is_empty() { a.resource.clone() } else { format!("{}/{}", a.resource, a.subresource) };
             self.group_matches(&a.api_group)
-                && self.resource_matches(&combined, &a.subresource)
+                && self.resource_matches(&a.resource, &a.subresource)
                 && self.name_matches(&a.name)
         } else {
             self.url_matches(&a.path)
@@ -94,11 +94,19 @@ impl PolicyRule {
     fn group_matches(&self, group: &str) -> bool {
         self.api_groups.iter().any(|g| g == "*" || g == group)
     }
-    fn resource_matches(&self, combined: &str, sub: &str) -> bool {
+    /// `*`, the resource (with its subresource as `resource/sub`), or `*/sub`; compared without
+    /// building `resource/sub`.
+    fn resource_matches(&self, resource: &str, sub: &str) -> bool {
         self.resources.iter().any(|r| {
-            r == "*"
-                || r == combined
-                || (!sub.is_empty() && r.len() == sub.len() + 2 && r.starts_with("*/") && r.ends_with(sub))
+            if r == "*" {
+                return true;
+            }
+            if sub.is_empty() {
+                return r == resource;
+            }
+            let combined =
+                r.strip_prefix(resource).and_then(|rest| rest.strip_prefix('/')).is_some_and(|rest| rest == sub);
+            combined || r.strip_prefix("*/").is_some_and(|rest| rest == sub)
         })
     }
     fn name_matches(&self, name: &str) -> bool {
@@ -341,6 +349,7 @@ pub fn aggregate(errs: &[String]) -> String {
 pub struct RbacAuthorizer {
     policy: Arc<RwLock<Arc<Policy>>>,
     synced: Arc<std::sync::atomic::AtomicBool>,
+    applied: Arc<std::sync::atomic::AtomicI64>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -350,8 +359,9 @@ impl RbacAuthorizer {
     pub fn start(store: yard_store::DynStore) -> Self {
         let policy = Arc::new(RwLock::new(Arc::new(Policy::default())));
         let synced = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let task = tokio::spawn(index::follow(store, policy.clone(), synced.clone()));
-        RbacAuthorizer { policy, synced, task: Some(task) }
+        let applied = Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let task = tokio::spawn(index::follow(store, policy.clone(), synced.clone(), applied.clone()));
+        RbacAuthorizer { policy, synced, applied, task: Some(task) }
     }
 
     /// An authorizer over a fixed policy (tests).
@@ -359,6 +369,7 @@ impl RbacAuthorizer {
         RbacAuthorizer {
             policy: Arc::new(RwLock::new(Arc::new(policy))),
             synced: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            applied: Arc::new(std::sync::atomic::AtomicI64::new(i64::MAX)),
             task: None,
         }
     }
@@ -420,6 +431,10 @@ impl Authorizer for RbacAuthorizer {
 
     fn escalation_rules(&self, user: &UserInfo, namespace: &str) -> Option<(Vec<PolicyRule>, Vec<String>)> {
         Some(self.policy().rules_for(user, namespace))
+    }
+
+    fn applied_revision(&self) -> Option<i64> {
+        Some(self.applied.load(std::sync::atomic::Ordering::Acquire))
     }
 
     fn role_ref_rules(&self, kind: &str, name: &str, namespace: &str) -> Option<Result<Arc<Vec<PolicyRule>>, String>> {
