@@ -110,7 +110,7 @@ async fn publish(store: &DynStore, raw: &BTreeMap<String, Raw>, policy: &RwLock<
             _ => {}
         }
     }
-    *policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(p);
+    *policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(p.indexed());
     aggregate(store, raw).await;
 }
 

@@ -248,6 +248,70 @@ pub struct Policy {
     pub roles: HashMap<(String, String), Arc<Vec<PolicyRule>>>,
     pub cluster_role_bindings: Vec<Binding>,
     pub role_bindings: HashMap<String, Vec<Binding>>,
+    /// Which bindings name which subject ([`Policy::indexed`]); without it every binding is tried.
+    index: Option<Subjects>,
+}
+
+/// Positions of the bindings that name a subject, per binding list (the ClusterRoleBindings
+/// under "", the RoleBindings under their namespace): a decision looks up the user's name,
+/// groups and service account instead of trying every binding.
+#[derive(Debug, Default)]
+struct Subjects {
+    users: HashMap<String, HashMap<String, Vec<usize>>>,
+    groups: HashMap<String, HashMap<String, Vec<usize>>>,
+    /// Service accounts by `namespace:name`, the tail of their user name.
+    service_accounts: HashMap<String, HashMap<String, Vec<usize>>>,
+}
+
+impl Subjects {
+    fn build(policy: &Policy) -> Self {
+        let mut s = Subjects::default();
+        let lists = std::iter::once(("", &policy.cluster_role_bindings))
+            .chain(policy.role_bindings.iter().map(|(ns, l)| (ns.as_str(), l)));
+        for (list, bindings) in lists {
+            for (i, b) in bindings.iter().enumerate() {
+                for sub in &b.subjects {
+                    let (map, key) = match sub.kind.as_str() {
+                        "User" => (&mut s.users, sub.name.clone()),
+                        "Group" => (&mut s.groups, sub.name.clone()),
+                        "ServiceAccount" => {
+                            let ns = if sub.namespace.is_empty() { &b.namespace } else { &sub.namespace };
+                            if ns.is_empty() {
+                                continue;
+                            }
+                            (&mut s.service_accounts, format!("{ns}:{}", sub.name))
+                        }
+                        _ => continue,
+                    };
+                    let at = map.entry(list.to_string()).or_default().entry(key).or_default();
+                    if at.last() != Some(&i) {
+                        at.push(i);
+                    }
+                }
+            }
+        }
+        s
+    }
+
+    /// The positions, in order, of the bindings of `list` that may apply to `user`.
+    fn candidates(&self, list: &str, user: &UserInfo) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut add = |m: &HashMap<String, HashMap<String, Vec<usize>>>, key: &str| {
+            if let Some(v) = m.get(list).and_then(|m| m.get(key)) {
+                out.extend_from_slice(v);
+            }
+        };
+        add(&self.users, &user.username);
+        for g in &user.groups {
+            add(&self.groups, g);
+        }
+        if let Some(sa) = user.username.strip_prefix("system:serviceaccount:") {
+            add(&self.service_accounts, sa);
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
 }
 
 /// What `visit` reports: a rule (with the binding and subject that grant it) or an error.
@@ -257,6 +321,12 @@ pub enum Visit<'a> {
 }
 
 impl Policy {
+    /// The policy with its subject index built (what the authorizer serves from).
+    pub fn indexed(mut self) -> Self {
+        self.index = Some(Subjects::build(&self));
+        self
+    }
+
     /// upstream's GetRoleReferenceRules.
     pub fn role_ref_rules(&self, kind: &str, name: &str, namespace: &str) -> Result<Arc<Vec<PolicyRule>>, String> {
         let q = yard_api::validation::go_quote;
@@ -280,7 +350,15 @@ impl Policy {
     pub fn visit(&self, user: &UserInfo, namespace: &str, mut f: impl FnMut(Visit<'_>) -> bool) {
         let empty = Vec::new();
         let rbs = if namespace.is_empty() { &empty } else { self.role_bindings.get(namespace).unwrap_or(&empty) };
-        for b in self.cluster_role_bindings.iter().chain(rbs.iter()) {
+        let pick = |list: &str, bindings: &'_ Vec<Binding>| -> Vec<usize> {
+            match &self.index {
+                Some(ix) => ix.candidates(list, user),
+                None => (0..bindings.len()).collect(),
+            }
+        };
+        let crbs = pick("", &self.cluster_role_bindings).into_iter().map(|i| &self.cluster_role_bindings[i]);
+        let rbs = pick(namespace, rbs).into_iter().filter_map(|i| rbs.get(i));
+        for b in crbs.chain(rbs) {
             let Some(subject) = b.subjects.iter().find(|s| s.applies_to(user, &b.namespace)) else { continue };
             match self.role_ref_rules(&b.role_kind, &b.role_name, &b.namespace) {
                 Ok(rules) => {
@@ -367,7 +445,7 @@ impl RbacAuthorizer {
     /// An authorizer over a fixed policy (tests).
     pub fn fixed(policy: Policy) -> Self {
         RbacAuthorizer {
-            policy: Arc::new(RwLock::new(Arc::new(policy))),
+            policy: Arc::new(RwLock::new(Arc::new(policy.indexed()))),
             synced: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             applied: Arc::new(std::sync::atomic::AtomicI64::new(i64::MAX)),
             task: None,

@@ -148,3 +148,39 @@ fn escalation_is_upstreams_covers_with_its_message() {
          {APIGroups:[\"\"], Resources:[\"secrets\"], Verbs:[\"get\" \"delete\"]}"
     );
 }
+
+/// Cost of one decision with the bootstrap policy plus 1,000 RoleBindings: the privileged
+/// short circuit (the admin's path) and a RoleBinding match (a token-file user). Prints ns per
+/// decision; run by name with `--ignored --nocapture` (timings are not asserted).
+#[test]
+#[ignore = "a measurement, not a check; run by name"]
+fn authorize_cost() {
+    let mut p = Policy::default();
+    for r in bootstrap::cluster_roles() {
+        p.cluster_roles.insert(
+            r["metadata"]["name"].as_str().unwrap().into(),
+            Arc::new(r["rules"].as_array().unwrap().iter().map(PolicyRule::from_json).collect()),
+        );
+    }
+    p.cluster_role_bindings = bootstrap::cluster_role_bindings().iter().map(Binding::from_json).collect();
+    for i in 0..1000 {
+        p.role_bindings.entry("team".into()).or_default().push(Binding::from_json(&json!({
+            "metadata": {"name": format!("rb{i}"), "namespace": "team"}, "roleRef": {"kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "User", "name": format!("user{i}")}]})));
+    }
+    p.cluster_roles.insert(
+        "view".into(),
+        Arc::new(vec![rule(json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}))]),
+    );
+    let a = RbacAuthorizer::fixed(p);
+    for (who, u) in [("admin", UserInfo::admin()), ("user999", user("user999", &["system:authenticated"]))] {
+        let attrs = res(&u, "list", "", "pods", "", "team", "");
+        assert_eq!(a.authorize(&attrs).decision, Decision::Allow);
+        let n = 200_000;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(a.authorize(std::hint::black_box(&attrs)));
+        }
+        println!("{who}: {:.0} ns per decision", t.elapsed().as_nanos() as f64 / n as f64);
+    }
+}
