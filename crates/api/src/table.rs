@@ -33,7 +33,8 @@ pub fn name_col() -> Value {
     col("Name", "string", "name", doc::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>("name"), 0)
 }
 
-fn age_col() -> Value {
+/// The `Age` column (creationTimestamp as a HumanDuration).
+pub fn age_col() -> Value {
     col("Age", "string", "", doc::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>("creationTimestamp"), 0)
 }
 

@@ -1,6 +1,8 @@
 //! The Kubernetes REST API over Yard's store: discovery, OpenAPI v2 and v3, CRUD with optimistic
 //! concurrency, JSON/merge/strategic/apply patches, watches with bookmarks and watch-list,
-//! server-side Tables, `Status` errors, HTTPS with bearer-token authentication, Service address
+//! server-side Tables, `Status` errors, HTTPS with bearer-token authentication (the admin token,
+//! `--token-auth-file`, impersonation) and RBAC authorization (`auth::rbac`: the authorizer over a
+//! watched policy index, escalation prevention, the bootstrap policy), Service address
 //! allocation, and the forwarding of pod exec/log streams to node agents. Everything else in
 //! Yard is a client of this API.
 
@@ -120,6 +122,10 @@ pub struct Args {
     /// Cluster name used in the kubeconfig.
     #[arg(long, default_value = "yard")]
     pub cluster_name: String,
+    /// Static bearer tokens, as kube-apiserver's flag: a CSV file of `token,user,uid` and
+    /// optionally `"group1,group2"`.
+    #[arg(long)]
+    pub token_auth_file: Option<PathBuf>,
 }
 
 impl Default for Args {
@@ -140,6 +146,7 @@ impl Default for Args {
             etcd_compaction_interval: 300,
             tls_san: Vec::new(),
             cluster_name: "yard".into(),
+            token_auth_file: None,
         }
     }
 }
@@ -240,10 +247,16 @@ pub async fn start_with_store(args: Args, store: DynStore) -> Result<Running, Er
         rest::namespace_terminating,
     );
     let tokens = vec![identity.token.clone()];
+    let mut authenticators: Vec<Box<dyn auth::Authenticator>> =
+        vec![Box::new(auth::TokenAuthenticator::new(tokens.clone()))];
+    if let Some(f) = &args.token_auth_file {
+        authenticators.push(Box::new(auth::tokenfile::TokenFile::load(f).map_err(|e| Error::Setup(e.to_string()))?));
+    }
+    let authz = Box::new(auth::rbac::RbacAuthorizer::start(store.clone()));
     let state = Arc::new(State {
         store,
-        authn: Box::new(auth::TokenAuthenticator::new(tokens.clone())),
-        authz: Box::new(auth::AdminPolicy),
+        authn: Box::new(auth::Chain { authenticators }),
+        authz,
         tokens,
         alloc,
         metrics: Default::default(),
@@ -311,6 +324,9 @@ async fn bootstrap(state: &Arc<State>, args: &Args, addr: SocketAddr) -> Result<
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         ensure(state, "v1", "Namespace", None, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}}})).await?;
     }
+    tracing::debug!("rbac");
+    auth::rbac::bootstrap::reconcile(state).await?;
+    wait_for_policy(state).await?;
     let first = args.service_cidr.first().map(|n| services::nth_ip(n, 1).to_string()).unwrap_or_default();
     ensure(
         state,
@@ -328,6 +344,22 @@ async fn bootstrap(state: &Arc<State>, args: &Args, addr: SocketAddr) -> Result<
     });
     tracing::debug!("endpoints");
     set_kubernetes_endpoints(state, ip, addr.port()).await
+}
+
+/// Wait (at most 10 s) until the authorizer's policy holds every RBAC object stored now, so the
+/// first requests are decided on the bootstrap policy.
+async fn wait_for_policy(state: &State) -> Result<(), Error> {
+    let page = state.store.list(auth::rbac::PREFIX, None, None).await?;
+    let want = page.items.iter().map(|kv| kv.mod_revision).max().unwrap_or(0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while state.authz.applied_revision().is_some_and(|r| r < want) {
+        if std::time::Instant::now() > deadline {
+            tracing::warn!(want, "rbac policy not indexed in time; serving anyway");
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    Ok(())
 }
 
 /// Point `default/kubernetes` Endpoints and EndpointSlice at `ip:port`.

@@ -144,6 +144,10 @@ pub async fn handle(state: Arc<State>, _peer: SocketAddr, req: Request) -> Respo
         },
         None => return ApiError::unauthorized().into_response(),
     };
+    let user = match auth::impersonate::impersonate(&*state.authz, user, req.headers()) {
+        Ok(u) => u,
+        Err(e) => return e.into_response(),
+    };
     let (resp, verb, resource) = route(state.clone(), req, user, open).await;
     let code = resp.status().as_u16();
     state.metrics.observe(&verb, &resource, code, started.elapsed());
@@ -266,7 +270,7 @@ async fn route(state: Arc<State>, req: Request, user: UserInfo, open: bool) -> (
         _ => "application/json",
     };
     headers.insert(http::header::ACCEPT, http::HeaderValue::from_static(accept));
-    let resp = rest::dispatch(state, method, target, params, headers, body).await;
+    let resp = auth::REQUEST_USER.scope(user, rest::dispatch(state, method, target, params, headers, body)).await;
     (crate::render::render(resp, &output, r, watch).await, verb, resource)
 }
 

@@ -58,6 +58,10 @@ pub struct UpArgs {
     /// of the embedded store in the data directory.
     #[arg(long)]
     pub store: Option<String>,
+    /// Static bearer tokens for the API server (kube-apiserver's `--token-auth-file` CSV:
+    /// `token,user,uid,"group1,group2"`); their users are authorized by RBAC.
+    #[arg(long)]
+    pub token_auth_file: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -557,6 +561,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         tls_san: nodes.iter().map(|n| n.ip.to_string()).collect(),
         cluster_name: a.name.clone(),
         store: a.store.clone(),
+        token_auth_file: a.token_auth_file.clone(),
         ..Default::default()
     };
     let api = yard_apiserver::start(api_args).await?;

@@ -49,6 +49,13 @@ fn sample(api_version: &str, kind: &str) -> Option<Value> {
             "action": "Test", "reason": "Test", "note": "kinds_e2e", "type": "Normal",
             "regarding": {"kind": "Pod", "name": "p", "namespace": "default"},
         }),
+        ("rbac.authorization.k8s.io/v1", "Role" | "ClusterRole") => json!({
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}],
+        }),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding" | "ClusterRoleBinding") => json!({
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "kinds"}],
+        }),
         _ => return None,
     })
 }

@@ -342,6 +342,12 @@ fn build(api_version: &str, kind: &str) -> SchemaInner {
                 zero.extend([("involvedObject", empty()), ("source", empty())]);
             }
         }
+        ("rbac.authorization.k8s.io/v1", "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding") => {
+            // No patch strategy on any list: rules, subjects and selectors are replaced whole.
+            for l in ["rules", "subjects", "aggregationRule.clusterRoleSelectors"] {
+                rules.push((l.into(), FieldRule::atomic()));
+            }
+        }
         ("autoscaling/v1", "Scale") => {
             zero.extend([("spec", empty()), ("status", empty())]);
         }

@@ -1,10 +1,14 @@
-//! Who is asking and what they may do: the [`Authenticator`] that turns a request's credentials
-//! into a [`UserInfo`], the [`Authorizer`] that decides on a request's [`Attributes`], today's
-//! policy ([`AdminPolicy`]: the cluster administrators may do everything, nobody else anything),
-//! and upstream's 403 text for a denied request. The review APIs in [`reviews`] answer from the
-//! same two parts.
+//! Who is asking and what they may do: the [`Authenticator`]s that turn a request's credentials
+//! into a [`UserInfo`] (the admin token, then `--token-auth-file`'s [`tokenfile`], in a
+//! [`Chain`]), [`impersonate`] for the `Impersonate-*` headers, the [`Authorizer`] that decides on
+//! a request's [`Attributes`] (the API server's is [`rbac::RbacAuthorizer`]; [`AdminPolicy`], the
+//! admins-only policy, stays for tests), and upstream's 403 text for a denied request. The review
+//! APIs in [`reviews`] answer from the same parts.
 
+pub mod impersonate;
+pub mod rbac;
 pub mod reviews;
+pub mod tokenfile;
 
 use std::collections::BTreeMap;
 
@@ -76,6 +80,22 @@ impl Authenticator for TokenAuthenticator {
     fn authenticate_token(&self, token: &str) -> Option<UserInfo> {
         let token = token.trim();
         self.tokens.iter().any(|t| constant_time_eq(t.as_bytes(), token.as_bytes())).then(UserInfo::admin)
+    }
+}
+
+/// Authenticators asked in order, the first that knows a token deciding; every user found is a
+/// member of `system:authenticated`, as upstream's authenticated-group adder makes it.
+pub struct Chain {
+    pub authenticators: Vec<Box<dyn Authenticator>>,
+}
+
+impl Authenticator for Chain {
+    fn authenticate_token(&self, token: &str) -> Option<UserInfo> {
+        let mut u = self.authenticators.iter().find_map(|a| a.authenticate_token(token))?;
+        if !u.groups.iter().any(|g| g == "system:authenticated") {
+            u.groups.push("system:authenticated".into());
+        }
+        Some(u)
     }
 }
 
@@ -156,6 +176,36 @@ pub trait Authorizer: Send + Sync {
     fn authorize(&self, a: &Attributes) -> Authorized;
     /// The rules `user` has in `namespace`, for SelfSubjectRulesReview.
     fn rules_for(&self, user: &UserInfo, namespace: &str) -> Rules;
+    /// The RBAC rules `user` holds in `namespace` and the errors met resolving them, for the
+    /// escalation check of role and binding writes; None: this authorizer has no RBAC policy
+    /// (writes are then not checked for escalation).
+    fn escalation_rules(&self, _user: &UserInfo, _namespace: &str) -> Option<(Vec<rbac::PolicyRule>, Vec<String>)> {
+        None
+    }
+    /// The store revision up to which the authorizer's policy has every RBAC object (None: it
+    /// keeps no policy from the store).
+    fn applied_revision(&self) -> Option<i64> {
+        None
+    }
+    /// The rules of the role a binding in `namespace` references (kind Role or ClusterRole).
+    fn role_ref_rules(
+        &self,
+        _kind: &str,
+        _name: &str,
+        _namespace: &str,
+    ) -> Option<Result<std::sync::Arc<Vec<rbac::PolicyRule>>, String>> {
+        None
+    }
+}
+
+tokio::task_local! {
+    /// The user a request is served for (after impersonation), for checks deep in the write path.
+    pub static REQUEST_USER: UserInfo;
+}
+
+/// The user of the request being served, if any (the API server's own writes have none).
+pub fn request_user() -> Option<UserInfo> {
+    REQUEST_USER.try_with(|u| u.clone()).ok()
 }
 
 /// Today's policy: a member of `system:masters` or `kubeadm:cluster-admins` may do everything;

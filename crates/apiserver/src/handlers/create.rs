@@ -127,6 +127,9 @@ pub(crate) async fn create_object(
             return Err(ApiError::invalid(r, &name, &errs));
         }
     }
+    if r.group == crate::registry::rbac::GROUP {
+        crate::auth::rbac::escalation::check(state, r, ns, obj, None)?;
+    }
     check_namespace(state, r, ns, &name).await?;
     crate::managed::track(None, obj, &ctx.manager, "Update", None);
     let key = r.key(ns, &name);

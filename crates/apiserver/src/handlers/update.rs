@@ -109,6 +109,9 @@ pub(crate) async fn update_object(
             return Err(ApiError::invalid(r, &name, &errs));
         }
     }
+    if r.group == crate::registry::rbac::GROUP && sub.is_none() {
+        crate::auth::rbac::escalation::check(state, r, ns, &new, Some(&old))?;
+    }
     // Finalizers may only shrink while deleting; when the last goes, the object goes.
     let deleting = old["metadata"].get("deletionTimestamp").is_some_and(|v| !v.is_null());
     if deleting {

@@ -3,7 +3,7 @@
 //! upstream declares them in discovery, and per kind a [`Strategy`] that decides what the generic
 //! handlers must not.
 //!
-//! Adding a kind is one file here (its `Strategy`, e.g. `podtemplate.rs`) plus one `RESOURCES`
+//! Adding a kind is one file here (its `Strategy`, e.g. `podtemplate.rs`, or `rbac.rs` for four kinds) plus one `RESOURCES`
 //! entry. The `Strategy` hooks are: initial status and generation (`prepare_for_create`),
 //! defaulting (`defaults`), validation (`validate`, `validate_status`), create-on-update,
 //! address allocation, graceful deletion and deletion hooks, the server-side Table's columns and
@@ -15,6 +15,7 @@ mod namespace;
 mod node;
 mod pod;
 mod podtemplate;
+pub mod rbac;
 mod service;
 mod simple;
 mod workload;
@@ -471,6 +472,58 @@ pub static RESOURCES: &[Resource] = &[
         subresources: &[],
         status_subresource: false,
         strategy: &simple::PLAIN,
+    },
+    Resource {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        kind: "Role",
+        plural: "roles",
+        singular: "role",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+        status_subresource: false,
+        strategy: &rbac::ROLE,
+    },
+    Resource {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        kind: "ClusterRole",
+        plural: "clusterroles",
+        singular: "clusterrole",
+        namespaced: false,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+        status_subresource: false,
+        strategy: &rbac::CLUSTER_ROLE,
+    },
+    Resource {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        kind: "RoleBinding",
+        plural: "rolebindings",
+        singular: "rolebinding",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+        status_subresource: false,
+        strategy: &rbac::ROLE_BINDING,
+    },
+    Resource {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        kind: "ClusterRoleBinding",
+        plural: "clusterrolebindings",
+        singular: "clusterrolebinding",
+        namespaced: false,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+        status_subresource: false,
+        strategy: &rbac::CLUSTER_ROLE_BINDING,
     },
 ];
 
