@@ -63,12 +63,30 @@ pub struct State {
     pub tokens: Vec<String>,
     /// Who a request's bearer token belongs to.
     pub authn: Box<dyn auth::Authenticator>,
+    /// This cluster's ServiceAccount tokens: issued by TokenRequest, accepted after `authn`.
+    pub sa: auth::serviceaccount::ServiceAccountAuthenticator,
     /// What each user may do; every resource and non-resource request consults it.
     pub authz: Box<dyn auth::Authorizer>,
     pub alloc: Arc<services::Allocator>,
     pub metrics: metrics::Metrics,
     /// Namespaces by key, each as "being terminated", for the create path's namespace check.
     pub namespaces: mirror::Mirror<bool>,
+}
+
+impl State {
+    /// The user of a bearer token and the audiences it was accepted for (`requested`, or the API
+    /// server's audiences when empty): the static tokens first, then ServiceAccount tokens.
+    pub async fn authenticate_token(
+        &self,
+        token: &str,
+        requested: &[String],
+    ) -> Result<(auth::UserInfo, Vec<String>), auth::serviceaccount::TokenError> {
+        if let Some(u) = self.authn.authenticate_token(token) {
+            let auds = if requested.is_empty() { self.sa.issuer.api_audiences.clone() } else { requested.to_vec() };
+            return Ok((u, auds));
+        }
+        self.sa.authenticate(token, requested).await
+    }
 }
 
 /// `yard apiserver` flags.
@@ -120,6 +138,12 @@ pub struct Args {
     /// Cluster name used in the kubeconfig.
     #[arg(long, default_value = "yard")]
     pub cluster_name: String,
+    /// The `iss` of ServiceAccount tokens (and the OIDC discovery issuer).
+    #[arg(long, default_value = auth::serviceaccount::DEFAULT_ISSUER)]
+    pub service_account_issuer: String,
+    /// Audiences the API server accepts tokens for (default: the issuer).
+    #[arg(long, value_delimiter = ',')]
+    pub api_audiences: Vec<String>,
 }
 
 impl Default for Args {
@@ -140,6 +164,8 @@ impl Default for Args {
             etcd_compaction_interval: 300,
             tls_san: Vec::new(),
             cluster_name: "yard".into(),
+            service_account_issuer: auth::serviceaccount::DEFAULT_ISSUER.into(),
+            api_audiences: Vec::new(),
         }
     }
 }
@@ -240,7 +266,13 @@ pub async fn start_with_store(args: Args, store: DynStore) -> Result<Running, Er
         rest::namespace_terminating,
     );
     let tokens = vec![identity.token.clone()];
+    let sa_key = auth::serviceaccount::SigningKey::load_or_create(&args.data_dir).map_err(Error::Setup)?;
+    let sa = auth::serviceaccount::ServiceAccountAuthenticator::new(
+        auth::serviceaccount::Issuer::new(sa_key, &args.service_account_issuer, args.api_audiences.clone()),
+        store.clone(),
+    );
     let state = Arc::new(State {
+        sa,
         store,
         authn: Box::new(auth::TokenAuthenticator::new(tokens.clone())),
         authz: Box::new(auth::AdminPolicy),

@@ -5,6 +5,7 @@
 //! same two parts.
 
 pub mod reviews;
+pub mod serviceaccount;
 
 use std::collections::BTreeMap;
 
