@@ -31,6 +31,7 @@ pub mod registry;
 mod render;
 pub mod request;
 pub mod rest;
+pub mod sa_admission;
 pub mod server;
 pub mod services;
 pub mod status;

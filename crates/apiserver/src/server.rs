@@ -170,6 +170,9 @@ pub async fn handle(state: Arc<State>, _peer: SocketAddr, req: Request) -> Respo
 
 /// Ask the authorizer about a request; a denial (or no opinion) is upstream's 403.
 fn authorize(state: &State, a: &Attributes) -> Result<(), ApiError> {
+    if auth::default_policy_allows(a) {
+        return Ok(());
+    }
     let d = state.authz.authorize(a);
     match d.decision {
         Decision::Allow => Ok(()),
@@ -202,6 +205,10 @@ async fn route(state: Arc<State>, req: Request, user: UserInfo, open: bool) -> (
         "/apis" => return simple("GET", discovery::api_groups(&req)),
         "/openapi/v3" => return simple("GET", openapi::root()),
         "/openapi/v2" => return simple("GET", openapi_v2::document(req.headers())),
+        "/.well-known/openid-configuration" => {
+            return simple("GET", oidc_document(state.sa.issuer.openid_configuration(), "application/json"))
+        }
+        "/openid/v1/jwks" => return simple("GET", oidc_document(state.sa.issuer.jwks(), "application/jwk-set+json")),
         _ => {}
     }
     if let Some(gv) = path.strip_prefix("/openapi/v3/") {
@@ -286,6 +293,16 @@ async fn route(state: Arc<State>, req: Request, user: UserInfo, open: bool) -> (
     headers.insert(http::header::ACCEPT, http::HeaderValue::from_static(accept));
     let resp = rest::dispatch(state, method, target, params, headers, body).await;
     (crate::render::render(resp, &output, r, watch).await, verb, resource)
+}
+
+/// An OIDC discovery document, cacheable for an hour as upstream serves them.
+fn oidc_document(v: serde_json::Value, content_type: &'static str) -> Response {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::CACHE_CONTROL, "public, max-age=3600")
+        .body(Body::from(serde_json::to_vec(&v).unwrap_or_default()))
+        .expect("response")
 }
 
 /// A legacy `/watch/` path: a watch of the collection, or of one object as upstream serves it

@@ -6,6 +6,7 @@
 
 pub mod reviews;
 pub mod serviceaccount;
+pub mod token_request;
 
 use std::collections::BTreeMap;
 
@@ -194,6 +195,44 @@ impl Authorizer for AdminPolicy {
             evaluation_error: String::new(),
         }
     }
+}
+
+/// What upstream's default RBAC policy lets every authenticated user do, allowed here whatever
+/// the [`Authorizer`] says: `system:basic-user` (the self reviews), `system:discovery` and
+/// `system:public-info-viewer` (discovery, OpenAPI, version, health) and
+/// `system:service-account-issuer-discovery` (the OIDC documents; upstream binds it to
+/// `system:serviceaccounts`, here every authenticated user may read them). Once an RBAC authorizer
+/// carries these bootstrap roles itself this shortcut can go.
+pub fn default_policy_allows(a: &Attributes) -> bool {
+    if !a.user.groups.iter().any(|g| g == "system:authenticated") {
+        return false;
+    }
+    if a.resource_request {
+        return a.verb == "create"
+            && a.subresource.is_empty()
+            && matches!(
+                (a.api_group.as_str(), a.resource.as_str()),
+                ("authorization.k8s.io", "selfsubjectaccessreviews" | "selfsubjectrulesreviews")
+                    | ("authentication.k8s.io", "selfsubjectreviews")
+            );
+    }
+    let p = a.path.as_str();
+    a.verb == "get"
+        && (matches!(
+            p,
+            "/api"
+                | "/apis"
+                | "/openapi"
+                | "/version"
+                | "/version/"
+                | "/healthz"
+                | "/livez"
+                | "/readyz"
+                | "/.well-known/openid-configuration"
+                | "/openid/v1/jwks"
+        ) || p.starts_with("/api/")
+            || p.starts_with("/apis/")
+            || p.starts_with("/openapi/"))
 }
 
 /// The authorization verb of a resource request (upstream's RequestInfo rules).

@@ -19,6 +19,8 @@ mod service;
 mod simple;
 mod workload;
 
+pub(crate) use simple::PLAIN;
+
 use serde_json::Value;
 use yard_api::validation::FieldError;
 
@@ -312,7 +314,7 @@ pub static RESOURCES: &[Resource] = &[
         namespaced: true,
         short_names: &["sa"],
         categories: &[],
-        subresources: &[],
+        subresources: &["token"],
         status_subresource: false,
         strategy: &simple::PLAIN,
     },
