@@ -66,6 +66,8 @@ pub struct State {
     pub authn: Box<dyn auth::Authenticator>,
     /// This cluster's ServiceAccount tokens: issued by TokenRequest, accepted after `authn`.
     pub sa: auth::serviceaccount::ServiceAccountAuthenticator,
+    /// The cluster CA (PEM) that `kube-root-ca.crt` publishes.
+    pub root_ca: String,
     /// What each user may do; every resource and non-resource request consults it.
     pub authz: Box<dyn auth::Authorizer>,
     pub alloc: Arc<services::Allocator>,
@@ -274,6 +276,7 @@ pub async fn start_with_store(args: Args, store: DynStore) -> Result<Running, Er
     );
     let state = Arc::new(State {
         sa,
+        root_ca: identity.ca_pem.clone(),
         store,
         authn: Box::new(auth::TokenAuthenticator::new(tokens.clone())),
         authz: Box::new(auth::AdminPolicy),

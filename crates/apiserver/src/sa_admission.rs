@@ -4,7 +4,7 @@
 //! when the pod leaves it unset, on the ServiceAccount), a projected `kube-api-access-XXXXX`
 //! volume (a bound token, the cluster CA from `kube-root-ca.crt`, the namespace) is added and
 //! mounted read-only at [`TOKEN_MOUNT_PATH`] in every init and app container that does not
-//! already mount something there. Mirror pods are left alone (and may not name a ServiceAccount).
+//! already mount something there (a missing `kube-root-ca.crt` is made too). Mirror pods are left alone (and may not name a ServiceAccount).
 
 use std::time::Duration;
 
@@ -101,6 +101,7 @@ pub async fn admit_pod(state: &State, ns: &str, pod: &mut Value) -> ApiResult<()
     let sa_says = sa.get("automountServiceAccountToken").and_then(Value::as_bool);
     if pod_says.or(sa_says).unwrap_or(true) {
         mount_token(pod);
+        ensure_root_ca(state, ns).await?;
     }
     let spec = pod.get_mut("spec").and_then(Value::as_object_mut).expect("spec");
     let no_pull_secrets = spec.get("imagePullSecrets").and_then(Value::as_array).is_none_or(Vec::is_empty);
@@ -111,6 +112,28 @@ pub async fn admit_pod(state: &State, ns: &str, pod: &mut Value) -> ApiResult<()
     }
     Ok(())
 }
+
+/// The `kube-root-ca.crt` the token volume reads: the root-ca-certificate-publisher's to make
+/// and keep; made here when missing (as the `default` ServiceAccount is), so the pod's volume can
+/// be set up in a cluster without controllers.
+async fn ensure_root_ca(state: &State, ns: &str) -> ApiResult<()> {
+    let key = registry::find("", "v1", "configmaps").expect("configmaps").key(Some(ns), "kube-root-ca.crt");
+    if state.root_ca.is_empty() || state.store.get(&key).await?.is_some() {
+        return Ok(());
+    }
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+        "name": "kube-root-ca.crt", "namespace": ns, "uid": objects::new_uid(),
+        "creationTimestamp": objects::now_rfc3339(),
+        "annotations": {"kubernetes.io/description": ROOT_CA_DESCRIPTION}},
+        "data": {"ca.crt": state.root_ca}});
+    match state.store.write(Op::Create { key, value: crate::codec::encode(&cm) }).await {
+        Ok(_) | Err(StoreError::AlreadyExists(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Upstream's description annotation of `kube-root-ca.crt`.
+const ROOT_CA_DESCRIPTION: &str = "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters.";
 
 fn mount_token(pod: &mut Value) {
     let spec = pod.get_mut("spec").and_then(Value::as_object_mut).expect("spec");
