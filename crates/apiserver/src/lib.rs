@@ -1,7 +1,8 @@
 //! The Kubernetes REST API over Yard's store: discovery, OpenAPI v2 and v3, CRUD with optimistic
 //! concurrency, JSON/merge/strategic/apply patches, watches with bookmarks and watch-list,
-//! server-side Tables, `Status` errors, HTTPS with bearer-token authentication, Service address
-//! allocation, and the forwarding of pod exec/log streams to node agents. Everything else in
+//! server-side Tables, `Status` errors, HTTPS with bearer-token authentication (the admin token
+//! and ServiceAccount JWTs: TokenRequest, ServiceAccount admission, OIDC discovery), Service
+//! address allocation, and the forwarding of pod exec/log streams to node agents. Everything else in
 //! Yard is a client of this API.
 
 #![forbid(unsafe_code)]

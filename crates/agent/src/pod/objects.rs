@@ -188,3 +188,20 @@ impl Runtime {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_replaced_after_80_percent_of_their_life_or_a_day() {
+        let t = |expires, expiration_seconds| IssuedToken { token: String::new(), expires, expiration_seconds };
+        // A 3607 s token issued at 0: kept until 80% (2885.6 s), then replaced.
+        assert!(!token_needs_refresh(&t(3607, 3607), 2800));
+        assert!(token_needs_refresh(&t(3607, 3607), 2886));
+        // A week-long token: replaced after 24 h, not at 80%.
+        let week = 7 * 24 * 3600;
+        assert!(!token_needs_refresh(&t(week, week), 24 * 3600 - 1));
+        assert!(token_needs_refresh(&t(week, week), 24 * 3600));
+    }
+}
