@@ -55,7 +55,7 @@ pub enum TokenError {
     Audience { token: String, requested: String },
     #[error("service account token claims are invalid: {0}")]
     Claims(&'static str),
-    #[error("serviceaccounts {0:?} not found")]
+    #[error("serviceaccount {0:?} not found")]
     ServiceAccountNotFound(String),
     #[error("service account UID ({0}) does not match claim ({1})")]
     ServiceAccountUid(String, String),
@@ -600,6 +600,44 @@ mod tests {
             let dotted = format!("{}.{}.{}", B64.encode(&b), B64.encode(&b[..b.len() / 2]), B64.encode(&b));
             assert!(i.verify(&dotted, &[], now).is_err());
         }
+    }
+
+    #[tokio::test]
+    async fn the_service_account_and_bound_pod_must_still_exist_with_their_uids() {
+        use yard_store::Op;
+        let t = crate::testutil::TempStore::new("satoken-auth");
+        let put = |key: &str, uid: &str| Op::Create {
+            key: key.into(),
+            value: serde_json::to_vec(&json!({"metadata": {"uid": uid}})).unwrap().into(),
+        };
+        let sa_key = registry::find("", "v1", "serviceaccounts").unwrap().key(Some("default"), "default");
+        let pod_key = registry::find("", "v1", "pods").unwrap().key(Some("default"), "web");
+        t.store.write(put(&sa_key, "sa-uid")).await.unwrap();
+        t.store.write(put(&pod_key, "pod-uid")).await.unwrap();
+        let a = ServiceAccountAuthenticator::new(issuer(), t.store.clone());
+        let now = unix_now();
+        let mut c = claims(now);
+        c.node = None;
+        let tok = a.issuer.issue(&c);
+        let (u, _) = a.authenticate(&tok, &[]).await.expect("valid");
+        assert_eq!(u.username, "system:serviceaccount:default:default");
+        // Another uid for the ServiceAccount (deleted and re-created).
+        let mut other = c.clone();
+        other.sa_uid = "old-uid".into();
+        let e = a.authenticate(&a.issuer.issue(&other), &[]).await.unwrap_err();
+        assert_eq!(e.to_string(), "service account UID (sa-uid) does not match claim (old-uid)");
+        // The bound pod deleted: refused once the cached lookup is older than its TTL.
+        t.store.write(Op::Delete { key: pod_key, expect: None }).await.unwrap();
+        tokio::time::sleep(LOOKUP_TTL + Duration::from_millis(100)).await;
+        assert_eq!(a.authenticate(&tok, &[]).await.unwrap_err(), TokenError::Invalidated);
+        // An unbound token of a deleted ServiceAccount.
+        let mut unbound = c.clone();
+        unbound.pod = None;
+        let ut = a.issuer.issue(&unbound);
+        assert!(a.authenticate(&ut, &[]).await.is_ok());
+        t.store.write(Op::Delete { key: sa_key, expect: None }).await.unwrap();
+        tokio::time::sleep(LOOKUP_TTL + Duration::from_millis(100)).await;
+        assert_eq!(a.authenticate(&ut, &[]).await.unwrap_err(), TokenError::ServiceAccountNotFound("default".into()));
     }
 
     #[test]
