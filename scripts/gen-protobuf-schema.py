@@ -44,6 +44,7 @@ EXTRA_ROOTS = [
     "api.autoscaling.v1.Scale",
     "api.core.v1.Binding",
     "api.policy.v1.Eviction",
+    "api.authentication.v1.TokenRequest",
 ]
 
 # Fields (message.jsonName) whose zero value the JSON encoding keeps: Go pointer scalars whose zero

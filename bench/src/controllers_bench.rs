@@ -141,6 +141,7 @@ async fn child(kubeconfig: String) -> anyhow::Result<()> {
         leader_elect_renew_deadline: 10.0,
         leader_elect_retry_period: 2.0,
         leader_elect_identity: None,
+        root_ca_file: None,
     };
     let kc = kube::config::Kubeconfig::read_from(args.kubeconfig.as_deref().expect("kubeconfig"))?;
     let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;

@@ -339,6 +339,19 @@ fn default_volume(v: &mut Map<String, Value>) {
 /// SetDefaults_PodSpec and the defaults of everything inside it (containers, probes, ports,
 /// volumes). `is_pod` adds the Pod-only defaults (host-network ports).
 pub fn default_pod_spec(spec: &mut Map<String, Value>, is_pod: bool) {
+    // v1's deprecated `serviceAccount` is an alias of `serviceAccountName` (which wins), and is
+    // written back as a copy of it.
+    let sa_name = spec.get("serviceAccountName").and_then(Value::as_str).unwrap_or("").to_string();
+    let sa_alias = spec.get("serviceAccount").and_then(Value::as_str).unwrap_or("").to_string();
+    match (sa_name.is_empty(), sa_alias.is_empty()) {
+        (true, false) => {
+            spec.insert("serviceAccountName".into(), json!(sa_alias));
+        }
+        (false, _) => {
+            spec.insert("serviceAccount".into(), json!(sa_name));
+        }
+        (true, true) => {}
+    }
     set_default(spec, "dnsPolicy", json!("ClusterFirst"));
     set_default(spec, "restartPolicy", json!("Always"));
     if spec.get("securityContext").is_none_or(Value::is_null) {

@@ -88,6 +88,7 @@ fn entry(r: &Resource) -> Vec<Value> {
             "portforward" => ("PodPortForwardOptions", vec!["create", "get"], None, None),
             "log" => ("Pod", vec!["get"], None, None),
             "finalize" => ("Namespace", vec!["update"], None, None),
+            "token" => ("TokenRequest", vec!["create"], Some("authentication.k8s.io"), Some("v1")),
             _ => continue,
         };
         let mut e = json!({"name": format!("{}/{s}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs});

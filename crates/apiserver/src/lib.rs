@@ -1,9 +1,10 @@
 //! The Kubernetes REST API over Yard's store: discovery, OpenAPI v2 and v3, CRUD with optimistic
 //! concurrency, JSON/merge/strategic/apply patches, watches with bookmarks and watch-list,
 //! server-side Tables, `Status` errors, HTTPS with bearer-token authentication (the admin token,
-//! `--token-auth-file`, impersonation) and RBAC authorization (`auth::rbac`: the authorizer over a
-//! watched policy index, escalation prevention, the bootstrap policy), Service address
-//! allocation, and the forwarding of pod exec/log streams to node agents. Everything else in
+//! `--token-auth-file`, ServiceAccount JWTs: TokenRequest, ServiceAccount admission, OIDC
+//! discovery; impersonation) and RBAC authorization (`auth::rbac`: the authorizer over a watched
+//! policy index, escalation prevention, the bootstrap policy), Service address allocation, and the
+//! forwarding of pod exec/log streams to node agents. Everything else in
 //! Yard is a client of this API.
 
 #![forbid(unsafe_code)]
@@ -33,6 +34,7 @@ pub mod registry;
 mod render;
 pub mod request;
 pub mod rest;
+pub mod sa_admission;
 pub mod server;
 pub mod services;
 pub mod status;
@@ -65,12 +67,32 @@ pub struct State {
     pub tokens: Vec<String>,
     /// Who a request's bearer token belongs to.
     pub authn: Box<dyn auth::Authenticator>,
+    /// This cluster's ServiceAccount tokens: issued by TokenRequest, accepted after `authn`.
+    pub sa: auth::serviceaccount::ServiceAccountAuthenticator,
+    /// The cluster CA (PEM) that `kube-root-ca.crt` publishes.
+    pub root_ca: String,
     /// What each user may do; every resource and non-resource request consults it.
     pub authz: Box<dyn auth::Authorizer>,
     pub alloc: Arc<services::Allocator>,
     pub metrics: metrics::Metrics,
     /// Namespaces by key, each as "being terminated", for the create path's namespace check.
     pub namespaces: mirror::Mirror<bool>,
+}
+
+impl State {
+    /// The user of a bearer token and the audiences it was accepted for (`requested`, or the API
+    /// server's audiences when empty): the static tokens first, then ServiceAccount tokens.
+    pub async fn authenticate_token(
+        &self,
+        token: &str,
+        requested: &[String],
+    ) -> Result<(auth::UserInfo, Vec<String>), auth::serviceaccount::TokenError> {
+        if let Some(u) = self.authn.authenticate_token(token) {
+            let auds = if requested.is_empty() { self.sa.issuer.api_audiences.clone() } else { requested.to_vec() };
+            return Ok((u, auds));
+        }
+        self.sa.authenticate(token, requested).await
+    }
 }
 
 /// `yard apiserver` flags.
@@ -126,6 +148,12 @@ pub struct Args {
     /// optionally `"group1,group2"`.
     #[arg(long)]
     pub token_auth_file: Option<PathBuf>,
+    /// The `iss` of ServiceAccount tokens (and the OIDC discovery issuer).
+    #[arg(long, default_value = auth::serviceaccount::DEFAULT_ISSUER)]
+    pub service_account_issuer: String,
+    /// Audiences the API server accepts tokens for (default: the issuer).
+    #[arg(long, value_delimiter = ',')]
+    pub api_audiences: Vec<String>,
 }
 
 impl Default for Args {
@@ -147,6 +175,8 @@ impl Default for Args {
             tls_san: Vec::new(),
             cluster_name: "yard".into(),
             token_auth_file: None,
+            service_account_issuer: auth::serviceaccount::DEFAULT_ISSUER.into(),
+            api_audiences: Vec::new(),
         }
     }
 }
@@ -253,7 +283,14 @@ pub async fn start_with_store(args: Args, store: DynStore) -> Result<Running, Er
         authenticators.push(Box::new(auth::tokenfile::TokenFile::load(f).map_err(|e| Error::Setup(e.to_string()))?));
     }
     let authz = Box::new(auth::rbac::RbacAuthorizer::start(store.clone()));
+    let sa_key = auth::serviceaccount::SigningKey::load_or_create(&args.data_dir).map_err(Error::Setup)?;
+    let sa = auth::serviceaccount::ServiceAccountAuthenticator::new(
+        auth::serviceaccount::Issuer::new(sa_key, &args.service_account_issuer, args.api_audiences.clone()),
+        store.clone(),
+    );
     let state = Arc::new(State {
+        sa,
+        root_ca: identity.ca_pem.clone(),
         store,
         authn: Box::new(auth::Chain { authenticators }),
         authz,

@@ -145,6 +145,10 @@ pub async fn dispatch(
                 Ok(json_response(StatusCode::OK, &scale_of(&obj)))
             }
             (&Method::POST, None, None) => create(&state, r, t.namespace.as_deref(), &p, &headers, &body).await,
+            (&Method::POST, Some(name), Some("token")) if r.plural == "serviceaccounts" => {
+                crate::auth::token_request::create(&state, t.namespace.as_deref().unwrap_or(""), name, &headers, &body)
+                    .await
+            }
             (&Method::POST, Some(name), Some("binding")) => {
                 binding(&state, r, t.namespace.as_deref(), name, &headers, &body).await
             }

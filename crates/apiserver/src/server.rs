@@ -120,10 +120,26 @@ pub async fn serve_plain(state: Arc<State>, listener: TcpListener) {
     }
 }
 
-/// The user of a request's bearer token, if it has a valid one.
-fn authenticate(state: &State, req: &Request) -> Option<UserInfo> {
-    let h = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok())?;
-    state.authn.authenticate_token(auth::bearer_token(h)?)
+/// The user of a request's bearer token, if it has a valid one; a refused token is logged (as
+/// upstream's "Unable to authenticate the request").
+async fn authenticate(state: &State, req: &http::request::Parts) -> Option<UserInfo> {
+    let h = req.headers.get(http::header::AUTHORIZATION)?;
+    let path = req.uri.path().to_string();
+    let Some(token): Option<String> = h.to_str().ok().and_then(auth::bearer_token).map(String::from) else {
+        tracing::warn!(%path, "Unable to authenticate the request: invalid bearer token");
+        return None;
+    };
+    match state.authenticate_token(&token, &[]).await {
+        Ok((u, _)) => Some(u),
+        Err(e) => {
+            let err = match e {
+                auth::serviceaccount::TokenError::NotOurs => "invalid bearer token".to_string(),
+                e => e.to_string(),
+            };
+            tracing::warn!(%path, error = %err, "Unable to authenticate the request");
+            None
+        }
+    }
 }
 
 pub async fn handle(state: Arc<State>, _peer: SocketAddr, req: Request) -> Response {
@@ -134,7 +150,9 @@ pub async fn handle(state: Arc<State>, _peer: SocketAddr, req: Request) -> Respo
         || path.starts_with("/healthz/")
         || path.starts_with("/livez/")
         || path.starts_with("/readyz/");
-    let user = authenticate(&state, &req);
+    let (parts, body) = req.into_parts();
+    let user = authenticate(&state, &parts).await;
+    let req = Request::from_parts(parts, body);
     let user = match user {
         Some(u) => u,
         None if open => UserInfo {
@@ -188,6 +206,10 @@ async fn route(state: Arc<State>, req: Request, user: UserInfo, open: bool) -> (
         "/apis" => return simple("GET", discovery::api_groups(&req)),
         "/openapi/v3" => return simple("GET", openapi::root()),
         "/openapi/v2" => return simple("GET", openapi_v2::document(req.headers())),
+        "/.well-known/openid-configuration" => {
+            return simple("GET", oidc_document(state.sa.issuer.openid_configuration(), "application/json"))
+        }
+        "/openid/v1/jwks" => return simple("GET", oidc_document(state.sa.issuer.jwks(), "application/jwk-set+json")),
         _ => {}
     }
     if let Some(gv) = path.strip_prefix("/openapi/v3/") {
@@ -252,7 +274,7 @@ async fn route(state: Arc<State>, req: Request, user: UserInfo, open: bool) -> (
     let verb = rest::verb_name(&method, &target, &params);
     // Reviews and events.k8s.io answer JSON (client-go always accepts it next to protobuf).
     if target.resource.create_only() {
-        return (auth::reviews::handle(&state, &user, &method, &target, &headers, &body), verb, resource);
+        return (auth::reviews::handle(&state, &user, &method, &target, &headers, &body).await, verb, resource);
     }
     if target.resource.group == "events.k8s.io" {
         return (crate::events::dispatch(state, method, target, params, headers, body).await, verb, resource);
@@ -272,6 +294,16 @@ async fn route(state: Arc<State>, req: Request, user: UserInfo, open: bool) -> (
     headers.insert(http::header::ACCEPT, http::HeaderValue::from_static(accept));
     let resp = auth::REQUEST_USER.scope(user, rest::dispatch(state, method, target, params, headers, body)).await;
     (crate::render::render(resp, &output, r, watch).await, verb, resource)
+}
+
+/// An OIDC discovery document, cacheable for an hour as upstream serves them.
+fn oidc_document(v: serde_json::Value, content_type: &'static str) -> Response {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::CACHE_CONTROL, "public, max-age=3600")
+        .body(Body::from(serde_json::to_vec(&v).unwrap_or_default()))
+        .expect("response")
 }
 
 /// A legacy `/watch/` path: a watch of the collection, or of one object as upstream serves it

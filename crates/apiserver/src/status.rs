@@ -94,6 +94,7 @@ impl ApiError {
     }
 
     pub fn to_status(&self) -> Value {
+        // Upstream's field order: ..., reason, details, code.
         let mut s = json!({
             "kind": "Status",
             "apiVersion": "v1",
@@ -101,11 +102,11 @@ impl ApiError {
             "status": "Failure",
             "message": self.message,
             "reason": self.reason,
-            "code": self.code,
         });
         if let Some(d) = &self.details {
             s["details"] = d.clone();
         }
+        s["code"] = json!(self.code);
         if self.reason.is_empty() {
             // StatusReasonUnknown is "" and omitted, as upstream serialises it.
             s.as_object_mut().expect("object").remove("reason");

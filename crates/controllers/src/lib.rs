@@ -1,7 +1,7 @@
 //! yard-controllers owns the controller manager: the EndpointSlice and Endpoints controllers, the
 //! EndpointSlice mirroring controller (selector-less Services with hand-written Endpoints), the
 //! Deployment and ReplicaSet controllers, the scheduler, node IPAM, the garbage collector and the
-//! namespace controller, plus Lease-based leader election. Every controller is a plain API client:
+//! namespace controller, the `default` ServiceAccount and `kube-root-ca.crt` publishers, plus Lease-based leader election. Every controller is a plain API client:
 //! it lists and watches through kube-rs, keeps in-memory caches, and writes through `kube::Api`.
 
 #![forbid(unsafe_code)]
@@ -20,6 +20,7 @@ pub mod nodeipam;
 pub mod queue;
 pub mod replicaset;
 pub mod scheduler;
+pub mod serviceaccount;
 pub mod slice_tracker;
 pub mod svcindex;
 pub mod util;
@@ -31,7 +32,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Node, Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::{Api, Client};
 use tokio::task::JoinSet;
@@ -50,6 +51,8 @@ pub const CONTROLLERS: &[&str] = &[
     "nodeipam",
     "garbagecollector",
     "namespace",
+    "serviceaccount",
+    "root-ca-certificate-publisher",
 ];
 
 /// Command-line flags of `yard controllers`.
@@ -65,7 +68,7 @@ pub struct Args {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_elect: bool,
     /// Controllers to run: `*` for all, `name` to enable, `-name` to disable. Names: endpointslice,
-    /// endpointslicemirroring, endpoint, replicaset, deployment, scheduler, nodeipam, garbagecollector, namespace.
+    /// endpointslicemirroring, endpoint, replicaset, deployment, scheduler, nodeipam, garbagecollector, namespace, serviceaccount, root-ca-certificate-publisher.
     #[arg(long, value_delimiter = ',', default_value = "*")]
     pub controllers: Vec<String>,
     /// How long a standby waits after the leader's last renewal before taking the Lease over (seconds).
@@ -80,6 +83,10 @@ pub struct Args {
     /// Holder identity in the Lease (default: hostname_random).
     #[arg(long)]
     pub leader_elect_identity: Option<String>,
+    /// The cluster CA bundle to publish as `kube-root-ca.crt` in every namespace (without it the
+    /// root-ca-certificate-publisher does not run).
+    #[arg(long)]
+    pub root_ca_file: Option<PathBuf>,
 }
 
 /// Controller manager settings.
@@ -96,6 +103,8 @@ pub struct Config {
     pub lease_duration: Duration,
     pub renew_deadline: Duration,
     pub retry_period: Duration,
+    /// The CA bundle (PEM) that `kube-root-ca.crt` publishes.
+    pub root_ca: Option<String>,
 }
 
 impl Default for Config {
@@ -109,6 +118,7 @@ impl Default for Config {
             lease_duration: Duration::from_secs(15),
             renew_deadline: Duration::from_secs(10),
             retry_period: Duration::from_secs(2),
+            root_ca: None,
         }
     }
 }
@@ -123,6 +133,7 @@ impl Config {
             lease_duration: Duration::from_secs_f64(args.leader_elect_lease_duration.max(0.001)),
             renew_deadline: Duration::from_secs_f64(args.leader_elect_renew_deadline.max(0.001)),
             retry_period: Duration::from_secs_f64(args.leader_elect_retry_period.max(0.001)),
+            root_ca: args.root_ca_file.as_ref().and_then(|p| std::fs::read_to_string(p).ok()),
             ..Default::default()
         }
     }
@@ -281,7 +292,11 @@ pub async fn start_controllers(client: Client, config: Config) -> JoinSet<()> {
     let endpoints = (on("endpoint") || mirroring).then(|| informer::<Endpoints>(&client, "endpoints"));
     let rs = (on("replicaset") || on("deployment")).then(|| informer::<ReplicaSet>(&client, "replicasets"));
     let deps = on("deployment").then(|| informer::<Deployment>(&client, "deployments"));
-    let nss = on("namespace").then(|| informer::<Namespace>(&client, "namespaces"));
+    let publish_ca = on("root-ca-certificate-publisher") && config.root_ca.is_some();
+    let nss =
+        (on("namespace") || on("serviceaccount") || publish_ca).then(|| informer::<Namespace>(&client, "namespaces"));
+    let sas = on("serviceaccount").then(|| informer::<ServiceAccount>(&client, "serviceaccounts"));
+    let cms = publish_ca.then(|| informer::<ConfigMap>(&client, "configmaps"));
 
     type Start = Box<dyn FnOnce(&mut JoinSet<()>) + Send>;
     let mut starts: Vec<Start> = Vec::new();
@@ -365,7 +380,21 @@ pub async fn start_controllers(client: Client, config: Config) -> JoinSet<()> {
         starts
             .push(Box::new(move |set| spawn_workers(set, c.queue.clone(), 1, "nodeipam", move |k| c.clone().sync(k))));
     }
-    if let Some(nss) = &nss {
+    if let (Some(nss), Some(sas)) = (&nss, &sas) {
+        let c = serviceaccount::ServiceAccountsController::new(client.clone(), nss.cache(), sas.cache());
+        c.attach(nss, sas);
+        starts.push(Box::new(move |set| {
+            spawn_workers(set, c.queue.clone(), 2, "serviceaccount", move |k| c.clone().sync(k))
+        }));
+    }
+    if let (Some(nss), Some(cms), Some(ca)) = (&nss, &cms, config.root_ca.clone().filter(|_| publish_ca)) {
+        let c = serviceaccount::RootCaPublisher::new(client.clone(), nss.cache(), cms.cache(), ca);
+        c.attach(nss, cms);
+        starts.push(Box::new(move |set| {
+            spawn_workers(set, c.queue.clone(), 2, "root-ca-certificate-publisher", move |k| c.clone().sync(k))
+        }));
+    }
+    if let (true, Some(nss)) = (on("namespace"), &nss) {
         let c = namespace::NamespaceController::new(client.clone(), nss.cache());
         c.attach(nss);
         starts
@@ -402,6 +431,8 @@ pub async fn start_controllers(client: Client, config: Config) -> JoinSet<()> {
     start!(rs);
     start!(deps);
     start!(nss);
+    start!(sas);
+    start!(cms);
     for i in gc_informers {
         set.spawn(i.clone().run());
         waits.push(Box::pin(async move { i.wait_synced().await }));

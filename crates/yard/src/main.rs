@@ -94,6 +94,7 @@ async fn apiserver(a: ApiserverCmd) -> anyhow::Result<()> {
             lease_duration: std::time::Duration::from_secs_f64(a.leader_elect_lease_duration.max(0.001)),
             renew_deadline: std::time::Duration::from_secs_f64(a.leader_elect_renew_deadline.max(0.001)),
             retry_period: std::time::Duration::from_secs_f64(a.leader_elect_retry_period.max(0.001)),
+            root_ca: Some(running.identity.ca_pem.clone()),
             ..Default::default()
         };
         Some(tokio::spawn(yard_controllers::run_with_client(client, ccfg, async move {

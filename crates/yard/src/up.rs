@@ -594,7 +594,11 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     let mut tasks: Vec<(String, tokio::task::JoinHandle<()>)> = Vec::new();
 
     // Controllers.
-    let ccfg = yard_controllers::Config { leader_elect: false, ..Default::default() };
+    let ccfg = yard_controllers::Config {
+        leader_elect: false,
+        root_ca: Some(api.identity.ca_pem.clone()),
+        ..Default::default()
+    };
     let (c2, s) = (client::client(kcfg.clone(), Component::ControllerManager)?, stopped());
     tasks.push((
         "controllers".into(),

@@ -93,6 +93,9 @@ pub struct Runtime {
     events_tx: mpsc::UnboundedSender<PodEvent>,
     events_rx: Mutex<Option<mpsc::UnboundedReceiver<PodEvent>>>,
     pods: Mutex<HashMap<String, PodHandle>>,
+    /// ServiceAccount tokens issued for pods' projected volumes, by pod uid, audience and
+    /// lifetime (see `objects.rs`).
+    tokens: Mutex<HashMap<String, objects::IssuedToken>>,
 }
 
 #[derive(Clone, Debug)]
@@ -219,6 +222,7 @@ impl Runtime {
             events_tx,
             events_rx: Mutex::new(Some(events_rx)),
             pods: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(HashMap::new()),
         })
     }
 

@@ -1,7 +1,8 @@
 //! Pod volumes. [`setup`] prepares every volume of a pod in the pod's directory before its
 //! containers start: `emptyDir` (a directory, or with `medium: Memory` a tmpfs of `sizeLimit`),
 //! `hostPath` (with upstream's type checks), and the API-data volumes `configMap`, `secret`,
-//! `downwardAPI` and `projected` (written with [`atomic`], so [`refresh`] can bring updates to
+//! `downwardAPI` and `projected` (with `serviceAccountToken` sources from the tokens the caller
+//! requested for the pod; written with [`atomic`], so [`refresh`] can bring updates to
 //! running pods). A type Yard cannot provide is an error, so the pod stays in ContainerCreating
 //! with a `FailedMount` event instead of running without it. [`container_binds`] turns a
 //! container's `volumeMounts` (`subPath`, `subPathExpr`, `readOnly`) into binds of its
@@ -140,7 +141,12 @@ pub fn plugin_of(v: &Volume) -> Option<&'static dyn VolumePlugin> {
 pub struct Objects {
     pub config_maps: BTreeMap<String, Option<BTreeMap<String, Vec<u8>>>>,
     pub secrets: BTreeMap<String, Option<BTreeMap<String, Vec<u8>>>>,
+    /// ServiceAccount tokens for the pod's projected `serviceAccountToken` sources, by
+    /// [`token_key`] of their audience and lifetime.
+    pub tokens: BTreeMap<String, String>,
 }
+
+pub use projected::{token_key, token_sources};
 
 /// The ConfigMaps and Secrets the pod's volumes name.
 pub fn referenced(pod: &Pod) -> (Vec<String>, Vec<String>) {

@@ -8,6 +8,8 @@
 pub mod impersonate;
 pub mod rbac;
 pub mod reviews;
+pub mod serviceaccount;
+pub mod token_request;
 pub mod tokenfile;
 
 use std::collections::BTreeMap;

@@ -18,7 +18,7 @@ use crate::status::{ApiError, ApiResult};
 use crate::State;
 
 /// Serve one request for a review resource.
-pub fn handle(
+pub async fn handle(
     state: &State,
     user: &UserInfo,
     method: &Method,
@@ -26,7 +26,7 @@ pub fn handle(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Response {
-    match review(state, user, method, t, headers, body) {
+    match review(state, user, method, t, headers, body).await {
         Ok(v) => Response::builder()
             .status(StatusCode::CREATED)
             .header("content-type", "application/json")
@@ -36,7 +36,7 @@ pub fn handle(
     }
 }
 
-fn review(
+async fn review(
     state: &State,
     user: &UserInfo,
     method: &Method,
@@ -62,7 +62,7 @@ fn review(
         "LocalSubjectAccessReview" => local_subject_access(state, r, &mut obj, t.namespace.as_deref().unwrap_or(""))?,
         "SelfSubjectRulesReview" => self_subject_rules(state, user, &obj),
         "SelfSubjectReview" => json!({"userInfo": user.to_json()}),
-        "TokenReview" => token_review(state, r, &obj)?,
+        "TokenReview" => token_review(state, r, &obj).await?,
         _ => return Err(ApiError::not_found(r, "")),
     };
     if obj.get("metadata").is_none() {
@@ -278,7 +278,7 @@ fn self_subject_rules(state: &State, user: &UserInfo, obj: &Value) -> Value {
     st
 }
 
-fn token_review(state: &State, r: &Resource, obj: &Value) -> ApiResult<Value> {
+async fn token_review(state: &State, r: &Resource, obj: &Value) -> ApiResult<Value> {
     let _ = r;
     if obj.pointer("/metadata/namespace").and_then(Value::as_str).is_some_and(|n| !n.is_empty()) {
         return Err(ApiError::bad_request(
@@ -291,14 +291,18 @@ fn token_review(state: &State, r: &Resource, obj: &Value) -> ApiResult<Value> {
         return Err(ApiError::bad_request("token is required for TokenReview in authentication"));
     }
     let audiences = strings(obj.pointer("/spec/audiences"));
-    Ok(match state.authn.authenticate_token(token) {
-        Some(u) => {
-            let mut st = json!({"authenticated": true, "user": u.to_json()});
-            if !audiences.is_empty() {
-                st["audiences"] = json!(audiences);
-            }
-            st
+    // The static tokens answer as before; a ServiceAccount token answers with the audiences it
+    // is valid for, and a refused one of this issuer with the reason (as upstream).
+    if let Some(u) = state.authn.authenticate_token(token) {
+        let mut st = json!({"authenticated": true, "user": u.to_json()});
+        if !audiences.is_empty() {
+            st["audiences"] = json!(audiences);
         }
-        None => json!({"user": {}}),
+        return Ok(st);
+    }
+    Ok(match state.sa.authenticate(token, &audiences).await {
+        Ok((u, auds)) => json!({"authenticated": true, "user": u.to_json(), "audiences": auds}),
+        Err(super::serviceaccount::TokenError::NotOurs) => json!({"user": {}}),
+        Err(e) => json!({"user": {}, "error": e.to_string()}),
     })
 }

@@ -117,6 +117,13 @@ pub(crate) async fn create_object(
             }
         }
     }
+    if r.group.is_empty() && r.plural == "pods" {
+        // Admission (NamespaceLifecycle, then ServiceAccount) runs before the strategy, as
+        // upstream's chain does.
+        let ns = ns.unwrap_or("");
+        check_namespace(state, r, Some(ns), name_of(obj)).await?;
+        crate::sa_admission::admit_pod(state, ns, obj).await?;
+    }
     prepare_for_create(r, obj);
     r.strategy.defaults(r, obj);
     let name = name_of(obj).to_string();

@@ -20,6 +20,8 @@ mod service;
 mod simple;
 mod workload;
 
+pub(crate) use simple::PLAIN;
+
 use serde_json::Value;
 use yard_api::validation::FieldError;
 
@@ -313,7 +315,7 @@ pub static RESOURCES: &[Resource] = &[
         namespaced: true,
         short_names: &["sa"],
         categories: &[],
-        subresources: &[],
+        subresources: &["token"],
         status_subresource: false,
         strategy: &simple::PLAIN,
     },
