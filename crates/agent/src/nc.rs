@@ -228,6 +228,11 @@ mod tests {
         let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(main(&args(&["-z", "-w", "2", "127.0.0.1", &port])), 0);
         drop(l);
-        assert_eq!(main(&args(&["-zv", "-w", "2", "127.0.0.1", &port])), 1);
+        // A closed port that no parallel test can take meanwhile: bound, never listening.
+        use nix::sys::socket::{bind, getsockname, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+        let s = socket(AddressFamily::Inet, SockType::Stream, SockFlag::empty(), None).unwrap();
+        bind(std::os::fd::AsRawFd::as_raw_fd(&s), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
+        let closed: SockaddrIn = getsockname(std::os::fd::AsRawFd::as_raw_fd(&s)).unwrap();
+        assert_eq!(main(&args(&["-zv", "-w", "2", "127.0.0.1", &closed.port().to_string()])), 1);
     }
 }
