@@ -124,12 +124,12 @@ pub async fn serve_plain(state: Arc<State>, listener: TcpListener) {
 /// upstream's "Unable to authenticate the request").
 async fn authenticate(state: &State, req: &http::request::Parts) -> Option<UserInfo> {
     let h = req.headers.get(http::header::AUTHORIZATION)?;
-    let path = req.uri.path().to_string();
-    let Some(token): Option<String> = h.to_str().ok().and_then(auth::bearer_token).map(String::from) else {
+    let path = req.uri.path();
+    let Some(token) = h.to_str().ok().and_then(auth::bearer_token) else {
         tracing::warn!(%path, "Unable to authenticate the request: invalid bearer token");
         return None;
     };
-    match state.authenticate_token(&token, &[]).await {
+    match state.authenticate_token(token, &[]).await {
         Ok((u, _)) => Some(u),
         Err(e) => {
             let err = match e {

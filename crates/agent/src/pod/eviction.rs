@@ -28,7 +28,7 @@ fn limit_of(c: &k8s_openapi::api::core::v1::Container) -> Option<&str> {
 }
 
 fn bytes(q: &str) -> Option<u64> {
-    yard_api::quantity::Quantity::parse(q).ok().map(|v| v.value().max(0) as u64)
+    crate::volume::size_bytes(q).ok()
 }
 
 /// Measure the pod until it is evicted or stops.

@@ -9,7 +9,7 @@
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use base64::Engine;
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -59,17 +59,7 @@ pub fn decode(base64: bool, m: &Message) -> Result<Option<(u8, Vec<u8>)>, String
 
 /// Serve one port-forward WebSocket.
 pub async fn serve(socket: WebSocket, target: Target, ports: Vec<u16>, base64: bool) {
-    let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = mpsc::channel::<Message>(64);
-    let writer = tokio::spawn(async move {
-        while let Some(m) = rx.recv().await {
-            let close = matches!(m, Message::Close(_));
-            if sink.send(m).await.is_err() || close {
-                break;
-            }
-        }
-        let _ = sink.close().await;
-    });
+    let (tx, mut stream, writer) = crate::server::ws_queue(socket);
     let mut to_pod: Vec<mpsc::Sender<Option<Bytes>>> = vec![];
     let mut tasks = vec![];
     for (i, &port) in ports.iter().enumerate() {

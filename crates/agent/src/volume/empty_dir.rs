@@ -65,8 +65,8 @@ pub fn over_limit(pod: &k8s_openapi::api::core::v1::Pod, pod_dir: &Path) -> Opti
     None
 }
 
-/// Parse a size limit (`sizeLimit`) into bytes.
-fn bytes(q: &str) -> Result<u64, String> {
+/// Parse a size quantity (`sizeLimit`, an `ephemeral-storage` limit) into bytes.
+pub fn bytes(q: &str) -> Result<u64, String> {
     yard_api::quantity::Quantity::parse(q)
         .map(|v| v.value().max(0) as u64)
         .map_err(|e| format!("invalid sizeLimit {q:?}: {e}"))

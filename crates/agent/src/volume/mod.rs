@@ -128,7 +128,7 @@ impl std::fmt::Display for VolumeError {
     }
 }
 
-pub use empty_dir::over_limit as empty_dir_over_limit;
+pub use empty_dir::{bytes as size_bytes, over_limit as empty_dir_over_limit};
 
 /// The plugin of `v`'s type, if this node provides it.
 pub fn plugin_of(v: &Volume) -> Option<&'static dyn VolumePlugin> {
